@@ -1,0 +1,1 @@
+"""Culprit search: the pure engine (``engine``) and the ``labgate bisect`` porcelain (``cli``)."""

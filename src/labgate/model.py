@@ -1,0 +1,252 @@
+"""The values every part of labgate shares: outcomes, planned jobs, stored results.
+
+Small frozen dataclasses with no I/O. The names follow ../shared/DESIGN.md: a *flight* runs a
+branch's *jobs* against a *revision tuple*; a job is an ordered list of *steps*; every job and step
+ends with an *outcome*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    """The outcome of a step, a job or a flight, and the live states before it.
+
+    ``pass``/``fail``/``skip`` come from the code under test; ``broken`` is the lab's own failure
+    (host lost, checkout impossible, executor error) and is never blamed on code; ``blocked`` is a
+    job whose dependency did not pass; ``cancelled`` is work stopped by a person (Ctrl-C).
+    """
+
+    PASS = "pass"
+    FAIL = "fail"
+    BROKEN = "broken"
+    BLOCKED = "blocked"
+    SKIP = "skip"
+    CANCELLED = "cancelled"
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    RUNNING = "running"
+
+    @property
+    def finished(self) -> bool:
+        """True for a final outcome, False for a live state."""
+        return self not in LIVE_OUTCOMES
+
+    @property
+    def succeeded(self) -> bool:
+        """True when dependants may run and the flight is not failed by it (pass or skip)."""
+        return self in (Outcome.PASS, Outcome.SKIP)
+
+
+LIVE_OUTCOMES = frozenset({Outcome.QUEUED, Outcome.PREPARING, Outcome.RUNNING})
+
+
+class Blessing(StrEnum):
+    """Why a flight was run, which decides what its results may do (only ``real`` may push)."""
+
+    REAL = "real"
+    ADHOC = "adhoc"
+    BISECT = "bisect"
+    REVIEW = "review"
+    PLAY = "play"
+
+
+class FlightState(StrEnum):
+    """Where a flight is in its life; its ``outcome`` is set once it is ``finished``."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+# --- the plan: what a flight will run -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One planned step: a shell command run in the job's work dir."""
+
+    name: str
+    run: str
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One planned job, every ``{var}`` already expanded.
+
+    ``requires`` are host flags the host must have; ``depends`` names jobs of the same flight that
+    must pass first (their artifacts are given to this one); ``exclusive`` holds the whole host.
+    """
+
+    name: str
+    steps: tuple[StepSpec, ...]
+    requires: tuple[str, ...] = ()
+    depends: tuple[str, ...] = ()
+    runvars: tuple[tuple[str, str], ...] = ()
+    exclusive: bool = False
+
+    @property
+    def runvar_dict(self) -> dict[str, str]:
+        return dict(self.runvars)
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """A host from lab.toml. ``slots`` jobs may run at once; an exclusive job takes them all."""
+
+    name: str
+    flags: frozenset[str]
+    slots: int = 1
+    executor: str = "local"
+    options: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class TreeSpec:
+    """A git repository the lab tests."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class BranchSpec:
+    """A test stream: ``tree`` is under test (``staging`` is tested, ``tested`` is pushed to);
+    every other tree is taken at the ref ``pin`` gives it (default: its ``tested`` ref name is not
+    assumed; a tree without a pin is taken at its remote HEAD)."""
+
+    name: str
+    tree: str
+    staging: str = "staging"
+    tested: str = "master"
+    pin: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def pin_dict(self) -> dict[str, str]:
+        return dict(self.pin)
+
+
+# --- results: what the store gives back -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestCaseResult:
+    """One test case a step reported through its ``results`` (JUnit or TAP)."""
+
+    name: str
+    outcome: Outcome
+    duration_s: float | None = None
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "outcome": str(self.outcome),
+            "duration_s": self.duration_s,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A stored step: its outcome and what it took. ``log`` is a path under the lab's log dir."""
+
+    id: int
+    name: str
+    outcome: Outcome
+    exit_status: int | None = None
+    duration_s: float | None = None
+    log: str | None = None
+    reason: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    testcases: tuple[TestCaseResult, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "outcome": str(self.outcome),
+            "exit_status": self.exit_status,
+            "duration_s": self.duration_s,
+            "log": self.log,
+            "reason": self.reason,
+            "testcases": [t.to_json() for t in self.testcases],
+        }
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A stored job with its steps in order."""
+
+    id: int
+    name: str
+    outcome: Outcome
+    host: str | None = None
+    runvars: Mapping[str, str] = field(default_factory=dict)
+    steps: tuple[StepResult, ...] = ()
+    depends: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    exclusive: bool = False
+    reason: str | None = None
+    started: str | None = None
+    finished: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "outcome": str(self.outcome),
+            "host": self.host,
+            "runvars": dict(self.runvars),
+            "reason": self.reason,
+            "steps": [s.to_json() for s in self.steps],
+        }
+
+
+@dataclass(frozen=True)
+class FlightResult:
+    """A stored flight. ``revisions`` maps each tree to the full sha tested."""
+
+    id: int
+    branch: str
+    blessing: Blessing
+    revisions: Mapping[str, str]
+    state: FlightState
+    outcome: Outcome | None
+    started: str | None
+    finished: str | None
+    jobs: tuple[JobResult, ...] = ()
+
+    def job(self, name: str) -> JobResult:
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable JSON form (``labgate flight show --json``): keep these names."""
+        return {
+            "id": self.id,
+            "branch": self.branch,
+            "blessing": str(self.blessing),
+            "revisions": dict(self.revisions),
+            "state": str(self.state),
+            "started": self.started,
+            "finished": self.finished,
+            "outcome": str(self.outcome) if self.outcome is not None else None,
+            "jobs": [j.to_json() for j in self.jobs],
+        }
+
+
+def flight_outcome(job_outcomes: list[Outcome]) -> Outcome:
+    """The outcome of a finished flight from its jobs' outcomes: pass when every job passed or
+    skipped; otherwise the worst, in the order fail > broken > blocked > cancelled."""
+    for worst in (Outcome.FAIL, Outcome.BROKEN, Outcome.BLOCKED, Outcome.CANCELLED):
+        if worst in job_outcomes:
+            return worst
+    return Outcome.PASS

@@ -1,0 +1,971 @@
+"""lab.toml: loading, validation and matrix expansion into a typed :class:`Lab`.
+
+The file has one ``[lab]`` table and arrays of ``[[tree]]``, ``[[branch]]``, ``[[host]]`` and
+``[[job]]`` (with ``[[job.step]]``); see ../shared/DESIGN.md. Every problem is reported in one
+pass, each with the file, the key path (``job[3].step[0].timeout``: 0-based indices into the
+file's arrays, as written; an expanded job adds its combination, ``job[1].requires (arch=arm64)``)
+and a fix. :class:`ConfigError` carries them; no traceback reaches the user.
+
+Templates: every string of a ``[[job]]`` may use ``{var}`` (a matrix var or a runvar); ``{{`` and
+``}}`` are literal braces; ``$`` followed by ``{`` is a *shell* expansion (``${HOME}``), copied as
+is, never a labgate var. The full rules are in :mod:`labgate.plan`.
+
+Defaults decided here:
+
+- ``[lab]``: ``database`` is ``sqlite:///<lab dir>/labgate.db`` (a relative SQLite path is taken
+  from the lab dir); ``logs = "logs"``, ``work = "work"``, ``artifacts = "artifacts"``,
+  ``mirrors = "mirrors"``, all relative to the lab dir; ``poll_interval = 60`` seconds.
+- A tree that is neither under test nor pinned by a branch is taken at its remote ``HEAD``: a pin
+  is optional (:meth:`Lab.revision_refs` says ``"HEAD"`` for it). Pinning the tree under test is
+  an error (it is taken at ``staging``).
+- A tree ``url`` with ``://`` or of the scp form ``host:path`` is a URL; anything else is a local
+  path, made absolute from the lab dir.
+- A job's runvars are its matrix vars then its own runvars; a job without ``branches`` runs on
+  every branch; a step without ``timeout`` has none.
+- ``[[branch]] allow`` entries default ``step = "*"``; each glob must match something.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from labgate.model import AllowedFailure, BranchSpec, HostSpec, JobSpec, TreeSpec
+from labgate.plan import VAR_NAME, JobTemplate, StepTemplate, Template, TemplateError
+from labgate.plan import expand_jobs as _expand_jobs
+from labgate.plan import parse_template as _parse_template
+
+LAB_FILE = "lab.toml"
+UNPINNED_REF = "HEAD"
+RESULT_FORMATS = ("junit", "tap")
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a lab file: where (``key``), what (``message``) and what to do."""
+
+    file: Path
+    key: str
+    message: str
+    fix: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}: " if self.key else f"{self.file}: "
+        return where + self.message + (f". Fix: {self.fix}" if self.fix else "")
+
+
+class ConfigError(Exception):
+    """The lab file is unusable; ``problems`` lists every problem found, in file order."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems: list[Problem] = list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+class UnknownNameError(LookupError):
+    """A branch (or other named thing) the lab does not have; the message lists those it has."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        known = list(known)
+        self.kind, self.name, self.known = kind, name, known
+        hint = _did_you_mean(name, known)
+        listed = ", ".join(known) if known else "none"
+        super().__init__(f"no {kind} named {name!r}{hint} (known: {listed})")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _Invalid(ValueError):
+    """A validator's refusal that carries its own fix."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+
+# --- the lab ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lab:
+    """A validated lab: every path absolute, every job expanded."""
+
+    dir: Path
+    file: Path
+    name: str
+    database_url: str
+    log_dir: Path
+    work_dir: Path
+    artifacts_dir: Path
+    mirror_dir: Path
+    poll_interval: float
+    trees: Mapping[str, TreeSpec]
+    branches: Mapping[str, BranchSpec]
+    hosts: tuple[HostSpec, ...]
+    jobs: tuple[JobSpec, ...]
+    job_branches: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Jobs restricted to some branches (``[[job]] branches``); a job not here runs on all."""
+
+    def branch(self, name: str) -> BranchSpec:
+        """The branch called ``name``; UnknownNameError (a LookupError) lists the known ones."""
+        try:
+            return self.branches[name]
+        except KeyError:
+            raise UnknownNameError("branch", name, self.branches) from None
+
+    def jobs_for(self, branch: str) -> tuple[JobSpec, ...]:
+        """The jobs a flight of ``branch`` runs, in file order."""
+        self.branch(branch)
+        return tuple(
+            j
+            for j in self.jobs
+            if j.name not in self.job_branches or branch in self.job_branches[j.name]
+        )
+
+    def revision_refs(self, branch: str) -> dict[str, str]:
+        """The ref each tree is taken at for ``branch``: the tree under test at ``staging``,
+        a pinned tree at its pin, any other tree at ``HEAD`` (its remote's default branch)."""
+        spec = self.branch(branch)
+        pins = spec.pin_dict
+        return {
+            tree: spec.staging if tree == spec.tree else pins.get(tree, UNPINNED_REF)
+            for tree in self.trees
+        }
+
+    def host(self, name: str) -> HostSpec:
+        """The host called ``name``; UnknownNameError lists the known ones."""
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise UnknownNameError("host", name, [h.name for h in self.hosts])
+
+    def hosts_for(self, job: JobSpec) -> tuple[HostSpec, ...]:
+        """The hosts whose flags include everything ``job`` requires."""
+        return tuple(h for h in self.hosts if h.flags.issuperset(job.requires))
+
+
+# --- the file as written: pydantic models ---------------------------------------------------
+
+
+def _int_to_str(value: Any) -> Any:
+    # Matrix and runvar values are text; a bare integer (``jobs = 4``) reads naturally in TOML.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Text = Annotated[str, StringConstraints(min_length=1)]
+Value = Annotated[str, BeforeValidator(_int_to_str)]
+
+
+class _Raw(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RawLabSection(_Raw):
+    name: Text
+    database: Text | None = None
+    logs: Text = "logs"
+    work: Text = "work"
+    artifacts: Text = "artifacts"
+    mirrors: Text = "mirrors"
+    poll_interval: float = Field(default=60.0, gt=0)
+
+
+class RawTree(_Raw):
+    name: Text
+    url: Text
+
+
+class RawAllow(_Raw):
+    job: Text
+    step: Text = "*"
+    reason: Text
+
+
+class RawBranch(_Raw):
+    name: Text
+    tree: Text
+    staging: Text = "staging"
+    tested: Text = "master"
+    pin: dict[str, Text] = Field(default_factory=dict)
+    allow: list[RawAllow] = Field(default_factory=list)
+
+
+class RawHost(_Raw):
+    """Keys every host has; each executor adds its own in a subclass (see HOST_MODELS)."""
+
+    name: Text
+    flags: list[Text] = Field(default_factory=list)
+    slots: int = Field(default=1, ge=1)
+    executor: str = "local"
+
+    def options(self) -> tuple[tuple[str, str], ...]:
+        """The executor's own settings, as HostSpec.options."""
+        return ()
+
+    def to_spec(self) -> HostSpec:
+        return HostSpec(
+            name=self.name,
+            flags=frozenset(self.flags),
+            slots=self.slots,
+            executor=self.executor,
+            options=self.options(),
+        )
+
+
+class RawLocalHost(RawHost):
+    executor: Literal["local"] = "local"
+
+
+# An executor with its own keys (ssh: address, user, ...) adds a RawHost subclass here.
+HOST_MODELS: dict[str, type[RawHost]] = {"local": RawLocalHost}
+
+
+class RawStep(_Raw):
+    name: Text
+    run: Text
+    timeout: float | None = Field(default=None, gt=0)
+    results: Text | None = None
+
+    @field_validator("results")
+    @classmethod
+    def _results_format(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        kind, sep, glob = value.partition(":")
+        if not sep or kind not in RESULT_FORMATS or not glob:
+            raise _Invalid(
+                f"must be junit:<glob> or tap:<glob> (got {_show(value)})",
+                'write e.g. results = "junit:out/*.xml" or results = "tap:results.tap"',
+            )
+        return value
+
+
+class RawJob(_Raw):
+    name: Text
+    matrix: dict[str, list[Value]] = Field(default_factory=dict)
+    runvars: dict[str, Value] = Field(default_factory=dict)
+    requires: list[Text] = Field(default_factory=list)
+    depends: list[Text] = Field(default_factory=list)
+    exclusive: bool = False
+    branches: list[Text] | None = None
+    step: list[RawStep] = Field(min_length=1)
+
+
+# The model of a table, by the name of the array or table it sits in (for "known keys").
+_SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "lab": RawLabSection,
+    "tree": RawTree,
+    "branch": RawBranch,
+    "allow": RawAllow,
+    "host": RawLocalHost,
+    "job": RawJob,
+    "step": RawStep,
+}
+_TOP_LEVEL = ("lab", "tree", "branch", "host", "job")
+
+
+# --- pydantic errors → problems -------------------------------------------------------------
+
+_TYPE_WORDS = {
+    "int_type": ("an integer", "2"),
+    "float_type": ("a number", "60"),
+    "string_type": ("a string", '"text"'),
+    "bool_type": ("true or false", "true"),
+    "list_type": ("an array", '["a", "b"]'),
+    "dict_type": ("a table", '{ key = "value" }'),
+    "model_type": ("a table", '{ key = "value" }'),
+}
+_UNITS = {"timeout": " seconds", "poll_interval": " seconds"}
+_KEY_FIXES = {
+    "timeout": "give a positive number of seconds, e.g. timeout = 3600, or leave it out",
+    "poll_interval": "give a positive number of seconds, e.g. poll_interval = 60",
+    "slots": "give how many jobs the host runs at once, e.g. slots = 2",
+    "executor": f'use executor = "local" (known: {", ".join(HOST_MODELS)})',
+    "step": 'add a [[job.step]] with name = "..." and run = "<shell command>"',
+    "name": 'add name = "..."',
+    "run": 'add run = "<shell command>"',
+    "url": 'add url = "<git URL or path to the repository>"',
+    "reason": 'add reason = "<why this failure is accepted>"',
+    "tree": 'add tree = "<name of the [[tree]] under test>"',
+    "job": 'add job = "<glob of job names>"',
+}
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def key_path(loc: Sequence[str | int]) -> str:
+    """``("job", 3, "step", 0, "timeout")`` → ``"job[3].step[0].timeout"``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = part if _BARE_KEY.fullmatch(part) else f'"{part}"'
+            out += f".{name}" if out else name
+    return out
+
+
+def _show(value: Any) -> str:
+    """A value as it would be written in TOML, for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _describe(error: Mapping[str, Any], loc: tuple[str | int, ...]) -> tuple[str, str | None]:
+    """The message and fix for one pydantic error at ``loc`` (the full path in the file)."""
+    kind = error["type"]
+    leaf = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    got = f" (got {_show(error.get('input'))})"
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        section = next((p for p in reversed(loc[:-1]) if isinstance(p, str)), "")
+        model = _SECTION_MODELS.get(section)
+        known = list(model.model_fields) if model else []
+        return (
+            f"unknown key{_did_you_mean(leaf, known)}",
+            f"remove it or correct its name (known keys here: {', '.join(known)})",
+        )
+    if kind == "missing":
+        return "is required", _KEY_FIXES.get(leaf, f"add {leaf} = ...")
+    if kind in _TYPE_WORDS:
+        words, example = _TYPE_WORDS[kind]
+        if isinstance(loc[-1], int) and kind == "model_type":
+            return f"must be {words}{got}", f"write each entry as a [[{leaf}]] table"
+        return f"must be {words}{got}", _KEY_FIXES.get(leaf, f"write e.g. {leaf} = {example}")
+    if kind in ("greater_than", "greater_than_equal"):
+        op = ">" if kind == "greater_than" else ">="
+        limit = ctx.get("gt", ctx.get("ge"))
+        return f"must be {op} {limit}{_UNITS.get(leaf, '')}{got}", _KEY_FIXES.get(leaf)
+    if kind == "string_too_short":
+        return "must not be empty", f"give {leaf} a value, or leave the key out if optional"
+    if kind == "too_short":
+        return "must have at least one entry", _KEY_FIXES.get(leaf)
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected')}{got}", _KEY_FIXES.get(leaf)
+    if kind == "value_error" and isinstance(ctx.get("error"), _Invalid):
+        invalid: _Invalid = ctx["error"]
+        return invalid.message, invalid.fix
+    return f"{error['msg']}{got}", None
+
+
+# --- the loader -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Expanded:
+    """One expanded job with where it came from in the file."""
+
+    index: int
+    combination: dict[str, str]
+    spec: JobSpec
+    template: JobTemplate
+    branches: frozenset[str] | None
+
+    def where(self, path: str, *templates: Template) -> str:
+        """``job[i].<path>``, plus the combination when one of ``templates`` uses a matrix var."""
+        key = f"job[{self.index}]" + (f".{path}" if path else "")
+        used = {v for t in templates for v in t.vars}
+        if self.combination and (not templates or used & set(self.combination)):
+            key += " (" + ", ".join(f"{k}={v}" for k, v in self.combination.items()) + ")"
+        return key
+
+
+class _Loader:
+    """One pass over a parsed lab file, collecting problems as it goes."""
+
+    _KINDS: ClassVar[dict[str, type[BaseModel]]] = {
+        "tree": RawTree,
+        "branch": RawBranch,
+        "job": RawJob,
+    }
+
+    def __init__(self, file: Path, lab_dir: Path) -> None:
+        self.file = file
+        self.lab_dir = lab_dir
+        self.problems: list[Problem] = []
+        self.incomplete: set[str] = set()  # sections with invalid entries: skip cascades
+
+    def problem(self, key: str, message: str, fix: str | None = None) -> None:
+        item = Problem(self.file, key, message, fix)
+        if item not in self.problems:
+            self.problems.append(item)
+
+    def validate(self, model: type[BaseModel], data: Any, loc: tuple[str | int, ...]) -> Any:
+        try:
+            return model.model_validate(data)
+        except ValidationError as err:
+            for error in err.errors(include_url=False):
+                full = loc + tuple(error["loc"])
+                message, fix = _describe(error, full)
+                self.problem(key_path(full), message, fix)
+            return None
+
+    def entries(self, data: dict[str, Any], kind: str) -> list[tuple[int, Any]]:
+        """The ``[[kind]]`` entries as (index, raw table)."""
+        value = data.get(kind, [])
+        if not isinstance(value, list):
+            self.problem(
+                kind, f"must be an array of tables (got {_show(value)})", f"write [[{kind}]]"
+            )
+            self.incomplete.add(kind)
+            return []
+        return list(enumerate(value))
+
+    def section(self, data: dict[str, Any], kind: str) -> dict[int, Any]:
+        """Validate every entry of ``[[kind]]``; the valid ones by index."""
+        valid: dict[int, Any] = {}
+        for index, raw in self.entries(data, kind):
+            if kind == "host":
+                model = self.host_model(raw, index)
+                item = self.validate(model, raw, (kind, index)) if model else None
+            else:
+                item = self.validate(self._KINDS[kind], raw, (kind, index))
+            if item is None:
+                self.incomplete.add(kind)
+            else:
+                valid[index] = item
+        return valid
+
+    def host_model(self, raw: Any, index: int) -> type[RawHost] | None:
+        executor = raw.get("executor", "local") if isinstance(raw, dict) else "local"
+        model = HOST_MODELS.get(executor) if isinstance(executor, str) else None
+        if model is None:
+            self.problem(
+                f"host[{index}].executor",
+                f"unknown executor {_show(executor)}",
+                f"use one of: {', '.join(HOST_MODELS)}",
+            )
+        return model
+
+    def unique(self, kind: str, items: Mapping[int, Any]) -> dict[str, Any]:
+        """The items by name; a second use of a name is a problem."""
+        by_name: dict[str, Any] = {}
+        first: dict[str, int] = {}
+        for index, item in items.items():
+            if item.name in first:
+                self.problem(
+                    f"{kind}[{index}].name",
+                    f"duplicate {kind} name {_show(item.name)} (also {kind}[{first[item.name]}])",
+                    "give each a different name",
+                )
+            else:
+                first[item.name] = index
+                by_name[item.name] = item
+        return by_name
+
+    # --- sections -------------------------------------------------------------------------
+
+    def top_level(self, data: dict[str, Any]) -> None:
+        for key in data:
+            if key not in _TOP_LEVEL:
+                self.problem(
+                    key_path((key,)),
+                    f"unknown top-level key{_did_you_mean(key, _TOP_LEVEL)}",
+                    "a lab file has [lab], [[tree]], [[branch]], [[host]] and [[job]] only",
+                )
+
+    def lab_section(self, data: dict[str, Any]) -> RawLabSection | None:
+        if "lab" not in data:
+            self.problem("lab", "is required", 'add a [lab] table with name = "..."')
+            return None
+        section: RawLabSection | None = self.validate(RawLabSection, data["lab"], ("lab",))
+        return section
+
+    def trees(self, raw: Mapping[str, RawTree]) -> dict[str, TreeSpec]:
+        return {name: TreeSpec(name, _resolve_url(t.url, self.lab_dir)) for name, t in raw.items()}
+
+    def branches(
+        self, raw: Mapping[int, RawBranch], trees: Mapping[str, TreeSpec]
+    ) -> dict[str, BranchSpec]:
+        check_trees = "tree" not in self.incomplete
+        for index, b in raw.items():
+            if check_trees and b.tree not in trees:
+                self.problem(
+                    f"branch[{index}].tree",
+                    f"no [[tree]] named {_show(b.tree)}{_did_you_mean(b.tree, trees)}",
+                    f"use one of: {', '.join(trees) or '(none: add a [[tree]])'}",
+                )
+            for tree in b.pin:
+                if tree == b.tree:
+                    self.problem(
+                        key_path(("branch", index, "pin", tree)),
+                        f"pins the tree under test {_show(tree)}",
+                        f"remove it: the tree under test is taken at staging ({b.staging})",
+                    )
+                elif check_trees and tree not in trees:
+                    self.problem(
+                        key_path(("branch", index, "pin", tree)),
+                        f"no [[tree]] named {_show(tree)}{_did_you_mean(tree, trees)}",
+                        f"pin one of: {', '.join(t for t in trees if t != b.tree) or '(none)'}",
+                    )
+        return {
+            b.name: BranchSpec(
+                name=b.name,
+                tree=b.tree,
+                staging=b.staging,
+                tested=b.tested,
+                pin=tuple(b.pin.items()),
+                allow=tuple(AllowedFailure(a.job, a.step, a.reason) for a in b.allow),
+            )
+            for b in self.unique("branch", raw).values()
+        }
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def template(self, text: str, key: str) -> Template | None:
+        try:
+            return _parse_template(text)
+        except TemplateError as err:
+            self.problem(key, err.message, err.fix)
+            return None
+
+    def job_template(self, index: int, job: RawJob) -> JobTemplate | None:
+        """Parse a job's strings and check its vars; None when anything is wrong."""
+        before = len(self.problems)
+        at = f"job[{index}]"
+        matrix: list[tuple[str, tuple[str, ...]]] = []
+        for var, values in job.matrix.items():
+            key = key_path(("job", index, "matrix", var))
+            if not VAR_NAME.fullmatch(var):
+                self.problem(key, "is not a var name", "use letters, digits and _ (e.g. arch)")
+            if not values:
+                self.problem(key, "has no values", f'list at least one, e.g. {var} = ["a"]')
+            for dup in sorted({v for v in values if values.count(v) > 1}):
+                self.problem(key, f"lists {_show(dup)} twice", "list each value once")
+            matrix.append((var, tuple(values)))
+        for var in job.runvars:
+            key = key_path(("job", index, "runvars", var))
+            if not VAR_NAME.fullmatch(var):
+                self.problem(key, "is not a var name", "use letters, digits and _")
+            if var in job.matrix:
+                self.problem(key, "is also a matrix var", "rename the runvar or the matrix var")
+
+        matrix_vars = list(job.matrix)
+        all_vars = matrix_vars + [v for v in job.runvars if v not in job.matrix]
+
+        def parse(text: str, path: str, known: list[str], what: str) -> Template:
+            key = f"{at}.{path}"
+            parsed = self.template(text, key)
+            for var in parsed.vars if parsed else ():
+                if var not in known:
+                    self.unknown_var(key, var, known, what, var in job.runvars)
+            return parsed or Template(text, (text,))
+
+        runvars = tuple(
+            (k, parse(v, key_path(("runvars", k)), matrix_vars, "runvar values"))
+            for k, v in job.runvars.items()
+        )
+        steps = tuple(
+            StepTemplate(
+                name=parse(s.name, f"step[{i}].name", all_vars, "step names"),
+                run=parse(s.run, f"step[{i}].run", all_vars, "commands"),
+                timeout=s.timeout,
+                results=parse(s.results, f"step[{i}].results", all_vars, "results")
+                if s.results is not None
+                else None,
+            )
+            for i, s in enumerate(job.step)
+        )
+        template = JobTemplate(
+            name=parse(job.name, "name", all_vars, "names"),
+            matrix=tuple(matrix),
+            runvars=runvars,
+            requires=tuple(
+                parse(r, f"requires[{i}]", all_vars, "requires") for i, r in enumerate(job.requires)
+            ),
+            depends=tuple(
+                parse(d, f"depends[{i}]", all_vars, "depends") for i, d in enumerate(job.depends)
+            ),
+            steps=steps,
+            exclusive=job.exclusive,
+        )
+        return template if len(self.problems) == before else None
+
+    def unknown_var(self, key: str, var: str, known: list[str], what: str, is_runvar: bool) -> None:
+        if is_runvar:
+            self.problem(
+                key,
+                f"{{{var}}} is a runvar, and {what} may use matrix vars only",
+                "write the value out, or make it a matrix var with one value",
+            )
+            return
+        self.problem(
+            key,
+            f"unknown var {{{var}}}{_did_you_mean(var, known)}",
+            f"use one of: {', '.join(known) or '(none defined)'}; define it in matrix or "
+            f"runvars; or write {{{{{var}}}}} for literal braces",
+        )
+
+    def jobs(
+        self, raw: Mapping[int, RawJob], branches: Mapping[str, BranchSpec]
+    ) -> list[_Expanded]:
+        expanded: list[_Expanded] = []
+        for index, job in raw.items():
+            if job.branches is not None:
+                for i, name in enumerate(job.branches):
+                    if "branch" not in self.incomplete and name not in branches:
+                        self.problem(
+                            f"job[{index}].branches[{i}]",
+                            f"no [[branch]] named {_show(name)}{_did_you_mean(name, branches)}",
+                            f"use one of: {', '.join(branches) or '(none: add a [[branch]])'}",
+                        )
+            template = self.job_template(index, job)
+            if template is None:
+                self.incomplete.add("job")
+                continue
+            only = frozenset(job.branches) if job.branches is not None else None
+            for combination, spec in _expand_jobs(template):
+                expanded.append(_Expanded(index, combination, spec, template, only))
+        return expanded
+
+    def check_jobs(self, jobs: list[_Expanded], hosts: Sequence[HostSpec]) -> None:
+        by_name: dict[str, _Expanded] = {}
+        for job in jobs:
+            other = by_name.setdefault(job.spec.name, job)
+            if other is not job:
+                self.problem(
+                    job.where("name", job.template.name),
+                    f"job name {_show(job.spec.name)} is also "
+                    + other.where("", other.template.name),
+                    "put every matrix var in the name, or rename one of them",
+                )
+            self.check_steps(job)
+        complete = "job" not in self.incomplete
+        for job in jobs:
+            self.check_depends(job, by_name, complete)
+        if "host" not in self.incomplete:
+            for job in jobs:
+                self.check_hosts(job, hosts)
+        self.check_cycles(jobs, by_name)
+
+    def check_steps(self, job: _Expanded) -> None:
+        seen: dict[str, int] = {}
+        for i, step in enumerate(job.spec.steps):
+            first = seen.setdefault(step.name, i)
+            if first != i:
+                self.problem(
+                    job.where(f"step[{i}].name", job.template.steps[i].name),
+                    f"duplicate step name {_show(step.name)} (also step[{first}])",
+                    "give each step of a job a different name",
+                )
+
+    def check_depends(
+        self, job: _Expanded, by_name: Mapping[str, _Expanded], complete: bool
+    ) -> None:
+        for i, dep in enumerate(job.spec.depends):
+            where = job.where(f"depends[{i}]", job.template.depends[i])
+            target = by_name.get(dep)
+            if target is None:
+                if complete:
+                    self.problem(
+                        where,
+                        f"no job named {_show(dep)}{_did_you_mean(dep, by_name)}",
+                        "depend on a job of this file (names after expansion, e.g. build-amd64)",
+                    )
+                continue
+            if target.branches is None:
+                continue
+            if job.branches is None:
+                only = ", ".join(sorted(target.branches))
+                message = f"{_show(dep)} runs only on {only}, this job on every branch"
+            elif missing := sorted(job.branches - target.branches):
+                message = f"{_show(dep)} does not run on {', '.join(missing)}, where this job runs"
+            else:
+                continue
+            self.problem(
+                where,
+                message,
+                f"add those branches to {_show(dep)}'s branches, or limit this job's branches",
+            )
+
+    def check_hosts(self, job: _Expanded, hosts: Sequence[HostSpec]) -> None:
+        needed = set(job.spec.requires)
+        if any(h.flags >= needed for h in hosts):
+            return
+        where = job.where("requires", *job.template.requires)
+        if not hosts:
+            self.problem(where, "no [[host]] is defined to run this job", "add a [[host]]")
+            return
+        have = "; ".join(f"{h.name}: {', '.join(sorted(h.flags)) or '(no flags)'}" for h in hosts)
+        self.problem(
+            where,
+            f"no host has all of {', '.join(job.spec.requires)}",
+            f"add the missing flags to a [[host]] or change requires (hosts: {have})",
+        )
+
+    def check_cycles(self, jobs: list[_Expanded], by_name: Mapping[str, _Expanded]) -> None:
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        reported: set[frozenset[str]] = set()
+
+        def visit(name: str, path: list[str]) -> None:
+            state[name] = 1
+            path.append(name)
+            for dep in by_name[name].spec.depends:
+                if dep not in by_name:
+                    continue
+                if state.get(dep) == 1:
+                    cycle = [*path[path.index(dep) :], dep]
+                    if frozenset(cycle) not in reported:
+                        reported.add(frozenset(cycle))
+                        job = by_name[dep]
+                        self.problem(
+                            job.where("depends", *job.template.depends),
+                            f"depends form a cycle: {' -> '.join(cycle)}",
+                            "remove one of these depends",
+                        )
+                elif dep not in state:
+                    visit(dep, path)
+            path.pop()
+            state[name] = 2
+
+        for job in jobs:
+            if job.spec.name not in state:
+                visit(job.spec.name, [])
+
+    def check_allow(self, raw: Mapping[int, RawBranch], jobs: list[_Expanded]) -> None:
+        if "job" in self.incomplete:
+            return
+        for index, b in raw.items():
+            mine = [j.spec for j in jobs if j.branches is None or b.name in j.branches]
+            for i, allow in enumerate(b.allow):
+                matched = [j for j in mine if fnmatch.fnmatchcase(j.name, allow.job)]
+                at = f"branch[{index}].allow[{i}]"
+                if not matched:
+                    self.problem(
+                        f"{at}.job",
+                        f"{_show(allow.job)} matches no job of this branch",
+                        "correct the glob or remove the entry",
+                    )
+                elif not any(
+                    fnmatch.fnmatchcase(s.name, allow.step) for j in matched for s in j.steps
+                ):
+                    self.problem(
+                        f"{at}.step",
+                        f"{_show(allow.step)} matches no step of the jobs "
+                        f"{_show(allow.job)} matches",
+                        "correct the glob or remove the entry",
+                    )
+
+    # --- all together ---------------------------------------------------------------------
+
+    def load(self, data: dict[str, Any]) -> Lab | None:
+        self.top_level(data)
+        lab = self.lab_section(data)
+        raw_trees = self.section(data, "tree")
+        raw_branches = self.section(data, "branch")
+        raw_hosts = self.section(data, "host")
+        raw_jobs = self.section(data, "job")
+        trees = self.trees(self.unique("tree", raw_trees))
+        branches = self.branches(raw_branches, trees)
+        hosts = tuple(h.to_spec() for h in self.unique("host", raw_hosts).values())
+        expanded = self.jobs(raw_jobs, branches)
+        self.check_jobs(expanded, hosts)
+        self.check_allow(raw_branches, expanded)
+        if self.problems or lab is None:
+            return None
+        return Lab(
+            dir=self.lab_dir,
+            file=self.file if self.file.is_absolute() else self.lab_dir / self.file.name,
+            name=lab.name,
+            database_url=_database_url(lab.database, self.lab_dir),
+            log_dir=_under(self.lab_dir, lab.logs),
+            work_dir=_under(self.lab_dir, lab.work),
+            artifacts_dir=_under(self.lab_dir, lab.artifacts),
+            mirror_dir=_under(self.lab_dir, lab.mirrors),
+            poll_interval=lab.poll_interval,
+            trees=trees,
+            branches=branches,
+            hosts=hosts,
+            jobs=tuple(j.spec for j in expanded),
+            job_branches={j.spec.name: j.branches for j in expanded if j.branches is not None},
+        )
+
+
+# --- paths ----------------------------------------------------------------------------------
+
+_SCP_URL = re.compile(r"^[^/:]+:")  # git's rule: "host:path" with no slash before the colon
+
+
+def _resolve_url(url: str, lab_dir: Path) -> str:
+    """A URL as is; a local path made absolute from the lab dir."""
+    if "://" in url or _SCP_URL.match(url):
+        return url
+    return str(_under(lab_dir, url))
+
+
+def _under(lab_dir: Path, value: str) -> Path:
+    """``value`` as an absolute, normalised path; relative ones are taken from the lab dir."""
+    return Path(os.path.normpath(lab_dir / Path(value).expanduser()))
+
+
+def _database_url(database: str | None, lab_dir: Path) -> str:
+    if database is None:
+        return f"sqlite:///{lab_dir}/labgate.db"
+    prefix = "sqlite:///"
+    if database.startswith(prefix):
+        rest = database[len(prefix) :]
+        if rest and rest != ":memory:" and not rest.startswith("/"):
+            return f"{prefix}{_under(lab_dir, rest)}"
+    return database
+
+
+# --- entry points ---------------------------------------------------------------------------
+
+_TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def _toml_problem(err: tomllib.TOMLDecodeError, file: Path) -> Problem:
+    message = str(err)
+    at = _TOML_AT.search(message)
+    if at:
+        key = f"line {at.group(1)}, column {at.group(2)}"
+        message = message[: at.start()]
+    else:
+        key, message = "end of file", message.removesuffix(" (at end of document)")
+    message = message[:1].lower() + message[1:]
+    return Problem(
+        file,
+        key,
+        f"TOML syntax error: {message}",
+        "correct the TOML there (strings need quotes, one key = value per line; see toml.io)",
+    )
+
+
+def parse_lab(text: str, *, file: Path, lab_dir: Path) -> Lab:
+    """Parse and validate lab.toml text; ``file`` names it in messages, relative paths in it are
+    taken from ``lab_dir``. Raises ConfigError with every problem found."""
+    lab_dir = lab_dir.expanduser().resolve()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([_toml_problem(err, file)]) from None
+    loader = _Loader(file, lab_dir)
+    lab = loader.load(data)
+    if lab is None:
+        raise ConfigError(loader.problems)
+    return lab
+
+
+def load_lab(lab_dir: Path) -> Lab:
+    """Read and validate ``lab_dir / "lab.toml"``; raises ConfigError."""
+    file = lab_dir / LAB_FILE
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [
+                Problem(
+                    file,
+                    "",
+                    "no such file",
+                    f"create {LAB_FILE} in {lab_dir}, or point at the lab dir",
+                )
+            ]
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError([Problem(file, "", f"can not read it ({err})", None)]) from None
+    return parse_lab(text, file=file, lab_dir=lab_dir)
+
+
+# --- labgate check --------------------------------------------------------------------------
+
+
+def render_plan(lab: Lab) -> str:
+    """What ``labgate check`` prints: per branch its revision tuple refs and jobs, then the hosts
+    and which hosts can run each job."""
+    lines = [
+        f"lab {lab.name} ({lab.file})",
+        f"  database {lab.database_url}",
+        f"  logs {lab.log_dir}  work {lab.work_dir}  artifacts {lab.artifacts_dir}",
+        f"  mirrors {lab.mirror_dir}  poll every {lab.poll_interval:g}s",
+        "",
+    ]
+    for name, branch in lab.branches.items():
+        lines.extend(_render_branch(lab, name, branch))
+    if not lab.branches:
+        lines += ["no branches", ""]
+    lines.append("hosts")
+    for host in lab.hosts:
+        flags = ", ".join(sorted(host.flags)) or "(no flags)"
+        lines.append(f"  {host.name}  [{flags}]  slots {host.slots}  executor {host.executor}")
+    if not lab.hosts:
+        lines.append("  (none)")
+    lines += ["", "which hosts can run each job"]
+    width = max((len(j.name) for j in lab.jobs), default=0)
+    for job in lab.jobs:
+        hosts = ", ".join(h.name for h in lab.hosts_for(job)) or "(none)"
+        lines.append(f"  {job.name:<{width}}  {hosts}")
+    return "\n".join(lines) + "\n"
+
+
+def _render_branch(lab: Lab, name: str, branch: BranchSpec) -> list[str]:
+    refs = lab.revision_refs(name)
+    tuple_text = "  ".join(f"{tree}@{ref}" for tree, ref in refs.items())
+    jobs = lab.jobs_for(name)
+    lines = [
+        f"branch {name}: tests {branch.tree} {branch.staging}, pushes to {branch.tested}",
+        f"  revisions  {tuple_text}",
+    ]
+    lines += [f"  allowed failure  {a.job} / {a.step}: {a.reason}" for a in branch.allow]
+    lines.append(f"  jobs ({len(jobs)})")
+    for job in jobs:
+        lines.extend(_render_job(job))
+    lines.append("")
+    return lines
+
+
+def _render_job(job: JobSpec) -> list[str]:
+    attrs = [
+        f"requires {', '.join(job.requires)}" if job.requires else "",
+        f"depends {', '.join(job.depends)}" if job.depends else "",
+        "exclusive" if job.exclusive else "",
+    ]
+    lines = ["    " + "  ".join([job.name, *filter(None, attrs)])]
+    if job.runvars:
+        lines.append("      runvars  " + " ".join(f"{k}={v}" for k, v in job.runvars))
+    for step in job.steps:
+        extra = [
+            f"timeout {step.timeout:g}s" if step.timeout is not None else "",
+            f"results {step.results}" if step.results else "",
+        ]
+        shown = "  ".join(filter(None, extra))
+        lines.append(f"      step {step.name}: {step.run}" + (f"  ({shown})" if shown else ""))
+    return lines

@@ -74,6 +74,8 @@ class StepSpec:
     name: str
     run: str
     timeout: float | None = None
+    results: str | None = None
+    """Where the step leaves test case results: ``"junit:<glob>"`` or ``"tap:<glob>"``."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,15 @@ class TreeSpec:
 
 
 @dataclass(frozen=True)
+class AllowedFailure:
+    """A failure a branch accepts: jobs and steps matching the globs do not block its push."""
+
+    job: str
+    step: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class BranchSpec:
     """A test stream: ``tree`` is under test (``staging`` is tested, ``tested`` is pushed to);
     every other tree is taken at the ref ``pin`` gives it (default: its ``tested`` ref name is not
@@ -126,6 +137,7 @@ class BranchSpec:
     staging: str = "staging"
     tested: str = "master"
     pin: tuple[tuple[str, str], ...] = ()
+    allow: tuple[AllowedFailure, ...] = ()
 
     @property
     def pin_dict(self) -> dict[str, str]:

@@ -1,11 +1,77 @@
-"""The ``labgate`` command line: wiring only; the work is done by the core and the edges."""
+"""The ``labgate`` command line: wiring only; the work is done by the core and the edges.
+
+Exit statuses: 0 success (every job passed or skipped), 1 a flight did not pass, 2 a usage or
+configuration error (always one clear message, never a traceback), 130 cancelled by Ctrl-C.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
 import click
+from rich.console import Console
 
 from labgate import __version__
 from labgate.bisect.cli import bisect_group
+from labgate.config import ConfigError, Lab, load_lab, render_plan
+from labgate.flight import FlightError, FlightRun, plan_flight
+from labgate.model import Blessing, FlightResult, FlightState, Outcome
+from labgate.progress import FlightProgress
+from labgate.store import Store, StoreError
+from labgate.text import flight_table, flights_table, revisions_table
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+USAGE_ERROR = 2
+CANCELLED = 130
+
+
+def fail(message: str, status: int = USAGE_ERROR) -> NoReturn:
+    click.echo(f"labgate: {message}", err=True)
+    sys.exit(status)
+
+
+def lab_option(func: F) -> F:
+    return click.option(
+        "--lab",
+        "lab_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="LABGATE_LAB",
+        default=".",
+        show_default="the current dir or $LABGATE_LAB",
+        help="The lab directory (holding lab.toml).",
+    )(func)
+
+
+def open_lab(lab_dir: Path) -> Lab:
+    try:
+        return load_lab(lab_dir.resolve())
+    except ConfigError as error:
+        fail(str(error))
+
+
+@contextmanager
+def open_store(lab: Lab) -> Iterator[Store]:
+    try:
+        store = Store.open(lab.database_url)
+    except StoreError as error:
+        fail(str(error))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def console_for(json_output: bool) -> Console:
+    # with --json, stdout is for the JSON alone; progress goes to stderr
+    return Console(stderr=json_output, highlight=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,3 +81,199 @@ def main() -> None:
 
 
 main.add_command(bisect_group)
+
+
+@main.command()
+@lab_option
+def check(lab_dir: Path) -> None:
+    """Validate lab.toml and print the plan: jobs per branch, hosts, requirements."""
+    lab = open_lab(lab_dir)
+    click.echo(render_plan(lab))
+
+
+@main.group()
+def flight() -> None:
+    """Run and inspect flights."""
+
+
+def run_to_end(lab: Lab, store: Store, flight_id: int, console: Console) -> FlightResult:
+    """Run a stored flight with live progress; Ctrl-C (or SIGTERM) cancels it cleanly."""
+
+    async def go() -> FlightResult:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        with FlightProgress(console) as progress:
+            return await FlightRun(lab, store, flight_id, progress=progress).run()
+
+    try:
+        return asyncio.run(go())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        console.print(
+            f"flight {flight_id} cancelled; running steps were killed. "
+            f"`labgate flight resume {flight_id}` runs what did not finish."
+        )
+        sys.exit(CANCELLED)
+
+
+def finish(flight: FlightResult, console: Console, json_output: bool) -> NoReturn:
+    if json_output:
+        click.echo(json.dumps(flight.to_json(), indent=2))
+    else:
+        console.print(flight_table(flight))
+    sys.exit(0 if flight.outcome is Outcome.PASS else 1)
+
+
+def parse_revs(revs: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in revs:
+        tree, sep, rev = item.partition("=")
+        if not sep or not tree or not rev:
+            fail(f"--rev {item!r}: expected TREE=REV, e.g. --rev xen=staging~3")
+        out[tree] = rev
+    return out
+
+
+@flight.command("run")
+@lab_option
+@click.argument("branch")
+@click.option("--rev", "revs", multiple=True, metavar="TREE=REV", help="Test REV of TREE.")
+@click.option("--job", "jobs", multiple=True, metavar="GLOB", help="Run only matching jobs.")
+@click.option(
+    "--blessing",
+    type=click.Choice([b.value for b in Blessing]),
+    default=Blessing.ADHOC.value,
+    show_default=True,
+)
+@click.option("--json", "json_output", is_flag=True, help="Print the flight as JSON.")
+def flight_run(
+    lab_dir: Path,
+    branch: str,
+    revs: tuple[str, ...],
+    jobs: tuple[str, ...],
+    blessing: str,
+    json_output: bool,
+) -> None:
+    """Plan and run a flight of BRANCH's jobs."""
+    lab = open_lab(lab_dir)
+    console = console_for(json_output)
+    if branch not in lab.branches:
+        fail(f"unknown branch {branch!r} (branches: {', '.join(lab.branches) or 'none'})")
+    with open_store(lab) as store:
+        try:
+            flight_id = plan_flight(
+                lab,
+                store,
+                branch,
+                overrides=parse_revs(revs),
+                job_globs=jobs,
+                blessing=Blessing(blessing),
+            )
+        except FlightError as error:
+            fail(str(error))
+        console.print(f"flight {flight_id}: branch {branch}, blessing {blessing}")
+        result = run_to_end(lab, store, flight_id, console)
+        finish(result, console, json_output)
+
+
+def get_flight(store: Store, flight_id: int) -> FlightResult:
+    try:
+        return store.get_flight(flight_id)
+    except StoreError as error:
+        fail(str(error))
+
+
+@flight.command("resume")
+@lab_option
+@click.argument("flight_id", type=int)
+@click.option("--json", "json_output", is_flag=True)
+def flight_resume(lab_dir: Path, flight_id: int, json_output: bool) -> None:
+    """Run what an interrupted or cancelled flight did not finish (finished jobs are kept)."""
+    lab = open_lab(lab_dir)
+    console = console_for(json_output)
+    with open_store(lab) as store:
+        existing = get_flight(store, flight_id)
+        if existing.state is FlightState.FINISHED:
+            console.print(f"flight {flight_id} already finished: {existing.outcome}")
+            finish(existing, console, json_output)
+        result = run_to_end(lab, store, flight_id, console)
+        finish(result, console, json_output)
+
+
+@flight.command("show")
+@lab_option
+@click.argument("flight_id", type=int)
+@click.option("--json", "json_output", is_flag=True)
+def flight_show(lab_dir: Path, flight_id: int, json_output: bool) -> None:
+    """Show a flight: revision tuple, jobs, steps, outcomes."""
+    lab = open_lab(lab_dir)
+    with open_store(lab) as store:
+        result = get_flight(store, flight_id)
+    if json_output:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    console = console_for(False)
+    console.print(revisions_table(result))
+    console.print(flight_table(result))
+
+
+@flight.command("list")
+@lab_option
+@click.option("--branch", default=None)
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "json_output", is_flag=True)
+def flight_list(lab_dir: Path, branch: str | None, limit: int, json_output: bool) -> None:
+    """List flights, newest first."""
+    lab = open_lab(lab_dir)
+    with open_store(lab) as store:
+        flights = store.list_flights(branch, limit=limit)
+    if json_output:
+        click.echo(json.dumps([f.to_json() for f in flights], indent=2))
+        return
+    console_for(False).print(flights_table(flights))
+
+
+@flight.command("log")
+@lab_option
+@click.argument("flight_id", type=int)
+@click.argument("job")
+@click.argument("step", required=False)
+def flight_log(lab_dir: Path, flight_id: int, job: str, step: str | None) -> None:
+    """Print the log of a job's steps (or of one STEP)."""
+    lab = open_lab(lab_dir)
+    with open_store(lab) as store:
+        result = get_flight(store, flight_id)
+    try:
+        job_result = result.job(job)
+    except KeyError:
+        names = ", ".join(j.name for j in result.jobs)
+        fail(f"flight {flight_id} has no job {job!r} (jobs: {names})")
+    steps = [s for s in job_result.steps if step is None or s.name == step]
+    if not steps:
+        names = ", ".join(s.name for s in job_result.steps)
+        fail(f"job {job!r} has no step {step!r} (steps: {names})")
+    log_root = lab.log_dir.resolve()
+    for s in steps:
+        if step is None:
+            click.echo(f"=== {job} / {s.name}: {s.outcome}")
+        if not s.log:
+            click.echo("(no log: the step has not run)")
+            continue
+        path = (log_root / s.log).resolve()
+        if not path.is_relative_to(log_root):
+            fail(f"log path {s.log!r} is outside the lab's log dir")
+        try:
+            sys.stdout.write(path.read_text(errors="replace"))
+        except FileNotFoundError:
+            click.echo(f"(log file {path} is missing)")
+        sys.stdout.flush()
+
+
+@main.command()
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+def demo(directory: Path | None) -> None:
+    """Make a demo lab in a new directory and run a flight in it."""
+    from labgate.demo import run_demo
+
+    sys.exit(run_demo(directory, Console(highlight=False)))

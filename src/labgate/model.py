@@ -262,3 +262,13 @@ def flight_outcome(job_outcomes: list[Outcome]) -> Outcome:
         if worst in job_outcomes:
             return worst
     return Outcome.PASS
+
+
+def step_outcome(exit_status: int) -> Outcome:
+    """The outcome of a step from its exit status, as ``git bisect run`` reads one: 0 pass,
+    125 skip, anything else fail (a lab failure is reported separately: see the executor)."""
+    if exit_status == 0:
+        return Outcome.PASS
+    if exit_status == 125:
+        return Outcome.SKIP
+    return Outcome.FAIL

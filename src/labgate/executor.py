@@ -1,0 +1,131 @@
+"""Executors run a step's command on a host and say how it ended.
+
+``LocalExecutor`` runs it as a local process in its own process group, its output going to the
+step's log. A timeout kills the whole group and makes the step ``fail`` with the reason stated;
+cancellation (Ctrl-C) kills the group too, so no step outlives its controller's decision.
+
+How a step reports a failure of the lab itself (not of the code under test): it writes a one-line
+reason into the file named by ``$LABGATE_BROKEN_FILE`` and exits non-zero; the step is then
+``broken`` with that reason, whatever its exit status, and is never blamed on code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from labgate.model import Outcome, step_outcome
+
+KILL_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """How one execution of a step ended."""
+
+    outcome: Outcome
+    exit_status: int | None
+    duration_s: float
+    reason: str | None = None
+
+
+class Executor(Protocol):
+    """Runs step commands on one kind of host."""
+
+    async def run_step(
+        self,
+        command: str,
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log: Path,
+        timeout: float | None,
+    ) -> StepRun: ...
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the process group, then SIGKILL it if it has not exited after a grace period."""
+    _kill_group(proc.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
+    except TimeoutError:
+        pass
+    # whatever the leader did, make sure nothing of the group survives
+    _kill_group(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+def broken_reason(broken_file: Path) -> str | None:
+    """The reason a step gave for a lab failure, if it wrote one."""
+    try:
+        text = broken_file.read_text(errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    return (text.splitlines() or ["the step reported a lab failure"])[0]
+
+
+class LocalExecutor:
+    """Runs steps as local processes (the default ``executor = "local"``)."""
+
+    async def run_step(
+        self,
+        command: str,
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log: Path,
+        timeout: float | None,
+    ) -> StepRun:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        broken_file = Path(env["LABGATE_BROKEN_FILE"])
+        broken_file.unlink(missing_ok=True)
+        started = time.monotonic()
+        with open(log, "ab", buffering=0) as out:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    "/bin/sh",
+                    "-c",
+                    command,
+                    cwd=cwd,
+                    env=dict(env),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                )
+            except OSError as error:
+                return StepRun(Outcome.BROKEN, None, 0.0, f"cannot start the step: {error}")
+            try:
+                status = await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                await _stop(proc)
+                duration = time.monotonic() - started
+                out.write(f"\n--- labgate: timed out after {timeout:g}s, killed\n".encode())
+                return StepRun(Outcome.FAIL, None, duration, f"timed out after {timeout:g}s")
+            except asyncio.CancelledError:
+                await asyncio.shield(_stop(proc))
+                raise
+            finally:
+                # a step's background children must not outlive it
+                _kill_group(proc.pid, signal.SIGKILL)
+        duration = time.monotonic() - started
+        reason = broken_reason(broken_file)
+        if reason is not None:
+            return StepRun(Outcome.BROKEN, status, duration, reason)
+        if status < 0:
+            return StepRun(Outcome.FAIL, status, duration, f"killed by signal {-status}")
+        outcome = step_outcome(status)
+        why = None if outcome is not Outcome.FAIL else f"exit status {status}"
+        return StepRun(outcome, status, duration, why)

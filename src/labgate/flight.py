@@ -1,0 +1,366 @@
+"""Planning and running flights: the branch's jobs against one revision tuple, on the lab's hosts.
+
+``plan_flight`` resolves the revision tuple and stores a queued flight with every job and step;
+``run_flight`` runs what is not finished yet (so it also resumes a flight after a crash): ready jobs
+go to free matching hosts (``schedule.allocate``), each job gets a fresh work dir with every tree
+checked out and its dependencies' artifacts, and its steps run in order; every outcome is written
+to the store as it happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from labgate.config import Lab
+from labgate.executor import Executor, LocalExecutor, StepRun
+from labgate.git import GitError, Mirrors
+from labgate.model import (
+    Blessing,
+    FlightResult,
+    FlightState,
+    JobSpec,
+    Outcome,
+    TestCaseResult,
+    flight_outcome,
+)
+from labgate.schedule import HostSlots, ReadyJob, allocate
+from labgate.store import Store, StoredJob
+
+
+class FlightError(Exception):
+    """A flight cannot be planned or run as asked (unknown branch, job or revision)."""
+
+
+class Progress(Protocol):
+    """What a flight reports as it runs (the CLI shows it live)."""
+
+    def flight_started(self, flight_id: int, total: int, done: int) -> None: ...
+    def job_started(self, job: str, host: str) -> None: ...
+    def step_started(self, job: str, step: str) -> None: ...
+    def job_finished(self, job: str, outcome: Outcome, host: str | None) -> None: ...
+
+
+class NoProgress:
+    def flight_started(self, flight_id: int, total: int, done: int) -> None:
+        pass
+
+    def job_started(self, job: str, host: str) -> None:
+        pass
+
+    def step_started(self, job: str, step: str) -> None:
+        pass
+
+    def job_finished(self, job: str, outcome: Outcome, host: str | None) -> None:
+        pass
+
+
+def safe_name(name: str) -> str:
+    """A job or step name made safe as one path component."""
+    cleaned = re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip(".")
+    return cleaned or "_"
+
+
+def env_name(name: str) -> str:
+    """A tree or runvar name as the suffix of an environment variable."""
+    return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def mirrors_for(lab: Lab) -> Mirrors:
+    return Mirrors(lab.mirror_dir, {name: tree.url for name, tree in lab.trees.items()})
+
+
+def resolve_revisions(
+    lab: Lab, mirrors: Mirrors, refs: Mapping[str, str], overrides: Mapping[str, str] = {}
+) -> dict[str, str]:
+    """Fetch each tree's mirror and resolve the tuple to full shas (``overrides`` win)."""
+    wanted = dict(refs)
+    for tree, rev in overrides.items():
+        if tree not in lab.trees:
+            known = ", ".join(sorted(lab.trees)) or "none"
+            raise FlightError(f"--rev {tree}={rev}: no tree {tree!r} in the lab (trees: {known})")
+        wanted[tree] = rev
+    out: dict[str, str] = {}
+    for tree, rev in wanted.items():
+        try:
+            mirrors.update(tree)
+            out[tree] = mirrors.resolve(tree, rev)
+        except GitError as error:
+            raise FlightError(str(error)) from error
+    return out
+
+
+def select_jobs(jobs: Sequence[JobSpec], globs: Sequence[str]) -> list[JobSpec]:
+    """The jobs matching any glob, with every job they depend on (so they can run)."""
+    if not globs:
+        return list(jobs)
+    by_name = {j.name: j for j in jobs}
+    chosen: set[str] = set()
+    stack = [j.name for j in jobs if any(fnmatch.fnmatchcase(j.name, g) for g in globs)]
+    if not stack:
+        names = ", ".join(by_name) or "none"
+        raise FlightError(f"--job {' '.join(globs)}: matches no job (jobs: {names})")
+    while stack:
+        name = stack.pop()
+        if name not in chosen:
+            chosen.add(name)
+            stack.extend(by_name[name].depends)
+    return [j for j in jobs if j.name in chosen]
+
+
+def plan_flight(
+    lab: Lab,
+    store: Store,
+    branch: str,
+    *,
+    revisions: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] = {},
+    job_globs: Sequence[str] = (),
+    blessing: Blessing = Blessing.ADHOC,
+    mirrors: Mirrors | None = None,
+) -> int:
+    """Store a queued flight of the branch's jobs; returns its id.
+
+    ``revisions`` gives the whole tuple as full shas (the gate and bisection know it); otherwise
+    it is resolved from the branch's refs, with ``overrides`` (tree → any rev) applied.
+    """
+    jobs = select_jobs(lab.jobs_for(branch), job_globs)
+    if revisions is None:
+        revisions = resolve_revisions(
+            lab, mirrors or mirrors_for(lab), lab.revision_refs(branch), overrides
+        )
+    return store.create_flight(branch, blessing, revisions, jobs)
+
+
+@dataclass
+class _Running:
+    job: StoredJob
+    host: str
+    slots: int
+
+
+@dataclass
+class FlightRun:
+    """Runs one stored flight to its end. Create it, then ``await run()``."""
+
+    lab: Lab
+    store: Store
+    flight_id: int
+    progress: Progress = field(default_factory=NoProgress)
+    executor: Executor = field(default_factory=LocalExecutor)
+    mirrors: Mirrors | None = None
+
+    async def run(self) -> FlightResult:
+        flight = self.store.get_flight(self.flight_id)
+        mirrors = self.mirrors or mirrors_for(self.lab)
+        self.store.reset_unfinished(self.flight_id)
+        self.store.sync_hosts(self.lab.hosts)
+        jobs = {j.spec.name: j for j in self.store.flight_jobs(self.flight_id)}
+        state = {name: j.outcome for name, j in jobs.items()}
+        last = self.store.last_hosts(flight.branch, list(jobs))
+        used = {h.name: 0 for h in self.lab.hosts}
+        running: dict[asyncio.Task[Outcome], _Running] = {}
+        self.store.set_flight_state(self.flight_id, FlightState.RUNNING)
+        self.progress.flight_started(
+            self.flight_id, len(jobs), sum(1 for o in state.values() if o.finished)
+        )
+        try:
+            while True:
+                self._block_dependants(jobs, state)
+                ready = [
+                    ReadyJob(j.id, name, frozenset(j.spec.requires), j.spec.exclusive)
+                    for name, j in jobs.items()
+                    if state[name] is Outcome.QUEUED
+                    and all(state[d].succeeded for d in j.spec.depends)
+                ]
+                hosts = [HostSlots(h.name, h.flags, h.slots, used[h.name]) for h in self.lab.hosts]
+                by_id = {j.id: j for j in jobs.values()}
+                for alloc in allocate(ready, hosts, last):
+                    job = by_id[alloc.job_id]
+                    state[job.spec.name] = Outcome.PREPARING
+                    used[alloc.host] += alloc.slots
+                    task = asyncio.create_task(self._run_job(flight, mirrors, job, alloc.host))
+                    running[task] = _Running(job, alloc.host, alloc.slots)
+                if not running:
+                    if ready:  # nothing runs and nothing can start: no host fits them
+                        for r in ready:
+                            reason = "no host of the lab has the flags it requires"
+                            self.store.finish_job(r.id, Outcome.BROKEN, reason)
+                            state[r.name] = Outcome.BROKEN
+                        continue
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    info = running.pop(task)
+                    used[info.host] -= info.slots
+                    state[info.job.spec.name] = task.result()
+        except asyncio.CancelledError:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            self.store.set_flight_state(self.flight_id, FlightState.CANCELLED, Outcome.CANCELLED)
+            raise
+        outcome = flight_outcome(list(state.values()))
+        self.store.set_flight_state(self.flight_id, FlightState.FINISHED, outcome)
+        return self.store.get_flight(self.flight_id)
+
+    def _block_dependants(self, jobs: Mapping[str, StoredJob], state: dict[str, Outcome]) -> None:
+        changed = True
+        while changed:
+            changed = False
+            for name, job in jobs.items():
+                if state[name] is not Outcome.QUEUED:
+                    continue
+                failed = [
+                    d for d in job.spec.depends if state[d].finished and not state[d].succeeded
+                ]
+                if failed:
+                    reason = ", ".join(f"{d} {state[d]}" for d in failed)
+                    self.store.block_job(job.id, f"dependency did not pass: {reason}")
+                    state[name] = Outcome.BLOCKED
+                    self.progress.job_finished(name, Outcome.BLOCKED, None)
+                    changed = True
+
+    async def _run_job(
+        self, flight: FlightResult, mirrors: Mirrors, job: StoredJob, host: str
+    ) -> Outcome:
+        name = job.spec.name
+        attempt = self.store.start_job(job.id, host)
+        self.progress.job_started(name, host)
+        workdir = self.lab.work_dir / str(flight.id) / safe_name(name)
+        artifacts = self.lab.artifacts_dir / str(flight.id) / safe_name(name)
+        outcome = Outcome.BROKEN
+        try:
+            try:
+                await asyncio.to_thread(
+                    self._prepare, flight, mirrors, job.spec, workdir, artifacts
+                )
+            except (GitError, OSError) as error:
+                outcome = Outcome.BROKEN
+                self.store.set_steps(job.step_ids, Outcome.BLOCKED)
+                self.store.finish_job(job.id, outcome, f"cannot prepare the work dir: {error}")
+                return outcome
+            self.store.set_job_running(job.id)
+            outcome, reason = await self._run_steps(flight, job, host, attempt, workdir, artifacts)
+            self.store.finish_job(job.id, outcome, reason)
+            return outcome
+        except asyncio.CancelledError:
+            outcome = Outcome.CANCELLED
+            self.store.finish_job(job.id, outcome, "cancelled")
+            raise
+        finally:
+            self.progress.job_finished(name, outcome, host)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _prepare(
+        self,
+        flight: FlightResult,
+        mirrors: Mirrors,
+        spec: JobSpec,
+        workdir: Path,
+        artifacts: Path,
+    ) -> None:
+        for path in (workdir, artifacts):
+            shutil.rmtree(path, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        artifacts.mkdir(parents=True)
+        (workdir / ".labgate").mkdir()
+        for tree, sha in flight.revisions.items():
+            mirrors.checkout(tree, sha, workdir / tree)
+        if spec.depends:
+            (workdir / "artifacts").mkdir()
+            for dep in spec.depends:
+                source = self.lab.artifacts_dir / str(flight.id) / safe_name(dep)
+                (workdir / "artifacts" / dep).symlink_to(source, target_is_directory=True)
+
+    async def _run_steps(
+        self,
+        flight: FlightResult,
+        job: StoredJob,
+        host: str,
+        attempt: int,
+        workdir: Path,
+        artifacts: Path,
+    ) -> tuple[Outcome, str | None]:
+        env = self._env(flight, job.spec, host, attempt, artifacts)
+        for index, (step, step_id) in enumerate(zip(job.spec.steps, job.step_ids, strict=True)):
+            suffix = "" if attempt <= 1 else f".{attempt}"
+            rel_log = f"{flight.id}/{safe_name(job.spec.name)}/{safe_name(step.name)}{suffix}.log"
+            log = self.lab.log_dir / rel_log
+            log.unlink(missing_ok=True)
+            self.store.start_step(step_id, rel_log)
+            self.progress.step_started(job.spec.name, step.name)
+            step_env = {
+                **env,
+                "LABGATE_STEP": step.name,
+                "LABGATE_BROKEN_FILE": str(workdir / ".labgate" / f"broken-{index}"),
+            }
+            try:
+                result = await self.executor.run_step(
+                    step.run, cwd=workdir, env=step_env, log=log, timeout=step.timeout
+                )
+            except asyncio.CancelledError:
+                self.store.finish_step(
+                    step_id, Outcome.CANCELLED, exit_status=None, duration_s=None,
+                    reason="cancelled",
+                )  # fmt: skip
+                self.store.set_steps(job.step_ids[index + 1 :], Outcome.CANCELLED)
+                raise
+            result, cases = _with_results(result, step.results, workdir)
+            self.store.finish_step(
+                step_id,
+                result.outcome,
+                exit_status=result.exit_status,
+                duration_s=round(result.duration_s, 4),
+                reason=result.reason,
+                testcases=cases,
+            )
+            if result.outcome is not Outcome.PASS:
+                rest = Outcome.SKIP if result.outcome is Outcome.SKIP else Outcome.BLOCKED
+                self.store.set_steps(job.step_ids[index + 1 :], rest)
+                return result.outcome, f"step {step.name}: {result.reason or result.outcome}"
+        return Outcome.PASS, None
+
+    def _env(
+        self, flight: FlightResult, spec: JobSpec, host: str, attempt: int, artifacts: Path
+    ) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "LABGATE_FLIGHT": str(flight.id),
+                "LABGATE_BRANCH": flight.branch,
+                "LABGATE_BLESSING": str(flight.blessing),
+                "LABGATE_JOB": spec.name,
+                "LABGATE_HOST": host,
+                "LABGATE_ATTEMPT": str(attempt),
+                "LABGATE_ARTIFACTS": str(artifacts),
+            }
+        )
+        for tree, sha in flight.revisions.items():
+            env[f"LABGATE_REV_{env_name(tree)}"] = sha
+        for name, value in spec.runvars:
+            env[f"LABGATE_RUNVAR_{env_name(name)}"] = value
+        return env
+
+
+def _with_results(
+    result: StepRun, results: str | None, workdir: Path
+) -> tuple[StepRun, tuple[TestCaseResult, ...]]:
+    """Collect the test cases a step declares (``results = "junit:..."``); a result file that
+    cannot be read makes the step ``broken`` with the reason."""
+    if not results or result.outcome is Outcome.BROKEN:
+        return result, ()
+    from labgate.results import ResultsError, collect_results
+
+    try:
+        return result, collect_results(results, workdir)
+    except ResultsError as error:
+        broken = StepRun(Outcome.BROKEN, result.exit_status, result.duration_s, str(error))
+        return broken, ()

@@ -1,0 +1,124 @@
+"""The store's tables (SQLAlchemy Core). Alembic migrations under ``migrations/`` create them;
+this module is what queries are written against. Change both together."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+flight = Table(
+    "flight",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("branch", String(200), nullable=False),
+    Column("blessing", String(20), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("outcome", String(20)),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("started", DateTime(timezone=True)),
+    Column("finished", DateTime(timezone=True)),
+    Index("ix_flight_branch", "branch", "id"),
+)
+
+flight_revision = Table(
+    "flight_revision",
+    metadata,
+    Column("flight_id", Integer, ForeignKey("flight.id", ondelete="CASCADE"), primary_key=True),
+    Column("tree", String(200), primary_key=True),
+    Column("sha", String(64), nullable=False),
+)
+
+job = Table(
+    "job",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("flight_id", Integer, ForeignKey("flight.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("host", String(200)),
+    Column("requires", Text, nullable=False),
+    Column("depends", Text, nullable=False),
+    Column("exclusive", Boolean, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("reason", Text),
+    Column("started", DateTime(timezone=True)),
+    Column("finished", DateTime(timezone=True)),
+    UniqueConstraint("flight_id", "name", name="uq_job_flight_name"),
+    Index("ix_job_name", "name", "flight_id"),
+)
+
+runvar = Table(
+    "runvar",
+    metadata,
+    Column("job_id", Integer, ForeignKey("job.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+step = Table(
+    "step",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("job.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("command", Text, nullable=False),
+    Column("timeout", Float),
+    Column("results", Text),
+    Column("outcome", String(20), nullable=False),
+    Column("exit_status", Integer),
+    Column("duration_s", Float),
+    Column("log", Text),
+    Column("reason", Text),
+    Column("started", DateTime(timezone=True)),
+    Column("finished", DateTime(timezone=True)),
+    UniqueConstraint("job_id", "seq", name="uq_step_job_seq"),
+)
+
+testcase = Table(
+    "testcase",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("step_id", Integer, ForeignKey("step.id", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("duration_s", Float),
+    Column("message", Text),
+    Index("ix_testcase_step", "step_id"),
+)
+
+host = Table(
+    "host",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("flags", Text, nullable=False),
+    Column("slots", Integer, nullable=False),
+    Column("executor", String(40), nullable=False),
+)
+
+allocation = Table(
+    "allocation",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("job.id", ondelete="CASCADE"), nullable=False),
+    Column("host", String(200), nullable=False),
+    Column("slots", Integer, nullable=False),
+    Column("started", DateTime(timezone=True), nullable=False),
+    Column("released", DateTime(timezone=True)),
+    Index("ix_allocation_host", "host", "released"),
+)

@@ -1,0 +1,552 @@
+"""The store: every flight, job, step and result, in SQLite (default) or PostgreSQL.
+
+SQLAlchemy 2 Core over the tables in ``schema``; the schema is created and upgraded by the Alembic
+migrations in ``labgate/migrations`` when a store is opened. Every write is one transaction, so a
+controller killed at any point leaves the store consistent: a flight's jobs and steps are created
+with the flight, and later only their outcomes change in place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
+from sqlalchemy.engine import make_url
+
+from labgate import schema as t
+from labgate.model import (
+    Blessing,
+    FlightResult,
+    FlightState,
+    HostSpec,
+    JobResult,
+    JobSpec,
+    Outcome,
+    StepResult,
+    StepSpec,
+    TestCaseResult,
+)
+
+
+class StoreError(Exception):
+    """A problem with the store a user can act on (unreachable database, unknown flight)."""
+
+
+class FlightNotFound(StoreError):
+    def __init__(self, flight_id: int) -> None:
+        super().__init__(f"flight {flight_id} does not exist in this lab's store")
+        self.flight_id = flight_id
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """A job as the runner needs it: its id, its plan (as stored) and where it stands."""
+
+    id: int
+    spec: JobSpec
+    outcome: Outcome
+    attempt: int
+    step_ids: tuple[int, ...]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite gives naive datetimes back; they were stored as UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat(timespec="seconds")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration (creating it in an empty database)."""
+    config = Config()
+    config.set_main_option("script_location", "labgate:migrations")
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+class Store:
+    """Reads and writes flights. Open one with :meth:`open`; close it when done."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        engine = make_engine(url)
+        try:
+            migrate(engine)
+        except Exception as error:
+            engine.dispose()
+            raise StoreError(
+                f"cannot open the store at {make_url(url).render_as_string(hide_password=True)}:"
+                f" {error}"
+            ) from error
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- flights ---------------------------------------------------------------------------
+
+    def create_flight(
+        self,
+        branch: str,
+        blessing: Blessing,
+        revisions: Mapping[str, str],
+        jobs: Sequence[JobSpec],
+    ) -> int:
+        """Store a new queued flight with all its jobs and steps, in one transaction."""
+        with self.engine.begin() as conn:
+            flight_id = conn.execute(
+                t.flight.insert().values(
+                    branch=branch,
+                    blessing=str(blessing),
+                    state=str(FlightState.QUEUED),
+                    created=now(),
+                )
+            ).inserted_primary_key[0]
+            if revisions:
+                conn.execute(
+                    t.flight_revision.insert(),
+                    [{"flight_id": flight_id, "tree": k, "sha": v} for k, v in revisions.items()],
+                )
+            for seq, spec in enumerate(jobs):
+                self._insert_job(conn, flight_id, seq, spec)
+        return int(flight_id)
+
+    def _insert_job(self, conn: Connection, flight_id: int, seq: int, spec: JobSpec) -> None:
+        job_id = conn.execute(
+            t.job.insert().values(
+                flight_id=flight_id,
+                seq=seq,
+                name=spec.name,
+                outcome=str(Outcome.QUEUED),
+                requires=json.dumps(list(spec.requires)),
+                depends=json.dumps(list(spec.depends)),
+                exclusive=spec.exclusive,
+                attempt=0,
+            )
+        ).inserted_primary_key[0]
+        if spec.runvars:
+            conn.execute(
+                t.runvar.insert(),
+                [{"job_id": job_id, "name": k, "value": v} for k, v in spec.runvars],
+            )
+        conn.execute(
+            t.step.insert(),
+            [
+                {
+                    "job_id": job_id,
+                    "seq": i,
+                    "name": s.name,
+                    "command": s.run,
+                    "timeout": s.timeout,
+                    "results": s.results,
+                    "outcome": str(Outcome.QUEUED),
+                }
+                for i, s in enumerate(spec.steps)
+            ],
+        )
+
+    def set_flight_state(
+        self, flight_id: int, state: FlightState, outcome: Outcome | None = None
+    ) -> None:
+        values: dict[str, Any] = {"state": str(state)}
+        if state is FlightState.RUNNING:
+            values["started"] = now()
+            values["finished"] = None
+            values["outcome"] = None
+        elif state in (FlightState.FINISHED, FlightState.CANCELLED):
+            values["finished"] = now()
+            values["outcome"] = str(outcome) if outcome is not None else None
+        with self.engine.begin() as conn:
+            conn.execute(t.flight.update().where(t.flight.c.id == flight_id).values(**values))
+
+    def get_flight(self, flight_id: int) -> FlightResult:
+        """The whole flight: revisions, jobs with runvars, steps with test cases."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.flight).where(t.flight.c.id == flight_id)).first()
+            if row is None:
+                raise FlightNotFound(flight_id)
+            revisions = self._revisions(conn, [flight_id])[flight_id]
+            jobs = self._jobs(conn, flight_id)
+        return _flight_result(row, revisions, jobs)
+
+    def list_flights(
+        self,
+        branch: str | None = None,
+        *,
+        blessing: Blessing | None = None,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[FlightResult]:
+        """Flights newest first, without their jobs (use :meth:`get_flight` for those)."""
+        query = select(t.flight).order_by(t.flight.c.id.desc()).limit(limit)
+        if branch is not None:
+            query = query.where(t.flight.c.branch == branch)
+        if blessing is not None:
+            query = query.where(t.flight.c.blessing == str(blessing))
+        if before is not None:
+            query = query.where(t.flight.c.id < before)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            revisions = self._revisions(conn, [r.id for r in rows])
+        return [_flight_result(r, revisions[r.id], ()) for r in rows]
+
+    def _revisions(self, conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, str]]:
+        out: dict[int, dict[str, str]] = {i: {} for i in ids}
+        if ids:
+            rows = conn.execute(
+                select(t.flight_revision).where(t.flight_revision.c.flight_id.in_(ids))
+            )
+            for r in rows:
+                out[r.flight_id][r.tree] = r.sha
+        return out
+
+    def _jobs(self, conn: Connection, flight_id: int) -> tuple[JobResult, ...]:
+        job_rows = conn.execute(
+            select(t.job).where(t.job.c.flight_id == flight_id).order_by(t.job.c.seq)
+        ).all()
+        ids = [j.id for j in job_rows]
+        runvars: dict[int, dict[str, str]] = {i: {} for i in ids}
+        steps: dict[int, list[Any]] = {i: [] for i in ids}
+        cases: dict[int, list[TestCaseResult]] = {}
+        if ids:
+            for r in conn.execute(select(t.runvar).where(t.runvar.c.job_id.in_(ids))):
+                runvars[r.job_id][r.name] = r.value
+            step_rows = conn.execute(
+                select(t.step).where(t.step.c.job_id.in_(ids)).order_by(t.step.c.seq)
+            ).all()
+            for s in step_rows:
+                steps[s.job_id].append(s)
+            step_ids = [s.id for s in step_rows]
+            if step_ids:
+                case_rows = conn.execute(
+                    select(t.testcase)
+                    .where(t.testcase.c.step_id.in_(step_ids))
+                    .order_by(t.testcase.c.id)
+                )
+                for c in case_rows:
+                    cases.setdefault(c.step_id, []).append(
+                        TestCaseResult(c.name, Outcome(c.outcome), c.duration_s, c.message)
+                    )
+        return tuple(
+            JobResult(
+                id=j.id,
+                name=j.name,
+                outcome=Outcome(j.outcome),
+                host=j.host,
+                runvars=runvars[j.id],
+                steps=tuple(_step_result(s, cases.get(s.id, ())) for s in steps[j.id]),
+                depends=tuple(json.loads(j.depends)),
+                requires=tuple(json.loads(j.requires)),
+                exclusive=bool(j.exclusive),
+                reason=j.reason,
+                started=_iso(j.started),
+                finished=_iso(j.finished),
+            )
+            for j in job_rows
+        )
+
+    def flight_jobs(self, flight_id: int) -> list[StoredJob]:
+        """The flight's jobs as planned, with where each stands, for the runner."""
+        with self.engine.connect() as conn:
+            if (
+                conn.execute(select(t.flight.c.id).where(t.flight.c.id == flight_id)).first()
+                is None
+            ):
+                raise FlightNotFound(flight_id)
+            job_rows = conn.execute(
+                select(t.job).where(t.job.c.flight_id == flight_id).order_by(t.job.c.seq)
+            ).all()
+            ids = [j.id for j in job_rows]
+            runvars: dict[int, list[tuple[str, str]]] = {i: [] for i in ids}
+            steps: dict[int, list[Any]] = {i: [] for i in ids}
+            if ids:
+                for r in conn.execute(
+                    select(t.runvar).where(t.runvar.c.job_id.in_(ids)).order_by(t.runvar.c.name)
+                ):
+                    runvars[r.job_id].append((r.name, r.value))
+                for s in conn.execute(
+                    select(t.step).where(t.step.c.job_id.in_(ids)).order_by(t.step.c.seq)
+                ):
+                    steps[s.job_id].append(s)
+        return [
+            StoredJob(
+                id=j.id,
+                spec=JobSpec(
+                    name=j.name,
+                    steps=tuple(
+                        StepSpec(s.name, s.command, s.timeout, s.results) for s in steps[j.id]
+                    ),
+                    requires=tuple(json.loads(j.requires)),
+                    depends=tuple(json.loads(j.depends)),
+                    runvars=tuple(runvars[j.id]),
+                    exclusive=bool(j.exclusive),
+                ),
+                outcome=Outcome(j.outcome),
+                attempt=j.attempt,
+                step_ids=tuple(s.id for s in steps[j.id]),
+            )
+            for j in job_rows
+        ]
+
+    # --- jobs and steps ---------------------------------------------------------------------
+
+    def start_job(self, job_id: int, host: str) -> int:
+        """Mark a job preparing on ``host``; returns its attempt number (1 for the first run)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.job)
+                .where(t.job.c.id == job_id)
+                .values(
+                    outcome=str(Outcome.PREPARING),
+                    host=host,
+                    attempt=t.job.c.attempt + 1,
+                    started=now(),
+                    finished=None,
+                    reason=None,
+                )
+            )
+            conn.execute(
+                t.allocation.insert().values(
+                    job_id=job_id, host=host, slots=1, started=now(), released=None
+                )
+            )
+            attempt = conn.execute(select(t.job.c.attempt).where(t.job.c.id == job_id)).scalar()
+        return int(attempt or 1)
+
+    def set_job_running(self, job_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.job).where(t.job.c.id == job_id).values(outcome=str(Outcome.RUNNING))
+            )
+
+    def finish_job(self, job_id: int, outcome: Outcome, reason: str | None = None) -> None:
+        """Set a job's final outcome and release its host allocation."""
+        stamp = now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.job)
+                .where(t.job.c.id == job_id)
+                .values(outcome=str(outcome), reason=reason, finished=stamp)
+            )
+            conn.execute(
+                update(t.allocation)
+                .where(t.allocation.c.job_id == job_id, t.allocation.c.released.is_(None))
+                .values(released=stamp)
+            )
+
+    def block_job(self, job_id: int, reason: str) -> None:
+        """A job that will not run because a dependency did not pass: it and its steps are
+        ``blocked``."""
+        stamp = now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.job)
+                .where(t.job.c.id == job_id)
+                .values(outcome=str(Outcome.BLOCKED), reason=reason, finished=stamp)
+            )
+            conn.execute(
+                update(t.step).where(t.step.c.job_id == job_id).values(outcome=str(Outcome.BLOCKED))
+            )
+
+    def start_step(self, step_id: int, log: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.step)
+                .where(t.step.c.id == step_id)
+                .values(
+                    outcome=str(Outcome.RUNNING),
+                    log=log,
+                    started=now(),
+                    finished=None,
+                    exit_status=None,
+                    duration_s=None,
+                    reason=None,
+                )
+            )
+
+    def finish_step(
+        self,
+        step_id: int,
+        outcome: Outcome,
+        *,
+        exit_status: int | None,
+        duration_s: float | None,
+        reason: str | None = None,
+        testcases: Iterable[TestCaseResult] = (),
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.step)
+                .where(t.step.c.id == step_id)
+                .values(
+                    outcome=str(outcome),
+                    exit_status=exit_status,
+                    duration_s=duration_s,
+                    reason=reason,
+                    finished=now(),
+                )
+            )
+            conn.execute(t.testcase.delete().where(t.testcase.c.step_id == step_id))
+            rows = [
+                {
+                    "step_id": step_id,
+                    "name": c.name,
+                    "outcome": str(c.outcome),
+                    "duration_s": c.duration_s,
+                    "message": c.message,
+                }
+                for c in testcases
+            ]
+            if rows:
+                conn.execute(t.testcase.insert(), rows)
+
+    def set_steps(self, step_ids: Sequence[int], outcome: Outcome) -> None:
+        """Give steps that will not run (after the step that ended their job) an outcome."""
+        if step_ids:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(t.step).where(t.step.c.id.in_(step_ids)).values(outcome=str(outcome))
+                )
+
+    def reset_unfinished(self, flight_id: int) -> list[str]:
+        """Make every job of the flight that did not finish (interrupted or cancelled) queued
+        again, with its steps, and release its allocations. Finished jobs are left alone.
+        Returns the names of the jobs reset."""
+        again = [str(o) for o in (Outcome.PREPARING, Outcome.RUNNING, Outcome.CANCELLED)]
+        stamp = now()
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(t.job.c.id, t.job.c.name).where(
+                    t.job.c.flight_id == flight_id, t.job.c.outcome.in_(again)
+                )
+            ).all()
+            ids = [r.id for r in rows]
+            if ids:
+                conn.execute(
+                    update(t.job)
+                    .where(t.job.c.id.in_(ids))
+                    .values(outcome=str(Outcome.QUEUED), finished=None)
+                )
+                conn.execute(
+                    update(t.step)
+                    .where(t.step.c.job_id.in_(ids))
+                    .values(outcome=str(Outcome.QUEUED))
+                )
+                conn.execute(
+                    update(t.allocation)
+                    .where(t.allocation.c.job_id.in_(ids), t.allocation.c.released.is_(None))
+                    .values(released=stamp)
+                )
+        return [r.name for r in rows]
+
+    # --- hosts ------------------------------------------------------------------------------
+
+    def sync_hosts(self, hosts: Sequence[HostSpec]) -> None:
+        """Record the lab's hosts as lab.toml declares them now."""
+        with self.engine.begin() as conn:
+            known = {r.name for r in conn.execute(select(t.host.c.name))}
+            for h in hosts:
+                values = {
+                    "flags": json.dumps(sorted(h.flags)),
+                    "slots": h.slots,
+                    "executor": h.executor,
+                }
+                if h.name in known:
+                    conn.execute(update(t.host).where(t.host.c.name == h.name).values(**values))
+                else:
+                    conn.execute(t.host.insert().values(name=h.name, **values))
+
+    def last_hosts(self, branch: str, job_names: Sequence[str]) -> dict[str, str]:
+        """For each job name, the host that last ran it on ``branch`` (for host affinity)."""
+        if not job_names:
+            return {}
+        newest = (
+            select(t.job.c.name, func.max(t.job.c.id).label("id"))
+            .join(t.flight, t.flight.c.id == t.job.c.flight_id)
+            .where(
+                t.flight.c.branch == branch,
+                t.job.c.name.in_(list(job_names)),
+                t.job.c.host.is_not(None),
+            )
+            .group_by(t.job.c.name)
+            .subquery()
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.job.c.name, t.job.c.host).join(newest, t.job.c.id == newest.c.id)
+            )
+            return {r.name: r.host for r in rows}
+
+
+def _step_result(row: Any, cases: Sequence[TestCaseResult]) -> StepResult:
+    return StepResult(
+        id=row.id,
+        name=row.name,
+        outcome=Outcome(row.outcome),
+        exit_status=row.exit_status,
+        duration_s=row.duration_s,
+        log=row.log,
+        reason=row.reason,
+        started=_iso(row.started),
+        finished=_iso(row.finished),
+        testcases=tuple(cases),
+    )
+
+
+def _flight_result(
+    row: Any, revisions: Mapping[str, str], jobs: tuple[JobResult, ...]
+) -> FlightResult:
+    return FlightResult(
+        id=row.id,
+        branch=row.branch,
+        blessing=Blessing(row.blessing),
+        revisions=dict(revisions),
+        state=FlightState(row.state),
+        outcome=Outcome(row.outcome) if row.outcome else None,
+        started=_iso(row.started),
+        finished=_iso(row.finished),
+        jobs=jobs,
+    )

@@ -58,10 +58,8 @@ def _kill_group(pid: int, sig: int) -> None:
 async def _stop(proc: asyncio.subprocess.Process) -> None:
     """SIGTERM the process group, then SIGKILL it if it has not exited after a grace period."""
     _kill_group(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
-    except TimeoutError:
-        pass
     # whatever the leader did, make sure nothing of the group survives
     _kill_group(proc.pid, signal.SIGKILL)
     await proc.wait()

@@ -290,6 +290,24 @@ _SECTION_MODELS: dict[str, type[BaseModel]] = {
 }
 _TOP_LEVEL = ("lab", "tree", "branch", "host", "job")
 
+# Stand-ins for invalid inner entries (already reported); names no file can contain.
+_INVALID = "\0invalid"
+_NESTED: dict[str, tuple[str, type[BaseModel]]] = {
+    "job": ("step", RawStep),
+    "branch": ("allow", RawAllow),
+}
+# Keys without which a table can not be checked further (others are dropped to their default).
+_VITAL: dict[str, frozenset[str]] = {
+    "tree": frozenset({"name"}),
+    "branch": frozenset({"name", "tree"}),
+    "host": frozenset({"name", "flags"}),
+    "job": frozenset({"name", "matrix", "runvars", "branches", "step"}),
+}
+_PLACEHOLDERS: dict[str, dict[str, str]] = {
+    "step": {"name": _INVALID, "run": "true"},
+    "allow": {"job": _INVALID, "reason": _INVALID},
+}
+
 
 # --- pydantic errors → problems -------------------------------------------------------------
 
@@ -335,6 +353,8 @@ def _show(value: Any) -> str:
     """A value as it would be written in TOML, for messages."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, dict):
@@ -372,7 +392,7 @@ def _describe(error: Mapping[str, Any], loc: tuple[str | int, ...]) -> tuple[str
         return f"must be {words}{got}", _KEY_FIXES.get(leaf, f"write e.g. {leaf} = {example}")
     if kind in ("greater_than", "greater_than_equal"):
         op = ">" if kind == "greater_than" else ">="
-        limit = ctx.get("gt", ctx.get("ge"))
+        limit = _show(ctx.get("gt", ctx.get("ge")))
         return f"must be {op} {limit}{_UNITS.get(leaf, '')}{got}", _KEY_FIXES.get(leaf)
     if kind == "string_too_short":
         return "must not be empty", f"give {leaf} a value, or leave the key out if optional"
@@ -428,15 +448,35 @@ class _Loader:
         if item not in self.problems:
             self.problems.append(item)
 
-    def validate(self, model: type[BaseModel], data: Any, loc: tuple[str | int, ...]) -> Any:
+    def validate(
+        self,
+        model: type[BaseModel],
+        data: Any,
+        loc: tuple[str | int, ...],
+        *,
+        vital: frozenset[str] = frozenset(),
+        placeholder: Mapping[str, Any] | None = None,
+    ) -> tuple[Any, bool]:
+        """The validated table and whether it was clean. After reporting its problems, a table
+        is repaired when it can be, so that the rest is still checked: its invalid keys are
+        dropped (to their defaults, or to ``placeholder``), unless one of them is ``vital``."""
         try:
-            return model.model_validate(data)
+            return model.model_validate(data), True
         except ValidationError as err:
+            bad: set[str | int] = set()
             for error in err.errors(include_url=False):
                 full = loc + tuple(error["loc"])
                 message, fix = _describe(error, full)
                 self.problem(key_path(full), message, fix)
-            return None
+                bad.add(error["loc"][0] if error["loc"] else "")
+        if not isinstance(data, dict) or bad & vital or "" in bad:
+            repaired: Any = placeholder
+        else:
+            repaired = {**(placeholder or {}), **{k: v for k, v in data.items() if k not in bad}}
+        try:
+            return (model.model_validate(repaired) if repaired is not None else None), False
+        except ValidationError:
+            return None, False
 
     def entries(self, data: dict[str, Any], kind: str) -> list[tuple[int, Any]]:
         """The ``[[kind]]`` entries as (index, raw table)."""
@@ -450,19 +490,42 @@ class _Loader:
         return list(enumerate(value))
 
     def section(self, data: dict[str, Any], kind: str) -> dict[int, Any]:
-        """Validate every entry of ``[[kind]]``; the valid ones by index."""
-        valid: dict[int, Any] = {}
+        """Validate every entry of ``[[kind]]``; the usable ones by index."""
+        usable: dict[int, Any] = {}
         for index, raw in self.entries(data, kind):
-            if kind == "host":
-                model = self.host_model(raw, index)
-                item = self.validate(model, raw, (kind, index)) if model else None
-            else:
-                item = self.validate(self._KINDS[kind], raw, (kind, index))
+            model = self.host_model(raw, index) if kind == "host" else self._KINDS[kind]
+            if model is None:
+                self.incomplete.add(kind)
+                continue
+            item, _ = self.validate(
+                model, self.nested(kind, raw, index), (kind, index), vital=_VITAL[kind]
+            )
             if item is None:
                 self.incomplete.add(kind)
             else:
-                valid[index] = item
-        return valid
+                usable[index] = item
+        return usable
+
+    def nested(self, kind: str, raw: Any, index: int) -> Any:
+        """Validate the inner array of a ``[[job]]`` (``step``) or ``[[branch]]`` (``allow``)
+        entry by entry, and give back the table with each invalid entry repaired (or replaced
+        by a placeholder), so that the rest of the table is still checked and indices stay as
+        in the file."""
+        if kind not in _NESTED or not isinstance(raw, dict):
+            return raw
+        key, model = _NESTED[kind]
+        entries = raw.get(key)
+        if not isinstance(entries, list):
+            return raw
+        checked = []
+        for i, sub in enumerate(entries):
+            item, clean = self.validate(
+                model, sub, (kind, index, key, i), placeholder=_PLACEHOLDERS[key]
+            )
+            if not clean:
+                self.incomplete.add(f"{kind}.{key}")
+            checked.append(item.model_dump() if item is not None else _PLACEHOLDERS[key])
+        return {**raw, key: checked}
 
     def host_model(self, raw: Any, index: int) -> type[RawHost] | None:
         executor = raw.get("executor", "local") if isinstance(raw, dict) else "local"
@@ -506,8 +569,8 @@ class _Loader:
         if "lab" not in data:
             self.problem("lab", "is required", 'add a [lab] table with name = "..."')
             return None
-        section: RawLabSection | None = self.validate(RawLabSection, data["lab"], ("lab",))
-        return section
+        section, _ = self.validate(RawLabSection, data["lab"], ("lab",), vital=frozenset({"name"}))
+        return section if isinstance(section, RawLabSection) else None
 
     def trees(self, raw: Mapping[str, RawTree]) -> dict[str, TreeSpec]:
         return {name: TreeSpec(name, _resolve_url(t.url, self.lab_dir)) for name, t in raw.items()}
@@ -679,6 +742,8 @@ class _Loader:
     def check_steps(self, job: _Expanded) -> None:
         seen: dict[str, int] = {}
         for i, step in enumerate(job.spec.steps):
+            if step.name == _INVALID:
+                continue
             first = seen.setdefault(step.name, i)
             if first != i:
                 self.problem(
@@ -766,6 +831,8 @@ class _Loader:
         for index, b in raw.items():
             mine = [j.spec for j in jobs if j.branches is None or b.name in j.branches]
             for i, allow in enumerate(b.allow):
+                if allow.job == _INVALID:
+                    continue
                 matched = [j for j in mine if fnmatch.fnmatchcase(j.name, allow.job)]
                 at = f"branch[{index}].allow[{i}]"
                 if not matched:
@@ -774,7 +841,7 @@ class _Loader:
                         f"{_show(allow.job)} matches no job of this branch",
                         "correct the glob or remove the entry",
                     )
-                elif not any(
+                elif "job.step" not in self.incomplete and not any(
                     fnmatch.fnmatchcase(s.name, allow.step) for j in matched for s in j.steps
                 ):
                     self.problem(

@@ -1,0 +1,495 @@
+"""``labgate bisect run`` end to end: real repositories, real test commands, a real process.
+
+Every test builds a git repository in tmp_path whose commits carry the test command itself
+(``test.sh``) and a file ``bad`` from the planted culprit on. The command appends a line to a
+counter file outside the repository on every run, so runs are counted by the command itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gitrepos import GitRepo
+
+# Fails from the planted culprit on; 125 where a file `skip` exists; the exit status in `abort`
+# where that file exists; stops the search (exit 200) before counting once LIMIT runs were made.
+TEST_SH = """#!/bin/sh
+if [ -n "$LIMIT" ] && [ "$(wc -l < "$COUNTER" 2>/dev/null || echo 0)" -ge "$LIMIT" ]; then
+    exit 200
+fi
+echo "$LABGATE_BISECT_COMMIT" >> "$COUNTER"
+[ -f abort ] && { echo "giving up here"; exit "$(cat abort)"; }
+[ -f skip ] && exit 125
+[ -f bad ] && exit 1
+exit 0
+"""
+
+# A flaky test: a good commit fails with probability 0.1, a bad one passes with probability 0.2;
+# the coin is seeded by the commit and the number of runs so far, so every run is reproducible.
+FLAKY_PY = """import os, pathlib, random, sys
+counter = pathlib.Path(os.environ["COUNTER"])
+runs = len(counter.read_text().splitlines()) if counter.exists() else 0
+with counter.open("a") as out:
+    out.write(os.environ["LABGATE_BISECT_COMMIT"] + "\\n")
+coin = random.Random(f"{os.environ['LABGATE_BISECT_COMMIT']}:{runs}").random()
+sys.exit((coin >= 0.2) if pathlib.Path("bad").exists() else (coin < 0.1))
+"""
+
+# Reports its pid and its child's to a FIFO, then waits on the child, which never ends by itself.
+HANG_SH = """#!/bin/sh
+sleep 300 &
+echo "$$ $!" > "$FIFO"
+wait
+"""
+
+
+@dataclass(frozen=True)
+class History:
+    repo: GitRepo
+    good: str
+    bad: str
+    culprit: str
+    commits: tuple[str, ...]  # every commit after good, oldest first
+
+
+@dataclass(frozen=True)
+class Ran:
+    status: int
+    stdout: str
+    stderr: str
+
+
+def linear(tmp_path: Path, n: int = 24, culprit_at: int = 15, **marks: int) -> History:
+    """good, then n commits; `bad` appears at commit culprit_at (1-based); marks put a file
+    (`skip`, `abort`) at the given commit only."""
+    repo = GitRepo.init(tmp_path / "repo")
+    repo.write({"test.sh": TEST_SH, "flaky.py": FLAKY_PY, "hang.sh": HANG_SH})
+    repo.git("update-index", "--chmod=+x", "test.sh", "hang.sh")
+    good = repo.commit("base")
+    commits = []
+    for i in range(1, n + 1):
+        files: dict[str, str | None] = {"version": f"{i}\n"}
+        if i == culprit_at:
+            files["bad"] = "planted\n"
+        for name, at in marks.items():
+            if i == at:
+                files[name] = "129\n" if name == "abort" else "\n"
+            elif i == at + 1:
+                files[name] = None
+        commits.append(repo.commit(f"change {i}", files=files, author=("Ann", "ann@example.org")))
+    return History(repo, good, commits[-1], commits[culprit_at - 1], tuple(commits))
+
+
+def with_merges(tmp_path: Path) -> History:
+    """master and two topic branches merged back; the culprit is inside the second topic."""
+    repo = GitRepo.init(tmp_path / "repo")
+    repo.write({"test.sh": TEST_SH})
+    repo.git("update-index", "--chmod=+x", "test.sh")
+    good = repo.commit("base")
+    commits: list[str] = []
+    culprit = ""
+    for topic in ("one", "two"):
+        repo.git("checkout", "-q", "-b", topic, "master")
+        for i in range(6):
+            files = {f"{topic}.txt": f"{i}\n"}
+            if topic == "two" and i == 3:
+                files["bad"] = "planted\n"
+            commits.append(repo.commit(f"{topic} {i}", files=files))
+            if topic == "two" and i == 3:
+                culprit = commits[-1]
+        repo.git("checkout", "-q", "master")
+        for i in range(4):
+            commits.append(repo.commit(f"master {topic} {i}", files={"master.txt": f"{i}\n"}))
+        commits.append(repo.merge(topic, message=f"Merge {topic}"))
+    return History(repo, good, commits[-1], culprit, tuple(commits))
+
+
+def labgate(
+    repo: Path,
+    *args: str,
+    counter: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Ran:
+    done = subprocess.run(
+        [sys.executable, "-c", "from labgate.cli import main; main()", "bisect", "run", *args],
+        cwd=repo,
+        env=_env(counter, env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return Ran(done.returncode, done.stdout, done.stderr)
+
+
+def _env(counter: Path | None, extra: dict[str, str] | None) -> dict[str, str]:
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    env["COUNTER"] = str(counter or os.devnull)
+    return {**env, **(extra or {})}
+
+
+def runs(counter: Path) -> list[str]:
+    return counter.read_text().split() if counter.exists() else []
+
+
+def snapshot(repo: GitRepo) -> tuple[str, ...]:
+    """HEAD (symbolic and resolved), index, working tree state and the worktree list."""
+    return (
+        repo.git("symbolic-ref", "-q", "HEAD"),
+        repo.rev("HEAD"),
+        repo.git("write-tree"),
+        repo.git("status", "--porcelain=v1", "--untracked-files=all"),
+        repo.git("diff"),
+        repo.git("worktree", "list", "--porcelain"),
+    )
+
+
+def goods(*revs: str) -> Sequence[str]:
+    return [arg for rev in revs for arg in ("--good", rev)]
+
+
+# --- finding the culprit ----------------------------------------------------------------------
+
+
+def test_linear_history_names_the_culprit_and_writes_json(tmp_path: Path) -> None:
+    h = linear(tmp_path)
+    counter, report = tmp_path / "counter", tmp_path / "result.json"
+    ran = labgate(
+        h.repo.path,
+        *goods(h.good),
+        "--bad",
+        h.bad,
+        "--json",
+        str(report),
+        "--",
+        "./test.sh",
+        counter=counter,
+    )
+    assert ran.status == 0, ran.stderr
+    first = ran.stdout.splitlines()[0]
+    assert first.startswith(f"{h.culprit} is the first bad commit (confidence ")
+    assert "Ann <ann@example.org>" in ran.stdout
+    assert "change 15" in ran.stdout
+    result = json.loads(report.read_text())
+    assert set(result) == {
+        "culprit",
+        "confidence",
+        "executions",
+        "rounds",
+        "candidates",
+        "observations",
+        "reason",
+    }
+    assert result["culprit"] == h.culprit
+    assert result["confidence"] >= 0.99
+    assert result["executions"] == len(runs(counter)) == len(result["observations"])
+    assert result["rounds"] == result["executions"]  # one run at a time: a round per run
+    assert result["candidates"][0][0] == h.culprit
+    assert all(len(pair) == 2 and 0 <= pair[1] <= 1 for pair in result["candidates"])
+    assert len(result["candidates"]) <= 5
+    by_commit = {o["commit"]: o["outcome"] for o in result["observations"]}
+    assert by_commit == {c: "bad" if c in h.commits[14:] else "good" for c in runs(counter)}
+
+
+def test_merges_in_parallel_and_json_on_stdout(tmp_path: Path) -> None:
+    h = with_merges(tmp_path)
+    counter = tmp_path / "counter"
+    ran = labgate(
+        h.repo.path,
+        *goods(h.good),
+        "--bad",
+        "master",
+        "--jobs",
+        "3",
+        "--json",
+        "-",
+        "--",
+        "./test.sh",
+        counter=counter,
+    )
+    assert ran.status == 0, ran.stderr
+    result = json.loads(ran.stdout)  # stdout is the JSON document alone
+    assert result["culprit"] == h.culprit
+    assert f"{h.culprit} is the first bad commit" in ran.stderr
+    # Runs still going when the culprit was named were killed: started, counted, not observed.
+    assert len(result["observations"]) <= len(runs(counter)) <= result["executions"]
+    assert result["executions"] - len(result["observations"]) < 3
+    assert result["rounds"] < result["executions"]  # some runs overlapped
+
+
+def test_first_parent_names_the_merge(tmp_path: Path) -> None:
+    h = with_merges(tmp_path)
+    ran = labgate(
+        h.repo.path,
+        *goods(h.good),
+        "--bad",
+        "master",
+        "--first-parent",
+        "--json",
+        "-",
+        "--",
+        "./test.sh",
+    )
+    assert ran.status == 0, ran.stderr
+    assert json.loads(ran.stdout)["culprit"] == h.bad  # the merge of topic two
+
+
+def test_flaky_test_still_finds_the_culprit(tmp_path: Path) -> None:
+    h = linear(tmp_path, n=30, culprit_at=11)
+    counter = tmp_path / "counter"
+    ran = labgate(
+        h.repo.path,
+        *goods(h.good),
+        "--bad",
+        h.bad,
+        "--json",
+        "-",
+        "--",
+        sys.executable,
+        "flaky.py",
+        counter=counter,
+    )
+    assert ran.status == 0, ran.stderr
+    result = json.loads(ran.stdout)
+    assert result["culprit"] == h.culprit
+    assert result["confidence"] >= 0.99
+    assert result["executions"] == len(runs(counter))
+
+
+def test_skipped_commit_is_tested_around(tmp_path: Path) -> None:
+    h = linear(tmp_path, culprit_at=15, skip=12)
+    counter = tmp_path / "counter"
+    ran = labgate(
+        h.repo.path,
+        *goods(h.good),
+        "--bad",
+        h.bad,
+        "--json",
+        "-",
+        "--",
+        "./test.sh",
+        counter=counter,
+    )
+    assert ran.status == 0, ran.stderr
+    assert json.loads(ran.stdout)["culprit"] == h.culprit
+
+
+def test_skip_next_to_the_culprit_leaves_it_undecided(tmp_path: Path) -> None:
+    h = linear(tmp_path, culprit_at=15, skip=14)
+    ran = labgate(h.repo.path, *goods(h.good), "--bad", h.bad, "--json", "-", "--", "./test.sh")
+    assert ran.status == 1, ran.stderr
+    result = json.loads(ran.stdout)
+    assert result["culprit"] is None
+    assert result["reason"]
+    assert {c for c, _ in result["candidates"]} >= {h.commits[13], h.culprit}
+    assert "no culprit" in ran.stderr
+
+
+def test_max_executions_gives_up_undecided(tmp_path: Path) -> None:
+    h = linear(tmp_path, n=60, culprit_at=31)
+    counter = tmp_path / "counter"
+    ran = labgate(
+        h.repo.path,
+        *goods(h.good),
+        "--bad",
+        h.bad,
+        "--max-executions",
+        "2",
+        "--json",
+        "-",
+        "--",
+        "./test.sh",
+        counter=counter,
+    )
+    assert ran.status == 1, ran.stderr
+    result = json.loads(ran.stdout)
+    assert result["culprit"] is None
+    assert len(runs(counter)) == 2
+
+
+# --- resuming ---------------------------------------------------------------------------------
+
+
+def test_interrupted_search_resumes_without_repeating_work(tmp_path: Path) -> None:
+    h = linear(tmp_path, n=40, culprit_at=23)
+    counter, observations = tmp_path / "counter", tmp_path / "obs.jsonl"
+    args = [*goods(h.good), "--bad", h.bad, "--observations", str(observations), "--json", "-"]
+
+    first = labgate(h.repo.path, *args, "--", "./test.sh", counter=counter, env={"LIMIT": "3"})
+    assert first.status == 1
+    assert "exited with status 200" in first.stderr and "aborted" in first.stderr
+    saved = [json.loads(line) for line in observations.read_text().splitlines()]
+    assert [o["commit"] for o in saved] == runs(counter)
+    assert len(saved) == 3
+
+    second = labgate(h.repo.path, *args, "--", "./test.sh", counter=counter)
+    assert second.status == 0, second.stderr
+    result = json.loads(second.stdout)
+    assert result["culprit"] == h.culprit
+    assert result["observations"][:3] == saved
+    assert result["executions"] == len(runs(counter)) - 3
+
+    before = runs(counter)
+    third = labgate(h.repo.path, *args, "--", "./test.sh", counter=counter)
+    assert third.status == 0
+    assert json.loads(third.stdout)["executions"] == 0
+    assert runs(counter) == before
+
+
+def test_bad_observations_file_is_a_usage_error(tmp_path: Path) -> None:
+    h = linear(tmp_path, n=4, culprit_at=2)
+    observations = tmp_path / "obs.jsonl"
+    observations.write_text('{"commit": "abc", "outcome": "good"}\nnot json\n')
+    ran = labgate(
+        h.repo.path,
+        *goods(h.good),
+        "--bad",
+        h.bad,
+        "--observations",
+        str(observations),
+        "--",
+        "./test.sh",
+    )
+    assert ran.status == 2
+    assert f"{observations}:2" in ran.stderr
+    assert "Traceback" not in ran.stderr
+
+
+# --- the exit status of the command and of labgate --------------------------------------------
+
+
+def test_status_128_or_more_aborts_the_search(tmp_path: Path) -> None:
+    h = linear(tmp_path, n=8, culprit_at=6, abort=4)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    ran = labgate(
+        h.repo.path, *goods(h.good), "--bad", h.bad, "--", "./test.sh", env={"TMPDIR": str(tmp)}
+    )
+    assert ran.status == 1
+    assert f"exited with status 129 at {h.commits[3][:12]}" in ran.stderr
+    assert "giving up here" in ran.stderr  # the tail of the command's output
+    assert list(tmp.iterdir()) == []
+    assert len(h.repo.git("worktree", "list").splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--good", "no-such-rev", "--bad", "HEAD", "--", "./test.sh"], "unknown revision"),
+        (["--good", "HEAD", "--bad", "HEAD~2", "--", "./test.sh"], "is not an ancestor of"),
+        (["--good", "HEAD~2", "--bad", "HEAD"], "no command"),
+        (["--good", "HEAD~2", "--", "./test.sh"], "--bad"),
+        (["--bad", "HEAD", "--", "./test.sh"], "--good"),
+        (["--good", "HEAD~2", "--bad", "HEAD", "--", "no-such-command-x"], "cannot run"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_message(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    h = linear(tmp_path, n=3, culprit_at=2)
+    ran = labgate(h.repo.path, *args)
+    assert ran.status == 2
+    assert message in ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1
+
+
+def test_outside_a_repository_is_a_usage_error(tmp_path: Path) -> None:
+    ran = labgate(tmp_path, "--good", "a", "--bad", "b", "--", "true")
+    assert ran.status == 2
+    assert "not inside a git repository" in ran.stderr
+
+
+# --- the user's checkout, and Ctrl-C ----------------------------------------------------------
+
+
+def test_user_checkout_is_untouched(tmp_path: Path) -> None:
+    h = linear(tmp_path)
+    (h.repo.path / "version").write_text("edited, not staged\n")
+    (h.repo.path / "staged.txt").write_text("staged\n")
+    h.repo.git("add", "staged.txt")
+    (h.repo.path / "untracked.txt").write_text("untracked\n")
+    before = snapshot(h.repo)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    ran = labgate(
+        h.repo.path,
+        *goods(h.good),
+        "--bad",
+        h.bad,
+        "-j",
+        "2",
+        "--",
+        "./test.sh",
+        env={"TMPDIR": str(tmp)},
+    )
+    assert ran.status == 0, ran.stderr
+    assert snapshot(h.repo) == before
+    assert list(tmp.iterdir()) == []
+
+
+def test_ctrl_c_kills_the_commands_and_removes_every_worktree(tmp_path: Path) -> None:
+    h = linear(tmp_path, n=20, culprit_at=9)
+    (h.repo.path / "untracked.txt").write_text("untracked\n")
+    before = snapshot(h.repo)
+    fifo, tmp = tmp_path / "fifo", tmp_path / "tmp"
+    os.mkfifo(fifo)
+    tmp.mkdir()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from labgate.cli import main; main()",
+            "bisect",
+            "run",
+            *goods(h.good),
+            "--bad",
+            h.bad,
+            "-j",
+            "2",
+            "--",
+            "./hang.sh",
+        ],
+        cwd=h.repo.path,
+        env=_env(None, {"FIFO": str(fifo), "TMPDIR": str(tmp)}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pids: list[int] = []
+        while len(pids) < 4:  # both runs started: each reports its shell's pid and its child's
+            with fifo.open() as reports:
+                pids += [int(pid) for pid in reports.read().split()]
+        assert len(h.repo.git("worktree", "list").splitlines()) == 3  # while the runs go on
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert "Traceback" not in stderr
+    assert [pid for pid in pids if _alive(pid)] == []
+    assert list(tmp.iterdir()) == []
+    assert snapshot(h.repo) == before
+    assert not (h.repo.path / ".git" / "worktrees").exists() or not any(
+        (h.repo.path / ".git" / "worktrees").iterdir()
+    )
+
+
+def _alive(pid: int) -> bool:
+    """True when pid runs (a zombie waiting for init to reap it is not running)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

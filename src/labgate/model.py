@@ -151,6 +151,8 @@ class BranchSpec:
 class TestCaseResult:
     """One test case a step reported through its ``results`` (JUnit or TAP)."""
 
+    __test__ = False  # not a pytest class, whatever its name says
+
     name: str
     outcome: Outcome
     duration_s: float | None = None

@@ -1,0 +1,103 @@
+"""The local executor: exit statuses to outcomes, logs, timeouts, lab failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from labgate.executor import LocalExecutor, StepRun
+from labgate.model import Outcome, step_outcome
+from procs import gone_within
+
+
+def run(tmp_path: Path, command: str, timeout: float | None = 10) -> tuple[StepRun, str]:
+    log = tmp_path / "logs" / "step.log"
+    env = {**os.environ, "LABGATE_BROKEN_FILE": str(tmp_path / "broken")}
+    result = asyncio.run(
+        LocalExecutor().run_step(command, cwd=tmp_path, env=env, log=log, timeout=timeout)
+    )
+    return result, log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [(0, Outcome.PASS), (1, Outcome.FAIL), (125, Outcome.SKIP), (127, Outcome.FAIL)],
+)
+def test_exit_status_gives_the_outcome_as_git_bisect_run(
+    tmp_path: Path, status: int, outcome: Outcome
+) -> None:
+    result, _ = run(tmp_path, f"exit {status}")
+    assert result.outcome is outcome
+    assert result.exit_status == status
+    assert step_outcome(status) is outcome
+
+
+def test_output_and_errors_go_to_the_log(tmp_path: Path) -> None:
+    result, log = run(tmp_path, "echo out; echo err >&2; pwd")
+    assert result.outcome is Outcome.PASS
+    assert log.splitlines() == ["out", "err", str(tmp_path)]
+
+
+def test_a_step_reports_a_lab_failure_through_the_broken_file(tmp_path: Path) -> None:
+    result, _ = run(tmp_path, 'echo "PDU did not answer" > "$LABGATE_BROKEN_FILE"; exit 1')
+    assert result.outcome is Outcome.BROKEN
+    assert result.reason == "PDU did not answer"
+
+
+def test_timeout_fails_the_step_and_kills_its_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    result, log = run(tmp_path, f"sleep 300 & echo $! > {pidfile}; wait", timeout=0.5)
+    assert result.outcome is Outcome.FAIL
+    assert result.reason == "timed out after 0.5s"
+    assert "timed out" in log
+    assert gone_within(int(pidfile.read_text()))
+
+
+def test_background_children_do_not_outlive_their_step(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    result, _ = run(tmp_path, f"sleep 300 & echo $! > {pidfile}; exit 0")
+    assert result.outcome is Outcome.PASS
+    assert gone_within(int(pidfile.read_text()))
+
+
+def test_killed_by_a_signal_is_a_fail_with_the_reason(tmp_path: Path) -> None:
+    result, _ = run(tmp_path, "kill -SEGV $$")
+    assert result.outcome is Outcome.FAIL
+    assert result.reason == "killed by signal 11"
+
+
+def test_cancel_kills_the_running_step(tmp_path: Path) -> None:
+    pidfile = tmp_path / "step.pid"
+    started = tmp_path / "started"
+    env = {**os.environ, "LABGATE_BROKEN_FILE": str(tmp_path / "broken")}
+
+    async def scenario() -> None:
+        task = asyncio.create_task(
+            LocalExecutor().run_step(
+                f"echo $$ > {pidfile}; mkfifo {started}; echo > {started}; sleep 300",
+                cwd=tmp_path,
+                env=env,
+                log=tmp_path / "log",
+                timeout=None,
+            )
+        )
+        # opening the FIFO blocks until the step has written its pid and opened it too
+        await asyncio.to_thread(_wait_fifo, started)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert gone_within(int(pidfile.read_text()))
+
+
+def _wait_fifo(path: Path) -> None:
+    for _ in range(10_000):
+        if path.exists():
+            break
+        os.sched_yield()
+    with open(path) as fifo:
+        fifo.read()

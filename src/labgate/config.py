@@ -442,6 +442,7 @@ class _Loader:
         self.lab_dir = lab_dir
         self.problems: list[Problem] = []
         self.incomplete: set[str] = set()  # sections with invalid entries: skip cascades
+        self.branch_names: frozenset[str] = frozenset()
 
     def problem(self, key: str, message: str, fix: str | None = None) -> None:
         item = Problem(self.file, key, message, fix)
@@ -599,6 +600,7 @@ class _Loader:
                         f"no [[tree]] named {_show(tree)}{_did_you_mean(tree, trees)}",
                         f"pin one of: {', '.join(t for t in trees if t != b.tree) or '(none)'}",
                     )
+        self.branch_names = frozenset(b.name for b in raw.values())
         return {
             b.name: BranchSpec(
                 name=b.name,
@@ -725,9 +727,8 @@ class _Loader:
             other = by_name.setdefault(job.spec.name, job)
             if other is not job:
                 self.problem(
-                    job.where("name", job.template.name),
-                    f"job name {_show(job.spec.name)} is also "
-                    + other.where("", other.template.name),
+                    job.where("name"),
+                    f"job name {_show(job.spec.name)} is also {other.where('')}",
                     "put every matrix var in the name, or rename one of them",
                 )
             self.check_steps(job)
@@ -771,7 +772,7 @@ class _Loader:
             if job.branches is None:
                 only = ", ".join(sorted(target.branches))
                 message = f"{_show(dep)} runs only on {only}, this job on every branch"
-            elif missing := sorted(job.branches - target.branches):
+            elif missing := sorted((job.branches - target.branches) & self.branch_names):
                 message = f"{_show(dep)} does not run on {', '.join(missing)}, where this job runs"
             else:
                 continue

@@ -663,3 +663,32 @@ def test_render_plan() -> None:
     assert "(timeout 3600s)" in out
     assert "italia0  [arch-amd64, cpu-intel]  slots 2  executor local" in out
     assert "build-arm64    rochester0" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (HEAD + job("a b"), "job[0].name"),
+        (HEAD + job("j").replace('name = "s"', 'name = "x/y"'), "job[0].step[0].name"),
+        (HEAD + job("j-{v}", extra='matrix = { v = ["ok", "a/b"] }'), "job[0].name (v=a/b)"),
+        (HEAD + job("{v}", extra='matrix = { v = [".."] }'), "job[0].name (v=..)"),
+        (EXAMPLE.replace('name = "italia0"', 'name = "italia 0"'), "host[0].name"),
+        (EXAMPLE.replace('name = "xen-unstable"', 'name = "xen/unstable"'), "branch[0].name"),
+    ],
+)
+def test_names_must_be_usable_as_file_names(text: str, key: str) -> None:
+    p = problem_at(text, key)
+    assert "is not a usable name" in p.message
+    assert "file names" in (p.fix or "")
+
+
+def test_matrix_values_may_be_integers_not_booleans() -> None:
+    lab = parse(HEAD + job("j-{n}", extra="matrix = { n = [1, 2] }"))
+    assert [j.name for j in lab.jobs] == ["j-1", "j-2"]
+    p = problem_at(HEAD + job("j-{n}", extra="matrix = { n = [true] }"), "job[0].matrix.n[0]")
+    assert p.message == "must be a string (got true)"
+
+
+def test_empty_branches_list_is_refused() -> None:
+    p = problem_at(HEAD + job("j", extra="branches = []"), "job[0].branches")
+    assert p.message == "must have at least one entry"

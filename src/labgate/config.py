@@ -180,6 +180,10 @@ def _int_to_str(value: Any) -> Any:
 
 
 Text = Annotated[str, StringConstraints(min_length=1)]
+# Names become file names and URL parts (logs/<flight>/<job>/<step>.log, /host/<name>).
+NAME = re.compile(r"[A-Za-z0-9_+=@,-][A-Za-z0-9_.+=@,-]*")
+NAME_FIX = "use letters, digits and - _ . + = @ , only (names become file names and URLs)"
+Name = Annotated[str, StringConstraints(min_length=1, pattern=f"^(?:{NAME.pattern})$")]
 Value = Annotated[str, BeforeValidator(_int_to_str)]
 
 
@@ -198,7 +202,7 @@ class RawLabSection(_Raw):
 
 
 class RawTree(_Raw):
-    name: Text
+    name: Name
     url: Text
 
 
@@ -209,7 +213,7 @@ class RawAllow(_Raw):
 
 
 class RawBranch(_Raw):
-    name: Text
+    name: Name
     tree: Text
     staging: Text = "staging"
     tested: Text = "master"
@@ -220,7 +224,7 @@ class RawBranch(_Raw):
 class RawHost(_Raw):
     """Keys every host has; each executor adds its own in a subclass (see HOST_MODELS)."""
 
-    name: Text
+    name: Name
     flags: list[Text] = Field(default_factory=list)
     slots: int = Field(default=1, ge=1)
     executor: str = "local"
@@ -274,7 +278,7 @@ class RawJob(_Raw):
     requires: list[Text] = Field(default_factory=list)
     depends: list[Text] = Field(default_factory=list)
     exclusive: bool = False
-    branches: list[Text] | None = None
+    branches: list[Text] | None = Field(default=None, min_length=1)
     step: list[RawStep] = Field(min_length=1)
 
 
@@ -333,6 +337,8 @@ _KEY_FIXES = {
     "reason": 'add reason = "<why this failure is accepted>"',
     "tree": 'add tree = "<name of the [[tree]] under test>"',
     "job": 'add job = "<glob of job names>"',
+    "branches": "name at least one [[branch]], or leave branches out to run on every branch",
+    "lab": 'write a [lab] table with name = "..."',
 }
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -394,6 +400,8 @@ def _describe(error: Mapping[str, Any], loc: tuple[str | int, ...]) -> tuple[str
         op = ">" if kind == "greater_than" else ">="
         limit = _show(ctx.get("gt", ctx.get("ge")))
         return f"must be {op} {limit}{_UNITS.get(leaf, '')}{got}", _KEY_FIXES.get(leaf)
+    if kind == "string_pattern_mismatch":
+        return f"{_show(error.get('input'))} is not a usable name", NAME_FIX
     if kind == "string_too_short":
         return "must not be empty", f"give {leaf} a value, or leave the key out if optional"
     if kind == "too_short":
@@ -731,6 +739,7 @@ class _Loader:
                     f"job name {_show(job.spec.name)} is also {other.where('')}",
                     "put every matrix var in the name, or rename one of them",
                 )
+            self.check_names(job)
             self.check_steps(job)
         complete = "job" not in self.incomplete
         for job in jobs:
@@ -739,6 +748,18 @@ class _Loader:
             for job in jobs:
                 self.check_hosts(job, hosts)
         self.check_cycles(jobs, by_name)
+
+    def check_names(self, job: _Expanded) -> None:
+        names = [("name", job.spec.name, job.template.name)] + [
+            (f"step[{i}].name", step.name, job.template.steps[i].name)
+            for i, step in enumerate(job.spec.steps)
+            if step.name != _INVALID
+        ]
+        for path, name, template in names:
+            if not NAME.fullmatch(name):
+                self.problem(
+                    job.where(path, template), f"{_show(name)} is not a usable name", NAME_FIX
+                )
 
     def check_steps(self, job: _Expanded) -> None:
         seen: dict[str, int] = {}

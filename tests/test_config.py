@@ -692,3 +692,12 @@ def test_matrix_values_may_be_integers_not_booleans() -> None:
 def test_empty_branches_list_is_refused() -> None:
     p = problem_at(HEAD + job("j", extra="branches = []"), "job[0].branches")
     assert p.message == "must have at least one entry"
+
+
+def test_entries_that_are_not_tables() -> None:
+    text = HEAD + '\n[[job]]\nname = "j"\nstep = ["make"]\n'
+    p = problem_at(text, "job[0].step[0]")
+    assert p.message == 'must be a table (got "make")'
+    assert p.fix == "write each entry as a [[job.step]] table"
+    p = problem_at('tree = ["xen"]\n[lab]\nname = "x"\n', "tree[0]")
+    assert p.fix == "write each entry as a [[tree]] table"

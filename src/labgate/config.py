@@ -394,7 +394,10 @@ def _describe(error: Mapping[str, Any], loc: tuple[str | int, ...]) -> tuple[str
     if kind in _TYPE_WORDS:
         words, example = _TYPE_WORDS[kind]
         if isinstance(loc[-1], int) and kind == "model_type":
-            return f"must be {words}{got}", f"write each entry as a [[{leaf}]] table"
+            table = {"step": "[[job.step]]", "allow": "{ job = ..., reason = ... }"}.get(
+                leaf, f"[[{leaf}]]"
+            )
+            return f"must be {words}{got}", f"write each entry as a {table} table"
         return f"must be {words}{got}", _KEY_FIXES.get(leaf, f"write e.g. {leaf} = {example}")
     if kind in ("greater_than", "greater_than_equal"):
         op = ">" if kind == "greater_than" else ">="

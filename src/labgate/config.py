@@ -23,6 +23,8 @@ Defaults decided here:
 - A job's runvars are its matrix vars then its own runvars; a job without ``branches`` runs on
   every branch; a step without ``timeout`` has none.
 - ``[[branch]] allow`` entries default ``step = "*"``; each glob must match something.
+- Tree, branch, host, job and step names (after expansion) are usable as file names and URL
+  parts: letters, digits and ``- _ . + = @ ,``, not starting with ``.``.
 """
 
 from __future__ import annotations

@@ -274,3 +274,86 @@ def step_outcome(exit_status: int) -> Outcome:
     if exit_status == 125:
         return Outcome.SKIP
     return Outcome.FAIL
+
+
+@dataclass(frozen=True)
+class PushRecord:
+    """One decision of the push gate to move a branch's ``tested`` ref, and how it went.
+
+    ``status``: ``pushed``, ``not-fast-forward`` (someone moved ``tested`` by hand: reported,
+    never overwritten) or ``error``."""
+
+    id: int
+    branch: str
+    flight_id: int
+    tree: str
+    sha: str
+    previous_sha: str | None
+    status: str
+    message: str | None
+    created: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "branch": self.branch,
+            "flight": self.flight_id,
+            "tree": self.tree,
+            "sha": self.sha,
+            "previous_sha": self.previous_sha,
+            "status": self.status,
+            "message": self.message,
+            "created": self.created,
+        }
+
+
+@dataclass(frozen=True)
+class BisectionRecord:
+    """A bisection of one regression (job, step, optional test case) of a branch.
+
+    ``state`` is ``running``, ``found`` (culprit named) or ``undecided``. ``graph`` is what the web
+    page draws: ``{"nodes": [{"id", "tree", "commit", "subject", "outcomes": [...],
+    "probability"}], "edges": [[child, parent], ...]}``; ``flights`` are the bisect flights used."""
+
+    id: int
+    branch: str
+    job: str
+    step: str | None
+    testcase: str | None
+    flight_id: int
+    baseline_flight_id: int | None
+    state: str
+    culprit_tree: str | None
+    culprit_commit: str | None
+    confidence: float | None
+    executions: int
+    rounds: int
+    reason: str | None
+    flights: tuple[int, ...]
+    graph: Mapping[str, Any]
+    created: str
+    finished: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "branch": self.branch,
+            "job": self.job,
+            "step": self.step,
+            "testcase": self.testcase,
+            "flight": self.flight_id,
+            "baseline_flight": self.baseline_flight_id,
+            "state": self.state,
+            "culprit": (
+                {"tree": self.culprit_tree, "commit": self.culprit_commit}
+                if self.culprit_commit
+                else None
+            ),
+            "confidence": self.confidence,
+            "executions": self.executions,
+            "rounds": self.rounds,
+            "reason": self.reason,
+            "flights": list(self.flights),
+            "created": self.created,
+            "finished": self.finished,
+        }

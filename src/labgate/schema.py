@@ -122,3 +122,62 @@ allocation = Table(
     Column("released", DateTime(timezone=True)),
     Index("ix_allocation_host", "host", "released"),
 )
+
+branch_state = Table(
+    "branch_state",
+    metadata,
+    Column("branch", String(200), primary_key=True),
+    Column("baseline_flight_id", Integer, ForeignKey("flight.id")),
+    Column("gate_owner", String(200)),
+    Column("gate_lease_until", DateTime(timezone=True)),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
+push = Table(
+    "push",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("branch", String(200), nullable=False),
+    Column("flight_id", Integer, ForeignKey("flight.id"), nullable=False),
+    Column("tree", String(200), nullable=False),
+    Column("sha", String(64), nullable=False),
+    Column("previous_sha", String(64)),
+    Column("status", String(40), nullable=False),
+    Column("message", Text),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ix_push_branch", "branch", "id"),
+)
+
+verdict = Table(
+    "verdict",
+    metadata,
+    Column("flight_id", Integer, ForeignKey("flight.id", ondelete="CASCADE"), primary_key=True),
+    Column("baseline_flight_id", Integer),
+    Column("push_allowed", Boolean, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+bisection = Table(
+    "bisection",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("branch", String(200), nullable=False),
+    Column("job", String(300), nullable=False),
+    Column("step", String(300)),
+    Column("testcase", Text),
+    Column("flight_id", Integer, ForeignKey("flight.id"), nullable=False),
+    Column("baseline_flight_id", Integer, ForeignKey("flight.id")),
+    Column("state", String(20), nullable=False),
+    Column("culprit_tree", String(200)),
+    Column("culprit_commit", String(64)),
+    Column("confidence", Float),
+    Column("executions", Integer, nullable=False),
+    Column("rounds", Integer, nullable=False),
+    Column("reason", Text),
+    Column("flights", Text, nullable=False),
+    Column("graph", Text, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("finished", DateTime(timezone=True)),
+    Index("ix_bisection_branch", "branch", "id"),
+)

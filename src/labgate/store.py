@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from labgate import schema as t
 from labgate.model import (
+    BisectionRecord,
     Blessing,
     FlightResult,
     FlightState,
@@ -29,6 +30,7 @@ from labgate.model import (
     JobResult,
     JobSpec,
     Outcome,
+    PushRecord,
     StepResult,
     StepSpec,
     TestCaseResult,
@@ -519,6 +521,310 @@ class Store:
                 select(t.job.c.name, t.job.c.host).join(newest, t.job.c.id == newest.c.id)
             )
             return {r.name: r.host for r in rows}
+
+    # --- history -----------------------------------------------------------------------------
+
+    def branch_history(
+        self, branch: str, *, limit: int = 100, before: int | None = None
+    ) -> list[FlightResult]:
+        """The branch's finished flights, newest first, each with its jobs and steps."""
+        query = (
+            select(t.flight.c.id)
+            .where(t.flight.c.branch == branch, t.flight.c.state == str(FlightState.FINISHED))
+            .order_by(t.flight.c.id.desc())
+            .limit(limit)
+        )
+        if before is not None:
+            query = query.where(t.flight.c.id < before)
+        with self.engine.connect() as conn:
+            ids = list(conn.execute(query).scalars())
+        return [self.get_flight(i) for i in ids]
+
+    def flights_at(self, branch: str, revisions: Mapping[str, str]) -> list[FlightResult]:
+        """Finished flights of the branch that tested exactly this revision tuple, newest first
+        (a bisection reuses every result already stored for a tuple)."""
+        query = (
+            select(t.flight.c.id)
+            .where(t.flight.c.branch == branch, t.flight.c.state == str(FlightState.FINISHED))
+            .order_by(t.flight.c.id.desc())
+        )
+        for tree, sha in revisions.items():
+            alias = t.flight_revision.alias()
+            query = query.join(
+                alias,
+                (alias.c.flight_id == t.flight.c.id)
+                & (alias.c.tree == tree)
+                & (alias.c.sha == sha),
+            )
+        with self.engine.connect() as conn:
+            ids = list(conn.execute(query).scalars())
+        flights = [self.get_flight(i) for i in ids]
+        return [f for f in flights if dict(f.revisions) == dict(revisions)]
+
+    def job_history(
+        self, branch: str, job: str, *, limit: int = 100
+    ) -> list[tuple[FlightResult, JobResult]]:
+        """The job across the branch's flights, newest first: (flight without jobs, the job)."""
+        query = (
+            select(t.flight.c.id)
+            .join(t.job, t.job.c.flight_id == t.flight.c.id)
+            .where(t.flight.c.branch == branch, t.job.c.name == job)
+            .order_by(t.flight.c.id.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            ids = list(conn.execute(query).scalars())
+        out = []
+        for fid in ids:
+            flight = self.get_flight(fid)
+            bare = FlightResult(
+                flight.id, flight.branch, flight.blessing, flight.revisions, flight.state,
+                flight.outcome, flight.started, flight.finished,
+            )  # fmt: skip
+            out.append((bare, flight.job(job)))
+        return out
+
+    # --- the push gate ----------------------------------------------------------------------
+
+    def baseline(self, branch: str) -> int | None:
+        """The flight the branch's new flights are compared with (the last one pushed)."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(t.branch_state.c.baseline_flight_id).where(t.branch_state.c.branch == branch)
+            ).scalar()
+
+    def _ensure_branch_state(self, conn: Connection, branch: str) -> None:
+        exists = conn.execute(
+            select(t.branch_state.c.branch).where(t.branch_state.c.branch == branch)
+        ).first()
+        if exists is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(t.branch_state.insert().values(branch=branch, updated=now()))
+            except Exception:  # another controller inserted it first: fine
+                pass
+
+    def set_baseline(self, branch: str, flight_id: int) -> None:
+        with self.engine.begin() as conn:
+            self._ensure_branch_state(conn, branch)
+            conn.execute(
+                update(t.branch_state)
+                .where(t.branch_state.c.branch == branch)
+                .values(baseline_flight_id=flight_id, updated=now())
+            )
+
+    def acquire_gate(self, branch: str, owner: str, lease_s: float) -> bool:
+        """Take (or renew) the branch's gate lease for ``owner``; False if another live owner
+        holds it. Two gate processes on one branch never run it at once."""
+        stamp = now()
+        with self.engine.begin() as conn:
+            self._ensure_branch_state(conn, branch)
+            free = (
+                t.branch_state.c.gate_owner.is_(None)
+                | (t.branch_state.c.gate_owner == owner)
+                | (t.branch_state.c.gate_lease_until < stamp)
+            )
+            result = conn.execute(
+                update(t.branch_state)
+                .where(t.branch_state.c.branch == branch, free)
+                .values(gate_owner=owner, gate_lease_until=stamp + timedelta(seconds=lease_s))
+            )
+            return result.rowcount == 1
+
+    def release_gate(self, branch: str, owner: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.branch_state)
+                .where(t.branch_state.c.branch == branch, t.branch_state.c.gate_owner == owner)
+                .values(gate_owner=None, gate_lease_until=None)
+            )
+
+    def record_push(
+        self,
+        branch: str,
+        flight_id: int,
+        tree: str,
+        sha: str,
+        previous_sha: str | None,
+        status: str,
+        message: str | None = None,
+    ) -> int:
+        """Record a push decision; a successful push makes the flight the branch's baseline in
+        the same transaction."""
+        with self.engine.begin() as conn:
+            push_id = conn.execute(
+                t.push.insert().values(
+                    branch=branch,
+                    flight_id=flight_id,
+                    tree=tree,
+                    sha=sha,
+                    previous_sha=previous_sha,
+                    status=status,
+                    message=message,
+                    created=now(),
+                )
+            ).inserted_primary_key[0]
+            if status == "pushed":
+                self._ensure_branch_state(conn, branch)
+                conn.execute(
+                    update(t.branch_state)
+                    .where(t.branch_state.c.branch == branch)
+                    .values(baseline_flight_id=flight_id, updated=now())
+                )
+        return int(push_id)
+
+    def pushes(self, branch: str | None = None, *, limit: int = 50) -> list[PushRecord]:
+        query = select(t.push).order_by(t.push.c.id.desc()).limit(limit)
+        if branch is not None:
+            query = query.where(t.push.c.branch == branch)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            PushRecord(
+                r.id,
+                r.branch,
+                r.flight_id,
+                r.tree,
+                r.sha,
+                r.previous_sha,
+                r.status,
+                r.message,
+                _iso(r.created) or "",
+            )
+            for r in rows
+        ]
+
+    def record_verdict(
+        self, flight_id: int, baseline_flight_id: int | None, push_allowed: bool, data: Any
+    ) -> None:
+        """Store the verdict of a flight (its JSON form), replacing an earlier one."""
+        with self.engine.begin() as conn:
+            conn.execute(t.verdict.delete().where(t.verdict.c.flight_id == flight_id))
+            conn.execute(
+                t.verdict.insert().values(
+                    flight_id=flight_id,
+                    baseline_flight_id=baseline_flight_id,
+                    push_allowed=push_allowed,
+                    data=json.dumps(data),
+                    created=now(),
+                )
+            )
+
+    def verdict(self, flight_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.verdict).where(t.verdict.c.flight_id == flight_id)).first()
+        if row is None:
+            return None
+        return {
+            "flight": row.flight_id,
+            "baseline_flight": row.baseline_flight_id,
+            "push_allowed": bool(row.push_allowed),
+            "data": json.loads(row.data),
+        }
+
+    # --- bisections -------------------------------------------------------------------------
+
+    def create_bisection(
+        self,
+        branch: str,
+        job: str,
+        step: str | None,
+        testcase: str | None,
+        flight_id: int,
+        baseline_flight_id: int | None,
+    ) -> int:
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    t.bisection.insert().values(
+                        branch=branch,
+                        job=job,
+                        step=step,
+                        testcase=testcase,
+                        flight_id=flight_id,
+                        baseline_flight_id=baseline_flight_id,
+                        state="running",
+                        executions=0,
+                        rounds=0,
+                        flights="[]",
+                        graph=json.dumps({"nodes": [], "edges": []}),
+                        created=now(),
+                    )
+                ).inserted_primary_key[0]
+            )
+
+    def update_bisection(
+        self,
+        bisection_id: int,
+        *,
+        state: str,
+        executions: int,
+        rounds: int,
+        flights: Sequence[int],
+        graph: Mapping[str, Any],
+        culprit_tree: str | None = None,
+        culprit_commit: str | None = None,
+        confidence: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        values: dict[str, Any] = {
+            "state": state,
+            "executions": executions,
+            "rounds": rounds,
+            "flights": json.dumps(list(flights)),
+            "graph": json.dumps(graph),
+            "culprit_tree": culprit_tree,
+            "culprit_commit": culprit_commit,
+            "confidence": confidence,
+            "reason": reason,
+        }
+        if state != "running":
+            values["finished"] = now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.bisection).where(t.bisection.c.id == bisection_id).values(**values)
+            )
+
+    def bisection(self, bisection_id: int) -> BisectionRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.bisection).where(t.bisection.c.id == bisection_id)).first()
+        if row is None:
+            raise StoreError(f"bisection {bisection_id} does not exist in this lab's store")
+        return _bisection(row)
+
+    def bisections(
+        self, branch: str | None = None, *, flight_id: int | None = None, limit: int = 50
+    ) -> list[BisectionRecord]:
+        query = select(t.bisection).order_by(t.bisection.c.id.desc()).limit(limit)
+        if branch is not None:
+            query = query.where(t.bisection.c.branch == branch)
+        if flight_id is not None:
+            query = query.where(t.bisection.c.flight_id == flight_id)
+        with self.engine.connect() as conn:
+            return [_bisection(r) for r in conn.execute(query)]
+
+
+def _bisection(row: Any) -> BisectionRecord:
+    return BisectionRecord(
+        id=row.id,
+        branch=row.branch,
+        job=row.job,
+        step=row.step,
+        testcase=row.testcase,
+        flight_id=row.flight_id,
+        baseline_flight_id=row.baseline_flight_id,
+        state=row.state,
+        culprit_tree=row.culprit_tree,
+        culprit_commit=row.culprit_commit,
+        confidence=row.confidence,
+        executions=row.executions,
+        rounds=row.rounds,
+        reason=row.reason,
+        flights=tuple(json.loads(row.flights)),
+        graph=json.loads(row.graph),
+        created=_iso(row.created) or "",
+        finished=_iso(row.finished),
+    )
 
 
 def _step_result(row: Any, cases: Sequence[TestCaseResult]) -> StepResult:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from labgate.bisect.engine import BisectError, Decision, Observation, Outcome, Search
 from labgate.bisect.gitgraph import git
@@ -171,7 +172,7 @@ class Workspace:
             git(self.repo, "worktree", "prune", check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def _run_command(self, path: Path, commit: str, output: object) -> int:
+    def _run_command(self, path: Path, commit: str, output: BinaryIO) -> int:
         env = {**self.env, "LABGATE_BISECT_COMMIT": commit}
         with self._lock:
             self._check_cancelled()
@@ -181,7 +182,7 @@ class Workspace:
                     cwd=path,
                     env=env,
                     stdin=subprocess.DEVNULL,
-                    stdout=output,  # type: ignore[arg-type]
+                    stdout=output,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )

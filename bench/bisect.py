@@ -1,0 +1,492 @@
+"""Benchmark: ``labgate bisect`` side by side with ``git bisect run`` on the same histories.
+
+    python bench/bisect.py --quick            # a few trials, 1,000 commits: under ~3 minutes
+    python bench/bisect.py --trials 50        # the full table (long: see --workers)
+
+For every trial a history is generated with ``git fast-import`` (linear, or merge-heavy: topic
+branches forked from and merged back into the mainline), a culprit is planted (a file ``bad`` exists
+in every commit that has the culprit as an ancestor, itself included), and one test script
+outside the repository decides each run: at a bad commit it fails with probability q (the
+detection rate), and any run fails with probability p (the flake rate) — the engine's noise model.
+The script appends a line to a counter file on every run, so runs are counted by the script.
+
+On each history and for each (p, q):
+- ``git bisect start BAD GOOD && git bisect run SCRIPT`` really runs (its column never depends on
+  k; it has no parallel mode, so its rounds are its runs);
+- labgate runs with k = 1 and k = 4. For the first ``--real-trials`` trials of each history shape
+  and size this is the real runner (``labgate.bisect.run.bisect_run``: a git worktree per run, the
+  same script, K processes at once); for the others it is the engine driven by a simulated test
+  with the same p and q (pure, in-process: the runner adds no decisions of its own, only process
+  and worktree cost, so the simulator is the engine's behaviour at a fraction of the time). Rounds
+  in the simulator are synchronous batches of k; the real runner refills a slot as soon as one run
+  ends and counts rounds as the longest chain of runs each waiting for a result.
+
+Accuracy is the share of searches that named the planted culprit. Also timed: the engine's
+decision on a 10,000-commit merge-heavy DAG, p50/p95/max per round.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named like the standard library's bisect module, which random imports: take the
+# script's own directory off the path before anything imports bisect.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+
+from labgate.bisect.engine import Observation, Search, TreeRange
+from labgate.bisect.gitgraph import read_range
+from labgate.bisect.run import bisect_run
+
+FLAKE_RATES = (0.0, 0.05, 0.2)
+DETECTION_RATES = (1.0, 0.5)
+JOBS = (1, 4)
+SHAPES = ("linear", "merges")
+TIMING_SIZE = 10_000
+GIT_ENV = {
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+    "LC_ALL": "C",
+}
+
+# Fails at a bad commit with probability q, and on any run with probability p; counts its runs.
+SCRIPT = """#!/bin/sh
+echo . >> "$BENCH_COUNTER"
+set -- $(od -An -N8 -tu4 /dev/urandom)
+if [ -f bad ] && [ "$1" -lt "$BENCH_Q" ]; then exit 1; fi
+if [ "$2" -lt "$BENCH_P" ]; then exit 1; fi
+exit 0
+"""
+
+
+# --- histories --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class History:
+    """A generated commit DAG: commit i has parents[i] (indices < i); 0 is the good root, the
+    last commit is the bad tip; ``culprit`` is planted."""
+
+    shape: str
+    parents: tuple[tuple[int, ...], ...]
+    culprit: int
+
+    def bad_set(self) -> set[int]:
+        """Every commit that has the culprit as an ancestor (itself included)."""
+        bad = {self.culprit}
+        for i in range(self.culprit + 1, len(self.parents)):
+            if any(p in bad for p in self.parents[i]):
+                bad.add(i)
+        return bad
+
+    def tree_range(self) -> TreeRange:
+        """The range with synthetic commit names, for the simulator."""
+        names = [f"c{i:06d}" for i in range(len(self.parents))]
+        parents = {names[i]: tuple(names[p] for p in ps) for i, ps in enumerate(self.parents)}
+        del parents[names[0]]
+        return TreeRange(tree="", parents=parents, good=(names[0],), bad=names[-1])
+
+
+def generate(shape: str, size: int, rng: random.Random) -> History:
+    """A history of ``size`` commits. Merge-heavy: topic branches fork from the mainline, get a
+    few commits, and merge back (about one merge every ten commits, several topics open)."""
+    if shape == "linear":
+        parents: list[tuple[int, ...]] = [()] + [(i - 1,) for i in range(1, size)]
+    else:
+        parents = [()]
+        main, topics = 0, list[int]()
+        while len(parents) < size - 1:
+            roll = rng.random()
+            if roll < 0.35 and topics:
+                t = rng.randrange(len(topics))
+                parents.append((topics[t],))
+                topics[t] = len(parents) - 1
+            elif roll < 0.45 and len(topics) < 8:
+                parents.append((main,))
+                topics.append(len(parents) - 1)
+            elif roll < 0.55 and topics:
+                parents.append((main, topics.pop(rng.randrange(len(topics)))))
+                main = len(parents) - 1
+            else:
+                parents.append((main,))
+                main = len(parents) - 1
+        parents.append((main, *topics))  # an octopus merge closes whatever is still open
+    culprit = rng.randrange(1, len(parents))
+    return History(shape, tuple(parents), culprit)
+
+
+def write_repo(history: History, path: Path) -> list[str]:
+    """The history as a real git repository at ``path`` (branch main checked out); the shas."""
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True, env=_git_env())
+    bad = history.bad_set()
+    lines: list[str] = []
+    for i, ps in enumerate(history.parents):
+        message = f"commit {i}\n"
+        lines += [
+            "commit refs/heads/main",
+            f"mark :{i + 1}",
+            f"committer Bench <bench@example.org> {1_700_000_000 + 60 * i} +0000",
+            f"data {len(message)}",
+            message.rstrip("\n"),
+        ]
+        if ps:
+            lines.append(f"from :{ps[0] + 1}")
+            lines += [f"merge :{p + 1}" for p in ps[1:]]
+        lines += ["M 644 inline version", f"data {len(str(i))}", str(i)]
+        if (i in bad) != (bool(ps) and ps[0] in bad):
+            lines += ["M 644 inline bad", "data 0"] if i in bad else ["D bad"]
+        lines.append("")
+    lines += ["reset refs/heads/main", f"from :{len(history.parents)}", "done", ""]
+    marks = path / "marks"
+    subprocess.run(
+        ["git", "-C", str(path), "fast-import", "--quiet", "--done", f"--export-marks={marks}"],
+        input="\n".join(lines).encode(),
+        check=True,
+        env=_git_env(),
+    )
+    shas = dict(line.split() for line in marks.read_text().splitlines())
+    marks.unlink()
+    subprocess.run(["git", "-C", str(path), "checkout", "-q", "-f", "main"], check=True)
+    return [shas[f":{i + 1}"] for i in range(len(history.parents))]
+
+
+def _git_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, **GIT_ENV, **extra}
+
+
+# --- the three ways to search -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Record:
+    tool: str  # "git bisect" or "labgate"
+    mode: str  # "real" or "sim"
+    shape: str
+    size: int
+    trial: int
+    p: float
+    q: float
+    k: int
+    correct: bool
+    runs: int
+    rounds: int
+    seconds: float
+
+
+def script_env(counter: Path, p: float, q: float) -> dict[str, str]:
+    return _git_env(
+        BENCH_COUNTER=str(counter), BENCH_P=str(round(p * 2**32)), BENCH_Q=str(round(q * 2**32))
+    )
+
+
+def run_git_bisect(
+    repo: Path, shas: Sequence[str], script: Path, counter: Path, p: float, q: float
+) -> tuple[str | None, int]:
+    """``git bisect run`` for real; the commit it names and the runs its script counted."""
+    env = script_env(counter, p, q)
+    counter.unlink(missing_ok=True)
+    git = ["git", "-C", str(repo)]
+    subprocess.run([*git, "bisect", "start", shas[-1], shas[0]], env=env, capture_output=True)
+    done = subprocess.run(
+        [*git, "bisect", "run", str(script)], env=env, capture_output=True, text=True
+    )
+    subprocess.run([*git, "bisect", "reset", "-q"], env=env, capture_output=True)
+    named = None
+    for line in done.stdout.splitlines():
+        if line.endswith(" is the first bad commit"):
+            named = line.split()[0]
+    return named, _count(counter)
+
+
+def run_labgate_real(
+    repo: Path, shas: Sequence[str], script: Path, counter: Path, p: float, q: float, k: int
+) -> tuple[str | None, int, int]:
+    """The real runner: worktrees, K processes at once; the commit named, runs, rounds."""
+    counter.unlink(missing_ok=True)
+    search = Search([read_range(repo, [shas[0]], shas[-1])], seed=0)
+    result = bisect_run(repo, search, [str(script)], jobs=k, env=script_env(counter, p, q))
+    culprit = result.decision.culprit
+    return (culprit.commit if culprit else None), _count(counter), result.rounds
+
+
+def run_labgate_sim(
+    history: History, tree: TreeRange, p: float, q: float, k: int, rng: random.Random
+) -> tuple[str | None, int, int, list[float]]:
+    """The engine on a simulated test, k tests per synchronous round; also each decision's time."""
+    bad = {f"c{i:06d}" for i in history.bad_set()}
+    search = Search([tree], seed=0)
+    observations: list[Observation] = []
+    rounds, timings = 0, []
+    while True:
+        started = time.perf_counter()
+        decision = search.decide(observations, k=k)
+        timings.append(time.perf_counter() - started)
+        if decision.kind != "test" or not decision.tests:
+            break
+        rounds += 1
+        for point in decision.tests[:k]:
+            fails = (point[""] in bad and rng.random() < q) or rng.random() < p
+            observations.append(Observation(point=point, outcome="bad" if fails else "good"))
+    named = decision.culprit.commit if decision.culprit else None
+    return named, len(observations), rounds, timings
+
+
+def _count(counter: Path) -> int:
+    return len(counter.read_text().splitlines()) if counter.exists() else 0
+
+
+# --- one trial: one history, every (p, q, k) --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trial:
+    shape: str
+    size: int
+    trial: int
+    real: bool
+    workdir: Path
+    seed: int
+
+
+def run_trial(trial: Trial) -> list[Record]:
+    rng = random.Random(f"{trial.seed}:{trial.shape}:{trial.size}:{trial.trial}")
+    history = generate(trial.shape, trial.size, rng)
+    tree = history.tree_range()
+    place = Path(tempfile.mkdtemp(prefix=f"{trial.shape}-{trial.size}-", dir=trial.workdir))
+    try:
+        repo, script, counter = place / "repo", place / "test.sh", place / "counter"
+        script.write_text(SCRIPT)
+        script.chmod(0o755)
+        shas = write_repo(history, repo)
+        culprit_sha, culprit_name = shas[history.culprit], f"c{history.culprit:06d}"
+        records = []
+        for p in FLAKE_RATES:
+            for q in DETECTION_RATES:
+                cell = (trial.shape, trial.size, trial.trial, p, q)
+                started = time.monotonic()
+                named, runs = run_git_bisect(repo, shas, script, counter, p, q)
+                seconds = time.monotonic() - started
+                for k in JOBS:  # git bisect has no k: the same search stands in both columns
+                    records.append(
+                        Record(
+                            "git bisect",
+                            "real",
+                            *cell,
+                            k,
+                            named == culprit_sha,
+                            runs,
+                            runs,
+                            seconds,
+                        )
+                    )
+                for k in JOBS:
+                    started = time.monotonic()
+                    if trial.real:
+                        named, runs, rounds = run_labgate_real(repo, shas, script, counter, p, q, k)
+                        correct = named == culprit_sha
+                    else:
+                        named, runs, rounds, _ = run_labgate_sim(history, tree, p, q, k, rng)
+                        correct = named == culprit_name
+                    mode = "real" if trial.real else "sim"
+                    seconds = time.monotonic() - started
+                    records.append(
+                        Record("labgate", mode, *cell, k, correct, runs, rounds, seconds)
+                    )
+        return records
+    finally:
+        shutil.rmtree(place, ignore_errors=True)
+
+
+# --- the decision time on a large DAG ---------------------------------------------------------
+
+
+def time_decisions(size: int, seed: int) -> dict[str, float]:
+    """Per-round decision time of the engine on a merge-heavy DAG of ``size`` commits."""
+    rng = random.Random(seed)
+    history = generate("merges", size, rng)
+    tree = history.tree_range()
+    started = time.perf_counter()
+    Search([tree], seed=0)
+    build = time.perf_counter() - started
+    timings: list[float] = []
+    for p, q, k in ((0.0, 1.0, 1), (0.05, 1.0, 1), (0.05, 1.0, 4), (0.2, 0.5, 4)):
+        timings += run_labgate_sim(history, tree, p, q, k, rng)[3]
+    timings.sort()
+    return {
+        "build_s": build,
+        "rounds": len(timings),
+        "p50_ms": 1000 * timings[len(timings) // 2],
+        "p95_ms": 1000 * timings[min(len(timings) - 1, math.ceil(0.95 * len(timings)) - 1)],
+        "max_ms": 1000 * timings[-1],
+    }
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def report(records: Sequence[Record], timing: dict[str, float] | None) -> bool:
+    """Print the table and the targets; True when every target is met."""
+    cells: dict[tuple[object, ...], list[Record]] = defaultdict(list)
+    for r in records:
+        cells[(r.shape, r.size, r.p, r.q, r.k, r.tool)].append(r)
+
+    def mean(rs: Sequence[Record], attr: str) -> float:
+        return statistics.fmean(getattr(r, attr) for r in rs)
+
+    print(
+        f"{'shape':7} {'size':>5} {'p':>4} {'q':>3} {'k':>1} | {'tool':10} {'n':>4} {'real':>4}"
+        f" {'accuracy':>8} {'runs':>6} {'rounds':>6}"
+    )
+    for key in sorted(cells):
+        shape, size, p, q, k, tool = key
+        rs = cells[key]
+        real = sum(r.mode == "real" for r in rs)
+        print(
+            f"{shape:7} {size:>5} {p:>4} {q:>3} {k:>1} | {tool:10} {len(rs):>4} {real:>4}"
+            f" {mean(rs, 'correct'):>8.3f} {mean(rs, 'runs'):>6.2f} {mean(rs, 'rounds'):>6.2f}"
+        )
+    print()
+    checks = list(_targets(cells, mean))
+    if timing is not None:
+        ok = timing["p95_ms"] < 50
+        checks.append(
+            (
+                ok,
+                f"decision time on a {TIMING_SIZE}-commit merge DAG: p50 {timing['p50_ms']:.1f} ms,"
+                f" p95 {timing['p95_ms']:.1f} ms, max {timing['max_ms']:.1f} ms over"
+                f" {timing['rounds']:.0f} rounds (graph built in {timing['build_s']:.2f} s);"
+                f" target p95 < 50 ms",
+            )
+        )
+    for ok, text in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    return all(ok for ok, _ in checks)
+
+
+def _targets(
+    cells: dict[tuple[object, ...], list[Record]], mean: object
+) -> Iterator[tuple[bool, str]]:
+    avg = mean  # (records, attribute) -> float
+    histories = sorted({(key[0], key[1]) for key in cells})
+    worst = min(
+        ((avg(rs, "correct"), key) for key, rs in cells.items() if key[5] == "labgate"),  # type: ignore[operator]
+        default=None,
+    )
+    if worst is not None:
+        acc, key = worst
+        yield acc >= 0.99, f"labgate accuracy >= 0.99 in every cell: worst {acc:.3f} at {key[:5]}"
+    for shape, size in histories:
+        git0 = cells.get((shape, size, 0.0, 1.0, 1, "git bisect"))
+        if not git0:
+            continue
+        base = avg(git0, "runs")  # type: ignore[operator]
+        for k in JOBS:
+            lab = cells.get((shape, size, 0.0, 1.0, k, "labgate"))
+            if lab:
+                ratio = avg(lab, "runs") / base  # type: ignore[operator]
+                yield (
+                    ratio <= 1.25 or k != 1,
+                    f"{shape} {size} p=0 q=1 k={k}: runs {ratio:.2f} x git bisect's"
+                    f" (target <= 1.25{' for k=1; k=4 shown for reference' if k != 1 else ''})",
+                )
+        for q in DETECTION_RATES:
+            lab = cells.get((shape, size, 0.05, q, 1, "labgate"))
+            if lab:
+                ratio = avg(lab, "runs") / base  # type: ignore[operator]
+                yield (
+                    ratio <= 1.6,
+                    f"{shape} {size} p=0.05 q={q} k=1: runs {ratio:.2f} x git bisect's at p=0"
+                    f" (target <= 1.6)",
+                )
+        for p in FLAKE_RATES:
+            for q in DETECTION_RATES:
+                one = cells.get((shape, size, p, q, 1, "labgate"))
+                four = cells.get((shape, size, p, q, 4, "labgate"))
+                if one and four:
+                    ratio = avg(four, "rounds") / avg(one, "rounds")  # type: ignore[operator]
+                    yield (
+                        ratio <= 0.35,
+                        f"{shape} {size} p={p} q={q}: rounds k=4 / k=1 = {ratio:.2f}"
+                        f" (target <= 0.35)",
+                    )
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=50, help="histories per shape and size")
+    parser.add_argument("--sizes", default="1000,5000", help="history sizes, comma-separated")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="linear,merges")
+    parser.add_argument(
+        "--real-trials",
+        type=int,
+        default=3,
+        help="trials per shape and size where labgate runs for real (worktrees)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="trials run at once (processes)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-timing", action="store_true", help="skip the 10,000-commit timing")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="5 trials of 1,000 commits, 1 real: a smoke run of a few minutes",
+    )
+    parser.add_argument("--save", type=Path, help="write every record as JSON lines here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.trials, args.sizes, args.real_trials = 5, "1000", 1
+    sizes = [int(s) for s in args.sizes.split(",")]
+    shapes = args.shapes.split(",")
+    if shutil.which("git") is None:
+        print("bench/bisect.py: git is not installed", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="labgate-bench-") as workdir:
+        trials = [
+            Trial(shape, size, t, t < args.real_trials, Path(workdir), args.seed)
+            for size in sizes
+            for shape in shapes
+            for t in range(args.trials)
+        ]
+        records: list[Record] = []
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            for done, batch in enumerate(pool.map(run_trial, trials), 1):
+                records += batch
+                print(
+                    f"\r{done}/{len(trials)} histories ({time.monotonic() - started:.0f} s)",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        print(file=sys.stderr)
+    if args.save:
+        args.save.write_text("".join(json.dumps(asdict(r)) + "\n" for r in records))
+    timing = None if args.no_timing else time_decisions(TIMING_SIZE, args.seed)
+    print(
+        f"{args.trials} trials per shape and size ({args.real_trials} with labgate's real runner),"
+        f" seed {args.seed}, {time.monotonic() - started:.0f} s"
+    )
+    return 0 if report(records, timing) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

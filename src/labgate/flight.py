@@ -31,7 +31,7 @@ from labgate.model import (
     TestCaseResult,
     flight_outcome,
 )
-from labgate.schedule import HostSlots, ReadyJob, allocate
+from labgate.schedule import HostSlots, ReadyJob, allocate, can_run
 from labgate.store import Store, StoredJob
 
 
@@ -139,6 +139,30 @@ def plan_flight(
     return store.create_flight(branch, blessing, revisions, jobs)
 
 
+class HostPool:
+    """The slots in use on each host, shared by every flight this controller runs at once (the
+    gate runs several bisect flights in parallel), so no host is oversubscribed."""
+
+    def __init__(self) -> None:
+        self.used: dict[str, int] = {}
+        self._changed = asyncio.Condition()
+
+    def slots_used(self, host: str) -> int:
+        return self.used.get(host, 0)
+
+    def take(self, host: str, slots: int) -> None:
+        self.used[host] = self.used.get(host, 0) + slots
+
+    async def give_back(self, host: str, slots: int) -> None:
+        self.used[host] = self.used.get(host, 0) - slots
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for_change(self) -> None:
+        async with self._changed:
+            await self._changed.wait()
+
+
 @dataclass
 class _Running:
     job: StoredJob
@@ -156,6 +180,7 @@ class FlightRun:
     progress: Progress = field(default_factory=NoProgress)
     executor: Executor = field(default_factory=LocalExecutor)
     mirrors: Mirrors | None = None
+    pool: HostPool = field(default_factory=HostPool)
 
     async def run(self) -> FlightResult:
         flight = self.store.get_flight(self.flight_id)
@@ -165,7 +190,7 @@ class FlightRun:
         jobs = {j.spec.name: j for j in self.store.flight_jobs(self.flight_id)}
         state = {name: j.outcome for name, j in jobs.items()}
         last = self.store.last_hosts(flight.branch, list(jobs))
-        used = {h.name: 0 for h in self.lab.hosts}
+        pool = self.pool
         running: dict[asyncio.Task[Outcome], _Running] = {}
         self.store.set_flight_state(self.flight_id, FlightState.RUNNING)
         self.progress.flight_started(
@@ -180,31 +205,41 @@ class FlightRun:
                     if state[name] is Outcome.QUEUED
                     and all(state[d].succeeded for d in j.spec.depends)
                 ]
-                hosts = [HostSlots(h.name, h.flags, h.slots, used[h.name]) for h in self.lab.hosts]
+                hosts = [
+                    HostSlots(h.name, h.flags, h.slots, pool.slots_used(h.name))
+                    for h in self.lab.hosts
+                ]
                 by_id = {j.id: j for j in jobs.values()}
                 for alloc in allocate(ready, hosts, last):
                     job = by_id[alloc.job_id]
                     state[job.spec.name] = Outcome.PREPARING
-                    used[alloc.host] += alloc.slots
+                    pool.take(alloc.host, alloc.slots)
                     task = asyncio.create_task(self._run_job(flight, mirrors, job, alloc.host))
                     running[task] = _Running(job, alloc.host, alloc.slots)
                 if not running:
-                    if ready:  # nothing runs and nothing can start: no host fits them
-                        for r in ready:
-                            reason = "no host of the lab has the flags it requires"
-                            self.store.finish_job(r.id, Outcome.BROKEN, reason)
-                            state[r.name] = Outcome.BROKEN
+                    unfit = [r for r in ready if not any(can_run(r, h) for h in hosts)]
+                    for r in unfit:
+                        reason = "no host of the lab has the flags it requires"
+                        self.store.finish_job(r.id, Outcome.BROKEN, reason)
+                        state[r.name] = Outcome.BROKEN
+                    if unfit:
                         continue
-                    break
+                    if not ready:
+                        break
+                    # every host that fits is busy with another flight of this controller
+                    await pool.wait_for_change()
+                    continue
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     info = running.pop(task)
-                    used[info.host] -= info.slots
+                    await pool.give_back(info.host, info.slots)
                     state[info.job.spec.name] = task.result()
         except asyncio.CancelledError:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+            for info in running.values():
+                await pool.give_back(info.host, info.slots)
             self.store.set_flight_state(self.flight_id, FlightState.CANCELLED, Outcome.CANCELLED)
             raise
         outcome = flight_outcome(list(state.values()))

@@ -49,7 +49,8 @@ from pydantic import (
     field_validator,
 )
 
-from labgate.model import AllowedFailure, BranchSpec, HostSpec, JobSpec, TreeSpec
+from labgate.mail import MailConfig
+from labgate.model import AllowedFailure, BranchSpec, GateSettings, HostSpec, JobSpec, TreeSpec
 from labgate.plan import VAR_NAME, JobTemplate, StepTemplate, Template, TemplateError
 from labgate.plan import expand_jobs as _expand_jobs
 from labgate.plan import parse_template as _parse_template
@@ -132,6 +133,9 @@ class Lab:
     jobs: tuple[JobSpec, ...]
     job_branches: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """Jobs restricted to some branches (``[[job]] branches``); a job not here runs on all."""
+    gate: GateSettings = field(default_factory=GateSettings)
+    mail: MailConfig | None = None
+    """``[mail]``: where reports are sent (None: reports are not mailed)."""
 
     def branch(self, name: str) -> BranchSpec:
         """The branch called ``name``; UnknownNameError (a LookupError) lists the known ones."""
@@ -201,6 +205,18 @@ class RawLabSection(_Raw):
     artifacts: Text = "artifacts"
     mirrors: Text = "mirrors"
     poll_interval: float = Field(default=60.0, gt=0)
+
+
+class RawGate(_Raw):
+    flake_threshold: float = Field(default=0.1, ge=0, le=1)
+    retests: int = Field(default=2, ge=0, le=10)
+    bisect_parallel: int = Field(default=2, ge=1, le=64)
+    bisect_confidence: float = Field(default=0.99, ge=0.5, lt=1)
+    bisect_max_flights: int = Field(default=60, ge=2)
+    lease_s: float = Field(default=60.0, gt=0)
+
+    def to_settings(self) -> GateSettings:
+        return GateSettings(**self.model_dump())
 
 
 class RawTree(_Raw):
@@ -293,8 +309,10 @@ _SECTION_MODELS: dict[str, type[BaseModel]] = {
     "host": RawLocalHost,
     "job": RawJob,
     "step": RawStep,
+    "gate": RawGate,
+    "mail": MailConfig,
 }
-_TOP_LEVEL = ("lab", "tree", "branch", "host", "job")
+_TOP_LEVEL = ("lab", "tree", "branch", "host", "job", "gate", "mail")
 
 # Stand-ins for invalid inner entries (already reported); names no file can contain.
 _INVALID = "\0invalid"
@@ -576,8 +594,21 @@ class _Loader:
                 self.problem(
                     key_path((key,)),
                     f"unknown top-level key{_did_you_mean(key, _TOP_LEVEL)}",
-                    "a lab file has [lab], [[tree]], [[branch]], [[host]] and [[job]] only",
+                    "a lab file has [lab], [[tree]], [[branch]], [[host]], [[job]], [gate] and"
+                    " [mail] only",
                 )
+
+    def gate_section(self, data: dict[str, Any]) -> GateSettings:
+        if "gate" not in data:
+            return GateSettings()
+        section, _ = self.validate(RawGate, data["gate"], ("gate",))
+        return section.to_settings() if isinstance(section, RawGate) else GateSettings()
+
+    def mail_section(self, data: dict[str, Any]) -> MailConfig | None:
+        if "mail" not in data:
+            return None
+        section, _ = self.validate(MailConfig, data["mail"], ("mail",))
+        return section if isinstance(section, MailConfig) else None
 
     def lab_section(self, data: dict[str, Any]) -> RawLabSection | None:
         if "lab" not in data:
@@ -893,6 +924,8 @@ class _Loader:
         expanded = self.jobs(raw_jobs, branches)
         self.check_jobs(expanded, hosts)
         self.check_allow(raw_branches, expanded)
+        gate = self.gate_section(data)
+        mail = self.mail_section(data)
         if self.problems or lab is None:
             return None
         return Lab(
@@ -910,6 +943,8 @@ class _Loader:
             hosts=hosts,
             jobs=tuple(j.spec for j in expanded),
             job_branches={j.spec.name: j.branches for j in expanded if j.branches is not None},
+            gate=gate,
+            mail=mail,
         )
 
 

@@ -357,3 +357,21 @@ class BisectionRecord:
             "created": self.created,
             "finished": self.finished,
         }
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """``[gate]`` in lab.toml: how the push gate judges, retests and bisects."""
+
+    flake_threshold: float = 0.1
+    """A would-be regression whose learned flake rate is above this is retested first."""
+    retests: int = 2
+    """How many times a flaky or broken job is run again before its result stands."""
+    bisect_parallel: int = 2
+    """Bisect flights run at once (k candidates tested together)."""
+    bisect_confidence: float = 0.99
+    bisect_max_flights: int = 60
+    """Bisect flights one bisection may run before it gives up undecided."""
+    lease_s: float = 60.0
+    """How long a gate's hold on a branch lasts without a heartbeat (another gate may take over
+    after that, when the holder was killed)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from fnmatch import fnmatch
 from typing import Any
 
 import pytest
@@ -379,6 +380,17 @@ def test_history_rows_newest_first_with_hosts_and_revisions() -> None:
 
 # --- properties ----------------------------------------------------------------------------
 
+SEVERITY = [
+    Kind.PASS,
+    Kind.SKIP,
+    Kind.BLOCKED,
+    Kind.ALLOWED,
+    Kind.FAIL_NEVER_PASSED,
+    Kind.FAIL_LIKE_BASELINE,
+    Kind.FLAKY,
+    Kind.BROKEN,
+    Kind.REGRESSION,
+]
 STEP_OUTCOMES = st.sampled_from(["pass", "pass", "fail", "skip", "broken"])
 CASE_OUTCOMES = st.sampled_from(["pass", "fail", "skip"])
 TUPLES = st.sampled_from([A, B, C])
@@ -449,25 +461,44 @@ def test_a_pass_everywhere_always_allows_a_push(
     current=flights_strategy(flight_id=60),
     base=st.one_of(st.none(), flights_strategy(flight_id=50)),
     history=histories(),
+    allowed=st.lists(
+        st.builds(
+            AllowedFailure,
+            job=st.sampled_from(["build", "test-*", "*"]),
+            step=st.sampled_from(["install", "suite", "suite/c1", "*"]),
+            reason=st.just("known"),
+        ),
+        max_size=2,
+    ),
 )
 def test_verdict_invariants(
-    current: FlightResult, base: FlightResult | None, history: list[FlightResult]
+    current: FlightResult,
+    base: FlightResult | None,
+    history: list[FlightResult],
+    allowed: list[AllowedFailure],
 ) -> None:
-    verdict = classify(current, base, history)
+    verdict = classify(current, base, history, allowed=allowed)
+    whole = {
+        j.name for j in current.jobs for a in allowed if a.step == "*" and fnmatch(j.name, a.job)
+    }
     for job in current.jobs:
-        if job.outcome is Outcome.BROKEN:
+        if job.name in whole:
+            assert all(c.job != job.name for c in (*verdict.blocking, *verdict.not_tested))
+        elif job.outcome is Outcome.BROKEN:
             # A broken job never yields a regression: it is not tested and retested.
             assert all(c.job != job.name for c in verdict.blocking)
             assert job.name in verdict.retest
             assert any(c.job == job.name for c in verdict.not_tested)
-        if job.outcome is Outcome.BLOCKED:
+        elif job.outcome is Outcome.BLOCKED:
             assert verdict.item(job.name).kind is Kind.BLOCKED
     if verdict.blocking or verdict.not_tested or verdict.retest:
         assert not verdict.push_allowed
     assert all(c.kind is Kind.REGRESSION for c in verdict.blocking)
     assert all(c.outcome is not Outcome.PASS for c in verdict.details)
     # Every job's kind is its most severe detail (or pass/skip when it has none).
-    for job in verdict.jobs():
-        details = [c for c in verdict.details if c.job == job.job]
-        if not details:
-            assert job.kind in (Kind.PASS, Kind.SKIP)
+    for job_item in verdict.jobs():
+        details = [c for c in verdict.details if c.job == job_item.job]
+        if details:
+            assert job_item.kind is max((c.kind for c in details), key=SEVERITY.index)
+        else:
+            assert job_item.kind in (Kind.PASS, Kind.SKIP)

@@ -181,3 +181,19 @@ bisection = Table(
     Column("finished", DateTime(timezone=True)),
     Index("ix_bisection_branch", "branch", "id"),
 )
+
+# --- the dashboard (migration 0003) ---------------------------------------------------------
+
+cancel_request = Table(
+    "cancel_request",
+    metadata,
+    Column("flight_id", Integer, ForeignKey("flight.id", ondelete="CASCADE"), primary_key=True),
+    Column("requested", DateTime(timezone=True), nullable=False),
+    Column("source", String(200), nullable=False),
+)
+
+Index("ix_job_host", job.c.host, job.c.id)
+Index("ix_push_flight", push.c.flight_id)
+Index("ix_bisection_flight", bisection.c.flight_id)
+Index("ix_flight_blessing", flight.c.blessing, flight.c.id)
+Index("ix_flight_outcome", flight.c.outcome, flight.c.id)

@@ -803,6 +803,44 @@ class Store:
         with self.engine.connect() as conn:
             return [_bisection(r) for r in conn.execute(query)]
 
+    # --- cancel requests (the dashboard's "cancel"; the runner polls them) -------------------
+
+    def request_cancel(self, flight_id: int, source: str) -> bool:
+        """Ask the runner of an unfinished flight to cancel it; False if the flight is already
+        finished or cancelled. ``source`` says who asked (for the record). Idempotent."""
+        with self.engine.begin() as conn:
+            state = conn.execute(
+                select(t.flight.c.state).where(t.flight.c.id == flight_id)
+            ).scalar()
+            if state is None:
+                raise FlightNotFound(flight_id)
+            if state in (str(FlightState.FINISHED), str(FlightState.CANCELLED)):
+                return False
+            asked = conn.execute(
+                select(t.cancel_request.c.flight_id).where(
+                    t.cancel_request.c.flight_id == flight_id
+                )
+            ).first()
+            if asked is None:
+                conn.execute(
+                    t.cancel_request.insert().values(
+                        flight_id=flight_id, requested=now(), source=source
+                    )
+                )
+        return True
+
+    def cancel_requested(self, flight_id: int) -> bool:
+        """True when someone asked to cancel the flight (the runner polls this while it runs)."""
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(
+                    select(t.cancel_request.c.flight_id).where(
+                        t.cancel_request.c.flight_id == flight_id
+                    )
+                ).first()
+                is not None
+            )
+
 
 def _bisection(row: Any) -> BisectionRecord:
     return BisectionRecord(

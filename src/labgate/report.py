@@ -24,6 +24,7 @@ from labgate.verdict import Classification, HistoryRow, Kind, Verdict
 __all__ = [
     "BisectionSummary",
     "bisection_subject",
+    "data",
     "render_bisection_report",
     "render_flight_report",
     "render_history",

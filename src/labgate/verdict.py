@@ -23,7 +23,10 @@ gets a `Classification` whose ``kind`` is one of `Kind`:
   *retested*; a second failure on the same tuple with no pass is a regression).
 - ``broken``: the lab failed (also cancelled or unfinished items): *not tested*, retested, never a
   regression.
-- ``allowed``: a failure the branch allows in lab.toml (`labgate.model.AllowedFailure`).
+- ``allowed``: a failure the branch allows in lab.toml (`labgate.model.AllowedFailure`, globs).
+  The step glob matches a step's name, or ``step/testcase`` for a test case. An allowance whose
+  step glob is ``*`` covers the whole job: the job does not matter to the push, so even its broken
+  or blocked outcome is ``allowed``; a narrower allowance never excuses the lab breaking.
 - ``blocked``: a job whose dependency did not pass (or a step after one that did not). It is never
   a regression itself: the dependency that failed is the item reported (and blocks when it
   regressed). A job blocked by a broken or retested dependency is *not tested* and is retested with

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from gitrepos import GitRepo
+from labgate.bisect.run import outcome_of_status
 
 # Fails from the planted culprit on; 125 where a file `skip` exists; the exit status in `abort`
 # where that file exists; stops the search (exit 200) before counting once LIMIT runs were made.
@@ -493,3 +494,23 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (0, "good"),
+        (1, "bad"),
+        (124, "bad"),
+        (125, "skip"),
+        (126, "bad"),
+        (127, "bad"),
+        (128, None),
+        (255, None),
+        (-9, None),
+    ],
+)
+def test_exit_status_means_what_it_means_to_git_bisect_run(
+    status: int, outcome: str | None
+) -> None:
+    assert outcome_of_status(status) == outcome

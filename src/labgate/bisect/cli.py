@@ -197,15 +197,17 @@ def _status_line(progress: Progress) -> Text:
     line = Text(f"round {progress.round} · {progress.executions} runs done")
     if progress.running:
         line.append(f" · {len(progress.running)} running")
-    line.append(f" · {_candidates_left(decision)} candidates left")
+    line.append(f" · {_candidates_left(decision)} candidates")
     if decision.candidates:
         leader, probability = decision.candidates[0]
-        line.append(f" · leading {leader.commit[:12]} ({probability:.3f})", style="bold")
+        line.append(f" · leading {leader.commit[:10]} p={probability:.3f}", style="bold")
     return line
 
 
-def _candidates_left(decision: Decision) -> int:
-    return sum(1 for _, probability in decision.candidates if probability > 0)
+def _candidates_left(decision: Decision) -> str:
+    """The engine lists its top candidates only: a full list means at least that many."""
+    likely = sum(1 for _, probability in decision.candidates if probability >= 0.001)
+    return f"≥{likely}" if likely == TOP_CANDIDATES else str(likely)
 
 
 @contextmanager

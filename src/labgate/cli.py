@@ -271,6 +271,106 @@ def flight_log(lab_dir: Path, flight_id: int, job: str, step: str | None) -> Non
 
 
 @main.command()
+@lab_option
+@click.argument("branch")
+@click.option("--once", is_flag=True, help="One cycle, then exit (default: poll staging).")
+@click.option("--json", "json_output", is_flag=True, help="Print each cycle's result as JSON.")
+def gate(lab_dir: Path, branch: str, once: bool, json_output: bool) -> None:
+    """Test BRANCH's staging; push it to tested when nothing regressed; bisect regressions.
+
+    Exit 0 when pushed or nothing to do, 1 when not pushed, 2 for a usage or config error."""
+    from labgate.gate import Gate, GateError
+
+    lab = open_lab(lab_dir)
+    if branch not in lab.branches:
+        fail(f"unknown branch {branch!r} (branches: {', '.join(lab.branches) or 'none'})")
+    console = console_for(json_output)
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False, markup=False)
+
+    async def cycles(store: Store) -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        runner = Gate(lab, store, say=say)
+        while True:
+            try:
+                result = await runner.cycle(branch)
+            except GateError as error:
+                if once:
+                    fail(str(error))
+                say(f"labgate: {error}")
+            else:
+                if json_output:
+                    click.echo(json.dumps(result.to_json(), indent=2))
+                elif result.report:
+                    click.echo(result.report)
+                if once:
+                    return result.exit_status
+            await asyncio.sleep(lab.poll_interval)
+
+    with open_store(lab) as store:
+        try:
+            status = asyncio.run(cycles(store))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            console.print("gate stopped; running flights were cancelled (`labgate flight resume`).")
+            sys.exit(CANCELLED)
+    sys.exit(status)
+
+
+@main.command()
+@lab_option
+@click.argument("branch")
+@click.argument("job")
+@click.argument("step", required=False)
+@click.option("--limit", default=50, show_default=True, help="How many flights to look back.")
+@click.option("--json", "json_output", is_flag=True)
+def history(
+    lab_dir: Path, branch: str, job: str, step: str | None, limit: int, json_output: bool
+) -> None:
+    """A job's (or step's) outcomes across BRANCH's flights, with the learned flake rates."""
+    from labgate.report import render_history
+    from labgate.verdict import flake_rates, history_rows, step_flake_rates
+
+    lab = open_lab(lab_dir)
+    with open_store(lab) as store:
+        flights = store.branch_history(branch, limit=limit)
+    rows = history_rows(flights, job, step)
+    if step is None:
+        rates = step_flake_rates(flights, job)
+    else:
+        rates = {step: flake_rates(flights, job, step)}
+    if json_output:
+        click.echo(
+            json.dumps(
+                {
+                    "branch": branch,
+                    "job": job,
+                    "step": step,
+                    "flake_rates": rates,
+                    "flights": [
+                        {
+                            "flight": r.flight,
+                            "blessing": str(r.blessing),
+                            "started": r.started,
+                            "revisions": dict(r.revisions),
+                            "host": r.host,
+                            "outcome": str(r.outcome),
+                            "reason": r.reason,
+                        }
+                        for r in rows
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(render_history(job, step, rows, rates), nl=False)
+
+
+@main.command()
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
 def demo(directory: Path | None) -> None:
     """Make a demo lab in a new directory and run a flight in it."""

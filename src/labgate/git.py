@@ -125,3 +125,104 @@ class Mirrors:
         )
         full, author, email, date, subject = out.split("\x00", 4)
         return Commit(full, author, email, date, subject)
+
+    def fetch_ref(self, tree: str, ref: str) -> str:
+        """Fetch one ref from the tree's URL into its mirror and return the full sha it points at:
+        a proposed patch (Gerrit's ``refs/changes/34/1234/2``, GitHub's ``refs/pull/7/head``)
+        that the mirror's fetch may not bring. It is kept as ``refs/labgate/fetched/<ref>`` until
+        the next :meth:`update` prunes it; its commit stays in the mirror for the flight."""
+        if not ref.startswith("refs/") or ".." in ref or ref.endswith("/"):
+            raise GitError(f"tree {tree!r}: {ref!r} is not a full ref name (refs/...)")
+        path = self.path(tree)
+        if not (path / "HEAD").exists():
+            self.update(tree)
+        local = "refs/labgate/fetched/" + ref.removeprefix("refs/")
+        try:
+            git(["fetch", "--quiet", "--force", self.urls[tree], f"+{ref}:{local}"], git_dir=path)
+        except GitError as error:
+            raise GitError(f"tree {tree!r}: cannot fetch {ref}: {error}") from error
+        return self.resolve(tree, local)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """How a push of ``sha`` to a ref went: ``pushed``, ``not-fast-forward`` (the ref holds a
+    commit that is not an ancestor of ``sha``: never overwritten) or ``error``."""
+
+    status: str
+    previous: str | None
+    message: str
+
+
+def _remote_ref(mirrors: Mirrors, tree: str, ref: str) -> str | None:
+    out = git(["ls-remote", "--", mirrors.urls[tree], ref], check=False)
+    for line in out.splitlines():
+        sha, _, name = line.partition("\t")
+        if name == ref:
+            return sha
+    return None
+
+
+def push_fast_forward(mirrors: Mirrors, tree: str, sha: str, branch_ref: str) -> PushResult:
+    """Push exactly ``sha`` to the tree's ``branch_ref`` (``master`` or ``refs/heads/master``),
+    fast-forward only, never forced."""
+    ref = branch_ref if branch_ref.startswith("refs/") else f"refs/heads/{branch_ref}"
+    mirror = mirrors.path(tree)
+    previous = _remote_ref(mirrors, tree, ref)
+    if previous == sha:
+        return PushResult("pushed", previous, f"{ref} already at {sha}")
+    if previous is not None:
+        # the mirror may not have the commit someone pushed by hand: fetch it to compare
+        git(["fetch", "--quiet", mirrors.urls[tree], ref], git_dir=mirror, check=False)
+        status = subprocess.run(
+            ["git", "--git-dir", str(mirror), "merge-base", "--is-ancestor", previous, sha],
+            env={**os.environ, **_GIT_ENV},
+            capture_output=True,
+            check=False,
+        ).returncode
+        if status != 0:
+            return PushResult(
+                "not-fast-forward",
+                previous,
+                f"{ref} is at {previous}, which is not an ancestor of {sha}: it was moved by hand;"
+                " not overwriting it",
+            )
+    proc = subprocess.run(
+        [
+            "git",
+            "--git-dir",
+            str(mirror),
+            "push",
+            "--porcelain",
+            mirrors.urls[tree],
+            f"{sha}:{ref}",
+        ],
+        env={**os.environ, **_GIT_ENV},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode == 0:
+        return PushResult("pushed", previous, f"{ref}: {previous or '(new)'} -> {sha}")
+    text = (proc.stdout + proc.stderr).strip()
+    if "non-fast-forward" in text or "fetch first" in text:
+        return PushResult("not-fast-forward", previous, text)
+    return PushResult("error", previous, text)
+
+
+def authors(mirrors: Mirrors, tree: str, good: str, bad: str) -> list[str]:
+    """``Name <email>`` of everyone with a commit in good..bad, in first-seen order."""
+    out = git(["log", "--format=%an <%ae>", f"{good}..{bad}"], git_dir=mirrors.path(tree))
+    return list(dict.fromkeys(line for line in out.splitlines() if line))
+
+
+def subjects(mirrors: Mirrors, tree: str, shas: list[str]) -> dict[str, str]:
+    """The subject line of each commit."""
+    if not shas:
+        return {}
+    out = git(["show", "-s", "--format=%H %s", *shas], git_dir=mirrors.path(tree), check=False)
+    result = {}
+    for line in out.splitlines():
+        sha, _, subject = line.partition(" ")
+        result[sha] = subject
+    return result

@@ -1,0 +1,712 @@
+"""The push gate: test staging, push exactly the tested revision when nothing regressed, bisect
+every blocking regression, report.
+
+One cycle (``labgate gate BRANCH --once``):
+
+1. Take the branch's gate lease in the store (two gate processes never work one branch at once;
+   a killed holder's lease expires), fetch the trees.
+2. ``staging`` equal to ``tested``: nothing to do. No baseline yet: run a ``real`` flight of the
+   ``tested`` revision tuple and make it the baseline.
+3. Run a ``real`` flight of staging's revision tuple (resuming one a killed gate left unfinished),
+   classify it against the baseline and the branch's history (``verdict.classify``); flaky and
+   broken jobs are run again (up to ``[gate] retests`` times) before their result may block.
+4. Nothing blocks: push exactly the flight's commit of the tree under test to ``tested``,
+   fast-forward only, and make the flight the baseline in the same transaction. Whatever staging
+   did meanwhile, the tested commit is what is pushed.
+5. Each blocking regression (grouped by step and test case across jobs) is bisected between the
+   baseline tuple and the flight's tuple over every tree that changed, with ``bisect`` flights of
+   the failing job (and the jobs it depends on); results already stored for a tuple are reused.
+6. Reports: the flight report and each bisection report, as text, and by mail when ``[mail]`` is
+   configured (kept in the outbox while the mail server is down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from labgate.bisect.engine import BisectError, Observation, Search, TreeRange
+from labgate.bisect.gitgraph import read_range
+from labgate.config import Lab
+from labgate.flight import FlightRun, HostPool, Progress, mirrors_for, plan_flight
+from labgate.git import GitError, Mirrors, authors, push_fast_forward, subjects
+from labgate.mail import Outbox, build_bisection_mail, build_flight_mail
+from labgate.model import Blessing, FlightResult, FlightState, Outcome
+from labgate.report import (
+    BisectionSummary,
+    render_bisection_report,
+    render_flight_report,
+    report_subject,
+    verdict_json,
+)
+from labgate.store import Store
+from labgate.verdict import Classification, Verdict, classify
+
+BisectOutcome = Literal["good", "bad", "skip"]
+GRAPH_NODE_LIMIT = 400
+HISTORY_LOOKBACK = 300  # flights of the branch a bisection looks through for reusable results
+
+
+class GateError(Exception):
+    """The gate cannot work on a branch (unknown ref, unreachable tree)."""
+
+
+@dataclass(frozen=True)
+class Culprit:
+    tree: str
+    commit: str
+    author: str
+    email: str
+    subject: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "tree": self.tree,
+            "commit": self.commit,
+            "author": self.author,
+            "email": self.email,
+            "subject": self.subject,
+        }
+
+
+@dataclass(frozen=True)
+class BisectionResult:
+    id: int
+    job: str
+    step: str | None
+    testcase: str | None
+    culprit: Culprit | None
+    confidence: float
+    executions: int
+    rounds: int
+    flights: tuple[int, ...]
+    reason: str | None = None
+    jobs: tuple[str, ...] = ()
+    """Every job of the group this bisection stands for (jobs failing the same step)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "job": self.job,
+            "step": self.step,
+            "testcase": self.testcase,
+            "culprit": self.culprit.to_json() if self.culprit else None,
+            "confidence": round(self.confidence, 6),
+            "executions": self.executions,
+            "rounds": self.rounds,
+            "flights": list(self.flights),
+            "reason": self.reason,
+        }
+
+    def summary(self, branch: str) -> BisectionSummary:
+        c = self.culprit
+        return BisectionSummary(
+            job=self.job,
+            step=self.step,
+            tree=c.tree if c else None,
+            commit=c.commit if c else None,
+            author=c.author if c else None,
+            email=c.email if c else None,
+            subject=c.subject if c else None,
+            confidence=self.confidence,
+            executions=self.executions,
+            flights=self.flights,
+            branch=branch,
+            reason=self.reason,
+        )
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """What one gate cycle did; ``to_json`` is ``labgate gate --json``."""
+
+    branch: str
+    action: str
+    """``nothing-to-do``, ``busy`` (another gate holds the branch), ``pushed``, ``not-pushed``."""
+    flight: int | None = None
+    baseline_flight: int | None = None
+    pushed: bool = False
+    pushed_revision: str | None = None
+    revisions: Mapping[str, str] = field(default_factory=dict)
+    verdict: str = "none"
+    regressions: tuple[Classification, ...] = ()
+    bisections: tuple[BisectionResult, ...] = ()
+    message: str = ""
+    report: str = ""
+
+    @property
+    def exit_status(self) -> int:
+        return 0 if self.action in ("pushed", "nothing-to-do") else 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "branch": self.branch,
+            "action": self.action,
+            "flight": self.flight,
+            "baseline_flight": self.baseline_flight,
+            "pushed": self.pushed,
+            "pushed_revision": self.pushed_revision,
+            "revisions": dict(self.revisions),
+            "verdict": self.verdict,
+            "regressions": [
+                {"job": c.job, "step": c.step, "testcase": c.testcase} for c in self.regressions
+            ],
+            "bisections": [b.to_json() for b in self.bisections],
+            "message": self.message,
+        }
+
+
+def verdict_word(verdict: Verdict) -> str:
+    """One word for the whole flight: ``pass``, ``regression``, ``not-tested``, ``tolerable``."""
+    if verdict.blocking:
+        return "regression"
+    if verdict.not_tested or verdict.retest:
+        return "not-tested"
+    if any(c.kind.value != "pass" and c.kind.value != "skip" for c in verdict.details):
+        return "tolerable"
+    return "pass"
+
+
+def item_outcome(
+    flight: FlightResult, job: str, step: str | None, testcase: str | None
+) -> BisectOutcome | None:
+    """How a (bisect) flight answers "does the regression show?": ``bad`` when the item fails,
+    ``good`` when it passes, ``skip`` when it could not be tested at this revision (a dependency or
+    an earlier step failed: git bisect's 125), None when the lab failed (broken: run it again)."""
+    try:
+        j = flight.job(job)
+    except KeyError:
+        return None
+    if step is None:
+        return _answer(j.outcome)
+    steps = [s for s in j.steps if s.name == step]
+    if not steps:
+        return "skip"
+    s = steps[0]
+    if testcase is None or s.outcome not in (Outcome.PASS, Outcome.FAIL):
+        return _answer(s.outcome)
+    cases = [c for c in s.testcases if c.name == testcase]
+    return _answer(cases[0].outcome) if cases else "skip"
+
+
+def _answer(outcome: Outcome) -> BisectOutcome | None:
+    if outcome is Outcome.PASS:
+        return "good"
+    if outcome is Outcome.FAIL:
+        return "bad"
+    if outcome in (Outcome.SKIP, Outcome.BLOCKED):
+        return "skip"
+    return None  # broken, cancelled, unfinished: the lab did not answer
+
+
+def group_regressions(verdict: Verdict) -> list[list[Classification]]:
+    """Blocking regressions grouped when several jobs fail the same step (and test case): one
+    bisection serves the group."""
+    groups: dict[tuple[str | None, str | None], list[Classification]] = {}
+    for c in verdict.blocking:
+        groups.setdefault((c.step, c.testcase), []).append(c)
+    return list(groups.values())
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Gate:
+    """Runs gate cycles of a lab's branches. ``say`` receives one line per event (the CLI prints
+    them; ``labgate serve`` logs them)."""
+
+    lab: Lab
+    store: Store
+    say: Callable[[str], None] = lambda _line: None
+    progress: Callable[[str], Progress] | None = None
+    owner: str = field(default_factory=default_owner)
+    pool: HostPool = field(default_factory=HostPool)
+    mirrors: Mirrors | None = None
+
+    def __post_init__(self) -> None:
+        self.mirrors = self.mirrors or mirrors_for(self.lab)
+
+    # --- one cycle ------------------------------------------------------------------------
+
+    async def cycle(self, branch: str) -> GateResult:
+        settings = self.lab.gate
+        if not self.store.acquire_gate(branch, self.owner, settings.lease_s):
+            return GateResult(branch, "busy", message="another gate process holds this branch")
+        heartbeat = asyncio.create_task(self._heartbeat(branch))
+        try:
+            return await self._cycle(branch)
+        finally:
+            heartbeat.cancel()
+            self.store.release_gate(branch, self.owner)
+
+    async def _heartbeat(self, branch: str) -> None:
+        lease = self.lab.gate.lease_s
+        while True:
+            await asyncio.sleep(lease / 3)
+            if not self.store.acquire_gate(branch, self.owner, lease):
+                self.say(f"{branch}: lost the gate lease")
+
+    def _tuples(self, branch: str) -> tuple[dict[str, str], dict[str, str]]:
+        """(staging tuple, tested tuple), every tree fetched."""
+        spec = self.lab.branch(branch)
+        refs = self.lab.revision_refs(branch)
+        mirrors = self._mirrors()
+        staging: dict[str, str] = {}
+        try:
+            for tree, ref in refs.items():
+                mirrors.update(tree)
+                staging[tree] = mirrors.resolve(tree, ref)
+            tested = {**staging, spec.tree: mirrors.resolve(spec.tree, spec.tested)}
+        except GitError as error:
+            raise GateError(f"branch {branch}: {error}") from error
+        return staging, tested
+
+    def _mirrors(self) -> Mirrors:
+        assert self.mirrors is not None
+        return self.mirrors
+
+    async def _cycle(self, branch: str) -> GateResult:
+        spec = self.lab.branch(branch)
+        staging, tested = await asyncio.to_thread(self._tuples, branch)
+        if staging[spec.tree] == tested[spec.tree]:
+            self.say(f"{branch}: staging is tested ({tested[spec.tree][:12]}): nothing to do")
+            return GateResult(
+                branch,
+                "nothing-to-do",
+                baseline_flight=self.store.baseline(branch),
+                revisions=staging,
+                message="staging equals tested",
+            )
+        baseline_id = self.store.baseline(branch)
+        if baseline_id is None:
+            self.say(f"{branch}: no baseline yet: testing {spec.tested} first")
+            base = await self._real_flight(branch, tested, "baseline")
+            self.store.set_baseline(branch, base.id)
+            baseline_id = base.id
+        baseline = self.store.get_flight(baseline_id)
+        flight = await self._real_flight(branch, staging, "staging")
+        verdict = await self._judge(branch, flight, baseline)
+        self.store.record_verdict(
+            flight.id, baseline.id, verdict.push_allowed, verdict_json(verdict)
+        )
+        pushed, pushed_revision, message = False, None, ""
+        bisections: list[BisectionResult] = []
+        if verdict.push_allowed:
+            pushed, message = await asyncio.to_thread(self._push, branch, flight)
+            pushed_revision = flight.revisions[spec.tree] if pushed else None
+        else:
+            message = f"not pushing: {verdict_word(verdict)}"
+            self.say(f"{branch}: flight {flight.id}: {message}")
+            for group in group_regressions(verdict):
+                bisections.append(await self.bisect(branch, flight, baseline, group))
+        people = self._people(baseline, flight)
+        report = render_flight_report(
+            flight,
+            verdict,
+            baseline,
+            pushed=pushed,
+            pushed_revision=pushed_revision,
+            people=people,
+            lab_name=self.lab.name,
+        )
+        self._mail(flight, verdict, pushed, report, bisections, branch)
+        return GateResult(
+            branch,
+            "pushed" if pushed else "not-pushed",
+            flight=flight.id,
+            baseline_flight=baseline.id,
+            pushed=pushed,
+            pushed_revision=pushed_revision,
+            revisions=dict(flight.revisions),
+            verdict=verdict_word(verdict),
+            regressions=verdict.blocking,
+            bisections=tuple(bisections),
+            message=message,
+            report=report
+            + "".join("\n" + render_bisection_report(b.summary(branch)) for b in bisections),
+        )
+
+    async def _real_flight(
+        self, branch: str, revisions: Mapping[str, str], what: str
+    ) -> FlightResult:
+        """A finished ``real`` flight of every job at this tuple: an unfinished one a killed gate
+        left is resumed, a finished one not yet judged is reused; otherwise a new one runs."""
+        all_jobs = {j.name for j in self.lab.jobs_for(branch)}
+        for f in self.store.list_flights(branch, blessing=Blessing.REAL, limit=20):
+            if dict(f.revisions) != dict(revisions):
+                continue
+            full = {j.name for j in self.store.get_flight(f.id).jobs} == all_jobs
+            if not full:
+                continue
+            if f.state is not FlightState.FINISHED:
+                self.say(f"{branch}: resuming flight {f.id} ({what})")
+                return await self._run(f.id, what)
+            if self.store.verdict(f.id) is None and f.id != self.store.baseline(branch):
+                self.say(f"{branch}: reusing finished flight {f.id} ({what})")
+                return self.store.get_flight(f.id)
+        flight_id = plan_flight(
+            self.lab, self.store, branch, revisions=revisions, blessing=Blessing.REAL
+        )
+        return await self._run(flight_id, what)
+
+    async def _run(self, flight_id: int, what: str) -> FlightResult:
+        flight = self.store.get_flight(flight_id)
+        self.say(
+            f"flight {flight_id} ({flight.blessing}, {what}): "
+            + " ".join(f"{t}={s[:12]}" for t, s in sorted(flight.revisions.items()))
+        )
+        progress = self.progress(what) if self.progress else None
+        run = FlightRun(self.lab, self.store, flight_id, mirrors=self.mirrors, pool=self.pool)
+        if progress is not None:
+            run.progress = progress
+        result = await run.run()
+        self.say(f"flight {flight_id} ({what}): {result.outcome}")
+        return result
+
+    async def _judge(self, branch: str, flight: FlightResult, baseline: FlightResult) -> Verdict:
+        """Classify the flight; retest flaky and broken jobs before their result may count."""
+        settings = self.lab.gate
+        spec = self.lab.branch(branch)
+
+        def judge() -> Verdict:
+            history = self.store.branch_history(branch, limit=200)
+            return classify(
+                flight,
+                baseline,
+                history,
+                allowed=spec.allow,
+                flake_threshold=settings.flake_threshold,
+            )
+
+        verdict = judge()
+        for attempt in range(settings.retests):
+            if not verdict.retest:
+                break
+            self.say(
+                f"{branch}: retesting {' '.join(verdict.retest)} (attempt {attempt + 1}) "
+                f"at flight {flight.id}'s revisions"
+            )
+            retest_id = plan_flight(
+                self.lab,
+                self.store,
+                branch,
+                revisions=flight.revisions,
+                job_globs=list(verdict.retest),
+                blessing=Blessing.REAL,
+            )
+            await self._run(retest_id, "retest")
+            verdict = judge()
+        return verdict
+
+    def _push(self, branch: str, flight: FlightResult) -> tuple[bool, str]:
+        spec = self.lab.branch(branch)
+        sha = flight.revisions[spec.tree]
+        result = push_fast_forward(self._mirrors(), spec.tree, sha, spec.tested)
+        self.store.record_push(
+            branch, flight.id, spec.tree, sha, result.previous, result.status, result.message
+        )
+        if result.status == "pushed":
+            self.say(f"{branch}: pushed {sha[:12]} to {spec.tree} {spec.tested}")
+            return True, result.message
+        self.say(f"{branch}: NOT pushed ({result.status}): {result.message}")
+        return False, f"{result.status}: {result.message}"
+
+    def _people(self, baseline: FlightResult, flight: FlightResult) -> list[str]:
+        people: list[str] = []
+        for tree, sha in flight.revisions.items():
+            good = baseline.revisions.get(tree)
+            if good and good != sha:
+                try:
+                    people += authors(self._mirrors(), tree, good, sha)
+                except GitError:
+                    continue
+        return list(dict.fromkeys(people))
+
+    def _mail(
+        self,
+        flight: FlightResult,
+        verdict: Verdict,
+        pushed: bool,
+        report: str,
+        bisections: Sequence[BisectionResult],
+        branch: str,
+    ) -> None:
+        config = self.lab.mail
+        if config is None:
+            return
+        outbox = Outbox(self.lab.dir / "outbox")
+        subject = report_subject(flight, verdict, pushed=pushed)
+        outbox.enqueue(build_flight_mail(config, flight=flight.id, subject=subject, body=report))
+        for b in bisections:
+            outbox.enqueue(build_bisection_mail(config, b.summary(branch), flight=flight.id))
+        result = outbox.flush(config)
+        if result.kept:
+            self.say(
+                f"mail: {result.kept} report(s) kept in the outbox: {'; '.join(result.errors)}"
+            )
+
+    # --- bisection ------------------------------------------------------------------------
+
+    async def bisect(
+        self,
+        branch: str,
+        flight: FlightResult,
+        baseline: FlightResult,
+        group: Sequence[Classification],
+    ) -> BisectionResult:
+        """Find the culprit of one regression (the first item of ``group`` stands for all)."""
+        item = group[0]
+        jobs = tuple(c.job for c in group)
+        bisection_id = self.store.create_bisection(
+            branch, item.job, item.step, item.testcase, flight.id, baseline.id
+        )
+        what = f"{item.job} {item.step or ''} {item.testcase or ''}".strip()
+        self.say(f"{branch}: bisecting {what} between flights {baseline.id} and {flight.id}")
+        try:
+            ranges = await asyncio.to_thread(self._ranges, baseline, flight)
+            search = Search(
+                ranges,
+                confidence=self.lab.gate.bisect_confidence,
+                max_executions=self.lab.gate.bisect_max_flights + 2,
+            )
+        except (BisectError, GitError) as error:
+            reason = f"cannot bisect: {error}"
+            self.store.update_bisection(
+                bisection_id, state="undecided", executions=0, rounds=0, flights=[],
+                graph={"nodes": [], "edges": []}, reason=reason,
+            )  # fmt: skip
+            self.say(f"{branch}: {reason}")
+            return BisectionResult(bisection_id, item.job, item.step, item.testcase, None, 0.0,
+                                   0, 0, (), reason, jobs)  # fmt: skip
+        run = _BisectRun(self, branch, flight, baseline, item, search, ranges, bisection_id)
+        return await run.search(jobs)
+
+    def _ranges(self, baseline: FlightResult, flight: FlightResult) -> list[TreeRange]:
+        ranges = []
+        for tree in sorted(flight.revisions):
+            good = baseline.revisions.get(tree)
+            bad = flight.revisions[tree]
+            if good is None or good == bad:
+                continue
+            ranges.append(read_range(self._mirrors().path(tree), [good], bad, tree=tree))
+        if not ranges:
+            raise BisectError(
+                "the failing flight tested the baseline's revisions: nothing to bisect"
+            )
+        return ranges
+
+
+@dataclass
+class _BisectRun:
+    gate: Gate
+    branch: str
+    flight: FlightResult
+    baseline: FlightResult
+    item: Classification
+    engine: Search
+    ranges: list[TreeRange]
+    bisection_id: int
+    observations: list[Observation] = field(default_factory=list)
+    flights: list[int] = field(default_factory=list)
+    used: set[int] = field(default_factory=set)
+    tries: dict[tuple[tuple[str, str], ...], int] = field(default_factory=dict)
+    rounds: int = 0
+
+    def point_of(self, revisions: Mapping[str, str]) -> dict[str, str]:
+        return {r.tree: revisions[r.tree] for r in self.ranges}
+
+    def full(self, point: Mapping[str, str]) -> dict[str, str]:
+        return {**self.flight.revisions, **point}
+
+    def learn(self, flight: FlightResult) -> BisectOutcome | None:
+        """Turn a flight's result for the regressed item into an observation."""
+        if flight.id in self.used:
+            return None
+        self.used.add(flight.id)
+        answer = item_outcome(flight, self.item.job, self.item.step, self.item.testcase)
+        if answer is not None:
+            self.observations.append(Observation(self.point_of(flight.revisions), answer))
+        return answer
+
+    def reuse(self, point: Mapping[str, str]) -> bool:
+        """Use every stored result at this tuple not used yet; True if any answered."""
+        answered = False
+        for stored in self.gate.store.flights_at(self.branch, self.full(point)):
+            if stored.id in self.used or not any(j.name == self.item.job for j in stored.jobs):
+                continue
+            if self.learn(stored) is not None:
+                answered = True
+                if stored.blessing is Blessing.BISECT and stored.id not in self.flights:
+                    self.flights.append(stored.id)
+        return answered
+
+    def reuse_history(self) -> None:
+        others = {
+            t: s
+            for t, s in self.flight.revisions.items()
+            if t not in self.point_of(self.flight.revisions)
+        }
+        for stored in self.gate.store.branch_history(self.branch, limit=HISTORY_LOOKBACK):
+            if stored.id in self.used or any(
+                stored.revisions.get(t) != s for t, s in others.items()
+            ):
+                continue
+            if set(stored.revisions) != set(self.flight.revisions):
+                continue
+            if self.engine.graph.locate(self.point_of(stored.revisions)) is None:
+                continue
+            ran = any(j.name == self.item.job for j in stored.jobs)
+            if ran and self.learn(stored) and stored.blessing is Blessing.BISECT:
+                self.flights.append(stored.id)
+
+    async def test(self, point: Mapping[str, str]) -> None:
+        gate = self.gate
+        flight_id = plan_flight(
+            gate.lab,
+            gate.store,
+            self.branch,
+            revisions=self.full(point),
+            job_globs=[self.item.job],
+            blessing=Blessing.BISECT,
+        )
+        self.flights.append(flight_id)
+        result = await gate._run(flight_id, f"bisect {self.item.job}")
+        key = tuple(sorted(point.items()))
+        if self.learn(result) is None:
+            self.tries[key] = self.tries.get(key, 0) + 1
+            if self.tries[key] >= 2:  # the lab keeps failing there: untestable for us
+                self.observations.append(Observation(dict(point), "skip"))
+
+    async def search(self, jobs: tuple[str, ...]) -> BisectionResult:
+        # the evidence already there: the regression's flight (bad), the baseline (good), and
+        # every stored flight of the branch that ran the job on a tuple of this search
+        for seed in (self.flight, self.baseline):
+            self.learn(seed)
+        self.reuse_history()
+        k = self.gate.lab.gate.bisect_parallel
+        pending: dict[asyncio.Task[None], dict[str, str]] = {}
+        try:
+            while True:
+                decision = self.engine.decide(
+                    self.observations, k=k, pending=list(pending.values())
+                )
+                if decision.kind != "test":
+                    break
+                started = False
+                reused = False
+                for point in decision.tests:
+                    if self.reuse(point):
+                        reused = True
+                        continue
+                    task = asyncio.create_task(self.test(point))
+                    pending[task] = dict(point)
+                    started = True
+                if started:
+                    self.rounds += 1
+                if reused and not started:
+                    continue
+                if not pending:
+                    break
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    pending.pop(task)
+                    task.result()
+                self._save("running", decision)
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        return self._finish(decision, jobs)
+
+    def _finish(self, decision: Any, jobs: tuple[str, ...]) -> BisectionResult:
+        culprit = None
+        reason = decision.reason
+        if decision.kind == "culprit" and decision.culprit is not None:
+            tree, commit = decision.culprit.tree, decision.culprit.commit
+            info = self.gate._mirrors().commit(tree, commit)
+            culprit = Culprit(tree, commit, info.author, info.email, info.subject)
+            self.gate.say(
+                f"{self.branch}: {tree} {commit} is the first bad commit "
+                f"(confidence {decision.confidence:.3f} after {len(self.flights)} flights): "
+                f"{info.author} <{info.email}>: {info.subject}"
+            )
+        elif decision.kind == "test":
+            reason = "stopped before a culprit was named"
+        else:
+            self.gate.say(f"{self.branch}: bisection undecided: {reason}")
+        self._save("found" if culprit else "undecided", decision, culprit, reason)
+        return BisectionResult(
+            self.bisection_id,
+            self.item.job,
+            self.item.step,
+            self.item.testcase,
+            culprit,
+            decision.confidence,
+            len(self.observations),
+            self.rounds,
+            tuple(self.flights),
+            reason,
+            jobs,
+        )
+
+    def _save(
+        self,
+        state: str,
+        decision: Any,
+        culprit: Culprit | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.gate.store.update_bisection(
+            self.bisection_id,
+            state=state,
+            executions=len(self.observations),
+            rounds=self.rounds,
+            flights=self.flights,
+            graph=self._graph(decision),
+            culprit_tree=culprit.tree if culprit else None,
+            culprit_commit=culprit.commit if culprit else None,
+            confidence=decision.confidence if culprit else None,
+            reason=reason,
+        )
+
+    def _graph(self, decision: Any) -> dict[str, Any]:
+        """The tested revision graph for the web page: every commit of the ranges (or, past
+        GRAPH_NODE_LIMIT, the tested ones and the candidates), their outcomes and probabilities."""
+        outcomes: dict[tuple[str, str], list[str]] = {}
+        for o in self.observations:
+            changed = [
+                (r.tree, o.point[r.tree]) for r in self.ranges if o.point[r.tree] not in r.good
+            ]
+            key = changed[-1] if changed else ("", "good")
+            outcomes.setdefault(key, []).append(o.outcome)
+        probability = {(c.tree, c.commit): p for c, p in decision.candidates}
+        total = sum(len(r.parents) for r in self.ranges)
+        keep: set[tuple[str, str]] | None = None
+        if total > GRAPH_NODE_LIMIT:
+            keep = set(outcomes) | set(probability)
+        nodes, edges = [], []
+        for r in self.ranges:
+            commits = [c for c in r.parents if keep is None or (r.tree, c) in keep]
+            names = subjects(self.gate._mirrors(), r.tree, commits)
+            for c in commits:
+                nodes.append(
+                    {
+                        "id": f"{r.tree}:{c}",
+                        "tree": r.tree,
+                        "commit": c,
+                        "subject": names.get(c, ""),
+                        "outcomes": outcomes.get((r.tree, c), []),
+                        "probability": round(probability.get((r.tree, c), 0.0), 6),
+                    }
+                )
+                for p in r.parents[c]:
+                    if p in r.parents and (keep is None or (r.tree, p) in keep):
+                        edges.append([f"{r.tree}:{c}", f"{r.tree}:{p}"])
+        return {"nodes": nodes, "edges": edges}

@@ -50,6 +50,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
+import labgate.bisect.engine
 from labgate.bisect.engine import Observation, Search, TreeRange
 from labgate.bisect.gitgraph import read_range
 from labgate.bisect.run import bisect_run
@@ -351,17 +352,32 @@ def report(records: Sequence[Record], timing: dict[str, float] | None) -> bool:
         return statistics.fmean(getattr(r, attr) for r in rs)
 
     print(
-        f"{'shape':7} {'size':>5} {'p':>4} {'q':>3} {'k':>1} | {'tool':10} {'n':>4} {'real':>4}"
-        f" {'accuracy':>8} {'runs':>6} {'rounds':>6}"
+        f"{'':23}| {'git bisect run':^21} | {'labgate bisect run':^45}\n"
+        f"{'shape':7} {'size':>5} {'p':>4} {'q':>3} {'k':>1} |"
+        f" {'n':>4} {'accuracy':>8} {'runs':>6} |"
+        f" {'n':>4} {'real':>4} {'accuracy':>8} {'runs':>6} {'rounds':>6} {'x git p=0':>9}"
     )
-    for key in sorted(cells):
-        shape, size, p, q, k, tool = key
-        rs = cells[key]
-        real = sum(r.mode == "real" for r in rs)
+    for key in sorted({key[:5] for key in cells}):
+        shape, size, p, q, k = key
+        git, lab = cells[(*key, "git bisect")], cells[(*key, "labgate")]
+        base = cells.get((shape, size, 0.0, 1.0, k, "git bisect"))
+        ratio = f"{mean(lab, 'runs') / mean(base, 'runs'):>9.2f}" if base else f"{'':>9}"
+        real = sum(r.mode == "real" for r in lab)
         print(
-            f"{shape:7} {size:>5} {p:>4} {q:>3} {k:>1} | {tool:10} {len(rs):>4} {real:>4}"
-            f" {mean(rs, 'correct'):>8.3f} {mean(rs, 'runs'):>6.2f} {mean(rs, 'rounds'):>6.2f}"
+            f"{shape:7} {size:>5} {p:>4} {q:>3} {k:>1} |"
+            f" {len(git):>4} {mean(git, 'correct'):>8.3f} {mean(git, 'runs'):>6.2f} |"
+            f" {len(lab):>4} {real:>4} {mean(lab, 'correct'):>8.3f} {mean(lab, 'runs'):>6.2f}"
+            f" {mean(lab, 'rounds'):>6.2f} {ratio}"
         )
+    real_lab = [r for r in records if r.tool == "labgate" and r.mode == "real"]
+    if real_lab:
+        right = sum(r.correct for r in real_lab)
+        print(f"labgate's real runner (worktrees, real script): {right}/{len(real_lab)} correct")
+    for tool in ("git bisect", "labgate"):
+        real_runs = [r for r in records if r.tool == tool and r.mode == "real" and r.k == 1]
+        if real_runs:
+            per_run = sum(r.seconds for r in real_runs) / max(1, sum(r.runs for r in real_runs))
+            print(f"wall time per real run, {tool} (k=1): {1000 * per_run:.0f} ms")
     print()
     checks = list(_targets(cells, mean))
     if timing is not None:
@@ -428,6 +444,20 @@ def _targets(
                     )
 
 
+def engine_version() -> str:
+    """The commit of the labgate source benchmarked, and whether the engine had local changes."""
+    source = Path(labgate.bisect.engine.__file__).parent
+    head = subprocess.run(
+        ["git", "-C", str(source), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(source), "status", "--porcelain", "--", "."],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return f"{head or 'unknown'}{' with uncommitted changes in bisect/' if dirty else ''}"
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
@@ -483,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing = None if args.no_timing else time_decisions(TIMING_SIZE, args.seed)
     print(
         f"{args.trials} trials per shape and size ({args.real_trials} with labgate's real runner),"
-        f" seed {args.seed}, {time.monotonic() - started:.0f} s"
+        f" seed {args.seed}, engine {engine_version()}, {time.monotonic() - started:.0f} s"
     )
     return 0 if report(records, timing) else 1
 

@@ -21,14 +21,13 @@ import pytest
 from gitrepos import GitRepo
 from labgate.bisect.run import outcome_of_status
 
-# Fails from the planted culprit on; 125 where a file `skip` exists; the exit status in `abort`
-# where that file exists; stops the search (exit 200) before counting once LIMIT runs were made.
+# Fails from the planted culprit on; 125 where a file `skip` exists; stops the search (exit 200)
+# before counting once LIMIT runs were made.
 TEST_SH = """#!/bin/sh
 if [ -n "$LIMIT" ] && [ "$(wc -l < "$COUNTER" 2>/dev/null || echo 0)" -ge "$LIMIT" ]; then
     exit 200
 fi
 echo "$LABGATE_BISECT_COMMIT" >> "$COUNTER"
-[ -f abort ] && { echo "giving up here"; exit "$(cat abort)"; }
 [ -f skip ] && exit 125
 [ -f bad ] && exit 1
 exit 0
@@ -71,7 +70,7 @@ class Ran:
 
 def linear(tmp_path: Path, n: int = 24, culprit_at: int = 15, **marks: int) -> History:
     """good, then n commits; `bad` appears at commit culprit_at (1-based); marks put a file
-    (`skip`, `abort`) at the given commit only."""
+    (`skip`) at the given commit only."""
     repo = GitRepo.init(tmp_path / "repo")
     repo.write({"test.sh": TEST_SH, "flaky.py": FLAKY_PY, "hang.sh": HANG_SH})
     repo.git("update-index", "--chmod=+x", "test.sh", "hang.sh")
@@ -83,7 +82,7 @@ def linear(tmp_path: Path, n: int = 24, culprit_at: int = 15, **marks: int) -> H
             files["bad"] = "planted\n"
         for name, at in marks.items():
             if i == at:
-                files[name] = "129\n" if name == "abort" else "\n"
+                files[name] = "\n"
             elif i == at + 1:
                 files[name] = None
         commits.append(repo.commit(f"change {i}", files=files, author=("Ann", "ann@example.org")))
@@ -369,17 +368,35 @@ def test_bad_observations_file_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_status_128_or_more_aborts_the_search(tmp_path: Path) -> None:
-    h = linear(tmp_path, n=8, culprit_at=6, abort=4)
+    h = linear(tmp_path, n=8, culprit_at=6)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     ran = labgate(
-        h.repo.path, *goods(h.good), "--bad", h.bad, "--", "./test.sh", env={"TMPDIR": str(tmp)}
-    )
+        h.repo.path, *goods(h.good), "--bad", h.bad, "--json", "-",
+        "--", "sh", "-c", "echo giving up here; exit 129",
+        env={"TMPDIR": str(tmp)},
+    )  # fmt: skip
     assert ran.status == 1
-    assert f"exited with status 129 at {h.commits[3][:12]}" in ran.stderr
+    assert "exited with status 129 at " in ran.stderr
     assert "giving up here" in ran.stderr  # the tail of the command's output
+    result = json.loads(ran.stdout)
+    assert result["culprit"] is None
+    assert "aborted" in result["reason"]
+    assert result["observations"] == []
     assert list(tmp.iterdir()) == []
     assert len(h.repo.git("worktree", "list").splitlines()) == 1
+
+
+def test_unwritable_observations_file_is_one_message(tmp_path: Path) -> None:
+    h = linear(tmp_path, n=4, culprit_at=2)
+    missing = tmp_path / "no-such-dir" / "obs.jsonl"
+    ran = labgate(
+        h.repo.path, *goods(h.good), "--bad", h.bad, "--observations", str(missing),
+        "--", "./test.sh",
+    )  # fmt: skip
+    assert ran.status == 2
+    assert "No such file or directory" in ran.stderr
+    assert "Traceback" not in ran.stderr
 
 
 @pytest.mark.parametrize(

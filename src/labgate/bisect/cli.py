@@ -120,18 +120,23 @@ def run_command(
             seed=seed,
         )
         result = _run(repo, search, command, jobs, earlier, observations_path, err)
-    except (BisectError, GitError) as error:
+    except (BisectError, GitError, OSError) as error:
         _usage(err, str(error))
     except SearchAborted as aborted:
         if aborted.output_tail:
             err.print(Text(aborted.output_tail), style="dim")
         err.print(f"labgate bisect run: {aborted}")
+        if json_path is not None and aborted.result is not None:
+            _write_json(json_path, aborted.result)
         sys.exit(EXIT_UNDECIDED)
     except KeyboardInterrupt:
         saved = f"; results so far are in {observations_path}" if observations_path else ""
         err.print(f"labgate bisect run: interrupted, every worktree removed{saved}")
         sys.exit(EXIT_INTERRUPTED)
-    _report(repo, result, json_path, err)
+    try:
+        _report(repo, result, json_path, err)
+    except (GitError, OSError) as error:
+        _usage(err, str(error))
     sys.exit(EXIT_CULPRIT if result.decision.kind == "culprit" else EXIT_UNDECIDED)
 
 

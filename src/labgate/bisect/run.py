@@ -33,6 +33,7 @@ SKIP_STATUS = 125
 ABORT_STATUS = 128
 OUTPUT_TAIL_LINES = 20
 KILL_GRACE_S = 2.0
+CLEANUP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def outcome_of_status(status: int) -> Outcome | None:
@@ -56,6 +57,7 @@ class SearchAborted(Exception):
         self.commit = commit
         self.status = status
         self.output_tail = output_tail
+        self.result: Result | None = None  # the search up to the abort, set by bisect_run
 
 
 class CommandNotStarted(BisectError):
@@ -271,19 +273,31 @@ def bisect_run(
 
     ``earlier`` observations are fed in first; ``record`` is called with every new one. Runs still
     going when a culprit is named are killed (and counted in ``executions``). Raises SearchAborted
-    when the command exits with 128 or more; KeyboardInterrupt propagates after the running
-    commands are killed and every worktree is removed.
+    (with the search so far as its ``result``) when the command exits with 128 or more;
+    KeyboardInterrupt propagates after the running commands are killed and every worktree is
+    removed.
     """
     loop = _Loop(search, Workspace(repo, command, env), jobs, list(earlier), record, progress)
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="labgate-bisect")
+    aborted: SearchAborted | None = None
     try:
         decision = loop.run(pool)
+    except SearchAborted as error:
+        aborted = error
+        assert loop.last is not None  # a run was started, so the engine was asked first
+        decision = _undecided(loop.last, str(error))
     finally:
-        with _sigint_deferred():
+        with _signals_deferred():
             loop.workspace.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
             loop.workspace.close()
-    return Result(decision, tuple(loop.observed), loop.workspace.started, loop.rounds, len(earlier))
+    result = Result(
+        decision, tuple(loop.observed), loop.workspace.started, loop.rounds, len(earlier)
+    )
+    if aborted is not None:
+        aborted.result = result
+        raise aborted
+    return result
 
 
 @dataclass
@@ -303,10 +317,11 @@ class _Loop:
     rounds: int = 0
     done: int = 0
     running: dict[Future[Execution], tuple[str, int]] = field(default_factory=dict)
+    last: Decision | None = None
 
     def run(self, pool: ThreadPoolExecutor) -> Decision:
         while True:
-            decision = self.search.decide(
+            decision = self.last = self.search.decide(
                 _observations(self.observed),
                 k=max(1, self.jobs - len(self.running)),
                 pending=[{TREE: commit} for commit, _ in self.running.values()],
@@ -356,18 +371,19 @@ def _undecided(decision: Decision, reason: str) -> Decision:
         culprit=None,
         confidence=decision.confidence,
         candidates=decision.candidates,
-        reason=decision.reason or reason,
+        reason=reason,
     )
 
 
 @contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Ignore Ctrl-C while cleaning up, so a second press cannot leave worktrees behind."""
+def _signals_deferred() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM while cleaning up, so a second one cannot leave worktrees."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in CLEANUP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

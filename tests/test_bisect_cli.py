@@ -455,7 +455,9 @@ def test_user_checkout_is_untouched(tmp_path: Path) -> None:
     assert list(tmp.iterdir()) == []
 
 
-def test_ctrl_c_kills_the_commands_and_removes_every_worktree(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["process", "terminal"])
+def test_ctrl_c_kills_the_commands_and_removes_every_worktree(tmp_path: Path, target: str) -> None:
+    """SIGINT to labgate alone, or to its whole process group as a terminal's Ctrl-C does."""
     h = linear(tmp_path, n=20, culprit_at=9)
     (h.repo.path / "untracked.txt").write_text("untracked\n")
     before = snapshot(h.repo)
@@ -482,6 +484,7 @@ def test_ctrl_c_kills_the_commands_and_removes_every_worktree(tmp_path: Path) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # a process group of its own, like a job started at a terminal
     )
     try:
         pids: list[int] = []
@@ -489,7 +492,10 @@ def test_ctrl_c_kills_the_commands_and_removes_every_worktree(tmp_path: Path) ->
             with fifo.open() as reports:
                 pids += [int(pid) for pid in reports.read().split()]
         assert len(h.repo.git("worktree", "list").splitlines()) == 3  # while the runs go on
-        process.send_signal(signal.SIGINT)
+        if target == "terminal":
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
     finally:
         process.kill()

@@ -19,7 +19,11 @@ class GitError(RuntimeError):
 
 
 def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``git -C repo ARGS``, capture its output as text; raise GitError if ``check`` fails."""
+    """Run ``git -C repo ARGS``, capture its output as text; raise GitError if ``check`` fails.
+
+    git runs in a session of its own: Ctrl-C at the terminal interrupts labgate, which then
+    finishes or undoes its git work itself, instead of git dying halfway through a worktree add.
+    """
     try:
         done = subprocess.run(
             ["git", "-C", str(repo), *args],
@@ -27,6 +31,7 @@ def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
             text=True,
             stdin=subprocess.DEVNULL,
             check=False,
+            start_new_session=True,
         )
     except FileNotFoundError as error:
         raise GitError("git is not installed (no `git` on PATH)") from error

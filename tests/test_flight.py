@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from labgate.config import Lab, load_lab
 from labgate.flight import FlightError, FlightRun, plan_flight
-from labgate.model import FlightResult, FlightState, Outcome
+from labgate.model import Blessing, FlightResult, FlightState, Outcome
 from labgate.store import Store
 from labs import job, labgate, local_host, step, toml_str, write_lab
 
@@ -278,18 +278,36 @@ def test_cli_check_refuses_a_broken_lab_with_file_and_key(tmp_path: Path) -> Non
     assert "Traceback" not in proc.stderr
 
 
-def test_demo_makes_a_lab_and_runs_a_passing_flight(tmp_path: Path) -> None:
+def test_demo_tells_the_whole_gate_story(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*labgate(tmp_path, "demo", str(tmp_path / "demo"))[:-2]],
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Flight 1: pass" in proc.stdout
     lab = load_lab(tmp_path / "demo")
     with Store.open(lab.database_url) as store:
-        flight = store.get_flight(1)
-    assert [j.name for j in flight.jobs] == [
-        "build-amd64", "build-arm64", "test-amd64-xl", "test-arm64-xl"
-    ]  # fmt: skip
-    assert {j.host for j in flight.jobs} == {"italia0", "rochester0"}
+        baseline = store.get_flight(1)
+        (bisection,) = store.bisections("xen-unstable")
+        (push,) = store.pushes("xen-unstable")
+        assert baseline.blessing is Blessing.REAL and baseline.outcome is Outcome.PASS
+        assert [j.name for j in baseline.jobs] == [
+            "build-amd64", "build-arm64", "test-amd64-xl", "test-arm64-xl"
+        ]  # fmt: skip
+        assert {j.host for j in baseline.jobs} == {"italia0", "rochester0"}
+        regressed = store.get_flight(bisection.flight_id)
+        assert regressed.outcome is Outcome.FAIL
+        assert bisection.state == "found"
+        assert push.status == "pushed" and store.baseline("xen-unstable") == push.flight_id
+    dev = tmp_path / "demo" / "dev" / "xen"
+    culprit = subprocess.run(
+        ["git", "show", "-s", "--format=%an|%s", bisection.culprit_commit or "?"],
+        cwd=dev, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert culprit == "Bob Developer|sched: make the credit2 time slice configurable"
+    assert f"{bisection.culprit_commit} is the first bad commit" in proc.stdout.replace("\n", "")
+    upstream_master = subprocess.run(
+        ["git", "--git-dir", str(tmp_path / "demo" / "trees" / "xen.git"), "rev-parse", "master"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert upstream_master == push.sha
     assert toml_str("x") == '"x"'

@@ -23,6 +23,7 @@ One cycle (``labgate gate BRANCH --once``):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import uuid
@@ -594,11 +595,14 @@ class _BisectRun:
         pending: dict[asyncio.Task[None], dict[str, str]] = {}
         try:
             while True:
+                free = k - len(pending)
                 decision = self.engine.decide(
-                    self.observations, k=k, pending=list(pending.values())
+                    self.observations, k=max(free, 1), pending=list(pending.values())
                 )
                 if decision.kind != "test":
                     break
+                if free <= 0:  # every slot busy: wait for a result before starting more
+                    decision = dataclasses.replace(decision, tests=())
                 started = False
                 reused = False
                 for point in decision.tests:

@@ -377,3 +377,8 @@ def demo(directory: Path | None) -> None:
     from labgate.demo import run_demo
 
     sys.exit(run_demo(directory, Console(highlight=False)))
+
+
+from labgate.serve import serve_command  # noqa: E402  (light: the web stack loads on use)
+
+main.add_command(serve_command)

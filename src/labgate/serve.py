@@ -1,0 +1,75 @@
+"""``labgate serve``: one asyncio process serving the dashboard (the gate loop and the scheduler
+join the same loop as they land)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from labgate.config import ConfigError, load_lab
+from labgate.store import Store, StoreError
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) → (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(f"{value!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]"), int(port)
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    web_log = logging.getLogger("labgate.web")
+    web_log.addHandler(handler)
+    web_log.setLevel(logging.INFO)
+    web_log.propagate = False
+
+
+async def serve(lab_dir: Path, host: str, port: int) -> None:
+    # imported here: every other command starts without the web stack
+    import uvicorn
+
+    from labgate.web import create_app
+
+    try:
+        lab = load_lab(lab_dir.resolve())
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
+    try:
+        store = Store.open(lab.database_url)
+    except StoreError as error:
+        raise click.ClickException(str(error)) from error
+    try:
+        app = create_app(lab, store)
+        config = uvicorn.Config(
+            app, host=host, port=port, access_log=False, log_level="warning", lifespan="off"
+        )
+        server = uvicorn.Server(config)
+        click.echo(f"labgate: serving {lab.name} on http://{host}:{port}/", err=True)
+        await server.serve()
+    finally:
+        store.close()
+
+
+@click.command("serve")
+@click.option(
+    "--lab",
+    "lab_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="LABGATE_LAB",
+    default=".",
+    show_default="the current dir or $LABGATE_LAB",
+    help="The lab directory (holding lab.toml).",
+)
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT")
+def serve_command(lab_dir: Path, listen: str) -> None:
+    """Serve the lab's dashboard and JSON API (one JSON line per request on stderr)."""
+    host, port = parse_listen(listen)
+    _log_to_stderr()
+    asyncio.run(serve(lab_dir, host, port))

@@ -1,0 +1,100 @@
+"""Step logs: files under the lab's log dir, named by the store; a running step's log is tailed
+as server-sent events until the store says the step finished."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from labgate.model import Outcome
+
+CHUNK = 64 * 1024
+PAGE_LIMIT = 2 * 1024 * 1024
+"""A log page shows at most the last 2 MiB; the raw log has everything."""
+
+
+class LogOutsideLogDir(Exception):
+    """A stored log path that leaves the lab's log dir: never served."""
+
+
+def log_path(log_dir: Path, stored: str) -> Path:
+    """The file of a stored log path; LogOutsideLogDir when it resolves outside ``log_dir``."""
+    root = log_dir.resolve()
+    path = (root / stored).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise LogOutsideLogDir(stored)
+    return path
+
+
+def read_tail(path: Path, limit: int = PAGE_LIMIT) -> tuple[str, int, bool]:
+    """The log's text (its last ``limit`` bytes), its size, and whether it was cut."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            start = max(0, size - limit)
+            f.seek(start)
+            data = f.read(size - start)
+    except FileNotFoundError:
+        return "", 0, False
+    return data.decode(errors="replace"), start + len(data), start > 0
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read(CHUNK)
+    except FileNotFoundError:
+        return b""
+
+
+def sse(event: str, data: object) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def stream_log(
+    state: Callable[[], tuple[Outcome, Path | None]],
+    offset: int,
+    *,
+    interval: float = 0.2,
+    heartbeat: float = 15.0,
+) -> AsyncIterator[bytes]:
+    """Server-sent events: ``chunk`` events with the text appended after ``offset`` (as JSON
+    ``{"offset", "text"}``), then one ``end`` event with the step's outcome once it finished and
+    its log is read to the end. ``state`` gives the step's outcome and log file from the store
+    (it runs in a thread)."""
+    pending = b""  # an incomplete UTF-8 sequence held back for the next chunk
+    quiet = 0.0
+    while True:
+        outcome, path = await asyncio.to_thread(state)
+        while path is not None:
+            data = await asyncio.to_thread(_read_from, path, offset)
+            if not data:
+                break
+            offset += len(data)
+            text, pending = _decode(pending + data)
+            quiet = 0.0
+            yield sse("chunk", {"offset": offset, "text": text})
+        if outcome.finished:
+            if pending:
+                yield sse("chunk", {"offset": offset, "text": pending.decode(errors="replace")})
+            yield sse("end", {"outcome": str(outcome)})
+            return
+        await asyncio.sleep(interval)
+        quiet += interval
+        if quiet >= heartbeat:
+            quiet = 0.0
+            yield b": keep-alive\n\n"
+
+
+def _decode(data: bytes) -> tuple[str, bytes]:
+    """Decode what is complete; keep back a trailing partial UTF-8 sequence (at most 3 bytes)."""
+    for cut in range(0, min(4, len(data) + 1)):
+        head = data[: len(data) - cut]
+        try:
+            return head.decode(), data[len(data) - cut :]
+        except UnicodeDecodeError:
+            continue
+    return data.decode(errors="replace"), b""

@@ -1,0 +1,591 @@
+"""The HTML pages: flights, a flight, a job, a step's log (live), history, hosts, branches,
+bisections, trends; and the two actions (cancel, retest) behind the token."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from labgate.config import Lab
+from labgate.flight import FlightError, mirrors_for, plan_flight
+from labgate.git import GitError, Mirrors
+from labgate.model import Blessing, FlightResult, JobResult, Outcome, StepResult
+from labgate.store import Store
+from labgate.web import graph, plots, queries
+from labgate.web.auth import SESSION_COOKIE, Access, same_origin
+from labgate.web.logs import LogOutsideLogDir, log_path, read_tail, stream_log
+
+FORM_LIMIT = 16 * 1024
+
+
+@dataclass
+class Web:
+    """What every page needs: the lab, its store, who may act, the templates."""
+
+    lab: Lab
+    store: Store
+    access: Access
+    templates: Jinja2Templates
+    mirrors: Mirrors = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mirrors = mirrors_for(self.lab)
+
+    def render(
+        self, request: Request, name: str, context: Mapping[str, Any], status: int = 200
+    ) -> Response:
+        base = {
+            "lab": self.lab,
+            "writable": self.access.enabled,
+            "csrf": self.access.csrf_for(request),
+            "branches": sorted(self.lab.branches),
+        }
+        return self.templates.TemplateResponse(
+            request, name, {**base, **context}, status_code=status
+        )
+
+    def commit(self, tree: str, sha: str) -> Any:
+        """Author and subject of a tested commit from the lab's mirror, None when unknown."""
+        path = self.mirrors.path(tree)
+        if not (path / "HEAD").exists():
+            return None
+        return _commit(self.mirrors, tree, sha)
+
+
+@lru_cache(maxsize=4096)
+def _commit(mirrors: Mirrors, tree: str, sha: str) -> Any:
+    try:  # a sha names one commit forever: cached
+        return mirrors.commit(tree, sha)
+    except GitError:
+        return None
+
+
+def int_param(request: Request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise HTTPException(400, f"{name} must be a number")
+    return int(value)
+
+
+def choice_param(request: Request, name: str, allowed: set[str]) -> str | None:
+    value = request.query_params.get(name) or None
+    if value is not None and value not in allowed:
+        raise HTTPException(400, f"{name} must be one of {', '.join(sorted(allowed))}")
+    return value
+
+
+def flight_or_404(web: Web, flight_id: int) -> FlightResult:
+    return web.store.get_flight(flight_id)  # FlightNotFound is a 404
+
+
+def job_or_404(flight: FlightResult, name: str) -> JobResult:
+    try:
+        return flight.job(name)
+    except KeyError:
+        raise HTTPException(404, f"flight {flight.id} has no job {name!r}") from None
+
+
+def step_or_404(job: JobResult, seq: int) -> StepResult:
+    if not 0 <= seq < len(job.steps):
+        raise HTTPException(404, f"job {job.name!r} has no step {seq}")
+    return job.steps[seq]
+
+
+# --- flights -------------------------------------------------------------------------------
+
+
+def flight_list(web: Web, request: Request) -> Response:
+    branch = request.query_params.get("branch") or None
+    blessing = choice_param(request, "blessing", {b.value for b in Blessing})
+    outcome = choice_param(request, "outcome", set(queries.FLIGHT_FILTERS))
+    page = queries.flight_page(
+        web.store,
+        branch=branch,
+        blessing=blessing,
+        outcome=outcome,
+        before=int_param(request, "before"),
+    )
+    filters = {"branch": branch, "blessing": blessing, "outcome": outcome}
+    older = None
+    if page.older is not None:
+        older = "?" + "&".join(
+            [f"{k}={quote(v)}" for k, v in filters.items() if v] + [f"before={page.older}"]
+        )
+    return web.render(
+        request,
+        "flights.html",
+        {
+            "page": page,
+            "filters": filters,
+            "older": older,
+            "blessings": [b.value for b in Blessing],
+            "outcomes": queries.FLIGHT_FILTERS,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class VerdictView:
+    push_allowed: bool
+    baseline: int | None
+    details: list[dict[str, str]]
+    retest: list[str]
+    job_kinds: dict[str, str]
+
+
+def verdict_view(stored: Mapping[str, Any] | None) -> VerdictView | None:
+    """The stored verdict (the gate's JSON) in the shape the page shows; tolerant of fields the
+    gate does not write."""
+    if stored is None:
+        return None
+    data = stored.get("data") if isinstance(stored.get("data"), Mapping) else {}
+    assert isinstance(data, Mapping)
+
+    def rows(key: str) -> list[dict[str, str]]:
+        items = data.get(key)
+        if not isinstance(items, list):
+            return []
+        out = []
+        for item in items:
+            if isinstance(item, Mapping):
+                out.append({k: "" if v is None else str(v) for k, v in item.items()})
+        return out
+
+    kinds = {
+        r.get("job", ""): r.get("kind", "")
+        for r in rows("items")
+        if not r.get("step") and not r.get("testcase")
+    }
+    retest = data.get("retest")
+    return VerdictView(
+        push_allowed=bool(stored.get("push_allowed")),
+        baseline=stored.get("baseline_flight"),
+        details=rows("details"),
+        retest=[str(r) for r in retest] if isinstance(retest, list) else [],
+        job_kinds=kinds,
+    )
+
+
+def flight_page(web: Web, request: Request) -> Response:
+    flight = flight_or_404(web, request.path_params["flight_id"])
+    commits = {tree: web.commit(tree, sha) for tree, sha in flight.revisions.items()}
+    steps = max((len(j.steps) for j in flight.jobs), default=0)
+    return web.render(
+        request,
+        "flight.html",
+        {
+            "flight": flight,
+            "commits": commits,
+            "max_steps": steps,
+            "verdict": verdict_view(web.store.verdict(flight.id)),
+            "pushes": queries.pushes_of_flight(web.store, flight.id),
+            "bisections": web.store.bisections(flight_id=flight.id),
+            "cancel_requested": web.store.cancel_requested(flight.id),
+            "durations": {j.name: _job_seconds(j) for j in flight.jobs},
+        },
+    )
+
+
+def _job_seconds(job: JobResult) -> float | None:
+    total = [s.duration_s for s in job.steps if s.duration_s is not None]
+    return sum(total) if total else None
+
+
+def job_page(web: Web, request: Request) -> Response:
+    flight = flight_or_404(web, request.path_params["flight_id"])
+    job = job_or_404(flight, request.path_params["job"])
+    return web.render(request, "job.html", {"flight": flight, "job": job})
+
+
+# --- logs ----------------------------------------------------------------------------------
+
+
+def _step_log(
+    web: Web, request: Request
+) -> tuple[FlightResult, JobResult, StepResult, Path | None]:
+    flight = flight_or_404(web, request.path_params["flight_id"])
+    job = job_or_404(flight, request.path_params["job"])
+    step = step_or_404(job, request.path_params["seq"])
+    if not step.log:
+        return flight, job, step, None
+    try:
+        return flight, job, step, log_path(web.lab.log_dir, step.log)
+    except LogOutsideLogDir:
+        raise HTTPException(403, "the stored log path is outside the lab's log dir") from None
+
+
+def log_page(web: Web, request: Request) -> Response:
+    flight, job, step, path = _step_log(web, request)
+    text, size, cut = read_tail(path) if path is not None else ("", 0, False)
+    return web.render(
+        request,
+        "log.html",
+        {
+            "flight": flight,
+            "job": job,
+            "step": step,
+            "seq": request.path_params["seq"],
+            "text": text,
+            "size": size,
+            "cut": cut,
+            "live": not step.outcome.finished,
+            "has_log": path is not None,
+        },
+    )
+
+
+def log_raw(web: Web, request: Request) -> Response:
+    _, _, _, path = _step_log(web, request)
+    if path is None or not path.is_file():
+        raise HTTPException(404, "no log (the step has not run)")
+    return Response(
+        path.read_bytes(),
+        media_type="text/plain; charset=utf-8",
+        headers={"cache-control": "no-store"},
+    )
+
+
+async def log_stream(web: Web, request: Request) -> Response:
+    """Server-sent events of a step's log from ``offset`` on, until the step ends (a queued
+    step's stream waits for the runner to start it and name its log)."""
+    _, _, step, _ = await asyncio.to_thread(_step_log, web, request)
+    offset = int_param(request, "offset") or 0
+
+    def state() -> tuple[Outcome, Path | None]:
+        outcome, stored = queries.step_state(web.store, step.id)
+        try:
+            return outcome, log_path(web.lab.log_dir, stored) if stored else None
+        except LogOutsideLogDir:
+            return Outcome.BROKEN, None
+
+    return StreamingResponse(
+        stream_log(state, offset),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+    )
+
+
+# --- actions -------------------------------------------------------------------------------
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > FORM_LIMIT:
+        raise HTTPException(413, "form too large")
+    parsed = parse_qs(body.decode(errors="replace"), keep_blank_values=True)
+    return {k: v[0] for k, v in parsed.items()}
+
+
+async def authorize(web: Web, request: Request) -> None:
+    if not web.access.enabled:
+        raise HTTPException(403, "this dashboard is read-only: lab.toml has no [web] token")
+    form = await _form(request)
+    if not web.access.may_act(request, form.get("csrf")):
+        raise HTTPException(403, "log in with the lab's token first (and post from this site)")
+
+
+async def cancel_flight(web: Web, request: Request) -> Response:
+    await authorize(web, request)
+    flight_id = request.path_params["flight_id"]
+    asked = await asyncio.to_thread(web.store.request_cancel, flight_id, "web")
+    if not asked:
+        raise HTTPException(409, f"flight {flight_id} already ended")
+    return RedirectResponse(f"/flights/{flight_id}", status_code=303)
+
+
+def glob_literal(name: str) -> str:
+    """A glob that matches exactly ``name``."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def retest(web: Web, flight: FlightResult, job: str) -> int:
+    """Plan a flight of ``job`` (and what it depends on) on the flight's revision tuple; the
+    scheduler runs it."""
+    try:
+        return plan_flight(
+            web.lab,
+            web.store,
+            flight.branch,
+            revisions=flight.revisions,
+            job_globs=[glob_literal(job)],
+            blessing=Blessing.ADHOC,
+        )
+    except (FlightError, LookupError) as error:
+        raise HTTPException(409, f"cannot retest {job!r}: {error}") from None
+
+
+async def retest_job(web: Web, request: Request) -> Response:
+    await authorize(web, request)
+    flight = await asyncio.to_thread(flight_or_404, web, request.path_params["flight_id"])
+    job = job_or_404(flight, request.path_params["job"]).name
+    new_id = await asyncio.to_thread(retest, web, flight, job)
+    return RedirectResponse(f"/flights/{new_id}", status_code=303)
+
+
+def login_form(web: Web, request: Request) -> Response:
+    return web.render(request, "login.html", {"error": None})
+
+
+async def login(web: Web, request: Request) -> Response:
+    form = await _form(request)
+    if not web.access.enabled:
+        raise HTTPException(403, "this dashboard is read-only: lab.toml has no [web] token")
+    if not same_origin(request) or not web.access.check_token(form.get("token", "")):
+        return web.render(request, "login.html", {"error": "wrong token"}, 403)
+    response = RedirectResponse("/flights", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        web.access.new_session(),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+async def logout(web: Web, request: Request) -> Response:
+    response = RedirectResponse("/flights", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+# --- history, hosts, branches ---------------------------------------------------------------
+
+
+def history_page(web: Web, request: Request) -> Response:
+    branch, job = request.path_params["branch"], request.path_params["job"]
+    step = request.query_params.get("step") or None
+    runs = queries.job_runs(web.store, branch, job, limit=100)
+    step_names: list[str] = []
+    for run in runs:
+        for s in run.job.steps:
+            if s.name not in step_names:
+                step_names.append(s.name)
+    return web.render(
+        request,
+        "history.html",
+        {
+            "branch": branch,
+            "job": job,
+            "step": step,
+            "runs": runs,
+            "step_names": step_names,
+            "rates": queries.flake_rates(runs, job),
+        },
+    )
+
+
+def hosts_page(web: Web, request: Request) -> Response:
+    hosts = queries.host_states(web.store, web.lab.hosts)
+    return web.render(request, "hosts.html", {"hosts": hosts})
+
+
+def host_page(web: Web, request: Request) -> Response:
+    name = request.path_params["name"]
+    hosts = {h.name: h for h in queries.host_states(web.store, web.lab.hosts)}
+    if name not in hosts:
+        raise HTTPException(404, f"no host {name!r} in this lab")
+    runs = queries.host_runs(web.store, name, limit=100)
+    return web.render(request, "host.html", {"host": hosts[name], "runs": runs})
+
+
+def branch_states(web: Web, with_pushes: int = 1) -> list[queries.BranchState]:
+    out = []
+    for name, spec in web.lab.branches.items():
+        pushes = web.store.pushes(name, limit=with_pushes)
+        pushed = next((p for p in web.store.pushes(name, limit=20) if p.status == "pushed"), None)
+        out.append(
+            queries.BranchState(
+                name=name,
+                tree=spec.tree,
+                staging_ref=spec.staging,
+                tested_ref=spec.tested,
+                staging_sha=_ref(web, spec.tree, spec.staging),
+                # what labgate last pushed there (the mirror may predate the push)
+                tested_sha=pushed.sha if pushed else _ref(web, spec.tree, spec.tested),
+                baseline=web.store.baseline(name),
+                last_flight=queries.last_flight(web.store, name),
+                last_push=pushes[0] if pushes else None,
+                pushes=tuple(pushes),
+            )
+        )
+    return out
+
+
+def _ref(web: Web, tree: str, ref: str) -> str | None:
+    """The ref's sha in the lab's mirror (as last fetched), None without a mirror."""
+    if not (web.mirrors.path(tree) / "HEAD").exists():
+        return None
+    try:
+        return web.mirrors.resolve(tree, ref)
+    except GitError:
+        return None
+
+
+def branches_page(web: Web, request: Request) -> Response:
+    return web.render(request, "branches.html", {"branches": branch_states(web)})
+
+
+def branch_page(web: Web, request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in web.lab.branches:
+        raise HTTPException(404, f"no branch {name!r} in this lab")
+    state = next(b for b in branch_states(web, with_pushes=100) if b.name == name)
+    recent = queries.flight_page(web.store, branch=name, limit=20)
+    return web.render(request, "branch.html", {"branch": state, "recent": recent})
+
+
+# --- bisections ----------------------------------------------------------------------------
+
+
+def bisections_page(web: Web, request: Request) -> Response:
+    branch = request.query_params.get("branch") or None
+    return web.render(
+        request,
+        "bisections.html",
+        {"bisections": web.store.bisections(branch, limit=100), "branch": branch},
+    )
+
+
+def bisection_page(web: Web, request: Request) -> Response:
+    record = web.store.bisection(request.path_params["bisection_id"])
+    svg, error = None, None
+    try:
+        svg = graph.render_svg(graph.to_dot(record.graph, record.culprit_commit))
+    except graph.GraphError as problem:
+        error = str(problem)
+    nodes = graph.nodes_of(record.graph)
+    candidates = sorted(
+        (n for n in nodes if n.probability), key=lambda n: n.probability or 0.0, reverse=True
+    )
+    return web.render(
+        request,
+        "bisection.html",
+        {"b": record, "svg": svg, "graph_error": error, "candidates": candidates[:30]},
+    )
+
+
+# --- trends --------------------------------------------------------------------------------
+
+
+def trends_page(web: Web, request: Request) -> Response:
+    branches = sorted(web.lab.branches) or queries.branch_names(web.store)
+    branch = request.query_params.get("branch") or (branches[0] if branches else None)
+    job = request.query_params.get("job") or None
+    charts: list[str] = []
+    jobs: list[str] = []
+    if branch:
+        jobs = queries.job_names(web.store, branch)
+        rates = queries.pass_rates(web.store, branch)
+        charts.append(
+            plots.line_chart(
+                [plots.Series("jobs passed", tuple((r.flight, r.rate) for r in rates))],
+                title=f"{branch}: share of jobs passed per flight",
+                y_format=lambda v: f"{100 * v:.0f}%",
+                y_max=1.0,
+            )
+        )
+        if job:
+            charts += _job_charts(web, branch, job)
+    return web.render(
+        request,
+        "trends.html",
+        {"branch": branch, "job": job, "jobs": jobs, "charts": charts, "all_branches": branches},
+    )
+
+
+def _job_charts(web: Web, branch: str, job: str) -> list[str]:
+    runs = list(reversed(queries.job_runs(web.store, branch, job, limit=200)))
+    names: list[str] = []
+    for run in runs:
+        names += [s.name for s in run.job.steps if s.name not in names]
+    durations = []
+    passes = []
+    for name in names:
+        points = []
+        window: list[bool] = []
+        rolling = []
+        for run in runs:
+            found = [s for s in run.job.steps if s.name == name]
+            step = found[0] if found else None
+            points.append((run.flight.id, step.duration_s if step else None))
+            if step is not None and step.outcome in (Outcome.PASS, Outcome.FAIL):
+                window = [*window[-9:], step.outcome is Outcome.PASS]
+            rolling.append((run.flight.id, sum(window) / len(window) if window else None))
+        durations.append(plots.Series(name, tuple(points)))
+        passes.append(plots.Series(name, tuple(rolling)))
+    return [
+        plots.line_chart(
+            durations, title=f"{job}: step durations (s) per flight", y_format=lambda v: f"{v:g}s"
+        ),
+        plots.line_chart(
+            passes,
+            title=f"{job}: step pass rate, last 10 runs",
+            y_format=lambda v: f"{100 * v:.0f}%",
+            y_max=1.0,
+        ),
+    ]
+
+
+def home(web: Web, request: Request) -> Response:
+    return RedirectResponse("/flights", status_code=302)
+
+
+def robots(web: Web, request: Request) -> Response:
+    return PlainTextResponse("User-agent: *\nDisallow: /\n")
+
+
+def routes(web: Web) -> list[Route]:
+    def bind(endpoint: Any) -> Any:
+        if asyncio.iscoroutinefunction(endpoint):
+
+            async def async_page(request: Request) -> Response:
+                return await endpoint(web, request)
+
+            return async_page
+
+        def page(request: Request) -> Response:
+            return endpoint(web, request)
+
+        return page
+
+    flight = "/flights/{flight_id:int}"
+    step = flight + "/jobs/{job}/steps/{seq:int}"
+    table = [
+        ("/", home, ["GET"]),
+        ("/robots.txt", robots, ["GET"]),
+        ("/flights", flight_list, ["GET"]),
+        (flight, flight_page, ["GET"]),
+        (flight + "/cancel", cancel_flight, ["POST"]),
+        (flight + "/jobs/{job}", job_page, ["GET"]),
+        (flight + "/jobs/{job}/retest", retest_job, ["POST"]),
+        (step + "/log", log_page, ["GET"]),
+        (step + "/log.txt", log_raw, ["GET"]),
+        (step + "/log/stream", log_stream, ["GET"]),
+        ("/history/{branch}/{job}", history_page, ["GET"]),
+        ("/hosts", hosts_page, ["GET"]),
+        ("/hosts/{name}", host_page, ["GET"]),
+        ("/branches", branches_page, ["GET"]),
+        ("/branches/{name}", branch_page, ["GET"]),
+        ("/bisections", bisections_page, ["GET"]),
+        ("/bisections/{bisection_id:int}", bisection_page, ["GET"]),
+        ("/trends", trends_page, ["GET"]),
+        ("/login", login_form, ["GET"]),
+        ("/login", login, ["POST"]),
+        ("/logout", logout, ["POST"]),
+    ]
+    return [Route(path, bind(endpoint), methods=methods) for path, endpoint, methods in table]

@@ -1,0 +1,488 @@
+"""The dashboard's reads that the Store does not have: one page, a few indexed queries.
+
+SQLAlchemy Core over ``labgate.schema``; results are the model's values (`FlightResult`,
+`JobResult`, `StepResult`, `PushRecord`) or small frozen dataclasses of this module, each with the
+``to_json`` the JSON API serves (the same form the CLI's ``--json`` prints).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from labgate import schema as t
+from labgate.model import (
+    Blessing,
+    FlightResult,
+    FlightState,
+    JobResult,
+    Outcome,
+    PushRecord,
+    StepResult,
+)
+from labgate.store import Store
+
+PAGE_SIZE = 50
+
+FLIGHT_FILTERS = ("pass", "fail", "broken", "blocked", "cancelled", "running", "queued")
+"""What the flight list's ``outcome`` filter takes: a final outcome, or a live state."""
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite gives naive datetimes back; they were stored as UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat(timespec="seconds")
+
+
+def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    return (end - start).total_seconds()
+
+
+def _flight(row: Any, revisions: Mapping[str, str]) -> FlightResult:
+    return FlightResult(
+        id=row.id,
+        branch=row.branch,
+        blessing=Blessing(row.blessing),
+        revisions=dict(revisions),
+        state=FlightState(row.state),
+        outcome=Outcome(row.outcome) if row.outcome else None,
+        started=iso(row.started),
+        finished=iso(row.finished),
+    )
+
+
+def _step(row: Any) -> StepResult:
+    return StepResult(
+        id=row.id,
+        name=row.name,
+        outcome=Outcome(row.outcome),
+        exit_status=row.exit_status,
+        duration_s=row.duration_s,
+        log=row.log,
+        reason=row.reason,
+        started=iso(row.started),
+        finished=iso(row.finished),
+    )
+
+
+def _revisions(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, str]]:
+    out: dict[int, dict[str, str]] = {i: {} for i in ids}
+    if ids:
+        query = select(t.flight_revision).where(t.flight_revision.c.flight_id.in_(ids))
+        for r in conn.execute(query):
+            out[r.flight_id][r.tree] = r.sha
+    return out
+
+
+# --- the flight list ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlightRow:
+    """A flight in the list (without its jobs) and how many of its jobs ended each way."""
+
+    flight: FlightResult
+    job_counts: Mapping[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.job_counts.values())
+
+
+@dataclass(frozen=True)
+class FlightPage:
+    rows: tuple[FlightRow, ...]
+    older: int | None
+    """The ``before`` of the next (older) page, None on the last page."""
+
+
+def flight_page(
+    store: Store,
+    *,
+    branch: str | None = None,
+    blessing: str | None = None,
+    outcome: str | None = None,
+    before: int | None = None,
+    limit: int = PAGE_SIZE,
+) -> FlightPage:
+    """Flights newest first, filtered, keyset-paginated by id."""
+    query = select(t.flight).order_by(t.flight.c.id.desc()).limit(limit + 1)
+    if branch:
+        query = query.where(t.flight.c.branch == branch)
+    if blessing:
+        query = query.where(t.flight.c.blessing == blessing)
+    if outcome in (str(FlightState.RUNNING), str(FlightState.QUEUED)):
+        query = query.where(t.flight.c.state == outcome)
+    elif outcome:
+        query = query.where(t.flight.c.outcome == outcome)
+    if before is not None:
+        query = query.where(t.flight.c.id < before)
+    with store.engine.connect() as conn:
+        rows = conn.execute(query).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        ids = [r.id for r in rows]
+        revisions = _revisions(conn, ids)
+        counts: dict[int, dict[str, int]] = {i: {} for i in ids}
+        if ids:
+            count_query = (
+                select(t.job.c.flight_id, t.job.c.outcome, func.count())
+                .where(t.job.c.flight_id.in_(ids))
+                .group_by(t.job.c.flight_id, t.job.c.outcome)
+            )
+            for flight_id, job_outcome, n in conn.execute(count_query):
+                counts[flight_id][job_outcome] = n
+    page = tuple(FlightRow(_flight(r, revisions[r.id]), counts[r.id]) for r in rows)
+    return FlightPage(page, rows[-1].id if more and rows else None)
+
+
+def branch_names(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        return list(conn.execute(select(t.flight.c.branch).distinct().order_by(t.flight.c.branch)))
+
+
+# --- a flight's gate records ------------------------------------------------------------------
+
+
+def pushes_of_flight(store: Store, flight_id: int) -> list[PushRecord]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(t.push).where(t.push.c.flight_id == flight_id).order_by(t.push.c.id)
+        ).all()
+    return [_push(r) for r in rows]
+
+
+def _push(r: Any) -> PushRecord:
+    return PushRecord(
+        r.id,
+        r.branch,
+        r.flight_id,
+        r.tree,
+        r.sha,
+        r.previous_sha,
+        r.status,
+        r.message,
+        iso(r.created) or "",
+    )
+
+
+# --- job runs: a job across flights (history), or the jobs a host ran ----------------------
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One job of one flight, with its steps (no test cases), and the flight it belongs to."""
+
+    flight: FlightResult
+    job: JobResult
+    duration_s: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "flight": self.flight.id,
+            "branch": self.flight.branch,
+            "blessing": str(self.flight.blessing),
+            "revisions": dict(self.flight.revisions),
+            "started": self.job.started,
+            "duration_s": self.duration_s,
+            "job": self.job.to_json(),
+        }
+
+
+def _job_runs(
+    conn: Connection, job_rows: Sequence[Any], flights: Mapping[int, Any]
+) -> list[JobRun]:
+    ids = [j.id for j in job_rows]
+    steps: dict[int, list[StepResult]] = {i: [] for i in ids}
+    if ids:
+        query = (
+            select(t.step).where(t.step.c.job_id.in_(ids)).order_by(t.step.c.job_id, t.step.c.seq)
+        )
+        for s in conn.execute(query):
+            steps[s.job_id].append(_step(s))
+    revisions = _revisions(conn, list(flights))
+    out = []
+    for j in job_rows:
+        job = JobResult(
+            id=j.id,
+            name=j.name,
+            outcome=Outcome(j.outcome),
+            host=j.host,
+            steps=tuple(steps[j.id]),
+            reason=j.reason,
+            started=iso(j.started),
+            finished=iso(j.finished),
+        )
+        flight = _flight(flights[j.flight_id], revisions[j.flight_id])
+        out.append(JobRun(flight, job, seconds_between(j.started, j.finished)))
+    return out
+
+
+def job_runs(store: Store, branch: str, job: str, *, limit: int = 100) -> list[JobRun]:
+    """The job in the branch's flights, newest first."""
+    query = (
+        select(t.job, t.flight.c.id.label("f_id"))
+        .join(t.flight, t.flight.c.id == t.job.c.flight_id)
+        .where(t.job.c.name == job, t.flight.c.branch == branch)
+        .order_by(t.job.c.flight_id.desc())
+        .limit(limit)
+    )
+    with store.engine.connect() as conn:
+        job_rows = conn.execute(query).all()
+        flight_ids = sorted({j.flight_id for j in job_rows})
+        flights = _flight_rows(conn, flight_ids)
+        return _job_runs(conn, job_rows, flights)
+
+
+def host_runs(store: Store, host: str, *, limit: int = 100) -> list[JobRun]:
+    """The jobs that ran on the host, newest first."""
+    query = select(t.job).where(t.job.c.host == host).order_by(t.job.c.id.desc()).limit(limit)
+    with store.engine.connect() as conn:
+        job_rows = conn.execute(query).all()
+        flights = _flight_rows(conn, sorted({j.flight_id for j in job_rows}))
+        return _job_runs(conn, job_rows, flights)
+
+
+def _flight_rows(conn: Connection, ids: Sequence[int]) -> dict[int, Any]:
+    if not ids:
+        return {}
+    return {r.id: r for r in conn.execute(select(t.flight).where(t.flight.c.id.in_(ids)))}
+
+
+def flake_rates(runs: Sequence[JobRun], job: str) -> dict[str, float] | None:
+    """The learned flake rate of the job (key ``""``) and of each of its steps, from the gate's
+    ``labgate.verdict`` over these runs; None when that module does not offer it."""
+    try:
+        from labgate import verdict
+    except ImportError:
+        return None
+    job_rate = getattr(verdict, "flake_rates", None)
+    step_rates = getattr(verdict, "step_flake_rates", None)
+    if job_rate is None:
+        return None
+    history = [
+        FlightResult(
+            r.flight.id,
+            r.flight.branch,
+            r.flight.blessing,
+            r.flight.revisions,
+            r.flight.state,
+            r.flight.outcome,
+            r.flight.started,
+            r.flight.finished,
+            (r.job,),
+        )
+        for r in runs
+    ]
+    rates = {"": float(job_rate(history, job))}
+    if step_rates is not None:
+        rates.update({name: float(rate) for name, rate in step_rates(history, job).items()})
+    return rates
+
+
+# --- hosts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Busy:
+    flight: int
+    job: str
+    since: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"flight": self.flight, "job": self.job, "since": self.since}
+
+
+@dataclass(frozen=True)
+class HostState:
+    """A host as lab.toml (or the store) declares it, and what it runs now."""
+
+    name: str
+    flags: tuple[str, ...]
+    slots: int
+    executor: str
+    busy: tuple[Busy, ...] = ()
+    in_lab: bool = True
+
+    @property
+    def state(self) -> str:
+        return "busy" if self.busy else "free"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "flags": list(self.flags),
+            "slots": self.slots,
+            "executor": self.executor,
+            "state": self.state,
+            "busy": [b.to_json() for b in self.busy],
+            "in_lab": self.in_lab,
+        }
+
+
+def host_states(store: Store, declared: Sequence[Any]) -> list[HostState]:
+    """Every host of lab.toml (``declared``: HostSpec) and every host the store knows, with the
+    jobs holding it now (allocations not released)."""
+    with store.engine.connect() as conn:
+        known = {r.name: r for r in conn.execute(select(t.host))}
+        names = [h.name for h in declared] + sorted(set(known) - {h.name for h in declared})
+        busy: dict[str, list[Busy]] = {n: [] for n in names}
+        if names:
+            query = (
+                select(t.allocation.c.host, t.allocation.c.started, t.job.c.name, t.job.c.flight_id)
+                .join(t.job, t.job.c.id == t.allocation.c.job_id)
+                .where(t.allocation.c.host.in_(names), t.allocation.c.released.is_(None))
+                .order_by(t.allocation.c.id)
+            )
+            for r in conn.execute(query):
+                busy[r.host].append(Busy(r.flight_id, r.name, iso(r.started)))
+    out = []
+    for spec in declared:
+        out.append(
+            HostState(
+                spec.name,
+                tuple(sorted(spec.flags)),
+                spec.slots,
+                spec.executor,
+                tuple(busy[spec.name]),
+            )
+        )
+    for name in names[len(declared) :]:
+        row = known[name]
+        out.append(
+            HostState(
+                name,
+                tuple(json.loads(row.flags)),
+                row.slots,
+                row.executor,
+                tuple(busy[name]),
+                in_lab=False,
+            )
+        )
+    return out
+
+
+# --- branches ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BranchState:
+    """A branch: its refs as the lab's mirror last saw them, its baseline, last flight, last
+    push."""
+
+    name: str
+    tree: str
+    staging_ref: str
+    tested_ref: str
+    staging_sha: str | None
+    tested_sha: str | None
+    baseline: int | None
+    last_flight: FlightResult | None
+    last_push: PushRecord | None
+    pushes: tuple[PushRecord, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "tree": self.tree,
+            "staging": {"ref": self.staging_ref, "sha": self.staging_sha},
+            "tested": {"ref": self.tested_ref, "sha": self.tested_sha},
+            "baseline_flight": self.baseline,
+            "last_flight": self.last_flight.to_json() if self.last_flight else None,
+            "last_push": self.last_push.to_json() if self.last_push else None,
+        }
+
+
+def last_flight(store: Store, branch: str) -> FlightResult | None:
+    with store.engine.connect() as conn:
+        row = conn.execute(
+            select(t.flight)
+            .where(t.flight.c.branch == branch)
+            .order_by(t.flight.c.id.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        return _flight(row, _revisions(conn, [row.id])[row.id])
+
+
+# --- trends -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlightPassRate:
+    flight: int
+    passed: int
+    finished: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.passed / self.finished if self.finished else None
+
+
+def pass_rates(store: Store, branch: str, *, limit: int = 200) -> list[FlightPassRate]:
+    """For the branch's last finished flights (oldest first): jobs passed out of jobs finished
+    (skipped jobs count as passed, blocked ones are left out: their dependency is counted)."""
+    ids_query = (
+        select(t.flight.c.id)
+        .where(t.flight.c.branch == branch, t.flight.c.state == str(FlightState.FINISHED))
+        .order_by(t.flight.c.id.desc())
+        .limit(limit)
+    )
+    with store.engine.connect() as conn:
+        ids = sorted(conn.execute(ids_query).scalars())
+        counts: dict[int, dict[str, int]] = {i: {} for i in ids}
+        if ids:
+            query = (
+                select(t.job.c.flight_id, t.job.c.outcome, func.count())
+                .where(t.job.c.flight_id.in_(ids))
+                .group_by(t.job.c.flight_id, t.job.c.outcome)
+            )
+            for flight_id, outcome, n in conn.execute(query):
+                counts[flight_id][outcome] = n
+    out = []
+    for i in ids:
+        c = counts[i]
+        passed = c.get("pass", 0) + c.get("skip", 0)
+        finished = passed + c.get("fail", 0) + c.get("broken", 0)
+        out.append(FlightPassRate(i, passed, finished))
+    return out
+
+
+def job_names(store: Store, branch: str) -> list[str]:
+    """The job names of the branch's newest flight (what the trends page offers)."""
+    with store.engine.connect() as conn:
+        newest = conn.execute(
+            select(func.max(t.flight.c.id)).where(t.flight.c.branch == branch)
+        ).scalar()
+        if newest is None:
+            return []
+        return list(
+            conn.execute(
+                select(t.job.c.name).where(t.job.c.flight_id == newest).order_by(t.job.c.seq)
+            ).scalars()
+        )
+
+
+def step_state(store: Store, step_id: int) -> tuple[Outcome, str | None]:
+    """A step's outcome and stored log path now (what a live log polls)."""
+    with store.engine.connect() as conn:
+        row = conn.execute(
+            select(t.step.c.outcome, t.step.c.log).where(t.step.c.id == step_id)
+        ).first()
+    if row is None:  # the flight was deleted meanwhile
+        return Outcome.CANCELLED, None
+    return Outcome(row.outcome), row.log

@@ -50,7 +50,16 @@ from pydantic import (
 )
 
 from labgate.mail import MailConfig
-from labgate.model import AllowedFailure, BranchSpec, GateSettings, HostSpec, JobSpec, TreeSpec
+from labgate.model import (
+    AllowedFailure,
+    BranchSpec,
+    DisabledTest,
+    GateSettings,
+    HostSpec,
+    JobSpec,
+    ReviewSpec,
+    TreeSpec,
+)
 from labgate.plan import VAR_NAME, JobTemplate, StepTemplate, Template, TemplateError
 from labgate.plan import expand_jobs as _expand_jobs
 from labgate.plan import parse_template as _parse_template
@@ -133,6 +142,10 @@ class Lab:
     jobs: tuple[JobSpec, ...]
     job_branches: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """Jobs restricted to some branches (``[[job]] branches``); a job not here runs on all."""
+    reviews: tuple[ReviewSpec, ...] = ()
+    """``[[review]]``: the code review systems whose patches the lab tests."""
+    disabled: tuple[DisabledTest, ...] = ()
+    """``[[disable]]``: tests not run, listed in every vote (see ``labgate.flight``)."""
     gate: GateSettings = field(default_factory=GateSettings)
     mail: MailConfig | None = None
     """``[mail]``: where reports are sent (None: reports are not mailed)."""
@@ -300,6 +313,56 @@ class RawJob(_Raw):
     step: list[RawStep] = Field(min_length=1)
 
 
+GITHUB_API = "https://api.github.com"
+
+
+class RawReview(_Raw):
+    """``[[review]]``: a Gerrit or GitHub project whose proposed patches are tested."""
+
+    name: Name
+    driver: Literal["gerrit", "github"]
+    server: Text | None = None
+    project: Text
+    branch: Text
+    target: Text | None = None
+    voting: bool = True
+    recheck: Text = r"^recheck( labgate)?$"
+    web_url: Text | None = None
+    context: Text = "labgate"
+    user: Text | None = None
+    password_env: Text | None = None
+    token_env: Text | None = None
+    secret_env: Text | None = None
+    ssh: Text | None = None
+    retries: int = Field(default=2, ge=0)
+    ci_accounts: list[Text] = Field(default_factory=list)
+
+    @field_validator("recheck")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise _Invalid(
+                f"is not a regular expression ({error})", 'write e.g. recheck = "^recheck$"'
+            ) from None
+        return value
+
+    def to_spec(self) -> ReviewSpec:
+        fields = self.model_dump(exclude={"server", "ci_accounts"})
+        server = self.server or GITHUB_API
+        return ReviewSpec(**fields, server=server.rstrip("/"), ci_accounts=tuple(self.ci_accounts))
+
+
+class RawDisable(_Raw):
+    """``[[disable]]``: a test (job and step globs) the lab does not run."""
+
+    job: Text
+    step: Text = "*"
+    reason: Text
+    bug: Text | None = None
+
+
 # The model of a table, by the name of the array or table it sits in (for "known keys").
 _SECTION_MODELS: dict[str, type[BaseModel]] = {
     "lab": RawLabSection,
@@ -311,8 +374,10 @@ _SECTION_MODELS: dict[str, type[BaseModel]] = {
     "step": RawStep,
     "gate": RawGate,
     "mail": MailConfig,
+    "review": RawReview,
+    "disable": RawDisable,
 }
-_TOP_LEVEL = ("lab", "tree", "branch", "host", "job", "gate", "mail")
+_TOP_LEVEL = ("lab", "tree", "branch", "host", "job", "gate", "mail", "review", "disable")
 
 # Stand-ins for invalid inner entries (already reported); names no file can contain.
 _INVALID = "\0invalid"
@@ -326,6 +391,8 @@ _VITAL: dict[str, frozenset[str]] = {
     "branch": frozenset({"name", "tree"}),
     "host": frozenset({"name", "flags"}),
     "job": frozenset({"name", "matrix", "runvars", "branches", "step"}),
+    "review": frozenset({"name", "driver", "branch"}),
+    "disable": frozenset({"job"}),
 }
 _PLACEHOLDERS: dict[str, dict[str, str]] = {
     "step": {"name": _INVALID, "run": "true"},
@@ -359,6 +426,10 @@ _KEY_FIXES = {
     "job": 'add job = "<glob of job names>"',
     "branches": "name at least one [[branch]], or leave branches out to run on every branch",
     "lab": 'write a [lab] table with name = "..."',
+    "driver": 'use driver = "gerrit" or driver = "github"',
+    "project": 'add project = "<Gerrit project, or GitHub owner/repo>"',
+    "branch": 'add branch = "<the [[branch]] whose jobs test the patches>"',
+    "retries": "give how many times a run the lab broke is retried, e.g. retries = 2",
 }
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -466,6 +537,8 @@ class _Loader:
         "tree": RawTree,
         "branch": RawBranch,
         "job": RawJob,
+        "review": RawReview,
+        "disable": RawDisable,
     }
 
     def __init__(self, file: Path, lab_dir: Path) -> None:
@@ -594,8 +667,8 @@ class _Loader:
                 self.problem(
                     key_path((key,)),
                     f"unknown top-level key{_did_you_mean(key, _TOP_LEVEL)}",
-                    "a lab file has [lab], [[tree]], [[branch]], [[host]], [[job]], [gate] and"
-                    " [mail] only",
+                    "a lab file has [lab], [[tree]], [[branch]], [[host]], [[job]], [gate],"
+                    " [mail], [[review]] and [[disable]] only",
                 )
 
     def gate_section(self, data: dict[str, Any]) -> GateSettings:
@@ -883,6 +956,54 @@ class _Loader:
             if job.spec.name not in state:
                 visit(job.spec.name, [])
 
+    def reviews(
+        self, raw: Mapping[int, RawReview], branches: Mapping[str, BranchSpec]
+    ) -> tuple[ReviewSpec, ...]:
+        needs = {
+            "gerrit": ("server", "user", "password_env", "ssh"),
+            "github": ("token_env", "secret_env"),
+        }
+        for index, r in raw.items():
+            at = f"review[{index}]"
+            if "branch" not in self.incomplete and r.branch not in branches:
+                self.problem(
+                    f"{at}.branch",
+                    f"no [[branch]] named {_show(r.branch)}{_did_you_mean(r.branch, branches)}",
+                    f"use one of: {', '.join(branches) or '(none: add a [[branch]])'}",
+                )
+            for key in needs[r.driver]:
+                if getattr(r, key) is None:
+                    self.problem(
+                        f"{at}.{key}",
+                        f"is required for driver = {_show(r.driver)}",
+                        f"add {key} = ... (*_env keys name an environment variable)",
+                    )
+            if r.driver == "github" and not re.fullmatch(r"[^/\s]+/[^/\s]+", r.project):
+                self.problem(
+                    f"{at}.project",
+                    f"{_show(r.project)} is not a GitHub owner/repo",
+                    'write e.g. project = "xen-project/xen"',
+                )
+        return tuple(r.to_spec() for r in self.unique("review", raw).values())
+
+    def disabled(self, raw: Mapping[int, RawDisable], jobs: list[_Expanded]) -> list[DisabledTest]:
+        if "job" not in self.incomplete:
+            for index, d in raw.items():
+                matched = [j.spec for j in jobs if fnmatch.fnmatchcase(j.spec.name, d.job)]
+                if not matched:
+                    self.problem(
+                        f"disable[{index}].job",
+                        f"{_show(d.job)} matches no job",
+                        "correct the glob or remove the entry",
+                    )
+                elif not any(fnmatch.fnmatchcase(s.name, d.step) for j in matched for s in j.steps):
+                    self.problem(
+                        f"disable[{index}].step",
+                        f"{_show(d.step)} matches no step of the jobs {_show(d.job)} matches",
+                        "correct the glob or remove the entry",
+                    )
+        return [DisabledTest(d.job, d.step, d.reason, d.bug) for d in raw.values()]
+
     def check_allow(self, raw: Mapping[int, RawBranch], jobs: list[_Expanded]) -> None:
         if "job" in self.incomplete:
             return
@@ -924,6 +1045,8 @@ class _Loader:
         expanded = self.jobs(raw_jobs, branches)
         self.check_jobs(expanded, hosts)
         self.check_allow(raw_branches, expanded)
+        reviews = self.reviews(self.section(data, "review"), branches)
+        disabled = self.disabled(self.section(data, "disable"), expanded)
         gate = self.gate_section(data)
         mail = self.mail_section(data)
         if self.problems or lab is None:
@@ -943,6 +1066,8 @@ class _Loader:
             hosts=hosts,
             jobs=tuple(j.spec for j in expanded),
             job_branches={j.spec.name: j.branches for j in expanded if j.branches is not None},
+            reviews=reviews,
+            disabled=tuple(disabled),
             gate=gate,
             mail=mail,
         )

@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +24,7 @@ from labgate.executor import Executor, LocalExecutor, StepRun
 from labgate.git import GitError, Mirrors
 from labgate.model import (
     Blessing,
+    DisabledTest,
     FlightResult,
     FlightState,
     JobSpec,
@@ -115,6 +116,31 @@ def select_jobs(jobs: Sequence[JobSpec], globs: Sequence[str]) -> list[JobSpec]:
     return [j for j in jobs if j.name in chosen]
 
 
+def without_disabled(jobs: Sequence[JobSpec], disabled: Sequence[DisabledTest]) -> list[JobSpec]:
+    """The jobs once lab.toml's ``[[disable]]`` entries are applied, the simplest honest reading of
+    "not run": a job matching an entry whose step glob is ``*`` is left out of the flight, and so
+    is every job that depends on it (it could not run); an entry naming steps removes those steps
+    from the matching jobs (the job's other steps still run, in order), and a job left with no
+    step is left out. Nothing disabled is run, so nothing disabled is counted; every vote lists
+    the entries (``labgate.review.vote``)."""
+    kept: dict[str, JobSpec] = {}
+    for job in jobs:
+        entries = [d for d in disabled if fnmatch.fnmatchcase(job.name, d.job)]
+        steps = tuple(
+            s for s in job.steps if not any(fnmatch.fnmatchcase(s.name, d.step) for d in entries)
+        )
+        if steps and not any(d.whole_job for d in entries):
+            kept[job.name] = replace(job, steps=steps)
+    names = {j.name for j in jobs}
+    changed = True
+    while changed:  # a job whose dependency is gone cannot run either
+        lost = [n for n, j in kept.items() if any(d in names and d not in kept for d in j.depends)]
+        for name in lost:
+            del kept[name]
+        changed = bool(lost)
+    return list(kept.values())
+
+
 def plan_flight(
     lab: Lab,
     store: Store,
@@ -131,7 +157,7 @@ def plan_flight(
     ``revisions`` gives the whole tuple as full shas (the gate and bisection know it); otherwise
     it is resolved from the branch's refs, with ``overrides`` (tree → any rev) applied.
     """
-    jobs = select_jobs(lab.jobs_for(branch), job_globs)
+    jobs = select_jobs(without_disabled(lab.jobs_for(branch), lab.disabled), job_globs)
     if revisions is None:
         revisions = resolve_revisions(
             lab, mirrors or mirrors_for(lab), lab.revision_refs(branch), overrides

@@ -375,3 +375,53 @@ class GateSettings:
     lease_s: float = 60.0
     """How long a gate's hold on a branch lasts without a heartbeat (another gate may take over
     after that, when the holder was killed)."""
+
+
+# --- code review: lab.toml's [[review]] and [[disable]] --------------------------------------
+
+
+@dataclass(frozen=True)
+class DisabledTest:
+    """A test the lab does not run (``[[disable]]``): jobs matching ``job`` are left out of every
+    flight (with the jobs that depend on them), or only their steps matching ``step``; each vote
+    lists it with its ``reason`` and ``bug`` link."""
+
+    job: str
+    step: str = "*"
+    reason: str = ""
+    bug: str | None = None
+
+    @property
+    def whole_job(self) -> bool:
+        return self.step in ("*", "**")
+
+
+@dataclass(frozen=True)
+class ReviewSpec:
+    """A code review system labgate tests proposed patches of (``[[review]]``).
+
+    ``driver`` is ``gerrit`` or ``github``; ``server`` its base URL (GitHub: the REST API's);
+    ``project`` the Gerrit project or GitHub ``owner/repo``; ``branch`` the lab branch whose jobs
+    run, with the patch as its tree under test; ``target`` limits it to changes for that review
+    branch (None: any). Credentials are read from the environment variables named by the
+    ``*_env`` keys, never from lab.toml. ``voting = false`` comments without voting."""
+
+    name: str
+    driver: str
+    server: str
+    project: str
+    branch: str
+    target: str | None = None
+    voting: bool = True
+    recheck: str = r"^recheck( labgate)?$"
+    web_url: str | None = None
+    context: str = "labgate"
+    user: str | None = None
+    password_env: str | None = None
+    token_env: str | None = None
+    secret_env: str | None = None
+    ssh: str | None = None
+    retries: int = 2
+    ci_accounts: tuple[str, ...] = ()
+    """Other CI accounts (Gerrit user names, GitHub status contexts) whose votes are recorded
+    for ``labgate review discrepancies``; empty: every other account that votes Verified."""

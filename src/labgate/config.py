@@ -149,6 +149,8 @@ class Lab:
     gate: GateSettings = field(default_factory=GateSettings)
     mail: MailConfig | None = None
     """``[mail]``: where reports are sent (None: reports are not mailed)."""
+    web_token: str | None = None
+    """``[web] token``: what the dashboard's actions (cancel, retest) need; None: read-only."""
 
     def branch(self, name: str) -> BranchSpec:
         """The branch called ``name``; UnknownNameError (a LookupError) lists the known ones."""
@@ -230,6 +232,22 @@ class RawGate(_Raw):
 
     def to_settings(self) -> GateSettings:
         return GateSettings(**self.model_dump())
+
+
+class RawWeb(_Raw):
+    """``[web]``: the dashboard (``labgate serve``)."""
+
+    token: Text | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise _Invalid(
+                f"is {len(value)} characters long; a token needs at least 16",
+                'use a long random value, e.g. token = "<output of openssl rand -hex 24>"',
+            )
+        return value
 
 
 class RawTree(_Raw):
@@ -374,10 +392,11 @@ _SECTION_MODELS: dict[str, type[BaseModel]] = {
     "step": RawStep,
     "gate": RawGate,
     "mail": MailConfig,
+    "web": RawWeb,
     "review": RawReview,
     "disable": RawDisable,
 }
-_TOP_LEVEL = ("lab", "tree", "branch", "host", "job", "gate", "mail", "review", "disable")
+_TOP_LEVEL = ("lab", "tree", "branch", "host", "job", "gate", "mail", "web", "review", "disable")
 
 # Stand-ins for invalid inner entries (already reported); names no file can contain.
 _INVALID = "\0invalid"
@@ -668,7 +687,7 @@ class _Loader:
                     key_path((key,)),
                     f"unknown top-level key{_did_you_mean(key, _TOP_LEVEL)}",
                     "a lab file has [lab], [[tree]], [[branch]], [[host]], [[job]], [gate],"
-                    " [mail], [[review]] and [[disable]] only",
+                    " [mail], [web], [[review]] and [[disable]] only",
                 )
 
     def gate_section(self, data: dict[str, Any]) -> GateSettings:
@@ -682,6 +701,12 @@ class _Loader:
             return None
         section, _ = self.validate(MailConfig, data["mail"], ("mail",))
         return section if isinstance(section, MailConfig) else None
+
+    def web_section(self, data: dict[str, Any]) -> RawWeb | None:
+        if "web" not in data:
+            return None
+        section, _ = self.validate(RawWeb, data["web"], ("web",))
+        return section if isinstance(section, RawWeb) else None
 
     def lab_section(self, data: dict[str, Any]) -> RawLabSection | None:
         if "lab" not in data:
@@ -1049,6 +1074,7 @@ class _Loader:
         disabled = self.disabled(self.section(data, "disable"), expanded)
         gate = self.gate_section(data)
         mail = self.mail_section(data)
+        web = self.web_section(data)
         if self.problems or lab is None:
             return None
         return Lab(
@@ -1070,6 +1096,7 @@ class _Loader:
             disabled=tuple(disabled),
             gate=gate,
             mail=mail,
+            web_token=web.token if web is not None else None,
         )
 
 

@@ -46,7 +46,7 @@ class Upstream:
 
 
 def write_gate_lab(root: Path, upstream: Upstream, *, database: str | None, extra: str = "",
-                   test: str = TEST) -> Path:  # fmt: skip
+                   test: str = TEST, hosts: int = 1) -> Path:  # fmt: skip
     lab = root / "lab"
     lab.mkdir()
     db = f"database = {toml_str(database)}\n" if database else ""
@@ -54,8 +54,8 @@ def write_gate_lab(root: Path, upstream: Upstream, *, database: str | None, extr
         f'[lab]\nname = "gate-lab"\n{db}\n'
         f'[[tree]]\nname = "xen"\nurl = {toml_str(str(upstream.bare))}\n\n'
         '[[branch]]\nname = "xen-unstable"\ntree = "xen"\n\n'
-        '[[host]]\nname = "h0"\nflags = ["x86"]\nslots = 4\n\n'
-        f'[[job]]\nname = "build"\n[[job.step]]\nname = "build"\nrun = {toml_str(BUILD)}\n\n'
+        + "".join(f'[[host]]\nname = "h{i}"\nflags = ["x86"]\nslots = 4\n\n' for i in range(hosts))
+        + f'[[job]]\nname = "build"\n[[job.step]]\nname = "build"\nrun = {toml_str(BUILD)}\n\n'
         '[[job]]\nname = "test"\ndepends = ["build"]\n'
         f'[[job.step]]\nname = "guest-start"\nrun = {toml_str(test)}\n\n'
         "[gate]\nbisect_parallel = 2\nretests = 1\n" + extra
@@ -250,6 +250,28 @@ def test_a_broken_lab_is_not_tested_never_a_regression(tmp_path: Path) -> None:
     # baseline, the staging flight, one retest of the broken job
     assert [f.blessing for f in flights] == [Blessing.REAL] * 3
     assert store.get_flight(flights[0].id).job("test").outcome is Outcome.BROKEN
+
+
+def test_a_job_the_lab_broke_is_retried_on_another_host(tmp_path: Path) -> None:
+    upstream = Upstream(tmp_path)
+    base = upstream.commit("base", {"VERSION": "1\n"}, ANN)
+    upstream.push(base, "master")
+    change = upstream.commit("change", {"a": "1\n"}, ANN)
+    upstream.push(change, "staging")
+    lost_on_h0 = (
+        f'if [ "$LABGATE_REV_XEN" = {change} ] && [ "$LABGATE_HOST" = h0 ]; then '
+        f'echo "h0 lost its disk" > "$LABGATE_BROKEN_FILE"; exit 1; fi; {TEST}'
+    )
+    lab_dir = write_gate_lab(tmp_path, upstream, database=None, test=lost_on_h0, hosts=2)
+    result = cycle(lab_dir)
+    assert result.action == "pushed", result.report
+    lab = load_lab(lab_dir)
+    with Store.open(lab.database_url) as store:
+        retest, staging, _baseline = store.list_flights("xen-unstable")
+        assert store.get_flight(staging.id).job("test").host == "h0"
+        assert store.get_flight(staging.id).job("test").outcome is Outcome.BROKEN
+        assert store.get_flight(retest.id).job("test").host == "h1"
+        assert store.get_flight(retest.id).job("test").outcome is Outcome.PASS
 
 
 def test_two_gates_on_one_branch_never_run_it_together(tmp_path: Path, database_url: str) -> None:

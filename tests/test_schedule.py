@@ -98,3 +98,10 @@ def test_never_oversubscribes_and_respects_flags(
         for j in jobs:
             if j.id not in placed:
                 assert all(used[h.name] == h.slots for h in hosts if j.requires <= h.flags)
+
+
+def test_a_job_broken_on_a_host_is_retried_on_another_when_one_is_free() -> None:
+    hosts = [HostSlots("a", AMD, 2), HostSlots("b", AMD, 2, used=1)]
+    assert allocate([job(1)], hosts, last_host={"job1": "a"}, avoid={"job1": "a"})[0].host == "b"
+    full = [HostSlots("a", AMD, 2), HostSlots("b", AMD, 1, used=1)]
+    assert allocate([job(1)], full, avoid={"job1": "a"})[0].host == "a"

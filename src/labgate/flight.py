@@ -20,13 +20,22 @@ from pathlib import Path
 from typing import Protocol
 
 from labgate.config import Lab
-from labgate.executor import Executor, LocalExecutor, StepRun
+from labgate.executor import (
+    Executor,
+    HostLost,
+    JobSession,
+    LocalExecutor,
+    LocalSession,
+    StepRun,
+)
 from labgate.git import GitError, Mirrors
+from labgate.hosts.registry import HostRegistry
 from labgate.model import (
     Blessing,
     DisabledTest,
     FlightResult,
     FlightState,
+    HostSpec,
     JobSpec,
     Outcome,
     TestCaseResult,
@@ -189,6 +198,10 @@ class HostPool:
             await self._changed.wait()
 
 
+# A job whose host is lost goes to another host, up to this many attempts in all.
+MAX_HOST_ATTEMPTS = 3
+
+
 @dataclass
 class _Running:
     job: StoredJob
@@ -207,6 +220,8 @@ class FlightRun:
     executor: Executor = field(default_factory=LocalExecutor)
     mirrors: Mirrors | None = None
     pool: HostPool = field(default_factory=HostPool)
+    avoid: Mapping[str, str] = field(default_factory=dict)
+    """Job name → a host to keep it off if another can take it (a retest of a broken job)."""
 
     async def run(self) -> FlightResult:
         flight = self.store.get_flight(self.flight_id)
@@ -218,6 +233,8 @@ class FlightRun:
         last = self.store.last_hosts(flight.branch, list(jobs))
         pool = self.pool
         running: dict[asyncio.Task[Outcome], _Running] = {}
+        registry = HostRegistry(self.store.engine)
+        avoid: dict[str, frozenset[str]] = {}  # hosts lost under a job are not given it again
         self.store.set_flight_state(self.flight_id, FlightState.RUNNING)
         self.progress.flight_started(
             self.flight_id, len(jobs), sum(1 for o in state.values() if o.finished)
@@ -226,17 +243,20 @@ class FlightRun:
             while True:
                 self._block_dependants(jobs, state)
                 ready = [
-                    ReadyJob(j.id, name, frozenset(j.spec.requires), j.spec.exclusive)
+                    ReadyJob(j.id, name, frozenset(j.spec.requires), j.spec.exclusive, avoid=lost)
                     for name, j in jobs.items()
                     if state[name] is Outcome.QUEUED
                     and all(state[d].succeeded for d in j.spec.depends)
+                    for lost in [avoid.get(name, frozenset())]
                 ]
+                away = registry.unavailable()  # quarantined or reserved hosts
                 hosts = [
                     HostSlots(h.name, h.flags, h.slots, pool.slots_used(h.name))
                     for h in self.lab.hosts
+                    if h.name not in away
                 ]
                 by_id = {j.id: j for j in jobs.values()}
-                for alloc in allocate(ready, hosts, last):
+                for alloc in allocate(ready, hosts, last, self.avoid):
                     job = by_id[alloc.job_id]
                     state[job.spec.name] = Outcome.PREPARING
                     pool.take(alloc.host, alloc.slots)
@@ -245,7 +265,7 @@ class FlightRun:
                 if not running:
                     unfit = [r for r in ready if not any(can_run(r, h) for h in hosts)]
                     for r in unfit:
-                        reason = "no host of the lab has the flags it requires"
+                        reason = _no_host_reason(self.lab, r, away)
                         self.store.finish_job(r.id, Outcome.BROKEN, reason)
                         state[r.name] = Outcome.BROKEN
                     if unfit:
@@ -260,6 +280,9 @@ class FlightRun:
                     info = running.pop(task)
                     await pool.give_back(info.host, info.slots)
                     state[info.job.spec.name] = task.result()
+                    if state[info.job.spec.name] is Outcome.QUEUED:  # its host was lost
+                        name = info.job.spec.name
+                        avoid[name] = avoid.get(name, frozenset()) | {info.host}
         except asyncio.CancelledError:
             for task in running:
                 task.cancel()
@@ -289,36 +312,87 @@ class FlightRun:
                     self.progress.job_finished(name, Outcome.BLOCKED, None)
                     changed = True
 
+    async def run_job(self, job: StoredJob, host: str) -> Outcome:
+        """Run one job of the flight on ``host``, allocated by the caller (a controller sharing
+        the lab's hosts with others); QUEUED means its host was lost and it is queued again."""
+        flight = self.store.get_flight(self.flight_id)
+        return await self._run_job(flight, self.mirrors or mirrors_for(self.lab), job, host)
+
     async def _run_job(
         self, flight: FlightResult, mirrors: Mirrors, job: StoredJob, host: str
     ) -> Outcome:
         name = job.spec.name
+        host_spec = self.lab.host(host)
         attempt = self.store.start_job(job.id, host)
         self.progress.job_started(name, host)
         workdir = self.lab.work_dir / str(flight.id) / safe_name(name)
         artifacts = self.lab.artifacts_dir / str(flight.id) / safe_name(name)
-        outcome = Outcome.BROKEN
+        outcome, reason = Outcome.BROKEN, None
+        session: JobSession | None = None
         try:
             try:
+                await _before_job(host_spec, job.spec, self.lab.dir)
                 await asyncio.to_thread(
                     self._prepare, flight, mirrors, job.spec, workdir, artifacts
                 )
+                session = await self._session(host_spec, flight, name, workdir, artifacts)
+                await session.prepare()
             except (GitError, OSError) as error:
-                outcome = Outcome.BROKEN
+                outcome, reason = Outcome.BROKEN, f"cannot prepare the work dir: {error}"
                 self.store.set_steps(job.step_ids, Outcome.BLOCKED)
-                self.store.finish_job(job.id, outcome, f"cannot prepare the work dir: {error}")
+                self.store.finish_job(job.id, outcome, reason)
                 return outcome
             self.store.set_job_running(job.id)
-            outcome, reason = await self._run_steps(flight, job, host, attempt, workdir, artifacts)
+            outcome, reason = await self._run_steps(flight, job, host, attempt, session, workdir)
+            await session.fetch_artifacts()
             self.store.finish_job(job.id, outcome, reason)
+            return outcome
+        except HostLost as error:
+            outcome, reason = self._host_lost(job, host_spec, attempt, error)
             return outcome
         except asyncio.CancelledError:
             outcome = Outcome.CANCELLED
             self.store.finish_job(job.id, outcome, "cancelled")
             raise
         finally:
-            self.progress.job_finished(name, outcome, host)
+            if session is not None:
+                await asyncio.shield(session.close())
+            if outcome is not Outcome.QUEUED:
+                self.progress.job_finished(name, outcome, host)
+            if outcome is not Outcome.CANCELLED and reason != _HOST_RECORDED:
+                _record_job(self.store, host_spec, job.id, attempt, outcome, reason)
             shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _session(
+        self, host: HostSpec, flight: FlightResult, name: str, workdir: Path, artifacts: Path
+    ) -> JobSession:
+        if host.executor == "local":
+            return LocalSession(self.executor, workdir, artifacts)
+        from labgate.hosts.config import ssh_target
+        from labgate.hosts.ssh import open_session
+
+        key = f"{flight.id}/{safe_name(name)}"
+        return await open_session(ssh_target(host, self.lab.dir), key, workdir, artifacts)
+
+    def _host_lost(
+        self, job: StoredJob, host: HostSpec, attempt: int, error: HostLost
+    ) -> tuple[Outcome, str]:
+        """The job's attempt is ``broken`` (kept in the host's history with its steps); the job
+        is queued again for another host unless it has had its attempts."""
+        reason = f"host {host.name} lost: {error}"
+        registry = HostRegistry(self.store.engine)
+        if error.quarantine:
+            registry.quarantine(host.name, str(error))
+        self.store.finish_job(job.id, Outcome.BROKEN, reason)
+        again = attempt < MAX_HOST_ATTEMPTS
+        _record_job(
+            self.store, host, job.id, attempt, Outcome.BROKEN, reason,
+            data={"steps": registry.attempt_steps(job.id), "queued_again": again},
+        )  # fmt: skip
+        if not again:
+            return Outcome.BROKEN, _HOST_RECORDED
+        self.store.requeue_job(job.id, f"{reason}; queued again for another host")
+        return Outcome.QUEUED, _HOST_RECORDED
 
     def _prepare(
         self,
@@ -347,10 +421,10 @@ class FlightRun:
         job: StoredJob,
         host: str,
         attempt: int,
+        session: JobSession,
         workdir: Path,
-        artifacts: Path,
     ) -> tuple[Outcome, str | None]:
-        env = self._env(flight, job.spec, host, attempt, artifacts)
+        env = self._env(flight, job.spec, host, attempt, Path(session.artifacts))
         for index, (step, step_id) in enumerate(zip(job.spec.steps, job.step_ids, strict=True)):
             suffix = "" if attempt <= 1 else f".{attempt}"
             rel_log = f"{flight.id}/{safe_name(job.spec.name)}/{safe_name(step.name)}{suffix}.log"
@@ -361,12 +435,21 @@ class FlightRun:
             step_env = {
                 **env,
                 "LABGATE_STEP": step.name,
-                "LABGATE_BROKEN_FILE": str(workdir / ".labgate" / f"broken-{index}"),
+                "LABGATE_BROKEN_FILE": f"{session.workdir}/.labgate/broken-{index}",
             }
             try:
-                result = await self.executor.run_step(
-                    step.run, cwd=workdir, env=step_env, log=log, timeout=step.timeout
+                result = await session.run_step(
+                    step.run, env=step_env, log=log, timeout=step.timeout
                 )
+                if step.results and result.outcome is not Outcome.BROKEN:
+                    await session.fetch_results(step.results.partition(":")[2])
+            except HostLost as error:
+                self.store.finish_step(
+                    step_id, Outcome.BROKEN, exit_status=None, duration_s=None,
+                    reason=f"host lost: {error}",
+                )  # fmt: skip
+                self.store.set_steps(job.step_ids[index + 1 :], Outcome.BLOCKED)
+                raise
             except asyncio.CancelledError:
                 self.store.finish_step(
                     step_id, Outcome.CANCELLED, exit_status=None, duration_s=None,
@@ -425,3 +508,44 @@ def _with_results(
     except ResultsError as error:
         broken = StepRun(Outcome.BROKEN, result.exit_status, result.duration_s, str(error))
         return broken, ()
+
+
+_HOST_RECORDED = "\0recorded"  # the job's end is already in its host's history
+
+
+async def _before_job(host: HostSpec, spec: JobSpec, lab_dir: Path) -> None:
+    """The host's health check (and install before an exclusive job); an unfit host is lost
+    for this job, and quarantined."""
+    if host.executor == "local" and not any(k != "quarantine_after" for k, _ in host.options):
+        return
+    from labgate.hosts.lifecycle import HostUnfit, before_job
+
+    unfit = await before_job(host, exclusive=spec.exclusive, cwd=lab_dir)
+    if unfit is not None:
+        raise HostUnfit(unfit)
+
+
+def _record_job(
+    store: Store,
+    host: HostSpec,
+    job_id: int,
+    attempt: int,
+    outcome: Outcome,
+    reason: str | None,
+    data: Mapping[str, object] | None = None,
+) -> None:
+    """The job in its host's history; N broken jobs in a row quarantine the host."""
+    from labgate.hosts.config import lifecycle_of
+
+    HostRegistry(store.engine).record_job(
+        host.name, job_id, attempt, outcome, reason,
+        quarantine_after=lifecycle_of(host).quarantine_after, data=data,
+    )  # fmt: skip
+
+
+def _no_host_reason(lab: Lab, job: ReadyJob, away: Mapping[str, str]) -> str:
+    matching = [h.name for h in lab.hosts if h.flags >= job.requires]
+    if not matching:
+        return "no host of the lab has the flags it requires"
+    why = [f"{h} {away[h]}" if h in away else f"{h} was lost under it" for h in matching]
+    return "no matching host can take it: " + "; ".join(why)

@@ -205,6 +205,16 @@ def _answer(outcome: Outcome) -> BisectOutcome | None:
     return None  # broken, cancelled, unfinished: the lab did not answer
 
 
+def take_retest(flight: FlightResult, retest: FlightResult, untested: set[str]) -> FlightResult:
+    """``flight`` with the retest's result for each job in ``untested`` (the lab did not test it)
+    that the retest ran to an end."""
+    retested = {j.name: j for j in retest.jobs if j.outcome.finished}
+    jobs = tuple(
+        retested[j.name] if j.name in untested and j.name in retested else j for j in flight.jobs
+    )
+    return dataclasses.replace(flight, jobs=jobs)
+
+
 def group_regressions(verdict: Verdict) -> list[list[Classification]]:
     """Blocking regressions grouped when several jobs fail the same step (and test case): one
     bisection serves the group."""
@@ -357,14 +367,19 @@ class Gate:
         )
         return await self._run(flight_id, what)
 
-    async def _run(self, flight_id: int, what: str) -> FlightResult:
+    async def _run(
+        self, flight_id: int, what: str, avoid: Mapping[str, str] | None = None
+    ) -> FlightResult:
         flight = self.store.get_flight(flight_id)
         self.say(
             f"flight {flight_id} ({flight.blessing}, {what}): "
             + " ".join(f"{t}={s[:12]}" for t, s in sorted(flight.revisions.items()))
         )
         progress = self.progress(what) if self.progress else None
-        run = FlightRun(self.lab, self.store, flight_id, mirrors=self.mirrors, pool=self.pool)
+        run = FlightRun(
+            self.lab, self.store, flight_id, mirrors=self.mirrors, pool=self.pool,
+            avoid=avoid or {},
+        )  # fmt: skip
         if progress is not None:
             run.progress = progress
         result = await run.run()
@@ -372,14 +387,19 @@ class Gate:
         return result
 
     async def _judge(self, branch: str, flight: FlightResult, baseline: FlightResult) -> Verdict:
-        """Classify the flight; retest flaky and broken jobs before their result may count."""
+        """Classify the flight; retest flaky and broken jobs before their result may count.
+
+        A job the lab broke (and the jobs it blocked) takes the result of its retest: the lab
+        failed, so the retest is the only test of it. A flaky failure keeps its own result and
+        the retest is the history that shows it flaky."""
         settings = self.lab.gate
         spec = self.lab.branch(branch)
+        current = flight
 
         def judge() -> Verdict:
             history = self.store.branch_history(branch, limit=200)
             return classify(
-                flight,
+                current,
                 baseline,
                 history,
                 allowed=spec.allow,
@@ -402,7 +422,13 @@ class Gate:
                 job_globs=list(verdict.retest),
                 blessing=Blessing.REAL,
             )
-            await self._run(retest_id, "retest")
+            # a job the lab broke is retried on another host when one can take it
+            broken = {
+                j.name: j.host for j in current.jobs if j.outcome is Outcome.BROKEN and j.host
+            }
+            retest = await self._run(retest_id, "retest", avoid=broken)
+            untested = {c.job for c in verdict.not_tested}
+            current = take_retest(current, retest, untested)
             verdict = judge()
         return verdict
 

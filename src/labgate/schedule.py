@@ -21,6 +21,8 @@ class ReadyJob:
     name: str
     requires: frozenset[str]
     exclusive: bool = False
+    avoid: frozenset[str] = frozenset()
+    """Hosts not to give it (hosts lost under an earlier attempt of it)."""
 
 
 @dataclass(frozen=True)
@@ -41,23 +43,28 @@ class Allocation:
 
 
 def can_run(job: ReadyJob, host: HostSlots) -> bool:
-    """Whether the host has the flags the job requires (ignoring how busy it is)."""
-    return job.requires <= host.flags
+    """Whether the host has the flags the job requires and is not one it avoids (ignoring how
+    busy it is)."""
+    return job.requires <= host.flags and host.name not in job.avoid
 
 
 def allocate(
     ready: Sequence[ReadyJob],
     hosts: Sequence[HostSlots],
     last_host: Mapping[str, str] | None = None,
+    avoid: Mapping[str, str] | None = None,
 ) -> list[Allocation]:
     """Give as many ready jobs as possible a host, in the order ``ready`` lists them.
 
-    ``last_host`` maps a job name to the host that ran it last. A job that fits no host now
-    waits; jobs after it may still be placed (no head-of-line blocking), except that an exclusive
-    job that could run on a host once it drains reserves it: nothing new is put there, so
-    exclusive jobs are not starved by a stream of small ones.
+    ``last_host`` maps a job name to the host that ran it last; ``avoid`` to a host it should
+    not go back to if another can take it (where it was ``broken``: retried elsewhere).
+
+    A job that fits no host now waits; jobs after it may still be placed (no head-of-line
+    blocking), except that an exclusive job that could run on a host once it drains reserves it:
+    nothing new is put there, so exclusive jobs are not starved by a stream of small ones.
     """
     last = last_host or {}
+    shun = avoid or {}
     used = {h.name: h.used for h in hosts}
     reserved: set[str] = set()
     out: list[Allocation] = []
@@ -73,7 +80,12 @@ def allocate(
         preferred = last.get(job.name)
         choice = min(
             free,
-            key=lambda h: (h.name != preferred, used[h.name] / h.slots, h.name),
+            key=lambda h: (
+                h.name == shun.get(job.name),
+                h.name != preferred,
+                used[h.name] / h.slots,
+                h.name,
+            ),
         )
         used[choice.name] += need[choice.name]
         out.append(Allocation(job.id, choice.name, need[choice.name]))

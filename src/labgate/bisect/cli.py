@@ -66,7 +66,7 @@ def bisect_group() -> None:
     "--max-executions",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Give up (undecided) after N runs.",
+    help="Give up (undecided) after N runs, earlier observations included.",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the search's RNG.")
 @click.option(
@@ -94,12 +94,15 @@ def run_command(
 ) -> None:
     """Run COMMAND on commits between --good and --bad until the first bad commit is known.
 
-    \b
-    labgate bisect run --good v1.0 --bad main -- make test
-    Each run happens in its own temporary worktree at the commit, COMMAND started in its root;
-    your checkout, HEAD and index are never touched. The exit status of COMMAND means what it
+    Each run happens in its own temporary git worktree at the commit, with COMMAND started in its
+    root; your checkout, HEAD and index are never touched. COMMAND's exit status means what it
     means to git bisect run: 0 good, 125 skip, 1-127 bad, 128 or more aborts the search.
+
     Exit status: 0 culprit named, 1 undecided, 2 usage error, 130 interrupted.
+
+    \b
+    Example:
+        labgate bisect run --good v1.0 --bad main -j 4 -- make test
     """
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if not command:

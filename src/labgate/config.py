@@ -1250,3 +1250,7 @@ def _render_job(job: JobSpec) -> list[str]:
         shown = "  ".join(filter(None, extra))
         lines.append(f"      step {step.name}: {step.run}" + (f"  ({shown})" if shown else ""))
     return lines
+
+
+# Real hosts (executor = "ssh", lifecycle keys) register their models in HOST_MODELS.
+import labgate.hosts.config  # noqa: E402, F401

@@ -127,3 +127,77 @@ class LocalExecutor:
         outcome = step_outcome(status)
         why = None if outcome is not Outcome.FAIL else f"exit status {status}"
         return StepRun(outcome, status, duration, why)
+
+
+class HostLost(Exception):
+    """The host went away under a job (connection lost, keepalive expired, health failed): the
+    lab's failure, never the code's. The runner makes the step ``broken`` and queues the job
+    again for another matching host. ``quarantine``: the host is also quarantined (its key was
+    rejected, its health check failed): a person must look at it."""
+
+    quarantine: bool = False
+
+
+class JobSession(Protocol):
+    """One job's use of one host: the job's work dir there, its steps, its artifacts back.
+
+    The runner prepares the work dir locally first; ``workdir`` and ``artifacts`` are the paths
+    the host's steps see (``$LABGATE_ARTIFACTS``). Methods raise :class:`HostLost` when the host
+    goes away."""
+
+    @property
+    def workdir(self) -> str: ...
+
+    @property
+    def artifacts(self) -> str: ...
+
+    async def prepare(self) -> None:
+        """Make the locally prepared work dir (trees, dependency artifacts) present on the host."""
+
+    async def run_step(
+        self, command: str, *, env: Mapping[str, str], log: Path, timeout: float | None
+    ) -> StepRun: ...
+
+    async def fetch_results(self, pattern: str) -> None:
+        """Bring back the files of a step's ``results`` glob into the local work dir."""
+
+    async def fetch_artifacts(self) -> None:
+        """Bring the job's artifacts back into the local artifacts dir."""
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class LocalSession:
+    """A job on a local host: the local work dir is the host's; nothing to copy."""
+
+    executor: Executor
+    local_workdir: Path
+    local_artifacts: Path
+
+    @property
+    def workdir(self) -> str:
+        return str(self.local_workdir)
+
+    @property
+    def artifacts(self) -> str:
+        return str(self.local_artifacts)
+
+    async def prepare(self) -> None:
+        pass
+
+    async def run_step(
+        self, command: str, *, env: Mapping[str, str], log: Path, timeout: float | None
+    ) -> StepRun:
+        return await self.executor.run_step(
+            command, cwd=self.local_workdir, env=env, log=log, timeout=timeout
+        )
+
+    async def fetch_results(self, pattern: str) -> None:
+        pass
+
+    async def fetch_artifacts(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass

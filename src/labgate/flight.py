@@ -234,7 +234,7 @@ class FlightRun:
         pool = self.pool
         running: dict[asyncio.Task[Outcome], _Running] = {}
         registry = HostRegistry(self.store.engine)
-        avoid: dict[str, frozenset[str]] = {}  # hosts lost under a job are not given it again
+        lost_on: dict[str, frozenset[str]] = {}  # hosts lost under a job: not given it again
         self.store.set_flight_state(self.flight_id, FlightState.RUNNING)
         self.progress.flight_started(
             self.flight_id, len(jobs), sum(1 for o in state.values() if o.finished)
@@ -247,7 +247,7 @@ class FlightRun:
                     for name, j in jobs.items()
                     if state[name] is Outcome.QUEUED
                     and all(state[d].succeeded for d in j.spec.depends)
-                    for lost in [avoid.get(name, frozenset())]
+                    for lost in [lost_on.get(name, frozenset())]
                 ]
                 away = registry.unavailable()  # quarantined or reserved hosts
                 hosts = [
@@ -282,7 +282,7 @@ class FlightRun:
                     state[info.job.spec.name] = task.result()
                     if state[info.job.spec.name] is Outcome.QUEUED:  # its host was lost
                         name = info.job.spec.name
-                        avoid[name] = avoid.get(name, frozenset()) | {info.host}
+                        lost_on[name] = lost_on.get(name, frozenset()) | {info.host}
         except asyncio.CancelledError:
             for task in running:
                 task.cancel()

@@ -197,3 +197,47 @@ Index("ix_push_flight", push.c.flight_id)
 Index("ix_bisection_flight", bisection.c.flight_id)
 Index("ix_flight_blessing", flight.c.blessing, flight.c.id)
 Index("ix_flight_outcome", flight.c.outcome, flight.c.id)
+
+# --- real hosts (migration 0004) ---------------------------------------------------------
+
+host_status = Table(
+    "host_status",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("quarantined", Text),  # the reason; NULL when the host is in service
+    Column("quarantined_at", DateTime(timezone=True)),
+    Column("broken_streak", Integer, nullable=False),
+    Column("reserved_by", String(200)),
+    Column("reserved_reason", Text),
+    Column("reserved_until", DateTime(timezone=True)),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
+host_event = Table(
+    "host_event",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(200), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("job_id", Integer),
+    Column("attempt", Integer),
+    Column("outcome", String(20)),
+    Column("reason", Text),
+    Column("data", Text),  # JSON: e.g. the steps of an attempt lost with its host
+    Index("ix_host_event_host", "host", "id"),
+)
+
+slot_lease = Table(
+    "slot_lease",
+    metadata,
+    Column("host", String(200), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("job_id", Integer),
+    Column("owner", String(200)),
+    Column("lease_until", DateTime(timezone=True)),
+    Index("ix_slot_lease_owner", "owner"),
+    Index("ix_slot_lease_job", "job_id"),
+)
+
+Index("ix_job_outcome", job.c.outcome, job.c.id)

@@ -1,0 +1,119 @@
+"""A host's lifecycle, labgrid-like: small commands declared per host in lab.toml, run on the
+controller (they drive a PDU, a BMC, a serial console server, an installer).
+
+- ``health`` runs before a job is given the host; failing (non-zero, or longer than
+  ``LIFECYCLE_TIMEOUT_S``) quarantines the host with its output as the reason.
+- ``install`` re-images the host before an exclusive job (osstest's host-install); failing
+  quarantines it too.
+- ``console`` runs while a job runs; its output is the job's ``console.log``.
+- ``power_on``/``power_off``/``power_cycle`` are run by ``labgate host power``.
+
+Each command gets ``LABGATE_HOST`` and, for an SSH host, ``LABGATE_HOST_ADDRESS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from labgate.executor import HostLost
+from labgate.hosts.config import lifecycle_of
+from labgate.model import HostSpec
+
+LIFECYCLE_TIMEOUT_S = 600.0
+
+
+class HostUnfit(HostLost):
+    """The host failed its health check or its install: it is quarantined."""
+
+    quarantine = True
+
+
+def command_env(host: HostSpec) -> dict[str, str]:
+    env = dict(os.environ, LABGATE_HOST=host.name)
+    address = dict(host.options).get("address")
+    if address is not None:
+        env["LABGATE_HOST_ADDRESS"] = address
+    return env
+
+
+async def run_command(
+    host: HostSpec, command: str, *, cwd: Path, timeout: float = LIFECYCLE_TIMEOUT_S
+) -> tuple[bool, str]:
+    """Run a lifecycle command; (succeeded, its output, last lines first-trimmed)."""
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        command,
+        cwd=cwd,
+        env=command_env(host),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        _kill(proc.pid)
+        await proc.wait()
+        return False, f"{command!r} timed out after {timeout:g}s"
+    except asyncio.CancelledError:
+        _kill(proc.pid)
+        raise
+    text = output.decode(errors="replace").strip()
+    if proc.returncode != 0:
+        last = text.splitlines()[-1] if text else ""
+        return False, f"{command!r} exited {proc.returncode}" + (f": {last}" if last else "")
+    return True, text
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def before_job(host: HostSpec, *, exclusive: bool, cwd: Path) -> str | None:
+    """Health check, then (for an exclusive job) install. Returns why the host is unfit, if so."""
+    lifecycle = lifecycle_of(host)
+    if lifecycle.health:
+        ok, output = await run_command(host, lifecycle.health, cwd=cwd)
+        if not ok:
+            return f"health check failed: {output}"
+    if exclusive and lifecycle.install:
+        ok, output = await run_command(host, lifecycle.install, cwd=cwd)
+        if not ok:
+            return f"install failed: {output}"
+    return None
+
+
+@contextlib.asynccontextmanager
+async def console(host: HostSpec, log: Path, *, cwd: Path) -> AsyncIterator[None]:
+    """Capture the host's console into ``log`` while the block runs (nothing if none is
+    declared)."""
+    command = lifecycle_of(host).console
+    if not command:
+        yield
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab", buffering=0) as out:
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            command,
+            cwd=cwd,
+            env=command_env(host),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+        try:
+            yield
+        finally:
+            _kill(proc.pid)
+            await asyncio.shield(proc.wait())

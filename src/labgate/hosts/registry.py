@@ -1,0 +1,332 @@
+"""Each host's state in the store: quarantine, reservations, broken streak and history.
+
+A quarantined host (health check failed, N broken jobs in a row, host key rejected, or by hand)
+and a host reserved for a developer (until the reservation ends or is released) are not given
+jobs. Every job a host ran, and every change of its state, is a row of its history.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from labgate import schema as t
+from labgate.model import Outcome
+from labgate.store import _iso, now
+
+
+class HostStateError(Exception):
+    """A host command that cannot be done (unknown host, reserved by someone else)."""
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    name: str
+    quarantined: str | None
+    quarantined_at: str | None
+    broken_streak: int
+    reserved_by: str | None
+    reserved_reason: str | None
+    reserved_until: str | None
+
+    @property
+    def state(self) -> str:
+        if self.quarantined is not None:
+            return "quarantined"
+        if self.reserved_by is not None:
+            return "reserved"
+        return "in service"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "quarantined": self.quarantined,
+            "quarantined_at": self.quarantined_at,
+            "broken_streak": self.broken_streak,
+            "reserved_by": self.reserved_by,
+            "reserved_reason": self.reserved_reason,
+            "reserved_until": self.reserved_until,
+        }
+
+
+@dataclass(frozen=True)
+class HostEvent:
+    id: int
+    host: str
+    created: str
+    kind: str
+    job_id: int | None
+    attempt: int | None
+    outcome: str | None
+    reason: str | None
+    data: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "created": self.created,
+            "kind": self.kind,
+            "job": self.job_id,
+            "attempt": self.attempt,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "data": self.data,
+        }
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:  # SQLite: stored as UTC, read back naive
+        from datetime import UTC
+
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class HostRegistry:
+    """Reads and changes host state; every change is one transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _ensure(self, conn: Connection, name: str) -> None:
+        exists = conn.execute(
+            select(t.host_status.c.name).where(t.host_status.c.name == name)
+        ).first()
+        if exists is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(t.host_status).values(name=name, broken_streak=0, updated=now())
+                    )
+            except Exception:  # another controller inserted it first: fine
+                pass
+
+    def _event(
+        self,
+        conn: Connection,
+        host: str,
+        kind: str,
+        *,
+        reason: str | None = None,
+        job_id: int | None = None,
+        attempt: int | None = None,
+        outcome: Outcome | None = None,
+        data: Any = None,
+    ) -> None:
+        conn.execute(
+            insert(t.host_event).values(
+                host=host,
+                created=now(),
+                kind=kind,
+                job_id=job_id,
+                attempt=attempt,
+                outcome=str(outcome) if outcome is not None else None,
+                reason=reason,
+                data=json.dumps(data) if data is not None else None,
+            )
+        )
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def unavailable(self) -> dict[str, str]:
+        """The hosts not to be given jobs now, each with why (quarantine or reservation)."""
+        stamp = now()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.host_status).where(
+                    t.host_status.c.quarantined.is_not(None)
+                    | t.host_status.c.reserved_by.is_not(None)
+                )
+            ).all()
+        out: dict[str, str] = {}
+        for r in rows:
+            if r.quarantined is not None:
+                out[r.name] = f"quarantined: {r.quarantined}"
+            elif r.reserved_until is None or _aware(r.reserved_until) > stamp:  # type: ignore[operator]
+                out[r.name] = f"reserved by {r.reserved_by}: {r.reserved_reason}"
+        return out
+
+    def statuses(self, names: Sequence[str]) -> dict[str, HostStatus]:
+        """The state of each named host (in service when it has no row yet)."""
+        with self.engine.connect() as conn:
+            rows = {r.name: r for r in conn.execute(select(t.host_status))}
+        stamp = now()
+        out = {}
+        for name in names:
+            r = rows.get(name)
+            reserved = (
+                r is not None
+                and r.reserved_by is not None
+                and (r.reserved_until is None or _aware(r.reserved_until) > stamp)  # type: ignore[operator]
+            )
+            out[name] = HostStatus(
+                name=name,
+                quarantined=r.quarantined if r else None,
+                quarantined_at=_iso(r.quarantined_at) if r else None,
+                broken_streak=r.broken_streak if r else 0,
+                reserved_by=r.reserved_by if reserved and r else None,
+                reserved_reason=r.reserved_reason if reserved and r else None,
+                reserved_until=_iso(r.reserved_until) if reserved and r else None,
+            )
+        return out
+
+    def history(self, host: str, *, limit: int = 50) -> list[HostEvent]:
+        """The host's events, newest first."""
+        query = (
+            select(t.host_event)
+            .where(t.host_event.c.host == host)
+            .order_by(t.host_event.c.id.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [
+                HostEvent(
+                    r.id,
+                    r.host,
+                    _iso(r.created) or "",
+                    r.kind,
+                    r.job_id,
+                    r.attempt,
+                    r.outcome,
+                    r.reason,
+                    json.loads(r.data) if r.data else None,
+                )
+                for r in conn.execute(query)
+            ]
+
+    def attempt_steps(self, job_id: int) -> list[dict[str, Any]]:
+        """The job's steps as they stand (kept in the history before a lost attempt is run
+        again)."""
+        query = select(t.step).where(t.step.c.job_id == job_id).order_by(t.step.c.seq)
+        with self.engine.connect() as conn:
+            return [
+                {
+                    "name": r.name,
+                    "outcome": r.outcome,
+                    "exit_status": r.exit_status,
+                    "duration_s": r.duration_s,
+                    "log": r.log,
+                    "reason": r.reason,
+                }
+                for r in conn.execute(query)
+            ]
+
+    # --- changing -----------------------------------------------------------------------------
+
+    def quarantine(self, host: str, reason: str, *, kind: str = "quarantine") -> None:
+        with self.engine.begin() as conn:
+            self._quarantine(conn, host, reason, kind)
+
+    def _quarantine(self, conn: Connection, host: str, reason: str, kind: str) -> None:
+        self._ensure(conn, host)
+        conn.execute(
+            update(t.host_status)
+            .where(t.host_status.c.name == host)
+            .values(quarantined=reason, quarantined_at=now(), updated=now())
+        )
+        self._event(conn, host, kind, reason=reason)
+
+    def release(self, host: str, who: str) -> list[str]:
+        """End the host's quarantine and any reservation; returns what was ended."""
+        with self.engine.begin() as conn:
+            self._ensure(conn, host)
+            row = conn.execute(select(t.host_status).where(t.host_status.c.name == host)).one()
+            ended = []
+            if row.quarantined is not None:
+                ended.append(f"quarantine ({row.quarantined})")
+            if row.reserved_by is not None:
+                ended.append(f"reservation by {row.reserved_by}")
+            conn.execute(
+                update(t.host_status)
+                .where(t.host_status.c.name == host)
+                .values(
+                    quarantined=None,
+                    quarantined_at=None,
+                    broken_streak=0,
+                    reserved_by=None,
+                    reserved_reason=None,
+                    reserved_until=None,
+                    updated=now(),
+                )
+            )
+            self._event(conn, host, "release", reason=f"by {who}: " + (", ".join(ended) or "-"))
+        return ended
+
+    def reserve(self, host: str, who: str, reason: str, duration: timedelta | None) -> None:
+        """Reserve the host for ``who``; an unexpired reservation by someone else is refused."""
+        stamp = now()
+        with self.engine.begin() as conn:
+            self._ensure(conn, host)
+            row = conn.execute(select(t.host_status).where(t.host_status.c.name == host)).one()
+            until = _aware(row.reserved_until)
+            if (
+                row.reserved_by not in (None, who)
+                and (until is None or until > stamp)
+            ):  # fmt: skip
+                raise HostStateError(
+                    f"host {host} is reserved by {row.reserved_by} ({row.reserved_reason})"
+                    f" until {_iso(row.reserved_until) or 'released'}"
+                )
+            conn.execute(
+                update(t.host_status)
+                .where(t.host_status.c.name == host)
+                .values(
+                    reserved_by=who,
+                    reserved_reason=reason,
+                    reserved_until=stamp + duration if duration is not None else None,
+                    updated=stamp,
+                )
+            )
+            self._event(conn, host, "reserve", reason=f"{who}: {reason}")
+
+    def record_job(
+        self,
+        host: str,
+        job_id: int,
+        attempt: int,
+        outcome: Outcome,
+        reason: str | None,
+        *,
+        quarantine_after: int,
+        data: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """A job ended on the host: its history row; a broken job adds to the host's broken
+        streak (anything else ends it). Returns the quarantine reason if this quarantined it."""
+        with self.engine.begin() as conn:
+            self._ensure(conn, host)
+            self._event(
+                conn,
+                host,
+                "job",
+                job_id=job_id,
+                attempt=attempt,
+                outcome=outcome,
+                reason=reason,
+                data=dict(data) if data else None,
+            )
+            if outcome is not Outcome.BROKEN:
+                if outcome.finished and outcome is not Outcome.CANCELLED:
+                    conn.execute(
+                        update(t.host_status)
+                        .where(t.host_status.c.name == host, t.host_status.c.broken_streak != 0)
+                        .values(broken_streak=0, updated=now())
+                    )
+                return None
+            conn.execute(
+                update(t.host_status)
+                .where(t.host_status.c.name == host)
+                .values(broken_streak=t.host_status.c.broken_streak + 1, updated=now())
+            )
+            row = conn.execute(select(t.host_status).where(t.host_status.c.name == host)).one()
+            if row.quarantined is None and row.broken_streak >= quarantine_after:
+                why = f"{row.broken_streak} broken jobs in a row (last: {reason or 'broken'})"
+                self._quarantine(conn, host, why, "quarantine")
+                return why
+        return None

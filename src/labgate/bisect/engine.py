@@ -5,11 +5,14 @@ Pure, no I/O. See :class:`Search`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from labgate.bisect.graph import BisectError, Graph, TreeRange
+from labgate.bisect.design import choose
+from labgate.bisect.graph import BisectError, Graph, TreeRange, members
+from labgate.bisect.posterior import Partition, Posterior, default_noise_prior, posterior
 
 __all__ = [
     "BisectError",
@@ -23,6 +26,9 @@ __all__ = [
 ]
 
 Outcome = Literal["good", "bad", "skip"]
+
+DEFAULT_MAX_EXECUTIONS = 1000
+_TOP = 5  # candidates listed in a decision
 TestPoint = Mapping[str, str]
 
 
@@ -56,7 +62,14 @@ class Decision:
 
 
 class Search:
-    """A bisection over one or more trees; holds the precomputed graph so each round is cheap."""
+    """A bisection over one or more trees; holds the precomputed graph so each round is cheap.
+
+    Several trees form one chain: tree 1's range on top of all trees good, tree 2's range on top of
+    tree 1 at its bad commit, and so on. The point of (tree i, commit c) is tree 1..i-1 at their bad
+    commit, tree i at c, the later trees at their first good commit. An observation whose tuple is
+    not on that chain (a tree other than the varying one off its bad/good commits) is counted as a
+    run but otherwise ignored; any good commit of a tree counts as that tree's good side.
+    """
 
     def __init__(
         self,
@@ -67,10 +80,14 @@ class Search:
         max_executions: int | None = None,
         seed: int = 0,
     ) -> None:
+        if not 0.5 <= confidence < 1.0:
+            raise BisectError(f"confidence {confidence} must be in [0.5, 1)")
         self.graph = Graph(ranges, first_parent=first_parent)
         self.confidence = confidence
-        self.max_executions = 1000 if max_executions is None else max_executions
-        self.seed = seed
+        self.max_executions = DEFAULT_MAX_EXECUTIONS if max_executions is None else max_executions
+        self.seed = seed  # the search is deterministic; kept for the API and future tie-breaking
+        self.noise = default_noise_prior()
+        self._partition = Partition(self.graph)
 
     def decide(
         self,
@@ -79,62 +96,128 @@ class Search:
         k: int = 1,
         pending: Sequence[Mapping[str, str]] = (),
     ) -> Decision:
+        """The next step of the search given every run so far and the points still running."""
+        if k < 1:
+            raise BisectError(f"k = {k}: at least one test must be allowed at once")
         g = self.graph
-        cand = g.all
+        fails: Counter[int] = Counter()
+        passes: Counter[int] = Counter()
         skipped: set[int] = set()
-        runs = 0
         for o in observations:
             i = g.locate(o.point)
-            runs += 1
             if i is None:
                 continue
             if o.outcome == "skip":
                 if i >= 0:
                     skipped.add(i)
             elif o.outcome == "good":
-                if i >= 0:
-                    cand &= ~g.anc[i]
-            elif i >= 0:
-                cand &= g.anc[i]
+                passes[i] += 1
+            elif o.outcome == "bad":
+                fails[i] += 1
             else:
-                cand = 0
-        busy = {g.locate(p) for p in pending}
-        n = cand.bit_count()
-        cands = tuple((Culprit(*g.commits[i]), 1.0 / n) for i in _bits(cand))[:5] if n else ()
-        if n == 0:
-            return Decision("undecided", reason="the observations contradict each other")
-        if n == 1:
-            top = next(iter(_bits(cand)))
-            return Decision(
-                "culprit",
-                culprit=Culprit(*g.commits[top]),
-                confidence=1.0,
-                candidates=cands,
-                executions=runs,
-            )
-        scored = []
-        for i in _bits(cand):
-            if i in skipped or i in busy:
-                continue
-            m = (g.anc[i] & cand).bit_count()
-            scored.append((-min(m, n - m), i))
-        scored.sort()
-        tests = tuple(dict(g.points[i]) for _, i in scored[:k] if _ < 0)
-        if not tests:
+                raise BisectError(f"outcome {o.outcome!r} is not good, bad or skip")
+        busy = [i for i in (g.locate(p) for p in pending) if i is not None and i >= 0]
+        post = self._posterior(fails, passes)
+        ranked = self._ranked(post, skipped)
+        top, conf = ranked[0]
+        common = {
+            "confidence": conf,
+            "candidates": tuple((Culprit(*g.commits[i]), w) for i, w in ranked),
+            "flake_rate": post.flake_rate,
+            "detection_rate": post.detection_rate,
+            "executions": len(observations),
+        }
+        need = self._unconfirmed(top, fails, passes)
+        if conf >= self.confidence and not need:
+            return Decision("culprit", culprit=Culprit(*g.commits[top]), **common)  # type: ignore[arg-type]
+        hidden = self._hidden(top, post, skipped, need)
+        if hidden is not None:
+            reason, group = hidden
             return Decision(
                 "undecided",
-                candidates=cands,
-                confidence=1.0 / n,
-                reason="untestable commits hide the culprit",
-                executions=runs,
+                reason=reason,
+                **{**common, "candidates": group},  # type: ignore[arg-type]
             )
-        return Decision("test", tests=tests, confidence=1.0 / n, candidates=cands, executions=runs)
+        if len(observations) >= self.max_executions:
+            return Decision(
+                "undecided",
+                reason=f"the budget of {self.max_executions} test runs is spent before any commit"
+                f" reached {self.confidence:.0%} confidence",
+                **common,  # type: ignore[arg-type]
+            )
+        exclude = skipped | set(busy)
+        forced = [x for x in need if x not in exclude] if conf >= self.confidence else []
+        forced = forced[:k]
+        picks = (
+            forced
+            + choose(g, post, k - len(forced), exclude=exclude | set(forced), seeds=busy + forced)
+            if k > len(forced)
+            else forced
+        )
+        if not picks and not busy:
+            return Decision(
+                "undecided",
+                reason="no commit left to test can tell the candidates apart",
+                **common,  # type: ignore[arg-type]
+            )
+        tests = tuple(dict(g.points[x]) for x in picks)
+        return Decision("test", tests=tests, **common)  # type: ignore[arg-type]
+
+    def _posterior(self, fails: Counter[int], passes: Counter[int]) -> Posterior:
+        points = (set(fails) | set(passes)) - {-1}
+        known = set(self._partition.points)
+        if not known <= points:  # another history than the last call's: start afresh
+            self._partition = Partition(self.graph)
+        self._partition.refine(sorted(points - known))
+        return posterior(self._partition, fails, passes, self.noise)
+
+    def _ranked(self, post: Posterior, skipped: set[int]) -> list[tuple[int, float]]:
+        out: list[tuple[int, float]] = []
+        for bits, size, mass, _, _ in post.classes:
+            ms = members(bits)
+            ms.sort(key=lambda i: i in skipped)
+            out.extend((i, mass / size) for i in ms[: max(0, _TOP - len(out))])
+            if len(out) >= _TOP:
+                break
+        return out
+
+    def _unconfirmed(self, top: int, fails: Counter[int], passes: Counter[int]) -> list[int]:
+        """The points still to see directly: the top candidate failing, its parents passing."""
+        g = self.graph
+        need = [] if fails[top] or top == g.size - 1 else [top]
+        return need + [p for p in g.confirm_parents[top] if not passes[p]]
+
+    def _hidden(
+        self, top: int, post: Posterior, skipped: set[int], need: list[int]
+    ) -> tuple[str, tuple[tuple[Culprit, float], ...]] | None:
+        """Why and among which commits the culprit hides behind untestable commits, if it does."""
+        if not skipped or any(x not in skipped for x in need):
+            return None
+        g = self.graph
+        s = 0
+        for x in skipped:
+            s |= 1 << x
+        near = (s | 1 << top) & (g.anc[top] | g.desc[top])
+        target = g.desc[top] & ~s
+        group = {c for c in members(near) if g.desc[c] & ~s == target} | set(need) | {top}
+        if len(group) < 2:
+            return None
+        probs = {c: _probability(post, c) for c in group}
+        if sum(probs.values()) < self.confidence:
+            return None
+        ranked = tuple(
+            (Culprit(*g.commits[c]), w) for c, w in sorted(probs.items(), key=lambda t: -t[1])
+        )
+        names = ", ".join(g.commits[c][1] for c in sorted(group))
+        return (
+            f"untestable commits (skipped) hide the culprit: it is one of {names}"
+            f" ({sum(probs.values()):.1%} together)",
+            ranked,
+        )
 
 
-def _bits(x: int) -> list[int]:
-    out = []
-    while x:
-        low = x & -x
-        out.append(low.bit_length() - 1)
-        x ^= low
-    return out
+def _probability(post: Posterior, i: int) -> float:
+    for bits, size, mass, _, _ in post.classes:
+        if bits >> i & 1:
+            return mass / size
+    return 0.0

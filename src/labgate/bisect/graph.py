@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["BisectError", "Graph", "PointKey", "TreeRange"]
+__all__ = ["BisectError", "Graph", "PointKey", "TreeRange", "members"]
 
 PointKey = tuple[tuple[str, str], ...]
 """A revision tuple in hashable form: ``((tree, commit), ...)`` in the order of the ranges."""
@@ -77,7 +77,18 @@ class Graph:
             below |= (1 << len(self.commits)) - 1
         self.size = len(self.commits)
         self.all = (1 << self.size) - 1
-        self.desc = _descendants(self.parents)
+        self.desc = _descendants(self.parents, self.tree_of)
+        # The points a culprit's parents are tested at: its parents in the range or, for a root of
+        # a later tree's range, the previous tree's bad commit (that tree's good side is not given).
+        ends = [
+            i
+            for i in range(self.size)
+            if i + 1 == self.size or self.tree_of[i + 1] != self.tree_of[i]
+        ]
+        self.confirm_parents: list[tuple[int, ...]] = [
+            ps if ps or self.tree_of[i] == 0 else (ends[self.tree_of[i] - 1],)
+            for i, ps in enumerate(self.parents)
+        ]
         self.points: list[PointKey] = [self._point_key(i) for i in range(self.size)]
         self._point_index = {k: i for i, k in enumerate(self.points)}
         self.boundary: PointKey = tuple((r.tree, r.good[0]) for r in ranges)
@@ -194,9 +205,27 @@ def _first_parent_chain(r: TreeRange) -> list[str]:
     return chain
 
 
-def _descendants(parents: list[tuple[int, ...]]) -> list[int]:
-    desc = [1 << i for i in range(len(parents))]
-    for i in range(len(parents) - 1, -1, -1):
+def _descendants(parents: list[tuple[int, ...]], tree_of: list[int]) -> list[int]:
+    """Descendants of each index, itself included; every later tree's commits descend from it."""
+    n = len(parents)
+    desc = [1 << i for i in range(n)]
+    for i in range(n - 1, -1, -1):
         for p in parents[i]:
             desc[p] |= desc[i]
+    later = 0
+    for i in range(n - 1, -1, -1):
+        if i + 1 < n and tree_of[i + 1] != tree_of[i]:
+            later = ((1 << n) - 1) & ~((1 << (i + 1)) - 1)
+        desc[i] |= later
     return desc
+
+
+def members(bits: int) -> list[int]:
+    """The indices set in a bitset, ascending."""
+    s = bin(bits)[:1:-1]
+    out: list[int] = []
+    i = s.find("1")
+    while i >= 0:
+        out.append(i)
+        i = s.find("1", i + 1)
+    return out

@@ -1,0 +1,207 @@
+"""The choice of the next test points: the k points whose outcomes, together, say most.
+
+A point's value is the mutual information between its outcome and the culprit under the posterior;
+the noise hypotheses are mixed per class of candidates, as the posterior weighs them there, so a
+retest is valued by how well it separates the leading candidate from the explanations that need a
+flake or a missed detection. The first point is chosen among the candidates of weight; the others
+greedily, each maximising the information of the whole batch (with the points still pending), among
+a short list spanning the range of bad-probabilities, so that k picks at once split the candidates
+into k + 1 parts rather than hitting one midpoint k times.
+
+The work per scored point is one ``AND`` and one popcount per class of weight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from labgate.bisect.graph import Graph, members
+from labgate.bisect.posterior import Posterior
+
+__all__ = ["choose"]
+
+_MASS = 1.0 - 1e-5  # the classes kept hold this much of the posterior
+_POOL = 320  # about this many candidate points are scored for the first pick
+_MIN_SAMPLE = 4  # points sampled from each class of weight once the pool is full
+_BUCKETS = 24  # the short list for later picks: the best points per bad-probability bucket
+_PER_BUCKET = 3
+_MAX_JOINT = 7  # joint outcomes are computed over at most this many points
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Candidates of one class that the batch so far treats alike (``pattern``: bad at each)."""
+
+    bits: int
+    size: int
+    weight: float  # posterior probability of each member
+    fail_in: float  # probability a run fails at a point this piece makes bad
+    fail_out: float  # ... at a point it leaves good
+    pattern: tuple[bool, ...] = ()
+
+    @property
+    def gain_in(self) -> float:
+        return self.weight * (self.fail_in - self.fail_out)
+
+    @property
+    def noise_in(self) -> float:
+        return self.weight * (_h(self.fail_in) - _h(self.fail_out))
+
+
+def _h(x: float) -> float:
+    if x <= 0.0 or x >= 1.0:
+        return 0.0
+    return -(x * math.log2(x) + (1.0 - x) * math.log2(1.0 - x))
+
+
+def choose(
+    graph: Graph,
+    post: Posterior,
+    k: int,
+    *,
+    exclude: set[int],
+    seeds: Sequence[int] = (),
+) -> list[int]:
+    """Up to ``k`` points to test next, never in ``exclude``; ``seeds`` are already on their way."""
+    pieces: list[_Piece] = []
+    acc = 0.0
+    for bits, size, mass, f_in, f_out in post.classes:
+        pieces.append(_Piece(bits, size, mass / size, f_in, f_out))
+        acc += mass
+        if acc >= _MASS:
+            break
+    pool = _pool(pieces, exclude)
+    if not pool:
+        return []
+    for s in list(seeds)[: _MAX_JOINT - 1]:
+        pieces = _split(pieces, graph.anc[s])
+    chosen: list[int] = []
+    scored = _score(graph, pieces, pool)
+    chosen.append(_best(scored))
+    if k > 1:
+        short = _short_list(scored)
+        for _ in range(k - 1):
+            if len(pieces[0].pattern) + 1 >= _MAX_JOINT:
+                break
+            pieces = _split(pieces, graph.anc[chosen[-1]])
+            rest = [x for x in short if x not in chosen]
+            if not rest:
+                break
+            chosen.append(_best(_score(graph, pieces, rest)))
+    return chosen
+
+
+def _best(scored: list[tuple[float, float, int]]) -> int:
+    # ties (equal information) go to the point closest to an even split, then the latest commit
+    return max(scored, key=lambda t: (round(t[0], 12), -abs(t[1] - 0.5), t[2]))[2]
+
+
+def _pool(pieces: list[_Piece], exclude: set[int]) -> list[int]:
+    """The candidate points worth scoring: every member of the likeliest classes, then samples."""
+    pool: list[int] = []
+    for piece in pieces:
+        ms = [x for x in members(piece.bits) if x not in exclude]
+        room = max(_POOL - len(pool), _MIN_SAMPLE)
+        if len(ms) > room:
+            step = len(ms) / room
+            ms = [ms[int(i * step)] for i in range(room)]
+        pool.extend(ms)
+    return pool
+
+
+def _split(pieces: list[_Piece], anc: int) -> list[_Piece]:
+    out: list[_Piece] = []
+    for p in pieces:
+        inside = p.bits & anc
+        n_in = inside.bit_count()
+        if n_in:
+            out.append(_Piece(inside, n_in, p.weight, p.fail_in, p.fail_out, (*p.pattern, True)))
+        if n_in < p.size:
+            out.append(
+                _Piece(
+                    p.bits & ~anc,
+                    p.size - n_in,
+                    p.weight,
+                    p.fail_in,
+                    p.fail_out,
+                    (*p.pattern, False),
+                )
+            )
+    return out
+
+
+def _score(graph: Graph, pieces: list[_Piece], pool: list[int]) -> list[tuple[float, float, int]]:
+    """(information of the batch with x, probability x is bad, x) for each x of the pool."""
+    anc = graph.anc
+    total = sum(p.size * p.weight for p in pieces)
+    base_fail = sum(p.size * p.weight * p.fail_out for p in pieces) / total
+    base_noise = sum(p.size * p.weight * _h(p.fail_out) for p in pieces) / total
+    terms = [(p.bits, p.weight, p.gain_in, p.noise_in) for p in pieces]
+    joint = bool(pieces[0].pattern)
+    out: list[tuple[float, float, int]] = []
+    for x in pool:
+        a = anc[x]
+        m = fail = noise = 0.0
+        if joint:
+            counts = [(bits & a).bit_count() for bits, _, _, _ in terms]
+            for (_, w, gain, nz), n in zip(terms, counts, strict=True):
+                m += n * w
+                fail += n * gain
+                noise += n * nz
+            info = _joint_entropy(pieces, counts, total) - base_noise - noise / total
+        else:
+            for bits, w, gain, nz in terms:
+                n = (bits & a).bit_count()
+                if n:
+                    m += n * w
+                    fail += n * gain
+                    noise += n * nz
+            info = _h(base_fail + fail / total) - base_noise - noise / total
+        out.append((info, m / total, x))
+    return out
+
+
+def _joint_entropy(pieces: list[_Piece], counts: list[int], total: float) -> float:
+    """Entropy of the outcomes of the batch (the seeds' noise, equal for every x, left out).
+
+    Pieces are pooled by pattern with mass-averaged failure rates, which is exact when the noise
+    hypotheses agree across classes and close otherwise.
+    """
+    groups: dict[tuple[bool, ...], list[float]] = {}
+    for p, n in zip(pieces, counts, strict=True):
+        for bad, c in ((True, n), (False, p.size - n)):
+            if c:
+                v = c * p.weight / total
+                g = groups.setdefault((*p.pattern, bad), [0.0, 0.0, 0.0])
+                g[0] += v
+                g[1] += v * p.fail_in
+                g[2] += v * p.fail_out
+    n_pts = len(pieces[0].pattern) + 1
+    probs = [0.0] * (1 << n_pts)
+    for pat, (v, fi, fo) in groups.items():
+        f_in, f_out = fi / v, fo / v
+        dist = [v]
+        for bad in pat:
+            pf = f_in if bad else f_out
+            dist = [d * (1.0 - pf) for d in dist] + [d * pf for d in dist]
+        for y, d in enumerate(dist):
+            probs[y] += d
+    ent = -sum(q * math.log2(q) for q in probs if q > 0.0)
+    seeds_noise = sum(
+        v * sum(_h(fi / v) if bad else _h(fo / v) for bad in pat[:-1])
+        for pat, (v, fi, fo) in groups.items()
+    )
+    return ent - seeds_noise
+
+
+def _short_list(scored: list[tuple[float, float, int]]) -> list[int]:
+    buckets: dict[int, list[tuple[float, float, int]]] = {}
+    for t in scored:
+        buckets.setdefault(min(int(t[1] * _BUCKETS), _BUCKETS - 1), []).append(t)
+    out: list[int] = []
+    for b in buckets.values():
+        b.sort(key=lambda t: -t[0])
+        out.extend(x for _, _, x in b[:_PER_BUCKET])
+    return out

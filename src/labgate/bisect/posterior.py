@@ -1,0 +1,182 @@
+"""The culprit posterior: which commit is the culprit, and how flaky the test is, given the runs.
+
+The model: the culprit is one commit of the ranges, a priori uniform. A test point is *bad* iff the
+culprit is among its ancestors (itself included). A run at a good point fails with the flake rate
+``p``; at a bad point it fails with ``q + (1 - q) p``, ``q`` the detection rate of the regression.
+``p`` and ``q`` are unknown: they take values on a small grid with a spike-and-slab prior (most mass
+on the deterministic test, ``p = 0`` and ``q = 1``, so that a history without contradictions is
+searched like ``git bisect`` does) and are integrated out.
+
+Candidates that every observed point treats alike (ancestor of the same observed points) share one
+likelihood, so the posterior is computed per *class* of such candidates, a bitset each: the work is
+(classes x noise hypotheses), independent of the size of the graph.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from labgate.bisect.graph import Graph
+
+__all__ = ["Noise", "Partition", "Posterior", "default_noise_prior", "posterior"]
+
+
+@dataclass(frozen=True)
+class Noise:
+    """One noise hypothesis: flake rate ``p``, detection rate ``q``, and its prior weight."""
+
+    p: float
+    q: float
+    prior: float
+
+    @property
+    def fail_bad(self) -> float:
+        return self.q + (1.0 - self.q) * self.p
+
+
+# The spike, p = 0 and q = 1 (a deterministic test), holds 60% of the prior: a history without
+# contradictions is then searched about as git bisect does. The slab is a grid over the flaky test
+# (p from 0.05 to 0.3, no p = 0: a test seen to be noisy is not trusted to never flake) and the
+# intermittent regression (q = 1 keeps 40% of the slab, the rest from 0.7 down to 0.3). A history
+# looks deterministic long before it proves so: the residual mass of the slab is what makes the
+# search check the culprit and its parents again before naming it.
+_SPIKE = 0.6
+_P_SLAB = ((0.05, 0.25), (0.1, 0.25), (0.2, 0.25), (0.3, 0.25))
+_Q_SLAB = ((1.0, 0.4), (0.7, 0.2), (0.5, 0.2), (0.3, 0.2))
+
+
+def default_noise_prior() -> tuple[Noise, ...]:
+    """The spike-and-slab prior over (p, q) described above."""
+    slab = tuple(Noise(p, q, (1.0 - _SPIKE) * wp * wq) for p, wp in _P_SLAB for q, wq in _Q_SLAB)
+    return (Noise(0.0, 1.0, _SPIKE), *slab)
+
+
+class Partition:
+    """Classes of candidates: candidates that are ancestors of the same observed points.
+
+    Kept by the search between rounds and refined as new points get observed.
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.points: list[int] = []
+        self._known: set[int] = set()
+        # each class: (bitset of candidates, indices into self.points of the points it is bad at)
+        self.classes: list[tuple[int, tuple[int, ...]]] = [(graph.all, ())]
+
+    def refine(self, points: Iterable[int]) -> None:
+        anc = self.graph.anc
+        for x in points:
+            if x < 0 or x in self._known:
+                continue
+            self._known.add(x)
+            pos = len(self.points)
+            self.points.append(x)
+            a = anc[x]
+            split: list[tuple[int, tuple[int, ...]]] = []
+            for bits, sig in self.classes:
+                inside = bits & a
+                if inside:
+                    split.append((inside, (*sig, pos)))
+                    if inside != bits:
+                        split.append((bits & ~a, sig))
+                else:
+                    split.append((bits, sig))
+            self.classes = split
+
+    def covers(self, points: Iterable[int]) -> bool:
+        return all(x < 0 or x in self._known for x in points)
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """The posterior over classes of candidates and over noise hypotheses."""
+
+    # (bitset, size, probability, P(fail | culprit in class, point bad), P(fail | ..., point good)),
+    # likeliest members first; the two rates mix the noise hypotheses as this class weighs them
+    classes: tuple[tuple[int, int, float, float, float], ...]
+    noise: tuple[tuple[Noise, float], ...]  # hypothesis and its posterior probability
+    flake_rate: float  # posterior mean of p
+    detection_rate: float  # posterior mean of q
+
+    def per_member(self, j: int) -> float:
+        return self.classes[j][2] / self.classes[j][1]
+
+
+def _term(n: int, logp: float) -> float:
+    return n * logp if n else 0.0
+
+
+def _log(x: float) -> float:
+    return math.log(x) if x > 0.0 else -math.inf
+
+
+def posterior(
+    partition: Partition,
+    fails: Mapping[int, int],
+    passes: Mapping[int, int],
+    noise: tuple[Noise, ...],
+) -> Posterior:
+    """The posterior given the runs: ``fails``/``passes`` count runs per point (-1 = all good)."""
+    pts = partition.points
+    f_at = [fails.get(x, 0) for x in pts]
+    p_at = [passes.get(x, 0) for x in pts]
+    f_tot = sum(fails.values())
+    p_tot = sum(passes.values())
+    logs = [
+        (
+            math.log(h.prior),
+            _log(h.fail_bad),
+            _log(1.0 - h.fail_bad),
+            _log(h.p),
+            _log(1.0 - h.p),
+        )
+        for h in noise
+    ]
+    rows: list[tuple[int, int, list[float]]] = []
+    best = -math.inf
+    for bits, sig in partition.classes:
+        fb = sum(f_at[s] for s in sig)
+        pb = sum(p_at[s] for s in sig)
+        fg = f_tot - fb
+        pg = p_tot - pb
+        size = bits.bit_count()
+        ls = math.log(size)
+        row = [
+            ls + lp + _term(fb, lfb) + _term(pb, lpb) + _term(fg, lfg) + _term(pg, lpg)
+            for lp, lfb, lpb, lfg, lpg in logs
+        ]
+        m = max(row)
+        best = max(best, m)
+        rows.append((bits, size, row))
+    fail_bad = [h.fail_bad for h in noise]
+    fail_good = [h.p for h in noise]
+    noise_mass = [0.0] * len(noise)
+    found: list[tuple[int, int, float, float, float]] = []
+    for bits, size, row in rows:
+        total = f_in = f_out = 0.0
+        for i, v in enumerate(row):
+            if v > -math.inf:
+                w = math.exp(v - best)
+                noise_mass[i] += w
+                total += w
+                f_in += w * fail_bad[i]
+                f_out += w * fail_good[i]
+        if total > 0.0:
+            found.append((bits, size, total, f_in / total, f_out / total))
+        else:
+            found.append((bits, size, 0.0, 1.0, 0.0))
+    z = sum(c[2] for c in found)
+    classes = sorted(
+        ((bits, size, w / z, fi, fo) for bits, size, w, fi, fo in found),
+        key=lambda c: -c[2] / c[1],
+    )
+    hs = tuple((h, w / z) for h, w in zip(noise, noise_mass, strict=True))
+    return Posterior(
+        classes=tuple(classes),
+        noise=hs,
+        flake_rate=sum(h.p * w for h, w in hs),
+        detection_rate=sum(h.q * w for h, w in hs),
+    )

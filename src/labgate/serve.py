@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -51,8 +52,19 @@ async def serve(lab_dir: Path, host: str, port: int) -> None:
             app, host=host, port=port, access_log=False, log_level="warning", lifespan="off"
         )
         server = uvicorn.Server(config)
-        click.echo(f"labgate: serving {lab.name} on http://{host}:{port}/", err=True)
-        await server.serve()
+        # bound before the address is printed: a client that read it can connect at once
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise click.ClickException(f"cannot listen on {host}:{port}: {error}") from error
+        sock.listen(128)
+        bound = sock.getsockname()[1]
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        click.echo(f"labgate: serving {lab.name} on http://{shown}:{bound}/", err=True)
+        await server.serve(sockets=[sock])
     finally:
         store.close()
 

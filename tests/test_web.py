@@ -1,0 +1,408 @@
+"""The dashboard (labgate.web) through HTTP, on both stores: pages, filters and pagination, the
+JSON API against its OpenAPI description, escaping of outside text, log paths, the token and CSRF,
+cancel and retest, live logs as server-sent events, the request log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from starlette.testclient import TestClient
+
+from labgate.cli import main
+from labgate.config import Lab, load_lab
+from labgate.flight import mirrors_for
+from labgate.model import Blessing, FlightState, JobSpec, Outcome, StepSpec
+from labgate.store import Store
+from labgate.web import create_app
+from labgate.web.api import OPENAPI
+from labgate.web.graph import dot_string, render_svg, to_dot
+from labgate.web.logs import stream_log
+from labs import job, local_host, step, write_lab
+
+TOKEN = "test-token-0123456789"
+EVIL = '<script>alert("x")</script>'
+
+
+@dataclass
+class Fixture:
+    lab: Lab
+    store: Store
+    client: TestClient
+    flights: list[int]
+    sha: str
+
+
+def _jobs() -> list[JobSpec]:
+    build = JobSpec("build", (StepSpec("compile", "true"),))
+    test = JobSpec(
+        "test",
+        (StepSpec("install", "true"), StepSpec("run", "true"), StepSpec("stop", "true")),
+        depends=("build",),
+    )
+    return [build, test]
+
+
+def _finish(
+    store: Store, flight_id: int, outcomes: dict[str, list[Outcome]], log_dir: Path
+) -> None:
+    """Give the stored flight's jobs and steps these outcomes, with logs, as a runner would."""
+    store.set_flight_state(flight_id, FlightState.RUNNING)
+    worst = []
+    for stored in store.flight_jobs(flight_id):
+        name = stored.spec.name
+        store.start_job(stored.id, "h0")
+        for index, (step_id, outcome) in enumerate(
+            zip(stored.step_ids, outcomes[name], strict=True)
+        ):
+            rel = f"{flight_id}/{name}/{index}.log"
+            (log_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            (log_dir / rel).write_text(f"log of {name} step {index}\n")
+            store.start_step(step_id, rel)
+            store.finish_step(step_id, outcome, exit_status=0, duration_s=1.5 + index)
+        job_outcome = next((o for o in outcomes[name] if o is not Outcome.PASS), Outcome.PASS)
+        store.finish_job(stored.id, job_outcome)
+        worst.append(job_outcome)
+    overall = Outcome.FAIL if Outcome.FAIL in worst else Outcome.PASS
+    store.set_flight_state(flight_id, FlightState.FINISHED, overall)
+
+
+@pytest.fixture
+def web(tmp_path: Path, database_url: str) -> Iterator[Fixture]:
+    lab_dir = write_lab(
+        tmp_path / "lab",
+        trees={"xen": {"README": "xen\n"}},
+        hosts=local_host("h0", flags=["arch-amd64"]),
+        jobs=job("build", step("compile", "true"))
+        + job("test", step("install", "true"), step("run", "true"), step("stop", "true"),
+              depends=["build"]),
+        database=database_url,
+    )  # fmt: skip
+    repo = lab_dir.trees["xen"]
+    sha = repo.commit(EVIL, author=("Mallory & Eve", "m@example.com"))
+    repo.branch("staging")
+    lab = load_lab(lab_dir.path)
+    mirrors_for(lab).update("xen")
+    store = Store.open(lab.database_url)
+    store.sync_hosts(lab.hosts)
+    flights = []
+    for i in range(3):
+        fid = store.create_flight("main", Blessing.REAL, {"xen": sha}, _jobs())
+        runs = [Outcome.PASS, Outcome.FAIL if i == 1 else Outcome.PASS, Outcome.BLOCKED]
+        if i != 1:
+            runs[2] = Outcome.PASS
+        _finish(store, fid, {"build": [Outcome.PASS], "test": runs}, lab.log_dir)
+        flights.append(fid)
+    client = TestClient(create_app(lab, store, token=TOKEN), base_url="http://dash.test")
+    try:
+        yield Fixture(lab, store, client, flights, sha)
+    finally:
+        client.close()
+        store.close()
+
+
+def test_every_page_renders(web: Fixture) -> None:
+    f = web.flights[1]
+    for path in [
+        "/flights",
+        f"/flights/{f}",
+        f"/flights/{f}/jobs/test",
+        f"/flights/{f}/jobs/test/steps/1/log",
+        "/history/main/test",
+        "/history/main/test?step=run",
+        "/hosts",
+        "/hosts/h0",
+        "/branches",
+        "/branches/main",
+        "/bisections",
+        "/trends",
+        "/trends?branch=main&job=test",
+        "/login",
+    ]:
+        response = web.client.get(path)
+        assert response.status_code == 200, (path, response.text[:500])
+        assert "text/html" in response.headers["content-type"]
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+def test_flight_page_shows_tuple_grid_and_steps(web: Fixture) -> None:
+    page = web.client.get(f"/flights/{web.flights[1]}").text
+    assert web.sha[:12] in page
+    assert 'class="o-fail cell step"' in page  # the failed step's cell is coloured
+    assert "/flights/2/jobs/test/steps/1/log" in page or "/steps/1/log" in page
+    assert "h0" in page and "2.50s" in page  # host and a step's duration
+
+
+def test_outside_text_is_escaped(web: Fixture) -> None:
+    f = web.flights[0]
+    (web.lab.log_dir / f"{f}/test/1.log").write_text(f"{EVIL}\n")
+    for path in [f"/flights/{f}", f"/flights/{f}/jobs/test/steps/1/log"]:
+        page = web.client.get(path).text
+        assert "<script>alert" not in page
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+    assert "Mallory &amp; Eve" in web.client.get(f"/flights/{f}").text
+
+
+def test_bisection_graph_escapes_labels(web: Fixture) -> None:
+    b = web.store.create_bisection("main", "test", "run", None, web.flights[1], web.flights[0])
+    graph = {
+        "nodes": [
+            {"id": "a", "tree": "xen", "commit": "a" * 40, "subject": EVIL + ' \\" ] } ;',
+             "outcomes": ["fail", "fail"], "probability": 0.9},
+            {"id": "b", "tree": "xen", "commit": "b" * 40, "subject": 'tidy "quotes" \\N',
+             "outcomes": ["pass"], "probability": 0.1},
+        ],
+        "edges": [["a", "b"]],
+    }  # fmt: skip
+    web.store.update_bisection(
+        b, state="found", executions=3, rounds=2, flights=web.flights, graph=graph,
+        culprit_tree="xen", culprit_commit="a" * 40, confidence=0.9,
+    )  # fmt: skip
+    page = web.client.get(f"/bisections/{b}").text
+    assert "<svg" in page and "<script>alert" not in page
+    assert "&lt;script&gt;" in page
+    assert page.count("0.900") >= 1  # the candidates' probabilities
+    assert web.client.get("/bisections").status_code == 200
+    api = web.client.get(f"/api/bisections/{b}").json()
+    assert api["culprit"] == {"tree": "xen", "commit": "a" * 40}
+    assert api["graph"]["edges"] == [["a", "b"]]
+
+
+def test_dot_strings_cannot_escape() -> None:
+    assert dot_string('a"b\\c\nd') == '"a\\"b\\\\c d"'
+    nasty = {"nodes": [{"id": '"];x[label="', "subject": '"; bad -> worse; "', "outcomes": []}]}
+    svg = render_svg(to_dot(nasty, None))
+    # one node, no edge: the text stayed inside its label
+    assert svg.count('class="node"') == 1 and 'class="edge"' not in svg
+    assert "bad &#45;&gt; worse" in svg
+
+
+def test_log_paths_outside_the_log_dir_are_refused(web: Fixture, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret\n")
+    stored = web.store.flight_jobs(web.flights[0])[0]
+    web.store.start_step(stored.step_ids[0], "../../secret.txt")
+    base = f"/flights/{web.flights[0]}/jobs/build/steps/0"
+    for path in (f"{base}/log", f"{base}/log.txt", f"{base}/log/stream"):
+        response = web.client.get(path)
+        assert response.status_code == 403, path
+        assert "top secret" not in response.text
+    absolute = web.store.flight_jobs(web.flights[1])[0]
+    web.store.start_step(absolute.step_ids[0], str(secret))
+    assert web.client.get(f"/flights/{web.flights[1]}/jobs/build/steps/0/log").status_code == 403
+    assert (
+        web.client.get(f"/flights/{web.flights[1]}/jobs/..%2F..%2Fetc/steps/0/log").status_code
+        == 404
+    )
+    assert web.client.get("/flights/1/jobs/build/steps/9/log").status_code == 404
+
+
+def test_flight_list_filters_and_pages(web: Fixture) -> None:
+    for _ in range(55):
+        web.store.create_flight("main", Blessing.ADHOC, {"xen": web.sha}, _jobs())
+    first = web.client.get("/api/flights").json()
+    assert len(first["flights"]) == 50 and first["older"] is not None
+    second = web.client.get(f"/api/flights?before={first['older']}").json()
+    assert [f["id"] for f in second["flights"]] == list(range(8, 0, -1))
+    assert second["older"] is None
+    failed = web.client.get("/api/flights?outcome=fail").json()["flights"]
+    assert [f["id"] for f in failed] == [web.flights[1]]
+    real = web.client.get("/api/flights?blessing=real").json()["flights"]
+    assert sorted(f["id"] for f in real) == web.flights
+    html = web.client.get("/flights?outcome=queued").text
+    assert "older flights" in html
+    assert web.client.get("/flights?outcome=nonsense").status_code == 400
+    assert web.client.get("/flights?before=x").status_code == 400
+
+
+def _check(schema: dict[str, Any], value: Any, where: str) -> None:
+    """A small JSON-schema check: types, and object keys exactly as described."""
+    if "$ref" in schema:
+        schema = OPENAPI["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    if "oneOf" in schema:
+        errors = []
+        for option in schema["oneOf"]:
+            try:
+                _check(option, value, where)
+                return
+            except AssertionError as error:
+                errors.append(str(error))
+        raise AssertionError(f"{where}: no option fits: {errors}")
+    types = schema.get("type")
+    names = types if isinstance(types, list) else [types] if types else []
+    pytypes = {"string": str, "integer": int, "number": (int, float), "boolean": bool,
+               "object": dict, "array": list, "null": type(None)}  # fmt: skip
+    if names:
+        assert isinstance(value, tuple(pytypes[n] for n in names)), (where, value, names)
+    if isinstance(value, dict) and "properties" in schema:
+        required = set(schema.get("required", []))
+        assert required <= set(value), (where, required - set(value))
+        assert set(value) <= set(schema["properties"]), (
+            where,
+            set(value) - set(schema["properties"]),
+        )
+        for key, item in value.items():
+            _check(schema["properties"][key], item, f"{where}.{key}")
+    if isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        for key, item in value.items():
+            _check(schema["additionalProperties"], item, f"{where}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            _check(schema["items"], item, f"{where}[{i}]")
+
+
+def test_api_matches_its_openapi_description(web: Fixture) -> None:
+    web.store.record_verdict(web.flights[1], web.flights[0], False, {"blocking": []})
+    web.store.record_push("main", web.flights[0], "xen", web.sha, None, "pushed")
+    web.store.create_bisection("main", "test", "run", None, web.flights[1], web.flights[0])
+    assert web.client.get("/api/openapi.json").json() == OPENAPI
+    f = web.flights[1]
+    paths = {
+        "/api/flights": "/api/flights",
+        f"/api/flights/{f}": "/api/flights/{flight_id}",
+        f"/api/flights/{f}/verdict": "/api/flights/{flight_id}/verdict",
+        "/api/history/main/test": "/api/history/{branch}/{job}",
+        "/api/hosts": "/api/hosts",
+        "/api/hosts/h0/jobs": "/api/hosts/{name}/jobs",
+        "/api/branches": "/api/branches",
+        "/api/branches/main/pushes": "/api/branches/{name}/pushes",
+        "/api/bisections": "/api/bisections",
+        "/api/bisections/1": "/api/bisections/{bisection_id}",
+    }
+    for url, template in paths.items():
+        response = web.client.get(url)
+        assert response.status_code == 200, url
+        schema = OPENAPI["paths"][template]["get"]["responses"]["200"]["content"]
+        _check(schema["application/json"]["schema"], response.json(), url)
+    history = web.client.get("/api/history/main/test").json()
+    assert set(history["flake_rates"]) == {"", "install", "run", "stop"}
+    assert web.client.get("/api/flights/999").status_code == 404
+    assert web.client.get("/api/flights/999").json() == {
+        "error": "flight 999 does not exist in this lab's store"
+    }
+
+
+def test_api_flight_is_the_cli_json(web: Fixture) -> None:
+    result = CliRunner().invoke(
+        main, ["flight", "show", str(web.flights[1]), "--json", "--lab", str(web.lab.dir)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == web.client.get(f"/api/flights/{web.flights[1]}").json()
+
+
+def _login(client: TestClient) -> str:
+    response = client.post(
+        "/login",
+        content=f"token={TOKEN}",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    page = client.get(f"/flights/{3}").text
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/flights/1/jobs/test").text)
+    assert match, page
+    return match.group(1)
+
+
+def _post(client: TestClient, path: str, body: str, **headers: str) -> Any:
+    return client.post(
+        path, content=body, follow_redirects=False,
+        headers={"content-type": "application/x-www-form-urlencoded", **headers},
+    )  # fmt: skip
+
+
+def test_actions_need_the_token_and_csrf(web: Fixture) -> None:
+    running = web.store.create_flight("main", Blessing.ADHOC, {"xen": web.sha}, _jobs())
+    cancel = f"/flights/{running}/cancel"
+    assert _post(web.client, cancel, "").status_code == 403  # not logged in
+    bad = _post(web.client, "/login", "token=wrong-wrong-wrong-wrong")
+    assert bad.status_code == 403 and "wrong token" in bad.text
+    csrf = _login(web.client)
+    assert _post(web.client, cancel, "").status_code == 403  # no CSRF value
+    assert _post(web.client, cancel, "csrf=" + "0" * 64).status_code == 403
+    other = _post(web.client, cancel, f"csrf={csrf}", origin="http://evil.test")
+    assert other.status_code == 403
+    assert (
+        _post(web.client, cancel, f"csrf={csrf}", **{"sec-fetch-site": "cross-site"}).status_code
+        == 403
+    )
+    assert not web.store.cancel_requested(running)
+    done = _post(web.client, cancel, f"csrf={csrf}", origin="http://dash.test")
+    assert done.status_code == 303 and done.headers["location"] == f"/flights/{running}"
+    assert web.store.cancel_requested(running)
+    assert "cancel requested" in web.client.get(f"/flights/{running}").text
+    finished = _post(web.client, f"/flights/{web.flights[0]}/cancel", f"csrf={csrf}")
+    assert finished.status_code == 409
+
+
+def test_retest_plans_a_flight_of_the_job_on_the_same_revisions(web: Fixture) -> None:
+    csrf = _login(web.client)
+    response = _post(web.client, f"/flights/{web.flights[1]}/jobs/test/retest", f"csrf={csrf}")
+    assert response.status_code == 303
+    new_id = int(response.headers["location"].rsplit("/", 1)[1])
+    planned = web.store.get_flight(new_id)
+    assert planned.state is FlightState.QUEUED and planned.revisions == {"xen": web.sha}
+    assert [j.name for j in planned.jobs] == ["build", "test"]  # with what it depends on
+    api = web.client.post(
+        f"/api/flights/{web.flights[1]}/jobs/build/retest",
+        headers={"authorization": f"Bearer {TOKEN}"},
+    )
+    assert api.status_code == 201
+    assert [j.name for j in web.store.get_flight(api.json()["flight"]).jobs] == ["build"]
+    wrong = web.client.post(
+        f"/api/flights/{new_id}/cancel", headers={"authorization": "Bearer nope"}
+    )
+    assert wrong.status_code == 403
+    ok = web.client.post(
+        f"/api/flights/{new_id}/cancel", headers={"authorization": f"Bearer {TOKEN}"}
+    )
+    assert ok.status_code == 202 and web.store.cancel_requested(new_id)
+
+
+def test_read_only_without_a_token(web: Fixture) -> None:
+    client = TestClient(create_app(web.lab, web.store))
+    assert "read-only" in client.get("/flights").text
+    assert client.post(f"/flights/{web.flights[0]}/cancel").status_code == 403
+    assert client.post("/login", content="token=x").status_code == 403
+    assert 'name="csrf"' not in client.get(f"/flights/{web.flights[0]}/jobs/test").text
+
+
+def test_request_log_is_one_json_line(web: Fixture, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="labgate.web"):
+        web.client.get("/flights?outcome=fail")
+        web.client.get("/flights/999")
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "labgate.web"]
+    assert [(x["method"], x["path"], x["status"]) for x in lines] == [
+        ("GET", "/flights", 200),
+        ("GET", "/flights/999", 404),
+    ]
+    assert all(isinstance(x["duration_ms"], float) for x in lines)
+
+
+def test_stream_log_sends_what_is_appended_until_the_step_ends(tmp_path: Path) -> None:
+    log = tmp_path / "step.log"
+    log.write_text("one\n")
+    states = iter([Outcome.RUNNING, Outcome.RUNNING, Outcome.PASS])
+    writes = iter(["two\n", "thr\u00e9e\n"])
+
+    def state() -> tuple[Outcome, Path | None]:
+        outcome = next(states)
+        with log.open("ab") as f:  # the runner appends between two polls
+            f.write(next(writes, "").encode()[:5])
+        return outcome, log
+
+    async def collect() -> list[bytes]:
+        return [event async for event in stream_log(state, 0, interval=0)]
+
+    events = asyncio.run(collect())
+    text = "".join(json.loads(e.split(b"data: ", 1)[1])["text"] for e in events if b"chunk" in e)
+    assert text == "one\ntwo\nthr\u00e9"
+    assert events[-1] == b'event: end\ndata: {"outcome": "pass"}\n\n'

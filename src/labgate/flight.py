@@ -10,6 +10,7 @@ to the store as it happens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import os
 import re
@@ -343,7 +344,10 @@ class FlightRun:
                 self.store.finish_job(job.id, outcome, reason)
                 return outcome
             self.store.set_job_running(job.id)
-            outcome, reason = await self._run_steps(flight, job, host, attempt, session, workdir)
+            async with _console(host_spec, self.lab, flight.id, name, attempt):
+                outcome, reason = await self._run_steps(
+                    flight, job, host, attempt, session, workdir
+                )
             await session.fetch_artifacts()
             self.store.finish_job(job.id, outcome, reason)
             return outcome
@@ -523,6 +527,19 @@ async def _before_job(host: HostSpec, spec: JobSpec, lab_dir: Path) -> None:
     unfit = await before_job(host, exclusive=spec.exclusive, cwd=lab_dir)
     if unfit is not None:
         raise HostUnfit(unfit)
+
+
+def _console(
+    host: HostSpec, lab: Lab, flight_id: int, job: str, attempt: int
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """The host's console captured into the job's ``console.log`` while its steps run."""
+    if not any(key == "console" for key, _ in host.options):
+        return contextlib.nullcontext()
+    from labgate.hosts.lifecycle import console
+
+    suffix = "" if attempt <= 1 else f".{attempt}"
+    log = lab.log_dir / str(flight_id) / safe_name(job) / f"console{suffix}.log"
+    return console(host, log, cwd=lab.dir)
 
 
 def _record_job(

@@ -1,0 +1,259 @@
+"""``labgate host ...``: look at hosts, quarantine and release them, reserve one for a developer
+(like osstest's mg-allocate), run their power commands and health checks."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import re
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from labgate.config import ConfigError, Lab, UnknownNameError, load_lab
+from labgate.hosts.config import lifecycle_of
+from labgate.hosts.lifecycle import run_command
+from labgate.hosts.registry import HostRegistry, HostStateError
+from labgate.model import HostSpec
+from labgate.store import Store, StoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The same conventions as labgate.cli (which imports this module to register the group).
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    click.echo(f"labgate: {message}", err=True)
+    sys.exit(status)
+
+
+def lab_option(func: F) -> F:
+    return click.option(
+        "--lab",
+        "lab_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="LABGATE_LAB",
+        default=".",
+        help="The lab directory (holding lab.toml).",
+    )(func)
+
+
+def open_lab(lab_dir: Path) -> Lab:
+    try:
+        return load_lab(lab_dir.resolve())
+    except ConfigError as error:
+        fail(str(error))
+
+
+@contextmanager
+def open_store(lab: Lab) -> Iterator[Store]:
+    try:
+        store = Store.open(lab.database_url)
+    except StoreError as error:
+        fail(str(error))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``2h``, ``1d``, or sums like ``1h30m``."""
+    parts = _DURATION.findall(text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise click.BadParameter(f"{text!r}: write a duration like 90s, 30m, 2h or 1d")
+    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+
+
+def whoami() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _host(lab: Lab, name: str) -> HostSpec:
+    try:
+        return lab.host(name)
+    except UnknownNameError as error:
+        fail(str(error))
+
+
+@click.group("host")
+def host_group() -> None:
+    """Look at the lab's hosts; quarantine, release, reserve them."""
+
+
+@host_group.command("list")
+@lab_option
+@click.option("--json", "json_output", is_flag=True)
+def host_list(lab_dir: Path, json_output: bool) -> None:
+    """Every host: executor, flags, slots, state (in service, quarantined, reserved)."""
+    lab = open_lab(lab_dir)
+    with open_store(lab) as store:
+        statuses = HostRegistry(store.engine).statuses([h.name for h in lab.hosts])
+    rows = [
+        {
+            "name": h.name,
+            "executor": h.executor,
+            "flags": sorted(h.flags),
+            "slots": h.slots,
+            **statuses[h.name].to_json(),
+        }
+        for h in lab.hosts
+    ]
+    if json_output:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("host", "executor", "flags", "slots", "state", "why", box=None)
+    for r in rows:
+        until = r["reserved_until"] or "released"
+        reserved = f"{r['reserved_by']}: {r['reserved_reason']} (until {until})"
+        why = r["quarantined"] or (reserved if r["reserved_by"] else "")
+        table.add_row(
+            r["name"], r["executor"], ", ".join(r["flags"]), str(r["slots"]), r["state"], why
+        )
+    Console(highlight=False).print(table)
+
+
+@host_group.command("show")
+@lab_option
+@click.argument("name")
+@click.option("--limit", default=20, show_default=True, help="History rows to show.")
+@click.option("--json", "json_output", is_flag=True)
+def host_show(lab_dir: Path, name: str, limit: int, json_output: bool) -> None:
+    """One host: its state, lifecycle commands and history (jobs, quarantines, reservations)."""
+    lab = open_lab(lab_dir)
+    spec = _host(lab, name)
+    with open_store(lab) as store:
+        registry = HostRegistry(store.engine)
+        status = registry.statuses([name])[name]
+        events = registry.history(name, limit=limit)
+    lifecycle = {k: v for k, v in vars(lifecycle_of(spec)).items() if v is not None}
+    if json_output:
+        click.echo(
+            json.dumps(
+                {
+                    **status.to_json(),
+                    "executor": spec.executor,
+                    "flags": sorted(spec.flags),
+                    "slots": spec.slots,
+                    "lifecycle": lifecycle,
+                    "history": [e.to_json() for e in events],
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"host {name}: {status.state}  executor {spec.executor}  slots {spec.slots}")
+    click.echo(f"  flags {', '.join(sorted(spec.flags)) or '(none)'}")
+    if status.quarantined:
+        click.echo(f"  quarantined since {status.quarantined_at}: {status.quarantined}")
+    if status.reserved_by:
+        until = status.reserved_until or "released"
+        click.echo(f"  reserved by {status.reserved_by} until {until}: {status.reserved_reason}")
+    click.echo(f"  broken jobs in a row: {status.broken_streak}")
+    for key, value in lifecycle.items():
+        click.echo(f"  {key}: {value}")
+    click.echo("history (newest first)")
+    for e in events:
+        job = f" job {e.job_id} attempt {e.attempt}" if e.job_id is not None else ""
+        outcome = f" {e.outcome}" if e.outcome else ""
+        reason = f": {e.reason}" if e.reason else ""
+        click.echo(f"  {e.created}  {e.kind}{job}{outcome}{reason}")
+
+
+@host_group.command("quarantine")
+@lab_option
+@click.argument("name")
+@click.option("--reason", required=True, help="Why (shown with the host until released).")
+def host_quarantine(lab_dir: Path, name: str, reason: str) -> None:
+    """Take a host out of service: no job is given it until `labgate host release`."""
+    lab = open_lab(lab_dir)
+    _host(lab, name)
+    with open_store(lab) as store:
+        HostRegistry(store.engine).quarantine(name, f"{reason} (by {whoami()})")
+    click.echo(f"host {name} quarantined: {reason}")
+
+
+@host_group.command("release")
+@lab_option
+@click.argument("name")
+def host_release(lab_dir: Path, name: str) -> None:
+    """End a host's quarantine or reservation: it is given jobs again."""
+    lab = open_lab(lab_dir)
+    _host(lab, name)
+    with open_store(lab) as store:
+        ended = HostRegistry(store.engine).release(name, whoami())
+    click.echo(f"host {name} released" + (f" (ended: {', '.join(ended)})" if ended else ""))
+
+
+@host_group.command("reserve")
+@lab_option
+@click.argument("name")
+@click.option("--for", "duration", default=None, help="How long, e.g. 2h (default: released).")
+@click.option("--reason", required=True, help="What it is for.")
+@click.option("--as", "who", default=None, help="Who holds it (default: user@machine).")
+def host_reserve(
+    lab_dir: Path, name: str, duration: str | None, reason: str, who: str | None
+) -> None:
+    """Reserve a host for a person: no job is given it until the time is up or it is released.
+    A job already running on it finishes."""
+    lab = open_lab(lab_dir)
+    _host(lab, name)
+    length = parse_duration(duration) if duration else None
+    holder = who or whoami()
+    with open_store(lab) as store:
+        try:
+            HostRegistry(store.engine).reserve(name, holder, reason, length)
+        except HostStateError as error:
+            fail(str(error), 1)
+    until = f" for {duration}" if duration else " until released"
+    click.echo(f"host {name} reserved by {holder}{until}: {reason}")
+
+
+@host_group.command("power")
+@lab_option
+@click.argument("name")
+@click.argument("action", type=click.Choice(["on", "off", "cycle"]))
+def host_power(lab_dir: Path, name: str, action: str) -> None:
+    """Run the host's power_on, power_off or power_cycle command."""
+    lab = open_lab(lab_dir)
+    spec = _host(lab, name)
+    key = f"power_{action}"
+    command = getattr(lifecycle_of(spec), key)
+    if not command:
+        fail(f"host {name} has no {key} command in lab.toml")
+    ok, output = asyncio.run(run_command(spec, command, cwd=lab.dir))
+    click.echo(output)
+    sys.exit(0 if ok else 1)
+
+
+@host_group.command("check")
+@lab_option
+@click.argument("name")
+def host_check(lab_dir: Path, name: str) -> None:
+    """Run the host's health check now; a failure quarantines it (exit 1)."""
+    lab = open_lab(lab_dir)
+    spec = _host(lab, name)
+    command = lifecycle_of(spec).health
+    if not command:
+        fail(f"host {name} has no health command in lab.toml")
+    ok, output = asyncio.run(run_command(spec, command, cwd=lab.dir))
+    if ok:
+        click.echo(f"host {name} healthy" + (f": {output}" if output else ""))
+        return
+    with open_store(lab) as store:
+        HostRegistry(store.engine).quarantine(name, f"health check failed: {output}", kind="health")
+    click.echo(f"host {name} quarantined: health check failed: {output}")
+    sys.exit(1)

@@ -382,4 +382,5 @@ def demo(directory: Path | None) -> None:
 from labgate.serve import serve_command  # noqa: E402  (light: the web stack loads on use)
 
 main.add_command(serve_command)
+main.add_command(__import__("labgate.review.cli", fromlist=["*"]).review_group)
 main.add_command(__import__("labgate.hosts.cli", fromlist=["*"]).host_group)

@@ -241,3 +241,60 @@ slot_lease = Table(
 )
 
 Index("ix_job_outcome", job.c.outcome, job.c.id)
+
+# --- code review (labgate.review) -----------------------------------------------------------
+
+review_run = Table(
+    "review_run",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("connector", String(200), nullable=False),
+    Column("change", String(200), nullable=False),
+    Column("patchset", String(200), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("project", String(300), nullable=False),
+    Column("ref", String(300), nullable=False),
+    Column("revision", String(64), nullable=False),
+    Column("target", String(300), nullable=False),
+    Column("url", Text),
+    Column("state", String(20), nullable=False),
+    Column("owner", String(200)),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("flight_id", Integer, ForeignKey("flight.id")),
+    Column("vote", Integer),
+    Column("voting", Boolean),
+    Column("message", Text),
+    Column("vote_state", String(20)),
+    Column("retest", Boolean, nullable=False, default=False),
+    Column("reason", Text),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("connector", "change", "patchset", "attempt", name="uq_review_run"),
+    Index("ix_review_run_state", "state", "id"),
+    Index("ix_review_run_revision", "connector", "revision"),
+)
+
+review_delivery = Table(
+    "review_delivery",
+    metadata,
+    Column("connector", String(200), primary_key=True),
+    Column("delivery", String(200), primary_key=True),
+    Column("event", String(100), nullable=False),
+    Column("received", DateTime(timezone=True), nullable=False),
+)
+
+review_vote = Table(
+    "review_vote",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("connector", String(200), nullable=False),
+    Column("revision", String(64), nullable=False),
+    Column("change", String(200), nullable=False),
+    Column("patchset", String(200), nullable=False),
+    Column("account", String(300), nullable=False),
+    Column("label", String(100), nullable=False),
+    Column("value", Integer, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("connector", "revision", "account", "label", name="uq_review_vote"),
+)

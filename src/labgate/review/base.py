@@ -1,0 +1,130 @@
+"""The interface every code review connector implements: events in, votes out.
+
+A connector (one folder per system: ``gerrit/``, ``github/``) turns what its server says into
+:class:`ChangeEvent` values (a new patch set, or a request to test one again), and posts the
+:class:`Vote` the loop decides for a :class:`ReviewRun`. Everything else (the queue, the flight,
+the verdict, never voting twice) is the shared loop's, so a new system touches one folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+EventKind = Literal["patchset", "recheck"]
+VoteValue = Literal[-1, 0, 1]
+
+
+@dataclass(frozen=True)
+class OtherVote:
+    """A Verified-like vote another CI account gave a patch set (for discrepancies)."""
+
+    account: str
+    label: str
+    value: int
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """A patch set to test. ``kind``: ``patchset`` (new, tested once) or ``recheck`` (a person
+    asked to test it again). ``source`` is the ``[[review]]`` name; ``change`` and ``patchset``
+    identify it in the review system (Gerrit: change and patch set numbers; GitHub: pull
+    request number and head sha); ``ref`` is fetched from the tree's URL and must point at
+    ``revision``; ``branch`` is the review system's target branch. ``votes`` are other CI
+    accounts' votes the event carried (Gerrit's comment-added approvals)."""
+
+    kind: EventKind
+    source: str
+    project: str
+    change: str
+    patchset: str
+    ref: str
+    revision: str
+    branch: str
+    url: str | None = None
+    author: str | None = None
+    votes: tuple[OtherVote, ...] = ()
+
+
+@dataclass(frozen=True)
+class Vote:
+    """What labgate says about a run: ``verified`` -1, 0 or +1 and the message that explains
+    it. With ``voting`` False the connector comments without setting a vote."""
+
+    verified: VoteValue
+    message: str
+    voting: bool = True
+    summary: str = ""
+    """One line (≤ 140 characters) for systems with short statuses (GitHub)."""
+    target_url: str | None = None
+    """The flight's page, when the lab has a web URL."""
+    retest: bool = False
+    """The lab failed the run (not tested): the loop queues another attempt."""
+
+
+@dataclass(frozen=True)
+class ReviewRun:
+    """One test of a patch set: a row of the review queue (see :mod:`labgate.review.queue`).
+
+    ``state``: ``queued`` → ``running`` → ``voted``, or ``superseded`` (a newer patch set came,
+    or the ref moved on) or ``error`` (it could not be tested; reported). ``vote_state`` is
+    ``intent`` once the vote is decided and recorded, ``done`` once the server took it."""
+
+    id: int
+    connector: str
+    change: str
+    patchset: str
+    attempt: int
+    kind: EventKind
+    project: str
+    ref: str
+    revision: str
+    target: str
+    url: str | None
+    state: str
+    flight_id: int | None
+    vote: int | None
+    voting: bool | None
+    message: str | None
+    vote_state: str | None
+    retest: bool
+    """The recorded vote says "not tested, will retry": another attempt follows it."""
+    reason: str | None
+    created: str
+    updated: str
+
+    @property
+    def marker(self) -> str:
+        """The line every message of this run carries, so a connector can tell after a crash
+        whether the server already has it."""
+        return f"(labgate run {self.id}, attempt {self.attempt})"
+
+
+class Connector(Protocol):
+    """A code review system as the loop sees it."""
+
+    name: str
+
+    def events(self) -> AsyncIterator[ChangeEvent]:
+        """The events as they happen (a long-lived stream; reconnects are the connector's
+        business). A connector fed by webhooks enqueues from its receiver and yields nothing."""
+        ...
+
+    async def reconcile(self) -> list[ChangeEvent]:
+        """The open changes whose current patch set may have no labgate result yet (asked
+        after every (re)connect, so events missed while away are not lost)."""
+        ...
+
+    async def started(self, run: ReviewRun, target_url: str | None) -> None:
+        """Say that testing began (a pending status); best effort, may do nothing."""
+        ...
+
+    async def report(self, run: ReviewRun, vote: Vote) -> None:
+        """Post the vote (or, with ``vote.voting`` False, the comment). Raise on failure."""
+        ...
+
+    async def reported(self, run: ReviewRun) -> bool:
+        """Whether the server already has this run's report (looked up there, after a crash
+        between posting and recording it). False when posting again is harmless."""
+        ...

@@ -1,0 +1,142 @@
+"""``gerrit stream-events`` lines → review events: pure functions over the documented JSON.
+
+UNTESTED AGAINST A REAL GERRIT SERVER (see the package docstring): checked only against the
+shapes Gerrit documents (Documentation/cmd-stream-events.txt and json.txt): one JSON object per
+line with ``type``; ``change`` (``project``, ``branch``, ``id``, ``number``, ``url``,
+``status``...), ``patchSet`` (``number``, ``revision``, ``ref``, ``uploader``...), and for
+``comment-added`` the ``author``, the ``comment`` text and the ``approvals`` (``type``,
+``value``, ``oldValue`` as strings). "Any field may be missing", says the documentation: a
+line without what a decision needs is reported as :class:`StreamError`, never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from labgate.model import ReviewSpec
+from labgate.review.base import ChangeEvent, OtherVote
+
+VERIFIED = "Verified"
+
+
+class StreamError(ValueError):
+    """A stream-events line that is not JSON, or lacks a field the event needs."""
+
+
+def _field(obj: Mapping[str, Any], *path: str) -> Any:
+    value: Any = obj
+    for key in path:
+        if not isinstance(value, Mapping) or value.get(key) is None:
+            raise StreamError(f"no {'.'.join(path)} in the event")
+        value = value[key]
+    return value
+
+
+def _account(account: Any) -> str | None:
+    if not isinstance(account, Mapping):
+        return None
+    for key in ("username", "email", "name"):
+        if isinstance(account.get(key), str):
+            return str(account[key])
+    return None
+
+
+def _int_text(value: Any, what: str) -> str:
+    # Gerrit sends numbers as JSON numbers in newer versions and as strings in older ones
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    if not text.isdigit():
+        raise StreamError(f"{what} {value!r} is not a number")
+    return text
+
+
+def approvals(event: Mapping[str, Any]) -> tuple[OtherVote, ...]:
+    """The ``approvals`` of a comment-added event whose author is one voting account, as votes
+    (values are strings in the JSON: ``"-1"``)."""
+    who = _account(event.get("author")) or "?"
+    out = []
+    for approval in event.get("approvals") or ():
+        if not isinstance(approval, Mapping) or not isinstance(approval.get("type"), str):
+            continue
+        try:
+            value = int(str(approval.get("value")))
+        except ValueError:
+            continue
+        out.append(OtherVote(account=who, label=str(approval["type"]), value=value))
+    return tuple(out)
+
+
+def _change_event(spec: ReviewSpec, event: Mapping[str, Any], kind: str) -> ChangeEvent:
+    change = _field(event, "change")
+    patch_set = _field(event, "patchSet")
+    number = _int_text(_field(change, "number"), "change.number")
+    revision = _field(patch_set, "revision")
+    if not isinstance(revision, str) or not re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise StreamError(f"patchSet.revision {revision!r} is not a commit sha")
+    ref = _field(patch_set, "ref")
+    if not isinstance(ref, str) or not ref.startswith("refs/changes/"):
+        raise StreamError(f"patchSet.ref {ref!r} is not a refs/changes/ ref")
+    return ChangeEvent(
+        kind="recheck" if kind == "recheck" else "patchset",
+        source=spec.name,
+        project=str(_field(change, "project")),
+        change=number,
+        patchset=_int_text(_field(patch_set, "number"), "patchSet.number"),
+        ref=ref,
+        revision=revision,
+        branch=str(_field(change, "branch")),
+        url=change.get("url") if isinstance(change.get("url"), str) else None,
+        author=_account(event.get("uploader") or event.get("author")),
+    )
+
+
+def _ours(spec: ReviewSpec, event: Mapping[str, Any]) -> bool:
+    change = event.get("change")
+    if not isinstance(change, Mapping) or change.get("project") != spec.project:
+        return False
+    return spec.target is None or change.get("branch") == spec.target
+
+
+def is_recheck(spec: ReviewSpec, comment: str) -> bool:
+    """Whether a comment asks to test again. Gerrit prefixes the text with ``Patch Set N:`` and
+    a blank line (and any votes given), so the pattern is matched against each line."""
+    return re.search(spec.recheck, comment, re.MULTILINE) is not None
+
+
+def parse_event(spec: ReviewSpec, line: str) -> ChangeEvent | None:
+    """One stream-events line → the event to queue, or None for an event that asks nothing of
+    this ``[[review]]`` (another type, project or branch; a comment that is no recheck and
+    carries no other CI's vote; labgate's own comments).
+
+    ``patchset-created`` → a ``patchset`` event. ``comment-added`` matching the recheck pattern →
+    a ``recheck`` event; one carrying another CI account's Verified vote → a ``patchset`` event
+    whose ``votes`` hold it (the queue records the vote; the patch set itself is queued only if
+    it never was)."""
+    try:
+        event = json.loads(line)
+    except ValueError as error:
+        raise StreamError(f"not JSON: {error}") from None
+    if not isinstance(event, Mapping) or not isinstance(event.get("type"), str):
+        raise StreamError("not an event object (no type)")
+    kind = event["type"]
+    if kind not in ("patchset-created", "comment-added") or not _ours(spec, event):
+        return None
+    if kind == "patchset-created":
+        return _change_event(spec, event, "patchset")
+    author = _account(event.get("author"))
+    if author is not None and author == spec.user:
+        return None  # our own vote coming back
+    comment = event.get("comment")
+    if isinstance(comment, str) and is_recheck(spec, comment):
+        return _change_event(spec, event, "recheck")
+    votes = tuple(
+        v
+        for v in approvals(event)
+        if v.label == VERIFIED and (not spec.ci_accounts or v.account in spec.ci_accounts)
+    )
+    if not votes:
+        return None
+    base = _change_event(spec, event, "patchset")
+    return ChangeEvent(**{**base.__dict__, "votes": votes})

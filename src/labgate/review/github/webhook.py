@@ -1,0 +1,237 @@
+"""The GitHub webhook receiver: Starlette routes ``labgate serve`` mounts.
+
+``POST /review/github/{name}`` (``name``: the ``[[review]]`` entry). In order, a delivery is:
+
+1. refused with 413 when larger than ``max_body`` (by its Content-Length before reading, or
+   while reading a chunked body), 415 when not ``application/json``;
+2. refused with 401 unless ``X-Hub-Signature-256`` is ``sha256=`` and the HMAC-SHA256 of the raw
+   body under the secret (from the environment variable ``secret_env`` names), compared in
+   constant time; 503 when that variable is not set;
+3. refused with 400 without ``X-GitHub-Event`` or ``X-GitHub-Delivery``, or when the body is
+   not a JSON object or lacks a documented field;
+4. answered 200 ``duplicate`` when its ``X-GitHub-Delivery`` was seen before (a replay);
+5. handled: ``ping`` 200; ``pull_request``, ``issue_comment`` (recheck) and ``status`` 202;
+   any other event 202 ``ignored``.
+
+Every refusal is logged (``labgate.review.github``) with the delivery id and the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from labgate.config import Lab
+from labgate.model import ReviewSpec
+from labgate.review.base import ChangeEvent
+from labgate.review.github.connector import GitHubConnector, GitHubError, webhook_secret
+from labgate.review.github.events import (
+    PayloadError,
+    closed_pull_request,
+    pull_request_event,
+    recheck_request,
+    status_vote,
+)
+from labgate.review.queue import ReviewQueue
+from labgate.store import Store
+
+log = logging.getLogger("labgate.review.github")
+
+MAX_BODY = 1024 * 1024
+"""GitHub caps payloads at 25 MB; the events labgate reads are a few kB."""
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The ``X-Hub-Signature-256`` value GitHub sends for ``body`` under ``secret``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def check_signature(secret: str, body: bytes, header: str | None) -> None:
+    if not header:
+        raise Refused(401, "no X-Hub-Signature-256 header")
+    if not hmac.compare_digest(signature(secret, body).encode(), header.encode()):
+        raise Refused(401, "X-Hub-Signature-256 does not match the body")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing (413) more than ``limit`` bytes without reading them all."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise Refused(400, "bad Content-Length")
+        if int(length) > limit:
+            raise Refused(413, f"body of {length} bytes is over the limit of {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise Refused(413, f"body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+def _json_object(body: bytes) -> Mapping[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise Refused(400, f"body is not JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise Refused(400, "body is not a JSON object")
+    return payload
+
+
+class GitHubReceiver:
+    """Receives the deliveries of every ``[[review]]`` with ``driver = "github"``."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        store: Store,
+        *,
+        max_body: int = MAX_BODY,
+        connector: Callable[[ReviewSpec], GitHubConnector] = GitHubConnector,
+        on_queued: Callable[[], None] | None = None,
+    ) -> None:
+        self.specs = {r.name: r for r in lab.reviews if r.driver == "github"}
+        self.queue = ReviewQueue(store)
+        self.max_body = max_body
+        self.connector = connector
+        self.on_queued = on_queued
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        delivery = request.headers.get("x-github-delivery", "")
+        client = request.client.host if request.client else "?"
+        try:
+            spec = self.specs.get(name)
+            if spec is None:
+                raise Refused(404, f"no [[review]] named {name!r} with driver github")
+            status, answer = await self.receive(spec, request, delivery)
+        except Refused as refused:
+            log.warning(
+                "refused GitHub delivery %r for %s from %s: %d %s",
+                delivery, name, client, refused.status, refused.message,
+            )  # fmt: skip
+            return JSONResponse({"error": refused.message}, status_code=refused.status)
+        return JSONResponse({"status": answer}, status_code=status)
+
+    async def receive(self, spec: ReviewSpec, request: Request, delivery: str) -> tuple[int, str]:
+        body = await read_body(request, self.max_body)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if content_type != "application/json":
+            raise Refused(415, f"content type {content_type or '(none)'}: want application/json")
+        try:
+            secret = webhook_secret(spec)
+        except GitHubError as error:
+            raise Refused(503, str(error)) from None
+        check_signature(secret, body, request.headers.get("x-hub-signature-256"))
+        event = request.headers.get("x-github-event")
+        if not event or not delivery:
+            raise Refused(400, "no X-GitHub-Event or X-GitHub-Delivery header")
+        payload = _json_object(body)
+        if not self.queue.record_delivery(spec.name, delivery, event):
+            log.info("GitHub delivery %s seen before: ignored", delivery)
+            return 200, "duplicate"
+        try:
+            return await self.handle(spec, event, payload)
+        except PayloadError as error:
+            raise Refused(400, str(error)) from None
+        except GitHubError as error:
+            self.queue.forget_delivery(spec.name, delivery)  # so that a redelivery is handled
+            raise Refused(502, str(error)) from None
+
+    async def handle(
+        self, spec: ReviewSpec, event: str, payload: Mapping[str, Any]
+    ) -> tuple[int, str]:
+        handlers: dict[str, Callable[[ReviewSpec, Mapping[str, Any]], Awaitable[str]]] = {
+            "pull_request": self.pull_request,
+            "issue_comment": self.issue_comment,
+            "status": self.status,
+        }
+        if event == "ping":
+            return 200, "pong"
+        handler = handlers.get(event)
+        if handler is None:
+            return 202, "ignored"
+        return 202, await handler(spec, payload)
+
+    def _enqueue(self, event: ChangeEvent | None) -> str:
+        if event is None:
+            return "ignored"
+        run = self.queue.enqueue(event)
+        if run is None:
+            return "already queued"
+        if self.on_queued is not None:
+            self.on_queued()
+        return "queued"
+
+    async def pull_request(self, spec: ReviewSpec, payload: Mapping[str, Any]) -> str:
+        closed = closed_pull_request(spec, payload)
+        if closed is not None:
+            self.queue.supersede_change(spec.name, closed, "the pull request was closed")
+            return "closed"
+        return self._enqueue(pull_request_event(spec, payload))
+
+    async def issue_comment(self, spec: ReviewSpec, payload: Mapping[str, Any]) -> str:
+        number = recheck_request(spec, payload)
+        if number is None:
+            return "ignored"
+        latest = self.queue.latest_run(spec.name, str(number))
+        if latest is not None:
+            return self._enqueue(
+                ChangeEvent(
+                    kind="recheck",
+                    source=spec.name,
+                    project=latest.project,
+                    change=latest.change,
+                    patchset=latest.patchset,
+                    ref=latest.ref,
+                    revision=latest.revision,
+                    branch=latest.target,
+                    url=latest.url,
+                )
+            )
+        return self._enqueue(await self.connector(spec).pull_request(number, "recheck"))
+
+    async def status(self, spec: ReviewSpec, payload: Mapping[str, Any]) -> str:
+        found = status_vote(spec, payload)
+        if found is None:
+            return "ignored"
+        sha, vote = found
+        run = self.queue.run_for_revision(spec.name, sha)
+        self.queue.record_votes(
+            ChangeEvent(
+                kind="patchset",
+                source=spec.name,
+                project=spec.project,
+                change=run.change if run else "",
+                patchset=sha,
+                ref="",
+                revision=sha,
+                branch=run.target if run else "",
+                votes=(vote,),
+            )
+        )
+        return "recorded"
+
+
+def github_routes(lab: Lab, store: Store, **options: Any) -> list[Route]:
+    """The webhook receiver's routes, for ``labgate serve`` to mount: one per lab, serving every
+    GitHub ``[[review]]`` at ``/review/github/{name}``. ``options`` go to
+    :class:`GitHubReceiver` (``max_body``, ``on_queued``)."""
+    receiver = GitHubReceiver(lab, store, **options)
+    return [Route("/review/github/{name}", receiver, methods=["POST"])]

@@ -1,0 +1,441 @@
+"""The durable queue of review runs, in the lab's store (tables ``review_run``,
+``review_delivery``, ``review_vote``; migration 0005).
+
+A run is one test of one patch set: unique per (connector, change, patch set, attempt), so an
+event seen twice (a replayed webhook, a reconcile after a reconnect) queues nothing new. Its
+``state`` goes ``queued`` → ``running`` (claimed by one controller, with a lease it renews) →
+``voted``. The vote is recorded as an *intent* before it is posted and marked ``done`` after,
+in guarded updates, so a controller restarted at any point never posts a second vote for a run
+(see :mod:`labgate.review.loop`). Every write is one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from labgate import schema as t
+from labgate.review.base import ChangeEvent, OtherVote, ReviewRun, Vote
+from labgate.store import Store, now
+
+QUEUED, RUNNING, VOTED, SUPERSEDED, ERROR = "queued", "running", "voted", "superseded", "error"
+INTENT, DONE = "intent", "done"
+LIVE = (QUEUED, RUNNING)
+
+
+def _iso(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    if value.tzinfo is None:  # SQLite gives naive datetimes back; they were stored as UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat(timespec="seconds")
+
+
+def _run(row: Any) -> ReviewRun:
+    return ReviewRun(
+        id=row.id,
+        connector=row.connector,
+        change=row.change,
+        patchset=row.patchset,
+        attempt=row.attempt,
+        kind=row.kind,
+        project=row.project,
+        ref=row.ref,
+        revision=row.revision,
+        target=row.target,
+        url=row.url,
+        state=row.state,
+        flight_id=row.flight_id,
+        vote=row.vote,
+        voting=None if row.voting is None else bool(row.voting),
+        message=row.message,
+        vote_state=row.vote_state,
+        retest=bool(row.retest),
+        reason=row.reason,
+        created=_iso(row.created),
+        updated=_iso(row.updated),
+    )
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    """A patch set where labgate's vote and another CI account's differ in sign."""
+
+    connector: str
+    change: str
+    patchset: str
+    revision: str
+    run: int
+    flight: int | None
+    labgate: int
+    voting: bool
+    account: str
+    label: str
+    value: int
+    url: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "connector": self.connector,
+            "change": self.change,
+            "patchset": self.patchset,
+            "revision": self.revision,
+            "run": self.run,
+            "flight": self.flight,
+            "labgate": self.labgate,
+            "voting": self.voting,
+            "account": self.account,
+            "label": self.label,
+            "value": self.value,
+            "url": self.url,
+        }
+
+
+class ReviewQueue:
+    """The review tables of a :class:`~labgate.store.Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.engine = store.engine
+
+    # --- events in -------------------------------------------------------------------------
+
+    def enqueue(self, event: ChangeEvent) -> ReviewRun | None:
+        """Queue a run for the event, or None when it asks for nothing new: a patch set already
+        queued or tested (a repeated event), a recheck of one already queued or running. A new
+        patch set supersedes the queued runs of the change's older ones. The event's other CI
+        votes are recorded either way."""
+        self.record_votes(event)
+        with self.engine.begin() as conn:
+            same = and_(
+                t.review_run.c.connector == event.source,
+                t.review_run.c.change == event.change,
+                t.review_run.c.patchset == event.patchset,
+            )
+            attempts = conn.execute(
+                select(t.review_run.c.attempt, t.review_run.c.state).where(same)
+            ).all()
+            if event.kind == "patchset" and attempts:
+                return None
+            if any(r.state in LIVE for r in attempts):
+                return None
+            attempt = max((r.attempt for r in attempts), default=0) + 1
+            if event.kind == "patchset":
+                self._supersede(conn, event.source, event.change, keep=event.patchset)
+            try:
+                with conn.begin_nested():
+                    run_id = self._insert(conn, event, attempt)
+            except IntegrityError:  # another controller queued it first
+                return None
+            row = conn.execute(select(t.review_run).where(t.review_run.c.id == run_id)).one()
+        return _run(row)
+
+    def _insert(self, conn: Connection, event: ChangeEvent, attempt: int) -> int:
+        stamp = now()
+        return int(
+            conn.execute(
+                t.review_run.insert().values(
+                    connector=event.source,
+                    change=event.change,
+                    patchset=event.patchset,
+                    attempt=attempt,
+                    kind=event.kind,
+                    project=event.project,
+                    ref=event.ref,
+                    revision=event.revision,
+                    target=event.branch,
+                    url=event.url,
+                    state=QUEUED,
+                    retest=False,
+                    created=stamp,
+                    updated=stamp,
+                )
+            ).inserted_primary_key[0]
+        )
+
+    def _supersede(self, conn: Connection, connector: str, change: str, keep: str | None) -> None:
+        query = update(t.review_run).where(
+            t.review_run.c.connector == connector,
+            t.review_run.c.change == change,
+            t.review_run.c.state == QUEUED,
+        )
+        if keep is not None:
+            query = query.where(t.review_run.c.patchset != keep)
+        conn.execute(query.values(state=SUPERSEDED, reason="a newer patch set", updated=now()))
+
+    def supersede_change(self, connector: str, change: str, reason: str) -> None:
+        """The change is closed: its queued runs will not be tested."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.review_run)
+                .where(
+                    t.review_run.c.connector == connector,
+                    t.review_run.c.change == change,
+                    t.review_run.c.state == QUEUED,
+                )
+                .values(state=SUPERSEDED, reason=reason, updated=now())
+            )
+
+    def record_delivery(self, connector: str, delivery: str, event: str) -> bool:
+        """Remember a webhook delivery; False when it was seen before (a replay)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    t.review_delivery.insert().values(
+                        connector=connector, delivery=delivery, event=event, received=now()
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def forget_delivery(self, connector: str, delivery: str) -> None:
+        """A delivery that could not be handled: a redelivery of it is not a replay."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.review_delivery.delete().where(
+                    t.review_delivery.c.connector == connector,
+                    t.review_delivery.c.delivery == delivery,
+                )
+            )
+
+    def record_votes(self, event: ChangeEvent) -> None:
+        """Record (or update) other CI accounts' votes on the event's patch set."""
+        if not event.votes:
+            return
+        with self.engine.begin() as conn:
+            for vote in event.votes:
+                self._record_vote(conn, event, vote)
+
+    def _record_vote(self, conn: Connection, event: ChangeEvent, vote: OtherVote) -> None:
+        key = and_(
+            t.review_vote.c.connector == event.source,
+            t.review_vote.c.revision == event.revision,
+            t.review_vote.c.account == vote.account,
+            t.review_vote.c.label == vote.label,
+        )
+        done = conn.execute(
+            update(t.review_vote).where(key).values(value=vote.value, created=now())
+        )
+        if done.rowcount:
+            return
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    t.review_vote.insert().values(
+                        connector=event.source,
+                        revision=event.revision,
+                        change=event.change,
+                        patchset=event.patchset,
+                        account=vote.account,
+                        label=vote.label,
+                        value=vote.value,
+                        created=now(),
+                    )
+                )
+        except IntegrityError:
+            conn.execute(update(t.review_vote).where(key).values(value=vote.value))
+
+    # --- the loop's side ---------------------------------------------------------------------
+
+    def claim(self, owner: str, lease_s: float, connectors: Sequence[str]) -> ReviewRun | None:
+        """Take the oldest run to work on: a queued one, or a running one whose lease ran out
+        (its controller died). Two controllers never get the same run."""
+        while True:
+            stamp = now()
+            claimable = or_(
+                t.review_run.c.state == QUEUED,
+                and_(
+                    t.review_run.c.state == RUNNING,
+                    or_(t.review_run.c.lease_until.is_(None), t.review_run.c.lease_until < stamp),
+                ),
+            )
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    select(t.review_run.c.id)
+                    .where(claimable, t.review_run.c.connector.in_(list(connectors)))
+                    .order_by(t.review_run.c.id)
+                    .limit(1)
+                ).first()
+                if row is None:
+                    return None
+                taken = conn.execute(
+                    update(t.review_run)
+                    .where(t.review_run.c.id == row.id, claimable)
+                    .values(
+                        state=RUNNING,
+                        owner=owner,
+                        lease_until=stamp + timedelta(seconds=lease_s),
+                        updated=stamp,
+                    )
+                )
+                if taken.rowcount == 1:
+                    got = conn.execute(select(t.review_run).where(t.review_run.c.id == row.id))
+                    return _run(got.one())
+
+    def renew(self, run_id: int, owner: str, lease_s: float) -> bool:
+        """Extend the lease of a run this owner holds; False when it lost it."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(t.review_run)
+                .where(t.review_run.c.id == run_id, t.review_run.c.owner == owner)
+                .values(lease_until=now() + timedelta(seconds=lease_s))
+            )
+            return done.rowcount == 1
+
+    def release(self, run_id: int, owner: str, reason: str, delay_s: float = 0.0) -> None:
+        """Give a running run back (posting its vote failed): a claim ``delay_s`` from now
+        retries it."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.review_run)
+                .where(t.review_run.c.id == run_id, t.review_run.c.owner == owner)
+                .values(
+                    lease_until=now() + timedelta(seconds=delay_s),
+                    owner=None,
+                    reason=reason,
+                    updated=now(),
+                )
+            )
+
+    def set_flight(self, run_id: int, flight_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.review_run)
+                .where(t.review_run.c.id == run_id)
+                .values(flight_id=flight_id, updated=now())
+            )
+
+    def record_intent(self, run_id: int, vote: Vote) -> bool:
+        """Record the vote decided for a run, before it is posted; False if one was already
+        recorded (the earlier intent stands: a run votes once)."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(t.review_run)
+                .where(t.review_run.c.id == run_id, t.review_run.c.vote_state.is_(None))
+                .values(
+                    vote=vote.verified,
+                    voting=vote.voting,
+                    message=vote.message,
+                    vote_state=INTENT,
+                    retest=vote.retest,
+                    updated=now(),
+                )
+            )
+            return done.rowcount == 1
+
+    def mark_voted(self, run_id: int, *, retry: ChangeEvent | None = None) -> ReviewRun | None:
+        """The server has the run's vote: the run is ``voted``. With ``retry`` (the lab broke
+        the run), the next attempt is queued in the same transaction; it is returned."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.review_run)
+                .where(t.review_run.c.id == run_id)
+                .values(state=VOTED, vote_state=DONE, lease_until=None, updated=now())
+            )
+            if retry is None:
+                return None
+            attempt = conn.execute(
+                select(func.max(t.review_run.c.attempt)).where(
+                    t.review_run.c.connector == retry.source,
+                    t.review_run.c.change == retry.change,
+                    t.review_run.c.patchset == retry.patchset,
+                )
+            ).scalar()
+            new_id = self._insert(conn, retry, int(attempt or 0) + 1)
+            row = conn.execute(select(t.review_run).where(t.review_run.c.id == new_id)).one()
+        return _run(row)
+
+    def finish(self, run_id: int, state: str, reason: str) -> None:
+        """End a run without a vote (``superseded``), or after reporting an ``error``."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.review_run)
+                .where(t.review_run.c.id == run_id)
+                .values(state=state, reason=reason, lease_until=None, updated=now())
+            )
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def get(self, run_id: int) -> ReviewRun:
+        with self.engine.connect() as conn:
+            return _run(conn.execute(select(t.review_run).where(t.review_run.c.id == run_id)).one())
+
+    def runs(self, connector: str | None = None, state: str | None = None) -> list[ReviewRun]:
+        """Runs oldest first."""
+        query = select(t.review_run).order_by(t.review_run.c.id)
+        if connector is not None:
+            query = query.where(t.review_run.c.connector == connector)
+        if state is not None:
+            query = query.where(t.review_run.c.state == state)
+        with self.engine.connect() as conn:
+            return [_run(r) for r in conn.execute(query)]
+
+    def latest_run(self, connector: str, change: str) -> ReviewRun | None:
+        """The change's newest run (for a recheck that names the change only)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.review_run)
+                .where(t.review_run.c.connector == connector, t.review_run.c.change == change)
+                .order_by(t.review_run.c.id.desc())
+                .limit(1)
+            ).first()
+        return _run(row) if row is not None else None
+
+    def run_for_revision(self, connector: str, revision: str) -> ReviewRun | None:
+        """The newest run that tested this commit."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.review_run)
+                .where(t.review_run.c.connector == connector, t.review_run.c.revision == revision)
+                .order_by(t.review_run.c.id.desc())
+                .limit(1)
+            ).first()
+        return _run(row) if row is not None else None
+
+    def votes(self, connector: str | None = None) -> list[dict[str, Any]]:
+        query = select(t.review_vote).order_by(t.review_vote.c.id)
+        if connector is not None:
+            query = query.where(t.review_vote.c.connector == connector)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def discrepancies(self) -> list[Discrepancy]:
+        """Patch sets where labgate's last decided vote (+1 or -1, voting or not) and another CI
+        account's vote differ in sign, oldest first. A 0 (not tested) is no opinion."""
+        with self.engine.connect() as conn:
+            runs = conn.execute(
+                select(t.review_run)
+                .where(t.review_run.c.vote_state == DONE, t.review_run.c.vote != 0)
+                .order_by(t.review_run.c.id)
+            ).all()
+            others = conn.execute(select(t.review_vote).order_by(t.review_vote.c.id)).all()
+        ours: dict[tuple[str, str], Any] = {}
+        for r in runs:
+            ours[(r.connector, r.revision)] = r  # the newest decided run wins
+        out = []
+        for v in others:
+            run = ours.get((v.connector, v.revision))
+            if run is None or v.value == 0 or (v.value > 0) == (run.vote > 0):
+                continue
+            out.append(
+                Discrepancy(
+                    connector=v.connector,
+                    change=run.change,
+                    patchset=run.patchset,
+                    revision=run.revision,
+                    run=run.id,
+                    flight=run.flight_id,
+                    labgate=run.vote,
+                    voting=bool(run.voting),
+                    account=v.account,
+                    label=v.label,
+                    value=v.value,
+                    url=run.url,
+                )
+            )
+        return out

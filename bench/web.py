@@ -1,0 +1,285 @@
+"""Benchmark: the dashboard's pages on a big store, SQLite and PostgreSQL.
+
+    python bench/web.py                      # 10,000 flights x 50 jobs x 5 steps, both stores
+    python bench/web.py --flights 1000       # a smaller run
+    python bench/web.py --stores sqlite --requests 300
+
+For each store: a lab whose store is filled with bulk inserts (executemany on SQLite, COPY on
+PostgreSQL; ids given explicitly), then ``labgate serve`` in its own process, and requests from
+this process over loopback (one keep-alive connection, one request at a time, after a warm-up).
+Printed per page: p50 and p95 of the wall time of a request, in milliseconds.
+
+Pages: the flight list (first page; a filtered, deep page), a flight page (a random flight of 50
+jobs x 5 steps), and a job's history (a random job of a random branch: 100 flights with steps and
+learned flake rates). PostgreSQL comes from $LABGATE_TEST_POSTGRES (an admin URL; a database is
+created and dropped), else a throwaway cluster is started (tests/pg.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from labgate import schema as t
+from labgate.store import Store
+
+BRANCHES = ("xen-unstable", "linux-linus", "qemu-upstream")
+HOSTS = tuple(f"host{i:02d}" for i in range(24))
+STEP_NAMES = ("host-install", "build", "guest-start", "tests", "guest-stop")
+CHUNK_FLIGHTS = 250
+
+
+def job_names(count: int) -> list[str]:
+    archs = ("amd64", "arm64", "i386", "armhf")
+    names = [f"build-{a}" for a in archs]
+    i = 0
+    while len(names) < count:
+        names.append(f"test-{archs[i % 4]}-xl-{i:02d}")
+        i += 1
+    return names[:count]
+
+
+def rows(flights: int, jobs: int, steps: int, seed: int = 1) -> Iterator[dict[str, list[tuple]]]:
+    """The table rows, CHUNK_FLIGHTS flights at a time (tuples in each table's column order)."""
+    rng = random.Random(seed)
+    names = job_names(jobs)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    job_id = step_id = 0
+    chunk: dict[str, list[tuple]] = {k: [] for k in ("flight", "rev", "job", "runvar", "step")}
+    for fid in range(1, flights + 1):
+        branch = BRANCHES[fid % len(BRANCHES)]
+        blessing = "real" if fid % 5 else "bisect"
+        t0 = start + timedelta(minutes=30 * fid)
+        bad_job = rng.randrange(jobs) if rng.random() < 0.3 else None
+        outcomes = []
+        for seq, name in enumerate(names):
+            job_id += 1
+            j_out = "pass"
+            if seq == bad_job:
+                j_out = rng.choice(("fail", "fail", "broken"))
+            elif rng.random() < 0.01:
+                j_out = "fail"
+            outcomes.append(j_out)
+            j0 = t0 + timedelta(seconds=seq * 5)
+            chunk["job"].append(
+                (job_id, fid, seq, name, j_out, HOSTS[(fid + seq) % len(HOSTS)], "[]", "[]",
+                 False, 1, None if j_out == "pass" else "step failed", j0,
+                 j0 + timedelta(seconds=600))
+            )  # fmt: skip
+            chunk["runvar"].append((job_id, "kconfig", "defconfig"))
+            failed_at = rng.randrange(steps) if j_out != "pass" else steps
+            for s in range(steps):
+                step_id += 1
+                s_out = "pass" if s < failed_at else j_out if s == failed_at else "blocked"
+                duration = abs(rng.gauss(60 + 40 * s, 10))
+                chunk["step"].append(
+                    (step_id, job_id, s, STEP_NAMES[s % len(STEP_NAMES)], "true", None, None,
+                     s_out, 0 if s_out == "pass" else 1, round(duration, 3),
+                     f"{fid}/{name}/{STEP_NAMES[s % len(STEP_NAMES)]}.log", None, j0,
+                     j0 + timedelta(seconds=duration))
+                )  # fmt: skip
+        outcome = "fail" if "fail" in outcomes else "broken" if "broken" in outcomes else "pass"
+        chunk["flight"].append(
+            (fid, branch, blessing, "finished", outcome, t0, t0, t0 + timedelta(minutes=25))
+        )
+        chunk["rev"].append((fid, branch.split("-")[0], f"{rng.getrandbits(160):040x}"))
+        if fid % CHUNK_FLIGHTS == 0 or fid == flights:
+            yield chunk
+            chunk = {k: [] for k in chunk}
+
+
+TABLES = {
+    "flight": (t.flight, ["id", "branch", "blessing", "state", "outcome", "created", "started",
+                          "finished"]),
+    "rev": (t.flight_revision, ["flight_id", "tree", "sha"]),
+    "job": (t.job, ["id", "flight_id", "seq", "name", "outcome", "host", "requires", "depends",
+                    "exclusive", "attempt", "reason", "started", "finished"]),
+    "runvar": (t.runvar, ["job_id", "name", "value"]),
+    "step": (t.step, ["id", "job_id", "seq", "name", "command", "timeout", "results", "outcome",
+                      "exit_status", "duration_s", "log", "reason", "started", "finished"]),
+}  # fmt: skip
+
+
+def fill(url: str, flights: int, jobs: int, steps: int) -> float:
+    """Migrate and fill the store; returns the seconds it took."""
+    began = time.perf_counter()
+    Store.open(url).close()
+    engine = sa.create_engine(url)
+    postgres = engine.dialect.name == "postgresql"
+    try:
+        for chunk in rows(flights, jobs, steps):
+            with engine.begin() as conn:
+                for key in ("flight", "rev", "job", "runvar", "step"):
+                    table, columns = TABLES[key]
+                    if postgres:
+                        _copy(conn, table.name, columns, chunk[key])
+                    else:
+                        conn.execute(
+                            table.insert(),
+                            [dict(zip(columns, row, strict=True)) for row in chunk[key]],
+                        )
+        with engine.begin() as conn:
+            if postgres:
+                for table in ("flight", "job", "step"):
+                    conn.execute(
+                        sa.text(
+                            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                            f" (SELECT max(id) FROM {table}))"
+                        )
+                    )
+            conn.execute(sa.text("ANALYZE"))
+    finally:
+        engine.dispose()
+    return time.perf_counter() - began
+
+
+def _copy(conn: sa.Connection, table: str, columns: Sequence[str], data: list[tuple]) -> None:
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in data:
+            copy.write_row(row)
+
+
+@contextmanager
+def served(lab_dir: Path) -> Iterator[str]:
+    """``labgate serve`` on a free port in its own process; yields its base URL."""
+    exe = Path(sys.executable).parent / "labgate"
+    proc = subprocess.Popen(
+        [str(exe) if exe.exists() else "labgate", "serve", "--lab", str(lab_dir),
+         "--listen", "127.0.0.1:0"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    match = re.search(r"http://127\.0\.0\.1:\d+", line)
+    if not match:
+        proc.kill()
+        raise SystemExit(f"labgate serve did not start: {line}{proc.stderr.read()}")
+    # the request log goes to stderr: keep draining it
+    threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()  # type: ignore[union-attr]
+    try:
+        yield match.group(0)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def measure(client: httpx.Client, paths: Callable[[], str], n: int) -> tuple[float, float]:
+    for _ in range(5):
+        client.get(paths()).raise_for_status()
+    times = []
+    for _ in range(n):
+        path = paths()
+        began = time.perf_counter()
+        response = client.get(path)
+        times.append((time.perf_counter() - began) * 1000)
+        if response.status_code != 200:
+            raise SystemExit(f"GET {path}: {response.status_code} {response.text[:300]}")
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))]
+
+
+def bench_store(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
+    seconds = fill(url, args.flights, args.jobs, args.steps)
+    print(
+        f"{name}: filled {args.flights:,} flights x {args.jobs} jobs x {args.steps} steps "
+        f"({args.flights * args.jobs * args.steps:,} steps) in {seconds:.0f} s",
+        flush=True,
+    )
+    rng = random.Random(7)
+    names = job_names(args.jobs)
+    pages: dict[str, Callable[[], str]] = {
+        "flight list": lambda: "/flights",
+        "flight list, filtered deep page": lambda: (
+            f"/flights?branch={rng.choice(BRANCHES)}&outcome={rng.choice(('pass', 'fail'))}"
+            f"&before={rng.randint(1, args.flights)}"
+        ),
+        "flight page": lambda: f"/flights/{rng.randint(1, args.flights)}",
+        "job history": lambda: f"/history/{rng.choice(BRANCHES)}/{rng.choice(names)}",
+    }
+    with tempfile.TemporaryDirectory(prefix="labgate-bench-web-") as tmp:
+        lab_dir = Path(tmp)
+        (lab_dir / "lab.toml").write_text(
+            f'[lab]\nname = "bench"\ndatabase = {json.dumps(url)}\n\n'
+            '[[tree]]\nname = "xen"\nurl = "/nonexistent/xen.git"\n\n'
+            + "".join(f'[[branch]]\nname = "{b}"\ntree = "xen"\n\n' for b in BRANCHES)
+            + '[[host]]\nname = "host00"\nflags = []\n\n'
+            '[[job]]\nname = "build-amd64"\n[[job.step]]\nname = "build"\nrun = "true"\n'
+        )
+        results = {}
+        with served(lab_dir) as base, httpx.Client(base_url=base, timeout=60) as client:
+            for page, paths in pages.items():
+                results[page] = measure(client, paths, args.requests)
+    return {"fill_s": seconds, "pages": results}
+
+
+@contextmanager
+def postgres_url() -> Iterator[str]:
+    admin = os.environ.get("LABGATE_TEST_POSTGRES", "").strip()
+    cluster = None
+    if not admin:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from pg import start_cluster
+
+        cluster = start_cluster()
+        admin = cluster.url
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    name = f"labgate_bench_{uuid.uuid4().hex[:12]}"
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield engine.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+        if cluster is not None:
+            cluster.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--flights", type=int, default=10_000)
+    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=200, help="per page")
+    parser.add_argument("--stores", default="sqlite,postgresql")
+    args = parser.parse_args()
+    report = {}
+    for store in args.stores.split(","):
+        if store == "sqlite":
+            with tempfile.TemporaryDirectory(prefix="labgate-bench-db-") as tmp:
+                report[store] = bench_store(store, f"sqlite:///{tmp}/labgate.db", args)
+        elif store == "postgresql":
+            with postgres_url() as url:
+                report[store] = bench_store(store, url, args)
+        else:
+            raise SystemExit(f"--stores: unknown store {store!r} (sqlite, postgresql)")
+    print()
+    print(f"{'store':<11} {'page':<32} {'p50 ms':>8} {'p95 ms':>8}   target p95 < 100 ms")
+    for store, result in report.items():
+        for page, (p50, p95) in result["pages"].items():
+            mark = "ok" if p95 < 100 else "SLOW"
+            print(f"{store:<11} {page:<32} {p50:>8.1f} {p95:>8.1f}   {mark}")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -85,7 +86,9 @@ def linear(tmp_path: Path, n: int = 24, culprit_at: int = 15, **marks: int) -> H
                 files[name] = "\n"
             elif i == at + 1:
                 files[name] = None
-        commits.append(repo.commit(f"change {i}", files=files, author=("Ann", "ann@example.org")))
+        # Brackets in subjects must reach the user as they are (no markup interpretation).
+        message = f"[PATCH] change {i} [/x]"
+        commits.append(repo.commit(message, files=files, author=("Ann", "ann@example.org")))
     return History(repo, good, commits[-1], commits[culprit_at - 1], tuple(commits))
 
 
@@ -178,7 +181,7 @@ def test_linear_history_names_the_culprit_and_writes_json(tmp_path: Path) -> Non
     first = ran.stdout.splitlines()[0]
     assert first.startswith(f"{h.culprit} is the first bad commit (confidence ")
     assert "Ann <ann@example.org>" in ran.stdout
-    assert "change 15" in ran.stdout
+    assert "[PATCH] change 15 [/x]" in ran.stdout
     result = json.loads(report.read_text())
     assert set(result) == {
         "culprit",
@@ -508,6 +511,35 @@ def test_ctrl_c_kills_the_commands_and_removes_every_worktree(tmp_path: Path, ta
     assert not (h.repo.path / ".git" / "worktrees").exists() or not any(
         (h.repo.path / ".git" / "worktrees").iterdir()
     )
+
+
+def test_live_progress_on_a_terminal(tmp_path: Path) -> None:
+    h = linear(tmp_path)
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from labgate.cli import main; main()", "bisect", "run",
+         *goods(h.good), "--bad", h.bad, "-j", "2", "--", "./test.sh"],
+        cwd=h.repo.path,
+        env=_env(None, {"TERM": "xterm", "COLUMNS": "200"}),
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )  # fmt: skip
+    os.close(terminal)
+    screen = b""
+    while True:  # until the process is gone and the terminal hangs up
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(controller)
+    assert process.wait(timeout=60) == 0
+    text = screen.decode(errors="replace")
+    assert "round " in text and "runs done" in text and "leading " in text
+    assert f"{h.culprit} is the first bad commit" in text
 
 
 def _alive(pid: int) -> bool:

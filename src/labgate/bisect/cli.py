@@ -104,7 +104,7 @@ def run_command(
     Example:
         labgate bisect run --good v1.0 --bad main -j 4 -- make test
     """
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     if not command:
         _usage(err, "no command to run: give it after `--`, e.g. `-- make test`")
     if bad is None:
@@ -193,7 +193,7 @@ def _progress_display(err: Console) -> Iterator[Any]:
                 commit, outcome, status = progress.last
                 colour = {"good": "green", "bad": "red", "skip": "yellow"}[outcome]
                 live.console.print(
-                    f"  [{colour}]{outcome:4}[/] {commit[:12]} (exit {status})", highlight=False
+                    Text.assemble("  ", (f"{outcome:4}", colour), f" {commit[:12]} (exit {status})")
                 )
             live.update(_status_line(progress))
 
@@ -234,7 +234,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _report(repo: Path, result: Result, json_path: str | None, err: Console) -> None:
     decision = result.decision
-    out = err if json_path == "-" else Console(highlight=False, soft_wrap=True)
+    out = err if json_path == "-" else Console(highlight=False, soft_wrap=True, markup=False)
     total = len(result.observations)
     if decision.kind == "culprit" and decision.culprit is not None:
         info = commit_info(repo, decision.culprit.commit)

@@ -112,7 +112,7 @@ class GitHubReceiver:
         self.connector = connector
         self.on_queued = on_queued
 
-    async def __call__(self, request: Request) -> JSONResponse:
+    async def endpoint(self, request: Request) -> JSONResponse:
         name = request.path_params["name"]
         delivery = request.headers.get("x-github-delivery", "")
         client = request.client.host if request.client else "?"
@@ -234,4 +234,4 @@ def github_routes(lab: Lab, store: Store, **options: Any) -> list[Route]:
     GitHub ``[[review]]`` at ``/review/github/{name}``. ``options`` go to
     :class:`GitHubReceiver` (``max_body``, ``on_queued``)."""
     receiver = GitHubReceiver(lab, store, **options)
-    return [Route("/review/github/{name}", receiver, methods=["POST"])]
+    return [Route("/review/github/{name}", receiver.endpoint, methods=["POST"])]

@@ -70,23 +70,22 @@ def approvals(event: Mapping[str, Any]) -> tuple[OtherVote, ...]:
 
 def _change_event(spec: ReviewSpec, event: Mapping[str, Any], kind: str) -> ChangeEvent:
     change = _field(event, "change")
-    patch_set = _field(event, "patchSet")
-    number = _int_text(_field(change, "number"), "change.number")
-    revision = _field(patch_set, "revision")
+    number = _int_text(_field(event, "change", "number"), "change.number")
+    revision = _field(event, "patchSet", "revision")
     if not isinstance(revision, str) or not re.fullmatch(r"[0-9a-f]{40}", revision):
         raise StreamError(f"patchSet.revision {revision!r} is not a commit sha")
-    ref = _field(patch_set, "ref")
+    ref = _field(event, "patchSet", "ref")
     if not isinstance(ref, str) or not ref.startswith("refs/changes/"):
         raise StreamError(f"patchSet.ref {ref!r} is not a refs/changes/ ref")
     return ChangeEvent(
         kind="recheck" if kind == "recheck" else "patchset",
         source=spec.name,
-        project=str(_field(change, "project")),
+        project=str(_field(event, "change", "project")),
         change=number,
-        patchset=_int_text(_field(patch_set, "number"), "patchSet.number"),
+        patchset=_int_text(_field(event, "patchSet", "number"), "patchSet.number"),
         ref=ref,
         revision=revision,
-        branch=str(_field(change, "branch")),
+        branch=str(_field(event, "change", "branch")),
         url=change.get("url") if isinstance(change.get("url"), str) else None,
         author=_account(event.get("uploader") or event.get("author")),
     )

@@ -22,8 +22,10 @@ from labgate.bisect.posterior import Posterior
 
 __all__ = ["choose"]
 
-_MASS = 1.0 - 1e-5  # the classes kept hold this much of the posterior
-_POOL = 320  # about this many candidate points are scored for the first pick
+_MASS = 1.0 - 1e-3  # the classes scored one by one hold this much of the posterior
+_POOL = 200  # about this many candidate points are scored for the first pick
+_PIECES = 48  # at most this many classes are scored one by one; the rest are pooled
+_HEAVY = 1e-3  # a class of this much mass is sampled even when the pool is full
 _MIN_SAMPLE = 4  # points sampled from each class of weight once the pool is full
 _BUCKETS = 24  # the short list for later picks: the best points per bad-probability bucket
 _PER_BUCKET = 3
@@ -67,30 +69,72 @@ def choose(
     """Up to ``k`` points to test next, never in ``exclude``; ``seeds`` are already on their way."""
     pieces: list[_Piece] = []
     acc = 0.0
+    rest = [0, 0, 0.0, 0.0, 0.0]  # the classes past _MASS, pooled into one piece
     for bits, size, mass, f_in, f_out in post.classes:
-        pieces.append(_Piece(bits, size, mass / size, f_in, f_out))
-        acc += mass
-        if acc >= _MASS:
-            break
+        if acc < _MASS and len(pieces) < _PIECES:
+            pieces.append(_Piece(bits, size, mass / size, f_in, f_out))
+            acc += mass
+        else:
+            rest[0] |= bits
+            rest[1] += size
+            rest[2] += mass
+            rest[3] += mass * f_in
+            rest[4] += mass * f_out
+    if rest[2] > 0.0:
+        bits, size, mass, f_in, f_out = rest
+        pieces.append(_Piece(int(bits), int(size), mass / size, f_in / mass, f_out / mass))
     pool = _pool(pieces, exclude)
     if not pool:
         return []
     for s in list(seeds)[: _MAX_JOINT - 1]:
         pieces = _split(pieces, graph.anc[s])
-    chosen: list[int] = []
     scored = _score(graph, pieces, pool)
-    chosen.append(_best(scored))
-    if k > 1:
-        short = _short_list(scored)
-        for _ in range(k - 1):
-            if len(pieces[0].pattern) + 1 >= _MAX_JOINT:
-                break
-            pieces = _split(pieces, graph.anc[chosen[-1]])
-            rest = [x for x in short if x not in chosen]
-            if not rest:
-                break
-            chosen.append(_best(_score(graph, pieces, rest)))
-    return chosen
+    greedy = [_best(scored)]
+    if k == 1:
+        return greedy
+    short = _short_list(scored)
+    greedy_info = _extend(graph, pieces, greedy, short, k)
+    # the greedy batch starts from the best single point, which is not where k + 1 even parts
+    # split; the quantile batch does (better on a quiet history); keep whichever says more
+    quantiles = _quantile_batch(scored, k)
+    if len(quantiles) > 1 and _batch_info(graph, pieces, quantiles) > greedy_info:
+        return quantiles
+    return greedy
+
+
+def _extend(
+    graph: Graph, pieces: list[_Piece], chosen: list[int], short: list[int], k: int
+) -> float:
+    """Grow ``chosen`` greedily to ``k`` points; returns the information of the batch."""
+    info = 0.0
+    while len(chosen) < k and len(pieces[0].pattern) + 1 < _MAX_JOINT:
+        pieces = _split(pieces, graph.anc[chosen[-1]])
+        rest = [x for x in short if x not in chosen]
+        if not rest:
+            break
+        scored = _score(graph, pieces, rest)
+        best = _best(scored)
+        info = max(t[0] for t in scored if t[2] == best)
+        chosen.append(best)
+    return info
+
+
+def _batch_info(graph: Graph, pieces: list[_Piece], batch: list[int]) -> float:
+    for x in batch[:-1]:
+        pieces = _split(pieces, graph.anc[x])
+    return _score(graph, pieces, batch[-1:])[0][0]
+
+
+def _quantile_batch(scored: list[tuple[float, float, int]], k: int) -> list[int]:
+    """Points whose bad-probabilities are closest to 1/(k+1), 2/(k+1), ..., distinct."""
+    out: list[int] = []
+    for i in range(1, k + 1):
+        target = i / (k + 1)
+        rest = [t for t in scored if t[2] not in out]
+        if not rest:
+            break
+        out.append(min(rest, key=lambda t: (abs(t[1] - target), -t[0]))[2])
+    return out
 
 
 def _best(scored: list[tuple[float, float, int]]) -> int:
@@ -99,11 +143,16 @@ def _best(scored: list[tuple[float, float, int]]) -> int:
 
 
 def _pool(pieces: list[_Piece], exclude: set[int]) -> list[int]:
-    """The candidate points worth scoring: every member of the likeliest classes, then samples."""
+    """The candidate points worth scoring: members of the likeliest classes, sampled evenly when
+    a class is large, until about ``_POOL`` points; a class holding real mass always gets some."""
     pool: list[int] = []
     for piece in pieces:
+        room = _POOL - len(pool)
+        if room <= 0:
+            if piece.weight * piece.size < _HEAVY:
+                continue
+            room = _MIN_SAMPLE
         ms = [x for x in members(piece.bits) if x not in exclude]
-        room = max(_POOL - len(pool), _MIN_SAMPLE)
         if len(ms) > room:
             step = len(ms) / room
             ms = [ms[int(i * step)] for i in range(room)]

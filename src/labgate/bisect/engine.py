@@ -120,6 +120,7 @@ class Search:
         post = self._posterior(fails, passes)
         ranked = self._ranked(post, skipped)
         top, conf = ranked[0]
+        conf = min(conf, post.guarded)
         common = {
             "confidence": conf,
             "candidates": tuple((Culprit(*g.commits[i]), w) for i, w in ranked),

@@ -100,9 +100,22 @@ class Posterior:
     noise: tuple[tuple[Noise, float], ...]  # hypothesis and its posterior probability
     flake_rate: float  # posterior mean of p
     detection_rate: float  # posterior mean of q
+    # the leading candidate's probability under the least favourable noise hypothesis that the
+    # runs have not made implausible: the search names a culprit on this, not on the mixture
+    guarded: float = 0.0
 
     def per_member(self, j: int) -> float:
         return self.classes[j][2] / self.classes[j][1]
+
+
+PLAUSIBLE = 1e-3
+"""A noise hypothesis below this posterior probability no longer holds a culprit back.
+
+Stopping when the leading candidate reaches the confidence under *every* plausible hypothesis
+keeps the rate of wrong culprits below 1 - confidence in each (p, q) cell, not only on average over
+the prior; the true hypothesis is wrongly ruled implausible with probability about PLAUSIBLE divided
+by its prior.
+"""
 
 
 def _term(n: int, logp: float) -> float:
@@ -127,7 +140,7 @@ def posterior(
     p_tot = sum(passes.values())
     logs = [
         (
-            math.log(h.prior),
+            _log(h.prior),
             _log(h.fail_bad),
             _log(1.0 - h.fail_bad),
             _log(h.p),
@@ -174,9 +187,20 @@ def posterior(
         key=lambda c: -c[2] / c[1],
     )
     hs = tuple((h, w / z) for h, w in zip(noise, noise_mass, strict=True))
+    top = max(range(len(found)), key=lambda j: found[j][2] / found[j][1])
+    top_row, top_size = rows[top][2], rows[top][1]
+    guarded = min(
+        (
+            math.exp(top_row[i] - best) / top_size / noise_mass[i]
+            for i in range(len(noise))
+            if noise_mass[i] >= PLAUSIBLE * z
+        ),
+        default=0.0,
+    )
     return Posterior(
         classes=tuple(classes),
         noise=hs,
         flake_rate=sum(h.p * w for h, w in hs),
         detection_rate=sum(h.q * w for h, w in hs),
+        guarded=guarded,
     )

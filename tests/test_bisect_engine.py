@@ -1,0 +1,340 @@
+"""The bisection engine: exact when the test is deterministic, calibrated when it is noisy."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Mapping
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from labgate.bisect.engine import (
+    BisectError,
+    Culprit,
+    Decision,
+    Observation,
+    Search,
+    TreeRange,
+)
+
+Oracle = Callable[[Mapping[str, str]], str]
+
+# --- histories -------------------------------------------------------------------------------
+
+
+def linear(n: int, tree: str = "", prefix: str = "c") -> TreeRange:
+    """good = {prefix}0, then {prefix}1 .. {prefix}n (bad)."""
+    parents = {f"{prefix}{i}": (f"{prefix}{i - 1}",) for i in range(1, n + 1)}
+    return TreeRange(tree, parents, (f"{prefix}0",), f"{prefix}{n}")
+
+
+def random_dag(rng: random.Random, n: int, tree: str = "") -> TreeRange:
+    """A history with merges: first parents close behind, second parents anywhere earlier."""
+    parents: dict[str, tuple[str, ...]] = {}
+    for i in range(n):
+        first = rng.randint(max(-1, i - 4), i - 1)
+        ps = [first]
+        if rng.random() < 0.3:
+            second = rng.randint(-1, i - 1)
+            if second != first:
+                ps.append(second)
+        parents[f"c{i}"] = tuple("g" if p < 0 else f"c{p}" for p in ps)
+    bad = f"c{n - 1}"
+    keep = ancestors(parents, bad)
+    return TreeRange(tree, {c: parents[c] for c in keep}, ("g",), bad)
+
+
+def ancestors(parents: Mapping[str, tuple[str, ...]], commit: str) -> set[str]:
+    """Naive ancestor set (itself included), restricted to the keys of ``parents``."""
+    seen = {commit}
+    stack = [commit]
+    while stack:
+        for p in parents.get(stack.pop(), ()):
+            if p in parents and p not in seen:
+                seen.add(p)
+                stack.append(p)
+    return seen
+
+
+def deterministic(ranges: list[TreeRange], culprit: Culprit) -> Oracle:
+    """A test that fails exactly when the tuple's revision of the culprit's tree contains it."""
+    r = next(r for r in ranges if r.tree == culprit.tree)
+
+    def run(point: Mapping[str, str]) -> str:
+        c = point[culprit.tree]
+        inside = c in r.parents and culprit.commit in ancestors(r.parents, c)
+        return "bad" if inside else "good"
+
+    return run
+
+
+def noisy(oracle: Oracle, p: float, q: float, rng: random.Random) -> Oracle:
+    def run(point: Mapping[str, str]) -> str:
+        if oracle(point) == "bad":
+            return "bad" if rng.random() < q + (1 - q) * p else "good"
+        return "bad" if rng.random() < p else "good"
+
+    return run
+
+
+def bisect(search: Search, oracle: Oracle, *, k: int = 1, limit: int = 400) -> tuple[Decision, int]:
+    """Run the search to its end; returns the last decision and the number of runs."""
+    observations: list[Observation] = []
+    for _ in range(limit):
+        d = search.decide(observations, k=k)
+        if d.kind != "test":
+            return d, len(observations)
+        assert d.tests, "a test decision with nothing pending must name tests"
+        for t in d.tests:
+            observations.append(Observation(t, oracle(t)))  # type: ignore[arg-type]
+    raise AssertionError("the search did not end")
+
+
+# --- deterministic tests: always the exact culprit -------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 60), k=st.sampled_from([1, 2, 4]))
+def test_deterministic_test_always_finds_the_exact_culprit(seed: int, n: int, k: int) -> None:
+    rng = random.Random(seed)
+    r = random_dag(rng, n)
+    culprit = Culprit("", rng.choice(sorted(r.parents)))
+    d, _ = bisect(Search([r]), deterministic([r], culprit), k=k)
+    assert d.kind == "culprit"
+    assert d.culprit == culprit
+    assert d.confidence >= 0.99
+
+
+def test_deterministic_linear_history_costs_few_runs_more_than_git_bisect() -> None:
+    runs = []
+    for seed in range(20):
+        rng = random.Random(seed)
+        r = linear(1000)
+        culprit = Culprit("", f"c{rng.randint(1, 1000)}")
+        d, n = bisect(Search([r]), deterministic([r], culprit))
+        assert d.culprit == culprit
+        runs.append(n)
+    # git bisect needs log2(1000) ~ 10 runs; ruling out an intermittent or flaky test costs ~7 more
+    assert sum(runs) / len(runs) <= 20
+
+
+def test_culprit_is_seen_failing_and_its_parents_passing() -> None:
+    rng = random.Random(3)
+    r = random_dag(rng, 80)
+    for name in sorted(r.parents)[::7]:
+        culprit = Culprit("", name)
+        oracle = deterministic([r], culprit)
+        observations: list[Observation] = []
+        while (d := Search([r]).decide(observations)).kind == "test":
+            observations += [Observation(t, oracle(t)) for t in d.tests]  # type: ignore[misc]
+        seen = {(o.point[""], o.outcome) for o in observations}
+        assert d.culprit == culprit
+        assert (name, "bad") in seen or name == r.bad
+        for p in r.parents[name]:
+            assert p in r.good or p not in r.parents or (p, "good") in seen
+
+
+# --- noisy tests: wrong culprits stay rarer than 1 - confidence -------------------------------
+
+
+@pytest.mark.parametrize(("p", "q"), [(0.1, 1.0), (0.0, 0.6), (0.15, 0.7)])
+def test_noisy_wrong_culprit_rate_stays_below_one_minus_confidence(p: float, q: float) -> None:
+    confidence = 0.9
+    named = wrong = 0
+    for seed in range(60):
+        rng = random.Random(seed)
+        r = random_dag(rng, 48) if seed % 2 else linear(48)
+        culprit = Culprit("", rng.choice(sorted(r.parents)))
+        oracle = noisy(deterministic([r], culprit), p, q, rng)
+        d, _ = bisect(Search([r], confidence=confidence), oracle)
+        if d.kind == "culprit":
+            named += 1
+            wrong += d.culprit != culprit
+    assert named >= 55
+    assert wrong / named < 1 - confidence
+
+
+def test_learns_the_flake_rate_from_contradictions() -> None:
+    r = linear(16)
+    clean = Search([r]).decide([Observation({"": "c8"}, "good")])
+    obs = [Observation({"": "c0"}, "bad"), Observation({"": "c0"}, "good")] * 3
+    flaky = Search([r]).decide([*obs, Observation({"": "c8"}, "good")])
+    assert clean.flake_rate < 0.1
+    assert flaky.flake_rate > clean.flake_rate + 0.05
+
+
+# --- merges and first-parent mode ------------------------------------------------------------
+
+
+def merged_branch() -> TreeRange:
+    """m1 - m2 - m3 - m4 (merge of m3 and s2) - m5, with the side branch s1 - s2 off m2."""
+    parents = {
+        "m1": ("g",),
+        "m2": ("m1",),
+        "m3": ("m2",),
+        "s1": ("m2",),
+        "s2": ("s1",),
+        "m4": ("m3", "s2"),
+        "m5": ("m4",),
+    }
+    return TreeRange("", parents, ("g",), "m5")
+
+
+def test_full_dag_names_the_commit_on_the_side_branch() -> None:
+    r = merged_branch()
+    d, _ = bisect(Search([r]), deterministic([r], Culprit("", "s1")))
+    assert d.culprit == Culprit("", "s1")
+
+
+def test_first_parent_mode_names_the_merge_and_tests_only_the_first_parent_chain() -> None:
+    r = merged_branch()
+    oracle = deterministic([r], Culprit("", "s1"))
+    observations: list[Observation] = []
+    search = Search([r], first_parent=True)
+    while (d := search.decide(observations, k=2)).kind == "test":
+        assert all(t[""] in {"m1", "m2", "m3", "m4", "m5"} for t in d.tests)
+        observations += [Observation(t, oracle(t)) for t in d.tests]  # type: ignore[misc]
+    assert d.culprit == Culprit("", "m4")
+
+
+# --- several trees ---------------------------------------------------------------------------
+
+
+def three_trees() -> list[TreeRange]:
+    return [linear(30, "xen", "x"), linear(40, "linux", "l"), linear(20, "qemu", "q")]
+
+
+@pytest.mark.parametrize("culprit", [("xen", "x1"), ("linux", "l17"), ("qemu", "q20")])
+def test_several_trees_name_the_tree_and_commit(culprit: tuple[str, str]) -> None:
+    ranges = three_trees()
+    oracle = deterministic(ranges, Culprit(*culprit))
+    observations: list[Observation] = []
+    search = Search(ranges)
+    while (d := search.decide(observations, k=3)).kind == "test":
+        for t in d.tests:
+            assert set(t) == {"xen", "linux", "qemu"}
+            # the chain: trees before the varying one at bad, trees after it at good
+            goods = {r.tree: r.good[0] for r in ranges}
+            varying = [name for name, c in t.items() if c != goods[name]]
+            order = ["xen", "linux", "qemu"]
+            if varying:
+                last = max(order.index(v) for v in varying)
+                assert all(t[order[i]] == ranges[i].bad for i in range(last))
+        observations += [Observation(t, oracle(t)) for t in d.tests]  # type: ignore[misc]
+    assert d.culprit == Culprit(*culprit)
+
+
+def test_observation_off_the_chain_is_ignored() -> None:
+    ranges = three_trees()
+    off = Observation({"xen": "x3", "linux": "l5", "qemu": "q0"}, "bad")
+    d = Search(ranges).decide([off])
+    assert d.kind == "test"
+    assert d.executions == 1
+    assert d.confidence < 0.05
+
+
+# --- skips -----------------------------------------------------------------------------------
+
+
+def test_skipped_commits_are_never_retested_and_hiding_ones_leave_candidates() -> None:
+    r = linear(40)
+    truth = deterministic([r], Culprit("", "c21"))
+    untestable = {"c20", "c21"}
+    observations: list[Observation] = []
+    search = Search([r])
+    skipped: set[str] = set()
+    while (d := search.decide(observations, k=2)).kind == "test":
+        for t in d.tests:
+            assert t[""] not in skipped
+            outcome = "skip" if t[""] in untestable else truth(t)
+            if outcome == "skip":
+                skipped.add(t[""])
+            observations.append(Observation(t, outcome))  # type: ignore[arg-type]
+    assert d.kind == "undecided"
+    assert d.reason and "untestable" in d.reason
+    assert {c.commit for c, _ in d.candidates} == {"c20", "c21", "c22"}
+    assert sum(w for _, w in d.candidates) >= 0.99
+
+
+def test_a_skip_away_from_the_culprit_does_not_matter() -> None:
+    r = linear(64)
+    truth = deterministic([r], Culprit("", "c50"))
+    d, _ = bisect(Search([r]), lambda t: "skip" if t[""] == "c32" else truth(t))
+    assert d.culprit == Culprit("", "c50")
+
+
+# --- batches, pending points, budget ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_k_picks_are_distinct_and_split_the_range(k: int) -> None:
+    d = Search([linear(1000)]).decide([], k=k)
+    picks = sorted(int(t[""][1:]) for t in d.tests)
+    assert len(set(picks)) == k
+    # k + 1 parts, none of them holding more than about half of the range
+    edges = [0, *picks, 1000]
+    parts = [b - a for a, b in itertools.pairwise(edges)]
+    assert max(parts) <= 1000 * (1 / (k + 1) + 0.2)
+    assert min(parts) >= 1000 / (k + 1) / 3
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32), k=st.integers(1, 5))
+def test_pending_points_are_never_returned(seed: int, k: int) -> None:
+    rng = random.Random(seed)
+    r = random_dag(rng, 50)
+    oracle = deterministic([r], Culprit("", rng.choice(sorted(r.parents))))
+    search = Search([r])
+    observations: list[Observation] = []
+    pending: list[Mapping[str, str]] = []
+    for _ in range(12):
+        d = search.decide(observations, k=k, pending=pending)
+        if d.kind != "test":
+            break
+        names = [t[""] for t in d.tests]
+        assert len(names) == len(set(names)) <= k
+        assert not set(names) & {p[""] for p in pending}
+        pending += d.tests
+        # the oldest pending run finishes
+        done = pending.pop(0)
+        observations.append(Observation(done, oracle(done)))  # type: ignore[arg-type]
+
+
+def test_budget_spent_is_undecided_with_the_reason() -> None:
+    r = linear(200)
+    rng = random.Random(1)
+    oracle = noisy(deterministic([r], Culprit("", "c77")), 0.3, 0.5, rng)
+    d, n = bisect(Search([r], max_executions=25), oracle)
+    assert d.kind == "undecided"
+    assert n == 25
+    assert d.reason and "budget" in d.reason
+    assert len(d.candidates) >= 5
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ranges", "message"),
+    [
+        ([], "no range"),
+        ([TreeRange("", {}, ("g",), "b")], "empty"),
+        ([TreeRange("", {"a": ("g",)}, ("g",), "b")], "bad commit b"),
+        ([TreeRange("", {"a": ("g",), "b": ("a",)}, ("a",), "b")], "inside the range"),
+        ([TreeRange("", {"a": ("x",), "b": ("a",)}, ("g",), "b")], "ancestor of bad"),
+        ([TreeRange("", {"a": ("g",), "b": ("a",), "z": ("g",)}, ("g",), "b")], "not an ancestor"),
+        ([TreeRange("", {"b": ("g",)}, (), "b")], "no good"),
+        ([linear(3, "x"), linear(3, "x")], "twice"),
+    ],
+)
+def test_invalid_input_raises_a_clear_bisect_error(ranges: list[TreeRange], message: str) -> None:
+    with pytest.raises(BisectError, match=message):
+        Search(ranges)
+
+
+def test_observation_naming_unknown_trees_is_an_error() -> None:
+    with pytest.raises(BisectError, match="trees"):
+        Search([linear(5, "xen")]).decide([Observation({"linux": "c1"}, "bad")])
+    assert issubclass(BisectError, ValueError)

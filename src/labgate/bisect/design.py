@@ -69,20 +69,29 @@ def choose(
     """Up to ``k`` points to test next, never in ``exclude``; ``seeds`` are already on their way."""
     pieces: list[_Piece] = []
     acc = 0.0
-    rest = [0, 0, 0.0, 0.0, 0.0]  # the classes past _MASS, pooled into one piece
+    # the classes past _MASS (or past _PIECES of them) are pooled into one piece
+    rest_bits = rest_size = 0
+    rest_mass = rest_in = rest_out = 0.0
     for bits, size, mass, f_in, f_out in post.classes:
         if acc < _MASS and len(pieces) < _PIECES:
             pieces.append(_Piece(bits, size, mass / size, f_in, f_out))
             acc += mass
         else:
-            rest[0] |= bits
-            rest[1] += size
-            rest[2] += mass
-            rest[3] += mass * f_in
-            rest[4] += mass * f_out
-    if rest[2] > 0.0:
-        bits, size, mass, f_in, f_out = rest
-        pieces.append(_Piece(int(bits), int(size), mass / size, f_in / mass, f_out / mass))
+            rest_bits |= bits
+            rest_size += size
+            rest_mass += mass
+            rest_in += mass * f_in
+            rest_out += mass * f_out
+    if rest_mass > 0.0:
+        pieces.append(
+            _Piece(
+                rest_bits,
+                rest_size,
+                rest_mass / rest_size,
+                rest_in / rest_mass,
+                rest_out / rest_mass,
+            )
+        )
     pool = _pool(pieces, exclude)
     if not pool:
         return []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from labgate.bisect.design import choose
@@ -121,48 +121,52 @@ class Search:
         ranked = self._ranked(post, skipped)
         top, conf = ranked[0]
         conf = min(conf, post.guarded)
-        common = {
-            "confidence": conf,
-            "candidates": tuple((Culprit(*g.commits[i]), w) for i, w in ranked),
-            "flake_rate": post.flake_rate,
-            "detection_rate": post.detection_rate,
-            "executions": len(observations),
-        }
+        base = Decision(
+            "test",
+            confidence=conf,
+            candidates=tuple((Culprit(*g.commits[i]), w) for i, w in ranked),
+            flake_rate=post.flake_rate,
+            detection_rate=post.detection_rate,
+            executions=len(observations),
+        )
         need = self._unconfirmed(top, fails, passes)
         if conf >= self.confidence and not need:
-            return Decision("culprit", culprit=Culprit(*g.commits[top]), **common)  # type: ignore[arg-type]
+            return replace(base, kind="culprit", culprit=Culprit(*g.commits[top]))
         hidden = self._hidden(top, post, skipped, need)
         if hidden is not None:
             reason, group = hidden
-            return Decision(
-                "undecided",
-                reason=reason,
-                **{**common, "candidates": group},  # type: ignore[arg-type]
-            )
+            return replace(base, kind="undecided", reason=reason, candidates=group)
         if len(observations) >= self.max_executions:
-            return Decision(
-                "undecided",
-                reason=f"the budget of {self.max_executions} test runs is spent before any commit"
-                f" reached {self.confidence:.0%} confidence",
-                **common,  # type: ignore[arg-type]
+            reason = (
+                f"the budget of {self.max_executions} test runs is spent before any commit"
+                f" reached {self.confidence:.0%} confidence"
             )
-        exclude = skipped | set(busy)
-        forced = [x for x in need if x not in exclude] if conf >= self.confidence else []
-        forced = forced[:k]
-        picks = (
-            forced
-            + choose(g, post, k - len(forced), exclude=exclude | set(forced), seeds=busy + forced)
-            if k > len(forced)
-            else forced
-        )
+            return replace(base, kind="undecided", reason=reason)
+        picks = self._picks(post, k, top if conf >= self.confidence else None, need, skipped, busy)
         if not picks and not busy:
-            return Decision(
-                "undecided",
-                reason="no commit left to test can tell the candidates apart",
-                **common,  # type: ignore[arg-type]
-            )
-        tests = tuple(dict(g.points[x]) for x in picks)
-        return Decision("test", tests=tests, **common)  # type: ignore[arg-type]
+            reason = "no commit left to test can tell the candidates apart"
+            return replace(base, kind="undecided", reason=reason)
+        return replace(base, tests=tuple(dict(g.points[x]) for x in picks))
+
+    def _picks(
+        self,
+        post: Posterior,
+        k: int,
+        top: int | None,
+        need: list[int],
+        skipped: set[int],
+        busy: list[int],
+    ) -> list[int]:
+        """The next points: a confident but unconfirmed culprit's own checks first, then the most
+        informative others (jointly with the points still running)."""
+        exclude = skipped | set(busy)
+        forced = [x for x in need if x not in exclude][:k] if top is not None else []
+        if len(forced) == k:
+            return forced
+        rest = choose(
+            self.graph, post, k - len(forced), exclude=exclude | set(forced), seeds=busy + forced
+        )
+        return forced + rest
 
     def _posterior(self, fails: Counter[int], passes: Counter[int]) -> Posterior:
         points = (set(fails) | set(passes)) - {-1}

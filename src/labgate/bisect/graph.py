@@ -61,6 +61,7 @@ class Graph:
             for c in order:
                 i = local[c]
                 ps = r.parents.get(c, ())
+                inside: tuple[int, ...]
                 if first_parent:
                     inside = (local[ps[0]],) if ps and ps[0] in local else ()
                 else:

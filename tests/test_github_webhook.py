@@ -29,7 +29,8 @@ from starlette.applications import Starlette
 from fakegithub import FakeGitHub, ServerThread, pull_request
 from labgate.flight import FlightRun, plan_flight
 from labgate.model import Blessing
-from labgate.review.github import github_routes
+from labgate.review.github import GitHubConnector, github_routes
+from labgate.review.loop import ReviewLoop
 from labgate.review.queue import ReviewQueue
 from labgate.store import Store
 from reviewlab import PROJECT, SECRET_ENV, TOKEN_ENV, WEB_URL, ReviewLab, make_review_lab
@@ -296,6 +297,17 @@ def test_other_ci_statuses_are_recorded(hook: Hook) -> None:
         deliver(hook.url, "status", status_payload(sha, context, state))
     votes = ReviewQueue(hook.store).votes()
     assert [(v["account"], v["value"], v["change"]) for v in votes] == [("other-ci", -1, "5")]
+
+
+def test_reconcile_queues_open_pull_requests_once(hook: Hook) -> None:
+    sha, other = hook.rl.propose(8, "pass"), hook.rl.propose(9, "pass")
+    hook.github.pulls[8] = pull_request(8, sha, repo=PROJECT)
+    hook.github.pulls[9] = pull_request(9, other, repo=PROJECT, base="stable-4.19")
+    loop = ReviewLoop(hook.rl.lab, hook.store, {"gh": GitHubConnector(hook.rl.lab.reviews[0])})
+    asyncio.run(loop.listen(loop.connectors["gh"]))
+    asyncio.run(loop.listen(loop.connectors["gh"]))  # a reconnect: nothing new
+    assert [(r.change, r.revision) for r in hook.runs()] == [("8", sha)]
+    assert ("GET", f"/repos/{PROJECT}/pulls") in hook.github.requests
 
 
 # --- end to end: labgate serve, labgate review run --once, the fake GitHub -------------------

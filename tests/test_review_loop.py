@@ -227,6 +227,23 @@ def test_a_moved_ref_supersedes_the_run(tmp_path: Path, sqlite_url: str) -> None
     assert server.posts == []
 
 
+def test_a_ref_that_cannot_be_fetched_is_not_tested_and_retried(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    rl = make_review_lab(tmp_path, sqlite_url, retries=1)
+    server = Server()
+    with Store.open(sqlite_url) as store:
+        ReviewQueue(store).enqueue(rl.event(42, "e" * 40))  # no refs/pull/42/head
+        runs = process(rl, store, Double(server))
+    assert [(r.attempt, r.state, r.vote, r.flight_id) for r in runs] == [
+        (1, "voted", 0, None),
+        (2, "voted", 0, None),
+    ]
+    first, second = (vote for _, vote in server.posts)
+    assert "not tested, will retry" in first.message and "refs/pull/42/head" in first.message
+    assert "gave up retrying" in second.message
+
+
 # --- never twice -------------------------------------------------------------------------
 
 

@@ -151,7 +151,13 @@ class ReviewLoop:
             self.queue.finish(run.id, SUPERSEDED, str(why))
             return
         except (FlightError, GitError) as error:
-            vote = error_vote(str(error), self.lab.disabled, spec.voting, run.marker)
+            vote = error_vote(
+                str(error),
+                self.lab.disabled,
+                spec.voting,
+                run.marker,
+                attempts_left=run.attempt <= spec.retries,
+            )
             await self._vote(connector, run, vote)
             return
         self.queue.set_flight(run.id, flight_id)

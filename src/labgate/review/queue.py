@@ -136,26 +136,27 @@ class ReviewQueue:
 
     def _insert(self, conn: Connection, event: ChangeEvent, attempt: int) -> int:
         stamp = now()
-        return int(
-            conn.execute(
-                t.review_run.insert().values(
-                    connector=event.source,
-                    change=event.change,
-                    patchset=event.patchset,
-                    attempt=attempt,
-                    kind=event.kind,
-                    project=event.project,
-                    ref=event.ref,
-                    revision=event.revision,
-                    target=event.branch,
-                    url=event.url,
-                    state=QUEUED,
-                    retest=False,
-                    created=stamp,
-                    updated=stamp,
-                )
-            ).inserted_primary_key[0]
+        result = conn.execute(
+            t.review_run.insert().values(
+                connector=event.source,
+                change=event.change,
+                patchset=event.patchset,
+                attempt=attempt,
+                kind=event.kind,
+                project=event.project,
+                ref=event.ref,
+                revision=event.revision,
+                target=event.branch,
+                url=event.url,
+                state=QUEUED,
+                retest=False,
+                created=stamp,
+                updated=stamp,
+            )
         )
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
 
     def _supersede(self, conn: Connection, connector: str, change: str, keep: str | None) -> None:
         query = update(t.review_run).where(

@@ -124,11 +124,20 @@ def vote_for(
     )
 
 
-def error_vote(reason: str, disabled: Sequence[DisabledTest], voting: bool, marker: str) -> Vote:
-    """A run that could not be tested at all (its ref cannot be fetched...): 0, said so."""
-    headline = f"not tested: {data(reason)}"
+def error_vote(
+    reason: str,
+    disabled: Sequence[DisabledTest],
+    voting: bool,
+    marker: str,
+    *,
+    attempts_left: bool = True,
+) -> Vote:
+    """A run that could not be tested at all (its ref cannot be fetched, a pinned tree cannot
+    be resolved): 0, said so, and tested again while attempts are left (the lab's failure)."""
+    then = "will retry" if attempts_left else "gave up retrying"
+    headline = f"not tested, {then}: {data(reason)}"
     lines = [f"labgate: Verified 0: {headline}", "", *disabled_lines(disabled), "", marker]
     summary = f"Verified 0: {headline}"
     if len(summary) > SUMMARY_MAX:
         summary = summary[: SUMMARY_MAX - 1] + "…"
-    return Vote(0, "\n".join(lines) + "\n", voting, summary)
+    return Vote(0, "\n".join(lines) + "\n", voting, summary, retest=attempts_left)

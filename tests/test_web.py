@@ -339,6 +339,8 @@ def test_actions_need_the_token_and_csrf(web: Fixture) -> None:
     assert done.status_code == 303 and done.headers["location"] == f"/flights/{running}"
     assert web.store.cancel_requested(running)
     assert "cancel requested" in web.client.get(f"/flights/{running}").text
+    web.store.clear_cancel_request(running)  # the runner acted on it
+    assert not web.store.cancel_requested(running)
     finished = _post(web.client, f"/flights/{web.flights[0]}/cancel", f"csrf={csrf}")
     assert finished.status_code == 409
 
@@ -406,3 +408,22 @@ def test_stream_log_sends_what_is_appended_until_the_step_ends(tmp_path: Path) -
     text = "".join(json.loads(e.split(b"data: ", 1)[1])["text"] for e in events if b"chunk" in e)
     assert text == "one\ntwo\nthr\u00e9"
     assert events[-1] == b'event: end\ndata: {"outcome": "pass"}\n\n'
+
+
+def test_hosts_show_quarantine_busy_and_history(web: Fixture) -> None:
+    from labgate.hosts.registry import HostRegistry
+
+    assert "free" in web.client.get("/hosts").text
+    HostRegistry(web.store.engine).quarantine("h0", "disk errors <b>sda</b>")
+    page = web.client.get("/hosts").text
+    assert 'class="o-broken cell">quarantined' in page
+    assert "disk errors &lt;b&gt;sda&lt;/b&gt;" in page
+    host = web.client.get("/hosts/h0").text
+    assert "quarantine" in host and f"/flights/{web.flights[2]}/jobs/test" in host
+    api = web.client.get("/api/hosts").json()
+    assert api[0]["state"] == "quarantined"
+    assert api[0]["status"]["quarantined"] == "disk errors <b>sda</b>"
+    running = web.store.create_flight("main", Blessing.ADHOC, {"xen": web.sha}, _jobs())
+    web.store.start_job(web.store.flight_jobs(running)[0].id, "h0")
+    busy = web.client.get("/api/hosts").json()[0]["busy"]
+    assert [(b["flight"], b["job"]) for b in busy] == [(running, "build")]

@@ -842,6 +842,12 @@ class Store:
                 )
         return True
 
+    def clear_cancel_request(self, flight_id: int) -> None:
+        """Forget the flight's cancel request once the runner acted on it (a later ``flight
+        resume`` then runs the flight again instead of cancelling it at once)."""
+        with self.engine.begin() as conn:
+            conn.execute(t.cancel_request.delete().where(t.cancel_request.c.flight_id == flight_id))
+
     def cancel_requested(self, flight_id: int) -> bool:
         """True when someone asked to cancel the flight (the runner polls this while it runs)."""
         with self.engine.connect() as conn:

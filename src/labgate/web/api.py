@@ -215,6 +215,19 @@ SCHEMAS: dict[str, Any] = {
             "state": S,
             "busy": array(ref("Busy")),
             "in_lab": B,
+            "status": {"oneOf": [ref("HostStatus"), {"type": "null"}]},
+        }
+    ),
+    "HostStatus": obj(
+        {
+            "name": S,
+            "state": S,
+            "quarantined": NS,
+            "quarantined_at": NS,
+            "broken_streak": INT,
+            "reserved_by": NS,
+            "reserved_reason": NS,
+            "reserved_until": NS,
         }
     ),
     "Ref": obj({"ref": S, "sha": NS}),

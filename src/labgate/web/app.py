@@ -100,11 +100,16 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+KNOWN_STATES = frozenset(
+    {str(o) for o in Outcome}
+    | {"finished", "found", "undecided", "pushed", "not-fast-forward", "error", "free"}
+)
+_CLASSES = {value: f"o-{value}" for value in KNOWN_STATES}
+
+
 def outcome_class(outcome: object) -> str:
     """The CSS class of an outcome (``o-pass``...); unknown values get ``o-other``."""
-    value = str(outcome) if outcome is not None else ""
-    known = {str(o) for o in Outcome} | {"finished", "found", "undecided", "pushed", "free"}
-    return f"o-{value}" if value in known else "o-other"
+    return _CLASSES.get(str(outcome) if outcome is not None else "", "o-other")
 
 
 def templates() -> Jinja2Templates:

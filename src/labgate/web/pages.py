@@ -28,6 +28,12 @@ from labgate.web.auth import SESSION_COOKIE, Access, same_origin
 from labgate.web.logs import LogOutsideLogDir, log_path, read_tail, stream_log
 
 FORM_LIMIT = 16 * 1024
+STATE_CLASS = {
+    "quarantined": "o-broken",
+    "reserved": "o-blocked",
+    "busy": "o-running",
+    "free": "o-free",
+}
 
 
 @dataclass
@@ -375,15 +381,25 @@ def history_page(web: Web, request: Request) -> Response:
         for s in run.job.steps:
             if s.name not in step_names:
                 step_names.append(s.name)
+    shown = [step] if step else step_names
+    # per run, per shown step: (the step, its index in the job) or None; built here, as a
+    # template would build it a hundred times slower
+    cells = []
+    for run in runs:
+        by_name = {s.name: (s, i) for i, s in enumerate(run.job.steps)}
+        cells.append([by_name.get(name) for name in shown])
     return web.render(
         request,
         "history.html",
         {
             "branch": branch,
             "job": job,
+            "qjob": quote(job, safe=""),
             "step": step,
             "runs": runs,
             "step_names": step_names,
+            "shown_steps": shown,
+            "cells": cells,
             "rates": queries.flake_rates(runs, job),
         },
     )
@@ -391,7 +407,7 @@ def history_page(web: Web, request: Request) -> Response:
 
 def hosts_page(web: Web, request: Request) -> Response:
     hosts = queries.host_states(web.store, web.lab.hosts)
-    return web.render(request, "hosts.html", {"hosts": hosts})
+    return web.render(request, "hosts.html", {"hosts": hosts, "state_class": STATE_CLASS})
 
 
 def host_page(web: Web, request: Request) -> Response:
@@ -400,7 +416,9 @@ def host_page(web: Web, request: Request) -> Response:
     if name not in hosts:
         raise HTTPException(404, f"no host {name!r} in this lab")
     runs = queries.host_runs(web.store, name, limit=100)
-    return web.render(request, "host.html", {"host": hosts[name], "runs": runs})
+    events = queries.host_events(web.store, name)
+    context = {"host": hosts[name], "runs": runs, "events": events, "state_class": STATE_CLASS}
+    return web.render(request, "host.html", context)
 
 
 def branch_states(web: Web, with_pushes: int = 1) -> list[queries.BranchState]:

@@ -79,12 +79,12 @@ def line_chart(
         color = PALETTE[index % len(PALETTE)]
         segment: list[str] = []
         segments = [segment]
-        for x, v in s.points:
-            if v is None:
+        for x, value in s.points:
+            if value is None:
                 segment = []
                 segments.append(segment)
             else:
-                segment.append(f"{pos[x]:.1f},{y_of(v):.1f}")
+                segment.append(f"{pos[x]:.1f},{y_of(value):.1f}")
         for seg in segments:
             if len(seg) > 1:
                 out.append(

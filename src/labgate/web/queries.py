@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from labgate import schema as t
+from labgate.hosts.registry import HostEvent, HostRegistry, HostStatus
 from labgate.model import (
     Blessing,
     FlightResult,
@@ -64,6 +65,19 @@ def _flight(row: Any, revisions: Mapping[str, str]) -> FlightResult:
     )
 
 
+# What a history row shows of a step: not its command, nor its times (JSON leaves them out too).
+_STEP_COLUMNS = (
+    t.step.c.id,
+    t.step.c.job_id,
+    t.step.c.name,
+    t.step.c.outcome,
+    t.step.c.exit_status,
+    t.step.c.duration_s,
+    t.step.c.log,
+    t.step.c.reason,
+)
+
+
 def _step(row: Any) -> StepResult:
     return StepResult(
         id=row.id,
@@ -73,8 +87,6 @@ def _step(row: Any) -> StepResult:
         duration_s=row.duration_s,
         log=row.log,
         reason=row.reason,
-        started=iso(row.started),
-        finished=iso(row.finished),
     )
 
 
@@ -151,7 +163,8 @@ def flight_page(
 
 def branch_names(store: Store) -> list[str]:
     with store.engine.connect() as conn:
-        return list(conn.execute(select(t.flight.c.branch).distinct().order_by(t.flight.c.branch)))
+        query = select(t.flight.c.branch).distinct().order_by(t.flight.c.branch)
+        return list(conn.execute(query).scalars())
 
 
 # --- a flight's gate records ------------------------------------------------------------------
@@ -209,7 +222,9 @@ def _job_runs(
     steps: dict[int, list[StepResult]] = {i: [] for i in ids}
     if ids:
         query = (
-            select(t.step).where(t.step.c.job_id.in_(ids)).order_by(t.step.c.job_id, t.step.c.seq)
+            select(*_STEP_COLUMNS)
+            .where(t.step.c.job_id.in_(ids))
+            .order_by(t.step.c.job_id, t.step.c.seq)
         )
         for s in conn.execute(query):
             steps[s.job_id].append(_step(s))
@@ -233,11 +248,12 @@ def _job_runs(
 
 def job_runs(store: Store, branch: str, job: str, *, limit: int = 100) -> list[JobRun]:
     """The job in the branch's flights, newest first."""
+    # ordered by flight.id: both stores then walk ix_flight_branch backwards and stop early
     query = (
-        select(t.job, t.flight.c.id.label("f_id"))
+        select(t.job)
         .join(t.flight, t.flight.c.id == t.job.c.flight_id)
         .where(t.job.c.name == job, t.flight.c.branch == branch)
-        .order_by(t.job.c.flight_id.desc())
+        .order_by(t.flight.c.id.desc())
         .limit(limit)
     )
     with store.engine.connect() as conn:
@@ -316,9 +332,14 @@ class HostState:
     executor: str
     busy: tuple[Busy, ...] = ()
     in_lab: bool = True
+    status: HostStatus | None = None
+    """Quarantine and reservation, from the host registry (``labgate.hosts``)."""
 
     @property
     def state(self) -> str:
+        """``quarantined`` or ``reserved`` (no new job goes there), else ``busy`` or ``free``."""
+        if self.status is not None and self.status.state != "in service":
+            return self.status.state
         return "busy" if self.busy else "free"
 
     def to_json(self) -> dict[str, Any]:
@@ -330,6 +351,7 @@ class HostState:
             "state": self.state,
             "busy": [b.to_json() for b in self.busy],
             "in_lab": self.in_lab,
+            "status": self.status.to_json() if self.status is not None else None,
         }
 
 
@@ -349,6 +371,7 @@ def host_states(store: Store, declared: Sequence[Any]) -> list[HostState]:
             )
             for r in conn.execute(query):
                 busy[r.host].append(Busy(r.flight_id, r.name, iso(r.started)))
+    statuses = HostRegistry(store.engine).statuses(names)
     out = []
     for spec in declared:
         out.append(
@@ -358,6 +381,7 @@ def host_states(store: Store, declared: Sequence[Any]) -> list[HostState]:
                 spec.slots,
                 spec.executor,
                 tuple(busy[spec.name]),
+                status=statuses.get(spec.name),
             )
         )
     for name in names[len(declared) :]:
@@ -370,6 +394,7 @@ def host_states(store: Store, declared: Sequence[Any]) -> list[HostState]:
                 row.executor,
                 tuple(busy[name]),
                 in_lab=False,
+                status=statuses.get(name),
             )
         )
     return out
@@ -486,3 +511,8 @@ def step_state(store: Store, step_id: int) -> tuple[Outcome, str | None]:
     if row is None:  # the flight was deleted meanwhile
         return Outcome.CANCELLED, None
     return Outcome(row.outcome), row.log
+
+
+def host_events(store: Store, host: str, *, limit: int = 50) -> list[HostEvent]:
+    """The host's quarantines, releases, reservations and health checks, newest first."""
+    return HostRegistry(store.engine).history(host, limit=limit)

@@ -91,8 +91,8 @@ class LocalExecutor:
         broken_file.unlink(missing_ok=True)
         started = time.monotonic()
         with open(log, "ab", buffering=0) as out:
-            try:
-                proc = await asyncio.create_subprocess_exec(
+            spawn = asyncio.ensure_future(
+                asyncio.create_subprocess_exec(
                     "/bin/sh",
                     "-c",
                     command,
@@ -103,8 +103,17 @@ class LocalExecutor:
                     stderr=out,
                     start_new_session=True,
                 )
+            )
+            try:
+                # shielded: cancelled while the process starts, asyncio would kill the shell
+                # alone and its group would survive; finish starting it, then stop the group
+                proc = await asyncio.shield(spawn)
             except OSError as error:
                 return StepRun(Outcome.BROKEN, None, 0.0, f"cannot start the step: {error}")
+            except asyncio.CancelledError:
+                with contextlib.suppress(OSError):
+                    await _stop(await spawn)
+                raise
             try:
                 status = await asyncio.wait_for(proc.wait(), timeout)
             except TimeoutError:

@@ -298,3 +298,14 @@ review_vote = Table(
     Column("created", DateTime(timezone=True), nullable=False),
     UniqueConstraint("connector", "revision", "account", "label", name="uq_review_vote"),
 )
+
+# --- the pool of controllers (migration 0006) ---------------------------------------------
+
+pool_flight = Table(
+    "pool_flight",
+    metadata,
+    Column("flight_id", Integer, ForeignKey("flight.id", ondelete="CASCADE"), primary_key=True),
+    Column("submitted", DateTime(timezone=True), nullable=False),
+)
+
+Index("ix_host_event_job", host_event.c.job_id)

@@ -23,7 +23,7 @@ from labgate.config import ConfigError, Lab, UnknownNameError, load_lab
 from labgate.hosts.config import lifecycle_of
 from labgate.hosts.lifecycle import run_command
 from labgate.hosts.registry import HostRegistry, HostStateError
-from labgate.model import HostSpec
+from labgate.model import Blessing, HostSpec
 from labgate.store import Store, StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -257,3 +257,64 @@ def host_check(lab_dir: Path, name: str) -> None:
         HostRegistry(store.engine).quarantine(name, f"health check failed: {output}", kind="health")
     click.echo(f"host {name} quarantined: health check failed: {output}")
     sys.exit(1)
+
+
+@host_group.command("queue")
+@lab_option
+@click.argument("branch")
+@click.option("--rev", "revs", multiple=True, metavar="TREE=REV", help="Test REV of TREE.")
+@click.option("--job", "jobs", multiple=True, metavar="GLOB", help="Only matching jobs.")
+@click.option(
+    "--blessing",
+    type=click.Choice([b.value for b in Blessing]),
+    default="adhoc",
+    show_default=True,
+)
+def host_queue(
+    lab_dir: Path, branch: str, revs: tuple[str, ...], jobs: tuple[str, ...], blessing: str
+) -> None:
+    """Plan a flight of BRANCH and hand it to the pool: `labgate host worker`s run it."""
+    from labgate.flight import FlightError, plan_flight
+    from labgate.hosts.allocation import submit_flight
+
+    lab = open_lab(lab_dir)
+    overrides = dict(r.split("=", 1) for r in revs if "=" in r)
+    with open_store(lab) as store:
+        try:
+            flight_id = plan_flight(
+                lab,
+                store,
+                branch,
+                overrides=overrides,
+                job_globs=jobs,
+                blessing=Blessing(blessing),
+            )
+        except (FlightError, LookupError) as error:
+            fail(str(error))
+        submit_flight(store.engine, flight_id)
+    click.echo(flight_id)
+
+
+@host_group.command("worker")
+@lab_option
+@click.option("--owner", default=None, help="This controller's name (default: machine:pid).")
+@click.option("--lease", "lease_s", default=30.0, show_default=True, help="Lease, seconds.")
+@click.option("--poll", "poll_s", default=1.0, show_default=True, help="Poll, seconds.")
+@click.option("--until-idle", is_flag=True, help="Exit once no flight of the pool is active.")
+def host_worker(
+    lab_dir: Path, owner: str | None, lease_s: float, poll_s: float, until_idle: bool
+) -> None:
+    """Run the pool's queued jobs on the lab's hosts, sharing them safely with every other
+    worker on the same store (PostgreSQL for several machines)."""
+    from labgate.hosts.worker import Controller, default_owner
+
+    lab = open_lab(lab_dir)
+    with open_store(lab) as store:
+        controller = Controller(
+            lab, store, owner or default_owner(), lease_s=lease_s, poll_s=poll_s
+        )
+        try:
+            asyncio.run(controller.run(until_idle=until_idle))
+        except KeyboardInterrupt:
+            sys.exit(130)
+    click.echo(f"{controller.owner}: ran {controller.jobs_run} jobs")

@@ -89,6 +89,24 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+def unavailable_on(conn: Connection) -> dict[str, str]:
+    """The hosts quarantined or reserved now, each with why."""
+    stamp = now()
+    rows = conn.execute(
+        select(t.host_status).where(
+            t.host_status.c.quarantined.is_not(None) | t.host_status.c.reserved_by.is_not(None)
+        )
+    ).all()
+    out: dict[str, str] = {}
+    for r in rows:
+        until = _aware(r.reserved_until)
+        if r.quarantined is not None:
+            out[r.name] = f"quarantined: {r.quarantined}"
+        elif until is None or until > stamp:
+            out[r.name] = f"reserved by {r.reserved_by}: {r.reserved_reason}"
+    return out
+
+
 class HostRegistry:
     """Reads and changes host state; every change is one transaction."""
 
@@ -137,21 +155,8 @@ class HostRegistry:
 
     def unavailable(self) -> dict[str, str]:
         """The hosts not to be given jobs now, each with why (quarantine or reservation)."""
-        stamp = now()
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(t.host_status).where(
-                    t.host_status.c.quarantined.is_not(None)
-                    | t.host_status.c.reserved_by.is_not(None)
-                )
-            ).all()
-        out: dict[str, str] = {}
-        for r in rows:
-            if r.quarantined is not None:
-                out[r.name] = f"quarantined: {r.quarantined}"
-            elif r.reserved_until is None or _aware(r.reserved_until) > stamp:  # type: ignore[operator]
-                out[r.name] = f"reserved by {r.reserved_by}: {r.reserved_reason}"
-        return out
+            return unavailable_on(conn)
 
     def statuses(self, names: Sequence[str]) -> dict[str, HostStatus]:
         """The state of each named host (in service when it has no row yet)."""

@@ -1,0 +1,424 @@
+"""Host slots shared by several controllers on one store: allocation with row locks, leases with
+heartbeats, and expiry.
+
+Each slot of each host is a row of ``slot_lease``. A controller claims slots for queued jobs in
+one short transaction:
+
+1. candidates: queued jobs of the pool's active flights, in priority order — by blessing
+   (``real`` before ``review`` before ``adhoc`` before ``bisect`` before ``play``, configurable),
+   fair among branches (round robin: the n-th queued job of every branch before the n+1-th of
+   any) — then locked with ``SELECT ... FOR UPDATE SKIP LOCKED``, so two controllers never hold
+   the same job;
+2. ready ones (dependencies passed), each with the hosts it avoids (lost under it before) and,
+   for a bisect flight, a preference for the host where the regression was seen;
+3. free slots of in-service hosts (not quarantined, not reserved), locked ``FOR UPDATE SKIP
+   LOCKED`` on a random sample of hosts, so concurrent controllers mostly lock different ones
+   instead of queueing behind each other;
+4. the pure :func:`labgate.schedule.allocate` over them; the chosen slot rows get the job, the
+   owner and ``lease_until``; the job becomes ``preparing`` on its host.
+
+A slot row is only ever written under its row lock and only while its ``job_id`` is NULL, so
+no slot is allocated twice. The owner renews its leases with heartbeats; a controller that
+stops (``kill -9``) loses them once they expire: :meth:`Allocator.reap` queues its unfinished
+jobs again (recorded in the host's history) and frees the slots, and another controller runs
+them. On SQLite (one controller machine) ``BEGIN IMMEDIATE`` serialises claims instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, case, func, insert, select, update
+
+from labgate import schema as t
+from labgate.hosts.registry import unavailable_on
+from labgate.model import Blessing, HostSpec, Outcome
+from labgate.schedule import HostSlots, ReadyJob, allocate
+from labgate.store import now
+
+BLESSING_PRIORITY: tuple[str, ...] = ("real", "review", "adhoc", "bisect", "play")
+ACTIVE_FLIGHT_STATES = ("queued", "running")
+LIVE = (str(Outcome.PREPARING), str(Outcome.RUNNING))
+SUCCEEDED = (str(Outcome.PASS), str(Outcome.SKIP))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job given a host's slots by this controller."""
+
+    job_id: int
+    flight_id: int
+    job: str
+    host: str
+    slots: int
+
+
+def submit_flight(engine: Engine, flight_id: int) -> None:
+    """Hand a stored (queued) flight to the pool: any controller may run its jobs."""
+    with engine.begin() as conn:
+        conn.execute(insert(t.pool_flight).values(flight_id=flight_id, submitted=now()))
+
+
+class Allocator:
+    """One controller's side of the shared slots (see the module docs)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        hosts: Sequence[HostSpec],
+        owner: str,
+        *,
+        lease_s: float = 30.0,
+        priority: Sequence[str] = BLESSING_PRIORITY,
+        batch: int = 200,
+    ) -> None:
+        self.engine = engine
+        self.hosts = {h.name: h for h in hosts}
+        self.owner = owner
+        self.lease = timedelta(seconds=lease_s)
+        self.priority = tuple(priority)
+        self.batch = batch
+        self.sqlite = engine.dialect.name == "sqlite"
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A write transaction: on SQLite taken at once (``BEGIN IMMEDIATE``), so two claims
+        never interleave; on PostgreSQL the row locks do that."""
+        with self.engine.connect() as conn:
+            if self.sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+
+    def _lock(self, query: Any) -> Any:
+        return query if self.sqlite else query.with_for_update(skip_locked=True)
+
+    # --- slots ------------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Make a slot row for every slot of every host (a host given fewer slots in lab.toml
+        loses its free rows beyond the count; held ones stay until released)."""
+        with self._transaction() as conn:
+            have = {(r.host, r.slot) for r in conn.execute(select(t.slot_lease))}
+            want = {(h.name, i) for h in self.hosts.values() for i in range(h.slots)}
+            missing = [{"host": h, "slot": s} for h, s in sorted(want - have)]
+            if missing:
+                conn.execute(insert(t.slot_lease), missing)
+            for host, slot in have - want:
+                conn.execute(
+                    t.slot_lease.delete().where(
+                        t.slot_lease.c.host == host,
+                        t.slot_lease.c.slot == slot,
+                        t.slot_lease.c.job_id.is_(None),
+                    )
+                )
+
+    def claim(self) -> list[Claim]:
+        """Claim slots for as many queued, ready jobs as fit now (one transaction)."""
+        with self._transaction() as conn:
+            jobs = self._lock_candidates(conn)
+            if not jobs:
+                return []
+            ready = self._ready(conn, jobs)
+            if not ready:
+                return []
+            free = self._lock_free_slots(conn, ready)
+            if not free:
+                return []
+            hosts = [
+                HostSlots(name, self.hosts[name].flags, self.hosts[name].slots,
+                          self.hosts[name].slots - len(rows))
+                for name, rows in free.items()
+            ]  # fmt: skip
+            preferred = {r.name: h for r, h in ready if h is not None}
+            allocations = allocate([r for r, _ in ready], hosts, preferred)
+            return self._write(conn, allocations, jobs, free)
+
+    def _lock_candidates(self, conn: Connection) -> list[dict[str, Any]]:
+        rank = case(
+            {b: i for i, b in enumerate(self.priority)},
+            value=t.flight.c.blessing,
+            else_=len(self.priority),
+        )
+        turn = func.row_number().over(partition_by=(rank, t.flight.c.branch), order_by=t.job.c.id)
+        queued = (
+            select(t.job.c.id, rank.label("rank"), turn.label("turn"))
+            .join(t.flight, t.flight.c.id == t.job.c.flight_id)
+            .join(t.pool_flight, t.pool_flight.c.flight_id == t.job.c.flight_id)
+            .where(
+                t.job.c.outcome == str(Outcome.QUEUED),
+                t.flight.c.state.in_(ACTIVE_FLIGHT_STATES),
+            )
+            .subquery()
+        )
+        order = [queued.c.rank, queued.c.turn, queued.c.id]
+        ids = list(
+            conn.execute(select(queued.c.id).order_by(*order).limit(self.batch * 2)).scalars()
+        )
+        if not ids:
+            return []
+        position = {job_id: i for i, job_id in enumerate(ids)}
+        locked = conn.execute(
+            self._lock(
+                select(
+                    t.job.c.id,
+                    t.job.c.flight_id,
+                    t.job.c.name,
+                    t.job.c.requires,
+                    t.job.c.depends,
+                    t.job.c.exclusive,
+                )
+                .where(t.job.c.id.in_(ids), t.job.c.outcome == str(Outcome.QUEUED))
+                .order_by(t.job.c.id)
+                .limit(self.batch)
+            )
+        ).all()
+        rows = [dict(r._mapping) for r in locked]
+        rows.sort(key=lambda r: position[r["id"]])
+        return rows
+
+    def _ready(
+        self, conn: Connection, jobs: Sequence[dict[str, Any]]
+    ) -> list[tuple[ReadyJob, str | None]]:
+        """The jobs whose dependencies passed, each with the host it prefers (bisection: where
+        the regression was seen) and the hosts it avoids (lost under it before)."""
+        flights = {j["flight_id"] for j in jobs}
+        depends = {j["id"]: json.loads(j["depends"]) for j in jobs}
+        wanted = {d for ds in depends.values() for d in ds}
+        passed: set[tuple[int, str]] = set()
+        if wanted:
+            rows = conn.execute(
+                select(t.job.c.flight_id, t.job.c.name).where(
+                    t.job.c.flight_id.in_(flights),
+                    t.job.c.name.in_(wanted),
+                    t.job.c.outcome.in_(SUCCEEDED),
+                )
+            )
+            passed = {(r.flight_id, r.name) for r in rows}
+        ids = [j["id"] for j in jobs]
+        lost: dict[int, set[str]] = {}
+        for r in conn.execute(
+            select(t.host_event.c.job_id, t.host_event.c.host).where(
+                t.host_event.c.job_id.in_(ids),
+                t.host_event.c.kind == "job",
+                t.host_event.c.outcome == str(Outcome.BROKEN),
+            )
+        ):
+            lost.setdefault(r.job_id, set()).add(r.host)
+        seen = self._regression_hosts(conn, jobs)
+        out = []
+        for j in jobs:
+            if all((j["flight_id"], d) in passed for d in depends[j["id"]]):
+                key = f"{j['flight_id']}/{j['name']}"
+                job = ReadyJob(
+                    j["id"],
+                    key,
+                    frozenset(json.loads(j["requires"])),
+                    bool(j["exclusive"]),
+                    frozenset(lost.get(j["id"], ())),
+                )
+                out.append((job, seen.get(j["id"])))
+        return out
+
+    def _regression_hosts(self, conn: Connection, jobs: Sequence[dict[str, Any]]) -> dict[int, str]:
+        """For jobs of bisect flights: the host where the job last failed on its branch."""
+        flight_rows = conn.execute(
+            select(t.flight.c.id, t.flight.c.branch).where(
+                t.flight.c.id.in_({j["flight_id"] for j in jobs}),
+                t.flight.c.blessing == str(Blessing.BISECT),
+            )
+        ).all()
+        if not flight_rows:
+            return {}
+        branch_of = {r.id: r.branch for r in flight_rows}
+        names = {j["name"] for j in jobs if j["flight_id"] in branch_of}
+        failed = conn.execute(
+            select(t.flight.c.branch, t.job.c.name, t.job.c.host)
+            .join(t.flight, t.flight.c.id == t.job.c.flight_id)
+            .where(
+                t.flight.c.branch.in_(set(branch_of.values())),
+                t.job.c.name.in_(names),
+                t.job.c.outcome == str(Outcome.FAIL),
+                t.job.c.host.is_not(None),
+            )
+            .order_by(t.job.c.id)
+        )
+        last = {(r.branch, r.name): r.host for r in failed}
+        return {
+            j["id"]: last[(branch_of[j["flight_id"]], j["name"])]
+            for j in jobs
+            if j["flight_id"] in branch_of and (branch_of[j["flight_id"]], j["name"]) in last
+        }
+
+    def _lock_free_slots(
+        self, conn: Connection, ready: Sequence[tuple[ReadyJob, str | None]]
+    ) -> dict[str, list[int]]:
+        """Lock free slots of in-service hosts some ready job can use: host name → slot numbers
+        locked. Hosts are sampled at random (all of them when few), so that controllers
+        claiming at once mostly lock different hosts."""
+        away = unavailable_on(conn)
+        requirements = {r.requires for r, _ in ready}
+        counts = conn.execute(
+            select(t.slot_lease.c.host, func.count())
+            .where(t.slot_lease.c.job_id.is_(None))
+            .group_by(t.slot_lease.c.host)
+        ).all()
+        usable = [
+            host
+            for host, _ in counts
+            if host in self.hosts
+            and host not in away
+            and any(req <= self.hosts[host].flags for req in requirements)
+        ]
+        preferred = {h for _, h in ready if h in usable}
+        size = max(64, 2 * len(ready))
+        if len(usable) > size:
+            usable = list(preferred | set(random.sample(usable, size)))
+        if not usable:
+            return {}
+        rows = conn.execute(
+            self._lock(
+                select(t.slot_lease.c.host, t.slot_lease.c.slot).where(
+                    t.slot_lease.c.host.in_(usable), t.slot_lease.c.job_id.is_(None)
+                )
+            )
+        )
+        free: dict[str, list[int]] = {}
+        for r in rows:
+            free.setdefault(r.host, []).append(r.slot)
+        return free
+
+    def _write(
+        self,
+        conn: Connection,
+        allocations: Sequence[Any],
+        jobs: Sequence[dict[str, Any]],
+        free: Mapping[str, list[int]],
+    ) -> list[Claim]:
+        by_id = {j["id"]: j for j in jobs}
+        until = now() + self.lease
+        slot_rows: list[dict[str, Any]] = []
+        claims = []
+        taken: dict[str, int] = {}
+        for a in allocations:
+            start = taken.get(a.host, 0)
+            slots = free[a.host][start : start + a.slots]
+            taken[a.host] = start + a.slots
+            job = by_id[a.job_id]
+            slot_rows += [{"h": a.host, "s": s, "j": a.job_id} for s in slots]
+            claims.append(Claim(a.job_id, job["flight_id"], job["name"], a.host, a.slots))
+        if not claims:
+            return []
+        conn.execute(
+            update(t.slot_lease)
+            .where(
+                t.slot_lease.c.host == bindparam("h"),
+                t.slot_lease.c.slot == bindparam("s"),
+                t.slot_lease.c.job_id.is_(None),
+            )
+            .values(job_id=bindparam("j"), owner=self.owner, lease_until=until),
+            slot_rows,
+        )
+        conn.execute(
+            update(t.job)
+            .where(t.job.c.id == bindparam("jid"))
+            .values(outcome=str(Outcome.PREPARING), host=bindparam("jh")),
+            [{"jid": c.job_id, "jh": c.host} for c in claims],
+        )
+        return claims
+
+    # --- leases -----------------------------------------------------------------------------
+
+    def heartbeat(self) -> set[int]:
+        """Renew this controller's leases; returns the jobs it still holds (a job missing here
+        was taken from it: its lease expired and it runs elsewhere)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.slot_lease)
+                .where(t.slot_lease.c.owner == self.owner, t.slot_lease.c.job_id.is_not(None))
+                .values(lease_until=now() + self.lease)
+            )
+            return set(
+                conn.execute(
+                    select(t.slot_lease.c.job_id).where(t.slot_lease.c.owner == self.owner)
+                ).scalars()
+            )
+
+    def release(self, job_id: int) -> None:
+        """Give back the slots of a job this controller ran."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.slot_lease)
+                .where(t.slot_lease.c.job_id == job_id, t.slot_lease.c.owner == self.owner)
+                .values(job_id=None, owner=None, lease_until=None)
+            )
+
+    def reap(self) -> list[int]:
+        """Free the slots whose lease expired; their unfinished jobs are queued again (their
+        controller stopped: killed, or cut off from the store). Returns those jobs."""
+        stamp = now()
+        with self._transaction() as conn:
+            rows = conn.execute(
+                self._lock(
+                    select(t.slot_lease).where(
+                        t.slot_lease.c.job_id.is_not(None), t.slot_lease.c.lease_until < stamp
+                    )
+                )
+            ).all()
+            if not rows:
+                return []
+            jobs = {r.job_id: r for r in rows}
+            live = conn.execute(
+                select(t.job.c.id, t.job.c.attempt).where(
+                    t.job.c.id.in_(list(jobs)), t.job.c.outcome.in_(LIVE)
+                )
+            ).all()
+            for job_id, attempt in live:
+                row = jobs[job_id]
+                reason = f"controller {row.owner} stopped renewing its lease on {row.host}"
+                conn.execute(
+                    update(t.job)
+                    .where(t.job.c.id == job_id)
+                    .values(outcome=str(Outcome.QUEUED), reason=f"{reason}; queued again")
+                )
+                conn.execute(
+                    update(t.step)
+                    .where(t.step.c.job_id == job_id)
+                    .values(outcome=str(Outcome.QUEUED))
+                )
+                conn.execute(
+                    update(t.allocation)
+                    .where(t.allocation.c.job_id == job_id, t.allocation.c.released.is_(None))
+                    .values(released=stamp)
+                )
+                conn.execute(
+                    insert(t.host_event).values(
+                        host=row.host,
+                        created=stamp,
+                        kind="lease-expired",
+                        job_id=job_id,
+                        attempt=attempt,
+                        reason=reason,
+                    )
+                )
+            for r in rows:
+                conn.execute(
+                    update(t.slot_lease)
+                    .where(
+                        t.slot_lease.c.host == r.host,
+                        t.slot_lease.c.slot == r.slot,
+                        t.slot_lease.c.lease_until < stamp,
+                    )
+                    .values(job_id=None, owner=None, lease_until=None)
+                )
+            return [job_id for job_id, _ in live]

@@ -1,0 +1,137 @@
+"""A controller of the pool: runs the queued jobs of every flight handed to the pool, on the
+lab's hosts, sharing them with every other controller on the same store (``labgate host
+worker``; several on several machines, or several processes on one).
+
+The loop: free expired leases (:meth:`Allocator.reap`), move flights along (block the jobs whose
+dependency did not pass, finish a flight whose jobs all ended), claim slots for ready jobs, run
+each claimed job with the flight runner's job code, give its slots back. Heartbeats renew the
+leases; a job whose lease was taken away (this controller was cut off longer than its lease) is
+cancelled here, as it runs elsewhere now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from labgate import schema as t
+from labgate.config import Lab
+from labgate.executor import Executor, LocalExecutor
+from labgate.flight import FlightRun, mirrors_for
+from labgate.git import Mirrors
+from labgate.hosts.allocation import ACTIVE_FLIGHT_STATES, Allocator, Claim
+from labgate.model import FlightState, Outcome, flight_outcome
+from labgate.store import Store
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Controller:
+    lab: Lab
+    store: Store
+    owner: str = field(default_factory=default_owner)
+    lease_s: float = 30.0
+    poll_s: float = 1.0
+    executor: Executor = field(default_factory=LocalExecutor)
+    jobs_run: int = 0
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Serve the pool; with ``until_idle``, return once no flight of the pool is active."""
+        allocator = Allocator(self.store.engine, self.lab.hosts, self.owner, lease_s=self.lease_s)
+        self.store.sync_hosts(self.lab.hosts)
+        allocator.sync()
+        mirrors = mirrors_for(self.lab)
+        running: dict[asyncio.Task[Outcome], Claim] = {}
+        beat = asyncio.create_task(self._heartbeats(allocator, running))
+        try:
+            while True:
+                allocator.reap()
+                active = self._advance_flights()
+                for claim in allocator.claim():
+                    running[asyncio.create_task(self._run(claim, mirrors))] = claim
+                if until_idle and not active and not running:
+                    return
+                if not running:
+                    await asyncio.sleep(self.poll_s)  # poll the store for new work
+                    continue
+                done, _ = await asyncio.wait(
+                    running, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    claim = running.pop(task)
+                    allocator.release(claim.job_id)
+                    self.jobs_run += 1
+                    if not task.cancelled():
+                        task.result()
+        finally:
+            beat.cancel()
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, beat, return_exceptions=True)
+            for claim in running.values():
+                allocator.release(claim.job_id)
+
+    async def _heartbeats(
+        self, allocator: Allocator, running: dict[asyncio.Task[Outcome], Claim]
+    ) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            claimed = list(running.items())  # before: a job claimed meanwhile is not yet held
+            held = await asyncio.to_thread(allocator.heartbeat)
+            for task, claim in claimed:
+                if claim.job_id not in held:  # taken away: it runs elsewhere now
+                    task.cancel()
+
+    async def _run(self, claim: Claim, mirrors: Mirrors) -> Outcome:
+        jobs = {j.id: j for j in self.store.flight_jobs(claim.flight_id)}
+        run = FlightRun(
+            self.lab, self.store, claim.flight_id, executor=self.executor, mirrors=mirrors
+        )
+        return await run.run_job(jobs[claim.job_id], claim.host)
+
+    def _advance_flights(self) -> bool:
+        """Block jobs whose dependency did not pass, fail jobs no host can ever run, finish
+        flights whose jobs all ended. Returns whether any flight of the pool is still active."""
+        with self.store.engine.connect() as conn:
+            active = list(
+                conn.execute(
+                    select(t.flight.c.id, t.flight.c.state)
+                    .join(t.pool_flight, t.pool_flight.c.flight_id == t.flight.c.id)
+                    .where(t.flight.c.state.in_(ACTIVE_FLIGHT_STATES))
+                )
+            )
+        still = False
+        for flight_id, state in active:
+            jobs = self.store.flight_jobs(flight_id)
+            outcome = {j.spec.name: j.outcome for j in jobs}
+            for j in jobs:
+                if outcome[j.spec.name] is not Outcome.QUEUED:
+                    continue
+                failed = [
+                    d for d in j.spec.depends if outcome[d].finished and not outcome[d].succeeded
+                ]
+                if failed:
+                    why = ", ".join(f"{d} {outcome[d]}" for d in failed)
+                    self.store.block_job(j.id, f"dependency did not pass: {why}")
+                    outcome[j.spec.name] = Outcome.BLOCKED
+                elif not any(h.flags >= set(j.spec.requires) for h in self.lab.hosts):
+                    reason = "no host of the lab has the flags it requires"
+                    self.store.finish_job(j.id, Outcome.BROKEN, reason)
+                    outcome[j.spec.name] = Outcome.BROKEN
+            if all(o.finished for o in outcome.values()):
+                final = flight_outcome(list(outcome.values()))
+                self.store.set_flight_state(flight_id, FlightState.FINISHED, final)
+                continue
+            still = True
+            if state == FlightState.QUEUED and any(
+                o is not Outcome.QUEUED for o in outcome.values()
+            ):
+                self.store.set_flight_state(flight_id, FlightState.RUNNING)
+        return still

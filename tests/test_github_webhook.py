@@ -8,6 +8,7 @@ GitHub itself cannot be reached from here; these tests are what stands for it.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -421,3 +422,46 @@ def test_a_wrong_token_is_not_a_vote(tmp_path: Path) -> None:
     assert "Bad credentials" in done.stderr
     assert (run.state, run.vote_state) == ("running", "intent")  # posted later, never lost
     assert github.statuses == []
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_controller_is_taken_over_and_votes_once(tmp_path: Path) -> None:
+    started, hold = tmp_path / "started.fifo", tmp_path / "hold.fifo"
+    os.mkfifo(started)
+    os.mkfifo(hold)
+    # the first attempt of this job says it started, then holds until the controller is killed
+    wait = f'if [ "$LABGATE_ATTEMPT" = 1 ]; then echo started > {started}; cat {hold}; fi; exit 0'
+    extra = f'[[job]]\nname = "slow"\n[[job.step]]\nname = "wait"\nrun = {json.dumps(wait)}\n'
+    github = FakeGitHub(TOKEN)
+    env = {**os.environ, TOKEN_ENV: TOKEN}
+    exe = Path(sys.executable).parent / "labgate"
+    with ServerThread(github.app()) as api:
+        rl = make_review_lab(tmp_path, f"sqlite:///{tmp_path}/lab.db", server=api.url, extra=extra)
+        sha = rl.propose(1, "pass")
+        with Store.open(rl.lab.database_url) as store:
+            ReviewQueue(store).enqueue(rl.event(1, sha))
+        controller = subprocess.Popen(
+            [str(exe), "review", "run", "--lab", str(rl.path)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            assert started.read_text() == "started\n"  # blocks until the step runs
+        finally:
+            controller.kill()
+            controller.wait(timeout=30)
+        with contextlib.suppress(OSError):  # let the orphaned step go (own process group)
+            os.close(os.open(hold, os.O_WRONLY | os.O_NONBLOCK))
+        assert [s["state"] for s in github.statuses] == ["pending"]
+        again = labgate("review", "run", "--once", "--lab", str(rl.path), env=env)
+        assert again.returncode == 0, again.stderr
+        assert "taking over the runs of" in again.stderr
+        with Store.open(rl.lab.database_url) as store:
+            [run] = ReviewQueue(store).runs()
+            flights = store.list_flights(blessing=Blessing.REVIEW)
+            slow = store.get_flight(flights[0].id).job("slow")
+    assert (run.state, run.vote, run.attempt) == ("voted", 1, 1)
+    assert [f.id for f in flights] == [run.flight_id]  # the same flight, resumed
+    assert slow.outcome == "pass"
+    assert [s["state"] for s in github.statuses] == ["pending", "pending", "success"]

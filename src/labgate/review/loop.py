@@ -52,6 +52,21 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def owner_is_dead(owner: str) -> bool:
+    """Whether an owner is a process of this host that no longer exists (a controller killed
+    here and restarted): only then can its leases be cut short safely."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def event_of(run: ReviewRun) -> ChangeEvent:
     """The event a run was queued for (to queue another attempt of it)."""
     return ChangeEvent(
@@ -113,7 +128,12 @@ class ReviewLoop:
     # --- the queue -----------------------------------------------------------------------
 
     async def process_once(self) -> list[ReviewRun]:
-        """Work on claimable runs until none is left; returns the runs as they ended."""
+        """Work on claimable runs until none is left; returns the runs as they ended. Runs of
+        a dead controller of this host are taken over at once."""
+        for owner in self.queue.running_owners():
+            if owner != self.owner and owner_is_dead(owner):
+                log.info("taking over the runs of %s (no such process)", owner)
+                self.queue.expire_owner(owner)
         done = []
         while (
             run := self.queue.claim(self.owner, self.lease_s, list(self.connectors))

@@ -278,6 +278,26 @@ class ReviewQueue:
                     got = conn.execute(select(t.review_run).where(t.review_run.c.id == row.id))
                     return _run(got.one())
 
+    def running_owners(self) -> set[str]:
+        """The owners of the runs being worked on."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.review_run.c.owner)
+                .where(t.review_run.c.state == RUNNING, t.review_run.c.owner.is_not(None))
+                .distinct()
+            )
+            return {r.owner for r in rows}
+
+    def expire_owner(self, owner: str) -> None:
+        """An owner known dead (a controller process that is gone): its runs are claimable
+        now rather than when their leases run out."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.review_run)
+                .where(t.review_run.c.state == RUNNING, t.review_run.c.owner == owner)
+                .values(lease_until=None)
+            )
+
     def renew(self, run_id: int, owner: str, lease_s: float) -> bool:
         """Extend the lease of a run this owner holds; False when it lost it."""
         with self.engine.begin() as conn:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from labgate.config import ConfigError, Lab, parse_lab
+from labgate.config import ConfigError, Lab, parse_lab, render_plan
 from labgate.flight import without_disabled
 from labgate.model import DisabledTest, JobSpec, ReviewSpec, StepSpec
 
@@ -186,3 +186,13 @@ def test_a_disabled_step_leaves_its_job_with_the_other_steps() -> None:
 def test_nothing_disabled_keeps_every_job() -> None:
     jobs = [job("a", "s"), job("b", "s", depends=("a",))]
     assert without_disabled(jobs, []) == jobs
+
+
+def test_labgate_check_shows_reviews_and_disabled_tests() -> None:
+    lab = parse(LAB + GITHUB + '[[disable]]\njob = "build"\nreason = "r"\nbug = "https://b/1"\n')
+    text = render_plan(lab)
+    assert (
+        "review xen-github: github https://api.github.com xen-project/xen -> branch "
+        "xen-unstable, comments only, recheck /^/retest$/" in text
+    )
+    assert "disabled tests (not run)\n  build / *: r [https://b/1]\n" in text

@@ -1203,6 +1203,7 @@ def render_plan(lab: Lab) -> str:
         lines.extend(_render_branch(lab, name, branch))
     if not lab.branches:
         lines += ["no branches", ""]
+    lines.extend(_render_reviews(lab))
     lines.append("hosts")
     for host in lab.hosts:
         flags = ", ".join(sorted(host.flags)) or "(no flags)"
@@ -1215,6 +1216,26 @@ def render_plan(lab: Lab) -> str:
         hosts = ", ".join(h.name for h in lab.hosts_for(job)) or "(none)"
         lines.append(f"  {job.name:<{width}}  {hosts}")
     return "\n".join(lines) + "\n"
+
+
+def _render_reviews(lab: Lab) -> list[str]:
+    lines = []
+    for r in lab.reviews:
+        target = f" (changes for {r.target})" if r.target else ""
+        mode = "voting" if r.voting else "comments only"
+        lines.append(
+            f"review {r.name}: {r.driver} {r.server} {r.project}{target} -> branch {r.branch},"
+            f" {mode}, recheck /{r.recheck}/"
+        )
+    if lab.reviews:
+        lines.append("")
+    if lab.disabled:
+        lines.append("disabled tests (not run)")
+        for d in lab.disabled:
+            bug = f" [{d.bug}]" if d.bug else ""
+            lines.append(f"  {d.job} / {d.step}: {d.reason}{bug}")
+        lines.append("")
+    return lines
 
 
 def _render_branch(lab: Lab, name: str, branch: BranchSpec) -> list[str]:

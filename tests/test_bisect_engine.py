@@ -338,3 +338,54 @@ def test_observation_naming_unknown_trees_is_an_error() -> None:
     with pytest.raises(BisectError, match="trees"):
         Search([linear(5, "xen")]).decide([Observation({"linux": "c1"}, "bad")])
     assert issubclass(BisectError, ValueError)
+
+
+# --- the graph -------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 50))
+def test_ancestor_bitsets_match_a_naive_walk(seed: int, n: int) -> None:
+    r = random_dag(random.Random(seed), n)
+    g = Search([r]).graph
+    for i, (_, commit) in enumerate(g.commits):
+        got = {g.commits[j][1] for j in range(g.size) if g.anc[i] >> j & 1}
+        assert got == ancestors(r.parents, commit)
+        assert all(p < i for p in g.parents[i]), "indices follow a topological order"
+
+
+def test_runs_at_the_good_boundary_teach_the_flake_rate() -> None:
+    r = linear(16)
+    quiet = Search([r]).decide([Observation({"": "c0"}, "good")] * 4)
+    flaky = Search([r]).decide(
+        [Observation({"": "c0"}, "bad")] * 2 + [Observation({"": "c0"}, "good")] * 2
+    )
+    assert flaky.flake_rate > quiet.flake_rate + 0.05
+
+
+def test_a_pending_split_is_not_returned_again_even_when_it_is_the_best() -> None:
+    r = linear(2)
+    d = Search([r]).decide([], k=1, pending=[{"": "c1"}])
+    assert d.kind == "test"
+    assert all(t[""] != "c1" for t in d.tests)
+
+
+def test_several_trees_with_merges_deterministic() -> None:
+    rng = random.Random(11)
+    ranges = [random_dag(rng, 30, "xen"), random_dag(rng, 30, "linux")]
+    ranges[1] = TreeRange(
+        "linux",
+        {c: tuple("lg" if p == "g" else f"l{p}" for p in ps) for c, ps in _renamed(ranges[1])},
+        ("lg",),
+        "l" + ranges[1].bad,
+    )
+    for tree in ("xen", "linux"):
+        r = next(r for r in ranges if r.tree == tree)
+        for commit in sorted(r.parents)[::6]:
+            culprit = Culprit(tree, commit)
+            d, _ = bisect(Search(ranges), deterministic(ranges, culprit), k=2)
+            assert d.culprit == culprit
+
+
+def _renamed(r: TreeRange) -> list[tuple[str, tuple[str, ...]]]:
+    return [("l" + c, ps) for c, ps in r.parents.items()]

@@ -142,7 +142,14 @@ class Search:
                 f" reached {self.confidence:.0%} confidence"
             )
             return replace(base, kind="undecided", reason=reason)
-        picks = self._picks(post, k, top if conf >= self.confidence else None, need, skipped, busy)
+        # once the mixture is all but certain and a plausible noise hypothesis still is not, the
+        # mixture's choice may no longer move that hypothesis: design for it instead
+        design = post
+        if ranked[0][1] >= 1.0 - (1.0 - self.confidence) / 10 > conf and post.limiting is not None:
+            design = post.limiting
+        picks = self._picks(
+            design, k, top if conf >= self.confidence else None, need, skipped, busy
+        )
         if not picks and not busy:
             reason = "no commit left to test can tell the candidates apart"
             return replace(base, kind="undecided", reason=reason)

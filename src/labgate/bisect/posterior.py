@@ -103,6 +103,8 @@ class Posterior:
     # the leading candidate's probability under the least favourable noise hypothesis that the
     # runs have not made implausible: the search names a culprit on this, not on the mixture
     guarded: float = 0.0
+    # the posterior under that least favourable hypothesis: what the search must convince
+    limiting: Posterior | None = None
 
     def per_member(self, j: int) -> float:
         return self.classes[j][2] / self.classes[j][1]
@@ -189,18 +191,28 @@ def posterior(
     hs = tuple((h, w / z) for h, w in zip(noise, noise_mass, strict=True))
     top = max(range(len(found)), key=lambda j: found[j][2] / found[j][1])
     top_row, top_size = rows[top][2], rows[top][1]
-    guarded = min(
-        (
-            math.exp(top_row[i] - best) / top_size / noise_mass[i]
-            for i in range(len(noise))
-            if noise_mass[i] >= PLAUSIBLE * z
-        ),
-        default=0.0,
-    )
+    plausible = [i for i in range(len(noise)) if noise_mass[i] >= PLAUSIBLE * z]
+    by_noise = {i: math.exp(top_row[i] - best) / top_size / noise_mass[i] for i in plausible}
+    worst = min(by_noise, key=lambda i: by_noise[i], default=None)
     return Posterior(
         classes=tuple(classes),
         noise=hs,
         flake_rate=sum(h.p * w for h, w in hs),
         detection_rate=sum(h.q * w for h, w in hs),
-        guarded=guarded,
+        guarded=0.0 if worst is None else by_noise[worst],
+        limiting=None if worst is None else _conditional(rows, best, noise, worst),
     )
+
+
+def _conditional(
+    rows: list[tuple[int, int, list[float]]], best: float, noise: tuple[Noise, ...], i: int
+) -> Posterior:
+    """The posterior over classes if noise hypothesis ``i`` were known to hold."""
+    h = noise[i]
+    weights = [(bits, size, math.exp(row[i] - best)) for bits, size, row in rows]
+    z = sum(w for _, _, w in weights)
+    classes = sorted(
+        ((bits, size, w / z, h.fail_bad, h.p) for bits, size, w in weights if w > 0.0),
+        key=lambda c: -c[2] / c[1],
+    )
+    return Posterior(classes=tuple(classes), noise=((h, 1.0),), flake_rate=h.p, detection_rate=h.q)

@@ -1,6 +1,28 @@
 """The bisection engine: commit graph + observations -> next test points, or the culprit.
 
-Pure, no I/O. See :class:`Search`.
+Pure, no I/O. ``Search(ranges).decide(observations, k=..., pending=...)`` is called once per round
+with every run so far; it returns the next points to test, the culprit, or "undecided".
+
+How it decides (the modules it uses are named for their concept):
+
+- ``graph``: the ranges of all trees as one chain of DAGs, ancestor sets as int bitsets.
+- ``posterior``: the culprit is the first commit whose inclusion makes the test fail; a run fails
+  at a good point with the flake rate p, at a bad one with q + (1 - q) p. p and q are learnt from
+  the runs under a spike-and-slab prior (most mass on the deterministic test).
+- ``design``: the next k points by mutual information with the culprit, jointly for a batch.
+
+A culprit is named when (1) its probability reaches ``confidence`` under every noise hypothesis
+the runs have not made implausible (so a flaky or intermittent test that happens to look
+deterministic is not trusted on the prior's word), and (2) it has been seen to fail and each of its
+parents (or, for the first commit of a later tree's range, the previous tree's bad commit) to pass,
+directly. The bad commit of the last tree counts as seen failing; good commits as seen passing.
+
+Conventions: an observation's point may be a dict; tuples off the chain (see :class:`Search`) and
+commits outside the ranges are counted as runs but carry no information. ``skip`` marks a point
+untestable for good: it is never proposed again; when untestable commits leave several candidates
+that no testable point can tell apart, the decision is "undecided" with those candidates. Every
+observation, skips included, counts against ``max_executions``. A "test" decision may carry no
+tests when everything worth running is pending: wait for those runs.
 """
 
 from __future__ import annotations

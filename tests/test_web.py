@@ -25,7 +25,7 @@ from labgate.store import Store
 from labgate.web import create_app
 from labgate.web.api import OPENAPI
 from labgate.web.graph import dot_string, render_svg, to_dot
-from labgate.web.logs import stream_log
+from labgate.web.logs import LiveStep, stream_log
 from labs import job, local_host, step, write_lab
 
 TOKEN = "test-token-0123456789"
@@ -395,11 +395,11 @@ def test_stream_log_sends_what_is_appended_until_the_step_ends(tmp_path: Path) -
     states = iter([Outcome.RUNNING, Outcome.RUNNING, Outcome.PASS])
     writes = iter(["two\n", "thr\u00e9e\n"])
 
-    def state() -> tuple[Outcome, Path | None]:
+    def state() -> LiveStep:
         outcome = next(states)
         with log.open("ab") as f:  # the runner appends between two polls
             f.write(next(writes, "").encode()[:5])
-        return outcome, log
+        return LiveStep(outcome, log, 0 if outcome.finished else None, 1.25)
 
     async def collect() -> list[bytes]:
         return [event async for event in stream_log(state, 0, interval=0)]
@@ -407,7 +407,11 @@ def test_stream_log_sends_what_is_appended_until_the_step_ends(tmp_path: Path) -
     events = asyncio.run(collect())
     text = "".join(json.loads(e.split(b"data: ", 1)[1])["text"] for e in events if b"chunk" in e)
     assert text == "one\ntwo\nthr\u00e9"
-    assert events[-1] == b'event: end\ndata: {"outcome": "pass"}\n\n'
+    assert json.loads(events[-1].split(b"data: ", 1)[1]) == {
+        "outcome": "pass",
+        "exit_status": 0,
+        "duration_s": 1.25,
+    }
 
 
 def test_hosts_show_quarantine_busy_and_history(web: Fixture) -> None:

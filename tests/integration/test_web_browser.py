@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from labgate.hosts.registry import HostRegistry
 from labgate.store import Store
 from labs import job, labgate, local_host, step, toml_str, write_lab
 
@@ -142,6 +143,7 @@ def test_flight_to_job_to_live_log_to_bisection(
         expect(log).to_contain_text("last-line")
         expect(page.locator("#live")).to_have_text("ended: pass")
         expect(page.locator("#outcome")).to_have_text("pass")
+        expect(page.locator("#exit")).to_have_text("0")
         text = log.inner_text()
         assert text.index("first-line") < text.index("middle-line") < text.index("last-line")
         page.screenshot(path=artifact_dir / "3-log-ended.png", full_page=True)
@@ -195,6 +197,11 @@ def test_flight_to_job_to_live_log_to_bisection(
     assert sha in page.content()
     page.screenshot(path=artifact_dir / "6-retest-queued.png", full_page=True)
 
+    store = Store.open(f"sqlite:///{lab_dir}/labgate.db")
+    try:
+        HostRegistry(store.engine).quarantine("italia0", "console: <b>kernel panic</b>")
+    finally:
+        store.close()
     for name, path in [("7-history", "/history/main/watch-amd64"), ("8-hosts", "/hosts"),
                        ("9-trends", "/trends?branch=main&job=watch-amd64")]:  # fmt: skip
         page.goto(base + path)

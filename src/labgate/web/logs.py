@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from labgate.model import Outcome
@@ -13,6 +14,16 @@ from labgate.model import Outcome
 CHUNK = 64 * 1024
 PAGE_LIMIT = 2 * 1024 * 1024
 """A log page shows at most the last 2 MiB; the raw log has everything."""
+
+
+@dataclass(frozen=True)
+class LiveStep:
+    """Where a step stands, as a live log polls it."""
+
+    outcome: Outcome
+    log: Path | None
+    exit_status: int | None = None
+    duration_s: float | None = None
 
 
 class LogOutsideLogDir(Exception):
@@ -55,20 +66,21 @@ def sse(event: str, data: object) -> bytes:
 
 
 async def stream_log(
-    state: Callable[[], tuple[Outcome, Path | None]],
+    state: Callable[[], LiveStep],
     offset: int,
     *,
     interval: float = 0.2,
     heartbeat: float = 15.0,
 ) -> AsyncIterator[bytes]:
     """Server-sent events: ``chunk`` events with the text appended after ``offset`` (as JSON
-    ``{"offset", "text"}``), then one ``end`` event with the step's outcome once it finished and
-    its log is read to the end. ``state`` gives the step's outcome and log file from the store
-    (it runs in a thread)."""
+    ``{"offset", "text"}``), then one ``end`` event (``{"outcome", "exit_status",
+    "duration_s"}``) once the step finished and its log is read to the end. ``state`` reads the
+    step from the store (it runs in a thread)."""
     pending = b""  # an incomplete UTF-8 sequence held back for the next chunk
     quiet = 0.0
     while True:
-        outcome, path = await asyncio.to_thread(state)
+        step = await asyncio.to_thread(state)
+        path = step.log
         while path is not None:
             data = await asyncio.to_thread(_read_from, path, offset)
             if not data:
@@ -77,10 +89,11 @@ async def stream_log(
             text, pending = _decode(pending + data)
             quiet = 0.0
             yield sse("chunk", {"offset": offset, "text": text})
-        if outcome.finished:
+        if step.outcome.finished:
             if pending:
                 yield sse("chunk", {"offset": offset, "text": pending.decode(errors="replace")})
-            yield sse("end", {"outcome": str(outcome)})
+            end = {"outcome": str(step.outcome), "exit_status": step.exit_status}
+            yield sse("end", {**end, "duration_s": step.duration_s})
             return
         await asyncio.sleep(interval)
         quiet += interval

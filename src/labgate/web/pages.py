@@ -25,7 +25,7 @@ from labgate.model import Blessing, FlightResult, JobResult, Outcome, StepResult
 from labgate.store import Store
 from labgate.web import graph, plots, queries
 from labgate.web.auth import SESSION_COOKIE, Access, same_origin
-from labgate.web.logs import LogOutsideLogDir, log_path, read_tail, stream_log
+from labgate.web.logs import LiveStep, LogOutsideLogDir, log_path, read_tail, stream_log
 
 FORM_LIMIT = 16 * 1024
 STATE_CLASS = {
@@ -271,12 +271,13 @@ async def log_stream(web: Web, request: Request) -> Response:
     _, _, step, _ = await asyncio.to_thread(_step_log, web, request)
     offset = int_param(request, "offset") or 0
 
-    def state() -> tuple[Outcome, Path | None]:
-        outcome, stored = queries.step_state(web.store, step.id)
+    def state() -> LiveStep:
+        outcome, stored, exit_status, duration_s = queries.step_state(web.store, step.id)
         try:
-            return outcome, log_path(web.lab.log_dir, stored) if stored else None
+            path = log_path(web.lab.log_dir, stored) if stored else None
         except LogOutsideLogDir:
-            return Outcome.BROKEN, None
+            return LiveStep(Outcome.BROKEN, None)
+        return LiveStep(outcome, path, exit_status, duration_s)
 
     return StreamingResponse(
         stream_log(state, offset),

@@ -94,7 +94,7 @@ def _revisions(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, str]
     out: dict[int, dict[str, str]] = {i: {} for i in ids}
     if ids:
         query = select(t.flight_revision).where(t.flight_revision.c.flight_id.in_(ids))
-        for r in conn.execute(query):
+        for r in conn.execute(query).all():
             out[r.flight_id][r.tree] = r.sha
     return out
 
@@ -155,7 +155,7 @@ def flight_page(
                 .where(t.job.c.flight_id.in_(ids))
                 .group_by(t.job.c.flight_id, t.job.c.outcome)
             )
-            for flight_id, job_outcome, n in conn.execute(count_query):
+            for flight_id, job_outcome, n in conn.execute(count_query).all():
                 counts[flight_id][job_outcome] = n
     page = tuple(FlightRow(_flight(r, revisions[r.id]), counts[r.id]) for r in rows)
     return FlightPage(page, rows[-1].id if more and rows else None)
@@ -226,7 +226,7 @@ def _job_runs(
             .where(t.step.c.job_id.in_(ids))
             .order_by(t.step.c.job_id, t.step.c.seq)
         )
-        for s in conn.execute(query):
+        for s in conn.execute(query).all():
             steps[s.job_id].append(_step(s))
     revisions = _revisions(conn, list(flights))
     out = []
@@ -275,7 +275,8 @@ def host_runs(store: Store, host: str, *, limit: int = 100) -> list[JobRun]:
 def _flight_rows(conn: Connection, ids: Sequence[int]) -> dict[int, Any]:
     if not ids:
         return {}
-    return {r.id: r for r in conn.execute(select(t.flight).where(t.flight.c.id.in_(ids)))}
+    rows = conn.execute(select(t.flight).where(t.flight.c.id.in_(ids))).all()
+    return {r.id: r for r in rows}
 
 
 def flake_rates(runs: Sequence[JobRun], job: str) -> dict[str, float] | None:
@@ -476,7 +477,7 @@ def pass_rates(store: Store, branch: str, *, limit: int = 200) -> list[FlightPas
                 .where(t.job.c.flight_id.in_(ids))
                 .group_by(t.job.c.flight_id, t.job.c.outcome)
             )
-            for flight_id, outcome, n in conn.execute(query):
+            for flight_id, outcome, n in conn.execute(query).all():
                 counts[flight_id][outcome] = n
     out = []
     for i in ids:
@@ -502,15 +503,14 @@ def job_names(store: Store, branch: str) -> list[str]:
         )
 
 
-def step_state(store: Store, step_id: int) -> tuple[Outcome, str | None]:
-    """A step's outcome and stored log path now (what a live log polls)."""
+def step_state(store: Store, step_id: int) -> tuple[Outcome, str | None, int | None, float | None]:
+    """A step's outcome, stored log path, exit status and duration now (a live log polls it)."""
+    columns = (t.step.c.outcome, t.step.c.log, t.step.c.exit_status, t.step.c.duration_s)
     with store.engine.connect() as conn:
-        row = conn.execute(
-            select(t.step.c.outcome, t.step.c.log).where(t.step.c.id == step_id)
-        ).first()
+        row = conn.execute(select(*columns).where(t.step.c.id == step_id)).first()
     if row is None:  # the flight was deleted meanwhile
-        return Outcome.CANCELLED, None
-    return Outcome(row.outcome), row.log
+        return Outcome.CANCELLED, None, None, None
+    return Outcome(row.outcome), row.log, row.exit_status, row.duration_s
 
 
 def host_events(store: Store, host: str, *, limit: int = 50) -> list[HostEvent]:

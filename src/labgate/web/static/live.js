@@ -8,7 +8,17 @@
   const outcome = document.getElementById("outcome");
   let offset = Number(log.dataset.offset || 0);
 
-  function ended(result) {
+  function seconds(value) {
+    if (value === null || value === undefined) return "-";
+    return value < 10 ? value.toFixed(2) + "s" : value < 60 ? value.toFixed(1) + "s"
+      : Math.floor(value / 60) + "m" + String(Math.round(value % 60)).padStart(2, "0") + "s";
+  }
+
+  function ended(result, exitStatus, duration) {
+    const exit = document.getElementById("exit");
+    if (exit) exit.textContent = exitStatus === null ? "-" : String(exitStatus);
+    const time = document.getElementById("duration");
+    if (time) time.textContent = seconds(duration);
     if (badge) {
       badge.textContent = "ended: " + result;
       badge.classList.add("ended");
@@ -33,7 +43,8 @@
     });
     source.addEventListener("end", function (event) {
       source.close();
-      ended(JSON.parse(event.data).outcome);
+      const data = JSON.parse(event.data);
+      ended(data.outcome, data.exit_status, data.duration_s);
     });
     source.onerror = function () {
       source.close();

@@ -49,7 +49,14 @@ async def serve(lab_dir: Path, host: str, port: int) -> None:
     try:
         app = create_app(lab, store)
         config = uvicorn.Config(
-            app, host=host, port=port, access_log=False, log_level="warning", lifespan="off"
+            app,
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="warning",
+            lifespan="off",
+            # live logs are endless responses: do not wait for them on SIGTERM/Ctrl-C
+            timeout_graceful_shutdown=3,
         )
         server = uvicorn.Server(config)
         # bound before the address is printed: a client that read it can connect at once

@@ -79,7 +79,9 @@ def noisy(oracle: Oracle, p: float, q: float, rng: random.Random) -> Oracle:
     return run
 
 
-def bisect(search: Search, oracle: Oracle, *, k: int = 1, limit: int = 400) -> tuple[Decision, int]:
+def bisect(
+    search: Search, oracle: Oracle, *, k: int = 1, limit: int = 1200
+) -> tuple[Decision, int]:
     """Run the search to its end; returns the last decision and the number of runs."""
     observations: list[Observation] = []
     for _ in range(limit):

@@ -391,3 +391,13 @@ def test_several_trees_with_merges_deterministic() -> None:
 
 def _renamed(r: TreeRange) -> list[tuple[str, tuple[str, ...]]]:
     return [("l" + c, ps) for c, ps in r.parents.items()]
+
+
+def test_never_more_tests_than_the_budget_has_left() -> None:
+    r = linear(100)
+    observations = [Observation({"": "c50"}, "good")] * 8
+    d = Search([r], max_executions=10).decide(observations, k=4)
+    assert d.kind == "test"
+    assert len(d.tests) == 2
+    d = Search([r], max_executions=10).decide(observations, k=4, pending=[{"": "c70"}] * 2)
+    assert d.tests == ()

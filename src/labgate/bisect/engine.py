@@ -16,6 +16,8 @@ the runs have not made implausible (so a flaky or intermittent test that happens
 deterministic is not trusted on the prior's word), and (2) it has been seen to fail and each of its
 parents (or, for the first commit of a later tree's range, the previous tree's bad commit) to pass,
 directly. The bad commit of the last tree counts as seen failing; good commits as seen passing.
+With ``first_parent`` the search walks the first-parent chain only: a merge stands for everything
+it brings in, its parent is its first parent, and the culprit may be a merge.
 
 Conventions: an observation's point may be a dict; tuples off the chain (see :class:`Search`) and
 commits outside the ranges are counted as runs but carry no information. ``skip`` marks a point
@@ -164,6 +166,10 @@ class Search:
                 f" reached {self.confidence:.0%} confidence"
             )
             return replace(base, kind="undecided", reason=reason)
+        # never start more runs than the budget has left (pending runs will count too)
+        k = min(k, self.max_executions - len(observations) - len(pending))
+        if k < 1:
+            return base
         # once the mixture is all but certain and a plausible noise hypothesis still is not, the
         # mixture's choice may no longer move that hypothesis: design for it instead
         design = post

@@ -309,3 +309,4 @@ pool_flight = Table(
 )
 
 Index("ix_host_event_job", host_event.c.job_id)
+Index("ix_job_flight_outcome", job.c.flight_id, job.c.outcome)

@@ -29,12 +29,25 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, case, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    String,
+    bindparam,
+    case,
+    column,
+    insert,
+    select,
+    update,
+    values,
+)
 
 from labgate import schema as t
 from labgate.hosts.registry import unavailable_on
@@ -44,6 +57,9 @@ from labgate.store import now
 
 BLESSING_PRIORITY: tuple[str, ...] = ("real", "review", "adhoc", "bisect", "play")
 ACTIVE_FLIGHT_STATES = ("queued", "running")
+FLIGHTS_PER_QUERY = 16
+CANDIDATES = 4  # queued jobs looked at per claim, in batches
+SAMPLE_HOSTS = 64
 LIVE = (str(Outcome.PREPARING), str(Outcome.RUNNING))
 SUCCEEDED = (str(Outcome.PASS), str(Outcome.SKIP))
 
@@ -76,7 +92,7 @@ class Allocator:
         *,
         lease_s: float = 30.0,
         priority: Sequence[str] = BLESSING_PRIORITY,
-        batch: int = 200,
+        batch: int = 64,
     ) -> None:
         self.engine = engine
         self.hosts = {h.name: h for h in hosts}
@@ -145,47 +161,84 @@ class Allocator:
             return self._write(conn, allocations, jobs, free)
 
     def _lock_candidates(self, conn: Connection) -> list[dict[str, Any]]:
-        rank = case(
-            {b: i for i, b in enumerate(self.priority)},
-            value=t.flight.c.blessing,
-            else_=len(self.priority),
+        """Lock up to ``batch`` queued jobs, best first (see :meth:`_order`); jobs another
+        controller holds are skipped."""
+        has_queued = (
+            select(t.job.c.id)
+            .where(t.job.c.flight_id == t.flight.c.id, t.job.c.outcome == str(Outcome.QUEUED))
+            .exists()
         )
-        turn = func.row_number().over(partition_by=(rank, t.flight.c.branch), order_by=t.job.c.id)
-        queued = (
-            select(t.job.c.id, rank.label("rank"), turn.label("turn"))
-            .join(t.flight, t.flight.c.id == t.job.c.flight_id)
-            .join(t.pool_flight, t.pool_flight.c.flight_id == t.job.c.flight_id)
-            .where(
-                t.job.c.outcome == str(Outcome.QUEUED),
-                t.flight.c.state.in_(ACTIVE_FLIGHT_STATES),
-            )
-            .subquery()
-        )
-        order = [queued.c.rank, queued.c.turn, queued.c.id]
-        ids = list(
-            conn.execute(select(queued.c.id).order_by(*order).limit(self.batch * 2)).scalars()
-        )
-        if not ids:
-            return []
-        position = {job_id: i for i, job_id in enumerate(ids)}
-        locked = conn.execute(
-            self._lock(
-                select(
-                    t.job.c.id,
-                    t.job.c.flight_id,
-                    t.job.c.name,
-                    t.job.c.requires,
-                    t.job.c.depends,
-                    t.job.c.exclusive,
-                )
-                .where(t.job.c.id.in_(ids), t.job.c.outcome == str(Outcome.QUEUED))
-                .order_by(t.job.c.id)
-                .limit(self.batch)
-            )
+        flights = conn.execute(
+            select(t.flight.c.id, t.flight.c.branch, t.flight.c.blessing)
+            .join(t.pool_flight, t.pool_flight.c.flight_id == t.flight.c.id)
+            .where(t.flight.c.state.in_(ACTIVE_FLIGHT_STATES), has_queued)
         ).all()
-        rows = [dict(r._mapping) for r in locked]
-        rows.sort(key=lambda r: position[r["id"]])
-        return rows
+        ordered = self._order(flights)
+        candidates: list[int] = []
+        for i in range(0, len(ordered), FLIGHTS_PER_QUERY):
+            chunk = ordered[i : i + FLIGHTS_PER_QUERY]
+            rows = conn.execute(
+                select(t.job.c.id, t.job.c.flight_id).where(
+                    t.job.c.flight_id.in_(chunk), t.job.c.outcome == str(Outcome.QUEUED)
+                )
+            ).all()
+            candidates += self._interleave(rows, flights)
+            if len(candidates) >= CANDIDATES * self.batch:
+                break
+        locked: list[dict[str, Any]] = []
+        for i in range(0, len(candidates), self.batch):
+            rows = conn.execute(
+                self._lock(
+                    select(
+                        t.job.c.id,
+                        t.job.c.flight_id,
+                        t.job.c.name,
+                        t.job.c.requires,
+                        t.job.c.depends,
+                        t.job.c.exclusive,
+                    ).where(
+                        t.job.c.id.in_(candidates[i : i + self.batch]),
+                        t.job.c.outcome == str(Outcome.QUEUED),
+                    )
+                )
+            ).all()
+            locked += [dict(r._mapping) for r in rows]
+            if len(locked) >= self.batch:
+                break
+        position = {job_id: i for i, job_id in enumerate(candidates)}
+        locked.sort(key=lambda r: position[r["id"]])
+        return locked
+
+    def _rank(self, blessing: str) -> int:
+        try:
+            return self.priority.index(blessing)
+        except ValueError:
+            return len(self.priority)
+
+    def _order(self, flights: Sequence[Any]) -> list[int]:
+        """The flights by blessing, then round robin among branches, oldest first."""
+        groups: dict[tuple[int, str], list[int]] = {}
+        for f in sorted(flights, key=lambda f: f.id):
+            groups.setdefault((self._rank(f.blessing), f.branch), []).append(f.id)
+        ordered: list[int] = []
+        for rank in sorted({r for r, _ in groups}):
+            lists = [ids for (r, _), ids in sorted(groups.items()) if r == rank]
+            for turn in range(max(len(ids) for ids in lists)):
+                ordered += [ids[turn] for ids in lists if turn < len(ids)]
+        return ordered
+
+    def _interleave(self, rows: Sequence[Any], flights: Sequence[Any]) -> list[int]:
+        """Queued jobs in order: by blessing, the n-th of every branch before the n+1-th of
+        any, oldest first."""
+        flight = {f.id: f for f in flights}
+        turns: Counter[tuple[int, str]] = Counter()
+        keyed = []
+        for r in sorted(rows, key=lambda r: r.id):
+            f = flight[r.flight_id]
+            group = (self._rank(f.blessing), f.branch)
+            keyed.append((group[0], turns[group], r.id))
+            turns[group] += 1
+        return [job_id for _, _, job_id in sorted(keyed)]
 
     def _ready(
         self, conn: Connection, jobs: Sequence[dict[str, Any]]
@@ -268,20 +321,13 @@ class Allocator:
         claiming at once mostly lock different hosts."""
         away = unavailable_on(conn)
         requirements = {r.requires for r, _ in ready}
-        counts = conn.execute(
-            select(t.slot_lease.c.host, func.count())
-            .where(t.slot_lease.c.job_id.is_(None))
-            .group_by(t.slot_lease.c.host)
-        ).all()
         usable = [
-            host
-            for host, _ in counts
-            if host in self.hosts
-            and host not in away
-            and any(req <= self.hosts[host].flags for req in requirements)
+            name
+            for name, host in self.hosts.items()
+            if name not in away and any(req <= host.flags for req in requirements)
         ]
         preferred = {h for _, h in ready if h in usable}
-        size = max(64, 2 * len(ready))
+        size = max(SAMPLE_HOSTS, 2 * len(ready))
         if len(usable) > size:
             usable = list(preferred | set(random.sample(usable, size)))
         if not usable:
@@ -319,21 +365,36 @@ class Allocator:
             claims.append(Claim(a.job_id, job["flight_id"], job["name"], a.host, a.slots))
         if not claims:
             return []
-        conn.execute(
-            update(t.slot_lease)
-            .where(
-                t.slot_lease.c.host == bindparam("h"),
-                t.slot_lease.c.slot == bindparam("s"),
-                t.slot_lease.c.job_id.is_(None),
+        free_row = (t.slot_lease.c.job_id.is_(None),)
+        if self.sqlite:  # in-process: a statement per row costs little
+            conn.execute(
+                update(t.slot_lease)
+                .where(
+                    t.slot_lease.c.host == bindparam("h"),
+                    t.slot_lease.c.slot == bindparam("s"),
+                    *free_row,
+                )
+                .values(job_id=bindparam("j"), owner=self.owner, lease_until=until),
+                slot_rows,
             )
-            .values(job_id=bindparam("j"), owner=self.owner, lease_until=until),
-            slot_rows,
-        )
+        else:  # one statement (UPDATE ... FROM VALUES), not one round trip per row
+            given = values(
+                column("h", String), column("s", Integer), column("j", Integer), name="given"
+            ).data([(r["h"], r["s"], r["j"]) for r in slot_rows])
+            conn.execute(
+                update(t.slot_lease)
+                .where(
+                    t.slot_lease.c.host == given.c.h, t.slot_lease.c.slot == given.c.s, *free_row
+                )
+                .values(job_id=given.c.j, owner=self.owner, lease_until=until)
+            )
         conn.execute(
             update(t.job)
-            .where(t.job.c.id == bindparam("jid"))
-            .values(outcome=str(Outcome.PREPARING), host=bindparam("jh")),
-            [{"jid": c.job_id, "jh": c.host} for c in claims],
+            .where(t.job.c.id.in_([c.job_id for c in claims]))
+            .values(
+                outcome=str(Outcome.PREPARING),
+                host=case({c.job_id: c.host for c in claims}, value=t.job.c.id),
+            )
         )
         return claims
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -74,6 +75,12 @@ async def connect(target: SshTarget) -> asyncssh.SSHClientConnection:
         ) from error
     except (OSError, TimeoutError, asyncssh.Error) as error:
         raise HostLost(f"{where}: cannot connect: {_why(error)}") from error
+
+
+def _text(output: bytes | str | None) -> str:
+    if isinstance(output, bytes):
+        return output.decode(errors="replace").strip()
+    return (output or "").strip()
 
 
 def _why(error: BaseException) -> str:
@@ -165,7 +172,7 @@ class SshSession:
         if remote_done.exit_status != 0 or local_status != 0:
             raise OSError(
                 f"transfer {'to' if upload else 'from'} {self.target.address} failed: "
-                f"{str(remote_done.stderr or b'', 'utf-8', 'replace').strip()}"
+                f"{_text(remote_done.stderr)}"
             )
 
     async def prepare(self) -> None:
@@ -217,8 +224,9 @@ class SshSession:
             pump = asyncio.create_task(_copy(proc.stdout, out))
             waiter = asyncio.ensure_future(proc.wait(check=False))
             try:
+                watched: list[asyncio.Future[Any]] = [waiter, self._lost]
                 done, _ = await asyncio.wait(
-                    [waiter, self._lost], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
                 if waiter not in done and not self._lost.done():  # timed out
                     await self._kill_group(pidfile, waiter)
@@ -254,14 +262,14 @@ class SshSession:
             reason = (lines[1:] or ["the step reported a lab failure"])[0].strip()
             return StepRun(Outcome.BROKEN, result.exit_status, duration, reason)
         if result.exit_status is None:
-            signal_name = result.exit_signal[0] if result.exit_signal else "?"
+            signal_name = str(result.exit_signal[0]) if result.exit_signal else "?"
             return StepRun(Outcome.FAIL, None, duration, f"killed by signal {signal_name}")
         status = result.exit_status
         outcome = step_outcome(status)
-        why = None if outcome is not Outcome.FAIL else f"exit status {status}"
-        return StepRun(outcome, status, duration, why)
+        failed = None if outcome is not Outcome.FAIL else f"exit status {status}"
+        return StepRun(outcome, status, duration, failed)
 
-    async def _kill_group(self, pidfile: str, waiter: asyncio.Future[object]) -> None:
+    async def _kill_group(self, pidfile: str, waiter: asyncio.Future[Any]) -> None:
         """SIGTERM the step's process group, SIGKILL it after the grace period."""
         group = f"-$(cat {_q(pidfile)} 2>/dev/null)"
         await self._run(f"kill -TERM -- {group} 2>/dev/null; true", check=False)

@@ -1,5 +1,5 @@
 """Flights run by the pool of controllers sharing the store (``labgate host queue`` and
-``labgate host worker``), and an index for a job's host history.
+``labgate host worker``), and indexes for a job's host history and a flight's queued jobs.
 
 Revision ID: 0006
 Revises: 0005
@@ -26,8 +26,10 @@ def upgrade() -> None:
         sa.Column("submitted", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_host_event_job", "host_event", ["job_id"])
+    op.create_index("ix_job_flight_outcome", "job", ["flight_id", "outcome"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_job_flight_outcome", "job")
     op.drop_index("ix_host_event_job", "host_event")
     op.drop_table("pool_flight")

@@ -403,7 +403,12 @@ def test_unknown_keys(text: str, key: str, words: str) -> None:
             "> 0 seconds",
         ),
         ('pin = { linux = "linux-6.6" }', "pin = { linux = 6 }", "branch[0].pin.linux", "a string"),
-        ('name = "rochester0"', 'name = "rochester0"\nexecutor = "ipmi"', "host[1].executor", "ipmi"),
+        (
+            'name = "rochester0"',
+            'name = "rochester0"\nexecutor = "ipmi"',
+            "host[1].executor",
+            "ipmi",
+        ),
     ],
 )
 def test_bad_types_and_values(old: str, new: str, key: str, message: str) -> None:

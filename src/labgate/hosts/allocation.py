@@ -101,6 +101,7 @@ class Allocator:
         self.priority = tuple(priority)
         self.batch = batch
         self.sqlite = engine.dialect.name == "sqlite"
+        self._fits: dict[frozenset[str], tuple[str, ...]] = {}
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -186,7 +187,11 @@ class Allocator:
             if len(candidates) >= CANDIDATES * self.batch:
                 break
         locked: list[dict[str, Any]] = []
-        for i in range(0, len(candidates), self.batch):
+        slices = list(range(0, len(candidates), self.batch))
+        # controllers claiming at once mostly start on different slices of the best candidates
+        # instead of all skipping the same locked rows
+        first = random.randrange(len(slices)) if slices else 0
+        for i in slices[first:] + slices[:first]:
             rows = conn.execute(
                 self._lock(
                     select(
@@ -313,6 +318,14 @@ class Allocator:
             if j["flight_id"] in branch_of and (branch_of[j["flight_id"]], j["name"]) in last
         }
 
+    def _fitting(self, requires: frozenset[str]) -> tuple[str, ...]:
+        """The hosts with every flag of ``requires`` (cached: the lab's hosts do not change)."""
+        hosts = self._fits.get(requires)
+        if hosts is None:
+            hosts = tuple(n for n, h in self.hosts.items() if requires <= h.flags)
+            self._fits[requires] = hosts
+        return hosts
+
     def _lock_free_slots(
         self, conn: Connection, ready: Sequence[tuple[ReadyJob, str | None]]
     ) -> dict[str, list[int]]:
@@ -320,12 +333,10 @@ class Allocator:
         locked. Hosts are sampled at random (all of them when few), so that controllers
         claiming at once mostly lock different hosts."""
         away = unavailable_on(conn)
-        requirements = {r.requires for r, _ in ready}
-        usable = [
-            name
-            for name, host in self.hosts.items()
-            if name not in away and any(req <= host.flags for req in requirements)
-        ]
+        fitting: set[str] = set()
+        for requires in {r.requires for r, _ in ready}:
+            fitting.update(self._fitting(requires))
+        usable = sorted(fitting - away.keys())
         preferred = {h for _, h in ready if h in usable}
         size = max(SAMPLE_HOSTS, 2 * len(ready))
         if len(usable) > size:

@@ -102,6 +102,9 @@ class Allocator:
         self.batch = batch
         self.sqlite = engine.dialect.name == "sqlite"
         self._fits: dict[frozenset[str], tuple[str, ...]] = {}
+        # jobs this controller gave a host, per (blessing rank, branch): the round robin's memory
+        self._served: Counter[tuple[int, str]] = Counter()
+        self._group_of: dict[int, tuple[int, str]] = {}
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -142,6 +145,7 @@ class Allocator:
 
     def claim(self) -> list[Claim]:
         """Claim slots for as many queued, ready jobs as fit now (one transaction)."""
+        self._group_of.clear()
         with self._transaction() as conn:
             jobs = self._lock_candidates(conn)
             if not jobs:
@@ -159,7 +163,10 @@ class Allocator:
             ]  # fmt: skip
             preferred = {r.name: h for r, h in ready if h is not None}
             allocations = allocate([r for r, _ in ready], hosts, preferred)
-            return self._write(conn, allocations, jobs, free)
+            claims = self._write(conn, allocations, jobs, free)
+        for c in claims:
+            self._served[self._group_of[c.job_id]] += 1
+        return claims
 
     def _lock_candidates(self, conn: Connection) -> list[dict[str, Any]]:
         """Lock up to ``batch`` queued jobs, best first (see :meth:`_order`); jobs another
@@ -233,14 +240,16 @@ class Allocator:
         return ordered
 
     def _interleave(self, rows: Sequence[Any], flights: Sequence[Any]) -> list[int]:
-        """Queued jobs in order: by blessing, the n-th of every branch before the n+1-th of
-        any, oldest first."""
+        """Queued jobs in order: by blessing, then round robin among branches (a branch this
+        controller served less goes first; then the n-th job of every branch before the n+1-th
+        of any), oldest first."""
         flight = {f.id: f for f in flights}
-        turns: Counter[tuple[int, str]] = Counter()
+        turns = Counter(self._served)
         keyed = []
         for r in sorted(rows, key=lambda r: r.id):
             f = flight[r.flight_id]
             group = (self._rank(f.blessing), f.branch)
+            self._group_of[r.id] = group
             keyed.append((group[0], turns[group], r.id))
             turns[group] += 1
         return [job_id for _, _, job_id in sorted(keyed)]

@@ -1,0 +1,133 @@
+"""The pool's allocation on both stores: priorities by blessing, fairness among branches, the
+regression's host preferred by a bisection, hosts avoided, quarantine respected, leases reaped.
+(Several real controller processes racing: tests/integration/test_controllers.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+
+import pytest
+
+from labgate.hosts.allocation import Allocator, submit_flight
+from labgate.hosts.registry import HostRegistry
+from labgate.model import Blessing, HostSpec, JobSpec, Outcome, StepSpec
+from labgate.store import Store
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    with Store.open(database_url) as opened:
+        yield opened
+
+
+def flight(store: Store, branch: str, blessing: Blessing, names: Sequence[str]) -> int:
+    jobs = [JobSpec(n, (StepSpec("s", "true"),)) for n in names]
+    flight_id = store.create_flight(branch, blessing, {"xen": "0" * 40}, jobs)
+    submit_flight(store.engine, flight_id)
+    return flight_id
+
+
+def host(name: str, slots: int = 1, flags: Sequence[str] = ()) -> HostSpec:
+    return HostSpec(name, frozenset(flags), slots)
+
+
+def allocator(store: Store, hosts: Sequence[HostSpec], owner: str = "c0") -> Allocator:
+    pool = Allocator(store.engine, hosts, owner, lease_s=60)
+    pool.sync()
+    return pool
+
+
+def run_through(pool: Allocator, store: Store) -> list[tuple[int, str]]:
+    """Claim one job at a time on a one-slot host until none is left: (flight, job) in order."""
+    order = []
+    while claims := pool.claim():
+        for c in claims:
+            order.append((c.flight_id, c.job))
+            store.finish_job(c.job_id, Outcome.PASS)
+            pool.release(c.job_id)
+    return order
+
+
+def test_blessings_go_in_priority_order_and_branches_take_turns(store: Store) -> None:
+    bisect = flight(store, "a", Blessing.BISECT, ["b1"])
+    adhoc = flight(store, "a", Blessing.ADHOC, ["d1"])
+    real_a = flight(store, "a", Blessing.REAL, ["r1", "r2", "r3"])
+    real_b = flight(store, "b", Blessing.REAL, ["s1", "s2"])
+    review = flight(store, "c", Blessing.REVIEW, ["v1"])
+    order = run_through(allocator(store, [host("h0")]), store)
+    assert order == [
+        (real_a, "r1"),
+        (real_b, "s1"),
+        (real_a, "r2"),
+        (real_b, "s2"),
+        (real_a, "r3"),
+        (review, "v1"),
+        (adhoc, "d1"),
+        (bisect, "b1"),
+    ]
+
+
+def test_a_configured_priority_puts_bisection_first(store: Store) -> None:
+    real = flight(store, "a", Blessing.REAL, ["r1"])
+    bisect = flight(store, "a", Blessing.BISECT, ["b1"])
+    pool = Allocator(store.engine, [host("h0")], "c0", priority=("bisect", "real"))
+    pool.sync()
+    assert run_through(pool, store) == [(bisect, "b1"), (real, "r1")]
+
+
+def test_no_slot_is_given_twice_and_an_exclusive_job_takes_the_host(store: Store) -> None:
+    jobs = [JobSpec(f"j{i}", (StepSpec("s", "true"),)) for i in range(5)]
+    jobs.append(JobSpec("x", (StepSpec("s", "true"),), exclusive=True))
+    flight_id = store.create_flight("a", Blessing.REAL, {}, jobs)
+    submit_flight(store.engine, flight_id)
+    one, two = (allocator(store, [host("h0", slots=2)], owner) for owner in ("c1", "c2"))
+    first = one.claim()
+    assert [c.job for c in first] == ["j0", "j1"]
+    assert two.claim() == []  # both slots are held
+    for c in first:
+        store.finish_job(c.job_id, Outcome.PASS)
+        one.release(c.job_id)
+    order = [c.job for c in two.claim()]
+    assert order == ["j2", "j3"]
+
+
+def test_a_bisection_prefers_the_host_where_the_regression_was_seen(store: Store) -> None:
+    hosts = [host("h0"), host("h1"), host("h2")]
+    failed = flight(store, "a", Blessing.REAL, ["test"])
+    job = store.flight_jobs(failed)[0]
+    store.start_job(job.id, "h2")
+    store.finish_job(job.id, Outcome.FAIL)
+    flight(store, "a", Blessing.BISECT, ["test"])
+    [claim] = allocator(store, hosts).claim()
+    assert claim.host == "h2"
+
+
+def test_hosts_lost_under_a_job_quarantined_or_reserved_are_not_given(store: Store) -> None:
+    hosts = [host("h0"), host("h1"), host("h2"), host("h3")]
+    flight_id = flight(store, "a", Blessing.REAL, ["t"])
+    job = store.flight_jobs(flight_id)[0]
+    registry = HostRegistry(store.engine)
+    registry.record_job("h0", job.id, 1, Outcome.BROKEN, "host lost", quarantine_after=9)
+    registry.quarantine("h1", "fan noise")
+    registry.reserve("h2", "ian", "debugging", timedelta(hours=2))
+    [claim] = allocator(store, hosts).claim()
+    assert claim.host == "h3"
+
+
+def test_an_expired_lease_puts_the_job_back_in_the_queue(store: Store) -> None:
+    flight_id = flight(store, "a", Blessing.REAL, ["t"])
+    dead = Allocator(store.engine, [host("h0")], "dead", lease_s=-1)  # already expired
+    dead.sync()
+    [claim] = dead.claim()
+    store.start_job(claim.job_id, "h0")
+    alive = allocator(store, [host("h0")], "alive")
+    assert alive.claim() == []  # the slot is held until the lease is reaped
+    assert alive.reap() == [claim.job_id]
+    assert store.flight_jobs(flight_id)[0].outcome is Outcome.QUEUED
+    [again] = alive.claim()
+    assert (again.job_id, again.host) == (claim.job_id, "h0")
+    assert alive.heartbeat() == {claim.job_id}
+    assert dead.heartbeat() == set()
+    [event] = [e for e in HostRegistry(store.engine).history("h0") if e.kind == "lease-expired"]
+    assert event.reason == "controller dead stopped renewing its lease on h0"

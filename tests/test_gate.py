@@ -274,6 +274,25 @@ def test_a_job_the_lab_broke_is_retried_on_another_host(tmp_path: Path) -> None:
         assert store.get_flight(retest.id).job("test").outcome is Outcome.PASS
 
 
+def test_review_flights_of_patches_are_not_evidence_for_the_branch(tmp_path: Path) -> None:
+    upstream = Upstream(tmp_path)
+    shas = history(upstream, bad_at=1, length=2)
+    # the test passes in review flights only: if they counted, the regression would look flaky
+    review_passes = f'[ "$LABGATE_BLESSING" = review ] || {{{{ {TEST}; }}}}'
+    lab_dir = write_gate_lab(tmp_path, upstream, database=None, test=review_passes)
+    lab = load_lab(lab_dir)
+    with Store.open(lab.database_url) as store:
+        from labgate.flight import FlightRun, plan_flight
+
+        fid = plan_flight(lab, store, "xen-unstable", revisions={"xen": shas[-1]},
+                          blessing=Blessing.REVIEW)  # fmt: skip
+        assert asyncio.run(FlightRun(lab, store, fid).run()).outcome is Outcome.PASS
+    result = cycle(lab_dir)
+    assert result.action == "not-pushed" and result.verdict == "regression"
+    assert result.bisections[0].culprit is not None
+    assert result.bisections[0].culprit.commit == shas[1]
+
+
 def test_two_gates_on_one_branch_never_run_it_together(tmp_path: Path, database_url: str) -> None:
     upstream = Upstream(tmp_path)
     history(upstream, bad_at=99, length=2)  # no bug: the cycle pushes

@@ -29,7 +29,7 @@ from labgate.executor import (
     LocalSession,
     StepRun,
 )
-from labgate.git import GitError, Mirrors
+from labgate.git import GitError, Mirrors, ensure_commit
 from labgate.hosts.registry import HostRegistry
 from labgate.model import (
     Blessing,
@@ -227,6 +227,7 @@ class FlightRun:
     async def run(self) -> FlightResult:
         flight = self.store.get_flight(self.flight_id)
         mirrors = self.mirrors or mirrors_for(self.lab)
+        await asyncio.to_thread(self._fetch, mirrors, flight)
         self.store.reset_unfinished(self.flight_id)
         self.store.sync_hosts(self.lab.hosts)
         jobs = {j.spec.name: j for j in self.store.flight_jobs(self.flight_id)}
@@ -295,6 +296,14 @@ class FlightRun:
         outcome = flight_outcome(list(state.values()))
         self.store.set_flight_state(self.flight_id, FlightState.FINISHED, outcome)
         return self.store.get_flight(self.flight_id)
+
+    def _fetch(self, mirrors: Mirrors, flight: FlightResult) -> None:
+        """Every commit of the revision tuple in the mirrors; one that cannot be had is left for
+        the jobs' checkout to report (``broken``)."""
+        for tree, sha in flight.revisions.items():
+            if tree in mirrors.urls:
+                with contextlib.suppress(GitError):
+                    ensure_commit(mirrors, tree, sha)
 
     def _block_dependants(self, jobs: Mapping[str, StoredJob], state: dict[str, Outcome]) -> None:
         changed = True
@@ -365,7 +374,8 @@ class FlightRun:
                 self.progress.job_finished(name, outcome, host)
             if outcome is not Outcome.CANCELLED and reason != _HOST_RECORDED:
                 _record_job(self.store, host_spec, job.id, attempt, outcome, reason)
-            shutil.rmtree(workdir, ignore_errors=True)
+            # in a thread: deleting a checkout on the event loop would stall every running job
+            await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
 
     async def _session(
         self, host: HostSpec, flight: FlightResult, name: str, workdir: Path, artifacts: Path

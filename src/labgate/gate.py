@@ -50,6 +50,7 @@ from labgate.verdict import Classification, Verdict, classify
 
 BisectOutcome = Literal["good", "bad", "skip"]
 GRAPH_NODE_LIMIT = 400
+EVIDENCE = (Blessing.REAL, Blessing.BISECT)
 HISTORY_LOOKBACK = 300  # flights of the branch a bisection looks through for reusable results
 
 
@@ -397,7 +398,7 @@ class Gate:
         current = flight
 
         def judge() -> Verdict:
-            history = self.store.branch_history(branch, limit=200)
+            history = self._history(branch)
             return classify(
                 current,
                 baseline,
@@ -431,6 +432,15 @@ class Gate:
             current = take_retest(current, retest, untested)
             verdict = judge()
         return verdict
+
+    def _history(self, branch: str) -> list[FlightResult]:
+        """The branch's own evidence: its real and bisect flights (review flights test patches
+        that are not on the branch; adhoc and play flights test whatever someone asked)."""
+        return [
+            f
+            for f in self.store.branch_history(branch, limit=HISTORY_LOOKBACK)
+            if f.blessing in EVIDENCE
+        ]
 
     def _push(self, branch: str, flight: FlightResult) -> tuple[bool, str]:
         spec = self.lab.branch(branch)
@@ -566,7 +576,9 @@ class _BisectRun:
         """Use every stored result at this tuple not used yet; True if any answered."""
         answered = False
         for stored in self.gate.store.flights_at(self.branch, self.full(point)):
-            if stored.id in self.used or not any(j.name == self.item.job for j in stored.jobs):
+            if stored.id in self.used or stored.blessing not in EVIDENCE:
+                continue
+            if not any(j.name == self.item.job for j in stored.jobs):
                 continue
             if self.learn(stored) is not None:
                 answered = True
@@ -580,7 +592,7 @@ class _BisectRun:
             for t, s in self.flight.revisions.items()
             if t not in self.point_of(self.flight.revisions)
         }
-        for stored in self.gate.store.branch_history(self.branch, limit=HISTORY_LOOKBACK):
+        for stored in self.gate._history(self.branch):
             if stored.id in self.used or any(
                 stored.revisions.get(t) != s for t, s in others.items()
             ):

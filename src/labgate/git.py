@@ -115,7 +115,10 @@ class Mirrors:
     def checkout(self, tree: str, sha: str, dest: Path) -> None:
         """Make ``dest`` a shared clone of the mirror with ``sha`` checked out (detached)."""
         mirror = self.path(tree)
-        git(["clone", "--shared", "--no-checkout", "--quiet", str(mirror), str(dest)])
+        # --template=: no sample hooks and info files, a third fewer files to make and delete
+        git(
+            ["clone", "--template=", "--shared", "--no-checkout", "--quiet", str(mirror), str(dest)]
+        )
         git(["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", sha], cwd=dest)
 
     def commit(self, tree: str, sha: str) -> Commit:
@@ -226,3 +229,19 @@ def subjects(mirrors: Mirrors, tree: str, shas: list[str]) -> dict[str, str]:
         sha, _, subject = line.partition(" ")
         result[sha] = subject
     return result
+
+
+def ensure_commit(mirrors: Mirrors, tree: str, sha: str) -> None:
+    """Make sure the tree's mirror has ``sha``, fetching it when the mirror is missing or older
+    than the flight (a flight planned with explicit revisions, a resumed one)."""
+    path = mirrors.path(tree)
+    if (path / "HEAD").exists():
+        present = subprocess.run(
+            ["git", "--git-dir", str(path), "cat-file", "-e", f"{sha}^{{commit}}"],
+            env={**os.environ, **_GIT_ENV},
+            capture_output=True,
+            check=False,
+        )
+        if present.returncode == 0:
+            return
+    mirrors.update(tree)

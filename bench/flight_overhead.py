@@ -1,0 +1,354 @@
+"""The controller's overhead per step: a flight of trivial steps against the same processes bare.
+
+A lab of JOBS jobs x STEPS steps of `true` on one local host of SLOTS slots; each round times
+`labgate flight run` as a whole command (wall clock: start-up, mirror fetch, planning, checkouts,
+store writes, scheduling, the steps) and then the same JOBS*STEPS `/bin/sh -c true` processes
+spawned bare, SLOTS at a time (asyncio, own session each, as the local executor starts them).
+Rounds alternate so that both see the same machine. The overhead per step is
+(labgate - bare) / (JOBS*STEPS); the target is at most 5 ms.
+
+    python bench/flight_overhead.py                       # SQLite
+    python bench/flight_overhead.py --database URL        # also an existing PostgreSQL database
+    LABGATE_TEST_POSTGRES=postgresql+psycopg://postgres@host/postgres python bench/...
+                                                          # also a scratch database made there
+    python bench/flight_overhead.py --profile             # and where the time goes, in process
+
+The lab is made once per store and warmed up by one untimed flight (mirror cloned, schema made),
+as a lab's controller finds it in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import os
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TARGET_MS = 5.0
+GIT_ENV = {
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.org",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.org",
+}
+
+
+def labgate_exe() -> str:
+    """This Python's console script (a PATH shim such as pyenv's adds its own start-up)."""
+    script = Path(sys.executable).parent / "labgate"
+    return str(script) if script.exists() else shutil.which("labgate") or "labgate"
+
+
+def make_lab(path: Path, database: str, jobs: int, steps: int, slots: int) -> Path:
+    """A lab with one small tree and JOBS jobs (a matrix) of STEPS `true` steps."""
+    tree = path / "trees" / "t"
+    tree.mkdir(parents=True)
+    env = {**os.environ, **GIT_ENV}
+    for args in (
+        ["init", "-q", "-b", "master"],
+        ["commit", "-q", "--allow-empty", "-m", "initial"],
+        ["branch", "staging"],
+    ):
+        subprocess.run(["git", *args], cwd=tree, env=env, check=True)
+    (tree / "README").write_text("a small tree\n")
+    numbers = ", ".join(f'"{n}"' for n in range(jobs))
+    step_tables = "".join(f'[[job.step]]\nname = "s{i}"\nrun = "true"\n' for i in range(steps))
+    (path / "lab.toml").write_text(
+        f'[lab]\nname = "bench"\ndatabase = "{database}"\n\n'
+        f'[[tree]]\nname = "t"\nurl = "{tree}"\n\n'
+        '[[branch]]\nname = "main"\ntree = "t"\n\n'
+        f'[[host]]\nname = "h0"\nflags = []\nslots = {slots}\n\n'
+        f'[[job]]\nname = "job-{{n}}"\nmatrix = {{ n = [{numbers}] }}\n{step_tables}'
+    )
+    return path
+
+
+def time_labgate(lab: Path) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [labgate_exe(), "flight", "run", "main", "--lab", str(lab)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.exit(f"labgate flight run failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return elapsed
+
+
+async def _spawn_bare(count: int, parallel: int) -> None:
+    limit = asyncio.Semaphore(parallel)
+
+    async def one() -> None:
+        async with limit:
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/sh",
+                "-c",
+                "true",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            if await proc.wait() != 0:
+                raise RuntimeError("/bin/sh -c true failed")
+
+    await asyncio.gather(*(one() for _ in range(count)))
+
+
+def time_bare(count: int, parallel: int) -> float:
+    started = time.perf_counter()
+    asyncio.run(_spawn_bare(count, parallel))
+    return time.perf_counter() - started
+
+
+def time_startup() -> float:
+    """`labgate --version`: the interpreter and imports alone."""
+    started = time.perf_counter()
+    subprocess.run([labgate_exe(), "--version"], capture_output=True, check=True)
+    return time.perf_counter() - started
+
+
+@dataclass
+class Figures:
+    store: str
+    steps: int
+    labgate: list[float] = field(default_factory=list)
+    bare: list[float] = field(default_factory=list)
+    startup: list[float] = field(default_factory=list)
+
+    def overhead_ms(self) -> list[float]:
+        pairs = zip(self.labgate, self.bare, strict=True)
+        return [(lab - bare) / self.steps * 1000 for lab, bare in pairs]
+
+
+def measure(store: str, lab: Path, args: argparse.Namespace) -> Figures:
+    steps = args.jobs * args.steps
+    figures = Figures(store, steps)
+    time_labgate(lab)  # warm-up: clones the mirror, migrates the schema
+    for round_no in range(1, args.rounds + 1):
+        figures.labgate.append(time_labgate(lab))
+        figures.bare.append(time_bare(steps, args.slots))
+        figures.startup.append(time_startup())
+        print(
+            f"  {store} round {round_no}: labgate {figures.labgate[-1]:.3f} s, "
+            f"bare {figures.bare[-1]:.3f} s, overhead {figures.overhead_ms()[-1]:.2f} ms/step",
+            flush=True,
+        )
+    return figures
+
+
+def print_table(all_figures: list[Figures], args: argparse.Namespace) -> None:
+    steps = args.jobs * args.steps
+    print()
+    print(
+        f"{args.jobs} jobs x {args.steps} steps of `true` = {steps} steps, one local host of "
+        f"{args.slots} slots, {args.rounds} rounds (median, min..max); target <= {TARGET_MS:g} ms"
+    )
+    header = (
+        f"{'store':<11}{'labgate s':>11}{'bare s':>9}{'start-up s':>12}"
+        f"{'overhead ms/step':>18}{'range':>16}  verdict"
+    )
+    print(header)
+    print("-" * len(header))
+    for f in all_figures:
+        over = f.overhead_ms()
+        if not over:
+            continue
+        median = statistics.median(over)
+        verdict = "ok" if median <= TARGET_MS else "OVER TARGET"
+        print(
+            f"{f.store:<11}{statistics.median(f.labgate):>11.3f}{statistics.median(f.bare):>9.3f}"
+            f"{statistics.median(f.startup):>12.3f}{median:>18.2f}"
+            f"{f'{min(over):.2f}..{max(over):.2f}':>16}  {verdict}"
+        )
+    print(
+        "start-up = `labgate --version` (interpreter and imports), included in labgate s; "
+        "per step it is start-up / steps."
+    )
+
+
+# --- where the time goes -----------------------------------------------------------------------
+
+
+@dataclass
+class Timers:
+    """Wall time and calls per patched function (threads included: checkouts run in threads)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def wrap(self, owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+        timers = self
+
+        if asyncio.iscoroutinefunction(original):
+
+            async def async_timed(*a: Any, **k: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return await original(*a, **k)
+                finally:
+                    timers.seconds[label] += time.perf_counter() - started
+                    timers.calls[label] += 1
+
+            setattr(owner, name, async_timed)
+            return
+
+        def timed(*a: Any, **k: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                timers.seconds[label] += time.perf_counter() - started
+                timers.calls[label] += 1
+
+        setattr(owner, name, timed)
+
+
+@contextmanager
+def lab_env(lab: Path) -> Iterator[None]:
+    old = os.getcwd()
+    os.chdir(lab)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def profile(lab_dir: Path, top: int) -> None:
+    """Plan and run one flight in this process: wall time per kind of work, then cProfile's
+    top functions (main thread: the event loop, and the store calls made on it)."""
+    from labgate.config import load_lab
+    from labgate.executor import LocalExecutor
+    from labgate.flight import FlightRun, plan_flight
+    from labgate.git import Mirrors
+    from labgate.store import Store
+
+    timers = Timers()
+    for name in (
+        "start_job",
+        "set_job_running",
+        "start_step",
+        "finish_step",
+        "finish_job",
+        "set_steps",
+        "flight_jobs",
+        "get_flight",
+        "create_flight",
+    ):
+        timers.wrap(Store, name, f"store.{name}")
+    timers.wrap(Mirrors, "checkout", "git checkout (clone --shared + checkout), in threads")
+    timers.wrap(Mirrors, "update", "git mirror fetch")
+    timers.wrap(LocalExecutor, "run_step", "executor.run_step (the step itself included)")
+
+    with lab_env(lab_dir):
+        started = time.perf_counter()
+        lab = load_lab(lab_dir)
+        loaded = time.perf_counter()
+        store = Store.open(lab.database_url)
+        opened = time.perf_counter()
+        flight_id = plan_flight(lab, store, "main")
+        planned = time.perf_counter()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        asyncio.run(FlightRun(lab, store, flight_id).run())
+        profiler.disable()
+        ran = time.perf_counter()
+        store.close()
+
+    print("\nwhere the time goes (one flight, in process; threads overlap the event loop):")
+    print(f"  load lab.toml                 {loaded - started:8.3f} s")
+    print(f"  open the store (migrations)   {opened - loaded:8.3f} s")
+    print(f"  plan (mirror fetch, insert)   {planned - opened:8.3f} s")
+    print(f"  FlightRun.run                 {ran - planned:8.3f} s")
+    for label, seconds in sorted(timers.seconds.items(), key=lambda kv: -kv[1]):
+        calls = timers.calls[label]
+        print(f"    {label:<52}{calls:>6} calls {seconds:8.3f} s {seconds / calls * 1000:8.2f} ms")
+    for sort in ("tottime", "cumulative"):
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats(sort).print_stats(top)
+        body = text.getvalue()
+        print(f"\ncProfile of FlightRun.run, top {top} by {sort}:")
+        print(body[body.find("   ncalls") :].rstrip())
+
+
+# --- stores --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def scratch_postgres(admin_url: str) -> Iterator[str]:
+    """A fresh database on the server of `admin_url`, dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = f"labgate_bench_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def stores(args: argparse.Namespace, root: Path) -> Iterator[tuple[str, Callable[[], Any]]]:
+    """(name, context manager giving a URL) for each store to measure."""
+
+    @contextmanager
+    def fixed(url: str) -> Iterator[str]:
+        yield url
+
+    yield "sqlite", lambda: fixed(f"sqlite:///{root}/sqlite-lab/labgate.db")
+    if args.database:
+        yield "postgresql", lambda: fixed(args.database)
+    elif os.environ.get("LABGATE_TEST_POSTGRES"):
+        yield "postgresql", lambda: scratch_postgres(os.environ["LABGATE_TEST_POSTGRES"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="0: only --profile")
+    parser.add_argument("--database", help="also measure on this (PostgreSQL) database URL")
+    parser.add_argument("--profile", action="store_true", help="then show where the time goes")
+    parser.add_argument("--top", type=int, default=25, help="functions shown by --profile")
+    args = parser.parse_args()
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="labgate-bench-") as tmp:
+        root = Path(tmp)
+        for name, url_context in stores(args, root):
+            with url_context() as url:
+                lab = make_lab(root / f"{name}-lab", url, args.jobs, args.steps, args.slots)
+                results.append(measure(name, lab, args))
+                if args.profile:
+                    print(f"\n=== profile on {name} ===")
+                    profile(lab, args.top)
+    print_table(results, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from labgate import schema
 from labgate.cli import main
 from labgate.config import Lab, load_lab
 from labgate.flight import mirrors_for
@@ -353,6 +355,9 @@ def test_retest_plans_a_flight_of_the_job_on_the_same_revisions(web: Fixture) ->
     planned = web.store.get_flight(new_id)
     assert planned.state is FlightState.QUEUED and planned.revisions == {"xen": web.sha}
     assert [j.name for j in planned.jobs] == ["build", "test"]  # with what it depends on
+    with web.store.engine.connect() as conn:  # handed to the host pool's workers
+        pooled = conn.execute(select(schema.pool_flight.c.flight_id)).scalars().all()
+    assert pooled == [new_id]
     api = web.client.post(
         f"/api/flights/{web.flights[1]}/jobs/build/retest",
         headers={"authorization": f"Bearer {TOKEN}"},

@@ -358,14 +358,14 @@ class FlightRun:
                     flight, job, host, attempt, session, workdir
                 )
             await session.fetch_artifacts()
-            self.store.finish_job(job.id, outcome, reason)
+            self.store.finish_job(job.id, outcome, reason, attempt=attempt)
             return outcome
         except HostLost as error:
             outcome, reason = self._host_lost(job, host_spec, attempt, error)
             return outcome
         except asyncio.CancelledError:
             outcome = Outcome.CANCELLED
-            self.store.finish_job(job.id, outcome, "cancelled")
+            self.store.finish_job(job.id, outcome, "cancelled", attempt=attempt)
             raise
         finally:
             if session is not None:

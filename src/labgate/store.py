@@ -364,15 +364,30 @@ class Store:
                 update(t.job).where(t.job.c.id == job_id).values(outcome=str(Outcome.RUNNING))
             )
 
-    def finish_job(self, job_id: int, outcome: Outcome, reason: str | None = None) -> None:
-        """Set a job's final outcome and release its host allocation."""
+    def finish_job(
+        self,
+        job_id: int,
+        outcome: Outcome,
+        reason: str | None = None,
+        *,
+        attempt: int | None = None,
+    ) -> None:
+        """Set a job's final outcome and release its host allocation. With ``attempt``, only
+        while the job is still live at that attempt: a controller whose lease was taken away
+        does not overwrite the job's queued or newer attempt."""
         stamp = now()
+        where = [t.job.c.id == job_id]
+        if attempt is not None:
+            live = [str(Outcome.PREPARING), str(Outcome.RUNNING)]
+            where += [t.job.c.attempt == attempt, t.job.c.outcome.in_(live)]
         with self.engine.begin() as conn:
-            conn.execute(
+            done = conn.execute(
                 update(t.job)
-                .where(t.job.c.id == job_id)
+                .where(*where)
                 .values(outcome=str(outcome), reason=reason, finished=stamp)
             )
+            if done.rowcount == 0:
+                return
             conn.execute(
                 update(t.allocation)
                 .where(t.allocation.c.job_id == job_id, t.allocation.c.released.is_(None))

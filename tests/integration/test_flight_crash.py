@@ -4,7 +4,10 @@
   are not rerun, interrupted jobs run again (attempt 2), no job or step row is lost or duplicated.
 - Ctrl-C (SIGINT): the running steps' process groups are killed, background children included;
   the flight is `cancelled`, the CLI exits 130, and `labgate flight resume` completes it.
-- A step timeout: the step fails "timed out after ...", its whole process group is gone.
+- A cancel that lands while a step is still being started (after the fork, before asyncio has
+  made its transport) kills the step's whole group too (made deterministic in process).
+- A step timeout: the step fails "timed out after ...", its whole process group is gone, also
+  when the step ignores SIGTERM (SIGKILL after the grace period).
 
 Synchronisation is on events, never on sleeps: steps write a line into a FIFO the test blocks on
 (`select` with a deadline, and on a pidfd of the controller so its early death is seen at once).
@@ -26,10 +29,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from labgate.executor import LocalExecutor
+from labgate.executor import KILL_GRACE_S, LocalExecutor, StepRun
 from labgate.model import FlightResult, FlightState, Outcome
 from labgate.store import Store, StoredJob
 from labs import LabDir, job, labgate, local_host, step, write_lab
@@ -187,15 +191,6 @@ class Events:
                 )
         return self.lines[:count]
 
-    def poll(self, count: int) -> bool:
-        """Whether `count` lines have come, without waiting."""
-        ready, _, _ = select.select([self.fd], [], [], 0)
-        if ready:
-            self._partial += os.read(self.fd, 65536)
-            *complete, self._partial = self._partial.split(b"\n")
-            self.lines += [line.decode() for line in complete]
-        return len(self.lines) >= count
-
     def close(self) -> None:
         os.close(self.fd)
 
@@ -257,18 +252,32 @@ class Rig:
             return store.get_flight(latest.id), store.flight_jobs(latest.id)
 
 
+@contextlib.contextmanager
+def open_rig(tmp_path: Path, database: str) -> Iterator[Rig]:
+    """A Rig in tmp_path; afterwards every controller it started and every process carrying its
+    token are killed, whatever the test did."""
+    made = Rig(tmp_path, database, f"labgate-test-{uuid.uuid4().hex}", Events(tmp_path / "events"))
+    try:
+        yield made
+    finally:
+        for controller in made.controllers:
+            controller.close()
+        kill_groups(processes_with(made.token))
+        made.events.close()
+
+
 @pytest.fixture
 def rig(tmp_path: Path, database_url: str) -> Iterator[Rig]:
-    """A Rig in tmp_path on each store; afterwards every controller it started and every process
-    carrying its token are killed, whatever the test did."""
-    made = Rig(
-        tmp_path, database_url, f"labgate-test-{uuid.uuid4().hex}", Events(tmp_path / "events")
-    )
-    yield made
-    for controller in made.controllers:
-        controller.close()
-    kill_groups(processes_with(made.token))
-    made.events.close()
+    """A Rig on each store in turn."""
+    with open_rig(tmp_path, database_url) as made:
+        yield made
+
+
+@pytest.fixture
+def sqlite_rig(tmp_path: Path) -> Iterator[Rig]:
+    """A Rig on SQLite alone, for behaviour that does not depend on the store."""
+    with open_rig(tmp_path, f"sqlite:///{tmp_path}/labgate.db") as made:
+        yield made
 
 
 def outcomes(flight: FlightResult) -> dict[str, tuple[Outcome, tuple[Outcome, ...]]]:
@@ -414,30 +423,40 @@ def test_ctrl_c_kills_running_steps_and_resume_completes(rig: Rig) -> None:
     )
 
 
-def test_cancel_while_a_step_starts_kills_its_group(tmp_path: Path) -> None:
-    """The race behind Ctrl-C at the wrong moment: the task is cancelled (as Ctrl-C cancels every
-    job) as soon as the step has forked and started a background child, while the executor may
-    still be inside `create_subprocess_exec` waiting for the transport."""
+def test_cancel_while_a_step_starts_kills_its_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race behind Ctrl-C at the wrong moment, made deterministic: the step's task is
+    cancelled (as Ctrl-C cancels every job) after the fork, once the step has started a
+    background child, but before asyncio has finished making the process's transport, i.e. while
+    the executor is still inside `create_subprocess_exec`. asyncio alone would then kill the shell
+    and leave its child running; the executor must kill the whole group."""
     events = Events(tmp_path / "events")
     token = f"labgate-test-{uuid.uuid4().hex}"
     env = {**os.environ, TOKEN_VAR: token, "LABGATE_BROKEN_FILE": str(tmp_path / "broken")}
     command = f'sleep 1000 & echo "child $!" > {shlex.quote(str(events.path))}; wait'
+    step_task: list[asyncio.Task[StepRun]] = []
+    transport = asyncio.unix_events._UnixSubprocessTransport  # type: ignore[attr-defined]
+    fork = transport._start
+
+    def fork_then_cancel(self: Any, *args: Any, **kwargs: Any) -> None:
+        fork(self, *args, **kwargs)  # Popen: the step runs from here on
+        events.wait_for(1)  # the loop stands still while the step starts its child
+        asyncio.get_running_loop().call_soon(step_task[0].cancel)  # before the transport is made
+
+    monkeypatch.setattr(transport, "_start", fork_then_cancel)
 
     async def cancel_while_starting() -> None:
         run = LocalExecutor().run_step(
             command, cwd=tmp_path, env=env, log=tmp_path / "step.log", timeout=None
         )
-        task = asyncio.create_task(run)
-        for _ in range(1_000_000):  # one loop iteration at a time until the child has started
-            await asyncio.sleep(0)
-            if events.poll(1):
-                break
-        task.cancel()
+        step_task.append(asyncio.create_task(run))
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await step_task[0]
 
     try:
         asyncio.run(cancel_while_starting())
+        assert step_task[0].cancelled()
         wait_until(
             lambda: not processes_with(token),
             5,
@@ -452,16 +471,17 @@ def test_cancel_while_a_step_starts_kills_its_group(tmp_path: Path) -> None:
 # --- step timeout ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "trap",
-    [
-        pytest.param("", id="dies-on-term"),
-        # SIGTERM ignored by the step and (inherited) by its child: SIGKILL after the grace period
-        pytest.param("trap '' TERM; ", id="ignores-term"),
-    ],
-)
-def test_step_timeout_fails_the_step_and_kills_its_group(rig: Rig, trap: str) -> None:
-    r = rig
+def test_step_timeout_fails_the_step_and_kills_its_group(rig: Rig) -> None:
+    check_timeout(rig, "")
+
+
+def test_step_timeout_kills_a_group_that_ignores_sigterm(sqlite_rig: Rig) -> None:
+    # SIGTERM is ignored by the step and (inherited) by its child: SIGKILL after the grace period.
+    # SQLite alone: the grace period is the executor's, not the store's, and it costs 5 s a run.
+    check_timeout(sqlite_rig, "trap '' TERM; ")
+
+
+def check_timeout(r: Rig, trap: str) -> None:
     hang = f"{trap}sleep 1000 & {r.event('child $!')}; wait"
     jobs = job("slow", step("hang", hang, timeout=0.5), step("never", r.record()))
     lab = r.write(local_host("h0"), jobs)
@@ -480,6 +500,9 @@ def test_step_timeout_fails_the_step_and_kills_its_group(rig: Rig, trap: str) ->
     assert (hung.outcome, hung.reason, hung.exit_status) == (
         Outcome.FAIL, "timed out after 0.5s", None,
     )  # fmt: skip
+    assert hung.duration_s is not None and hung.duration_s >= 0.5
+    if trap:  # it took the SIGKILL at the end of the grace period to end it
+        assert hung.duration_s >= 0.5 + KILL_GRACE_S
     assert never.outcome is Outcome.BLOCKED
     assert r.executions() == []
     assert hung.log is not None

@@ -419,7 +419,7 @@ def _targets(
                 ratio = avg(lab, "runs") / base  # type: ignore[operator]
                 yield (
                     ratio <= 1.25 or k != 1,
-                    f"{shape} {size} p=0 q=1 k={k}: runs {ratio:.2f} x git bisect's"
+                    f"{shape} {size} p=0 q=1 k={k}: runs {ratio:.3f} x git bisect's"
                     f" (target <= 1.25{' for k=1; k=4 shown for reference' if k != 1 else ''})",
                 )
         for q in DETECTION_RATES:
@@ -428,7 +428,7 @@ def _targets(
                 ratio = avg(lab, "runs") / base  # type: ignore[operator]
                 yield (
                     ratio <= 1.6,
-                    f"{shape} {size} p=0.05 q={q} k=1: runs {ratio:.2f} x git bisect's at p=0"
+                    f"{shape} {size} p=0.05 q={q} k=1: runs {ratio:.3f} x git bisect's at p=0"
                     f" (target <= 1.6)",
                 )
         for p in FLAKE_RATES:
@@ -439,7 +439,7 @@ def _targets(
                     ratio = avg(four, "rounds") / avg(one, "rounds")  # type: ignore[operator]
                     yield (
                         ratio <= 0.35,
-                        f"{shape} {size} p={p} q={q}: rounds k=4 / k=1 = {ratio:.2f}"
+                        f"{shape} {size} p={p} q={q}: rounds k=4 / k=1 = {ratio:.3f}"
                         f" (target <= 0.35)",
                     )
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from labgate.bisect.graph import Graph, members
 from labgate.bisect.posterior import Posterior
@@ -41,6 +41,8 @@ class _Piece:
     weight: float  # posterior probability of each member
     fail_in: float  # probability a run fails at a point this piece makes bad
     fail_out: float  # ... at a point it leaves good
+    noise_in: float  # entropy of such a run given the culprit, averaged over the noise
+    noise_out: float
     pattern: tuple[bool, ...] = ()
 
     @property
@@ -48,8 +50,8 @@ class _Piece:
         return self.weight * (self.fail_in - self.fail_out)
 
     @property
-    def noise_in(self) -> float:
-        return self.weight * (_h(self.fail_in) - _h(self.fail_out))
+    def noise_gain(self) -> float:
+        return self.weight * (self.noise_in - self.noise_out)
 
 
 def _h(x: float) -> float:
@@ -71,26 +73,22 @@ def choose(
     acc = 0.0
     # the classes past _MASS (or past _PIECES of them) are pooled into one piece
     rest_bits = rest_size = 0
-    rest_mass = rest_in = rest_out = 0.0
-    for bits, size, mass, f_in, f_out in post.classes:
+    rest_mass = 0.0
+    rest = [0.0, 0.0, 0.0, 0.0]
+    for bits, size, mass, f_in, f_out, e_in, e_out in post.classes:
+        rates = (f_in, f_out, e_in, e_out)
         if acc < _MASS and len(pieces) < _PIECES:
-            pieces.append(_Piece(bits, size, mass / size, f_in, f_out))
+            pieces.append(_Piece(bits, size, mass / size, f_in, f_out, e_in, e_out))
             acc += mass
         else:
             rest_bits |= bits
             rest_size += size
             rest_mass += mass
-            rest_in += mass * f_in
-            rest_out += mass * f_out
+            rest = [r + mass * v for r, v in zip(rest, rates, strict=True)]
     if rest_mass > 0.0:
+        a_in, a_out, a_ein, a_eout = (r / rest_mass for r in rest)
         pieces.append(
-            _Piece(
-                rest_bits,
-                rest_size,
-                rest_mass / rest_size,
-                rest_in / rest_mass,
-                rest_out / rest_mass,
-            )
+            _Piece(rest_bits, rest_size, rest_mass / rest_size, a_in, a_out, a_ein, a_eout)
         )
     pool = _pool(pieces, exclude)
     if not pool:
@@ -175,17 +173,10 @@ def _split(pieces: list[_Piece], anc: int) -> list[_Piece]:
         inside = p.bits & anc
         n_in = inside.bit_count()
         if n_in:
-            out.append(_Piece(inside, n_in, p.weight, p.fail_in, p.fail_out, (*p.pattern, True)))
+            out.append(replace(p, bits=inside, size=n_in, pattern=(*p.pattern, True)))
         if n_in < p.size:
             out.append(
-                _Piece(
-                    p.bits & ~anc,
-                    p.size - n_in,
-                    p.weight,
-                    p.fail_in,
-                    p.fail_out,
-                    (*p.pattern, False),
-                )
+                replace(p, bits=p.bits & ~anc, size=p.size - n_in, pattern=(*p.pattern, False))
             )
     return out
 
@@ -195,8 +186,8 @@ def _score(graph: Graph, pieces: list[_Piece], pool: list[int]) -> list[tuple[fl
     anc = graph.anc
     total = sum(p.size * p.weight for p in pieces)
     base_fail = sum(p.size * p.weight * p.fail_out for p in pieces) / total
-    base_noise = sum(p.size * p.weight * _h(p.fail_out) for p in pieces) / total
-    terms = [(p.bits, p.weight, p.gain_in, p.noise_in) for p in pieces]
+    base_noise = sum(p.size * p.weight * p.noise_out for p in pieces) / total
+    terms = [(p.bits, p.weight, p.gain_in, p.noise_gain) for p in pieces]
     joint = bool(pieces[0].pattern)
     out: list[tuple[float, float, int]] = []
     for x in pool:
@@ -232,13 +223,15 @@ def _joint_entropy(pieces: list[_Piece], counts: list[int], total: float) -> flo
         for bad, c in ((True, n), (False, p.size - n)):
             if c:
                 v = c * p.weight / total
-                g = groups.setdefault((*p.pattern, bad), [0.0, 0.0, 0.0])
+                g = groups.setdefault((*p.pattern, bad), [0.0, 0.0, 0.0, 0.0, 0.0])
                 g[0] += v
                 g[1] += v * p.fail_in
                 g[2] += v * p.fail_out
+                g[3] += v * p.noise_in
+                g[4] += v * p.noise_out
     n_pts = len(pieces[0].pattern) + 1
     probs = [0.0] * (1 << n_pts)
-    for pat, (v, fi, fo) in groups.items():
+    for pat, (v, fi, fo, _, _) in groups.items():
         f_in, f_out = fi / v, fo / v
         dist = [v]
         for bad in pat:
@@ -248,8 +241,8 @@ def _joint_entropy(pieces: list[_Piece], counts: list[int], total: float) -> flo
             probs[y] += d
     ent = -sum(q * math.log2(q) for q in probs if q > 0.0)
     seeds_noise = sum(
-        v * sum(_h(fi / v) if bad else _h(fo / v) for bad in pat[:-1])
-        for pat, (v, fi, fo) in groups.items()
+        sum(e_in if bad else e_out for bad in pat[:-1])
+        for pat, (_, _, _, e_in, e_out) in groups.items()
     )
     return ent - seeds_noise
 

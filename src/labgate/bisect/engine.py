@@ -213,7 +213,7 @@ class Search:
 
     def _ranked(self, post: Posterior, skipped: set[int]) -> list[tuple[int, float]]:
         out: list[tuple[int, float]] = []
-        for bits, size, mass, _, _ in post.classes:
+        for bits, size, mass, *_ in post.classes:
             ms = members(bits)
             ms.sort(key=lambda i: i in skipped)
             out.extend((i, mass / size) for i in ms[: max(0, _TOP - len(out))])
@@ -257,7 +257,7 @@ class Search:
 
 
 def _probability(post: Posterior, i: int) -> float:
-    for bits, size, mass, _, _ in post.classes:
+    for bits, size, mass, *_ in post.classes:
         if bits >> i & 1:
             return mass / size
     return 0.0

@@ -36,14 +36,14 @@ class Noise:
         return self.q + (1.0 - self.q) * self.p
 
 
-# The spike, p = 0 and q = 1 (a deterministic test), holds 85% of the prior: a history without
-# contradictions is then searched about as git bisect does. Measured in simulation: 0.9 still keeps
-# wrong culprits below 1 - confidence in every (p, q) cell, 0.97 does not. The slab is a coarse
-# grid over the flaky test (p from 0.05 to 0.3, no p = 0: a test seen to be noisy is not trusted
-# never to flake) and the intermittent regression (q = 1, 0.7, 0.5, 0.3). A true p or q between grid
-# values is modelled by its neighbours; the noisier one trusts each run less than it deserves, which
-# costs runs, not accuracy. Values closer to the spike (q = 0.9, p = 0.02) would cost every quiet
-# search more runs to rule out than they save on the rare test that has them.
+# The spike, p = 0 and q = 1 (a deterministic test), holds 85% of the prior: it steers the choice of
+# tests so that a history without contradictions is searched as git bisect does; whether a culprit
+# may be named is the guard's call (see PLAUSIBLE), not the prior's. The slab is a coarse grid over
+# the flaky test (p from 0.05 to 0.3, no p = 0: a test seen to be noisy is not trusted never to
+# flake) and the intermittent regression (q = 1, 0.7, 0.5, 0.3). A true p or q between grid values
+# is modelled by its neighbours; the noisier one trusts each run less than it deserves, which costs
+# runs, not accuracy. Values closer to the spike (q = 0.9, p = 0.02) would cost every quiet search
+# more runs to rule out than they save on the rare test that has them.
 _SPIKE = 0.85
 _P_SLAB = ((0.05, 0.3), (0.1, 0.3), (0.2, 0.3), (0.3, 0.1))
 _Q_SLAB = ((1.0, 0.4), (0.7, 0.2), (0.5, 0.2), (0.3, 0.2))
@@ -92,13 +92,18 @@ class Partition:
         return all(x < 0 or x in self._known for x in points)
 
 
+Class = tuple[int, int, float, float, float, float, float]
+"""A class of candidates in the posterior: (bitset, size, probability, then for a run at a point
+the class makes bad and at one it leaves good: the failure rate, mixed over the noise hypotheses
+as this class weighs them, and the entropy of the run's outcome averaged over those hypotheses).
+The averaged entropies make the choice of tests value what a run says about the noise too."""
+
+
 @dataclass(frozen=True)
 class Posterior:
     """The posterior over classes of candidates and over noise hypotheses."""
 
-    # (bitset, size, probability, P(fail | culprit in class, point bad), P(fail | ..., point good)),
-    # likeliest members first; the two rates mix the noise hypotheses as this class weighs them
-    classes: tuple[tuple[int, int, float, float, float], ...]
+    classes: tuple[Class, ...]  # likeliest members first
     noise: tuple[tuple[Noise, float], ...]  # hypothesis and its posterior probability
     flake_rate: float  # posterior mean of p
     detection_rate: float  # posterior mean of q
@@ -112,14 +117,21 @@ class Posterior:
         return self.classes[j][2] / self.classes[j][1]
 
 
-PLAUSIBLE = 1e-3
-"""A noise hypothesis below this posterior probability no longer holds a culprit back.
+PLAUSIBLE = 0.02
+"""A noise hypothesis whose Bayes factor against the whole model (posterior / prior) falls below
+this no longer holds a culprit back.
 
-Stopping when the leading candidate reaches the confidence under *every* plausible hypothesis
-keeps the rate of wrong culprits below 1 - confidence in each (p, q) cell, not only on average over
-the prior; the true hypothesis is wrongly ruled implausible with probability about PLAUSIBLE divided
-by its prior.
+Naming a culprit only when it reaches the confidence under *every* plausible hypothesis keeps the
+rate of wrong culprits near 1 - confidence in each (p, q) cell, not only on average over the prior:
+under the true hypothesis its Bayes factor is a martingale, so it ever falls below PLAUSIBLE with
+probability at most PLAUSIBLE (Ville's inequality).
 """
+
+
+def _entropy(x: float) -> float:
+    if x <= 0.0 or x >= 1.0:
+        return 0.0
+    return -(x * math.log2(x) + (1.0 - x) * math.log2(1.0 - x))
 
 
 def _term(n: int, logp: float) -> float:
@@ -171,9 +183,11 @@ def posterior(
     fail_bad = [h.fail_bad for h in noise]
     fail_good = [h.p for h in noise]
     noise_mass = [0.0] * len(noise)
-    found: list[tuple[int, int, float, float, float]] = []
+    h_bad = [_entropy(f) for f in fail_bad]
+    h_good = [_entropy(f) for f in fail_good]
+    found: list[Class] = []
     for bits, size, row in rows:
-        total = f_in = f_out = 0.0
+        total = f_in = f_out = e_in = e_out = 0.0
         for i, v in enumerate(row):
             if v > -math.inf:
                 w = math.exp(v - best)
@@ -181,19 +195,22 @@ def posterior(
                 total += w
                 f_in += w * fail_bad[i]
                 f_out += w * fail_good[i]
+                e_in += w * h_bad[i]
+                e_out += w * h_good[i]
         if total > 0.0:
-            found.append((bits, size, total, f_in / total, f_out / total))
+            t = total
+            found.append((bits, size, total, f_in / t, f_out / t, e_in / t, e_out / t))
         else:
-            found.append((bits, size, 0.0, 1.0, 0.0))
+            found.append((bits, size, 0.0, 1.0, 0.0, 0.0, 0.0))
     z = sum(c[2] for c in found)
     classes = sorted(
-        ((bits, size, w / z, fi, fo) for bits, size, w, fi, fo in found),
+        ((bits, size, w / z, fi, fo, ei, eo) for bits, size, w, fi, fo, ei, eo in found),
         key=lambda c: -c[2] / c[1],
     )
     hs = tuple((h, w / z) for h, w in zip(noise, noise_mass, strict=True))
     top = max(range(len(found)), key=lambda j: found[j][2] / found[j][1])
     top_row, top_size = rows[top][2], rows[top][1]
-    plausible = [i for i in range(len(noise)) if noise_mass[i] >= PLAUSIBLE * z]
+    plausible = [i for i in range(len(noise)) if noise_mass[i] >= PLAUSIBLE * noise[i].prior * z]
     by_noise = {i: math.exp(top_row[i] - best) / top_size / noise_mass[i] for i in plausible}
     worst = min(by_noise, key=lambda i: by_noise[i], default=None)
     return Posterior(
@@ -213,8 +230,9 @@ def _conditional(
     h = noise[i]
     weights = [(bits, size, math.exp(row[i] - best)) for bits, size, row in rows]
     z = sum(w for _, _, w in weights)
+    e_in, e_out = _entropy(h.fail_bad), _entropy(h.p)
     classes = sorted(
-        ((bits, size, w / z, h.fail_bad, h.p) for bits, size, w in weights if w > 0.0),
+        ((bits, size, w / z, h.fail_bad, h.p, e_in, e_out) for bits, size, w in weights if w > 0.0),
         key=lambda c: -c[2] / c[1],
     )
     return Posterior(classes=tuple(classes), noise=((h, 1.0),), flake_rate=h.p, detection_rate=h.q)

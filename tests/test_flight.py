@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from labgate.flight import FlightError, FlightRun, plan_flight
 from labgate.model import Blessing, FlightResult, FlightState, Outcome
 from labgate.store import Store
 from labs import job, labgate, local_host, step, toml_str, write_lab
+from procs import gone_within
 
 BUILD_SH = (
     '#!/bin/sh\necho "building $(cat xen/VERSION)"\ncp xen/VERSION "$LABGATE_ARTIFACTS/xen.img"\n'
@@ -311,3 +313,29 @@ def test_demo_tells_the_whole_gate_story(tmp_path: Path) -> None:
     ).stdout.strip()  # fmt: skip
     assert upstream_master == push.sha
     assert toml_str("x") == '"x"'
+
+
+def test_a_cancel_request_in_the_store_cancels_the_running_flight(
+    tmp_path: Path, database_url: str
+) -> None:
+    fifo = tmp_path / "started"
+    os.mkfifo(fifo)
+    pidfile = tmp_path / "pid"
+    hang = f"echo $$ > {pidfile}; echo started > {fifo}; exec sleep 300"
+    jobs = job("hang", step("s", hang))
+    lab_dir = write_lab(tmp_path / "lab", trees={"t": {"f": "x"}}, jobs=jobs, database=database_url)
+    lab = load_lab(lab_dir.path)
+    fid = plan(lab)
+
+    async def scenario(store: Store) -> FlightResult:
+        flight = asyncio.create_task(FlightRun(lab, store, fid).run())
+        await asyncio.to_thread(fifo.read_text)  # blocks until the step has started
+        assert store.request_cancel(fid, "test")
+        return await flight
+
+    with Store.open(lab.database_url) as store:
+        result = asyncio.run(scenario(store))
+        assert (result.state, result.outcome) == (FlightState.CANCELLED, Outcome.CANCELLED)
+        assert result.jobs[0].outcome is Outcome.CANCELLED
+        assert not store.cancel_requested(fid)
+    assert gone_within(int(pidfile.read_text()))

@@ -175,6 +175,9 @@ def plan_flight(
     return store.create_flight(branch, blessing, revisions, jobs)
 
 
+CANCEL_POLL_S = 1.0  # how often a running flight looks for a cancel request in the store
+
+
 class HostPool:
     """The slots in use on each host, shared by every flight this controller runs at once (the
     gate runs several bisect flights in parallel), so no host is oversubscribed."""
@@ -223,6 +226,7 @@ class FlightRun:
     pool: HostPool = field(default_factory=HostPool)
     avoid: Mapping[str, str] = field(default_factory=dict)
     """Job name → a host to keep it off if another can take it (a retest of a broken job)."""
+    _cancelled_by_request: bool = field(default=False, init=False)
 
     async def run(self) -> FlightResult:
         flight = self.store.get_flight(self.flight_id)
@@ -241,6 +245,9 @@ class FlightRun:
         self.progress.flight_started(
             self.flight_id, len(jobs), sum(1 for o in state.values() if o.finished)
         )
+        me = asyncio.current_task()
+        assert me is not None
+        watcher = asyncio.create_task(self._watch_cancel(me))
         try:
             while True:
                 self._block_dependants(jobs, state)
@@ -292,10 +299,25 @@ class FlightRun:
             for info in running.values():
                 await pool.give_back(info.host, info.slots)
             self.store.set_flight_state(self.flight_id, FlightState.CANCELLED, Outcome.CANCELLED)
-            raise
+            if not self._cancelled_by_request:
+                raise
+            me.uncancel()
+            return self.store.get_flight(self.flight_id)
+        finally:
+            watcher.cancel()
         outcome = flight_outcome(list(state.values()))
         self.store.set_flight_state(self.flight_id, FlightState.FINISHED, outcome)
         return self.store.get_flight(self.flight_id)
+
+    async def _watch_cancel(self, flight_task: asyncio.Task[FlightResult]) -> None:
+        """Cancel the flight when someone asks through the store (the web page's cancel)."""
+        while True:
+            await asyncio.sleep(CANCEL_POLL_S)
+            if await asyncio.to_thread(self.store.cancel_requested, self.flight_id):
+                self.store.clear_cancel_request(self.flight_id)
+                self._cancelled_by_request = True
+                flight_task.cancel()
+                return
 
     def _fetch(self, mirrors: Mirrors, flight: FlightResult) -> None:
         """Every commit of the revision tuple in the mirrors; one that cannot be had is left for

@@ -348,6 +348,19 @@ def test_interrupted_search_resumes_without_repeating_work(tmp_path: Path) -> No
     assert runs(counter) == before
 
 
+def test_observations_of_another_range_are_ignored(tmp_path: Path) -> None:
+    h = linear(tmp_path, n=4, culprit_at=2)
+    observations = tmp_path / "obs.jsonl"
+    observations.write_text(json.dumps({"commit": "0" * 40, "outcome": "bad"}) + "\n")
+    ran = labgate(
+        h.repo.path, *goods(h.good), "--bad", h.bad, "--observations", str(observations),
+        "--json", "-", "--", "./test.sh",
+    )  # fmt: skip
+    assert ran.status == 0, ran.stderr
+    assert "1 observations outside this range ignored" in ran.stderr
+    assert json.loads(ran.stdout)["culprit"] == h.culprit
+
+
 def test_bad_observations_file_is_a_usage_error(tmp_path: Path) -> None:
     h = linear(tmp_path, n=4, culprit_at=2)
     observations = tmp_path / "obs.jsonl"

@@ -114,7 +114,7 @@ def run_command(
     try:
         repo = toplevel(Path.cwd())
         tree_range = read_range(repo, good, bad, tree=TREE)
-        earlier = _load_earlier(observations_path, tree_range.parents)
+        earlier = _load_earlier(observations_path, tree_range.parents, err)
         search = Search(
             [tree_range],
             first_parent=first_parent,
@@ -148,11 +148,17 @@ def _usage(err: Console, message: str) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
-def _load_earlier(path: Path | None, in_range: Mapping[str, object]) -> list[tuple[str, Outcome]]:
+def _load_earlier(
+    path: Path | None, in_range: Mapping[str, object], err: Console
+) -> list[tuple[str, Outcome]]:
     """Earlier observations of commits in the range (others belong to another search)."""
     if path is None:
         return []
-    return [(commit, outcome) for commit, outcome in load_observations(path) if commit in in_range]
+    every = load_observations(path)
+    earlier = [(commit, outcome) for commit, outcome in every if commit in in_range]
+    if len(earlier) < len(every):
+        err.print(f"{path}: {len(every) - len(earlier)} observations outside this range ignored")
+    return earlier
 
 
 def _run(

@@ -1,17 +1,19 @@
-"""``labgate serve``: one asyncio process serving the dashboard (the gate loop and the scheduler
-join the same loop as they land)."""
+"""``labgate serve``: one asyncio process serving the dashboard and JSON API, and running the push
+gate of the branches given with ``--gate`` on the same loop."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
-from labgate.config import ConfigError, load_lab
+from labgate.config import ConfigError, Lab, load_lab
 from labgate.store import Store, StoreError
 
 
@@ -26,13 +28,35 @@ def parse_listen(value: str) -> tuple[str, int]:
 def _log_to_stderr() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    web_log = logging.getLogger("labgate.web")
-    web_log.addHandler(handler)
-    web_log.setLevel(logging.INFO)
-    web_log.propagate = False
+    for name in ("labgate.web", "labgate.gate"):
+        log = logging.getLogger(name)
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
-async def serve(lab_dir: Path, host: str, port: int) -> None:
+async def gate_loop(lab: Lab, store: Store, branch: str) -> None:
+    """The push gate of one branch, cycle after cycle, in the server's loop (as ``labgate gate``
+    does); each event is one structured log line."""
+    from labgate.gate import Gate, GateError
+
+    log = logging.getLogger("labgate.gate")
+
+    def say(line: str) -> None:
+        log.info(json.dumps({"event": "gate", "branch": branch, "message": line}))
+
+    gate = Gate(lab, store, say=say)
+    while True:
+        try:
+            result = await gate.cycle(branch)
+        except GateError as error:
+            log.info(json.dumps({"event": "gate-error", "branch": branch, "error": str(error)}))
+        else:
+            log.info(json.dumps({"event": "gate-cycle", **result.to_json()}))
+        await asyncio.sleep(lab.poll_interval)
+
+
+async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str] = ()) -> None:
     # imported here: every other command starts without the web stack
     import uvicorn
 
@@ -46,6 +70,12 @@ async def serve(lab_dir: Path, host: str, port: int) -> None:
         store = Store.open(lab.database_url)
     except StoreError as error:
         raise click.ClickException(str(error)) from error
+    unknown = [b for b in gate_branches if b not in lab.branches]
+    if unknown:
+        store.close()
+        known = ", ".join(lab.branches) or "none"
+        raise click.ClickException(f"--gate {unknown[0]}: no such branch (branches: {known})")
+    gates = [asyncio.create_task(gate_loop(lab, store, b)) for b in gate_branches]
     try:
         app = create_app(lab, store)
         config = uvicorn.Config(
@@ -75,6 +105,9 @@ async def serve(lab_dir: Path, host: str, port: int) -> None:
         click.echo(f"labgate: serving {lab.name} on http://{shown}:{bound}/", err=True)
         await server.serve(sockets=[sock])
     finally:
+        for task in gates:
+            task.cancel()
+        await asyncio.gather(*gates, return_exceptions=True)
         store.close()
 
 
@@ -89,8 +122,16 @@ async def serve(lab_dir: Path, host: str, port: int) -> None:
     help="The lab directory (holding lab.toml).",
 )
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT")
-def serve_command(lab_dir: Path, listen: str) -> None:
-    """Serve the lab's dashboard and JSON API (one JSON line per request on stderr)."""
+@click.option(
+    "--gate",
+    "gate_branches",
+    multiple=True,
+    metavar="BRANCH",
+    help="Also run the push gate of BRANCH (repeatable), polling staging every poll_interval.",
+)
+def serve_command(lab_dir: Path, listen: str, gate_branches: tuple[str, ...]) -> None:
+    """Serve the lab's dashboard and JSON API (one JSON line per request on stderr), and run
+    the push gate of the branches given with --gate."""
     host, port = parse_listen(listen)
     _log_to_stderr()
-    asyncio.run(serve(lab_dir, host, port))
+    asyncio.run(serve(lab_dir, host, port, gate_branches))

@@ -500,7 +500,7 @@ class FlightRun:
                 exit_status=result.exit_status,
                 duration_s=round(result.duration_s, 4),
                 reason=result.reason,
-                testcases=cases,
+                testcases=cases if step.results else None,
             )
             if result.outcome is not Outcome.PASS:
                 rest = Outcome.SKIP if result.outcome is Outcome.SKIP else Outcome.BLOCKED

@@ -134,10 +134,16 @@ class Result:
 
 
 def controller(
-    url: str, hosts: list[HostSpec], owner: str, seconds: float, start: float, out: mp.Queue
-) -> None:  # type: ignore[type-arg]
+    url: str,
+    hosts: list[HostSpec],
+    owner: str,
+    seconds: float,
+    start: float,
+    batch: int,
+    out: mp.Queue,  # type: ignore[type-arg]
+) -> None:
     engine = sa.create_engine(url, pool_size=2)
-    allocator = Allocator(engine, hosts, owner, lease_s=300)
+    allocator = Allocator(engine, hosts, owner, lease_s=300, batch=batch)
     decisions: list[float] = []
     claimed: list[int] = []
     problems: list[str] = []
@@ -195,11 +201,13 @@ def controller(
     out.put(Result(owner, decisions, claimed, problems))
 
 
-def run(url: str, hosts: list[HostSpec], controllers: int, seconds: float) -> dict[str, object]:
+def run(
+    url: str, hosts: list[HostSpec], controllers: int, seconds: float, batch: int
+) -> dict[str, object]:
     out: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     start = time.time() + 0.5
     procs = [
-        mp.Process(target=controller, args=(url, hosts, f"c{i}", seconds, start, out))
+        mp.Process(target=controller, args=(url, hosts, f"c{i}", seconds, start, batch, out))
         for i in range(controllers)
     ]
     for p in procs:
@@ -243,6 +251,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="per controller count")
     parser.add_argument("--controllers", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=32, help="jobs a controller claims at most")
     args = parser.parse_args()
 
     cluster = None
@@ -267,7 +276,7 @@ def main() -> int:
                 rng = random.Random(args.seed)
                 hosts = make_hosts(args.hosts, rng)
                 fill(url, hosts, args.jobs, rng)
-                row = run(url, hosts, n, args.seconds)
+                row = run(url, hosts, n, args.seconds, args.batch)
             finally:
                 with admin.connect() as conn:
                     conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -11,11 +11,12 @@ one short transaction:
    the same job;
 2. ready ones (dependencies passed), each with the hosts it avoids (lost under it before) and,
    for a bisect flight, a preference for the host where the regression was seen;
-3. free slots of in-service hosts (not quarantined, not reserved), locked ``FOR UPDATE SKIP
-   LOCKED`` on a random sample of hosts, so concurrent controllers mostly lock different ones
-   instead of queueing behind each other;
-4. the pure :func:`labgate.schedule.allocate` over them; the chosen slot rows get the job, the
-   owner and ``lease_until``; the job becomes ``preparing`` on its host.
+3. free slots of in-service hosts (not quarantined, not reserved), read on a random sample of
+   the hosts, so that controllers claiming at once mostly choose different ones;
+4. the pure :func:`labgate.schedule.allocate` over them; the chosen slot rows are then locked
+   (``FOR UPDATE SKIP LOCKED``) and checked free again: an allocation whose rows another
+   controller took meanwhile is dropped (its job waits for the next claim); the others' rows
+   get the job, the owner and ``lease_until``, and the job becomes ``preparing`` on its host.
 
 A slot row is only ever written under its row lock and only while its ``job_id`` is NULL, so
 no slot is allocated twice. The owner renews its leases with heartbeats; a controller that
@@ -45,6 +46,7 @@ from sqlalchemy import (
     column,
     insert,
     select,
+    tuple_,
     update,
     values,
 )
@@ -52,7 +54,7 @@ from sqlalchemy import (
 from labgate import schema as t
 from labgate.hosts.registry import unavailable_on
 from labgate.model import Blessing, HostSpec, Outcome
-from labgate.schedule import HostSlots, ReadyJob, allocate
+from labgate.schedule import Allocation, HostSlots, ReadyJob, allocate
 from labgate.store import now
 
 BLESSING_PRIORITY: tuple[str, ...] = ("real", "review", "adhoc", "bisect", "play")
@@ -92,7 +94,7 @@ class Allocator:
         *,
         lease_s: float = 30.0,
         priority: Sequence[str] = BLESSING_PRIORITY,
-        batch: int = 64,
+        batch: int = 32,
     ) -> None:
         self.engine = engine
         self.hosts = {h.name: h for h in hosts}
@@ -153,7 +155,7 @@ class Allocator:
             ready = self._ready(conn, jobs)
             if not ready:
                 return []
-            free = self._lock_free_slots(conn, ready)
+            free = self._free_slots(conn, ready)
             if not free:
                 return []
             hosts = [
@@ -163,7 +165,7 @@ class Allocator:
             ]  # fmt: skip
             preferred = {r.name: h for r, h in ready if h is not None}
             allocations = allocate([r for r, _ in ready], hosts, preferred)
-            claims = self._write(conn, allocations, jobs, free)
+            claims = self._write(conn, self._lock_chosen(conn, allocations, free), jobs)
         for c in claims:
             self._served[self._group_of[c.job_id]] += 1
         return claims
@@ -335,12 +337,12 @@ class Allocator:
             self._fits[requires] = hosts
         return hosts
 
-    def _lock_free_slots(
+    def _free_slots(
         self, conn: Connection, ready: Sequence[tuple[ReadyJob, str | None]]
     ) -> dict[str, list[int]]:
-        """Lock free slots of in-service hosts some ready job can use: host name → slot numbers
-        locked. Hosts are sampled at random (all of them when few), so that controllers
-        claiming at once mostly lock different hosts."""
+        """Free slots of in-service hosts some ready job can use, as seen now (not locked): host
+        name → slot numbers. Hosts are sampled at random (all of them when few), so that
+        controllers claiming at once mostly choose different hosts."""
         away = unavailable_on(conn)
         fitting: set[str] = set()
         for requires in {r.requires for r, _ in ready}:
@@ -353,10 +355,8 @@ class Allocator:
         if not usable:
             return {}
         rows = conn.execute(
-            self._lock(
-                select(t.slot_lease.c.host, t.slot_lease.c.slot).where(
-                    t.slot_lease.c.host.in_(usable), t.slot_lease.c.job_id.is_(None)
-                )
+            select(t.slot_lease.c.host, t.slot_lease.c.slot).where(
+                t.slot_lease.c.host.in_(usable), t.slot_lease.c.job_id.is_(None)
             )
         )
         free: dict[str, list[int]] = {}
@@ -364,22 +364,44 @@ class Allocator:
             free.setdefault(r.host, []).append(r.slot)
         return free
 
+    def _lock_chosen(
+        self, conn: Connection, allocations: Sequence[Allocation], free: Mapping[str, list[int]]
+    ) -> list[tuple[Allocation, list[int]]]:
+        """Each allocation with the slot rows it takes, locked; an allocation whose rows another
+        controller took meanwhile is dropped (its job stays queued for the next claim)."""
+        chosen: list[tuple[Allocation, list[int]]] = []
+        taken: dict[str, int] = {}
+        for a in allocations:
+            start = taken.get(a.host, 0)
+            chosen.append((a, free[a.host][start : start + a.slots]))
+            taken[a.host] = start + a.slots
+        if self.sqlite or not chosen:  # BEGIN IMMEDIATE: nobody else can have taken them
+            return chosen
+        pairs = [(a.host, slot) for a, slots in chosen for slot in slots]
+        got = {
+            (r.host, r.slot)
+            for r in conn.execute(
+                self._lock(
+                    select(t.slot_lease.c.host, t.slot_lease.c.slot).where(
+                        tuple_(t.slot_lease.c.host, t.slot_lease.c.slot).in_(pairs),
+                        t.slot_lease.c.job_id.is_(None),
+                    )
+                )
+            )
+        }
+        return [(a, slots) for a, slots in chosen if all((a.host, s) in got for s in slots)]
+
     def _write(
         self,
         conn: Connection,
-        allocations: Sequence[Any],
+        chosen: Sequence[tuple[Allocation, list[int]]],
         jobs: Sequence[dict[str, Any]],
-        free: Mapping[str, list[int]],
     ) -> list[Claim]:
         by_id = {j["id"]: j for j in jobs}
         until = now() + self.lease
         slot_rows: list[dict[str, Any]] = []
         claims = []
-        taken: dict[str, int] = {}
-        for a in allocations:
-            start = taken.get(a.host, 0)
-            slots = free[a.host][start : start + a.slots]
-            taken[a.host] = start + a.slots
+        for a, slots in chosen:
             job = by_id[a.job_id]
             slot_rows += [{"h": a.host, "s": s, "j": a.job_id} for s in slots]
             claims.append(Claim(a.job_id, job["flight_id"], job["name"], a.host, a.slots))

@@ -226,3 +226,50 @@ def test_host_vanishing_mid_step_is_broken_and_the_job_runs_on_another_host(
     assert lost_step["outcome"] == "broken" and "host lost" in lost_step["reason"]
     assert (lab.log_dir / lost_step["log"]).read_text().startswith("attempt 1 on ssh-far\n")
     assert lost[0].data["queued_again"] is True
+
+
+JUNIT = (
+    '<testsuite name="s"><testcase classname="boot" name="ok"/>'
+    '<testcase classname="boot" name="bad"><failure message="no console"/></testcase></testsuite>'
+)
+
+
+def test_output_streams_into_the_log_and_results_come_back(
+    tmp_path: Path, sshd_factory: SshdFactory, ssh_user_key: Path
+) -> None:
+    server = sshd_factory("a")
+    go = tmp_path / "go"
+    os.mkfifo(go)
+    command = (
+        f"echo first; cat {go}; mkdir -p out && printf '%s' '{JUNIT}' > out/results.xml; "
+        "echo second"
+    )
+    jobs = job("t", step("s", command)) + 'results = "junit:out/*.xml"\n'
+    lab_dir = write_lab(
+        tmp_path / "lab",
+        trees={"xen": {"VERSION": "1\n"}},
+        jobs=jobs,
+        hosts=ssh_host_toml(server, "ssh-a", ssh_user_key),
+    )
+    lab = load_lab(lab_dir.path)
+
+    async def go_on_when_first_is_logged(store: Store) -> FlightResult:
+        fid = plan_flight(lab, store, "main")
+        task = asyncio.create_task(FlightRun(lab, store, fid).run())
+        log = lab.log_dir / str(fid) / "t" / "s.log"
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        # the step is blocked on the FIFO: its first line can only be in the log if it streamed
+        while not (log.exists() and log.read_text() == "first\n"):
+            assert asyncio.get_running_loop().time() < deadline, "the output did not stream"
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(go.write_text, "go\n")
+        return await asyncio.wait_for(task, WAIT_S)
+
+    with Store.open(lab.database_url) as store:
+        flight = asyncio.run(go_on_when_first_is_logged(store))
+    [s] = flight.job("t").steps
+    assert (lab.log_dir / s.log).read_text() == "first\ngo\nsecond\n"  # type: ignore[operator]
+    assert [(c.name, c.outcome) for c in s.testcases] == [
+        ("boot.ok", Outcome.PASS),
+        ("boot.bad", Outcome.FAIL),
+    ]

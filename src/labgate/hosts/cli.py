@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from labgate.config import ConfigError, Lab, UnknownNameError, load_lab
+from labgate.hosts.allocation import BLESSING_PRIORITY
 from labgate.hosts.config import lifecycle_of
 from labgate.hosts.lifecycle import run_command
 from labgate.hosts.registry import HostRegistry, HostStateError
@@ -301,8 +302,19 @@ def host_queue(
 @click.option("--lease", "lease_s", default=30.0, show_default=True, help="Lease, seconds.")
 @click.option("--poll", "poll_s", default=1.0, show_default=True, help="Poll, seconds.")
 @click.option("--until-idle", is_flag=True, help="Exit once no flight of the pool is active.")
+@click.option(
+    "--priority",
+    default=",".join(BLESSING_PRIORITY),
+    show_default=True,
+    help="Blessings, most urgent first.",
+)
 def host_worker(
-    lab_dir: Path, owner: str | None, lease_s: float, poll_s: float, until_idle: bool
+    lab_dir: Path,
+    owner: str | None,
+    lease_s: float,
+    poll_s: float,
+    until_idle: bool,
+    priority: str,
 ) -> None:
     """Run the pool's queued jobs on the lab's hosts, sharing them safely with every other
     worker on the same store (PostgreSQL for several machines)."""
@@ -310,8 +322,12 @@ def host_worker(
 
     lab = open_lab(lab_dir)
     with open_store(lab) as store:
+        order = tuple(b.strip() for b in priority.split(",") if b.strip())
+        unknown = [b for b in order if b not in {x.value for x in Blessing}]
+        if unknown:
+            fail(f"--priority: unknown blessing {', '.join(unknown)}")
         controller = Controller(
-            lab, store, owner or default_owner(), lease_s=lease_s, poll_s=poll_s
+            lab, store, owner or default_owner(), lease_s=lease_s, poll_s=poll_s, priority=order
         )
         try:
             asyncio.run(controller.run(until_idle=until_idle))

@@ -23,7 +23,7 @@ from labgate.config import Lab
 from labgate.executor import Executor, LocalExecutor
 from labgate.flight import FlightRun, mirrors_for
 from labgate.git import Mirrors
-from labgate.hosts.allocation import ACTIVE_FLIGHT_STATES, Allocator, Claim
+from labgate.hosts.allocation import ACTIVE_FLIGHT_STATES, BLESSING_PRIORITY, Allocator, Claim
 from labgate.model import FlightState, Outcome, flight_outcome
 from labgate.store import Store
 
@@ -40,11 +40,18 @@ class Controller:
     lease_s: float = 30.0
     poll_s: float = 1.0
     executor: Executor = field(default_factory=LocalExecutor)
+    priority: tuple[str, ...] = BLESSING_PRIORITY
     jobs_run: int = 0
 
     async def run(self, *, until_idle: bool = False) -> None:
         """Serve the pool; with ``until_idle``, return once no flight of the pool is active."""
-        allocator = Allocator(self.store.engine, self.lab.hosts, self.owner, lease_s=self.lease_s)
+        allocator = Allocator(
+            self.store.engine,
+            self.lab.hosts,
+            self.owner,
+            lease_s=self.lease_s,
+            priority=self.priority,
+        )
         self.store.sync_hosts(self.lab.hosts)
         allocator.sync()
         mirrors = mirrors_for(self.lab)

@@ -117,7 +117,7 @@ class Posterior:
         return self.classes[j][2] / self.classes[j][1]
 
 
-PLAUSIBLE = 0.02
+PLAUSIBLE = 0.01
 """A noise hypothesis whose Bayes factor against the whole model (posterior / prior) falls below
 this no longer holds a culprit back.
 

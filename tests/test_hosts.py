@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from labgate.config import Lab, load_lab
+from labgate.config import ConfigError, Lab, load_lab
 from labgate.flight import FlightRun, plan_flight
 from labgate.hosts.cli import parse_duration
 from labgate.hosts.registry import HostRegistry, HostStateError
@@ -175,3 +175,32 @@ def test_quarantine_by_hand_power_and_check_commands(tmp_path: Path) -> None:
 )
 def test_parse_duration(text: str, seconds: int) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+def test_host_classes_give_their_keys_to_their_hosts(tmp_path: Path) -> None:
+    classes = (
+        '[[host_class]]\nname = "cubietruck"\nflags = ["arch-armhf", "equiv-cubietruck"]\n'
+        'health = "true"\npower_cycle = "pdu-ctl cycle"\nquarantine_after = 2\n'
+    )
+    hosts = (
+        classes
+        + '[[host]]\nname = "picasso"\nclass = "cubietruck"\nflags = ["fast"]\n'
+        + '[[host]]\nname = "braque"\nclass = "cubietruck"\npower_cycle = "other"\n'
+    )
+    lab = make(tmp_path, hosts, job("t", step("s", "true")))
+    picasso, braque = lab.hosts
+    assert picasso.flags == {"arch-armhf", "equiv-cubietruck", "fast"}
+    assert dict(picasso.options) == {
+        "health": "true",
+        "power_cycle": "pdu-ctl cycle",
+        "quarantine_after": "2",
+    }
+    assert dict(braque.options)["power_cycle"] == "other"
+    assert braque.flags == {"arch-armhf", "equiv-cubietruck"}
+
+
+def test_an_unknown_host_class_is_named(tmp_path: Path) -> None:
+    hosts = '[[host]]\nname = "h0"\nclass = "cubie"\nflags = []\n'
+    with pytest.raises(ConfigError) as info:
+        make(tmp_path, hosts, job("t", step("s", "true")))
+    assert "host[0].class: no [[host_class]] named 'cubie'" in str(info.value)

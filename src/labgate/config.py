@@ -396,7 +396,19 @@ _SECTION_MODELS: dict[str, type[BaseModel]] = {
     "review": RawReview,
     "disable": RawDisable,
 }
-_TOP_LEVEL = ("lab", "tree", "branch", "host", "job", "gate", "mail", "web", "review", "disable")
+_TOP_LEVEL = (
+    "lab",
+    "tree",
+    "branch",
+    "host",
+    "host_class",
+    "job",
+    "gate",
+    "mail",
+    "web",
+    "review",
+    "disable",
+)
 
 # Stand-ins for invalid inner entries (already reported); names no file can contain.
 _INVALID = "\0invalid"
@@ -686,9 +698,19 @@ class _Loader:
                 self.problem(
                     key_path((key,)),
                     f"unknown top-level key{_did_you_mean(key, _TOP_LEVEL)}",
-                    "a lab file has [lab], [[tree]], [[branch]], [[host]], [[job]], [gate],"
+                    "a lab file has [lab], [[tree]], [[branch]], [[host]], [[host_class]], [[job]],"
+                    " [gate],"
                     " [mail], [web], [[review]] and [[disable]] only",
                 )
+
+    def host_classes(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``[[host_class]]`` keys given to the hosts of each class (labgate.hosts.config)."""
+        from labgate.hosts.config import merge_host_classes
+
+        merged, problems = merge_host_classes(data)
+        for key, message, fix in problems:
+            self.problem(key, message, fix)
+        return merged
 
     def gate_section(self, data: dict[str, Any]) -> GateSettings:
         if "gate" not in data:
@@ -1059,6 +1081,7 @@ class _Loader:
 
     def load(self, data: dict[str, Any]) -> Lab | None:
         self.top_level(data)
+        data = self.host_classes(data)
         lab = self.lab_section(data)
         raw_trees = self.section(data, "tree")
         raw_branches = self.section(data, "branch")

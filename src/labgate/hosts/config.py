@@ -11,6 +11,9 @@ An ``executor = "ssh"`` host adds ``address``, ``port`` (22), ``user``, ``identi
 private key; relative to the lab dir), ``known_hosts_file`` (default ``~/.ssh/known_hosts``; an
 unknown host key is an error), ``work_root`` (``/tmp/labgate``: per-job dirs go under it),
 ``keepalive_interval`` (5 s) and ``keepalive_count`` (3): a host silent for their product is lost.
+
+Keys shared by several hosts go in a ``[[host_class]]`` (``name`` and any host keys); a host
+with ``class = "NAME"`` takes those it does not set itself, its flags joined to the class's.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -130,3 +133,58 @@ def ssh_target(host: HostSpec, lab_dir: Path) -> SshTarget:
         keepalive_interval=float(o.get("keepalive_interval", "5")),
         keepalive_count=int(o.get("keepalive_count", "3")),
     )
+
+
+Problems = list[tuple[str, str, str]]
+
+
+def merge_host_classes(data: Mapping[str, Any]) -> tuple[dict[str, Any], Problems]:
+    """Apply ``[[host_class]]`` tables: a ``[[host]]`` with ``class = "NAME"`` takes every key
+    of that class it does not set itself (``flags`` are joined, class flags first). Returns the
+    file's data without classes, and problems as (key, message, fix)."""
+    problems: Problems = []
+    raw_classes = data.get("host_class", [])
+    classes: dict[str, dict[str, Any]] = {}
+    where: dict[str, int] = {}
+    if not isinstance(raw_classes, list):
+        problems.append(("host_class", "must be an array of tables", "write [[host_class]]"))
+        raw_classes = []
+    for i, raw in enumerate(raw_classes):
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if not isinstance(name, str) or not name:
+            problems.append((f"host_class[{i}].name", "is required", 'add name = "..."'))
+        elif name in classes:
+            problems.append(
+                (
+                    f"host_class[{i}].name",
+                    f"{name!r} is also host_class[{where[name]}]",
+                    "give each class a different name",
+                )
+            )
+        else:
+            classes[name], where[name] = {k: v for k, v in raw.items() if k != "name"}, i
+    out = {k: v for k, v in data.items() if k != "host_class"}
+    hosts = data.get("host")
+    if isinstance(hosts, list):
+        out["host"] = [_with_class(i, h, classes, problems) for i, h in enumerate(hosts)]
+    return out, problems
+
+
+def _with_class(
+    index: int, host: Any, classes: Mapping[str, dict[str, Any]], problems: Problems
+) -> Any:
+    if not isinstance(host, dict) or "class" not in host:
+        return host
+    own = {k: v for k, v in host.items() if k != "class"}
+    name = host["class"]
+    cls = classes.get(name) if isinstance(name, str) else None
+    if cls is None:
+        known = ", ".join(classes) or "none: add a [[host_class]]"
+        problems.append(
+            (f"host[{index}].class", f"no [[host_class]] named {name!r}", f"use one of: {known}")
+        )
+        return own
+    merged = {**cls, **own}
+    if isinstance(cls.get("flags"), list) and isinstance(own.get("flags"), list):
+        merged["flags"] = [*cls["flags"], *(f for f in own["flags"] if f not in cls["flags"])]
+    return merged

@@ -289,7 +289,8 @@ def run_demo(directory: Path | None, console: Console) -> int:
         f"  labgate flight log {first.flight} test-amd64-xl    # its logs\n"
         "  labgate history xen-unstable test-amd64-xl guest-start\n"
         "  (cd dev/xen && git commit --allow-empty -m try && git push origin HEAD:staging)\n"
-        "  labgate gate xen-unstable --once       # test staging again, push if it passes"
+        "  labgate gate xen-unstable --once       # test staging again, push if it passes\n"
+        "  labgate serve                          # the dashboard on http://127.0.0.1:8080/"
     )
     return 0 if ok else 1
 

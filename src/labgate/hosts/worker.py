@@ -17,6 +17,7 @@ import socket
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from labgate import schema as t
 from labgate.config import Lab
@@ -26,6 +27,8 @@ from labgate.git import Mirrors
 from labgate.hosts.allocation import ACTIVE_FLIGHT_STATES, BLESSING_PRIORITY, Allocator, Claim
 from labgate.model import FlightState, Outcome, flight_outcome
 from labgate.store import Store
+
+SYNC_ATTEMPTS = 5
 
 
 def default_owner() -> str:
@@ -52,8 +55,7 @@ class Controller:
             lease_s=self.lease_s,
             priority=self.priority,
         )
-        self.store.sync_hosts(self.lab.hosts)
-        allocator.sync()
+        self._sync(allocator)
         mirrors = mirrors_for(self.lab)
         running: dict[asyncio.Task[Outcome], Claim] = {}
         beat = asyncio.create_task(self._heartbeats(allocator, running))
@@ -84,6 +86,18 @@ class Controller:
             await asyncio.gather(*running, beat, return_exceptions=True)
             for claim in running.values():
                 allocator.release(claim.job_id)
+
+    def _sync(self, allocator: Allocator) -> None:
+        """Record the lab's hosts and their slots; controllers starting together race to insert
+        the same rows, and the losers see them on the next try."""
+        for attempt in range(SYNC_ATTEMPTS):
+            try:
+                self.store.sync_hosts(self.lab.hosts)
+                allocator.sync()
+                return
+            except IntegrityError:
+                if attempt == SYNC_ATTEMPTS - 1:
+                    raise
 
     async def _heartbeats(
         self, allocator: Allocator, running: dict[asyncio.Task[Outcome], Claim]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -83,8 +83,6 @@ class HostEvent:
 
 def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:  # SQLite: stored as UTC, read back naive
-        from datetime import UTC
-
         return value.replace(tzinfo=UTC)
     return value
 
@@ -166,10 +164,9 @@ class HostRegistry:
         out = {}
         for name in names:
             r = rows.get(name)
+            until = _aware(r.reserved_until) if r is not None else None
             reserved = (
-                r is not None
-                and r.reserved_by is not None
-                and (r.reserved_until is None or _aware(r.reserved_until) > stamp)  # type: ignore[operator]
+                r is not None and r.reserved_by is not None and (until is None or until > stamp)
             )
             out[name] = HostStatus(
                 name=name,

@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import asyncssh
 
@@ -306,10 +306,9 @@ class SshSession:
             self._watcher.cancel()
 
 
-async def _copy(reader: asyncssh.SSHReader[bytes], out: object) -> None:
-    write = out.write  # type: ignore[attr-defined]
+async def _copy(reader: asyncssh.SSHReader[bytes], out: BinaryIO) -> None:
     while chunk := await reader.read(CHUNK):
-        write(chunk)
+        out.write(chunk)
 
 
 async def open_session(

@@ -184,3 +184,34 @@ def test_a_store_at_the_newest_schema_opens_without_loading_alembic(tmp_path: Pa
         [sys.executable, "-c", probe, url], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_controllers_starting_together_sync_the_hosts_without_a_conflict(
+    database_url: str,
+) -> None:
+    import threading
+
+    hosts = [HostSpec(f"h{i}", frozenset({"x86"}), 2) for i in range(20)]
+    stores = [Store.open(database_url) for _ in range(4)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+
+    def sync(store: Store) -> None:
+        barrier.wait()
+        try:
+            store.sync_hosts(hosts)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=sync, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        with stores[0].engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM host")).scalar() == 20
+    finally:
+        for store in stores:
+            store.close()

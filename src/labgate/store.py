@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from labgate import schema as t
 from labgate.model import (
@@ -551,19 +551,25 @@ class Store:
     # --- hosts ------------------------------------------------------------------------------
 
     def sync_hosts(self, hosts: Sequence[HostSpec]) -> None:
-        """Record the lab's hosts as lab.toml declares them now."""
+        """Record the lab's hosts as lab.toml declares them now. Controllers starting together
+        may race here: a host another inserted first is updated instead."""
         with self.engine.begin() as conn:
-            known = {r.name for r in conn.execute(select(t.host.c.name))}
             for h in hosts:
                 values = {
                     "flags": json.dumps(sorted(h.flags)),
                     "slots": h.slots,
                     "executor": h.executor,
                 }
-                if h.name in known:
+                changed = conn.execute(
+                    update(t.host).where(t.host.c.name == h.name).values(**values)
+                ).rowcount
+                if changed:
+                    continue
+                try:
+                    with conn.begin_nested():
+                        conn.execute(t.host.insert().values(name=h.name, **values))
+                except IntegrityError:
                     conn.execute(update(t.host).where(t.host.c.name == h.name).values(**values))
-                else:
-                    conn.execute(t.host.insert().values(name=h.name, **values))
 
     def last_hosts(self, branch: str, job_names: Sequence[str]) -> dict[str, str]:
         """For each job name, the host that last ran it on ``branch`` (for host affinity)."""

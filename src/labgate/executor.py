@@ -74,6 +74,42 @@ def broken_reason(broken_file: Path) -> str | None:
     return (text.splitlines() or ["the step reported a lab failure"])[0]
 
 
+PGID_FILE = "step.pgid"
+
+
+def _group_members(pgid: int, flight_id: int) -> list[int]:
+    """The running processes of process group ``pgid`` started for flight ``flight_id`` (a pid
+    the system reused for something else is never among them)."""
+    mark = f"LABGATE_FLIGHT={flight_id}\0".encode()
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            if mark in (entry / "environ").read_bytes():
+                members.append(int(entry.name))
+        except (OSError, ProcessLookupError):
+            continue
+    return members
+
+
+def reap_orphans(flight_dir: Path, flight_id: int) -> list[int]:
+    """Kill the process groups of steps a killed controller left running in this flight's work
+    dirs (each step records its group in ``.labgate/step.pgid``); returns the groups killed."""
+    killed = []
+    for record in flight_dir.glob(f"*/.labgate/{PGID_FILE}"):
+        try:
+            pgid = int(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if _group_members(pgid, flight_id):
+            _kill_group(pgid, signal.SIGKILL)
+            killed.append(pgid)
+    return killed
+
+
 class LocalExecutor:
     """Runs steps as local processes (the default ``executor = "local"``)."""
 
@@ -114,6 +150,8 @@ class LocalExecutor:
                 with contextlib.suppress(OSError):
                     await _stop(await spawn)
                 raise
+            # where a resumed flight finds the group of a step whose controller was killed
+            (broken_file.parent / PGID_FILE).write_text(f"{proc.pid}\n")
             try:
                 status = await asyncio.wait_for(proc.wait(), timeout)
             except TimeoutError:

@@ -28,6 +28,7 @@ from labgate.executor import (
     LocalExecutor,
     LocalSession,
     StepRun,
+    reap_orphans,
 )
 from labgate.git import GitError, Mirrors, ensure_commit
 from labgate.hosts.registry import HostRegistry
@@ -232,6 +233,8 @@ class FlightRun:
         flight = self.store.get_flight(self.flight_id)
         mirrors = self.mirrors or mirrors_for(self.lab)
         await asyncio.to_thread(self._fetch, mirrors, flight)
+        # steps a killed controller left running must not run on beside their rerun
+        reap_orphans(self.lab.work_dir / str(self.flight_id), self.flight_id)
         self.store.reset_unfinished(self.flight_id)
         self.store.sync_hosts(self.lab.hosts)
         jobs = {j.spec.name: j for j in self.store.flight_jobs(self.flight_id)}

@@ -325,17 +325,16 @@ def test_kill_9_then_resume_keeps_finished_jobs_and_reruns_interrupted(
     }
 
     # The steps were in their own process groups: a kill -9 of the controller leaves them
-    # running, orphaned (the known gap that host leases, issue 6, are to close): exactly the two
-    # "hold" shells, each still leading its own group. Clear them so that they cannot interfere
-    # with the resumed flight.
+    # running, orphaned: exactly the two "hold" shells, each still leading its own group.
     orphans = processes_with(r.token)
     assert sorted(step_of(pid) for pid in orphans) == [("held-a", "hold"), ("held-b", "hold")]
     assert all(os.getpgid(pid) == pid for pid in orphans)
-    kill_groups(orphans)
-    wait_until(lambda: not processes_with(r.token), 5, "the orphaned steps to die")
 
+    # resume kills them first (they would never end: they wait on a FIFO nobody writes), then
+    # runs the interrupted jobs again
     resumed = r.start("flight", "resume", str(killed.id))
     assert resumed.wait() == 0, resumed.output()
+    wait_until(lambda: not processes_with(r.token), 5, "the orphaned steps to be killed")
 
     final, stored = r.flight()
     assert (final.id, final.state, final.outcome) == (killed.id, FlightState.FINISHED, Outcome.PASS)

@@ -72,7 +72,13 @@ class Culprit:
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do next: run ``tests``, or the ``culprit`` is found, or the search is stuck."""
+    """What to do next: run ``tests``, or the ``culprit`` is found, or the search is stuck.
+
+    ``confidence`` is the leading candidate's probability under the least favourable noise
+    hypothesis still plausible (what is compared with the confidence asked for); ``candidates``
+    give the posterior averaged over the noise, best first. ``flake_rate`` and ``detection_rate``
+    are the posterior means of p and q; ``executions`` counts the observations given.
+    """
 
     kind: Literal["test", "culprit", "undecided"]
     tests: tuple[Mapping[str, str], ...] = ()

@@ -10,63 +10,21 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn
 
 import click
 from rich.console import Console
 
 from labgate import __version__
 from labgate.bisect.cli import bisect_group
-from labgate.config import ConfigError, Lab, load_lab, render_plan
+from labgate.commandline import CANCELLED, fail, lab_option, open_lab, open_store
+from labgate.config import Lab, render_plan
 from labgate.flight import FlightError, FlightRun, plan_flight
 from labgate.model import Blessing, FlightResult, FlightState, Outcome
 from labgate.progress import FlightProgress
 from labgate.store import Store, StoreError
 from labgate.text import flight_table, flights_table, revisions_table
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-USAGE_ERROR = 2
-CANCELLED = 130
-
-
-def fail(message: str, status: int = USAGE_ERROR) -> NoReturn:
-    click.echo(f"labgate: {message}", err=True)
-    sys.exit(status)
-
-
-def lab_option(func: F) -> F:
-    return click.option(
-        "--lab",
-        "lab_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="LABGATE_LAB",
-        default=".",
-        show_default="the current dir or $LABGATE_LAB",
-        help="The lab directory (holding lab.toml).",
-    )(func)
-
-
-def open_lab(lab_dir: Path) -> Lab:
-    try:
-        return load_lab(lab_dir.resolve())
-    except ConfigError as error:
-        fail(str(error))
-
-
-@contextmanager
-def open_store(lab: Lab) -> Iterator[Store]:
-    try:
-        store = Store.open(lab.database_url)
-    except StoreError as error:
-        fail(str(error))
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def console_for(json_output: bool) -> Console:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from labgate.commandline import lab_option
 from labgate.config import ConfigError, Lab, load_lab
 from labgate.store import Store, StoreError
 
@@ -112,15 +113,7 @@ async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str
 
 
 @click.command("serve")
-@click.option(
-    "--lab",
-    "lab_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="LABGATE_LAB",
-    default=".",
-    show_default="the current dir or $LABGATE_LAB",
-    help="The lab directory (holding lab.toml).",
-)
+@lab_option
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT")
 @click.option(
     "--gate",

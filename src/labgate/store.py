@@ -99,7 +99,7 @@ def head_revision() -> str | None:
     """The newest migration's revision, read from the migration files (without Alembic)."""
     revisions, parents = set(), set()
     for path in MIGRATIONS.glob("*.py"):
-        found = dict(m.groups() for m in _REVISION.finditer(path.read_text()))
+        found: dict[str, str] = {m[1]: m[2] for m in _REVISION.finditer(path.read_text())}
         if "revision" in found:
             revisions.add(found["revision"])
             if found.get("down_revision") not in (None, "None"):
@@ -178,7 +178,7 @@ class Store:
                     state=str(FlightState.QUEUED),
                     created=now(),
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key[0]  # type: ignore[index]
             if revisions:
                 conn.execute(
                     t.flight_revision.insert(),
@@ -200,7 +200,7 @@ class Store:
                 exclusive=spec.exclusive,
                 attempt=0,
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key[0]  # type: ignore[index]
         if spec.runvars:
             conn.execute(
                 t.runvar.insert(),
@@ -733,7 +733,7 @@ class Store:
                     message=message,
                     created=now(),
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key[0]  # type: ignore[index]
             if status == "pushed":
                 self._ensure_branch_state(conn, branch)
                 conn.execute(
@@ -820,7 +820,7 @@ class Store:
                         graph=json.dumps({"nodes": [], "edges": []}),
                         created=now(),
                     )
-                ).inserted_primary_key[0]
+                ).inserted_primary_key[0]  # type: ignore[index]
             )
 
     def update_bisection(

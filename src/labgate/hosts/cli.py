@@ -9,63 +9,20 @@ import json
 import re
 import socket
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from labgate.config import ConfigError, Lab, UnknownNameError, load_lab
+from labgate.commandline import fail, lab_option, open_lab, open_store
+from labgate.config import Lab, UnknownNameError
 from labgate.hosts.allocation import BLESSING_PRIORITY
 from labgate.hosts.config import lifecycle_of
 from labgate.hosts.lifecycle import run_command
 from labgate.hosts.registry import HostRegistry, HostStateError
 from labgate.model import Blessing, HostSpec
-from labgate.store import Store, StoreError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-# The same conventions as labgate.cli (which imports this module to register the group).
-
-
-def fail(message: str, status: int = 2) -> NoReturn:
-    click.echo(f"labgate: {message}", err=True)
-    sys.exit(status)
-
-
-def lab_option(func: F) -> F:
-    return click.option(
-        "--lab",
-        "lab_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="LABGATE_LAB",
-        default=".",
-        help="The lab directory (holding lab.toml).",
-    )(func)
-
-
-def open_lab(lab_dir: Path) -> Lab:
-    try:
-        return load_lab(lab_dir.resolve())
-    except ConfigError as error:
-        fail(str(error))
-
-
-@contextmanager
-def open_store(lab: Lab) -> Iterator[Store]:
-    try:
-        store = Store.open(lab.database_url)
-    except StoreError as error:
-        fail(str(error))
-    try:
-        yield store
-    finally:
-        store.close()
-
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -6,56 +6,15 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from labgate.config import ConfigError, Lab, load_lab
+from labgate.commandline import fail, lab_option, open_lab, open_store
 from labgate.review.base import ReviewRun
 from labgate.review.connectors import connectors_for
 from labgate.review.loop import ReviewLoop
 from labgate.review.queue import Discrepancy, ReviewQueue
-from labgate.store import Store, StoreError
-
-USAGE_ERROR = 2
-
-lab_option = click.option(
-    "--lab",
-    "lab_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="LABGATE_LAB",
-    default=".",
-    show_default="the current dir or $LABGATE_LAB",
-    help="The lab directory (holding lab.toml).",
-)
-
-
-def _fail(message: str) -> None:
-    click.echo(f"labgate: {message}", err=True)
-    sys.exit(USAGE_ERROR)
-
-
-def _open_lab(lab_dir: Path) -> Lab:
-    try:
-        return load_lab(lab_dir.resolve())
-    except ConfigError as error:
-        _fail(str(error))
-        raise
-
-
-@contextmanager
-def _store(lab: Lab) -> Iterator[Store]:
-    try:
-        store = Store.open(lab.database_url)
-    except StoreError as error:
-        _fail(str(error))
-        raise
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 @click.group("review")
@@ -80,18 +39,18 @@ def run_line(run: ReviewRun) -> str:
 @click.option("--once", is_flag=True, help="Work on the queue until it is empty, then exit.")
 def run_command(lab_dir: Path, once: bool) -> None:
     """Test queued patch sets and vote; without --once, keep listening and testing."""
-    lab = _open_lab(lab_dir)
+    lab = open_lab(lab_dir)
     connectors, left_out = connectors_for(lab)
     for why in left_out:
         click.echo(f"labgate: {why}", err=True)
     if not connectors:
-        _fail("no [[review]] entry can run (add one to lab.toml)")
+        fail("no [[review]] entry can run (add one to lab.toml)")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     review_log = logging.getLogger("labgate.review")
     review_log.addHandler(handler)
     review_log.setLevel(logging.INFO)
-    with _store(lab) as store:
+    with open_store(lab) as store:
         loop = ReviewLoop(lab, store, connectors)
         if once:
             for run in asyncio.run(loop.process_once()):
@@ -115,8 +74,8 @@ def discrepancy_line(d: Discrepancy) -> str:
 @click.option("--json", "json_output", is_flag=True, help="Print JSON.")
 def discrepancies_command(lab_dir: Path, json_output: bool) -> None:
     """Patch sets where labgate's vote and another CI account's differ."""
-    lab = _open_lab(lab_dir)
-    with _store(lab) as store:
+    lab = open_lab(lab_dir)
+    with open_store(lab) as store:
         found = ReviewQueue(store).discrepancies()
     if json_output:
         click.echo(json.dumps([d.to_json() for d in found], indent=2))

@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,37 @@ class UnknownRevision(GitError):
         self.rev = rev
 
 
+def run_git(
+    args: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    git_dir: Path | None = None,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``git ARGS`` and return how it went, whatever its exit status: the one place labgate
+    starts git. git runs in a session of its own, so a Ctrl-C at the terminal reaches labgate,
+    which finishes or undoes its git work itself, instead of killing git halfway."""
+    cmd = ["git"]
+    if git_dir is not None:
+        cmd += ["--git-dir", str(git_dir)]
+    cmd += list(args)
+    try:
+        return subprocess.run(
+            cmd,
+            cwd=cwd,
+            env={**os.environ, **_GIT_ENV, **(env or {})},
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
+            capture_output=True,
+            text=True,
+            check=False,
+            start_new_session=True,
+        )
+    except FileNotFoundError as error:
+        raise GitError("git is not installed (no `git` on PATH)") from error
+
+
 def git(
     args: Sequence[str],
     *,
@@ -40,19 +71,16 @@ def git(
     git_dir: Path | None = None,
     check: bool = True,
     input: str | None = None,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> str:
-    """Run ``git ARGS`` and return its standard output (stripped of the final newline)."""
-    cmd = ["git"]
-    if git_dir is not None:
-        cmd += ["--git-dir", str(git_dir)]
-    cmd += list(args)
-    full_env = {**os.environ, **_GIT_ENV, **(env or {})}
-    proc = subprocess.run(
-        cmd, cwd=cwd, env=full_env, input=input, capture_output=True, text=True, check=False
-    )
+    """Run ``git ARGS`` and return its standard output (stripped of the final newline); a
+    failure raises GitError with git's message when ``check``."""
+    proc = run_git(args, cwd=cwd, git_dir=git_dir, input=input, env=env)
     if check and proc.returncode != 0:
-        raise GitError(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()}")
+        where = f" (in {git_dir or cwd})" if (git_dir or cwd) else ""
+        raise GitError(
+            f"`git {' '.join(args)}`{where} failed ({proc.returncode}): {proc.stderr.strip()}"
+        )
     return proc.stdout.rstrip("\n")
 
 
@@ -219,12 +247,7 @@ def push_fast_forward(mirrors: Mirrors, tree: str, sha: str, branch_ref: str) ->
     if previous is not None:
         # the mirror may not have the commit someone pushed by hand: fetch it to compare
         git(["fetch", "--quiet", mirrors.urls[tree], ref], git_dir=mirror, check=False)
-        status = subprocess.run(
-            ["git", "--git-dir", str(mirror), "merge-base", "--is-ancestor", previous, sha],
-            env={**os.environ, **_GIT_ENV},
-            capture_output=True,
-            check=False,
-        ).returncode
+        status = run_git(["merge-base", "--is-ancestor", previous, sha], git_dir=mirror).returncode
         if status != 0:
             return PushResult(
                 "not-fast-forward",
@@ -232,21 +255,7 @@ def push_fast_forward(mirrors: Mirrors, tree: str, sha: str, branch_ref: str) ->
                 f"{ref} is at {previous}, which is not an ancestor of {sha}: it was moved by hand;"
                 " not overwriting it",
             )
-    proc = subprocess.run(
-        [
-            "git",
-            "--git-dir",
-            str(mirror),
-            "push",
-            "--porcelain",
-            mirrors.urls[tree],
-            f"{sha}:{ref}",
-        ],
-        env={**os.environ, **_GIT_ENV},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = run_git(["push", "--porcelain", mirrors.urls[tree], f"{sha}:{ref}"], git_dir=mirror)
     if proc.returncode == 0:
         return PushResult("pushed", previous, f"{ref}: {previous or '(new)'} -> {sha}")
     text = (proc.stdout + proc.stderr).strip()
@@ -278,12 +287,7 @@ def ensure_commit(mirrors: Mirrors, tree: str, sha: str) -> None:
     than the flight (a flight planned with explicit revisions, a resumed one)."""
     path = mirrors.path(tree)
     if (path / "HEAD").exists():
-        present = subprocess.run(
-            ["git", "--git-dir", str(path), "cat-file", "-e", f"{sha}^{{commit}}"],
-            env={**os.environ, **_GIT_ENV},
-            capture_output=True,
-            check=False,
-        )
+        present = run_git(["cat-file", "-e", f"{sha}^{{commit}}"], git_dir=path)
         if present.returncode == 0:
             return
     mirrors.update(tree)

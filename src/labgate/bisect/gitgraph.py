@@ -1,7 +1,6 @@
 """Reading a bisection range from a git repository with the git CLI.
 
-Deliberately small and local to the bisect package: ``git`` is the one way this package runs git,
-so it can be swapped for the lab-wide wrapper once that exists.
+``git`` here is a thin adapter over ``labgate.git.run_git``, the one place labgate starts git.
 """
 
 from __future__ import annotations
@@ -12,29 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labgate.bisect.engine import BisectError, TreeRange
+from labgate.git import GitError, run_git
 
-
-class GitError(RuntimeError):
-    """A git command failed; the message is git's own, with the command that failed."""
+__all__ = ["GitError", "commit_info", "git", "is_ancestor", "read_range", "resolve", "toplevel"]
 
 
 def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``git -C repo ARGS``, capture its output as text; raise GitError if ``check`` fails.
-
-    git runs in a session of its own: Ctrl-C at the terminal interrupts labgate, which then
-    finishes or undoes its git work itself, instead of git dying halfway through a worktree add.
-    """
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            check=False,
-            start_new_session=True,
-        )
-    except FileNotFoundError as error:
-        raise GitError("git is not installed (no `git` on PATH)") from error
+    """Run ``git -C repo ARGS`` (through the lab's one git runner, in a session of its own);
+    raise GitError if ``check`` and it fails."""
+    done = run_git(["-C", str(repo), *args])
     if check and done.returncode != 0:
         message = done.stderr.strip() or f"exit status {done.returncode}"
         raise GitError(f"git {' '.join(args)}: {message}")

@@ -62,7 +62,8 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """A stored time as ISO 8601 text (UTC), or None."""
     if value is None:
         return None
     if value.tzinfo is None:  # SQLite gives naive datetimes back; they were stored as UTC
@@ -244,7 +245,7 @@ class Store:
                 raise FlightNotFound(flight_id)
             revisions = self._revisions(conn, [flight_id])[flight_id]
             jobs = self._jobs(conn, flight_id)
-        return _flight_result(row, revisions, jobs)
+        return flight_from_row(row, revisions, jobs)
 
     def list_flights(
         self,
@@ -265,7 +266,7 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
             revisions = self._revisions(conn, [r.id for r in rows])
-        return [_flight_result(r, revisions[r.id], ()) for r in rows]
+        return [flight_from_row(r, revisions[r.id], ()) for r in rows]
 
     def _revisions(self, conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, str]]:
         out: dict[int, dict[str, str]] = {i: {} for i in ids}
@@ -316,8 +317,8 @@ class Store:
                 requires=tuple(json.loads(j.requires)),
                 exclusive=bool(j.exclusive),
                 reason=j.reason,
-                started=_iso(j.started),
-                finished=_iso(j.finished),
+                started=iso(j.started),
+                finished=iso(j.finished),
             )
             for j in job_rows
         )
@@ -759,7 +760,7 @@ class Store:
                 r.previous_sha,
                 r.status,
                 r.message,
-                _iso(r.created) or "",
+                iso(r.created) or "",
             )
             for r in rows
         ]
@@ -936,8 +937,8 @@ def _bisection(row: Any) -> BisectionRecord:
         reason=row.reason,
         flights=tuple(json.loads(row.flights)),
         graph=json.loads(row.graph),
-        created=_iso(row.created) or "",
-        finished=_iso(row.finished),
+        created=iso(row.created) or "",
+        finished=iso(row.finished),
     )
 
 
@@ -950,13 +951,13 @@ def _step_result(row: Any, cases: Sequence[TestCaseResult]) -> StepResult:
         duration_s=row.duration_s,
         log=row.log,
         reason=row.reason,
-        started=_iso(row.started),
-        finished=_iso(row.finished),
+        started=iso(row.started),
+        finished=iso(row.finished),
         testcases=tuple(cases),
     )
 
 
-def _flight_result(
+def flight_from_row(
     row: Any, revisions: Mapping[str, str], jobs: tuple[JobResult, ...]
 ) -> FlightResult:
     return FlightResult(
@@ -966,7 +967,7 @@ def _flight_result(
         revisions=dict(revisions),
         state=FlightState(row.state),
         outcome=Outcome(row.outcome) if row.outcome else None,
-        started=_iso(row.started),
-        finished=_iso(row.finished),
+        started=iso(row.started),
+        finished=iso(row.finished),
         jobs=jobs,
     )

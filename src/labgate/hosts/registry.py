@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from labgate import schema as t
 from labgate.model import Outcome
-from labgate.store import _iso, now
+from labgate.store import iso, now
 
 
 class HostStateError(Exception):
@@ -171,11 +171,11 @@ class HostRegistry:
             out[name] = HostStatus(
                 name=name,
                 quarantined=r.quarantined if r else None,
-                quarantined_at=_iso(r.quarantined_at) if r else None,
+                quarantined_at=iso(r.quarantined_at) if r else None,
                 broken_streak=r.broken_streak if r else 0,
                 reserved_by=r.reserved_by if reserved and r else None,
                 reserved_reason=r.reserved_reason if reserved and r else None,
-                reserved_until=_iso(r.reserved_until) if reserved and r else None,
+                reserved_until=iso(r.reserved_until) if reserved and r else None,
             )
         return out
 
@@ -192,7 +192,7 @@ class HostRegistry:
                 HostEvent(
                     r.id,
                     r.host,
-                    _iso(r.created) or "",
+                    iso(r.created) or "",
                     r.kind,
                     r.job_id,
                     r.attempt,
@@ -274,7 +274,7 @@ class HostRegistry:
             ):  # fmt: skip
                 raise HostStateError(
                     f"host {host} is reserved by {row.reserved_by} ({row.reserved_reason})"
-                    f" until {_iso(row.reserved_until) or 'released'}"
+                    f" until {iso(row.reserved_until) or 'released'}"
                 )
             conn.execute(
                 update(t.host_status)

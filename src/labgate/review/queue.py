@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select, update
@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from labgate import schema as t
 from labgate.review.base import ChangeEvent, OtherVote, ReviewRun, Vote
-from labgate.store import Store, now
+from labgate.store import Store, iso, now
 
 QUEUED, RUNNING, VOTED, SUPERSEDED, ERROR = "queued", "running", "voted", "superseded", "error"
 INTENT, DONE = "intent", "done"
@@ -29,11 +29,7 @@ LIVE = (QUEUED, RUNNING)
 
 
 def _iso(value: datetime | None) -> str:
-    if value is None:
-        return ""
-    if value.tzinfo is None:  # SQLite gives naive datetimes back; they were stored as UTC
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat(timespec="seconds")
+    return iso(value) or ""
 
 
 def _run(row: Any) -> ReviewRun:

@@ -18,7 +18,6 @@ from sqlalchemy import Connection, func, select
 from labgate import schema as t
 from labgate.hosts.registry import HostEvent, HostRegistry, HostStatus
 from labgate.model import (
-    Blessing,
     FlightResult,
     FlightState,
     JobResult,
@@ -26,20 +25,12 @@ from labgate.model import (
     PushRecord,
     StepResult,
 )
-from labgate.store import Store
+from labgate.store import Store, flight_from_row, iso
 
 PAGE_SIZE = 50
 
 FLIGHT_FILTERS = ("pass", "fail", "broken", "blocked", "cancelled", "running", "queued")
 """What the flight list's ``outcome`` filter takes: a final outcome, or a live state."""
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite gives naive datetimes back; they were stored as UTC
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat(timespec="seconds")
 
 
 def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
@@ -53,16 +44,7 @@ def seconds_between(start: datetime | None, end: datetime | None) -> float | Non
 
 
 def _flight(row: Any, revisions: Mapping[str, str]) -> FlightResult:
-    return FlightResult(
-        id=row.id,
-        branch=row.branch,
-        blessing=Blessing(row.blessing),
-        revisions=dict(revisions),
-        state=FlightState(row.state),
-        outcome=Outcome(row.outcome) if row.outcome else None,
-        started=iso(row.started),
-        finished=iso(row.finished),
-    )
+    return flight_from_row(row, revisions, ())
 
 
 # What a history row shows of a step: not its command, nor its times (JSON leaves them out too).

@@ -377,7 +377,6 @@ class FlightRun:
                 self.store.set_steps(job.step_ids, Outcome.BLOCKED)
                 self.store.finish_job(job.id, outcome, reason)
                 return outcome
-            self.store.set_job_running(job.id)
             async with _console(host_spec, self.lab, flight.id, name, attempt):
                 outcome, reason = await self._run_steps(
                     flight, job, host, attempt, session, workdir
@@ -464,12 +463,17 @@ class FlightRun:
         workdir: Path,
     ) -> tuple[Outcome, str | None]:
         env = self._env(flight, job.spec, host, attempt, Path(session.artifacts))
+        suffix = "" if attempt <= 1 else f".{attempt}"
+        logs = [
+            f"{flight.id}/{safe_name(job.spec.name)}/{safe_name(step.name)}{suffix}.log"
+            for step in job.spec.steps
+        ]
+        for rel_log in logs:
+            (self.lab.log_dir / rel_log).unlink(missing_ok=True)
+        if job.step_ids:  # the job runs from its first step on (one transaction for both)
+            self.store.start_step(job.step_ids[0], logs[0], job_running=job.id)
         for index, (step, step_id) in enumerate(zip(job.spec.steps, job.step_ids, strict=True)):
-            suffix = "" if attempt <= 1 else f".{attempt}"
-            rel_log = f"{flight.id}/{safe_name(job.spec.name)}/{safe_name(step.name)}{suffix}.log"
-            log = self.lab.log_dir / rel_log
-            log.unlink(missing_ok=True)
-            self.store.start_step(step_id, rel_log)
+            log = self.lab.log_dir / logs[index]
             self.progress.step_started(job.spec.name, step.name)
             step_env = {
                 **env,
@@ -497,6 +501,7 @@ class FlightRun:
                 self.store.set_steps(job.step_ids[index + 1 :], Outcome.CANCELLED)
                 raise
             result, cases = _with_results(result, step.results, workdir)
+            following = index + 1 < len(job.step_ids) and result.outcome is Outcome.PASS
             self.store.finish_step(
                 step_id,
                 result.outcome,
@@ -504,6 +509,7 @@ class FlightRun:
                 duration_s=round(result.duration_s, 4),
                 reason=result.reason,
                 testcases=cases if step.results else None,
+                then_start=(job.step_ids[index + 1], logs[index + 1]) if following else None,
             )
             if result.outcome is not Outcome.PASS:
                 rest = Outcome.SKIP if result.outcome is Outcome.SKIP else Outcome.BLOCKED

@@ -441,21 +441,17 @@ class Store:
                 update(t.step).where(t.step.c.job_id == job_id).values(outcome=str(Outcome.BLOCKED))
             )
 
-    def start_step(self, step_id: int, log: str) -> None:
+    def start_step(self, step_id: int, log: str, *, job_running: int | None = None) -> None:
+        """Mark a step running with its log path; ``job_running`` also marks its job running
+        (the first step), in the same transaction."""
         with self.engine.begin() as conn:
-            conn.execute(
-                update(t.step)
-                .where(t.step.c.id == step_id)
-                .values(
-                    outcome=str(Outcome.RUNNING),
-                    log=log,
-                    started=now(),
-                    finished=None,
-                    exit_status=None,
-                    duration_s=None,
-                    reason=None,
+            _start_step(conn, step_id, log)
+            if job_running is not None:
+                conn.execute(
+                    update(t.job)
+                    .where(t.job.c.id == job_running)
+                    .values(outcome=str(Outcome.RUNNING))
                 )
-            )
 
     def finish_step(
         self,
@@ -466,10 +462,14 @@ class Store:
         duration_s: float | None,
         reason: str | None = None,
         testcases: Iterable[TestCaseResult] | None = None,
+        then_start: tuple[int, str] | None = None,
     ) -> None:
         """Record how a step ended. ``testcases`` (for a step that declares ``results``)
-        replace any an earlier attempt left; None leaves the step's test cases alone."""
+        replace any an earlier attempt left; None leaves the step's test cases alone.
+        ``then_start`` (step id, log) starts the next step in the same transaction."""
         with self.engine.begin() as conn:
+            if then_start is not None:
+                _start_step(conn, *then_start)
             conn.execute(
                 update(t.step)
                 .where(t.step.c.id == step_id)
@@ -939,6 +939,22 @@ def _bisection(row: Any) -> BisectionRecord:
         graph=json.loads(row.graph),
         created=iso(row.created) or "",
         finished=iso(row.finished),
+    )
+
+
+def _start_step(conn: Connection, step_id: int, log: str) -> None:
+    conn.execute(
+        update(t.step)
+        .where(t.step.c.id == step_id)
+        .values(
+            outcome=str(Outcome.RUNNING),
+            log=log,
+            started=now(),
+            finished=None,
+            exit_status=None,
+            duration_s=None,
+            reason=None,
+        )
     )
 
 

@@ -63,10 +63,13 @@ def test_outcomes_durations_and_test_cases_are_recorded(database_url: str) -> No
         build, test = store.flight_jobs(fid)
         store.set_flight_state(fid, FlightState.RUNNING)
         assert store.start_job(build.id, "italia0") == 1
-        store.set_job_running(build.id)
-        store.start_step(build.step_ids[0], "1/build-amd64/build.log")
-        store.finish_step(build.step_ids[0], Outcome.PASS, exit_status=0, duration_s=1.5)
-        store.start_step(build.step_ids[1], "1/build-amd64/package.log")
+        store.start_step(build.step_ids[0], "1/build-amd64/build.log", job_running=build.id)
+        assert store.get_flight(fid).jobs[0].outcome is Outcome.RUNNING
+        store.finish_step(
+            build.step_ids[0], Outcome.PASS, exit_status=0, duration_s=1.5,
+            then_start=(build.step_ids[1], "1/build-amd64/package.log"),
+        )  # fmt: skip
+        assert store.get_flight(fid).jobs[0].steps[1].outcome is Outcome.RUNNING
         cases = [
             TestCaseResult("unit.a", Outcome.PASS, 0.1),
             TestCaseResult("unit.b", Outcome.FAIL, 0.2, "assert 1 == 2 <script>"),
@@ -103,8 +106,7 @@ def test_reset_unfinished_requeues_only_interrupted_jobs(database_url: str) -> N
         store.start_job(build.id, "h")
         store.finish_job(build.id, Outcome.PASS)
         store.start_job(test.id, "h")
-        store.set_job_running(test.id)
-        store.start_step(test.step_ids[0], "log")
+        store.start_step(test.step_ids[0], "log", job_running=test.id)
         assert store.reset_unfinished(fid) == ["test-amd64-xl"]
         again = {s.spec.name: s for s in store.flight_jobs(fid)}
         assert again["build-amd64"].outcome is Outcome.PASS

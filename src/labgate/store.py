@@ -391,12 +391,6 @@ class Store:
             attempt = conn.execute(select(t.job.c.attempt).where(t.job.c.id == job_id)).scalar()
         return int(attempt or 1)
 
-    def set_job_running(self, job_id: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(t.job).where(t.job.c.id == job_id).values(outcome=str(Outcome.RUNNING))
-            )
-
     def finish_job(
         self,
         job_id: int,

@@ -247,7 +247,6 @@ def profile(lab_dir: Path, top: int) -> None:
     timers = Timers()
     for name in (
         "start_job",
-        "set_job_running",
         "start_step",
         "finish_step",
         "finish_job",

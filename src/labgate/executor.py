@@ -129,8 +129,14 @@ class LocalExecutor:
         with open(log, "ab", buffering=0) as out:
             spawn = asyncio.ensure_future(
                 asyncio.create_subprocess_exec(
+                    # the shell records its process group before the command can do anything
+                    # (where a resumed flight finds a step its killed controller left running),
+                    # then becomes the command's shell: same process, same group
                     "/bin/sh",
                     "-c",
+                    'echo $$ > "$1" 2>/dev/null; exec /bin/sh -c "$2"',
+                    "labgate-step",
+                    str(broken_file.parent / PGID_FILE),
                     command,
                     cwd=cwd,
                     env=dict(env),
@@ -150,8 +156,6 @@ class LocalExecutor:
                 with contextlib.suppress(OSError):
                     await _stop(await spawn)
                 raise
-            # where a resumed flight finds the group of a step whose controller was killed
-            (broken_file.parent / PGID_FILE).write_text(f"{proc.pid}\n")
             try:
                 status = await asyncio.wait_for(proc.wait(), timeout)
             except TimeoutError:

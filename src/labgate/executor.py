@@ -131,11 +131,12 @@ class LocalExecutor:
                 asyncio.create_subprocess_exec(
                     # the shell records its process group before the command can do anything
                     # (where a resumed flight finds a step its killed controller left running),
-                    # then becomes the command's shell: same process, same group
+                    # then runs the command itself (eval: no second exec, same process)
                     "/bin/sh",
                     "-c",
-                    'echo $$ > "$1" 2>/dev/null; exec /bin/sh -c "$2"',
-                    "labgate-step",
+                    'echo $$ > "$1" 2>/dev/null; LABGATE_STEP_COMMAND=$2; set --;'
+                    ' eval "$LABGATE_STEP_COMMAND"',
+                    "/bin/sh",
                     str(broken_file.parent / PGID_FILE),
                     command,
                     cwd=cwd,

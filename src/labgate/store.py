@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -239,13 +239,24 @@ class Store:
 
     def get_flight(self, flight_id: int) -> FlightResult:
         """The whole flight: revisions, jobs with runvars, steps with test cases."""
+        flights = self.get_flights([flight_id])
+        if not flights:
+            raise FlightNotFound(flight_id)
+        return flights[0]
+
+    def get_flights(self, flight_ids: Sequence[int]) -> list[FlightResult]:
+        """Whole flights, in the order asked (ids that do not exist are left out), in a fixed
+        number of queries however many there are: history reads hundreds at a time."""
+        if not flight_ids:
+            return []
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.flight).where(t.flight.c.id == flight_id)).first()
-            if row is None:
-                raise FlightNotFound(flight_id)
-            revisions = self._revisions(conn, [flight_id])[flight_id]
-            jobs = self._jobs(conn, flight_id)
-        return flight_from_row(row, revisions, jobs)
+            rows = {
+                r.id: r for r in conn.execute(select(t.flight).where(t.flight.c.id.in_(flight_ids)))
+            }
+            found = [i for i in flight_ids if i in rows]
+            revisions = self._revisions(conn, found)
+            jobs = self._jobs(conn, found)
+        return [flight_from_row(rows[i], revisions[i], jobs[i]) for i in found]
 
     def list_flights(
         self,
@@ -278,50 +289,58 @@ class Store:
                 out[r.flight_id][r.tree] = r.sha
         return out
 
-    def _jobs(self, conn: Connection, flight_id: int) -> tuple[JobResult, ...]:
+    def _jobs(
+        self, conn: Connection, flight_ids: Sequence[int]
+    ) -> dict[int, tuple[JobResult, ...]]:
+        """The jobs of each flight with their runvars, steps and test cases (four queries)."""
+        of_flights = t.job.c.flight_id.in_(flight_ids)
         job_rows = conn.execute(
-            select(t.job).where(t.job.c.flight_id == flight_id).order_by(t.job.c.seq)
+            select(t.job).where(of_flights).order_by(t.job.c.flight_id, t.job.c.seq)
         ).all()
-        ids = [j.id for j in job_rows]
-        runvars: dict[int, dict[str, str]] = {i: {} for i in ids}
-        steps: dict[int, list[Any]] = {i: [] for i in ids}
+        runvars: dict[int, dict[str, str]] = {j.id: {} for j in job_rows}
+        steps: dict[int, list[Any]] = {j.id: [] for j in job_rows}
         cases: dict[int, list[TestCaseResult]] = {}
-        if ids:
-            for r in conn.execute(select(t.runvar).where(t.runvar.c.job_id.in_(ids))):
+        if job_rows:
+            for r in conn.execute(
+                select(t.runvar).join(t.job, t.job.c.id == t.runvar.c.job_id).where(of_flights)
+            ):
                 runvars[r.job_id][r.name] = r.value
-            step_rows = conn.execute(
-                select(t.step).where(t.step.c.job_id.in_(ids)).order_by(t.step.c.seq)
-            ).all()
-            for s in step_rows:
+            for s in conn.execute(
+                select(t.step)
+                .join(t.job, t.job.c.id == t.step.c.job_id)
+                .where(of_flights)
+                .order_by(t.step.c.seq)
+            ):
                 steps[s.job_id].append(s)
-            step_ids = [s.id for s in step_rows]
-            if step_ids:
-                case_rows = conn.execute(
-                    select(t.testcase)
-                    .where(t.testcase.c.step_id.in_(step_ids))
-                    .order_by(t.testcase.c.id)
+            for c in conn.execute(
+                select(t.testcase)
+                .join(t.step, t.step.c.id == t.testcase.c.step_id)
+                .join(t.job, t.job.c.id == t.step.c.job_id)
+                .where(of_flights)
+                .order_by(t.testcase.c.id)
+            ):
+                cases.setdefault(c.step_id, []).append(
+                    TestCaseResult(c.name, Outcome(c.outcome), c.duration_s, c.message)
                 )
-                for c in case_rows:
-                    cases.setdefault(c.step_id, []).append(
-                        TestCaseResult(c.name, Outcome(c.outcome), c.duration_s, c.message)
-                    )
-        return tuple(
-            JobResult(
-                id=j.id,
-                name=j.name,
-                outcome=Outcome(j.outcome),
-                host=j.host,
-                runvars=runvars[j.id],
-                steps=tuple(_step_result(s, cases.get(s.id, ())) for s in steps[j.id]),
-                depends=tuple(json.loads(j.depends)),
-                requires=tuple(json.loads(j.requires)),
-                exclusive=bool(j.exclusive),
-                reason=j.reason,
-                started=iso(j.started),
-                finished=iso(j.finished),
+        out: dict[int, list[JobResult]] = {i: [] for i in flight_ids}
+        for j in job_rows:
+            out[j.flight_id].append(
+                JobResult(
+                    id=j.id,
+                    name=j.name,
+                    outcome=Outcome(j.outcome),
+                    host=j.host,
+                    runvars=runvars[j.id],
+                    steps=tuple(_step_result(s, cases.get(s.id, ())) for s in steps[j.id]),
+                    depends=tuple(json.loads(j.depends)),
+                    requires=tuple(json.loads(j.requires)),
+                    exclusive=bool(j.exclusive),
+                    reason=j.reason,
+                    started=iso(j.started),
+                    finished=iso(j.finished),
+                )
             )
-            for j in job_rows
-        )
+        return {i: tuple(jobs) for i, jobs in out.items()}
 
     def flight_jobs(self, flight_id: int) -> list[StoredJob]:
         """The flight's jobs as planned, with where each stands, for the runner."""
@@ -603,7 +622,7 @@ class Store:
             query = query.where(t.flight.c.id < before)
         with self.engine.connect() as conn:
             ids = list(conn.execute(query).scalars())
-        return [self.get_flight(i) for i in ids]
+        return self.get_flights(ids)
 
     def flights_at(self, branch: str, revisions: Mapping[str, str]) -> list[FlightResult]:
         """Finished flights of the branch that tested exactly this revision tuple, newest first
@@ -623,8 +642,7 @@ class Store:
             )
         with self.engine.connect() as conn:
             ids = list(conn.execute(query).scalars())
-        flights = [self.get_flight(i) for i in ids]
-        return [f for f in flights if dict(f.revisions) == dict(revisions)]
+        return [f for f in self.get_flights(ids) if dict(f.revisions) == dict(revisions)]
 
     def job_history(
         self, branch: str, job: str, *, limit: int = 100
@@ -639,15 +657,7 @@ class Store:
         )
         with self.engine.connect() as conn:
             ids = list(conn.execute(query).scalars())
-        out = []
-        for fid in ids:
-            flight = self.get_flight(fid)
-            bare = FlightResult(
-                flight.id, flight.branch, flight.blessing, flight.revisions, flight.state,
-                flight.outcome, flight.started, flight.finished,
-            )  # fmt: skip
-            out.append((bare, flight.job(job)))
-        return out
+        return [(replace(f, jobs=()), f.job(job)) for f in self.get_flights(ids)]
 
     # --- the push gate ----------------------------------------------------------------------
 
@@ -738,10 +748,15 @@ class Store:
                 )
         return int(push_id)
 
-    def pushes(self, branch: str | None = None, *, limit: int = 50) -> list[PushRecord]:
+    def pushes(
+        self, branch: str | None = None, *, flight_id: int | None = None, limit: int = 50
+    ) -> list[PushRecord]:
+        """Push decisions, newest first, of a branch or of one flight."""
         query = select(t.push).order_by(t.push.c.id.desc()).limit(limit)
         if branch is not None:
             query = query.where(t.push.c.branch == branch)
+        if flight_id is not None:
+            query = query.where(t.push.c.flight_id == flight_id)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [

@@ -199,7 +199,7 @@ def flight_page(web: Web, request: Request) -> Response:
             "commits": commits,
             "max_steps": steps,
             "verdict": verdict_view(web.store.verdict(flight.id)),
-            "pushes": queries.pushes_of_flight(web.store, flight.id),
+            "pushes": web.store.pushes(flight_id=flight.id)[::-1],
             "bisections": web.store.bisections(flight_id=flight.id),
             "cancel_requested": web.store.cancel_requested(flight.id),
             "durations": {j.name: _job_seconds(j) for j in flight.jobs},

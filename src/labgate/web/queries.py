@@ -152,28 +152,6 @@ def branch_names(store: Store) -> list[str]:
 # --- a flight's gate records ------------------------------------------------------------------
 
 
-def pushes_of_flight(store: Store, flight_id: int) -> list[PushRecord]:
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(t.push).where(t.push.c.flight_id == flight_id).order_by(t.push.c.id)
-        ).all()
-    return [_push(r) for r in rows]
-
-
-def _push(r: Any) -> PushRecord:
-    return PushRecord(
-        r.id,
-        r.branch,
-        r.flight_id,
-        r.tree,
-        r.sha,
-        r.previous_sha,
-        r.status,
-        r.message,
-        iso(r.created) or "",
-    )
-
-
 # --- job runs: a job across flights (history), or the jobs a host ran ----------------------
 
 

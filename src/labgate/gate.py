@@ -351,18 +351,18 @@ class Gate:
         """A finished ``real`` flight of every job at this tuple: an unfinished one a killed gate
         left is resumed, a finished one not yet judged is reused; otherwise a new one runs."""
         all_jobs = {j.name for j in self.lab.jobs_for(branch)}
-        for f in self.store.list_flights(branch, blessing=Blessing.REAL, limit=20):
-            if dict(f.revisions) != dict(revisions):
-                continue
-            full = {j.name for j in self.store.get_flight(f.id).jobs} == all_jobs
-            if not full:
+        recent = self.store.list_flights(branch, blessing=Blessing.REAL, limit=20)
+        same_tuple = [f.id for f in recent if dict(f.revisions) == dict(revisions)]
+        baseline = self.store.baseline(branch)
+        for f in self.store.get_flights(same_tuple):
+            if {j.name for j in f.jobs} != all_jobs:
                 continue
             if f.state is not FlightState.FINISHED:
                 self.say(f"{branch}: resuming flight {f.id} ({what})")
                 return await self._run(f.id, what)
-            if self.store.verdict(f.id) is None and f.id != self.store.baseline(branch):
+            if self.store.verdict(f.id) is None and f.id != baseline:
                 self.say(f"{branch}: reusing finished flight {f.id} ({what})")
-                return self.store.get_flight(f.id)
+                return f
         flight_id = plan_flight(
             self.lab, self.store, branch, revisions=revisions, blessing=Blessing.REAL
         )

@@ -16,7 +16,7 @@ from labgate.config import Lab, load_lab
 from labgate.flight import FlightError, FlightRun, plan_flight
 from labgate.model import Blessing, FlightResult, FlightState, Outcome
 from labgate.store import Store
-from labs import job, labgate, local_host, step, toml_str, write_lab
+from labs import job, labgate, local_host, step, write_lab
 from procs import gone_within
 
 BUILD_SH = (
@@ -312,7 +312,6 @@ def test_demo_tells_the_whole_gate_story(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     assert upstream_master == push.sha
-    assert toml_str("x") == '"x"'
 
 
 def test_a_cancel_request_in_the_store_cancels_the_running_flight(

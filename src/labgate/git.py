@@ -103,6 +103,8 @@ class Mirrors:
     def __init__(self, root: Path, urls: dict[str, str]) -> None:
         self.root = root
         self.urls = urls
+        # the tags each job's work tree gets, read once per fetch of the mirror, not per job
+        self._tags: dict[str, str] = {}
 
     def path(self, tree: str) -> Path:
         return self.root / _mirror_name(tree)
@@ -110,6 +112,7 @@ class Mirrors:
     def update(self, tree: str) -> Path:
         """Create or fetch the tree's mirror; returns its path."""
         path = self.path(tree)
+        self._tags.pop(tree, None)
         url = self.urls[tree]
         if not (path / "HEAD").exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +160,9 @@ class Mirrors:
         (repo / "config").write_text(
             "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
         )
-        (repo / "packed-refs").write_text("".join(_tag_lines(mirror)))
+        if tree not in self._tags:
+            self._tags[tree] = "".join(_tag_lines(mirror))
+        (repo / "packed-refs").write_text(self._tags[tree])
         git(
             ["read-tree", "-u", "--reset", sha],
             cwd=dest,

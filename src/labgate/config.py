@@ -222,13 +222,16 @@ class RawLabSection(_Raw):
     poll_interval: float = Field(default=60.0, gt=0)
 
 
+_GATE = GateSettings()  # the defaults live there; this model adds the bounds a file may give
+
+
 class RawGate(_Raw):
-    flake_threshold: float = Field(default=0.1, ge=0, le=1)
-    retests: int = Field(default=2, ge=0, le=10)
-    bisect_parallel: int = Field(default=2, ge=1, le=64)
-    bisect_confidence: float = Field(default=0.99, ge=0.5, lt=1)
-    bisect_max_flights: int = Field(default=60, ge=2)
-    lease_s: float = Field(default=60.0, gt=0)
+    flake_threshold: float = Field(default=_GATE.flake_threshold, ge=0, le=1)
+    retests: int = Field(default=_GATE.retests, ge=0, le=10)
+    bisect_parallel: int = Field(default=_GATE.bisect_parallel, ge=1, le=64)
+    bisect_confidence: float = Field(default=_GATE.bisect_confidence, ge=0.5, lt=1)
+    bisect_max_flights: int = Field(default=_GATE.bisect_max_flights, ge=2)
+    lease_s: float = Field(default=_GATE.lease_s, gt=0)
 
     def to_settings(self) -> GateSettings:
         return GateSettings(**self.model_dump())

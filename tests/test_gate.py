@@ -71,6 +71,15 @@ ANN = ("Ann Maintainer", "ann@xen.example")
 BOB = ("Bob Breaker", "bob@xen.example")
 
 
+def one_change(upstream: Upstream) -> tuple[str, str]:
+    """master at a base commit, staging one harmless commit ahead: (base, change)."""
+    base = upstream.commit("base", {"VERSION": "1\n"}, ANN)
+    upstream.push(base, "master")
+    change = upstream.commit("change", {"a": "1\n"}, ANN)
+    upstream.push(change, "staging")
+    return base, change
+
+
 def history(upstream: Upstream, bad_at: int, length: int = 12) -> list[str]:
     """master at a base commit; staging ``length`` commits ahead, the one at ``bad_at`` (by Bob)
     plants the bug."""
@@ -183,10 +192,7 @@ def test_the_tested_commit_is_pushed_even_when_staging_moves_during_the_flight(
 
 def test_a_tested_ref_moved_by_hand_is_reported_not_overwritten(tmp_path: Path) -> None:
     upstream = Upstream(tmp_path)
-    base = upstream.commit("base", {"VERSION": "1\n"}, ANN)
-    upstream.push(base, "master")
-    good = upstream.commit("good", {"a": "1\n"}, ANN)
-    upstream.push(good, "staging")
+    base, _good = one_change(upstream)
     lab_dir = write_gate_lab(tmp_path, upstream, database=None)
     lab = load_lab(lab_dir)
     # the baseline exists; then someone pushes an unrelated commit to master by hand
@@ -208,10 +214,7 @@ def test_a_flaky_failure_is_retested_and_recorded_as_a_flake_not_a_regression(
     tmp_path: Path,
 ) -> None:
     upstream = Upstream(tmp_path)
-    base = upstream.commit("base", {"VERSION": "1\n"}, ANN)
-    upstream.push(base, "master")
-    change = upstream.commit("change", {"a": "1\n"}, ANN)
-    upstream.push(change, "staging")
+    _base, change = one_change(upstream)
     marker = tmp_path / "failed-once"
     # fails the first time it runs at `change`, passes after
     flaky = (
@@ -229,10 +232,7 @@ def test_a_flaky_failure_is_retested_and_recorded_as_a_flake_not_a_regression(
 
 def test_a_broken_lab_is_not_tested_never_a_regression(tmp_path: Path) -> None:
     upstream = Upstream(tmp_path)
-    base = upstream.commit("base", {"VERSION": "1\n"}, ANN)
-    upstream.push(base, "master")
-    change = upstream.commit("change", {"a": "1\n"}, ANN)
-    upstream.push(change, "staging")
+    base, change = one_change(upstream)
     broken = (
         f'if [ "$LABGATE_REV_XEN" = {change} ]; then echo "host lost" > "$LABGATE_BROKEN_FILE";'
         f" exit 1; fi; {TEST}"
@@ -252,10 +252,7 @@ def test_a_broken_lab_is_not_tested_never_a_regression(tmp_path: Path) -> None:
 
 def test_a_job_the_lab_broke_is_retried_on_another_host(tmp_path: Path) -> None:
     upstream = Upstream(tmp_path)
-    base = upstream.commit("base", {"VERSION": "1\n"}, ANN)
-    upstream.push(base, "master")
-    change = upstream.commit("change", {"a": "1\n"}, ANN)
-    upstream.push(change, "staging")
+    _base, change = one_change(upstream)
     lost_on_h0 = (
         f'if [ "$LABGATE_REV_XEN" = {change} ] && [ "$LABGATE_HOST" = h0 ]; then '
         f'echo "h0 lost its disk" > "$LABGATE_BROKEN_FILE"; exit 1; fi; {TEST}'

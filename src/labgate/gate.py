@@ -436,11 +436,7 @@ class Gate:
     def _history(self, branch: str) -> list[FlightResult]:
         """The branch's own evidence: its real and bisect flights (review flights test patches
         that are not on the branch; adhoc and play flights test whatever someone asked)."""
-        return [
-            f
-            for f in self.store.branch_history(branch, limit=HISTORY_LOOKBACK)
-            if f.blessing in EVIDENCE
-        ]
+        return self.store.branch_history(branch, limit=HISTORY_LOOKBACK, blessings=EVIDENCE)
 
     def _push(self, branch: str, flight: FlightResult) -> tuple[bool, str]:
         spec = self.lab.branch(branch)
@@ -572,38 +568,31 @@ class _BisectRun:
             self.observations.append(Observation(self.point_of(flight.revisions), answer))
         return answer
 
+    def use(self, stored: FlightResult) -> bool:
+        """Learn from a stored flight of the branch's evidence that ran the job, once; True if
+        it answered (a bisect flight it answers from counts among the bisection's flights)."""
+        if stored.id in self.used or stored.blessing not in EVIDENCE:
+            return False
+        if not any(j.name == self.item.job for j in stored.jobs):
+            return False
+        if self.learn(stored) is None:
+            return False
+        if stored.blessing is Blessing.BISECT and stored.id not in self.flights:
+            self.flights.append(stored.id)
+        return True
+
     def reuse(self, point: Mapping[str, str]) -> bool:
         """Use every stored result at this tuple not used yet; True if any answered."""
-        answered = False
-        for stored in self.gate.store.flights_at(self.branch, self.full(point)):
-            if stored.id in self.used or stored.blessing not in EVIDENCE:
-                continue
-            if not any(j.name == self.item.job for j in stored.jobs):
-                continue
-            if self.learn(stored) is not None:
-                answered = True
-                if stored.blessing is Blessing.BISECT and stored.id not in self.flights:
-                    self.flights.append(stored.id)
-        return answered
+        found = self.gate.store.flights_at(self.branch, self.full(point))
+        return any([self.use(stored) for stored in found])
 
     def reuse_history(self) -> None:
-        others = {
-            t: s
-            for t, s in self.flight.revisions.items()
-            if t not in self.point_of(self.flight.revisions)
-        }
+        """Use every flight of the branch's history whose tuple lies on this search: the trees
+        outside the ranges as in the failing flight, the others at a point of the chain."""
         for stored in self.gate._history(self.branch):
-            if stored.id in self.used or any(
-                stored.revisions.get(t) != s for t, s in others.items()
-            ):
-                continue
-            if set(stored.revisions) != set(self.flight.revisions):
-                continue
-            if self.engine.graph.locate(self.point_of(stored.revisions)) is None:
-                continue
-            ran = any(j.name == self.item.job for j in stored.jobs)
-            if ran and self.learn(stored) and stored.blessing is Blessing.BISECT:
-                self.flights.append(stored.id)
+            on_chain = dict(stored.revisions) == self.full(self.point_of(stored.revisions))
+            if on_chain and self.engine.graph.locate(self.point_of(stored.revisions)) is not None:
+                self.use(stored)
 
     async def test(self, point: Mapping[str, str]) -> None:
         gate = self.gate

@@ -609,9 +609,15 @@ class Store:
     # --- history -----------------------------------------------------------------------------
 
     def branch_history(
-        self, branch: str, *, limit: int = 100, before: int | None = None
+        self,
+        branch: str,
+        *,
+        limit: int = 100,
+        before: int | None = None,
+        blessings: Sequence[Blessing] | None = None,
     ) -> list[FlightResult]:
-        """The branch's finished flights, newest first, each with its jobs and steps."""
+        """The branch's finished flights (of these blessings), newest first, each with its jobs
+        and steps."""
         query = (
             select(t.flight.c.id)
             .where(t.flight.c.branch == branch, t.flight.c.state == str(FlightState.FINISHED))
@@ -620,6 +626,8 @@ class Store:
         )
         if before is not None:
             query = query.where(t.flight.c.id < before)
+        if blessings is not None:
+            query = query.where(t.flight.c.blessing.in_([str(b) for b in blessings]))
         with self.engine.connect() as conn:
             ids = list(conn.execute(query).scalars())
         return self.get_flights(ids)

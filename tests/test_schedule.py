@@ -105,3 +105,20 @@ def test_a_job_broken_on_a_host_is_retried_on_another_when_one_is_free() -> None
     assert allocate([job(1)], hosts, last_host={"job1": "a"}, avoid={"job1": "a"})[0].host == "b"
     full = [HostSlots("a", AMD, 2), HostSlots("b", AMD, 1, used=1)]
     assert allocate([job(1)], full, avoid={"job1": "a"})[0].host == "a"
+
+
+def test_a_job_is_blocked_only_by_dependencies_that_ended_without_passing() -> None:
+    from labgate.model import Outcome
+    from labgate.schedule import blocked_reason
+
+    outcomes = {
+        "build": Outcome.FAIL,
+        "docs": Outcome.SKIP,
+        "tools": Outcome.RUNNING,
+        "lint": Outcome.BROKEN,
+    }
+    assert blocked_reason(["docs", "tools"], outcomes) is None
+    assert (
+        blocked_reason(["build", "docs", "lint", "tools"], outcomes)
+        == "dependency did not pass: build fail, lint broken"
+    )

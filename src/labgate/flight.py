@@ -43,7 +43,7 @@ from labgate.model import (
     TestCaseResult,
     flight_outcome,
 )
-from labgate.schedule import HostSlots, ReadyJob, allocate, can_run
+from labgate.schedule import HostSlots, ReadyJob, allocate, blocked_reason, can_run
 from labgate.store import Store, StoredJob
 
 
@@ -337,12 +337,9 @@ class FlightRun:
             for name, job in jobs.items():
                 if state[name] is not Outcome.QUEUED:
                     continue
-                failed = [
-                    d for d in job.spec.depends if state[d].finished and not state[d].succeeded
-                ]
-                if failed:
-                    reason = ", ".join(f"{d} {state[d]}" for d in failed)
-                    self.store.block_job(job.id, f"dependency did not pass: {reason}")
+                reason = blocked_reason(job.spec.depends, state)
+                if reason is not None:
+                    self.store.block_job(job.id, reason)
                     state[name] = Outcome.BLOCKED
                     self.progress.job_finished(name, Outcome.BLOCKED, None)
                     changed = True

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from labgate.model import Outcome
+
 
 @dataclass(frozen=True)
 class ReadyJob:
@@ -40,6 +42,15 @@ class Allocation:
     job_id: int
     host: str
     slots: int
+
+
+def blocked_reason(depends: Sequence[str], outcomes: Mapping[str, Outcome]) -> str | None:
+    """Why a queued job will never run: the dependencies that finished without passing (None
+    while none did)."""
+    failed = [d for d in depends if outcomes[d].finished and not outcomes[d].succeeded]
+    if not failed:
+        return None
+    return "dependency did not pass: " + ", ".join(f"{d} {outcomes[d]}" for d in failed)
 
 
 def can_run(job: ReadyJob, host: HostSlots) -> bool:

@@ -26,6 +26,7 @@ from labgate.flight import FlightRun, mirrors_for
 from labgate.git import Mirrors
 from labgate.hosts.allocation import ACTIVE_FLIGHT_STATES, BLESSING_PRIORITY, Allocator, Claim
 from labgate.model import FlightState, Outcome, flight_outcome
+from labgate.schedule import blocked_reason
 from labgate.store import Store
 
 SYNC_ATTEMPTS = 5
@@ -135,12 +136,9 @@ class Controller:
             for j in jobs:
                 if outcome[j.spec.name] is not Outcome.QUEUED:
                     continue
-                failed = [
-                    d for d in j.spec.depends if outcome[d].finished and not outcome[d].succeeded
-                ]
-                if failed:
-                    why = ", ".join(f"{d} {outcome[d]}" for d in failed)
-                    self.store.block_job(j.id, f"dependency did not pass: {why}")
+                why = blocked_reason(j.spec.depends, outcome)
+                if why is not None:
+                    self.store.block_job(j.id, why)
                     outcome[j.spec.name] = Outcome.BLOCKED
                 elif not any(h.flags >= set(j.spec.requires) for h in self.lab.hosts):
                     reason = "no host of the lab has the flags it requires"

@@ -10,10 +10,13 @@ How it decides (the modules it uses are named for their concept):
   at a good point with the flake rate p, at a bad one with q + (1 - q) p. p and q are learnt from
   the runs under a spike-and-slab prior (most mass on the deterministic test).
 - ``design``: the next k points by mutual information with the culprit, jointly for a batch.
+- settling: once the mixture favours one candidate, each run goes where it shrinks the guard's
+  largest risk most in expectation (its own checks, usually).
 
-A culprit is named when (1) its probability reaches ``confidence`` under every noise hypothesis
-the runs have not made implausible (so a flaky or intermittent test that happens to look
-deterministic is not trusted on the prior's word), and (2) it has been seen to fail and each of its
+A culprit is named when (1) it clears every noise hypothesis of the grid (``posterior.ALPHA``: so
+a flaky or intermittent test that happens to look deterministic is not trusted on the prior's word,
+and the rate of wrong culprits stays under 1 - confidence for each p and q, not only on average),
+and (2) it has been seen to fail and each of its
 parents (or, for the first commit of a later tree's range, the previous tree's bad commit) to pass,
 directly. The bad commit of the last tree counts as seen failing; good commits as seen passing.
 With ``first_parent`` the search walks the first-parent chain only: a merge stands for everything
@@ -24,11 +27,15 @@ commits outside the ranges are counted as runs but carry no information. ``skip`
 untestable for good: it is never proposed again; when untestable commits leave several candidates
 that no testable point can tell apart, the decision is "undecided" with those candidates. Every
 observation, skips included, counts against ``max_executions``. A "test" decision may carry no
-tests when everything worth running is pending: wait for those runs.
+tests when everything worth running is pending: wait for those runs. While searching, the points of
+a batch are distinct and none is pending; while settling, the leading candidate and its parents may
+be proposed more than once, or again while they run: two runs of a noisy test at once are two
+pieces of evidence.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -52,6 +59,7 @@ __all__ = [
 Outcome = Literal["good", "bad", "skip"]
 
 DEFAULT_MAX_EXECUTIONS = 1000
+SETTLE = 0.9  # the mixture probability from which runs go to settling the leading candidate
 _TOP = 5  # candidates listed in a decision
 TestPoint = Mapping[str, str]
 
@@ -74,8 +82,9 @@ class Culprit:
 class Decision:
     """What to do next: run ``tests``, or the ``culprit`` is found, or the search is stuck.
 
-    ``confidence`` is the leading candidate's probability under the least favourable noise
-    hypothesis still plausible (what is compared with the confidence asked for); ``candidates``
+    ``confidence`` is the smaller of the leading candidate's probability and 1 - the guard's
+    largest risk over the noise hypotheses (what is compared with the confidence asked for; see
+    ``posterior.ALPHA``); ``candidates``
     give the posterior averaged over the noise, best first. ``flake_rate`` and ``detection_rate``
     are the posterior means of p and q; ``executions`` counts the observations given.
     """
@@ -176,45 +185,93 @@ class Search:
         k = min(k, self.max_executions - len(observations) - len(pending))
         if k < 1:
             return base
-        # once the mixture is all but certain and a plausible noise hypothesis still is not, the
-        # mixture's choice may no longer move that hypothesis: design for it instead
-        design = post
-        if ranked[0][1] >= 1.0 - (1.0 - self.confidence) / 10 > conf and post.limiting is not None:
-            design = post.limiting
-        picks = self._picks(
-            design, k, top if conf >= self.confidence else None, need, skipped, busy
-        )
+        if ranked[0][1] >= SETTLE and top not in skipped:
+            picks = self._settle(post, top, fails, passes, k, skipped, busy)
+        else:
+            picks = self._picks(post, k, skipped, busy)
         if not picks and not busy:
             reason = "no commit left to test can tell the candidates apart"
             return replace(base, kind="undecided", reason=reason)
         return replace(base, tests=tuple(dict(g.points[x]) for x in picks))
 
-    def _picks(
+    def _settle(
         self,
         post: Posterior,
+        top: int,
+        fails: Counter[int],
+        passes: Counter[int],
         k: int,
-        top: int | None,
-        need: list[int],
         skipped: set[int],
         busy: list[int],
     ) -> list[int]:
-        """The next points: a confident but unconfirmed culprit's own checks first, then the most
-        informative others (jointly with the points still running)."""
+        """The runs that settle a leading candidate: each chosen to shrink, in expectation, the
+        largest risk over the noise hypotheses (what :func:`posterior` stops on), among the
+        candidate's own checks and the points the designs for the mixture and for the limiting
+        hypothesis would pick. A batch assumes each pick gives its likelier outcome and stops
+        growing once that would settle the candidate."""
+        g = self.graph
+        fails, passes = Counter(fails), Counter(passes)
+        for x in busy:  # runs on their way: count them as giving their likelier outcome
+            fails, passes = self._expect(post, x, fails, passes)
+        checks = [top, *(p for p in g.confirm_parents[top] if p >= 0)]
         exclude = skipped | set(busy)
-        forced = [x for x in need if x not in exclude][:k] if top is not None else []
-        if len(forced) == k:
-            return forced
-        rest = choose(
-            self.graph, post, k - len(forced), exclude=exclude | set(forced), seeds=busy + forced
-        )
-        return forced + rest
+        others = choose(g, post, 2, exclude=exclude, seeds=busy)
+        if post.limiting is not None:
+            others += choose(g, post.limiting, 2, exclude=exclude, seeds=busy)
+        pool = list(dict.fromkeys(x for x in (*checks, *others) if x not in skipped))
+        picks: list[int] = []
+        while len(picks) < k:
+            if picks or busy:
+                post = self._posterior(fails, passes)
+            settled = min(post.classes[0][2] / post.classes[0][1], post.guarded)
+            if settled >= self.confidence:
+                # the runs (or those expected) settle it: only the checks it lacks remain
+                missing = [x for x in self._unconfirmed(top, fails, passes) if x not in skipped]
+                if not missing:
+                    break
+                best = missing[0]
+            else:
+                best = min(pool, key=lambda x: self._expected_risk(post, x, fails, passes))
+            picks.append(best)
+            fails, passes = self._expect(post, best, fails, passes)
+        return picks
+
+    def _expect(
+        self, post: Posterior, x: int, fails: Counter[int], passes: Counter[int]
+    ) -> tuple[Counter[int], Counter[int]]:
+        """The counts with one more run at ``x`` giving its likelier outcome."""
+        fails, passes = Counter(fails), Counter(passes)
+        (fails if _fail_probability(self.graph, post, x) >= 0.5 else passes)[x] += 1
+        return fails, passes
+
+    def _expected_risk(
+        self, post: Posterior, x: int, fails: Counter[int], passes: Counter[int]
+    ) -> float:
+        """The expected log of the largest risk after one more run at ``x``."""
+        pf = _fail_probability(self.graph, post, x)
+        out = 0.0
+        for weight, counts in ((pf, fails), (1.0 - pf, passes)):
+            if weight <= 0.0:
+                continue
+            counts[x] += 1
+            after = self._posterior(fails, passes)
+            counts[x] -= 1
+            if not counts[x]:
+                del counts[x]
+            out += weight * math.log(max(1.0 - after.guarded, 1e-12))
+        return out
+
+    def _picks(self, post: Posterior, k: int, skipped: set[int], busy: list[int]) -> list[int]:
+        """The most informative next points, jointly with the points still running."""
+        return choose(self.graph, post, k, exclude=skipped | set(busy), seeds=busy)
 
     def _posterior(self, fails: Counter[int], passes: Counter[int]) -> Posterior:
         points = (set(fails) | set(passes)) - {-1}
-        known = set(self._partition.points)
-        if not known <= points:  # another history than the last call's: start afresh
+        # points of another history (or of a settling lookahead) carry no runs here and change no
+        # likelihood; they only cost time, so the classes start afresh once they pile up
+        if len(self._partition.points) > 2 * len(points) + 16:
             self._partition = Partition(self.graph)
-        self._partition.refine(sorted(points - known))
+        self._partition.refine(sorted(points))
         return posterior(self._partition, fails, passes, self.noise)
 
     def _ranked(self, post: Posterior, skipped: set[int]) -> list[tuple[int, float]]:
@@ -260,6 +317,16 @@ class Search:
             f" ({sum(probs.values()):.1%} together)",
             ranked,
         )
+
+
+def _fail_probability(graph: Graph, post: Posterior, x: int) -> float:
+    """The probability that a run at point ``x`` fails, under the posterior."""
+    a = graph.anc[x]
+    out = 0.0
+    for bits, size, mass, f_in, f_out, *_ in post.classes:
+        n = (bits & a).bit_count()
+        out += mass * (n / size * f_in + (1.0 - n / size) * f_out)
+    return out
 
 
 def _probability(post: Posterior, i: int) -> float:

@@ -38,20 +38,24 @@ class Noise:
 
 # The spike, p = 0 and q = 1 (a deterministic test), holds 85% of the prior: it steers the choice of
 # tests so that a history without contradictions is searched as git bisect does; whether a culprit
-# may be named is the guard's call (see PLAUSIBLE), not the prior's. The slab is a coarse grid over
-# the flaky test (p from 0.05 to 0.3, no p = 0: a test seen to be noisy is not trusted never to
-# flake) and the intermittent regression (q = 1, 0.7, 0.5, 0.3). A true p or q between grid values
-# is modelled by its neighbours; the noisier one trusts each run less than it deserves, which costs
-# runs, not accuracy. Values closer to the spike (q = 0.9, p = 0.02) would cost every quiet search
-# more runs to rule out than they save on the rare test that has them.
+# may be named is the guard's call (see ALPHA), not the prior's. The slab is a coarse grid over
+# the flaky test (p from 0 to 0.3) and the intermittent regression (q = 1, 0.7, 0.5, 0.3); a true p
+# or q between grid values is modelled by its neighbours. The guard holds for each hypothesis of the
+# grid: the wider the grid, the more tests the guarantee covers, at a small cost in runs (dropping
+# p = 0.3 or q = 0.3 saves under half a run on a quiet history).
 _SPIKE = 0.85
-_P_SLAB = ((0.05, 0.3), (0.1, 0.3), (0.2, 0.3), (0.3, 0.1))
+_P_SLAB = ((0.0, 0.2), (0.05, 0.25), (0.1, 0.25), (0.2, 0.2), (0.3, 0.1))
 _Q_SLAB = ((1.0, 0.4), (0.7, 0.2), (0.5, 0.2), (0.3, 0.2))
 
 
 def default_noise_prior() -> tuple[Noise, ...]:
     """The spike-and-slab prior over (p, q) described above."""
-    slab = tuple(Noise(p, q, (1.0 - _SPIKE) * wp * wq) for p, wp in _P_SLAB for q, wq in _Q_SLAB)
+    slab = tuple(
+        Noise(p, q, (1.0 - _SPIKE) * wp * wq)
+        for p, wp in _P_SLAB
+        for q, wq in _Q_SLAB
+        if p or q < 1.0
+    )
     return (Noise(0.0, 1.0, _SPIKE), *slab)
 
 
@@ -107,24 +111,31 @@ class Posterior:
     noise: tuple[tuple[Noise, float], ...]  # hypothesis and its posterior probability
     flake_rate: float  # posterior mean of p
     detection_rate: float  # posterior mean of q
-    # the leading candidate's probability under the least favourable noise hypothesis that the
-    # runs have not made implausible: the search names a culprit on this, not on the mixture
+    # 1 - the largest risk over the noise hypotheses (see ALPHA); a culprit is named on this,
+    # not on the mixture
     guarded: float = 0.0
-    # the posterior under that least favourable hypothesis: what the search must convince
+    # the posterior under the hypothesis of the largest risk: what the search must convince
     limiting: Posterior | None = None
 
     def per_member(self, j: int) -> float:
         return self.classes[j][2] / self.classes[j][1]
 
 
-PLAUSIBLE = 0.01
-"""A noise hypothesis whose Bayes factor against the whole model (posterior / prior) falls below
-this no longer holds a culprit back.
+ALPHA = 0.9
+"""How the guard splits the error it allows between its two ways of clearing a noise hypothesis.
 
-Naming a culprit only when it reaches the confidence under *every* plausible hypothesis keeps the
-rate of wrong culprits near 1 - confidence in each (p, q) cell, not only on average over the prior:
-under the true hypothesis its Bayes factor is a martingale, so it ever falls below PLAUSIBLE with
-probability at most PLAUSIBLE (Ville's inequality).
+For each hypothesis h of the grid, the runs give ``wrong`` (the probability, were h true, that the
+leading candidate is not the culprit) and the Bayes factor ``B = P_h(runs) / P_prior(runs)``. The
+leading candidate clears h if ``B * wrong <= ALPHA * (1 - confidence)`` or ``wrong <= (1 - ALPHA) *
+(1 - confidence)``; a culprit is named when it clears every h. This keeps the rate of wrong culprits
+at most 1 - confidence in *each* cell of the grid, not only on average over the prior: summed over
+the histories the search stops on, the first way is bounded by ``ALPHA * eps * P_prior(stop)`` and
+the second by ``(1 - ALPHA) * eps * P_h(stop)``, both probabilities at most 1.
+
+The first way is what lets a quiet history stop early: its runs are likely under the deterministic
+test, so B is small for every noisy h. The second is what lets a noisy history stop at all: there
+the true h's B grows towards 1 / prior(h), and asking ``B * wrong`` to be small would ask far more
+than the confidence of it.
 """
 
 
@@ -210,15 +221,20 @@ def posterior(
     hs = tuple((h, w / z) for h, w in zip(noise, noise_mass, strict=True))
     top = max(range(len(found)), key=lambda j: found[j][2] / found[j][1])
     top_row, top_size = rows[top][2], rows[top][1]
-    plausible = [i for i in range(len(noise)) if noise_mass[i] >= PLAUSIBLE * noise[i].prior * z]
-    by_noise = {i: math.exp(top_row[i] - best) / top_size / noise_mass[i] for i in plausible}
-    worst = min(by_noise, key=lambda i: by_noise[i], default=None)
+    risk = {}
+    for i in range(len(noise)):
+        if noise_mass[i] <= 0.0:
+            continue
+        wrong = 1.0 - math.exp(top_row[i] - best) / top_size / noise_mass[i]
+        factor = noise_mass[i] / (noise[i].prior * z)
+        risk[i] = min(factor * wrong / ALPHA, wrong / (1.0 - ALPHA))
+    worst = max(risk, key=lambda i: risk[i], default=None)
     return Posterior(
         classes=tuple(classes),
         noise=hs,
         flake_rate=sum(h.p * w for h, w in hs),
         detection_rate=sum(h.q * w for h, w in hs),
-        guarded=0.0 if worst is None else by_noise[worst],
+        guarded=0.0 if worst is None else max(0.0, 1.0 - risk[worst]),
         limiting=None if worst is None else _conditional(rows, best, noise, worst),
     )
 

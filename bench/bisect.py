@@ -439,6 +439,22 @@ def _targets(
     if worst is not None:
         acc, key = worst
         yield acc >= 0.99, f"labgate accuracy >= 0.99 in every cell: worst {acc:.3f} at {key[:5]}"
+        for noisy in (False, True):
+            rs = [
+                r
+                for key, rs in cells.items()
+                if key[5] == "labgate" and (key[2] != 0.0 or key[3] != 1.0) == noisy
+                for r in rs
+            ]
+            if rs:
+                right = sum(r.correct for r in rs)
+                low, high = wilson(right, len(rs))
+                yield (
+                    high >= 0.99,
+                    f"labgate accuracy over every {'noisy' if noisy else 'deterministic'} cell:"
+                    f" {right}/{len(rs)} = {right / len(rs):.4f}, 95% interval"
+                    f" [{low:.4f}, {high:.4f}] (passes unless the interval lies below 0.99)",
+                )
     for shape, size in histories:
         git0 = cells.get((shape, size, 0.0, 1.0, 1, "git bisect"))
         if not git0:
@@ -475,6 +491,14 @@ def _targets(
                         f"{shape} {size} p={p} q={q}: rounds k=4 / k=1 = {ratio:.3f}"
                         f" (target <= 0.35)",
                     )
+
+
+def wilson(right: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% for z = 1.96)."""
+    phat = right / n
+    centre = (phat + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def engine_version() -> str:

@@ -405,3 +405,52 @@ def test_never_more_tests_than_the_budget_has_left() -> None:
     assert len(d.tests) == 2
     d = Search([r], max_executions=10).decide(observations, k=4, pending=[{"": "c70"}] * 2)
     assert d.tests == ()
+
+
+# --- the guard's lookahead agrees with the posterior -----------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32), runs=st.integers(0, 80))
+def test_lookahead_agrees_with_the_posterior_it_predicts(seed: int, runs: int) -> None:
+    """The settling step's fast update gives what the posterior computes from scratch."""
+    from collections import Counter
+
+    from labgate.bisect.graph import Graph
+    from labgate.bisect.posterior import Lookahead, Partition, default_noise_prior, posterior
+
+    rng = random.Random(seed)
+    r = random_dag(rng, 12)
+    g = Graph([r])
+    noise = default_noise_prior()
+    fails: Counter[int] = Counter()
+    passes: Counter[int] = Counter()
+    culprit = rng.randrange(g.size)
+    for _ in range(runs):  # mostly what the culprit implies, a few flakes
+        x = rng.randrange(g.size)
+        bad = bool(g.anc[x] >> culprit & 1) != (rng.random() < 0.1)
+        (fails if bad else passes)[x] += 1
+    x = rng.randrange(g.size)
+    fail = rng.random() < 0.5
+    part = Partition(g)
+    part.refine(sorted({*fails, *passes, x}))
+    before = posterior(part, fails, passes, noise)
+    top = max(range(g.size), key=lambda i: _member_probability(before, i))
+    ahead = Lookahead(part, fails, passes, noise, top)
+
+    def settled(post: object) -> float:
+        return min(_member_probability(post, top), post.guarded)  # type: ignore[attr-defined]
+
+    assert ahead.settled() == pytest.approx(settled(before), abs=1e-9)
+    ahead.add(x, fail)
+    (fails if fail else passes)[x] += 1
+    after = posterior(part, fails, passes, noise)
+    if top == max(range(g.size), key=lambda i: _member_probability(after, i)):
+        assert ahead.settled() == pytest.approx(settled(after), abs=1e-9)
+
+
+def _member_probability(post: object, i: int) -> float:
+    for bits, size, mass, *_ in post.classes:  # type: ignore[attr-defined]
+        if bits >> i & 1:
+            return float(mass) / size
+    return 0.0

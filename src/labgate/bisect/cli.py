@@ -59,7 +59,7 @@ def bisect_group() -> None:
     default=0.99,
     show_default=True,
     type=click.FloatRange(0.5, 1.0, max_open=True),
-    help="Name a culprit once it is this likely.",
+    help="Name a culprit once it is this likely, however flaky or intermittent the test.",
 )
 @click.option("--first-parent", is_flag=True, help="Follow only the first parent of merges.")
 @click.option(

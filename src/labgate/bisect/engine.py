@@ -35,7 +35,6 @@ pieces of evidence.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -43,7 +42,13 @@ from typing import Literal
 
 from labgate.bisect.design import choose
 from labgate.bisect.graph import BisectError, Graph, TreeRange, members
-from labgate.bisect.posterior import Partition, Posterior, default_noise_prior, posterior
+from labgate.bisect.posterior import (
+    Lookahead,
+    Partition,
+    Posterior,
+    default_noise_prior,
+    posterior,
+)
 
 __all__ = [
     "BisectError",
@@ -210,56 +215,36 @@ class Search:
         hypothesis would pick. A batch assumes each pick gives its likelier outcome and stops
         growing once that would settle the candidate."""
         g = self.graph
-        fails, passes = Counter(fails), Counter(passes)
-        for x in busy:  # runs on their way: count them as giving their likelier outcome
-            fails, passes = self._expect(post, x, fails, passes)
         checks = [top, *(p for p in g.confirm_parents[top] if p >= 0)]
         exclude = skipped | set(busy)
         others = choose(g, post, 2, exclude=exclude, seeds=busy)
         if post.limiting is not None:
             others += choose(g, post.limiting, 2, exclude=exclude, seeds=busy)
         pool = list(dict.fromkeys(x for x in (*checks, *others) if x not in skipped))
+        self._partition.refine([*pool, *busy])  # points with no runs change no likelihood
+        ahead = Lookahead(self._partition, fails, passes, self.noise, top)
+        fails, passes = Counter(fails), Counter(passes)
+
+        def expect(x: int) -> None:
+            fail = ahead.fail_probability(x) >= 0.5
+            ahead.add(x, fail)
+            (fails if fail else passes)[x] += 1
+
+        for x in busy:  # runs on their way: count them as giving their likelier outcome
+            expect(x)
         picks: list[int] = []
         while len(picks) < k:
-            if picks or busy:
-                post = self._posterior(fails, passes)
-            settled = min(post.classes[0][2] / post.classes[0][1], post.guarded)
-            if settled >= self.confidence:
+            if ahead.settled() >= self.confidence:
                 # the runs (or those expected) settle it: only the checks it lacks remain
                 missing = [x for x in self._unconfirmed(top, fails, passes) if x not in skipped]
                 if not missing:
                     break
                 best = missing[0]
             else:
-                best = min(pool, key=lambda x: self._expected_risk(post, x, fails, passes))
+                best = min(pool, key=ahead.expected_log_risk)
             picks.append(best)
-            fails, passes = self._expect(post, best, fails, passes)
+            expect(best)
         return picks
-
-    def _expect(
-        self, post: Posterior, x: int, fails: Counter[int], passes: Counter[int]
-    ) -> tuple[Counter[int], Counter[int]]:
-        """The counts with one more run at ``x`` giving its likelier outcome."""
-        fails, passes = Counter(fails), Counter(passes)
-        (fails if _fail_probability(self.graph, post, x) >= 0.5 else passes)[x] += 1
-        return fails, passes
-
-    def _expected_risk(
-        self, post: Posterior, x: int, fails: Counter[int], passes: Counter[int]
-    ) -> float:
-        """The expected log of the largest risk after one more run at ``x``."""
-        pf = _fail_probability(self.graph, post, x)
-        out = 0.0
-        for weight, counts in ((pf, fails), (1.0 - pf, passes)):
-            if weight <= 0.0:
-                continue
-            counts[x] += 1
-            after = self._posterior(fails, passes)
-            counts[x] -= 1
-            if not counts[x]:
-                del counts[x]
-            out += weight * math.log(max(1.0 - after.guarded, 1e-12))
-        return out
 
     def _picks(self, post: Posterior, k: int, skipped: set[int], busy: list[int]) -> list[int]:
         """The most informative next points, jointly with the points still running."""
@@ -317,16 +302,6 @@ class Search:
             f" ({sum(probs.values()):.1%} together)",
             ranked,
         )
-
-
-def _fail_probability(graph: Graph, post: Posterior, x: int) -> float:
-    """The probability that a run at point ``x`` fails, under the posterior."""
-    a = graph.anc[x]
-    out = 0.0
-    for bits, size, mass, f_in, f_out, *_ in post.classes:
-        n = (bits & a).bit_count()
-        out += mass * (n / size * f_in + (1.0 - n / size) * f_out)
-    return out
 
 
 def _probability(post: Posterior, i: int) -> float:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from labgate.bisect.graph import Graph
 
-__all__ = ["Noise", "Partition", "Posterior", "default_noise_prior", "posterior"]
+__all__ = ["Lookahead", "Noise", "Partition", "Posterior", "default_noise_prior", "posterior"]
 
 
 @dataclass(frozen=True)
@@ -149,32 +149,34 @@ def _term(n: int, logp: float) -> float:
     return n * logp if n else 0.0
 
 
+def _exp(x: float) -> float:
+    return math.exp(x) if x > -math.inf else 0.0
+
+
 def _log(x: float) -> float:
     return math.log(x) if x > 0.0 else -math.inf
 
 
-def posterior(
+def _logs(noise: tuple[Noise, ...]) -> list[tuple[float, float, float, float, float]]:
+    """Per hypothesis: log prior, log P(fail | bad), log P(pass | bad), same for a good point."""
+    return [
+        (_log(h.prior), _log(h.fail_bad), _log(1.0 - h.fail_bad), _log(h.p), _log(1.0 - h.p))
+        for h in noise
+    ]
+
+
+def _rows(
     partition: Partition,
     fails: Mapping[int, int],
     passes: Mapping[int, int],
-    noise: tuple[Noise, ...],
-) -> Posterior:
-    """The posterior given the runs: ``fails``/``passes`` count runs per point (-1 = all good)."""
+    logs: list[tuple[float, float, float, float, float]],
+) -> tuple[list[tuple[int, int, list[float]]], float]:
+    """Per class: (bitset, size, log weight under each hypothesis), and the largest log weight."""
     pts = partition.points
     f_at = [fails.get(x, 0) for x in pts]
     p_at = [passes.get(x, 0) for x in pts]
     f_tot = sum(fails.values())
     p_tot = sum(passes.values())
-    logs = [
-        (
-            _log(h.prior),
-            _log(h.fail_bad),
-            _log(1.0 - h.fail_bad),
-            _log(h.p),
-            _log(1.0 - h.p),
-        )
-        for h in noise
-    ]
     rows: list[tuple[int, int, list[float]]] = []
     best = -math.inf
     for bits, sig in partition.classes:
@@ -188,9 +190,125 @@ def posterior(
             ls + lp + _term(fb, lfb) + _term(pb, lpb) + _term(fg, lfg) + _term(pg, lpg)
             for lp, lfb, lpb, lfg, lpg in logs
         ]
-        m = max(row)
-        best = max(best, m)
+        best = max(best, *row)
         rows.append((bits, size, row))
+    return rows, best
+
+
+def _risk(noise: tuple[Noise, ...], mass: list[float], top_mass: list[float]) -> list[float]:
+    """The guard's risk under each hypothesis (see ALPHA), from each hypothesis's total weight and
+    the weight of the leading candidate; a hypothesis of no weight has none."""
+    z = sum(mass)
+    out = []
+    for h, m, t in zip(noise, mass, top_mass, strict=True):
+        if m <= 0.0:
+            out.append(0.0)
+            continue
+        wrong = 1.0 - t / m
+        out.append(min(m / (h.prior * z) * wrong / ALPHA, wrong / (1.0 - ALPHA)))
+    return out
+
+
+class Lookahead:
+    """The guard's largest risk for one leading candidate after runs not made yet.
+
+    Built once per decision from the runs so far. It keeps each class's weight under each noise
+    hypothesis; a run at a point multiplies the weights of the classes it makes bad by one factor
+    and the others by another, so every question costs one sum over the classes.
+    """
+
+    def __init__(
+        self,
+        partition: Partition,
+        fails: Mapping[int, int],
+        passes: Mapping[int, int],
+        noise: tuple[Noise, ...],
+        top: int,
+    ) -> None:
+        self.noise = noise
+        self.partition = partition
+        rows, best = _rows(partition, fails, passes, _logs(noise))
+        self._weights = [[_exp(v - best) for v in row] for _, _, row in rows]
+        self._sigs = [frozenset(sig) for _, sig in partition.classes]
+        self._top = next(j for j, (bits, _, _) in enumerate(rows) if bits >> top & 1)
+        self._top_size = rows[self._top][1]
+        self._bad_cache: dict[int, list[float]] = {}
+
+    def _bad_mass(self, x: int) -> list[float]:
+        """Per hypothesis: the weight of the classes that ``x`` makes bad."""
+        if x not in self._bad_cache:
+            pos = self.partition.points.index(x)
+            out = [0.0] * len(self.noise)
+            for ws, sig in zip(self._weights, self._sigs, strict=True):
+                if pos in sig:
+                    out = [o + w for o, w in zip(out, ws, strict=True)]
+            self._bad_cache[x] = out
+        return self._bad_cache[x]
+
+    def _total(self) -> list[float]:
+        return [sum(col) for col in zip(*self._weights, strict=True)]
+
+    def _after(self, x: int, fail: bool) -> tuple[list[float], list[float]]:
+        """Per hypothesis: the total weight and the leading candidate's, after a run at ``x``."""
+        bad, total = self._bad_mass(x), self._total()
+        top_bad = self.partition.points.index(x) in self._sigs[self._top]
+        mass, top = [], []
+        for h, b, t, w in zip(self.noise, bad, total, self._weights[self._top], strict=True):
+            fb, fg = (h.fail_bad, h.p) if fail else (1.0 - h.fail_bad, 1.0 - h.p)
+            mass.append(b * fb + (t - b) * fg)
+            top.append(w * (fb if top_bad else fg) / self._top_size)
+        return mass, top
+
+    def settled(self) -> float:
+        """What the search compares with the confidence: the smaller of the candidate's
+        probability and 1 - the largest risk."""
+        mass = self._total()
+        top = [w / self._top_size for w in self._weights[self._top]]
+        return max(0.0, min(sum(top) / sum(mass), 1.0 - max(_risk(self.noise, mass, top))))
+
+    def fail_probability(self, x: int) -> float:
+        """The probability that a run at ``x`` (a point of the partition) fails."""
+        bad, total = self._bad_mass(x), self._total()
+        fail = sum(
+            b * h.fail_bad + (t - b) * h.p for h, b, t in zip(self.noise, bad, total, strict=True)
+        )
+        return fail / sum(total) if sum(total) > 0.0 else 0.0
+
+    def expected_log_risk(self, x: int) -> float:
+        """The expected log of the largest risk after one more run at ``x``."""
+        pf = self.fail_probability(x)
+        out = 0.0
+        for weight, fail in ((pf, True), (1.0 - pf, False)):
+            if weight > 0.0:
+                risk = max(_risk(self.noise, *self._after(x, fail)))
+                out += weight * math.log(max(risk, 1e-12))
+        return out
+
+    def add(self, x: int, fail: bool) -> None:
+        """Count one more run at ``x`` (a point of the partition) as if it had given ``fail``."""
+        pos = self.partition.points.index(x)
+        factors = {
+            True: [h.fail_bad if fail else 1.0 - h.fail_bad for h in self.noise],
+            False: [h.p if fail else 1.0 - h.p for h in self.noise],
+        }
+        self._weights = [
+            [w * f for w, f in zip(ws, factors[pos in sig], strict=True)]
+            for ws, sig in zip(self._weights, self._sigs, strict=True)
+        ]
+        peak = max(max(ws) for ws in self._weights)
+        if peak > 0.0:
+            self._weights = [[w / peak for w in ws] for ws in self._weights]
+        self._bad_cache.clear()
+
+
+def posterior(
+    partition: Partition,
+    fails: Mapping[int, int],
+    passes: Mapping[int, int],
+    noise: tuple[Noise, ...],
+) -> Posterior:
+    """The posterior given the runs: ``fails``/``passes`` count runs per point (-1 = all good)."""
+    rows, best = _rows(partition, fails, passes, _logs(noise))
     fail_bad = [h.fail_bad for h in noise]
     fail_good = [h.p for h in noise]
     noise_mass = [0.0] * len(noise)
@@ -221,14 +339,9 @@ def posterior(
     hs = tuple((h, w / z) for h, w in zip(noise, noise_mass, strict=True))
     top = max(range(len(found)), key=lambda j: found[j][2] / found[j][1])
     top_row, top_size = rows[top][2], rows[top][1]
-    risk = {}
-    for i in range(len(noise)):
-        if noise_mass[i] <= 0.0:
-            continue
-        wrong = 1.0 - math.exp(top_row[i] - best) / top_size / noise_mass[i]
-        factor = noise_mass[i] / (noise[i].prior * z)
-        risk[i] = min(factor * wrong / ALPHA, wrong / (1.0 - ALPHA))
-    worst = max(risk, key=lambda i: risk[i], default=None)
+    top_mass = [math.exp(v - best) / top_size for v in top_row]
+    risk = _risk(noise, noise_mass, top_mass)
+    worst = max(range(len(noise)), key=lambda i: risk[i]) if any(noise_mass) else None
     return Posterior(
         classes=tuple(classes),
         noise=hs,

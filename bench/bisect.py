@@ -547,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench/bisect.py: git is not installed", file=sys.stderr)
         return 2
     started = time.monotonic()
+    version = engine_version()  # before the run: the source may change while it goes
     with tempfile.TemporaryDirectory(prefix="labgate-bench-") as workdir:
         trials = [
             Trial(shape, size, t, t < args.real_trials, Path(workdir), args.seed)
@@ -570,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing = None if args.no_timing else time_decisions(TIMING_SIZE, args.seed)
     print(
         f"{args.trials} trials per shape and size ({args.real_trials} with labgate's real runner),"
-        f" seed {args.seed}, engine {engine_version()}, {time.monotonic() - started:.0f} s"
+        f" seed {args.seed}, engine {version}, {time.monotonic() - started:.0f} s"
     )
     return 0 if report(records, timing) else 1
 

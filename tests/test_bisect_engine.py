@@ -454,3 +454,19 @@ def _member_probability(post: object, i: int) -> float:
         if bits >> i & 1:
             return float(mass) / size
     return 0.0
+
+
+def test_settling_never_stalls_on_a_run_that_cannot_move_the_risk() -> None:
+    """A recorded search (5,000 commits, p = 0.2, q = 0.5) where every check of the leading
+    candidate was expected, for a while, to raise the risk: the engine used to pick a point that
+    informs only the flake rate, forever, and spent its whole budget there."""
+    import json
+    from pathlib import Path
+
+    recorded = json.loads((Path(__file__).parent / "data" / "bisect_stall.json").read_text())
+    observations = [Observation({"": f"c{i}"}, outcome) for i, outcome in recorded]
+    search = Search([linear(4999)], max_executions=len(observations) + 600)
+    oracle = noisy(deterministic([linear(4999)], Culprit("", "c4692")), 0.2, 0.5, random.Random(7))
+    while (d := search.decide(observations)).kind == "test":
+        observations += [Observation(t, oracle(t)) for t in d.tests]  # type: ignore[arg-type]
+    assert d.kind == "culprit", d.reason

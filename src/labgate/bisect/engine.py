@@ -35,6 +35,7 @@ pieces of evidence.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -242,7 +243,18 @@ class Search:
                     break
                 best = missing[0]
             else:
-                best = min(pool, key=ahead.expected_log_risk)
+                # a run that cannot move the risk (all the weight on one side of it) would be
+                # chosen over one that may raise it for a while, and then forever
+                now = math.log(max(1.0 - ahead.settled(), 1e-12))
+                scores = {x: ahead.expected_log_risk(x) for x in pool}
+                useful = [x for x in pool if abs(scores[x] - now) > 1e-6]
+                if not useful:
+                    seeds = [*busy, *picks]
+                    more = choose(
+                        g, post, k - len(picks), exclude=exclude | set(picks), seeds=seeds
+                    )
+                    return picks + more
+                best = min(useful, key=scores.__getitem__)
             picks.append(best)
             expect(best)
         return picks

@@ -18,10 +18,18 @@ from rich.console import Console
 
 from labgate import __version__
 from labgate.bisect.cli import bisect_group
-from labgate.commandline import CANCELLED, fail, lab_option, open_lab, open_store
+from labgate.commandline import (
+    CANCELLED,
+    fail,
+    flight_options,
+    lab_option,
+    open_lab,
+    open_store,
+    plan_from_options,
+)
 from labgate.config import Lab, render_plan
-from labgate.flight import FlightError, FlightRun, plan_flight
-from labgate.model import Blessing, FlightResult, FlightState, Outcome
+from labgate.flight import FlightRun
+from labgate.model import FlightResult, FlightState, Outcome
 from labgate.progress import FlightProgress
 from labgate.store import Store, StoreError
 from labgate.text import flight_table, flights_table, revisions_table
@@ -83,27 +91,10 @@ def finish(flight: FlightResult, console: Console, json_output: bool) -> NoRetur
     sys.exit(0 if flight.outcome is Outcome.PASS else 1)
 
 
-def parse_revs(revs: tuple[str, ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in revs:
-        tree, sep, rev = item.partition("=")
-        if not sep or not tree or not rev:
-            fail(f"--rev {item!r}: expected TREE=REV, e.g. --rev xen=staging~3")
-        out[tree] = rev
-    return out
-
-
 @flight.command("run")
 @lab_option
 @click.argument("branch")
-@click.option("--rev", "revs", multiple=True, metavar="TREE=REV", help="Test REV of TREE.")
-@click.option("--job", "jobs", multiple=True, metavar="GLOB", help="Run only matching jobs.")
-@click.option(
-    "--blessing",
-    type=click.Choice([b.value for b in Blessing]),
-    default=Blessing.ADHOC.value,
-    show_default=True,
-)
+@flight_options
 @click.option("--json", "json_output", is_flag=True, help="Print the flight as JSON.")
 def flight_run(
     lab_dir: Path,
@@ -116,20 +107,8 @@ def flight_run(
     """Plan and run a flight of BRANCH's jobs."""
     lab = open_lab(lab_dir)
     console = console_for(json_output)
-    if branch not in lab.branches:
-        fail(f"unknown branch {branch!r} (branches: {', '.join(lab.branches) or 'none'})")
     with open_store(lab) as store:
-        try:
-            flight_id = plan_flight(
-                lab,
-                store,
-                branch,
-                overrides=parse_revs(revs),
-                job_globs=jobs,
-                blessing=Blessing(blessing),
-            )
-        except FlightError as error:
-            fail(str(error))
+        flight_id = plan_from_options(lab, store, branch, revs, jobs, blessing)
         console.print(f"flight {flight_id}: branch {branch}, blessing {blessing}")
         result = run_to_end(lab, store, flight_id, console)
         finish(result, console, json_output)

@@ -16,7 +16,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from labgate.commandline import fail, lab_option, open_lab, open_store
+from labgate.commandline import (
+    fail,
+    flight_options,
+    lab_option,
+    open_lab,
+    open_store,
+    plan_from_options,
+)
 from labgate.config import Lab, UnknownNameError
 from labgate.hosts.allocation import BLESSING_PRIORITY
 from labgate.hosts.config import lifecycle_of
@@ -220,35 +227,16 @@ def host_check(lab_dir: Path, name: str) -> None:
 @host_group.command("queue")
 @lab_option
 @click.argument("branch")
-@click.option("--rev", "revs", multiple=True, metavar="TREE=REV", help="Test REV of TREE.")
-@click.option("--job", "jobs", multiple=True, metavar="GLOB", help="Only matching jobs.")
-@click.option(
-    "--blessing",
-    type=click.Choice([b.value for b in Blessing]),
-    default="adhoc",
-    show_default=True,
-)
+@flight_options
 def host_queue(
     lab_dir: Path, branch: str, revs: tuple[str, ...], jobs: tuple[str, ...], blessing: str
 ) -> None:
     """Plan a flight of BRANCH and hand it to the pool: `labgate host worker`s run it."""
-    from labgate.flight import FlightError, plan_flight
     from labgate.hosts.allocation import submit_flight
 
     lab = open_lab(lab_dir)
-    overrides = dict(r.split("=", 1) for r in revs if "=" in r)
     with open_store(lab) as store:
-        try:
-            flight_id = plan_flight(
-                lab,
-                store,
-                branch,
-                overrides=overrides,
-                job_globs=jobs,
-                blessing=Blessing(blessing),
-            )
-        except (FlightError, LookupError) as error:
-            fail(str(error))
+        flight_id = plan_from_options(lab, store, branch, revs, jobs, blessing)
         submit_flight(store.engine, flight_id)
     click.echo(flight_id)
 

@@ -254,7 +254,7 @@ class Store:
                 r.id: r for r in conn.execute(select(t.flight).where(t.flight.c.id.in_(flight_ids)))
             }
             found = [i for i in flight_ids if i in rows]
-            revisions = self._revisions(conn, found)
+            revisions = revisions_of(conn, found)
             jobs = self._jobs(conn, found)
         return [flight_from_row(rows[i], revisions[i], jobs[i]) for i in found]
 
@@ -276,18 +276,8 @@ class Store:
             query = query.where(t.flight.c.id < before)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-            revisions = self._revisions(conn, [r.id for r in rows])
+            revisions = revisions_of(conn, [r.id for r in rows])
         return [flight_from_row(r, revisions[r.id], ()) for r in rows]
-
-    def _revisions(self, conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, str]]:
-        out: dict[int, dict[str, str]] = {i: {} for i in ids}
-        if ids:
-            rows = conn.execute(
-                select(t.flight_revision).where(t.flight_revision.c.flight_id.in_(ids))
-            )
-            for r in rows:
-                out[r.flight_id][r.tree] = r.sha
-        return out
 
     def _jobs(
         self, conn: Connection, flight_ids: Sequence[int]
@@ -988,6 +978,18 @@ def _step_result(row: Any, cases: Sequence[TestCaseResult]) -> StepResult:
         finished=iso(row.finished),
         testcases=tuple(cases),
     )
+
+
+def revisions_of(conn: Connection, flight_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+    """The revision tuple ({tree: sha}) of each flight, in one query."""
+    out: dict[int, dict[str, str]] = {i: {} for i in flight_ids}
+    if flight_ids:
+        rows = conn.execute(
+            select(t.flight_revision).where(t.flight_revision.c.flight_id.in_(flight_ids))
+        )
+        for r in rows:
+            out[r.flight_id][r.tree] = r.sha
+    return out
 
 
 def flight_from_row(

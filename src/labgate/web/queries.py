@@ -25,7 +25,7 @@ from labgate.model import (
     PushRecord,
     StepResult,
 )
-from labgate.store import Store, flight_from_row, iso
+from labgate.store import Store, flight_from_row, iso, revisions_of
 
 PAGE_SIZE = 50
 
@@ -70,15 +70,6 @@ def _step(row: Any) -> StepResult:
         log=row.log,
         reason=row.reason,
     )
-
-
-def _revisions(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, str]]:
-    out: dict[int, dict[str, str]] = {i: {} for i in ids}
-    if ids:
-        query = select(t.flight_revision).where(t.flight_revision.c.flight_id.in_(ids))
-        for r in conn.execute(query).all():
-            out[r.flight_id][r.tree] = r.sha
-    return out
 
 
 # --- the flight list ------------------------------------------------------------------------
@@ -129,7 +120,7 @@ def flight_page(
         more = len(rows) > limit
         rows = rows[:limit]
         ids = [r.id for r in rows]
-        revisions = _revisions(conn, ids)
+        revisions = revisions_of(conn, ids)
         counts: dict[int, dict[str, int]] = {i: {} for i in ids}
         if ids:
             count_query = (
@@ -188,7 +179,7 @@ def _job_runs(
         )
         for s in conn.execute(query).all():
             steps[s.job_id].append(_step(s))
-    revisions = _revisions(conn, list(flights))
+    revisions = revisions_of(conn, list(flights))
     out = []
     for j in job_rows:
         job = JobResult(
@@ -402,7 +393,7 @@ def last_flight(store: Store, branch: str) -> FlightResult | None:
         ).first()
         if row is None:
             return None
-        return _flight(row, _revisions(conn, [row.id])[row.id])
+        return _flight(row, revisions_of(conn, [row.id])[row.id])
 
 
 # --- trends -----------------------------------------------------------------------------------

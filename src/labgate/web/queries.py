@@ -384,16 +384,9 @@ class BranchState:
 
 
 def last_flight(store: Store, branch: str) -> FlightResult | None:
-    with store.engine.connect() as conn:
-        row = conn.execute(
-            select(t.flight)
-            .where(t.flight.c.branch == branch)
-            .order_by(t.flight.c.id.desc())
-            .limit(1)
-        ).first()
-        if row is None:
-            return None
-        return _flight(row, revisions_of(conn, [row.id])[row.id])
+    """The branch's newest flight (without its jobs), None before its first."""
+    newest = store.list_flights(branch, limit=1)
+    return newest[0] if newest else None
 
 
 # --- trends -----------------------------------------------------------------------------------

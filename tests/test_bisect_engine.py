@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
+from collections import Counter
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +20,14 @@ from labgate.bisect.engine import (
     Observation,
     Search,
     TreeRange,
+)
+from labgate.bisect.graph import Graph
+from labgate.bisect.posterior import (
+    Lookahead,
+    Partition,
+    Posterior,
+    default_noise_prior,
+    posterior,
 )
 
 Oracle = Callable[[Mapping[str, str]], str]
@@ -414,11 +425,6 @@ def test_never_more_tests_than_the_budget_has_left() -> None:
 @given(seed=st.integers(0, 2**32), runs=st.integers(0, 80))
 def test_lookahead_agrees_with_the_posterior_it_predicts(seed: int, runs: int) -> None:
     """The settling step's fast update gives what the posterior computes from scratch."""
-    from collections import Counter
-
-    from labgate.bisect.graph import Graph
-    from labgate.bisect.posterior import Lookahead, Partition, default_noise_prior, posterior
-
     rng = random.Random(seed)
     r = random_dag(rng, 12)
     g = Graph([r])
@@ -438,8 +444,8 @@ def test_lookahead_agrees_with_the_posterior_it_predicts(seed: int, runs: int) -
     top = max(range(g.size), key=lambda i: _member_probability(before, i))
     ahead = Lookahead(part, fails, passes, noise, top)
 
-    def settled(post: object) -> float:
-        return min(_member_probability(post, top), post.guarded)  # type: ignore[attr-defined]
+    def settled(post: Posterior) -> float:
+        return min(_member_probability(post, top), post.guarded)
 
     assert ahead.settled() == pytest.approx(settled(before), abs=1e-9)
     ahead.add(x, fail)
@@ -449,20 +455,14 @@ def test_lookahead_agrees_with_the_posterior_it_predicts(seed: int, runs: int) -
         assert ahead.settled() == pytest.approx(settled(after), abs=1e-9)
 
 
-def _member_probability(post: object, i: int) -> float:
-    for bits, size, mass, *_ in post.classes:  # type: ignore[attr-defined]
-        if bits >> i & 1:
-            return float(mass) / size
-    return 0.0
+def _member_probability(post: Posterior, i: int) -> float:
+    return next(mass / size for bits, size, mass, *_ in post.classes if bits >> i & 1)
 
 
 def test_settling_never_stalls_on_a_run_that_cannot_move_the_risk() -> None:
     """A recorded search (5,000 commits, p = 0.2, q = 0.5) where every check of the leading
     candidate was expected, for a while, to raise the risk: the engine used to pick a point that
     informs only the flake rate, forever, and spent its whole budget there."""
-    import json
-    from pathlib import Path
-
     recorded = json.loads((Path(__file__).parent / "data" / "bisect_stall.json").read_text())
     observations = [Observation({"": f"c{i}"}, outcome) for i, outcome in recorded]
     search = Search([linear(4999)], max_executions=len(observations) + 600)

@@ -195,7 +195,7 @@ class Search:
         if ranked[0][1] >= SETTLE and top not in skipped:
             picks = self._settle(post, top, fails, passes, k, skipped, busy)
         else:
-            picks = self._picks(post, k, skipped, busy)
+            picks = choose(g, post, k, exclude=skipped | set(busy), seeds=busy)
         if not picks and not busy:
             reason = "no commit left to test can tell the candidates apart"
             return replace(base, kind="undecided", reason=reason)
@@ -258,10 +258,6 @@ class Search:
             picks.append(best)
             expect(best)
         return picks
-
-    def _picks(self, post: Posterior, k: int, skipped: set[int], busy: list[int]) -> list[int]:
-        """The most informative next points, jointly with the points still running."""
-        return choose(self.graph, post, k, exclude=skipped | set(busy), seeds=busy)
 
     def _posterior(self, fails: Counter[int], passes: Counter[int]) -> Posterior:
         points = (set(fails) | set(passes)) - {-1}

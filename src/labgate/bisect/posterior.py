@@ -68,17 +68,16 @@ class Partition:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.points: list[int] = []
-        self._known: set[int] = set()
+        self.position: dict[int, int] = {}  # point -> its index in self.points
         # each class: (bitset of candidates, indices into self.points of the points it is bad at)
         self.classes: list[tuple[int, tuple[int, ...]]] = [(graph.all, ())]
 
     def refine(self, points: Iterable[int]) -> None:
         anc = self.graph.anc
         for x in points:
-            if x < 0 or x in self._known:
+            if x < 0 or x in self.position:
                 continue
-            self._known.add(x)
-            pos = len(self.points)
+            pos = self.position[x] = len(self.points)
             self.points.append(x)
             a = anc[x]
             split: list[tuple[int, tuple[int, ...]]] = []
@@ -91,9 +90,6 @@ class Partition:
                 else:
                     split.append((bits, sig))
             self.classes = split
-
-    def covers(self, points: Iterable[int]) -> bool:
-        return all(x < 0 or x in self._known for x in points)
 
 
 Class = tuple[int, int, float, float, float, float, float]
@@ -116,9 +112,6 @@ class Posterior:
     guarded: float = 0.0
     # the posterior under the hypothesis of the largest risk: what the search must convince
     limiting: Posterior | None = None
-
-    def per_member(self, j: int) -> float:
-        return self.classes[j][2] / self.classes[j][1]
 
 
 ALPHA = 0.9
@@ -237,7 +230,7 @@ class Lookahead:
     def _bad_mass(self, x: int) -> list[float]:
         """Per hypothesis: the weight of the classes that ``x`` makes bad."""
         if x not in self._bad_cache:
-            pos = self.partition.points.index(x)
+            pos = self.partition.position[x]
             out = [0.0] * len(self.noise)
             for ws, sig in zip(self._weights, self._sigs, strict=True):
                 if pos in sig:
@@ -251,7 +244,7 @@ class Lookahead:
     def _after(self, x: int, fail: bool) -> tuple[list[float], list[float]]:
         """Per hypothesis: the total weight and the leading candidate's, after a run at ``x``."""
         bad, total = self._bad_mass(x), self._total()
-        top_bad = self.partition.points.index(x) in self._sigs[self._top]
+        top_bad = self.partition.position[x] in self._sigs[self._top]
         mass, top = [], []
         for h, b, t, w in zip(self.noise, bad, total, self._weights[self._top], strict=True):
             fb, fg = (h.fail_bad, h.p) if fail else (1.0 - h.fail_bad, 1.0 - h.p)
@@ -286,7 +279,7 @@ class Lookahead:
 
     def add(self, x: int, fail: bool) -> None:
         """Count one more run at ``x`` (a point of the partition) as if it had given ``fail``."""
-        pos = self.partition.points.index(x)
+        pos = self.partition.position[x]
         factors = {
             True: [h.fail_bad if fail else 1.0 - h.fail_bad for h in self.noise],
             False: [h.p if fail else 1.0 - h.p for h in self.noise],

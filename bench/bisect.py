@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass
 import labgate.bisect.engine
 from labgate.bisect.engine import Observation, Search, TreeRange
 from labgate.bisect.gitgraph import read_range
+from labgate.bisect.graph import Graph
 from labgate.bisect.run import bisect_run
 
 FLAKE_RATES = (0.0, 0.05, 0.2)
@@ -120,14 +121,7 @@ def floor_runs(history: History, confidence: float = 0.99) -> float:
     ``T(c') = log2 A(c') + a`` (Lagrange), hence the mean below: for a linear range of N commits
     about ``log2 N - 1.44 + log2(1 / (1 - confidence))``, git bisect's runs plus 5.2 at 0.99.
     """
-    n = len(history.parents)
-    anc = [0] * n
-    for i in range(1, n):
-        bits = 1 << i
-        for p in history.parents[i]:
-            bits |= anc[p]
-        anc[i] = bits
-    sizes = [anc[c].bit_count() - 1 for c in range(1, n)]
+    sizes = [anc.bit_count() - 1 for anc in Graph([history.tree_range()]).anc]
     some = [a for a in sizes if a >= 1]
     offset = math.log2(len(some) / ((1.0 - confidence) * len(sizes)))
     return sum(math.log2(a) + offset for a in some) / len(sizes)

@@ -121,17 +121,23 @@ def flight_page(
         rows = rows[:limit]
         ids = [r.id for r in rows]
         revisions = revisions_of(conn, ids)
-        counts: dict[int, dict[str, int]] = {i: {} for i in ids}
-        if ids:
-            count_query = (
-                select(t.job.c.flight_id, t.job.c.outcome, func.count())
-                .where(t.job.c.flight_id.in_(ids))
-                .group_by(t.job.c.flight_id, t.job.c.outcome)
-            )
-            for flight_id, job_outcome, n in conn.execute(count_query).all():
-                counts[flight_id][job_outcome] = n
+        counts = _job_counts(conn, ids)
     page = tuple(FlightRow(_flight(r, revisions[r.id]), counts[r.id]) for r in rows)
     return FlightPage(page, rows[-1].id if more and rows else None)
+
+
+def _job_counts(conn: Connection, flight_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """For each flight, how many of its jobs stand at each outcome (one grouped query)."""
+    counts: dict[int, dict[str, int]] = {i: {} for i in flight_ids}
+    if flight_ids:
+        query = (
+            select(t.job.c.flight_id, t.job.c.outcome, func.count())
+            .where(t.job.c.flight_id.in_(flight_ids))
+            .group_by(t.job.c.flight_id, t.job.c.outcome)
+        )
+        for flight_id, outcome, n in conn.execute(query).all():
+            counts[flight_id][outcome] = n
+    return counts
 
 
 def branch_names(store: Store) -> list[str]:
@@ -414,15 +420,7 @@ def pass_rates(store: Store, branch: str, *, limit: int = 200) -> list[FlightPas
     )
     with store.engine.connect() as conn:
         ids = sorted(conn.execute(ids_query).scalars())
-        counts: dict[int, dict[str, int]] = {i: {} for i in ids}
-        if ids:
-            query = (
-                select(t.job.c.flight_id, t.job.c.outcome, func.count())
-                .where(t.job.c.flight_id.in_(ids))
-                .group_by(t.job.c.flight_id, t.job.c.outcome)
-            )
-            for flight_id, outcome, n in conn.execute(query).all():
-                counts[flight_id][outcome] = n
+        counts = _job_counts(conn, ids)
     out = []
     for i in ids:
         c = counts[i]

@@ -21,6 +21,7 @@ import pytest
 
 from gitrepos import GitRepo
 from labgate.bisect.run import outcome_of_status
+from procs import gone_within
 
 # Fails from the planted culprit on; 125 where a file `skip` exists; stops the search (exit 200)
 # before counting once LIMIT runs were made.
@@ -518,7 +519,7 @@ def test_ctrl_c_kills_the_commands_and_removes_every_worktree(tmp_path: Path, ta
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr
     assert "Traceback" not in stderr
-    assert [pid for pid in pids if _alive(pid)] == []
+    assert [pid for pid in pids if not gone_within(pid)] == []
     assert list(tmp.iterdir()) == []
     assert snapshot(h.repo) == before
     assert not (h.repo.path / ".git" / "worktrees").exists() or not any(
@@ -553,15 +554,6 @@ def test_live_progress_on_a_terminal(tmp_path: Path) -> None:
     text = screen.decode(errors="replace")
     assert "round " in text and "runs done" in text and "leading " in text
     assert f"{h.culprit} is the first bad commit" in text
-
-
-def _alive(pid: int) -> bool:
-    """True when pid runs (a zombie waiting for init to reap it is not running)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.mark.parametrize(

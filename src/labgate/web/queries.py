@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -247,20 +247,7 @@ def flake_rates(runs: Sequence[JobRun], job: str) -> dict[str, float] | None:
     step_rates = getattr(verdict, "step_flake_rates", None)
     if job_rate is None:
         return None
-    history = [
-        FlightResult(
-            r.flight.id,
-            r.flight.branch,
-            r.flight.blessing,
-            r.flight.revisions,
-            r.flight.state,
-            r.flight.outcome,
-            r.flight.started,
-            r.flight.finished,
-            (r.job,),
-        )
-        for r in runs
-    ]
+    history = [replace(r.flight, jobs=(r.job,)) for r in runs]
     rates = {"": float(job_rate(history, job))}
     if step_rates is not None:
         rates.update({name: float(rate) for name, rate in step_rates(history, job).items()})

@@ -231,22 +231,19 @@ def gate(lab_dir: Path, branch: str, once: bool, json_output: bool) -> None:
         task = asyncio.current_task()
         assert task is not None
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
-        runner = Gate(lab, store, say=say)
-        while True:
-            try:
-                result = await runner.cycle(branch)
-            except GateError as error:
+        async for result in Gate(lab, store, say=say).cycles(branch):
+            if isinstance(result, GateError):
                 if once:
-                    fail(str(error))
-                say(f"labgate: {error}")
-            else:
-                if json_output:
-                    click.echo(json.dumps(result.to_json(), indent=2))
-                elif result.report:
-                    click.echo(result.report)
-                if once:
-                    return result.exit_status
-            await asyncio.sleep(lab.poll_interval)
+                    fail(str(result))
+                say(f"labgate: {result}")
+                continue
+            if json_output:
+                click.echo(json.dumps(result.to_json(), indent=2))
+            elif result.report:
+                click.echo(result.report)
+            if once:
+                return result.exit_status
+        raise AssertionError("the gate's cycles never end")
 
     with open_store(lab) as store:
         try:

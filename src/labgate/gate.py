@@ -27,7 +27,7 @@ import dataclasses
 import os
 import socket
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -246,6 +246,16 @@ class Gate:
         self.mirrors = self.mirrors or mirrors_for(self.lab)
 
     # --- one cycle ------------------------------------------------------------------------
+
+    async def cycles(self, branch: str) -> AsyncIterator[GateResult | GateError]:
+        """Cycle after cycle of ``branch``, ``poll_interval`` apart: each one's result, or the
+        error that ended it (the next cycle comes all the same)."""
+        while True:
+            try:
+                yield await self.cycle(branch)
+            except GateError as error:
+                yield error
+            await asyncio.sleep(self.lab.poll_interval)
 
     async def cycle(self, branch: str) -> GateResult:
         settings = self.lab.gate

@@ -46,15 +46,11 @@ async def gate_loop(lab: Lab, store: Store, branch: str) -> None:
     def say(line: str) -> None:
         log.info(json.dumps({"event": "gate", "branch": branch, "message": line}))
 
-    gate = Gate(lab, store, say=say)
-    while True:
-        try:
-            result = await gate.cycle(branch)
-        except GateError as error:
-            log.info(json.dumps({"event": "gate-error", "branch": branch, "error": str(error)}))
+    async for result in Gate(lab, store, say=say).cycles(branch):
+        if isinstance(result, GateError):
+            log.info(json.dumps({"event": "gate-error", "branch": branch, "error": str(result)}))
         else:
             log.info(json.dumps({"event": "gate-cycle", **result.to_json()}))
-        await asyncio.sleep(lab.poll_interval)
 
 
 async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str] = ()) -> None:

@@ -679,12 +679,15 @@ class Store:
 
     def set_baseline(self, branch: str, flight_id: int) -> None:
         with self.engine.begin() as conn:
-            self._ensure_branch_state(conn, branch)
-            conn.execute(
-                update(t.branch_state)
-                .where(t.branch_state.c.branch == branch)
-                .values(baseline_flight_id=flight_id, updated=now())
-            )
+            self._set_baseline(conn, branch, flight_id)
+
+    def _set_baseline(self, conn: Connection, branch: str, flight_id: int) -> None:
+        self._ensure_branch_state(conn, branch)
+        conn.execute(
+            update(t.branch_state)
+            .where(t.branch_state.c.branch == branch)
+            .values(baseline_flight_id=flight_id, updated=now())
+        )
 
     def acquire_gate(self, branch: str, owner: str, lease_s: float) -> bool:
         """Take (or renew) the branch's gate lease for ``owner``; False if another live owner
@@ -738,12 +741,7 @@ class Store:
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
             if status == "pushed":
-                self._ensure_branch_state(conn, branch)
-                conn.execute(
-                    update(t.branch_state)
-                    .where(t.branch_state.c.branch == branch)
-                    .values(baseline_flight_id=flight_id, updated=now())
-                )
+                self._set_baseline(conn, branch, flight_id)
         return int(push_id)
 
     def pushes(

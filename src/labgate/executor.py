@@ -50,18 +50,19 @@ class Executor(Protocol):
     ) -> StepRun: ...
 
 
-def _kill_group(pid: int, sig: int) -> None:
+def kill_group(pid: int, sig: int) -> None:
+    """Signal process group ``pid``, if it still exists."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
     """SIGTERM the process group, then SIGKILL it if it has not exited after a grace period."""
-    _kill_group(proc.pid, signal.SIGTERM)
+    kill_group(proc.pid, signal.SIGTERM)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
     # whatever the leader did, make sure nothing of the group survives
-    _kill_group(proc.pid, signal.SIGKILL)
+    kill_group(proc.pid, signal.SIGKILL)
     await proc.wait()
 
 
@@ -105,7 +106,7 @@ def reap_orphans(flight_dir: Path, flight_id: int) -> list[int]:
         except (OSError, ValueError):
             continue
         if _group_members(pgid, flight_id):
-            _kill_group(pgid, signal.SIGKILL)
+            kill_group(pgid, signal.SIGKILL)
             killed.append(pgid)
     return killed
 
@@ -169,7 +170,7 @@ class LocalExecutor:
                 raise
             finally:
                 # a step's background children must not outlive it
-                _kill_group(proc.pid, signal.SIGKILL)
+                kill_group(proc.pid, signal.SIGKILL)
         duration = time.monotonic() - started
         reason = broken_reason(broken_file)
         if reason is not None:

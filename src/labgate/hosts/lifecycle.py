@@ -20,7 +20,7 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from labgate.executor import HostLost
+from labgate.executor import HostLost, kill_group
 from labgate.hosts.config import lifecycle_of
 from labgate.model import HostSpec
 
@@ -59,22 +59,17 @@ async def run_command(
     try:
         output, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
-        _kill(proc.pid)
+        kill_group(proc.pid, signal.SIGKILL)
         await proc.wait()
         return False, f"{command!r} timed out after {timeout:g}s"
     except asyncio.CancelledError:
-        _kill(proc.pid)
+        kill_group(proc.pid, signal.SIGKILL)
         raise
     text = output.decode(errors="replace").strip()
     if proc.returncode != 0:
         last = text.splitlines()[-1] if text else ""
         return False, f"{command!r} exited {proc.returncode}" + (f": {last}" if last else "")
     return True, text
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 async def before_job(host: HostSpec, *, exclusive: bool, cwd: Path) -> str | None:
@@ -115,5 +110,5 @@ async def console(host: HostSpec, log: Path, *, cwd: Path) -> AsyncIterator[None
         try:
             yield
         finally:
-            _kill(proc.pid)
+            kill_group(proc.pid, signal.SIGKILL)
             await asyncio.shield(proc.wait())

@@ -47,6 +47,9 @@ sys.exit((coin >= 0.2) if pathlib.Path("bad").exists() else (coin < 0.1))
 """
 
 # Reports its pid and its child's to a FIFO, then waits on the child, which never ends by itself.
+# `labgate bisect run` in this Python, whatever is on PATH.
+BISECT_RUN = [sys.executable, "-c", "from labgate.cli import main; main()", "bisect", "run"]
+
 HANG_SH = """#!/bin/sh
 sleep 300 &
 echo "$$ $!" > "$FIFO"
@@ -124,7 +127,7 @@ def labgate(
     env: dict[str, str] | None = None,
 ) -> Ran:
     done = subprocess.run(
-        [sys.executable, "-c", "from labgate.cli import main; main()", "bisect", "run", *args],
+        [*BISECT_RUN, *args],
         cwd=repo,
         env=_env(counter, env),
         capture_output=True,
@@ -133,6 +136,20 @@ def labgate(
         check=False,
     )
     return Ran(done.returncode, done.stdout, done.stderr)
+
+
+def search(
+    h: History,
+    *command: str,
+    options: Sequence[str] = (),
+    counter: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Ran:
+    """`bisect run --good GOOD --bad BAD OPTIONS -- COMMAND` over the whole history `h`."""
+    return labgate(
+        h.repo.path, *goods(h.good), "--bad", h.bad, *options, "--", *command,
+        counter=counter, env=env,
+    )  # fmt: skip
 
 
 def _env(counter: Path | None, extra: dict[str, str] | None) -> dict[str, str]:
@@ -167,17 +184,7 @@ def goods(*revs: str) -> Sequence[str]:
 def test_linear_history_names_the_culprit_and_writes_json(tmp_path: Path) -> None:
     h = linear(tmp_path)
     counter, report = tmp_path / "counter", tmp_path / "result.json"
-    ran = labgate(
-        h.repo.path,
-        *goods(h.good),
-        "--bad",
-        h.bad,
-        "--json",
-        str(report),
-        "--",
-        "./test.sh",
-        counter=counter,
-    )
+    ran = search(h, "./test.sh", options=["--json", str(report)], counter=counter)
     assert ran.status == 0, ran.stderr
     first = ran.stdout.splitlines()[0]
     assert first.startswith(f"{h.culprit} is the first bad commit (confidence ")
@@ -250,18 +257,7 @@ def test_first_parent_names_the_merge(tmp_path: Path) -> None:
 def test_flaky_test_still_finds_the_culprit(tmp_path: Path) -> None:
     h = linear(tmp_path, n=30, culprit_at=11)
     counter = tmp_path / "counter"
-    ran = labgate(
-        h.repo.path,
-        *goods(h.good),
-        "--bad",
-        h.bad,
-        "--json",
-        "-",
-        "--",
-        sys.executable,
-        "flaky.py",
-        counter=counter,
-    )
+    ran = search(h, sys.executable, "flaky.py", options=["--json", "-"], counter=counter)
     assert ran.status == 0, ran.stderr
     result = json.loads(ran.stdout)
     assert result["culprit"] == h.culprit
@@ -272,24 +268,14 @@ def test_flaky_test_still_finds_the_culprit(tmp_path: Path) -> None:
 def test_skipped_commit_is_tested_around(tmp_path: Path) -> None:
     h = linear(tmp_path, culprit_at=15, skip=12)
     counter = tmp_path / "counter"
-    ran = labgate(
-        h.repo.path,
-        *goods(h.good),
-        "--bad",
-        h.bad,
-        "--json",
-        "-",
-        "--",
-        "./test.sh",
-        counter=counter,
-    )
+    ran = search(h, "./test.sh", options=["--json", "-"], counter=counter)
     assert ran.status == 0, ran.stderr
     assert json.loads(ran.stdout)["culprit"] == h.culprit
 
 
 def test_skip_next_to_the_culprit_leaves_it_undecided(tmp_path: Path) -> None:
     h = linear(tmp_path, culprit_at=15, skip=14)
-    ran = labgate(h.repo.path, *goods(h.good), "--bad", h.bad, "--json", "-", "--", "./test.sh")
+    ran = search(h, "./test.sh", options=["--json", "-"])
     assert ran.status == 1, ran.stderr
     result = json.loads(ran.stdout)
     assert result["culprit"] is None
@@ -301,19 +287,7 @@ def test_skip_next_to_the_culprit_leaves_it_undecided(tmp_path: Path) -> None:
 def test_max_executions_gives_up_undecided(tmp_path: Path) -> None:
     h = linear(tmp_path, n=60, culprit_at=31)
     counter = tmp_path / "counter"
-    ran = labgate(
-        h.repo.path,
-        *goods(h.good),
-        "--bad",
-        h.bad,
-        "--max-executions",
-        "2",
-        "--json",
-        "-",
-        "--",
-        "./test.sh",
-        counter=counter,
-    )
+    ran = search(h, "./test.sh", options=["--max-executions", "2", "--json", "-"], counter=counter)
     assert ran.status == 1, ran.stderr
     result = json.loads(ran.stdout)
     assert result["culprit"] is None
@@ -326,16 +300,16 @@ def test_max_executions_gives_up_undecided(tmp_path: Path) -> None:
 def test_interrupted_search_resumes_without_repeating_work(tmp_path: Path) -> None:
     h = linear(tmp_path, n=40, culprit_at=23)
     counter, observations = tmp_path / "counter", tmp_path / "obs.jsonl"
-    args = [*goods(h.good), "--bad", h.bad, "--observations", str(observations), "--json", "-"]
+    options = ["--observations", str(observations), "--json", "-"]
 
-    first = labgate(h.repo.path, *args, "--", "./test.sh", counter=counter, env={"LIMIT": "3"})
+    first = search(h, "./test.sh", options=options, counter=counter, env={"LIMIT": "3"})
     assert first.status == 1
     assert "exited with status 200" in first.stderr and "aborted" in first.stderr
     saved = [json.loads(line) for line in observations.read_text().splitlines()]
     assert [o["commit"] for o in saved] == runs(counter)
     assert len(saved) == 3
 
-    second = labgate(h.repo.path, *args, "--", "./test.sh", counter=counter)
+    second = search(h, "./test.sh", options=options, counter=counter)
     assert second.status == 0, second.stderr
     result = json.loads(second.stdout)
     assert result["culprit"] == h.culprit
@@ -343,7 +317,7 @@ def test_interrupted_search_resumes_without_repeating_work(tmp_path: Path) -> No
     assert result["executions"] == len(runs(counter)) - 3
 
     before = runs(counter)
-    third = labgate(h.repo.path, *args, "--", "./test.sh", counter=counter)
+    third = search(h, "./test.sh", options=options, counter=counter)
     assert third.status == 0
     assert json.loads(third.stdout)["executions"] == 0
     assert runs(counter) == before
@@ -353,10 +327,7 @@ def test_observations_of_another_range_are_ignored(tmp_path: Path) -> None:
     h = linear(tmp_path, n=4, culprit_at=2)
     observations = tmp_path / "obs.jsonl"
     observations.write_text(json.dumps({"commit": "0" * 40, "outcome": "bad"}) + "\n")
-    ran = labgate(
-        h.repo.path, *goods(h.good), "--bad", h.bad, "--observations", str(observations),
-        "--json", "-", "--", "./test.sh",
-    )  # fmt: skip
+    ran = search(h, "./test.sh", options=["--observations", str(observations), "--json", "-"])
     assert ran.status == 0, ran.stderr
     assert "1 observations outside this range ignored" in ran.stderr
     assert json.loads(ran.stdout)["culprit"] == h.culprit
@@ -366,16 +337,7 @@ def test_bad_observations_file_is_a_usage_error(tmp_path: Path) -> None:
     h = linear(tmp_path, n=4, culprit_at=2)
     observations = tmp_path / "obs.jsonl"
     observations.write_text('{"commit": "abc", "outcome": "good"}\nnot json\n')
-    ran = labgate(
-        h.repo.path,
-        *goods(h.good),
-        "--bad",
-        h.bad,
-        "--observations",
-        str(observations),
-        "--",
-        "./test.sh",
-    )
+    ran = search(h, "./test.sh", options=["--observations", str(observations)])
     assert ran.status == 2
     assert f"{observations}:2" in ran.stderr
     assert "Traceback" not in ran.stderr
@@ -388,10 +350,9 @@ def test_status_128_or_more_aborts_the_search(tmp_path: Path) -> None:
     h = linear(tmp_path, n=8, culprit_at=6)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    ran = labgate(
-        h.repo.path, *goods(h.good), "--bad", h.bad, "--json", "-",
-        "--", "sh", "-c", "echo giving up here; exit 129",
-        env={"TMPDIR": str(tmp)},
+    ran = search(
+        h, "sh", "-c", "echo giving up here; exit 129",
+        options=["--json", "-"], env={"TMPDIR": str(tmp)},
     )  # fmt: skip
     assert ran.status == 1
     assert "exited with status 129 at " in ran.stderr
@@ -407,10 +368,7 @@ def test_status_128_or_more_aborts_the_search(tmp_path: Path) -> None:
 def test_unwritable_observations_file_is_one_message(tmp_path: Path) -> None:
     h = linear(tmp_path, n=4, culprit_at=2)
     missing = tmp_path / "no-such-dir" / "obs.jsonl"
-    ran = labgate(
-        h.repo.path, *goods(h.good), "--bad", h.bad, "--observations", str(missing),
-        "--", "./test.sh",
-    )  # fmt: skip
+    ran = search(h, "./test.sh", options=["--observations", str(missing)])
     assert ran.status == 2
     assert "No such file or directory" in ran.stderr
     assert "Traceback" not in ran.stderr
@@ -456,17 +414,7 @@ def test_user_checkout_is_untouched(tmp_path: Path) -> None:
     before = snapshot(h.repo)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    ran = labgate(
-        h.repo.path,
-        *goods(h.good),
-        "--bad",
-        h.bad,
-        "-j",
-        "2",
-        "--",
-        "./test.sh",
-        env={"TMPDIR": str(tmp)},
-    )
+    ran = search(h, "./test.sh", options=["-j", "2"], env={"TMPDIR": str(tmp)})
     assert ran.status == 0, ran.stderr
     assert snapshot(h.repo) == before
     assert list(tmp.iterdir()) == []
@@ -483,11 +431,7 @@ def test_ctrl_c_kills_the_commands_and_removes_every_worktree(tmp_path: Path, ta
     tmp.mkdir()
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-c",
-            "from labgate.cli import main; main()",
-            "bisect",
-            "run",
+            *BISECT_RUN,
             *goods(h.good),
             "--bad",
             h.bad,
@@ -531,8 +475,7 @@ def test_live_progress_on_a_terminal(tmp_path: Path) -> None:
     h = linear(tmp_path)
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-c", "from labgate.cli import main; main()", "bisect", "run",
-         *goods(h.good), "--bad", h.bad, "-j", "2", "--", "./test.sh"],
+        [*BISECT_RUN, *goods(h.good), "--bad", h.bad, "-j", "2", "--", "./test.sh"],
         cwd=h.repo.path,
         env=_env(None, {"TERM": "xterm", "COLUMNS": "200"}),
         stdin=terminal,

@@ -2,47 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from labgate.config import ConfigError, Lab, parse_lab
+from test_config import HEAD, job, parse, problem_at
 
-LAB = """
-[lab]
-name = "web-lab"
-
-[[tree]]
-name = "xen"
-url = "https://xenbits.example/xen.git"
-
-[[branch]]
-name = "xen-unstable"
-tree = "xen"
-
-[[host]]
-name = "h0"
-flags = []
-
-[[job]]
-name = "build"
-[[job.step]]
-name = "build"
-run = "true"
-"""
-
-
-def parse(extra: str) -> Lab:
-    return parse_lab(LAB + extra, file=Path("lab.toml"), lab_dir=Path("/srv/lab"))
+LAB = HEAD + job("build")
 
 
 def test_no_web_table_means_read_only() -> None:
-    lab = parse("")
+    lab = parse(LAB)
     assert lab.web_token is None
 
 
 def test_token_is_read() -> None:
-    lab = parse('\n[web]\ntoken = "s3cret-s3cret-s3cret"\n')
+    lab = parse(LAB + '\n[web]\ntoken = "s3cret-s3cret-s3cret"\n')
     assert lab.web_token == "s3cret-s3cret-s3cret"
 
 
@@ -55,8 +28,5 @@ def test_token_is_read() -> None:
     ],
 )
 def test_bad_web_table(table: str, key: str, words: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        parse(f"\n[web]\n{table}\n")
-    problems = [p for p in caught.value.problems if p.key == key]
-    assert problems, str(caught.value)
-    assert words in str(problems[0]).lower()
+    problem = problem_at(LAB + f"\n[web]\n{table}\n", key)
+    assert words in str(problem).lower()

@@ -245,9 +245,9 @@ def test_a_broken_lab_is_not_tested_never_a_regression(tmp_path: Path) -> None:
     lab = load_lab(lab_dir)
     with Store.open(lab.database_url) as store:
         flights = store.list_flights("xen-unstable")
-    # baseline, the staging flight, one retest of the broken job
-    assert [f.blessing for f in flights] == [Blessing.REAL] * 3
-    assert store.get_flight(flights[0].id).job("test").outcome is Outcome.BROKEN
+        # baseline, the staging flight, one retest of the broken job
+        assert [f.blessing for f in flights] == [Blessing.REAL] * 3
+        assert store.get_flight(flights[0].id).job("test").outcome is Outcome.BROKEN
 
 
 def test_a_job_the_lab_broke_is_retried_on_another_host(tmp_path: Path) -> None:

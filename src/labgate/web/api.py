@@ -361,19 +361,6 @@ OPENAPI: dict[str, Any] = {
 
 
 def routes(web: Web) -> list[Route]:
-    def bind(endpoint: Any) -> Any:
-        if asyncio.iscoroutinefunction(endpoint):
-
-            async def async_call(request: Request) -> Response:
-                return await endpoint(web, request)
-
-            return async_call
-
-        def call(request: Request) -> Response:
-            return endpoint(web, request)
-
-        return call
-
     table = [
         ("/api/openapi.json", openapi, "GET"),
         ("/api/flights", flights, "GET"),
@@ -389,4 +376,6 @@ def routes(web: Web) -> list[Route]:
         ("/api/bisections", bisections, "GET"),
         ("/api/bisections/{bisection_id:int}", bisection, "GET"),
     ]
-    return [Route(path, bind(endpoint), methods=[method]) for path, endpoint, method in table]
+    return [
+        Route(path, pages.bind(web, endpoint), methods=[method]) for path, endpoint, method in table
+    ]

@@ -571,20 +571,22 @@ def robots(web: Web, request: Request) -> Response:
     return PlainTextResponse("User-agent: *\nDisallow: /\n")
 
 
+def bind(web: Web, endpoint: Any) -> Any:
+    """A Starlette endpoint of ``endpoint(web, request)``, async when it is (pages and API)."""
+    if asyncio.iscoroutinefunction(endpoint):
+
+        async def async_page(request: Request) -> Response:
+            return await endpoint(web, request)
+
+        return async_page
+
+    def page(request: Request) -> Response:
+        return endpoint(web, request)
+
+    return page
+
+
 def routes(web: Web) -> list[Route]:
-    def bind(endpoint: Any) -> Any:
-        if asyncio.iscoroutinefunction(endpoint):
-
-            async def async_page(request: Request) -> Response:
-                return await endpoint(web, request)
-
-            return async_page
-
-        def page(request: Request) -> Response:
-            return endpoint(web, request)
-
-        return page
-
     flight = "/flights/{flight_id:int}"
     step = flight + "/jobs/{job}/steps/{seq:int}"
     table = [
@@ -610,4 +612,4 @@ def routes(web: Web) -> list[Route]:
         ("/login", login, ["POST"]),
         ("/logout", logout, ["POST"]),
     ]
-    return [Route(path, bind(endpoint), methods=methods) for path, endpoint, methods in table]
+    return [Route(path, bind(web, endpoint), methods=methods) for path, endpoint, methods in table]

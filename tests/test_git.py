@@ -11,12 +11,6 @@ from gitrepos import GitRepo
 from labgate.git import Mirrors, UnknownRevision, ensure_commit, push_fast_forward
 
 
-def run(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
 def test_a_work_tree_is_a_clean_detached_checkout_with_the_tags(tmp_path: Path) -> None:
     repo = GitRepo.init(tmp_path / "xen")
     first = repo.commit("first", files={"a": "1\n", "dir/b": "2\n"})
@@ -29,13 +23,14 @@ def test_a_work_tree_is_a_clean_detached_checkout_with_the_tags(tmp_path: Path) 
     dest = tmp_path / "work" / "xen"
     dest.parent.mkdir()
     mirrors.checkout("xen", second, dest)
+    work = GitRepo(dest)
     assert (dest / "a").read_text() == "2\n" and (dest / "dir" / "b").read_text() == "2\n"
-    assert run(dest, "status", "--porcelain") == ""
-    assert run(dest, "rev-parse", "HEAD") == second
-    assert run(dest, "describe", "--tags", "--exact-match") == "lightweight"
-    described = run(dest, "describe", "--tags", "--match", "RELEASE-*")
+    assert work.git("status", "--porcelain") == ""
+    assert work.rev("HEAD") == second
+    assert work.git("describe", "--tags", "--exact-match") == "lightweight"
+    described = work.git("describe", "--tags", "--match", "RELEASE-*")
     assert described == f"RELEASE-4.18-1-g{second[:7]}"
-    assert run(dest, "log", "--format=%H", "-2").split() == [second, first]
+    assert work.git("log", "--format=%H", "-2").split() == [second, first]
 
 
 def test_resolve_refuses_unknown_revisions_and_ensure_fetches_new_commits(tmp_path: Path) -> None:
@@ -60,12 +55,13 @@ def test_push_is_fast_forward_only(tmp_path: Path) -> None:
     dev.git("push", "-q", str(bare), f"{ahead}:refs/heads/staging")
     mirrors = Mirrors(tmp_path / "mirrors", {"xen": str(bare)})
     mirrors.update("xen")
+    upstream = GitRepo(bare)
     result = push_fast_forward(mirrors, "xen", ahead, "master")
     assert (result.status, result.previous) == ("pushed", base)
-    assert run(bare, "rev-parse", "master") == ahead
+    assert upstream.rev("master") == ahead
     dev.git("checkout", "-q", base)
     other = dev.commit("by hand", files={"b": "1\n"})
     dev.git("push", "-q", "--force", str(bare), f"{other}:refs/heads/master")
     refused = push_fast_forward(mirrors, "xen", ahead, "master")
     assert refused.status == "not-fast-forward" and refused.previous == other
-    assert run(bare, "rev-parse", "master") == other
+    assert upstream.rev("master") == other

@@ -19,6 +19,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO
 
 from labgate.executor import HostLost, kill_group
 from labgate.hosts.config import lifecycle_of
@@ -41,21 +42,29 @@ def command_env(host: HostSpec) -> dict[str, str]:
     return env
 
 
-async def run_command(
-    host: HostSpec, command: str, *, cwd: Path, timeout: float = LIFECYCLE_TIMEOUT_S
-) -> tuple[bool, str]:
-    """Run a lifecycle command; (succeeded, its output, last lines first-trimmed)."""
-    proc = await asyncio.create_subprocess_exec(
+async def _start(
+    host: HostSpec, command: str, *, cwd: Path, output: int | IO[bytes]
+) -> asyncio.subprocess.Process:
+    """Start a lifecycle command in its own process group, stdout and stderr both to
+    ``output``."""
+    return await asyncio.create_subprocess_exec(
         "/bin/sh",
         "-c",
         command,
         cwd=cwd,
         env=command_env(host),
         stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
+        stdout=output,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+async def run_command(
+    host: HostSpec, command: str, *, cwd: Path, timeout: float = LIFECYCLE_TIMEOUT_S
+) -> tuple[bool, str]:
+    """Run a lifecycle command; (succeeded, its output, last lines first-trimmed)."""
+    proc = await _start(host, command, cwd=cwd, output=asyncio.subprocess.PIPE)
     try:
         output, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -96,17 +105,7 @@ async def console(host: HostSpec, log: Path, *, cwd: Path) -> AsyncIterator[None
         return
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab", buffering=0) as out:
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/sh",
-            "-c",
-            command,
-            cwd=cwd,
-            env=command_env(host),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
+        proc = await _start(host, command, cwd=cwd, output=out)
         try:
             yield
         finally:

@@ -425,27 +425,29 @@ def host_page(web: Web, request: Request) -> Response:
     return web.render(request, "host.html", context)
 
 
-def branch_states(web: Web, with_pushes: int = 1) -> list[queries.BranchState]:
-    out = []
-    for name, spec in web.lab.branches.items():
-        pushes = web.store.pushes(name, limit=with_pushes)
-        pushed = next((p for p in web.store.pushes(name, limit=20) if p.status == "pushed"), None)
-        out.append(
-            queries.BranchState(
-                name=name,
-                tree=spec.tree,
-                staging_ref=spec.staging,
-                tested_ref=spec.tested,
-                staging_sha=_ref(web, spec.tree, spec.staging),
-                # what labgate last pushed there (the mirror may predate the push)
-                tested_sha=pushed.sha if pushed else _ref(web, spec.tree, spec.tested),
-                baseline=web.store.baseline(name),
-                last_flight=queries.last_flight(web.store, name),
-                last_push=pushes[0] if pushes else None,
-                pushes=tuple(pushes),
-            )
-        )
-    return out
+def branch_states(web: Web) -> list[queries.BranchState]:
+    return [branch_state(web, name) for name in web.lab.branches]
+
+
+def branch_state(web: Web, name: str, with_pushes: int = 1) -> queries.BranchState:
+    """A branch of lab.toml with its last ``with_pushes`` pushes."""
+    spec = web.lab.branches[name]
+    recent = web.store.pushes(name, limit=max(with_pushes, 20))
+    pushes = recent[:with_pushes]
+    pushed = next((p for p in recent[:20] if p.status == "pushed"), None)
+    return queries.BranchState(
+        name=name,
+        tree=spec.tree,
+        staging_ref=spec.staging,
+        tested_ref=spec.tested,
+        staging_sha=_ref(web, spec.tree, spec.staging),
+        # what labgate last pushed there (the mirror may predate the push)
+        tested_sha=pushed.sha if pushed else _ref(web, spec.tree, spec.tested),
+        baseline=web.store.baseline(name),
+        last_flight=queries.last_flight(web.store, name),
+        last_push=pushes[0] if pushes else None,
+        pushes=tuple(pushes),
+    )
 
 
 def _ref(web: Web, tree: str, ref: str) -> str | None:
@@ -466,7 +468,7 @@ def branch_page(web: Web, request: Request) -> Response:
     name = request.path_params["name"]
     if name not in web.lab.branches:
         raise HTTPException(404, f"no branch {name!r} in this lab")
-    state = next(b for b in branch_states(web, with_pushes=100) if b.name == name)
+    state = branch_state(web, name, with_pushes=100)
     recent = queries.flight_page(web.store, branch=name, limit=20)
     return web.render(request, "branch.html", {"branch": state, "recent": recent})
 

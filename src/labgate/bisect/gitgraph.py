@@ -5,25 +5,14 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from labgate.bisect.engine import BisectError, TreeRange
-from labgate.git import GitError, run_git
+from labgate.git import GitError, git, run_git
 
-__all__ = ["GitError", "commit_info", "git", "is_ancestor", "read_range", "resolve", "toplevel"]
-
-
-def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``git -C repo ARGS`` (through the lab's one git runner, in a session of its own);
-    raise GitError if ``check`` and it fails."""
-    done = run_git(["-C", str(repo), *args])
-    if check and done.returncode != 0:
-        message = done.stderr.strip() or f"exit status {done.returncode}"
-        raise GitError(f"git {' '.join(args)}: {message}")
-    return done
+__all__ = ["GitError", "commit_info", "is_ancestor", "read_range", "resolve", "toplevel"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +27,7 @@ class CommitInfo:
 
 def toplevel(path: Path) -> Path:
     """The root of the working tree containing ``path``; BisectError outside a repository."""
-    done = git(path, "rev-parse", "--show-toplevel", check=False)
+    done = run_git(["rev-parse", "--show-toplevel"], cwd=path)
     if done.returncode != 0:
         raise BisectError(f"{path} is not inside a git repository")
     return Path(done.stdout.strip())
@@ -46,14 +35,8 @@ def toplevel(path: Path) -> Path:
 
 def resolve(repo: Path, rev: str) -> str:
     """The full sha of the commit ``rev`` names; BisectError when it names none."""
-    done = git(
-        repo,
-        "rev-parse",
-        "--verify",
-        "--quiet",
-        "--end-of-options",
-        f"{rev}^{{commit}}",
-        check=False,
+    done = run_git(
+        ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"], cwd=repo
     )
     if done.returncode != 0 or not done.stdout.strip():
         raise BisectError(f"unknown revision {rev!r}: it names no commit in {repo}")
@@ -62,7 +45,7 @@ def resolve(repo: Path, rev: str) -> str:
 
 def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
     """True when ``ancestor`` is reachable from ``descendant`` (or is it)."""
-    done = git(repo, "merge-base", "--is-ancestor", ancestor, descendant, check=False)
+    done = run_git(["merge-base", "--is-ancestor", ancestor, descendant], cwd=repo)
     if done.returncode not in (0, 1):
         raise GitError(f"git merge-base --is-ancestor: {done.stderr.strip()}")
     return done.returncode == 0
@@ -87,9 +70,9 @@ def read_range(repo: Path, good: Sequence[str], bad: str, *, tree: str = "") -> 
                 f"({bad_sha[:12]}): the range between them is not a regression"
             )
     good_shas = tuple(dict.fromkeys(sha for _, sha in resolved))
-    listing = git(repo, "rev-list", "--parents", bad_sha, *(f"^{sha}" for sha in good_shas))
+    listing = git(["rev-list", "--parents", bad_sha, *(f"^{sha}" for sha in good_shas)], cwd=repo)
     parents: dict[str, tuple[str, ...]] = {}
-    for line in listing.stdout.splitlines():
+    for line in listing.splitlines():
         commit, *rest = line.split()
         parents[commit] = tuple(rest)
     if not parents:
@@ -99,6 +82,6 @@ def read_range(repo: Path, good: Sequence[str], bad: str, *, tree: str = "") -> 
 
 def commit_info(repo: Path, sha: str) -> CommitInfo:
     """Author, date and subject of ``sha``."""
-    done = git(repo, "show", "-s", "--format=%an <%ae>%x00%ad%x00%s", "--date=iso", sha)
-    author, date, subject = done.stdout.rstrip("\n").split("\x00", 2)
+    shown = git(["show", "-s", "--format=%an <%ae>%x00%ad%x00%s", "--date=iso", sha], cwd=repo)
+    author, date, subject = shown.split("\x00", 2)
     return CommitInfo(sha=sha, author=author, date=date, subject=subject)

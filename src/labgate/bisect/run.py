@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from labgate.bisect.engine import BisectError, Decision, Observation, Outcome, Search
-from labgate.bisect.gitgraph import git
+from labgate.git import git, run_git
 
 TREE = ""  # the tree name of the single repository ``labgate bisect run`` works on
 SKIP_STATUS = 125
@@ -142,7 +142,7 @@ class Workspace:
         log = path.with_suffix(".log")
         try:
             with self._git_lock:
-                git(self.repo, "worktree", "add", "--detach", "--quiet", str(path), commit)
+                git(["worktree", "add", "--detach", "--quiet", str(path), commit], cwd=self.repo)
             started = time.monotonic()
             with log.open("wb") as output:
                 status = self._run_command(path, commit, output)
@@ -171,7 +171,7 @@ class Workspace:
         for path in left:
             self._remove(path)
         with self._git_lock:
-            git(self.repo, "worktree", "prune", check=False)
+            run_git(["worktree", "prune"], cwd=self.repo)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _run_command(self, path: Path, commit: str, output: BinaryIO) -> int:
@@ -205,7 +205,7 @@ class Workspace:
 
     def _remove(self, path: Path) -> None:
         with self._git_lock:
-            git(self.repo, "worktree", "remove", "--force", "--force", str(path), check=False)
+            run_git(["worktree", "remove", "--force", "--force", str(path)], cwd=self.repo)
         shutil.rmtree(path, ignore_errors=True)
         with self._lock:
             self._worktrees.discard(path)

@@ -31,6 +31,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -44,6 +45,8 @@ ARCHES = [("amd64", 0.7), ("arm64", 0.15), ("armhf", 0.05), ("i386", 0.1)]
 BRANCHES = [f"branch-{i}" for i in range(8)]
 BLESSINGS = [("real", 0.3), ("review", 0.3), ("adhoc", 0.2), ("bisect", 0.2)]
 JOBS_PER_FLIGHT = 50
+# How long the controllers may take to start (connect, build their Allocator) before giving up.
+START_TIMEOUT_S = 120
 
 
 def pick(rng: random.Random, weighted: list[tuple[str, float]]) -> str:
@@ -138,7 +141,7 @@ def controller(
     hosts: list[HostSpec],
     owner: str,
     seconds: float,
-    start: float,
+    start_line: Barrier,
     batch: int,
     out: mp.Queue,  # type: ignore[type-arg]
 ) -> None:
@@ -147,8 +150,7 @@ def controller(
     decisions: list[float] = []
     claimed: list[int] = []
     problems: list[str] = []
-    while time.time() < start:
-        time.sleep(0.001)
+    start_line.wait(START_TIMEOUT_S)  # every controller is ready: all claim from now on
     deadline = time.monotonic() + seconds
     idle = 0
     while time.monotonic() < deadline:
@@ -205,17 +207,19 @@ def run(
     url: str, hosts: list[HostSpec], controllers: int, seconds: float, batch: int
 ) -> dict[str, object]:
     out: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-    start = time.time() + 0.5
+    start_line = mp.Barrier(controllers + 1)  # the controllers and this process
     procs = [
-        mp.Process(target=controller, args=(url, hosts, f"c{i}", seconds, start, batch, out))
+        mp.Process(target=controller, args=(url, hosts, f"c{i}", seconds, start_line, batch, out))
         for i in range(controllers)
     ]
     for p in procs:
         p.start()
+    start_line.wait(START_TIMEOUT_S)
+    start = time.monotonic()
     results = [out.get() for _ in procs]
     for p in procs:
         p.join()
-    wall = max(0.001, time.time() - start)
+    wall = max(0.001, time.monotonic() - start)
     decisions = sorted(d for r in results for d in r.decisions)
     claimed = [j for r in results for j in r.claimed]
     twice = [j for j, n in Counter(claimed).items() if n > 1]

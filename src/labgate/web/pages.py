@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -380,11 +380,7 @@ def history_page(web: Web, request: Request) -> Response:
     branch, job = request.path_params["branch"], request.path_params["job"]
     step = request.query_params.get("step") or None
     runs = queries.job_runs(web.store, branch, job, limit=100)
-    step_names: list[str] = []
-    for run in runs:
-        for s in run.job.steps:
-            if s.name not in step_names:
-                step_names.append(s.name)
+    step_names = _step_names(runs)
     shown = [step] if step else step_names
     # per run, per shown step: (the step, its index in the job) or None; built here, as a
     # template would build it a hundred times slower
@@ -407,6 +403,11 @@ def history_page(web: Web, request: Request) -> Response:
             "rates": queries.flake_rates(runs, job),
         },
     )
+
+
+def _step_names(runs: Sequence[queries.JobRun]) -> list[str]:
+    """The names of the runs' steps, each once, in the order they first appear."""
+    return list(dict.fromkeys(s.name for run in runs for s in run.job.steps))
 
 
 def hosts_page(web: Web, request: Request) -> Response:
@@ -534,9 +535,7 @@ def trends_page(web: Web, request: Request) -> Response:
 
 def _job_charts(web: Web, branch: str, job: str) -> list[str]:
     runs = list(reversed(queries.job_runs(web.store, branch, job, limit=200)))
-    names: list[str] = []
-    for run in runs:
-        names += [s.name for s in run.job.steps if s.name not in names]
+    names = _step_names(runs)
     durations = []
     passes = []
     for name in names:

@@ -172,6 +172,7 @@ def test_exclusive_jobs_hold_the_whole_host(tmp_path: Path, database_url: str) -
         ).all()
     spans = {name: (_ts(a), _ts(b)) for name, a, b in rows}
     ex_start, ex_end = spans.pop("excl")
+    assert set(spans) == {f"j{i}" for i in range(4)}  # every job's span is compared below
     for start, end in spans.values():
         assert end <= ex_start or start >= ex_end
 

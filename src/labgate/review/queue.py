@@ -121,7 +121,9 @@ class ReviewQueue:
                 return None
             attempt = max((r.attempt for r in attempts), default=0) + 1
             if event.kind == "patchset":
-                self._supersede(conn, event.source, event.change, keep=event.patchset)
+                self._supersede(
+                    conn, event.source, event.change, "a newer patch set", keep=event.patchset
+                )
             try:
                 with conn.begin_nested():
                     run_id = self._insert(conn, event, attempt)
@@ -154,7 +156,10 @@ class ReviewQueue:
         assert key is not None
         return int(key[0])
 
-    def _supersede(self, conn: Connection, connector: str, change: str, keep: str | None) -> None:
+    def _supersede(
+        self, conn: Connection, connector: str, change: str, reason: str, keep: str | None = None
+    ) -> None:
+        """The change's queued runs will not be tested (but those of patch set ``keep``)."""
         query = update(t.review_run).where(
             t.review_run.c.connector == connector,
             t.review_run.c.change == change,
@@ -162,20 +167,12 @@ class ReviewQueue:
         )
         if keep is not None:
             query = query.where(t.review_run.c.patchset != keep)
-        conn.execute(query.values(state=SUPERSEDED, reason="a newer patch set", updated=now()))
+        conn.execute(query.values(state=SUPERSEDED, reason=reason, updated=now()))
 
     def supersede_change(self, connector: str, change: str, reason: str) -> None:
         """The change is closed: its queued runs will not be tested."""
         with self.engine.begin() as conn:
-            conn.execute(
-                update(t.review_run)
-                .where(
-                    t.review_run.c.connector == connector,
-                    t.review_run.c.change == change,
-                    t.review_run.c.state == QUEUED,
-                )
-                .values(state=SUPERSEDED, reason=reason, updated=now())
-            )
+            self._supersede(conn, connector, change, reason)
 
     def record_delivery(self, connector: str, delivery: str, event: str) -> bool:
         """Remember a webhook delivery; False when it was seen before (a replay)."""

@@ -536,15 +536,15 @@ def trends_page(web: Web, request: Request) -> Response:
 def _job_charts(web: Web, branch: str, job: str) -> list[str]:
     runs = list(reversed(queries.job_runs(web.store, branch, job, limit=200)))
     names = _step_names(runs)
+    steps_by_name = [{s.name: s for s in run.job.steps} for run in runs]
     durations = []
     passes = []
     for name in names:
         points = []
         window: list[bool] = []
         rolling = []
-        for run in runs:
-            found = [s for s in run.job.steps if s.name == name]
-            step = found[0] if found else None
+        for run, by_name in zip(runs, steps_by_name, strict=True):
+            step = by_name.get(name)
             points.append((run.flight.id, step.duration_s if step else None))
             if step is not None and step.outcome in (Outcome.PASS, Outcome.FAIL):
                 window = [*window[-9:], step.outcome is Outcome.PASS]

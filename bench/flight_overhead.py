@@ -39,15 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from labs import local_host, write_lab
+
 TARGET_MS = 5.0
-GIT_ENV = {
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.org",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.org",
-}
 
 
 def labgate_exe() -> str:
@@ -58,26 +53,16 @@ def labgate_exe() -> str:
 
 def make_lab(path: Path, database: str, jobs: int, steps: int, slots: int) -> Path:
     """A lab with one small tree and JOBS jobs (a matrix) of STEPS `true` steps."""
-    tree = path / "trees" / "t"
-    tree.mkdir(parents=True)
-    env = {**os.environ, **GIT_ENV}
-    for args in (
-        ["init", "-q", "-b", "master"],
-        ["commit", "-q", "--allow-empty", "-m", "initial"],
-        ["branch", "staging"],
-    ):
-        subprocess.run(["git", *args], cwd=tree, env=env, check=True)
-    (tree / "README").write_text("a small tree\n")
     numbers = ", ".join(f'"{n}"' for n in range(jobs))
     step_tables = "".join(f'[[job.step]]\nname = "s{i}"\nrun = "true"\n' for i in range(steps))
-    (path / "lab.toml").write_text(
-        f'[lab]\nname = "bench"\ndatabase = "{database}"\n\n'
-        f'[[tree]]\nname = "t"\nurl = "{tree}"\n\n'
-        '[[branch]]\nname = "main"\ntree = "t"\n\n'
-        f'[[host]]\nname = "h0"\nflags = []\nslots = {slots}\n\n'
-        f'[[job]]\nname = "job-{{n}}"\nmatrix = {{ n = [{numbers}] }}\n{step_tables}'
+    lab = write_lab(
+        path,
+        trees={"t": {"README": "a small tree\n"}},
+        hosts=local_host("h0", slots=slots),
+        jobs=f'[[job]]\nname = "job-{{n}}"\nmatrix = {{ n = [{numbers}] }}\n{step_tables}',
+        database=database,
     )
-    return path
+    return lab.path
 
 
 def time_labgate(lab: Path) -> float:

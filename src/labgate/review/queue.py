@@ -126,13 +126,11 @@ class ReviewQueue:
                 )
             try:
                 with conn.begin_nested():
-                    run_id = self._insert(conn, event, attempt)
+                    return self._insert(conn, event, attempt)
             except IntegrityError:  # another controller queued it first
                 return None
-            row = conn.execute(select(t.review_run).where(t.review_run.c.id == run_id)).one()
-        return _run(row)
 
-    def _insert(self, conn: Connection, event: ChangeEvent, attempt: int) -> int:
+    def _insert(self, conn: Connection, event: ChangeEvent, attempt: int) -> ReviewRun:
         stamp = now()
         result = conn.execute(
             t.review_run.insert().values(
@@ -154,7 +152,7 @@ class ReviewQueue:
         )
         key = result.inserted_primary_key
         assert key is not None
-        return int(key[0])
+        return _run(conn.execute(select(t.review_run).where(t.review_run.c.id == key[0])).one())
 
     def _supersede(
         self, conn: Connection, connector: str, change: str, reason: str, keep: str | None = None
@@ -360,9 +358,7 @@ class ReviewQueue:
                     t.review_run.c.patchset == retry.patchset,
                 )
             ).scalar()
-            new_id = self._insert(conn, retry, int(attempt or 0) + 1)
-            row = conn.execute(select(t.review_run).where(t.review_run.c.id == new_id)).one()
-        return _run(row)
+            return self._insert(conn, retry, int(attempt or 0) + 1)
 
     def finish(self, run_id: int, state: str, reason: str) -> None:
         """End a run without a vote (``superseded``), or after reporting an ``error``."""

@@ -321,7 +321,7 @@ class Store:
                     outcome=Outcome(j.outcome),
                     host=j.host,
                     runvars=runvars[j.id],
-                    steps=tuple(_step_result(s, cases.get(s.id, ())) for s in steps[j.id]),
+                    steps=tuple(step_from_row(s, cases.get(s.id, ())) for s in steps[j.id]),
                     depends=tuple(json.loads(j.depends)),
                     requires=tuple(json.loads(j.requires)),
                     exclusive=bool(j.exclusive),
@@ -963,7 +963,8 @@ def _start_step(conn: Connection, step_id: int, log: str) -> None:
     )
 
 
-def _step_result(row: Any, cases: Sequence[TestCaseResult]) -> StepResult:
+def step_from_row(row: Any, cases: Sequence[TestCaseResult] = ()) -> StepResult:
+    """A stored step (a row of ``step``, its command not needed) with these test cases."""
     return StepResult(
         id=row.id,
         name=row.name,

@@ -25,7 +25,7 @@ from labgate.model import (
     PushRecord,
     StepResult,
 )
-from labgate.store import Store, flight_from_row, iso, revisions_of
+from labgate.store import Store, flight_from_row, iso, revisions_of, step_from_row
 
 PAGE_SIZE = 50
 
@@ -47,7 +47,7 @@ def _flight(row: Any, revisions: Mapping[str, str]) -> FlightResult:
     return flight_from_row(row, revisions, ())
 
 
-# What a history row shows of a step: not its command, nor its times (JSON leaves them out too).
+# What a history row reads of a step: all that `step_from_row` needs, not its command.
 _STEP_COLUMNS = (
     t.step.c.id,
     t.step.c.job_id,
@@ -57,19 +57,9 @@ _STEP_COLUMNS = (
     t.step.c.duration_s,
     t.step.c.log,
     t.step.c.reason,
+    t.step.c.started,
+    t.step.c.finished,
 )
-
-
-def _step(row: Any) -> StepResult:
-    return StepResult(
-        id=row.id,
-        name=row.name,
-        outcome=Outcome(row.outcome),
-        exit_status=row.exit_status,
-        duration_s=row.duration_s,
-        log=row.log,
-        reason=row.reason,
-    )
 
 
 # --- the flight list ------------------------------------------------------------------------
@@ -184,7 +174,7 @@ def _job_runs(
             .order_by(t.step.c.job_id, t.step.c.seq)
         )
         for s in conn.execute(query).all():
-            steps[s.job_id].append(_step(s))
+            steps[s.job_id].append(step_from_row(s))
     revisions = revisions_of(conn, list(flights))
     out = []
     for j in job_rows:

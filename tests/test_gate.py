@@ -12,7 +12,7 @@ from labgate.config import load_lab
 from labgate.gate import Gate, GateResult
 from labgate.model import Blessing, Outcome
 from labgate.store import Store
-from labs import labgate, toml_str
+from labs import job, labgate, local_host, step, toml_str
 
 BUILD = 'cp xen/VERSION "$LABGATE_ARTIFACTS/xen.img"'
 # the test fails when the tree carries a file called "bug"
@@ -52,11 +52,11 @@ def write_gate_lab(root: Path, upstream: Upstream, *, database: str | None, extr
         f'[lab]\nname = "gate-lab"\n{db}\n'
         f'[[tree]]\nname = "xen"\nurl = {toml_str(str(upstream.bare))}\n\n'
         '[[branch]]\nname = "xen-unstable"\ntree = "xen"\n\n'
-        + "".join(f'[[host]]\nname = "h{i}"\nflags = ["x86"]\nslots = 4\n\n' for i in range(hosts))
-        + f'[[job]]\nname = "build"\n[[job.step]]\nname = "build"\nrun = {toml_str(BUILD)}\n\n'
-        '[[job]]\nname = "test"\ndepends = ["build"]\n'
-        f'[[job.step]]\nname = "guest-start"\nrun = {toml_str(test)}\n\n'
-        "[gate]\nbisect_parallel = 2\nretests = 1\n" + extra
+        + "".join(local_host(f"h{i}", slots=4, flags=["x86"]) + "\n" for i in range(hosts))
+        + job("build", step("build", BUILD))
+        + job("test", step("guest-start", test), depends=["build"])
+        + "\n[gate]\nbisect_parallel = 2\nretests = 1\n"
+        + extra
     )
     return lab
 

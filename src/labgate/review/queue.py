@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from labgate import schema as t
@@ -387,21 +387,17 @@ class ReviewQueue:
 
     def latest_run(self, connector: str, change: str) -> ReviewRun | None:
         """The change's newest run (for a recheck that names the change only)."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.review_run)
-                .where(t.review_run.c.connector == connector, t.review_run.c.change == change)
-                .order_by(t.review_run.c.id.desc())
-                .limit(1)
-            ).first()
-        return _run(row) if row is not None else None
+        return self._newest(connector, t.review_run.c.change == change)
 
     def run_for_revision(self, connector: str, revision: str) -> ReviewRun | None:
         """The newest run that tested this commit."""
+        return self._newest(connector, t.review_run.c.revision == revision)
+
+    def _newest(self, connector: str, where: ColumnElement[bool]) -> ReviewRun | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(t.review_run)
-                .where(t.review_run.c.connector == connector, t.review_run.c.revision == revision)
+                .where(t.review_run.c.connector == connector, where)
                 .order_by(t.review_run.c.id.desc())
                 .limit(1)
             ).first()

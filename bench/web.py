@@ -41,6 +41,9 @@ import sqlalchemy as sa
 from labgate import schema as t
 from labgate.store import Store
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from labs import labgate
+
 BRANCHES = ("xen-unstable", "linux-linus", "qemu-upstream")
 HOSTS = tuple(f"host{i:02d}" for i in range(24))
 STEP_NAMES = ("host-install", "build", "guest-start", "tests", "guest-stop")
@@ -161,10 +164,8 @@ def _copy(conn: sa.Connection, table: str, columns: Sequence[str], data: list[tu
 @contextmanager
 def served(lab_dir: Path) -> Iterator[str]:
     """``labgate serve`` on a free port in its own process; yields its base URL."""
-    exe = Path(sys.executable).parent / "labgate"
     proc = subprocess.Popen(
-        [str(exe) if exe.exists() else "labgate", "serve", "--lab", str(lab_dir),
-         "--listen", "127.0.0.1:0"],
+        labgate(lab_dir, "serve", "--listen", "127.0.0.1:0"),
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert proc.stderr is not None
@@ -236,7 +237,6 @@ def postgres_url() -> Iterator[str]:
     admin = os.environ.get("LABGATE_TEST_POSTGRES", "").strip()
     cluster = None
     if not admin:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
         from pg import start_cluster
 
         cluster = start_cluster()

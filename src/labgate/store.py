@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -641,21 +641,6 @@ class Store:
         with self.engine.connect() as conn:
             ids = list(conn.execute(query).scalars())
         return [f for f in self.get_flights(ids) if dict(f.revisions) == dict(revisions)]
-
-    def job_history(
-        self, branch: str, job: str, *, limit: int = 100
-    ) -> list[tuple[FlightResult, JobResult]]:
-        """The job across the branch's flights, newest first: (flight without jobs, the job)."""
-        query = (
-            select(t.flight.c.id)
-            .join(t.job, t.job.c.flight_id == t.flight.c.id)
-            .where(t.flight.c.branch == branch, t.job.c.name == job)
-            .order_by(t.flight.c.id.desc())
-            .limit(limit)
-        )
-        with self.engine.connect() as conn:
-            ids = list(conn.execute(query).scalars())
-        return [(replace(f, jobs=()), f.job(job)) for f in self.get_flights(ids)]
 
     # --- the push gate ----------------------------------------------------------------------
 

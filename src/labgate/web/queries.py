@@ -136,9 +136,6 @@ def branch_names(store: Store) -> list[str]:
         return list(conn.execute(query).scalars())
 
 
-# --- a flight's gate records ------------------------------------------------------------------
-
-
 # --- job runs: a job across flights (history), or the jobs a host ran ----------------------
 
 

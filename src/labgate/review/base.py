@@ -100,6 +100,21 @@ class ReviewRun:
         whether the server already has it."""
         return f"(labgate run {self.id}, attempt {self.attempt})"
 
+    def event(self, kind: EventKind | None = None) -> ChangeEvent:
+        """The event the run was queued for (to queue another attempt of it), or the same
+        patch set as another ``kind`` (a recheck)."""
+        return ChangeEvent(
+            kind=kind or self.kind,
+            source=self.connector,
+            project=self.project,
+            change=self.change,
+            patchset=self.patchset,
+            ref=self.ref,
+            revision=self.revision,
+            branch=self.target,
+            url=self.url,
+        )
+
 
 class Connector(Protocol):
     """A code review system as the loop sees it."""

@@ -67,21 +67,6 @@ def owner_is_dead(owner: str) -> bool:
     return False
 
 
-def event_of(run: ReviewRun) -> ChangeEvent:
-    """The event a run was queued for (to queue another attempt of it)."""
-    return ChangeEvent(
-        kind=run.kind,
-        source=run.connector,
-        project=run.project,
-        change=run.change,
-        patchset=run.patchset,
-        ref=run.ref,
-        revision=run.revision,
-        branch=run.target,
-        url=run.url,
-    )
-
-
 def review_history(store: Store, branch: str, flight: FlightResult) -> list[FlightResult]:
     """The branch's history a review flight is judged by: every flight but other patches' review
     flights (an unmerged patch says nothing about the branch); earlier attempts of the same
@@ -271,7 +256,7 @@ class ReviewLoop:
         try:
             if await connector.reported(run):
                 log.info("run %d: the server already has its vote", run.id)
-                self.queue.mark_voted(run.id, retry=event_of(run) if vote.retest else None)
+                self.queue.mark_voted(run.id, retry=run.event() if vote.retest else None)
                 return
         except Exception as error:
             self._postpone(run, f"cannot tell whether the vote was posted: {error}")
@@ -284,7 +269,7 @@ class ReviewLoop:
         except Exception as error:
             self._postpone(run, f"posting the vote failed: {error}")
             return
-        retry = self.queue.mark_voted(run.id, retry=event_of(run) if vote.retest else None)
+        retry = self.queue.mark_voted(run.id, retry=run.event() if vote.retest else None)
         log.info("run %d: voted %+d%s", run.id, vote.verified,
                  f", attempt {retry.attempt} queued" if retry else "")  # fmt: skip
 

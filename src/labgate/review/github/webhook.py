@@ -192,19 +192,7 @@ class GitHubReceiver:
             return "ignored"
         latest = self.queue.latest_run(spec.name, str(number))
         if latest is not None:
-            return self._enqueue(
-                ChangeEvent(
-                    kind="recheck",
-                    source=spec.name,
-                    project=latest.project,
-                    change=latest.change,
-                    patchset=latest.patchset,
-                    ref=latest.ref,
-                    revision=latest.revision,
-                    branch=latest.target,
-                    url=latest.url,
-                )
-            )
+            return self._enqueue(latest.event("recheck"))
         return self._enqueue(await self.connector(spec).pull_request(number, "recheck"))
 
     async def status(self, spec: ReviewSpec, payload: Mapping[str, Any]) -> str:

@@ -22,6 +22,11 @@ def flight_url(web_url: str | None, flight_id: int) -> str | None:
     return f"{web_url.rstrip('/')}/flights/{flight_id}" if web_url else None
 
 
+def _summary(text: str) -> str:
+    """``text`` cut to ``SUMMARY_MAX`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
+
+
 def _item(c: Classification) -> str:
     where = " / ".join(data(p) for p in (c.job, c.step, c.testcase) if p is not None)
     return f"  {where}: {c.outcome}, {data(c.reason)}" if c.reason else f"  {where}: {c.outcome}"
@@ -111,14 +116,11 @@ def vote_for(
     lines += ["", *disabled_lines(disabled)]
     if marker:
         lines += ["", marker]
-    summary = f"{label}: {headline}"
-    if len(summary) > SUMMARY_MAX:
-        summary = summary[: SUMMARY_MAX - 1] + "…"
     return Vote(
         verified=value,
         message="\n".join(lines) + "\n",
         voting=voting,
-        summary=summary,
+        summary=_summary(f"{label}: {headline}"),
         target_url=url,
         retest=retest,
     )
@@ -137,7 +139,5 @@ def error_vote(
     then = "will retry" if attempts_left else "gave up retrying"
     headline = f"not tested, {then}: {data(reason)}"
     lines = [f"labgate: Verified 0: {headline}", "", *disabled_lines(disabled), "", marker]
-    summary = f"Verified 0: {headline}"
-    if len(summary) > SUMMARY_MAX:
-        summary = summary[: SUMMARY_MAX - 1] + "…"
+    summary = _summary(f"Verified 0: {headline}")
     return Vote(0, "\n".join(lines) + "\n", voting, summary, retest=attempts_left)

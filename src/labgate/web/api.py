@@ -5,7 +5,6 @@ its model's ``to_json`` gives (the CLI's ``--json`` prints the same), described 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -88,19 +87,12 @@ def bisection(web: Web, request: Request) -> Response:
 
 
 async def cancel(web: Web, request: Request) -> Response:
-    await pages.authorize(web, request)
-    flight_id = request.path_params["flight_id"]
-    asked = await asyncio.to_thread(web.store.request_cancel, flight_id, "api")
-    if not asked:
-        raise HTTPException(409, f"flight {flight_id} already ended")
+    flight_id = await pages.cancel_action(web, request, "api")
     return JSONResponse({"flight": flight_id, "cancel_requested": True}, status_code=202)
 
 
 async def retest(web: Web, request: Request) -> Response:
-    await pages.authorize(web, request)
-    found = await asyncio.to_thread(pages.flight_or_404, web, request.path_params["flight_id"])
-    job = pages.job_or_404(found, request.path_params["job"]).name
-    new_id = await asyncio.to_thread(pages.retest, web, found, job)
+    new_id = await pages.retest_action(web, request)
     return JSONResponse({"flight": new_id, "state": "queued"}, status_code=201)
 
 

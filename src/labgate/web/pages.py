@@ -306,12 +306,19 @@ async def authorize(web: Web, request: Request) -> None:
         raise HTTPException(403, "log in with the lab's token first (and post from this site)")
 
 
-async def cancel_flight(web: Web, request: Request) -> Response:
+async def cancel_action(web: Web, request: Request, source: str) -> int:
+    """The cancel action of a page's form or the API: ask the runner to cancel the request's
+    flight (409 once it ended); returns the flight's id."""
     await authorize(web, request)
-    flight_id = request.path_params["flight_id"]
-    asked = await asyncio.to_thread(web.store.request_cancel, flight_id, "web")
+    flight_id: int = request.path_params["flight_id"]
+    asked = await asyncio.to_thread(web.store.request_cancel, flight_id, source)
     if not asked:
         raise HTTPException(409, f"flight {flight_id} already ended")
+    return flight_id
+
+
+async def cancel_flight(web: Web, request: Request) -> Response:
+    flight_id = await cancel_action(web, request, "web")
     return RedirectResponse(f"/flights/{flight_id}", status_code=303)
 
 
@@ -338,11 +345,16 @@ def retest(web: Web, flight: FlightResult, job: str) -> int:
     return flight_id
 
 
-async def retest_job(web: Web, request: Request) -> Response:
+async def retest_action(web: Web, request: Request) -> int:
+    """The retest action of a page's form or the API: the new flight's id."""
     await authorize(web, request)
     flight = await asyncio.to_thread(flight_or_404, web, request.path_params["flight_id"])
     job = job_or_404(flight, request.path_params["job"]).name
-    new_id = await asyncio.to_thread(retest, web, flight, job)
+    return await asyncio.to_thread(retest, web, flight, job)
+
+
+async def retest_job(web: Web, request: Request) -> Response:
+    new_id = await retest_action(web, request)
     return RedirectResponse(f"/flights/{new_id}", status_code=303)
 
 

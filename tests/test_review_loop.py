@@ -28,7 +28,7 @@ from labgate.model import (
 from labgate.review.base import ChangeEvent, OtherVote, ReviewRun, Vote
 from labgate.review.loop import ReviewLoop
 from labgate.review.queue import ReviewQueue
-from labgate.review.vote import vote_for
+from labgate.review.vote import error_vote, vote_for
 from labgate.store import Store
 from labgate.verdict import classify
 from reviewlab import ReviewLab, make_review_lab
@@ -385,6 +385,8 @@ def test_vote_for_non_voting_and_long_summaries() -> None:
     assert not vote.voting and vote.verified == 1
     assert vote.message.rstrip().endswith("(labgate run 1, attempt 1)")
     assert len(vote.summary) <= 140
+    long = error_vote("cannot fetch " + "x" * 300, (), True, "(labgate run 1, attempt 1)")
+    assert len(long.summary) == 140 and long.summary.endswith("x…")
 
 
 def test_vote_for_a_flight_without_jobs_is_zero_without_retry() -> None:

@@ -12,7 +12,7 @@ in guarded updates, so a controller restarted at any point never posts a second 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -76,20 +76,7 @@ class Discrepancy:
     url: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "connector": self.connector,
-            "change": self.change,
-            "patchset": self.patchset,
-            "revision": self.revision,
-            "run": self.run,
-            "flight": self.flight,
-            "labgate": self.labgate,
-            "voting": self.voting,
-            "account": self.account,
-            "label": self.label,
-            "value": self.value,
-            "url": self.url,
-        }
+        return asdict(self)
 
 
 class ReviewQueue:

@@ -87,6 +87,12 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+def _reserved(row: Any, stamp: datetime) -> bool:
+    """Whether a ``host_status`` row holds a reservation now (none, or one ended, does not)."""
+    until = _aware(row.reserved_until)
+    return row.reserved_by is not None and (until is None or until > stamp)
+
+
 def unavailable_on(conn: Connection) -> dict[str, str]:
     """The hosts quarantined or reserved now, each with why."""
     stamp = now()
@@ -97,10 +103,9 @@ def unavailable_on(conn: Connection) -> dict[str, str]:
     ).all()
     out: dict[str, str] = {}
     for r in rows:
-        until = _aware(r.reserved_until)
         if r.quarantined is not None:
             out[r.name] = f"quarantined: {r.quarantined}"
-        elif until is None or until > stamp:
+        elif _reserved(r, stamp):
             out[r.name] = f"reserved by {r.reserved_by}: {r.reserved_reason}"
     return out
 
@@ -164,18 +169,18 @@ class HostRegistry:
         out = {}
         for name in names:
             r = rows.get(name)
-            until = _aware(r.reserved_until) if r is not None else None
-            reserved = (
-                r is not None and r.reserved_by is not None and (until is None or until > stamp)
-            )
+            if r is None:
+                out[name] = HostStatus(name, None, None, 0, None, None, None)
+                continue
+            reserved = _reserved(r, stamp)
             out[name] = HostStatus(
                 name=name,
-                quarantined=r.quarantined if r else None,
-                quarantined_at=iso(r.quarantined_at) if r else None,
-                broken_streak=r.broken_streak if r else 0,
-                reserved_by=r.reserved_by if reserved and r else None,
-                reserved_reason=r.reserved_reason if reserved and r else None,
-                reserved_until=iso(r.reserved_until) if reserved and r else None,
+                quarantined=r.quarantined,
+                quarantined_at=iso(r.quarantined_at),
+                broken_streak=r.broken_streak,
+                reserved_by=r.reserved_by if reserved else None,
+                reserved_reason=r.reserved_reason if reserved else None,
+                reserved_until=iso(r.reserved_until) if reserved else None,
             )
         return out
 
@@ -267,11 +272,7 @@ class HostRegistry:
         with self.engine.begin() as conn:
             self._ensure(conn, host)
             row = conn.execute(select(t.host_status).where(t.host_status.c.name == host)).one()
-            until = _aware(row.reserved_until)
-            if (
-                row.reserved_by not in (None, who)
-                and (until is None or until > stamp)
-            ):  # fmt: skip
+            if row.reserved_by != who and _reserved(row, stamp):
                 raise HostStateError(
                     f"host {host} is reserved by {row.reserved_by} ({row.reserved_reason})"
                     f" until {iso(row.reserved_until) or 'released'}"

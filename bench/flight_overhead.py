@@ -19,6 +19,14 @@ as a lab's controller finds it in production.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/bisect.py, next to this file, is named like the standard library's bisect module, which
+# random and statistics import: take the script's own directory off the path before they load.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
 import argparse
 import asyncio
 import cProfile

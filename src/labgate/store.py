@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Connection, Engine, Select, create_engine, event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -608,12 +608,7 @@ class Store:
     ) -> list[FlightResult]:
         """The branch's finished flights (of these blessings), newest first, each with its jobs
         and steps."""
-        query = (
-            select(t.flight.c.id)
-            .where(t.flight.c.branch == branch, t.flight.c.state == str(FlightState.FINISHED))
-            .order_by(t.flight.c.id.desc())
-            .limit(limit)
-        )
+        query = finished_flight_ids(branch).limit(limit)
         if before is not None:
             query = query.where(t.flight.c.id < before)
         if blessings is not None:
@@ -625,11 +620,7 @@ class Store:
     def flights_at(self, branch: str, revisions: Mapping[str, str]) -> list[FlightResult]:
         """Finished flights of the branch that tested exactly this revision tuple, newest first
         (a bisection reuses every result already stored for a tuple)."""
-        query = (
-            select(t.flight.c.id)
-            .where(t.flight.c.branch == branch, t.flight.c.state == str(FlightState.FINISHED))
-            .order_by(t.flight.c.id.desc())
-        )
+        query = finished_flight_ids(branch)
         for tree, sha in revisions.items():
             alias = t.flight_revision.alias()
             query = query.join(
@@ -961,6 +952,15 @@ def step_from_row(row: Any, cases: Sequence[TestCaseResult] = ()) -> StepResult:
         started=iso(row.started),
         finished=iso(row.finished),
         testcases=tuple(cases),
+    )
+
+
+def finished_flight_ids(branch: str) -> Select[Any]:
+    """A query of the ids of the branch's finished flights, newest first."""
+    return (
+        select(t.flight.c.id)
+        .where(t.flight.c.branch == branch, t.flight.c.state == str(FlightState.FINISHED))
+        .order_by(t.flight.c.id.desc())
     )
 
 

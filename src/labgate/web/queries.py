@@ -25,7 +25,14 @@ from labgate.model import (
     PushRecord,
     StepResult,
 )
-from labgate.store import Store, flight_from_row, iso, revisions_of, step_from_row
+from labgate.store import (
+    Store,
+    finished_flight_ids,
+    flight_from_row,
+    iso,
+    revisions_of,
+    step_from_row,
+)
 
 PAGE_SIZE = 50
 
@@ -386,12 +393,7 @@ class FlightPassRate:
 def pass_rates(store: Store, branch: str, *, limit: int = 200) -> list[FlightPassRate]:
     """For the branch's last finished flights (oldest first): jobs passed out of jobs finished
     (skipped jobs count as passed, blocked ones are left out: their dependency is counted)."""
-    ids_query = (
-        select(t.flight.c.id)
-        .where(t.flight.c.branch == branch, t.flight.c.state == str(FlightState.FINISHED))
-        .order_by(t.flight.c.id.desc())
-        .limit(limit)
-    )
+    ids_query = finished_flight_ids(branch).limit(limit)
     with store.engine.connect() as conn:
         ids = sorted(conn.execute(ids_query).scalars())
         counts = _job_counts(conn, ids)

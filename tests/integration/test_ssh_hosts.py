@@ -44,6 +44,19 @@ def run(lab: Lab, **kwargs: object) -> FlightResult:
         return asyncio.run(FlightRun(lab, store, fid).run())
 
 
+def make(
+    tmp_path: Path, hosts: str, jobs: str, *, database: str | None = None, version: str = "1\n"
+) -> Lab:
+    lab_dir = write_lab(
+        tmp_path / "lab",
+        trees={"xen": {"VERSION": version}},
+        jobs=jobs,
+        hosts=hosts,
+        database=database,
+    )
+    return load_lab(lab_dir.path)
+
+
 def read_line(fifo: Path) -> str:
     """The first line written into the FIFO (blocks; the caller bounds it)."""
     with open(fifo) as f:
@@ -70,14 +83,7 @@ def test_flight_on_two_ssh_hosts_with_artifacts_logs_and_env(
     )
     jobs = jobs.replace('name = "build"\n', 'name = "build"\nrequires = ["build"]\n', 1)
     jobs = jobs.replace('name = "test"\n', 'name = "test"\nrequires = ["test"]\n', 1)
-    lab_dir = write_lab(
-        tmp_path / "lab",
-        trees={"xen": {"VERSION": "4.19\n"}},
-        jobs=jobs,
-        hosts=hosts,
-        database=database_url,
-    )
-    lab = load_lab(lab_dir.path)
+    lab = make(tmp_path, hosts, jobs, database=database_url, version="4.19\n")
     flight = run(lab)
     assert flight.outcome is Outcome.PASS, flight.to_json()
     assert (flight.job("build").host, flight.job("test").host) == ("ssh-a", "ssh-b")
@@ -99,13 +105,11 @@ def test_unknown_host_key_is_refused_and_the_host_quarantined(
     server = sshd_factory("a")
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    lab_dir = write_lab(
-        tmp_path / "lab",
-        trees={"xen": {"VERSION": "1\n"}},
-        jobs=job("build", step("build", "true")),
-        hosts=ssh_host_toml(server, "ssh-a", ssh_user_key, known_hosts=empty),
+    lab = make(
+        tmp_path,
+        ssh_host_toml(server, "ssh-a", ssh_user_key, known_hosts=empty),
+        job("build", step("build", "true")),
     )
-    lab = load_lab(lab_dir.path)
     flight = run(lab)
     build = flight.job("build")
     assert build.outcome is Outcome.BROKEN
@@ -120,13 +124,11 @@ def test_timeout_kills_the_remote_process_group(
 ) -> None:
     server = sshd_factory("a")
     token = uuid.uuid4().hex
-    lab_dir = write_lab(
-        tmp_path / "lab",
-        trees={"xen": {"VERSION": "1\n"}},
-        jobs=job("t", step("hang", f"sleep 300 & : {token}; sleep 301", timeout=1)),
-        hosts=ssh_host_toml(server, "ssh-a", ssh_user_key),
+    lab = make(
+        tmp_path,
+        ssh_host_toml(server, "ssh-a", ssh_user_key),
+        job("t", step("hang", f"sleep 300 & : {token}; sleep 301", timeout=1)),
     )
-    lab = load_lab(lab_dir.path)
     flight = run(lab)
     hang = flight.job("t").steps[0]
     assert (hang.outcome, hang.reason) == (Outcome.FAIL, "timed out after 1s")
@@ -142,13 +144,11 @@ def test_cancellation_kills_the_remote_process_group(
     token = uuid.uuid4().hex
     fifo = tmp_path / "started"
     os.mkfifo(fifo)
-    lab_dir = write_lab(
-        tmp_path / "lab",
-        trees={"xen": {"VERSION": "1\n"}},
-        jobs=job("t", step("hang", f"sleep 300 & : {token}; echo up > {fifo}; sleep 301")),
-        hosts=ssh_host_toml(server, "ssh-a", ssh_user_key),
+    lab = make(
+        tmp_path,
+        ssh_host_toml(server, "ssh-a", ssh_user_key),
+        job("t", step("hang", f"sleep 300 & : {token}; echo up > {fifo}; sleep 301")),
     )
-    lab = load_lab(lab_dir.path)
 
     async def go(store: Store) -> None:
         fid = plan_flight(lab, store, "main")
@@ -197,13 +197,7 @@ def test_host_vanishing_mid_step_is_broken_and_the_job_runs_on_another_host(
         'echo "attempt $LABGATE_ATTEMPT on $LABGATE_HOST"; '
         f'if [ "$LABGATE_HOST" = ssh-far ]; then echo up > {fifo}; sleep 120; fi'
     )
-    lab_dir = write_lab(
-        tmp_path / "lab",
-        trees={"xen": {"VERSION": "1\n"}},
-        jobs=job("t", step("work", command)),
-        hosts=hosts,
-    )
-    lab = load_lab(lab_dir.path)
+    lab = make(tmp_path, hosts, job("t", step("work", command)))
 
     async def go(store: Store) -> FlightResult:
         fid = plan_flight(lab, store, "main")
@@ -245,13 +239,7 @@ def test_output_streams_into_the_log_and_results_come_back(
         "echo second"
     )
     jobs = job("t", step("s", command)) + 'results = "junit:out/*.xml"\n'
-    lab_dir = write_lab(
-        tmp_path / "lab",
-        trees={"xen": {"VERSION": "1\n"}},
-        jobs=jobs,
-        hosts=ssh_host_toml(server, "ssh-a", ssh_user_key),
-    )
-    lab = load_lab(lab_dir.path)
+    lab = make(tmp_path, ssh_host_toml(server, "ssh-a", ssh_user_key), jobs)
 
     async def go_on_when_first_is_logged(store: Store) -> FlightResult:
         fid = plan_flight(lab, store, "main")

@@ -39,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,6 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from labs import local_host, write_lab
+from pg import scratch_database
 
 TARGET_MS = 5.0
 
@@ -287,23 +287,6 @@ def profile(lab_dir: Path, top: int) -> None:
 # --- stores --------------------------------------------------------------------------------------
 
 
-@contextmanager
-def scratch_postgres(admin_url: str) -> Iterator[str]:
-    """A fresh database on the server of `admin_url`, dropped afterwards."""
-    import sqlalchemy as sa
-
-    name = f"labgate_bench_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def stores(args: argparse.Namespace, root: Path) -> Iterator[tuple[str, Callable[[], Any]]]:
     """(name, context manager giving a URL) for each store to measure."""
 
@@ -315,7 +298,10 @@ def stores(args: argparse.Namespace, root: Path) -> Iterator[tuple[str, Callable
     if args.database:
         yield "postgresql", lambda: fixed(args.database)
     elif os.environ.get("LABGATE_TEST_POSTGRES"):
-        yield "postgresql", lambda: scratch_postgres(os.environ["LABGATE_TEST_POSTGRES"])
+        yield (
+            "postgresql",
+            lambda: scratch_database(os.environ["LABGATE_TEST_POSTGRES"], "labgate_bench"),
+        )
 
 
 def main() -> None:

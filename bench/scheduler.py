@@ -36,7 +36,6 @@ import random
 import statistics
 import sys
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
@@ -48,6 +47,9 @@ from labgate import schema as t
 from labgate.hosts.allocation import Allocator
 from labgate.model import HostSpec
 from labgate.store import Store, now
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pg import scratch_database, start_cluster
 
 ARCHES = [("amd64", 0.7), ("arm64", 0.15), ("armhf", 0.05), ("i386", 0.1)]
 BRANCHES = [f"branch-{i}" for i in range(8)]
@@ -246,15 +248,6 @@ def run(
     }
 
 
-def fresh_database(admin_url: str) -> tuple[str, sa.Engine, str]:
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"labgate_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    return url, admin, name
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", help="admin URL of a PostgreSQL server")
@@ -269,9 +262,6 @@ def main() -> int:
     cluster = None
     admin_url = args.database
     if admin_url is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from pg import start_cluster
-
         cluster = start_cluster()
         admin_url = cluster.url
     try:
@@ -283,16 +273,11 @@ def main() -> int:
         print(header)
         rows = []
         for n in args.controllers:
-            url, admin, name = fresh_database(admin_url)
-            try:
+            with scratch_database(admin_url, "labgate_bench") as url:
                 rng = random.Random(args.seed)
                 hosts = make_hosts(args.hosts, rng)
                 fill(url, hosts, args.jobs, rng)
                 row = run(url, hosts, n, args.seconds, args.batch)
-            finally:
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
             rows.append(row)
             print(
                 f"{n:>3} {row['decisions']:>9} {row['p50_ms']:>7.1f} {row['p95_ms']:>7.1f} "

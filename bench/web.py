@@ -36,7 +36,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -51,6 +50,7 @@ from labgate.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from labs import labgate
+from pg import scratch_database
 
 BRANCHES = ("xen-unstable", "linux-linus", "qemu-upstream")
 HOSTS = tuple(f"host{i:02d}" for i in range(24))
@@ -249,16 +249,10 @@ def postgres_url() -> Iterator[str]:
 
         cluster = start_cluster()
         admin = cluster.url
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    name = f"labgate_bench_{uuid.uuid4().hex[:12]}"
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
-        yield engine.url.set(database=name).render_as_string(hide_password=False)
+        with scratch_database(admin, "labgate_bench") as url:
+            yield url
     finally:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
         if cluster is not None:
             cluster.stop()
 

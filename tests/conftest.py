@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from gitrepos import GitRepo
-from pg import PostgresUnavailable, start_cluster
+from pg import PostgresUnavailable, scratch_database, start_cluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS_ROOT = REPO_ROOT / "test-artifacts"
@@ -62,14 +61,8 @@ def postgres_admin(postgres_server: str) -> Iterator[sa.Engine]:
 @pytest.fixture
 def postgres_database(postgres_admin: sa.Engine) -> Iterator[str]:
     """The URL of a fresh, empty database on the test server, dropped after the test."""
-    name = f"labgate_test_{uuid.uuid4().hex[:16]}"
-    with postgres_admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield postgres_admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with postgres_admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database(postgres_admin.url.render_as_string(hide_password=False)) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

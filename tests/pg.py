@@ -15,9 +15,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import sqlalchemy as sa
 
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 SERVER_USER = "postgres"
@@ -151,3 +155,21 @@ def _start(bindir: Path, root: Path, user: str | None) -> Cluster:
     raise RuntimeError(
         f"PostgreSQL did not start in {START_ATTEMPTS} attempts:\n" + "\n".join(failures)
     )
+
+
+@contextmanager
+def scratch_database(admin_url: str, prefix: str = "labgate_test") -> Iterator[str]:
+    """The URL of a fresh, empty database on the server of ``admin_url``, dropped afterwards
+    (with any connection still open to it)."""
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield admin.url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

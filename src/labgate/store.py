@@ -650,7 +650,7 @@ class Store:
             try:
                 with conn.begin_nested():
                     conn.execute(t.branch_state.insert().values(branch=branch, updated=now()))
-            except Exception:  # another controller inserted it first: fine
+            except IntegrityError:  # another controller inserted it first: fine
                 pass
 
     def set_baseline(self, branch: str, flight_id: int) -> None:

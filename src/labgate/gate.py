@@ -67,13 +67,7 @@ class Culprit:
     subject: str
 
     def to_json(self) -> dict[str, str]:
-        return {
-            "tree": self.tree,
-            "commit": self.commit,
-            "author": self.author,
-            "email": self.email,
-            "subject": self.subject,
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

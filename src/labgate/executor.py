@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from labgate.model import Outcome, step_outcome
 
@@ -34,6 +34,19 @@ class StepRun:
     exit_status: int | None
     duration_s: float
     reason: str | None = None
+
+
+def exited(status: int, duration_s: float) -> StepRun:
+    """How a step that exited with ``status`` ended (unless it reported a lab failure)."""
+    outcome = step_outcome(status)
+    why = None if outcome is not Outcome.FAIL else f"exit status {status}"
+    return StepRun(outcome, status, duration_s, why)
+
+
+def timed_out(log: BinaryIO, timeout: float | None, duration_s: float) -> StepRun:
+    """A step killed at its timeout fails; its log ends saying so."""
+    log.write(f"\n--- labgate: timed out after {timeout:g}s, killed\n".encode())
+    return StepRun(Outcome.FAIL, None, duration_s, f"timed out after {timeout:g}s")
 
 
 class Executor(Protocol):
@@ -162,9 +175,7 @@ class LocalExecutor:
                 status = await asyncio.wait_for(proc.wait(), timeout)
             except TimeoutError:
                 await _stop(proc)
-                duration = time.monotonic() - started
-                out.write(f"\n--- labgate: timed out after {timeout:g}s, killed\n".encode())
-                return StepRun(Outcome.FAIL, None, duration, f"timed out after {timeout:g}s")
+                return timed_out(out, timeout, time.monotonic() - started)
             except asyncio.CancelledError:
                 await asyncio.shield(_stop(proc))
                 raise
@@ -177,9 +188,7 @@ class LocalExecutor:
             return StepRun(Outcome.BROKEN, status, duration, reason)
         if status < 0:
             return StepRun(Outcome.FAIL, status, duration, f"killed by signal {-status}")
-        outcome = step_outcome(status)
-        why = None if outcome is not Outcome.FAIL else f"exit status {status}"
-        return StepRun(outcome, status, duration, why)
+        return exited(status, duration)
 
 
 class HostLost(Exception):

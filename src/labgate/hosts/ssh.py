@@ -26,9 +26,9 @@ from typing import Any, BinaryIO
 
 import asyncssh
 
-from labgate.executor import KILL_GRACE_S, HostLost, StepRun
+from labgate.executor import KILL_GRACE_S, HostLost, StepRun, exited, timed_out
 from labgate.hosts.config import SshTarget
-from labgate.model import Outcome, step_outcome
+from labgate.model import Outcome
 
 CONNECT_TIMEOUT_S = 15.0
 CHUNK = 1 << 16
@@ -230,13 +230,7 @@ class SshSession:
                 )
                 if waiter not in done and not self._lost.done():  # timed out
                     await self._kill_group(pidfile, waiter)
-                    out.write(f"\n--- labgate: timed out after {timeout:g}s, killed\n".encode())
-                    return StepRun(
-                        Outcome.FAIL,
-                        None,
-                        time.monotonic() - started,
-                        f"timed out after {timeout:g}s",
-                    )
+                    return timed_out(out, timeout, time.monotonic() - started)
             except asyncio.CancelledError:
                 with contextlib.suppress(HostLost):
                     await asyncio.shield(self._kill_group(pidfile, waiter))
@@ -264,10 +258,7 @@ class SshSession:
         if result.exit_status is None:
             signal_name = str(result.exit_signal[0]) if result.exit_signal else "?"
             return StepRun(Outcome.FAIL, None, duration, f"killed by signal {signal_name}")
-        status = result.exit_status
-        outcome = step_outcome(status)
-        failed = None if outcome is not Outcome.FAIL else f"exit status {status}"
-        return StepRun(outcome, status, duration, failed)
+        return exited(result.exit_status, duration)
 
     async def _kill_group(self, pidfile: str, waiter: asyncio.Future[Any]) -> None:
         """SIGTERM the step's process group, SIGKILL it after the grace period."""

@@ -6,6 +6,7 @@ Gerrit connector stays untested against a real one."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,7 @@ def test_recheck_comments(text: str) -> None:
 
 
 def test_a_configured_recheck_pattern() -> None:
-    spec = ReviewSpec(**{**SPEC.__dict__, "recheck": r"^run-labgate$"})
+    spec = replace(SPEC, recheck=r"^run-labgate$")
     assert parse_event(spec, comment("Patch Set 2:\n\nrecheck", ANN, [])) is None
     assert parse_event(spec, comment("Patch Set 2:\n\nrun-labgate", ANN, [])) is not None
 
@@ -159,7 +160,7 @@ def test_another_ci_vote_is_carried_for_discrepancies() -> None:
     event = parse_event(SPEC, line)
     assert event is not None
     assert (event.kind, event.votes) == ("patchset", (OtherVote("other-ci", "Verified", -1),))
-    only_third = ReviewSpec(**{**SPEC.__dict__, "ci_accounts": ("third-ci",)})
+    only_third = replace(SPEC, ci_accounts=("third-ci",))
     assert parse_event(only_third, line) is None
 
 

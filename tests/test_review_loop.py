@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -315,9 +315,9 @@ def test_discrepancies_with_other_ci(tmp_path: Path, sqlite_url: str) -> None:
             queue.enqueue(rl.event(number, sha))
         process(rl, store, Double(Server()))
         other = (OtherVote("other-ci", "Verified", 1),)
-        queue.record_votes(ChangeEvent(**{**rl.event(12, good).__dict__, "votes": other}))
+        queue.record_votes(replace(rl.event(12, good), votes=other))
         against = (OtherVote("other-ci", "Verified", -1), OtherVote("third-ci", "Verified", 0))
-        queue.record_votes(ChangeEvent(**{**rl.event(13, bad).__dict__, "votes": against}))
+        queue.record_votes(replace(rl.event(13, bad), votes=against))
         [found] = queue.discrepancies()
     assert (found.change, found.revision, found.labgate, found.account, found.value) == (
         "13",

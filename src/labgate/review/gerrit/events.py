@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from labgate.model import ReviewSpec
@@ -138,4 +139,4 @@ def parse_event(spec: ReviewSpec, line: str) -> ChangeEvent | None:
     if not votes:
         return None
     base = _change_event(spec, event, "patchset")
-    return ChangeEvent(**{**base.__dict__, "votes": votes})
+    return replace(base, votes=votes)

@@ -52,7 +52,7 @@ from sqlalchemy import (
 )
 
 from labgate import schema as t
-from labgate.hosts.registry import unavailable_on
+from labgate.hosts.registry import add_event, unavailable_on
 from labgate.model import Blessing, HostSpec, Outcome
 from labgate.schedule import Allocation, HostSlots, ReadyJob, allocate
 from labgate.store import now
@@ -504,15 +504,8 @@ class Allocator:
                     .where(t.allocation.c.job_id == job_id, t.allocation.c.released.is_(None))
                     .values(released=stamp)
                 )
-                conn.execute(
-                    insert(t.host_event).values(
-                        host=row.host,
-                        created=stamp,
-                        kind="lease-expired",
-                        job_id=job_id,
-                        attempt=attempt,
-                        reason=reason,
-                    )
+                add_event(
+                    conn, row.host, "lease-expired", job_id=job_id, attempt=attempt, reason=reason
                 )
             for r in rows:
                 conn.execute(

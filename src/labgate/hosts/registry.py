@@ -110,6 +110,32 @@ def unavailable_on(conn: Connection) -> dict[str, str]:
     return out
 
 
+def add_event(
+    conn: Connection,
+    host: str,
+    kind: str,
+    *,
+    reason: str | None = None,
+    job_id: int | None = None,
+    attempt: int | None = None,
+    outcome: Outcome | None = None,
+    data: Any = None,
+) -> None:
+    """Add a row to the host's history (in the caller's transaction)."""
+    conn.execute(
+        insert(t.host_event).values(
+            host=host,
+            created=now(),
+            kind=kind,
+            job_id=job_id,
+            attempt=attempt,
+            outcome=str(outcome) if outcome is not None else None,
+            reason=reason,
+            data=json.dumps(data) if data is not None else None,
+        )
+    )
+
+
 class HostRegistry:
     """Reads and changes host state; every change is one transaction."""
 
@@ -128,31 +154,6 @@ class HostRegistry:
                     )
             except Exception:  # another controller inserted it first: fine
                 pass
-
-    def _event(
-        self,
-        conn: Connection,
-        host: str,
-        kind: str,
-        *,
-        reason: str | None = None,
-        job_id: int | None = None,
-        attempt: int | None = None,
-        outcome: Outcome | None = None,
-        data: Any = None,
-    ) -> None:
-        conn.execute(
-            insert(t.host_event).values(
-                host=host,
-                created=now(),
-                kind=kind,
-                job_id=job_id,
-                attempt=attempt,
-                outcome=str(outcome) if outcome is not None else None,
-                reason=reason,
-                data=json.dumps(data) if data is not None else None,
-            )
-        )
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -238,7 +239,7 @@ class HostRegistry:
             .where(t.host_status.c.name == host)
             .values(quarantined=reason, quarantined_at=now(), updated=now())
         )
-        self._event(conn, host, kind, reason=reason)
+        add_event(conn, host, kind, reason=reason)
 
     def release(self, host: str, who: str) -> list[str]:
         """End the host's quarantine and any reservation; returns what was ended."""
@@ -263,7 +264,7 @@ class HostRegistry:
                     updated=now(),
                 )
             )
-            self._event(conn, host, "release", reason=f"by {who}: " + (", ".join(ended) or "-"))
+            add_event(conn, host, "release", reason=f"by {who}: " + (", ".join(ended) or "-"))
         return ended
 
     def reserve(self, host: str, who: str, reason: str, duration: timedelta | None) -> None:
@@ -287,7 +288,7 @@ class HostRegistry:
                     updated=stamp,
                 )
             )
-            self._event(conn, host, "reserve", reason=f"{who}: {reason}")
+            add_event(conn, host, "reserve", reason=f"{who}: {reason}")
 
     def record_job(
         self,
@@ -304,7 +305,7 @@ class HostRegistry:
         streak (anything else ends it). Returns the quarantine reason if this quarantined it."""
         with self.engine.begin() as conn:
             self._ensure(conn, host)
-            self._event(
+            add_event(
                 conn,
                 host,
                 "job",

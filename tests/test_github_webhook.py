@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from labgate.review.github import GitHubConnector, github_routes
 from labgate.review.loop import ReviewLoop
 from labgate.review.queue import ReviewQueue
 from labgate.store import Store
+from labs import labgate as command_line
 from reviewlab import PROJECT, SECRET_ENV, TOKEN_ENV, WEB_URL, ReviewLab, make_review_lab
 
 SECRET = "It's a Secret to Everybody"
@@ -314,10 +314,14 @@ def test_reconcile_queues_open_pull_requests_once(hook: Hook) -> None:
 # --- end to end: labgate serve, labgate review run --once, the fake GitHub -------------------
 
 
-def labgate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).parent / "labgate"
+def labgate(lab_dir: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(exe), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        command_line(lab_dir, *args),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -328,9 +332,8 @@ def served(tmp_path: Path) -> Iterator[tuple[ReviewLab, FakeGitHub, str, dict[st
     env = {**os.environ, SECRET_ENV: SECRET, TOKEN_ENV: TOKEN}
     with ServerThread(github.app()) as api:
         rl = make_review_lab(tmp_path, f"sqlite:///{tmp_path}/lab.db", server=api.url)
-        exe = Path(sys.executable).parent / "labgate"
         serve = subprocess.Popen(
-            [str(exe), "serve", "--lab", str(rl.path), "--listen", "127.0.0.1:0"],
+            command_line(rl.path, "serve", "--listen", "127.0.0.1:0"),
             env=env,
             stderr=subprocess.PIPE,
             text=True,
@@ -358,7 +361,7 @@ def test_end_to_end_webhook_to_status(
     assert deliver(url, "pull_request", pr_payload(1, good)).status_code == 202
     assert deliver(url, "pull_request", pr_payload(2, bad, "synchronize")).status_code == 202
 
-    done = labgate("review", "run", "--once", "--lab", str(rl.path), env=env)
+    done = labgate(rl.path, "review", "run", "--once", env=env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 2 and "voted +1" in lines[0] and "voted -1" in lines[1], lines
@@ -375,11 +378,11 @@ def test_end_to_end_webhook_to_status(
     # a recheck of pull request 1 tests it again, and another CI disagrees on pull request 2
     assert deliver(url, "issue_comment", comment_payload(1, "recheck")).status_code == 202
     assert deliver(url, "status", status_payload(bad, "other-ci", "success")).status_code == 202
-    again = labgate("review", "run", "--once", "--lab", str(rl.path), env=env)
+    again = labgate(rl.path, "review", "run", "--once", env=env)
     assert again.returncode == 0 and "attempt 2" in again.stdout and "voted +1" in again.stdout
     assert [s["state"] for s in github.statuses if s["sha"] == good][-1] == "success"
 
-    listed = labgate("review", "discrepancies", "--json", "--lab", str(rl.path), env=env)
+    listed = labgate(rl.path, "review", "discrepancies", "--json", env=env)
     [found] = json.loads(listed.stdout)
     assert (found["change"], found["labgate"], found["account"], found["value"]) == (
         "2",
@@ -387,7 +390,7 @@ def test_end_to_end_webhook_to_status(
         "other-ci",
         1,
     )
-    text = labgate("review", "discrepancies", "--lab", str(rl.path), env=env).stdout
+    text = labgate(rl.path, "review", "discrepancies", env=env).stdout
     assert "labgate -1" in text and "other-ci status +1" in text
 
 
@@ -400,7 +403,7 @@ def test_non_voting_posts_a_comment_once(tmp_path: Path, monkeypatch: pytest.Mon
         env = {**os.environ, TOKEN_ENV: TOKEN}
         with Store.open(rl.lab.database_url) as store:
             ReviewQueue(store).enqueue(rl.event(6, sha))
-        done = labgate("review", "run", "--once", "--lab", str(rl.path), env=env)
+        done = labgate(rl.path, "review", "run", "--once", env=env)
         assert done.returncode == 0, done.stderr
     assert github.statuses == []
     [comment] = github.comments[6]
@@ -415,7 +418,7 @@ def test_a_wrong_token_is_not_a_vote(tmp_path: Path) -> None:
         with Store.open(rl.lab.database_url) as store:
             ReviewQueue(store).enqueue(rl.event(7, sha))
         env = {**os.environ, TOKEN_ENV: "wrong"}
-        done = labgate("review", "run", "--once", "--lab", str(rl.path), env=env)
+        done = labgate(rl.path, "review", "run", "--once", env=env)
         with Store.open(rl.lab.database_url) as store:
             [run] = ReviewQueue(store).runs()
     assert done.returncode == 0
@@ -434,14 +437,13 @@ def test_a_killed_controller_is_taken_over_and_votes_once(tmp_path: Path) -> Non
     extra = f'[[job]]\nname = "slow"\n[[job.step]]\nname = "wait"\nrun = {json.dumps(wait)}\n'
     github = FakeGitHub(TOKEN)
     env = {**os.environ, TOKEN_ENV: TOKEN}
-    exe = Path(sys.executable).parent / "labgate"
     with ServerThread(github.app()) as api:
         rl = make_review_lab(tmp_path, f"sqlite:///{tmp_path}/lab.db", server=api.url, extra=extra)
         sha = rl.propose(1, "pass")
         with Store.open(rl.lab.database_url) as store:
             ReviewQueue(store).enqueue(rl.event(1, sha))
         controller = subprocess.Popen(
-            [str(exe), "review", "run", "--lab", str(rl.path)],
+            command_line(rl.path, "review", "run"),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -454,7 +456,7 @@ def test_a_killed_controller_is_taken_over_and_votes_once(tmp_path: Path) -> Non
         with contextlib.suppress(OSError):  # let the orphaned step go (own process group)
             os.close(os.open(hold, os.O_WRONLY | os.O_NONBLOCK))
         assert [s["state"] for s in github.statuses] == ["pending"]
-        again = labgate("review", "run", "--once", "--lab", str(rl.path), env=env)
+        again = labgate(rl.path, "review", "run", "--once", env=env)
         assert again.returncode == 0, again.stderr
         assert "taking over the runs of" in again.stderr
         with Store.open(rl.lab.database_url) as store:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from labgate.config import Lab
+from labgate.model import ReviewSpec
 from labgate.review.base import Connector
 
 
@@ -10,8 +11,7 @@ class NotAvailable(Exception):
     """A ``[[review]]`` whose connector cannot run (Gerrit: not done, see labgate.review.gerrit)."""
 
 
-def connector_for(spec_name: str, lab: Lab) -> Connector:
-    spec = next(r for r in lab.reviews if r.name == spec_name)
+def connector_for(spec: ReviewSpec) -> Connector:
     if spec.driver == "github":
         from labgate.review.github.connector import GitHubConnector  # httpx: loaded on use
 
@@ -29,7 +29,7 @@ def connectors_for(lab: Lab) -> tuple[dict[str, Connector], list[str]]:
     left_out: list[str] = []
     for spec in lab.reviews:
         try:
-            usable[spec.name] = connector_for(spec.name, lab)
+            usable[spec.name] = connector_for(spec)
         except NotAvailable as why:
             left_out.append(str(why))
     return usable, left_out

@@ -103,13 +103,11 @@ class GitHubReceiver:
         store: Store,
         *,
         max_body: int = MAX_BODY,
-        connector: Callable[[ReviewSpec], GitHubConnector] = GitHubConnector,
         on_queued: Callable[[], None] | None = None,
     ) -> None:
         self.specs = {r.name: r for r in lab.reviews if r.driver == "github"}
         self.queue = ReviewQueue(store)
         self.max_body = max_body
-        self.connector = connector
         self.on_queued = on_queued
 
     async def endpoint(self, request: Request) -> JSONResponse:
@@ -193,7 +191,7 @@ class GitHubReceiver:
         latest = self.queue.latest_run(spec.name, str(number))
         if latest is not None:
             return self._enqueue(latest.event("recheck"))
-        return self._enqueue(await self.connector(spec).pull_request(number, "recheck"))
+        return self._enqueue(await GitHubConnector(spec).pull_request(number, "recheck"))
 
     async def status(self, spec: ReviewSpec, payload: Mapping[str, Any]) -> str:
         found = status_vote(spec, payload)

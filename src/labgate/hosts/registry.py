@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from labgate import schema as t
 from labgate.model import Outcome
@@ -152,7 +153,7 @@ class HostRegistry:
                     conn.execute(
                         insert(t.host_status).values(name=name, broken_streak=0, updated=now())
                     )
-            except Exception:  # another controller inserted it first: fine
+            except IntegrityError:  # another controller inserted it first: fine
                 pass
 
     # --- reading ------------------------------------------------------------------------------

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +43,7 @@ from labgate.report import (
     report_subject,
     verdict_json,
 )
-from labgate.store import Store
+from labgate.store import Store, process_owner
 from labgate.verdict import Classification, Verdict, classify
 
 BisectOutcome = Literal["good", "bad", "skip"]
@@ -220,7 +218,8 @@ def group_regressions(verdict: Verdict) -> list[list[Classification]]:
 
 
 def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """This process, and which gate in it (a test runs two in one process)."""
+    return f"{process_owner()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass

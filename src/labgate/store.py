@@ -9,7 +9,9 @@ with the flight, and later only their outcomes change in place.
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -60,6 +62,11 @@ class StoredJob:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def process_owner() -> str:
+    """This process as the holder of a lease: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def iso(value: datetime | None) -> str | None:

@@ -263,7 +263,8 @@ def host_worker(
 ) -> None:
     """Run the pool's queued jobs on the lab's hosts, sharing them safely with every other
     worker on the same store (PostgreSQL for several machines)."""
-    from labgate.hosts.worker import Controller, default_owner
+    from labgate.hosts.worker import Controller
+    from labgate.store import process_owner
 
     lab = open_lab(lab_dir)
     with open_store(lab) as store:
@@ -272,7 +273,7 @@ def host_worker(
         if unknown:
             fail(f"--priority: unknown blessing {', '.join(unknown)}")
         controller = Controller(
-            lab, store, owner or default_owner(), lease_s=lease_s, poll_s=poll_s, priority=order
+            lab, store, owner or process_owner(), lease_s=lease_s, poll_s=poll_s, priority=order
         )
         try:
             asyncio.run(controller.run(until_idle=until_idle))

@@ -12,8 +12,6 @@ cancelled here, as it runs elsewhere now.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -27,20 +25,16 @@ from labgate.git import Mirrors
 from labgate.hosts.allocation import ACTIVE_FLIGHT_STATES, BLESSING_PRIORITY, Allocator, Claim
 from labgate.model import FlightState, Outcome, flight_outcome
 from labgate.schedule import blocked_reason
-from labgate.store import Store
+from labgate.store import Store, process_owner
 
 SYNC_ATTEMPTS = 5
-
-
-def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
 class Controller:
     lab: Lab
     store: Store
-    owner: str = field(default_factory=default_owner)
+    owner: str = field(default_factory=process_owner)
     lease_s: float = 30.0
     poll_s: float = 1.0
     executor: Executor = field(default_factory=LocalExecutor)

@@ -35,7 +35,7 @@ from labgate.model import Blessing, FlightResult, ReviewSpec
 from labgate.review.base import ChangeEvent, Connector, ReviewRun, Vote
 from labgate.review.queue import INTENT, SUPERSEDED, ReviewQueue
 from labgate.review.vote import error_vote, flight_url, vote_for
-from labgate.store import Store
+from labgate.store import Store, process_owner
 from labgate.verdict import classify
 
 log = logging.getLogger("labgate.review")
@@ -46,10 +46,6 @@ RETRY_POST_S = 60.0
 
 class Superseded(Exception):
     """The run's patch set is no longer the one its ref points at."""
-
-
-def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def owner_is_dead(owner: str) -> bool:
@@ -85,7 +81,7 @@ class ReviewLoop:
     lab: Lab
     store: Store
     connectors: Mapping[str, Connector]
-    owner: str = field(default_factory=default_owner)
+    owner: str = field(default_factory=process_owner)
     lease_s: float = 600.0
     executor: Executor = field(default_factory=LocalExecutor)
     pool: HostPool = field(default_factory=HostPool)

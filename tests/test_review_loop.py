@@ -44,6 +44,7 @@ class Server:
 
     posts: list[tuple[ReviewRun, Vote]] = field(default_factory=list)
     started: list[tuple[int, str | None]] = field(default_factory=list)
+    refused: list[Vote] = field(default_factory=list)  # votes a post failed to deliver
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Double:
     async def report(self, run: ReviewRun, vote: Vote) -> None:
         if self.fail_posts:
             self.fail_posts -= 1
+            self.server.refused.append(vote)
             raise ConnectionError("the server is down")
         self.server.posts.append((run, vote))
         if self.crash_after_post:
@@ -301,6 +303,29 @@ def test_a_failed_post_is_retried_later_not_lost(
         runs = process(rl, store, Double(server, fail_posts=2))  # fails twice, then posts
     assert [r.state for r in runs] == ["running", "running", "voted"]
     assert [(r.change, v.verified) for r, v in server.posts] == [("14", 1)]
+
+
+def test_a_vote_posted_again_after_a_failure_says_the_same(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second post is rebuilt from the recorded intent: message, summary and link alike."""
+    rl = make_review_lab(tmp_path, sqlite_url)
+    sha = rl.propose(15, "pass")
+    server = Server()
+    monkeypatch.setattr("labgate.review.loop.RETRY_POST_S", 0.0)
+    with Store.open(sqlite_url) as store:
+        ReviewQueue(store).enqueue(rl.event(15, sha))
+        process(rl, store, Double(server, fail_posts=1))
+        process(rl, store, Double(server))
+    [first] = server.refused
+    [(_, posted)] = server.posts
+    assert posted.verified == first.verified
+    assert (posted.message, posted.summary, posted.target_url) == (
+        first.message,
+        first.summary,
+        first.target_url,
+    )
+    assert posted.summary.startswith("Verified+1: nothing regressed")
 
 
 # --- discrepancies -----------------------------------------------------------------------

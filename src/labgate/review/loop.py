@@ -34,7 +34,7 @@ from labgate.git import GitError
 from labgate.model import Blessing, FlightResult, ReviewSpec
 from labgate.review.base import ChangeEvent, Connector, ReviewRun, Vote
 from labgate.review.queue import INTENT, SUPERSEDED, ReviewQueue
-from labgate.review.vote import error_vote, flight_url, vote_for
+from labgate.review.vote import error_vote, flight_url, summary_of, vote_for
 from labgate.store import Store, process_owner
 from labgate.verdict import classify
 
@@ -243,7 +243,7 @@ class ReviewLoop:
             verified=run.vote if run.vote in (-1, 0, 1) else 0,  # type: ignore[arg-type]
             message=run.message or "",
             voting=bool(run.voting),
-            summary=(run.message or "").split("\n", 1)[0][:140],
+            summary=summary_of(run.message or ""),
             target_url=flight_url(self.specs[run.connector].web_url, run.flight_id)
             if run.flight_id is not None
             else None,

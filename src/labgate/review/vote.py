@@ -7,6 +7,7 @@ flight's page and lists the disabled tests, whatever the vote.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from labgate.model import DisabledTest, FlightResult, Outcome
@@ -22,9 +23,19 @@ def flight_url(web_url: str | None, flight_id: int) -> str | None:
     return f"{web_url.rstrip('/')}/flights/{flight_id}" if web_url else None
 
 
-def _summary(text: str) -> str:
-    """``text`` cut to ``SUMMARY_MAX`` characters, an ellipsis marking the cut."""
-    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
+_HEAD = re.compile(r"labgate(?: \(non-voting, would give (?P<label>[^)]*)\))?: ")
+
+
+def summary_of(message: str) -> str:
+    """A vote's one-line summary (a commit status's description): the message's first line
+    without its ``labgate:`` tag, cut to ``SUMMARY_MAX`` characters, an ellipsis marking the cut.
+    Derived from the message alone, so a vote recovered after a crash says the same."""
+    first = message.split("\n", 1)[0]
+    head = _HEAD.match(first)
+    if head is not None:
+        rest = first[head.end() :]
+        first = f"{head['label']}: {rest}" if head["label"] else rest
+    return first if len(first) <= SUMMARY_MAX else first[: SUMMARY_MAX - 1] + "…"
 
 
 def _item(c: Classification) -> str:
@@ -116,14 +127,8 @@ def vote_for(
     lines += ["", *disabled_lines(disabled)]
     if marker:
         lines += ["", marker]
-    return Vote(
-        verified=value,
-        message="\n".join(lines) + "\n",
-        voting=voting,
-        summary=_summary(f"{label}: {headline}"),
-        target_url=url,
-        retest=retest,
-    )
+    message = "\n".join(lines) + "\n"
+    return Vote(value, message, voting, summary_of(message), target_url=url, retest=retest)
 
 
 def error_vote(
@@ -139,5 +144,5 @@ def error_vote(
     then = "will retry" if attempts_left else "gave up retrying"
     headline = f"not tested, {then}: {data(reason)}"
     lines = [f"labgate: Verified 0: {headline}", "", *disabled_lines(disabled), "", marker]
-    summary = _summary(f"Verified 0: {headline}")
-    return Vote(0, "\n".join(lines) + "\n", voting, summary, retest=attempts_left)
+    message = "\n".join(lines) + "\n"
+    return Vote(0, message, voting, summary_of(message), retest=attempts_left)

@@ -233,7 +233,8 @@ def profile(lab_dir: Path, top: int) -> None:
     top functions (main thread: the event loop, and the store calls made on it)."""
     from labgate.config import load_lab
     from labgate.executor import LocalExecutor
-    from labgate.flight import FlightRun, plan_flight
+    from labgate.flight import plan_flight
+    from labgate.flights import Flights
     from labgate.git import Mirrors
     from labgate.store import Store
 
@@ -263,7 +264,7 @@ def profile(lab_dir: Path, top: int) -> None:
         planned = time.perf_counter()
         profiler = cProfile.Profile()
         profiler.enable()
-        asyncio.run(FlightRun(lab, store, flight_id).run())
+        asyncio.run(Flights(lab, store).run(flight_id))
         profiler.disable()
         ran = time.perf_counter()
         store.close()
@@ -272,7 +273,7 @@ def profile(lab_dir: Path, top: int) -> None:
     print(f"  load lab.toml                 {loaded - started:8.3f} s")
     print(f"  open the store (migrations)   {opened - loaded:8.3f} s")
     print(f"  plan (mirror fetch, insert)   {planned - opened:8.3f} s")
-    print(f"  FlightRun.run                 {ran - planned:8.3f} s")
+    print(f"  Flights.run                   {ran - planned:8.3f} s")
     for label, seconds in sorted(timers.seconds.items(), key=lambda kv: -kv[1]):
         calls = timers.calls[label]
         print(f"    {label:<52}{calls:>6} calls {seconds:8.3f} s {seconds / calls * 1000:8.2f} ms")
@@ -280,7 +281,7 @@ def profile(lab_dir: Path, top: int) -> None:
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats(sort).print_stats(top)
         body = text.getvalue()
-        print(f"\ncProfile of FlightRun.run, top {top} by {sort}:")
+        print(f"\ncProfile of Flights.run, top {top} by {sort}:")
         print(body[body.find("   ncalls") :].rstrip())
 
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from labgate.hosts.allocation import Allocator, submit_flight
+from labgate.hosts.allocation import Allocator
 from labgate.hosts.registry import HostRegistry
 from labgate.model import Blessing, HostSpec, JobSpec, Outcome, StepSpec
 from labgate.store import Store
@@ -24,7 +24,7 @@ def store(database_url: str) -> Iterator[Store]:
 def flight(store: Store, branch: str, blessing: Blessing, names: Sequence[str]) -> int:
     jobs = [JobSpec(n, (StepSpec("s", "true"),)) for n in names]
     flight_id = store.create_flight(branch, blessing, {"xen": "0" * 40}, jobs)
-    submit_flight(store.engine, flight_id)
+    store.submit_flight(flight_id)
     return flight_id
 
 
@@ -80,7 +80,7 @@ def test_no_slot_is_given_twice_and_an_exclusive_job_takes_the_host(store: Store
     jobs = [JobSpec(f"j{i}", (StepSpec("s", "true"),)) for i in range(5)]
     jobs.append(JobSpec("x", (StepSpec("s", "true"),), exclusive=True))
     flight_id = store.create_flight("a", Blessing.REAL, {}, jobs)
-    submit_flight(store.engine, flight_id)
+    store.submit_flight(flight_id)
     one, two = (allocator(store, [host("h0", slots=2)], owner) for owner in ("c1", "c2"))
     first = one.claim()
     assert [c.job for c in first] == ["j0", "j1"]

@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from labgate.config import Lab, load_lab
-from labgate.flight import FlightError, FlightRun, plan_flight
+from labgate.flight import FlightError, plan_flight
+from labgate.flights import Flights
 from labgate.model import Blessing, FlightResult, FlightState, Outcome
 from labgate.store import Store
 from labs import job, labgate, local_host, step, write_lab
@@ -26,7 +27,7 @@ BUILD_SH = (
 
 def run(lab: Lab, flight_id: int) -> FlightResult:
     with Store.open(lab.database_url) as store:
-        return asyncio.run(FlightRun(lab, store, flight_id).run())
+        return asyncio.run(Flights(lab, store).run(flight_id))
 
 
 def plan(lab: Lab, **kwargs: object) -> int:
@@ -328,7 +329,7 @@ def test_a_cancel_request_in_the_store_cancels_the_running_flight(
     fid = plan(lab)
 
     async def scenario(store: Store) -> FlightResult:
-        flight = asyncio.create_task(FlightRun(lab, store, fid).run())
+        flight = asyncio.create_task(Flights(lab, store).run(fid))
         await asyncio.to_thread(fifo.read_text)  # blocks until the step has started
         assert store.request_cancel(fid, "test")
         return await flight

@@ -277,11 +277,12 @@ def test_review_flights_of_patches_are_not_evidence_for_the_branch(tmp_path: Pat
     lab_dir = write_gate_lab(tmp_path, upstream, database=None, test=review_passes)
     lab = load_lab(lab_dir)
     with Store.open(lab.database_url) as store:
-        from labgate.flight import FlightRun, plan_flight
+        from labgate.flight import plan_flight
+        from labgate.flights import Flights
 
         fid = plan_flight(lab, store, "xen-unstable", revisions={"xen": shas[-1]},
                           blessing=Blessing.REVIEW)  # fmt: skip
-        assert asyncio.run(FlightRun(lab, store, fid).run()).outcome is Outcome.PASS
+        assert asyncio.run(Flights(lab, store).run(fid)).outcome is Outcome.PASS
     result = cycle(lab_dir)
     assert result.action == "not-pushed" and result.verdict == "regression"
     assert result.bisections[0].culprit is not None

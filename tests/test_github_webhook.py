@@ -27,7 +27,8 @@ import pytest
 from starlette.applications import Starlette
 
 from fakegithub import FakeGitHub, ServerThread, pull_request
-from labgate.flight import FlightRun, plan_flight
+from labgate.flight import plan_flight
+from labgate.flights import Flights
 from labgate.model import Blessing
 from labgate.review.github import GitHubConnector, github_routes
 from labgate.review.loop import ReviewLoop
@@ -355,7 +356,7 @@ def test_end_to_end_webhook_to_status(
     rl, github, url, env = served
     with Store.open(rl.lab.database_url) as store:  # the branch's baseline: staging passes
         baseline = plan_flight(rl.lab, store, "main", blessing=Blessing.REAL)
-        asyncio.run(FlightRun(rl.lab, store, baseline).run())
+        asyncio.run(Flights(rl.lab, store).run(baseline))
         store.set_baseline("main", baseline)
     good, bad = rl.propose(1, "pass"), rl.propose(2, "fail")
     assert deliver(url, "pull_request", pr_payload(1, good)).status_code == 202

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from labgate.config import ConfigError, Lab, load_lab
-from labgate.flight import FlightRun, plan_flight
+from labgate.flight import plan_flight
+from labgate.flights import Flights
 from labgate.hosts.cli import parse_duration
 from labgate.hosts.registry import HostRegistry, HostStateError
 from labgate.model import FlightResult, Outcome
@@ -44,7 +45,7 @@ def make(tmp_path: Path, hosts: str, jobs: str, database: str | None = None) -> 
 def run(lab: Lab) -> FlightResult:
     with Store.open(lab.database_url) as store:
         fid = plan_flight(lab, store, "main")
-        return asyncio.run(FlightRun(lab, store, fid).run())
+        return asyncio.run(Flights(lab, store).run(fid))
 
 
 def cli(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:

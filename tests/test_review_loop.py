@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from labgate.flight import FlightRun, plan_flight
+from labgate.flight import plan_flight
+from labgate.flights import Flights
 from labgate.model import (
     Blessing,
     DisabledTest,
@@ -161,7 +162,7 @@ def test_a_regression_gets_minus_one(tmp_path: Path, sqlite_url: str) -> None:
     rl = make_review_lab(tmp_path, sqlite_url)
     with Store.open(sqlite_url) as store:
         baseline = plan_flight(rl.lab, store, "main", blessing=Blessing.REAL)
-        asyncio.run(FlightRun(rl.lab, store, baseline).run())
+        asyncio.run(Flights(rl.lab, store).run(baseline))
         store.set_baseline("main", baseline)
         sha = rl.propose(4, "fail")
         ReviewQueue(store).enqueue(rl.event(4, sha))

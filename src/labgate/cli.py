@@ -28,7 +28,6 @@ from labgate.commandline import (
     plan_from_options,
 )
 from labgate.config import Lab, render_plan
-from labgate.flight import FlightRun
 from labgate.model import FlightResult, FlightState, Outcome
 from labgate.progress import FlightProgress
 from labgate.store import Store, StoreError
@@ -70,8 +69,10 @@ def run_to_end(lab: Lab, store: Store, flight_id: int, console: Console) -> Flig
         task = asyncio.current_task()
         assert task is not None
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        from labgate.flights import Flights
+
         with FlightProgress(console) as progress:
-            return await FlightRun(lab, store, flight_id, progress=progress).run()
+            return await Flights(lab, store).run(flight_id, progress=progress)
 
     try:
         return asyncio.run(go())
@@ -134,6 +135,14 @@ def flight_resume(lab_dir: Path, flight_id: int, json_output: bool) -> None:
         if existing.state is FlightState.FINISHED:
             console.print(f"flight {flight_id} already finished: {existing.outcome}")
             finish(existing, console, json_output)
+        from labgate.flights import Flights
+
+        runners = Flights(lab, store).runners_of(flight_id)
+        if runners:
+            fail(
+                f"flight {flight_id} is being run by {', '.join(runners)}; it can be resumed "
+                "once that controller is gone (its lease expires when it stops)"
+            )
         result = run_to_end(lab, store, flight_id, console)
         finish(result, console, json_output)
 

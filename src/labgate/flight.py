@@ -1,10 +1,10 @@
-"""Planning and running flights: the branch's jobs against one revision tuple, on the lab's hosts.
+"""Planning a flight and running one of its jobs.
 
 ``plan_flight`` resolves the revision tuple and stores a queued flight with every job and step;
-``run_flight`` runs what is not finished yet (so it also resumes a flight after a crash): ready jobs
-go to free matching hosts (``schedule.allocate``), each job gets a fresh work dir with every tree
-checked out and its dependencies' artifacts, and its steps run in order; every outcome is written
-to the store as it happens.
+``JobRunner.run_job`` runs one job on the host it was given: a fresh work dir with every tree
+checked out and its dependencies' artifacts, its steps in order, every outcome written to the
+store as it happens. Which job runs where and when is the flights service's
+(:mod:`labgate.flights`): every driver of work goes through it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from labgate.executor import (
     LocalExecutor,
     LocalSession,
     StepRun,
-    reap_orphans,
 )
 from labgate.git import GitError, Mirrors, ensure_commit
 from labgate.hosts.registry import HostRegistry
@@ -36,14 +35,11 @@ from labgate.model import (
     Blessing,
     DisabledTest,
     FlightResult,
-    FlightState,
     HostSpec,
     JobSpec,
     Outcome,
     TestCaseResult,
-    flight_outcome,
 )
-from labgate.schedule import HostSlots, ReadyJob, allocate, blocked_reason, can_run
 from labgate.store import Store, StoredJob
 
 
@@ -176,187 +172,50 @@ def plan_flight(
     return store.create_flight(branch, blessing, revisions, jobs)
 
 
-CANCEL_POLL_S = 1.0  # how often a running flight looks for a cancel request in the store
-
-
-class HostPool:
-    """The slots in use on each host, shared by every flight this controller runs at once (the
-    gate runs several bisect flights in parallel), so no host is oversubscribed."""
-
-    def __init__(self) -> None:
-        self.used: dict[str, int] = {}
-        self._changed = asyncio.Condition()
-
-    def slots_used(self, host: str) -> int:
-        return self.used.get(host, 0)
-
-    def take(self, host: str, slots: int) -> None:
-        self.used[host] = self.used.get(host, 0) + slots
-
-    async def give_back(self, host: str, slots: int) -> None:
-        self.used[host] = self.used.get(host, 0) - slots
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait_for_change(self) -> None:
-        async with self._changed:
-            await self._changed.wait()
-
-
 # A job whose host is lost goes to another host, up to this many attempts in all.
 MAX_HOST_ATTEMPTS = 3
 
 
 @dataclass
-class _Running:
-    job: StoredJob
-    host: str
-    slots: int
-
-
-@dataclass
-class FlightRun:
-    """Runs one stored flight to its end. Create it, then ``await run()``."""
+class JobRunner:
+    """Runs one job of a stored flight on the host the allocator gave it: the work dir (every
+    tree checked out, dependencies' artifacts), the host's health check and console, the steps in
+    order, each outcome written to the store as it happens, the job in the host's history. The
+    flights service (:mod:`labgate.flights`) decides which job runs where and when."""
 
     lab: Lab
     store: Store
-    flight_id: int
-    progress: Progress = field(default_factory=NoProgress)
     executor: Executor = field(default_factory=LocalExecutor)
     mirrors: Mirrors | None = None
-    pool: HostPool = field(default_factory=HostPool)
-    avoid: Mapping[str, str] = field(default_factory=dict)
-    """Job name → a host to keep it off if another can take it (a retest of a broken job)."""
-    _cancelled_by_request: bool = field(default=False, init=False)
 
-    async def run(self) -> FlightResult:
-        flight = self.store.get_flight(self.flight_id)
-        mirrors = self.mirrors or mirrors_for(self.lab)
-        await asyncio.to_thread(self._fetch, mirrors, flight)
-        # steps a killed controller left running must not run on beside their rerun
-        reap_orphans(self.lab.work_dir / str(self.flight_id), self.flight_id)
-        self.store.reset_unfinished(self.flight_id)
-        self.store.sync_hosts(self.lab.hosts)
-        jobs = {j.spec.name: j for j in self.store.flight_jobs(self.flight_id)}
-        state = {name: j.outcome for name, j in jobs.items()}
-        last = self.store.last_hosts(flight.branch, list(jobs))
-        pool = self.pool
-        running: dict[asyncio.Task[Outcome], _Running] = {}
-        registry = HostRegistry(self.store.engine)
-        lost_on: dict[str, frozenset[str]] = {}  # hosts lost under a job: not given it again
-        self.store.set_flight_state(self.flight_id, FlightState.RUNNING)
-        self.progress.flight_started(
-            self.flight_id, len(jobs), sum(1 for o in state.values() if o.finished)
-        )
-        me = asyncio.current_task()
-        assert me is not None
-        watcher = asyncio.create_task(self._watch_cancel(me))
-        try:
-            while True:
-                self._block_dependants(jobs, state)
-                ready = [
-                    ReadyJob(j.id, name, frozenset(j.spec.requires), j.spec.exclusive, avoid=lost)
-                    for name, j in jobs.items()
-                    if state[name] is Outcome.QUEUED
-                    and all(state[d].succeeded for d in j.spec.depends)
-                    for lost in [lost_on.get(name, frozenset())]
-                ]
-                away = registry.unavailable()  # quarantined or reserved hosts
-                hosts = [
-                    HostSlots(h.name, h.flags, h.slots, pool.slots_used(h.name))
-                    for h in self.lab.hosts
-                    if h.name not in away
-                ]
-                by_id = {j.id: j for j in jobs.values()}
-                for alloc in allocate(ready, hosts, last, self.avoid):
-                    job = by_id[alloc.job_id]
-                    state[job.spec.name] = Outcome.PREPARING
-                    pool.take(alloc.host, alloc.slots)
-                    task = asyncio.create_task(self._run_job(flight, mirrors, job, alloc.host))
-                    running[task] = _Running(job, alloc.host, alloc.slots)
-                if not running:
-                    unfit = [r for r in ready if not any(can_run(r, h) for h in hosts)]
-                    for r in unfit:
-                        reason = _no_host_reason(self.lab, r, away)
-                        self.store.finish_job(r.id, Outcome.BROKEN, reason)
-                        state[r.name] = Outcome.BROKEN
-                    if unfit:
-                        continue
-                    if not ready:
-                        break
-                    # every host that fits is busy with another flight of this controller
-                    await pool.wait_for_change()
-                    continue
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    info = running.pop(task)
-                    await pool.give_back(info.host, info.slots)
-                    state[info.job.spec.name] = task.result()
-                    if state[info.job.spec.name] is Outcome.QUEUED:  # its host was lost
-                        name = info.job.spec.name
-                        lost_on[name] = lost_on.get(name, frozenset()) | {info.host}
-        except asyncio.CancelledError:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
-            for info in running.values():
-                await pool.give_back(info.host, info.slots)
-            self.store.set_flight_state(self.flight_id, FlightState.CANCELLED, Outcome.CANCELLED)
-            if not self._cancelled_by_request:
-                raise
-            me.uncancel()
-            return self.store.get_flight(self.flight_id)
-        finally:
-            watcher.cancel()
-        outcome = flight_outcome(list(state.values()))
-        self.store.set_flight_state(self.flight_id, FlightState.FINISHED, outcome)
-        return self.store.get_flight(self.flight_id)
+    def __post_init__(self) -> None:
+        self.mirrors = self.mirrors or mirrors_for(self.lab)
+        self.registry = HostRegistry(self.store.engine)
 
-    async def _watch_cancel(self, flight_task: asyncio.Task[FlightResult]) -> None:
-        """Cancel the flight when someone asks through the store (the web page's cancel)."""
-        while True:
-            await asyncio.sleep(CANCEL_POLL_S)
-            if await asyncio.to_thread(self.store.cancel_requested, self.flight_id):
-                self.store.clear_cancel_request(self.flight_id)
-                self._cancelled_by_request = True
-                flight_task.cancel()
-                return
-
-    def _fetch(self, mirrors: Mirrors, flight: FlightResult) -> None:
+    def fetch(self, flight: FlightResult) -> None:
         """Every commit of the revision tuple in the mirrors; one that cannot be had is left for
         the jobs' checkout to report (``broken``)."""
+        assert self.mirrors is not None
         for tree, sha in flight.revisions.items():
-            if tree in mirrors.urls:
+            if tree in self.mirrors.urls:
                 with contextlib.suppress(GitError):
-                    ensure_commit(mirrors, tree, sha)
+                    ensure_commit(self.mirrors, tree, sha)
 
-    def _block_dependants(self, jobs: Mapping[str, StoredJob], state: dict[str, Outcome]) -> None:
-        changed = True
-        while changed:
-            changed = False
-            for name, job in jobs.items():
-                if state[name] is not Outcome.QUEUED:
-                    continue
-                reason = blocked_reason(job.spec.depends, state)
-                if reason is not None:
-                    self.store.block_job(job.id, reason)
-                    state[name] = Outcome.BLOCKED
-                    self.progress.job_finished(name, Outcome.BLOCKED, None)
-                    changed = True
-
-    async def run_job(self, job: StoredJob, host: str) -> Outcome:
-        """Run one job of the flight on ``host``, allocated by the caller (a controller sharing
-        the lab's hosts with others); QUEUED means its host was lost and it is queued again."""
-        flight = self.store.get_flight(self.flight_id)
-        return await self._run_job(flight, self.mirrors or mirrors_for(self.lab), job, host)
-
-    async def _run_job(
-        self, flight: FlightResult, mirrors: Mirrors, job: StoredJob, host: str
+    async def run_job(
+        self,
+        flight: FlightResult,
+        job: StoredJob,
+        host: str,
+        progress: Progress | None = None,
     ) -> Outcome:
+        """Run one job of ``flight`` on ``host``; QUEUED means its host was lost and the job is
+        queued again (for another host), CANCELLED that it was cancelled."""
+        assert self.mirrors is not None
+        progress = progress or NoProgress()
         name = job.spec.name
         host_spec = self.lab.host(host)
         attempt = self.store.start_job(job.id, host)
-        self.progress.job_started(name, host)
+        progress.job_started(name, host)
         workdir = self.lab.work_dir / str(flight.id) / safe_name(name)
         artifacts = self.lab.artifacts_dir / str(flight.id) / safe_name(name)
         outcome, reason = Outcome.BROKEN, None
@@ -365,7 +224,7 @@ class FlightRun:
             try:
                 await _before_job(host_spec, job.spec, self.lab.dir)
                 await asyncio.to_thread(
-                    self._prepare, flight, mirrors, job.spec, workdir, artifacts
+                    self._prepare, flight, self.mirrors, job.spec, workdir, artifacts
                 )
                 session = await self._session(host_spec, flight, name, workdir, artifacts)
                 await session.prepare()
@@ -376,7 +235,7 @@ class FlightRun:
                 return outcome
             async with _console(host_spec, self.lab, flight.id, name, attempt):
                 outcome, reason = await self._run_steps(
-                    flight, job, host, attempt, session, workdir
+                    flight, job, host, attempt, session, workdir, progress
                 )
             await session.fetch_artifacts()
             self.store.finish_job(job.id, outcome, reason, attempt=attempt)
@@ -392,9 +251,9 @@ class FlightRun:
             if session is not None:
                 await asyncio.shield(session.close())
             if outcome is not Outcome.QUEUED:
-                self.progress.job_finished(name, outcome, host)
+                progress.job_finished(name, outcome, host)
             if outcome is not Outcome.CANCELLED and reason != _HOST_RECORDED:
-                _record_job(self.store, host_spec, job.id, attempt, outcome, reason)
+                self._record_job(host_spec, job.id, attempt, outcome, reason)
             # in a thread: deleting a checkout on the event loop would stall every running job
             await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
 
@@ -415,14 +274,13 @@ class FlightRun:
         """The job's attempt is ``broken`` (kept in the host's history with its steps); the job
         is queued again for another host unless it has had its attempts."""
         reason = f"host {host.name} lost: {error}"
-        registry = HostRegistry(self.store.engine)
         if error.quarantine:
-            registry.quarantine(host.name, str(error))
+            self.registry.quarantine(host.name, str(error))
         self.store.finish_job(job.id, Outcome.BROKEN, reason)
         again = attempt < MAX_HOST_ATTEMPTS
-        _record_job(
-            self.store, host, job.id, attempt, Outcome.BROKEN, reason,
-            data={"steps": registry.attempt_steps(job.id), "queued_again": again},
+        self._record_job(
+            host, job.id, attempt, Outcome.BROKEN, reason,
+            data={"steps": self.registry.attempt_steps(job.id), "queued_again": again},
         )  # fmt: skip
         if not again:
             return Outcome.BROKEN, _HOST_RECORDED
@@ -458,6 +316,7 @@ class FlightRun:
         attempt: int,
         session: JobSession,
         workdir: Path,
+        progress: Progress,
     ) -> tuple[Outcome, str | None]:
         env = self._env(flight, job.spec, host, attempt, Path(session.artifacts))
         suffix = "" if attempt <= 1 else f".{attempt}"
@@ -471,7 +330,7 @@ class FlightRun:
             self.store.start_step(job.step_ids[0], logs[0], job_running=job.id)
         for index, (step, step_id) in enumerate(zip(job.spec.steps, job.step_ids, strict=True)):
             log = self.lab.log_dir / logs[index]
-            self.progress.step_started(job.spec.name, step.name)
+            progress.step_started(job.spec.name, step.name)
             step_env = {
                 **env,
                 "LABGATE_STEP": step.name,
@@ -513,6 +372,23 @@ class FlightRun:
                 self.store.set_steps(job.step_ids[index + 1 :], rest)
                 return result.outcome, f"step {step.name}: {result.reason or result.outcome}"
         return Outcome.PASS, None
+
+    def _record_job(
+        self,
+        host: HostSpec,
+        job_id: int,
+        attempt: int,
+        outcome: Outcome,
+        reason: str | None,
+        data: Mapping[str, object] | None = None,
+    ) -> None:
+        """The job in its host's history; N broken jobs in a row quarantine the host."""
+        from labgate.hosts.config import lifecycle_of
+
+        self.registry.record_job(
+            host.name, job_id, attempt, outcome, reason,
+            quarantine_after=lifecycle_of(host).quarantine_after, data=data,
+        )  # fmt: skip
 
     def _env(
         self, flight: FlightResult, spec: JobSpec, host: str, attempt: int, artifacts: Path
@@ -578,29 +454,3 @@ def _console(
     suffix = "" if attempt <= 1 else f".{attempt}"
     log = lab.log_dir / str(flight_id) / safe_name(job) / f"console{suffix}.log"
     return console(host, log, cwd=lab.dir)
-
-
-def _record_job(
-    store: Store,
-    host: HostSpec,
-    job_id: int,
-    attempt: int,
-    outcome: Outcome,
-    reason: str | None,
-    data: Mapping[str, object] | None = None,
-) -> None:
-    """The job in its host's history; N broken jobs in a row quarantine the host."""
-    from labgate.hosts.config import lifecycle_of
-
-    HostRegistry(store.engine).record_job(
-        host.name, job_id, attempt, outcome, reason,
-        quarantine_after=lifecycle_of(host).quarantine_after, data=data,
-    )  # fmt: skip
-
-
-def _no_host_reason(lab: Lab, job: ReadyJob, away: Mapping[str, str]) -> str:
-    matching = [h.name for h in lab.hosts if h.flags >= job.requires]
-    if not matching:
-        return "no host of the lab has the flags it requires"
-    why = [f"{h} {away[h]}" if h in away else f"{h} was lost under it" for h in matching]
-    return "no matching host can take it: " + "; ".join(why)

@@ -32,7 +32,8 @@ from typing import Any, Literal
 from labgate.bisect.engine import BisectError, Observation, Search, TreeRange
 from labgate.bisect.gitgraph import read_range
 from labgate.config import Lab
-from labgate.flight import FlightRun, HostPool, Progress, mirrors_for, plan_flight
+from labgate.flight import Progress, mirrors_for
+from labgate.flights import Flights
 from labgate.git import GitError, Mirrors, authors, push_fast_forward, subjects
 from labgate.mail import Outbox, build_bisection_mail, build_flight_mail
 from labgate.model import Blessing, FlightResult, FlightState, Outcome
@@ -232,11 +233,18 @@ class Gate:
     say: Callable[[str], None] = lambda _line: None
     progress: Callable[[str], Progress] | None = None
     owner: str = field(default_factory=default_owner)
-    pool: HostPool = field(default_factory=HostPool)
+    flights: Flights | None = None
+    """The flights service its flights run on (``labgate serve`` shares one); default: its own."""
     mirrors: Mirrors | None = None
 
     def __post_init__(self) -> None:
         self.mirrors = self.mirrors or mirrors_for(self.lab)
+        if self.flights is None:
+            self.flights = Flights(self.lab, self.store, mirrors=self.mirrors)
+
+    def _service(self) -> Flights:
+        assert self.flights is not None
+        return self.flights
 
     # --- one cycle ------------------------------------------------------------------------
 
@@ -366,9 +374,7 @@ class Gate:
             if self.store.verdict(f.id) is None and f.id != baseline:
                 self.say(f"{branch}: reusing finished flight {f.id} ({what})")
                 return f
-        flight_id = plan_flight(
-            self.lab, self.store, branch, revisions=revisions, blessing=Blessing.REAL
-        )
+        flight_id = self._service().plan(branch, revisions=revisions, blessing=Blessing.REAL)
         return await self._run(flight_id, what)
 
     async def _run(
@@ -380,13 +386,7 @@ class Gate:
             + " ".join(f"{t}={s[:12]}" for t, s in sorted(flight.revisions.items()))
         )
         progress = self.progress(what) if self.progress else None
-        run = FlightRun(
-            self.lab, self.store, flight_id, mirrors=self.mirrors, pool=self.pool,
-            avoid=avoid or {},
-        )  # fmt: skip
-        if progress is not None:
-            run.progress = progress
-        result = await run.run()
+        result = await self._service().run(flight_id, progress=progress, avoid=avoid)
         self.say(f"flight {flight_id} ({what}): {result.outcome}")
         return result
 
@@ -418,9 +418,7 @@ class Gate:
                 f"{branch}: retesting {' '.join(verdict.retest)} (attempt {attempt + 1}) "
                 f"at flight {flight.id}'s revisions"
             )
-            retest_id = plan_flight(
-                self.lab,
-                self.store,
+            retest_id = self._service().plan(
                 branch,
                 revisions=flight.revisions,
                 job_globs=list(verdict.retest),
@@ -599,9 +597,7 @@ class _BisectRun:
 
     async def test(self, point: Mapping[str, str]) -> None:
         gate = self.gate
-        flight_id = plan_flight(
-            gate.lab,
-            gate.store,
+        flight_id = gate._service().plan(
             self.branch,
             revisions=self.full(point),
             job_globs=[self.item.job],

@@ -306,6 +306,8 @@ pool_flight = Table(
     metadata,
     Column("flight_id", Integer, ForeignKey("flight.id", ondelete="CASCADE"), primary_key=True),
     Column("submitted", DateTime(timezone=True), nullable=False),
+    # job name -> a host to keep it off if another can take it (JSON)
+    Column("avoid", Text, nullable=False, server_default="{}"),
 )
 
 Index("ix_host_event_job", host_event.c.job_id)

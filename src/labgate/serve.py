@@ -1,5 +1,6 @@
-"""``labgate serve``: one asyncio process serving the dashboard and JSON API, and running the push
-gate of the branches given with ``--gate`` on the same loop."""
+"""``labgate serve``: one asyncio process serving the dashboard and JSON API, running the pool's
+flights (the web's retests, ``labgate host queue``) as a controller, and the push gate of the
+branches given with ``--gate``, all on the same loop."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from labgate.commandline import lab_option
 from labgate.config import ConfigError, Lab, load_lab
 from labgate.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from labgate.flights import Flights
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -36,7 +41,7 @@ def _log_to_stderr() -> None:
         log.propagate = False
 
 
-async def gate_loop(lab: Lab, store: Store, branch: str) -> None:
+async def gate_loop(lab: Lab, store: Store, branch: str, flights: Flights) -> None:
     """The push gate of one branch, cycle after cycle, in the server's loop (as ``labgate gate``
     does); each event is one structured log line."""
     from labgate.gate import Gate, GateError
@@ -46,7 +51,7 @@ async def gate_loop(lab: Lab, store: Store, branch: str) -> None:
     def say(line: str) -> None:
         log.info(json.dumps({"event": "gate", "branch": branch, "message": line}))
 
-    async for result in Gate(lab, store, say=say).cycles(branch):
+    async for result in Gate(lab, store, say=say, flights=flights).cycles(branch):
         if isinstance(result, GateError):
             log.info(json.dumps({"event": "gate-error", "branch": branch, "error": str(result)}))
         else:
@@ -72,7 +77,13 @@ async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str
         store.close()
         known = ", ".join(lab.branches) or "none"
         raise click.ClickException(f"--gate {unknown[0]}: no such branch (branches: {known})")
-    gates = [asyncio.create_task(gate_loop(lab, store, b)) for b in gate_branches]
+    from labgate.flights import Flights
+
+    # one flights service: the pool's worker (the web's retests, `labgate host queue`) and the
+    # gates' flights share its controller and the hosts' leases
+    flights = Flights(lab, store)
+    gates = [asyncio.create_task(flights.serve())]
+    gates += [asyncio.create_task(gate_loop(lab, store, b, flights)) for b in gate_branches]
     try:
         app = create_app(lab, store)
         config = uvicorn.Config(

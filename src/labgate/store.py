@@ -50,6 +50,18 @@ class FlightNotFound(StoreError):
 
 
 @dataclass(frozen=True)
+class JobState:
+    """Where a job stands, without its steps (moving a flight along)."""
+
+    id: int
+    name: str
+    outcome: Outcome
+    requires: frozenset[str]
+    depends: tuple[str, ...]
+    attempt: int
+
+
+@dataclass(frozen=True)
 class StoredJob:
     """A job as the runner needs it: its id, its plan (as stored) and where it stands."""
 
@@ -69,13 +81,36 @@ def process_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def owner_is_dead(owner: str) -> bool:
+    """Whether a lease holder (``host:pid``, maybe followed by ``:tag``) is a process of this
+    machine that no longer exists (a controller killed here): only then can its leases be cut
+    short safely."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+ACTIVE_FLIGHT_STATES = ("queued", "running")
+
+
+def aware(value: datetime) -> datetime:
+    """A stored time with its time zone (SQLite gives naive datetimes back, stored as UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 def iso(value: datetime | None) -> str | None:
     """A stored time as ISO 8601 text (UTC), or None."""
     if value is None:
         return None
-    if value.tzinfo is None:  # SQLite gives naive datetimes back; they were stored as UTC
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat(timespec="seconds")
+    return aware(value).isoformat(timespec="seconds")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -243,6 +278,15 @@ class Store:
             values["outcome"] = str(outcome) if outcome is not None else None
         with self.engine.begin() as conn:
             conn.execute(t.flight.update().where(t.flight.c.id == flight_id).values(**values))
+
+    def mark_running(self, flight_id: int) -> None:
+        """A queued flight's first job started: the flight is running (from now)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.flight.update()
+                .where(t.flight.c.id == flight_id, t.flight.c.state == str(FlightState.QUEUED))
+                .values(state=str(FlightState.RUNNING), started=now(), finished=None, outcome=None)
+            )
 
     def get_flight(self, flight_id: int) -> FlightResult:
         """The whole flight: revisions, jobs with runvars, steps with test cases."""
@@ -894,17 +938,115 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(t.cancel_request.delete().where(t.cancel_request.c.flight_id == flight_id))
 
-    def cancel_requested(self, flight_id: int) -> bool:
-        """True when someone asked to cancel the flight (the runner polls this while it runs)."""
+    def cancel_requests(self, flight_ids: Sequence[int]) -> set[int]:
+        """Which of these flights someone asked to cancel (the flights service polls this)."""
+        if not flight_ids:
+            return set()
         with self.engine.connect() as conn:
-            return (
-                conn.execute(
-                    select(t.cancel_request.c.flight_id).where(
-                        t.cancel_request.c.flight_id == flight_id
-                    )
-                ).first()
-                is not None
+            rows = conn.execute(
+                select(t.cancel_request.c.flight_id).where(
+                    t.cancel_request.c.flight_id.in_(list(flight_ids))
+                )
             )
+            return set(rows.scalars())
+
+    def cancel_requested(self, flight_id: int) -> bool:
+        """True when someone asked to cancel the flight."""
+        return flight_id in self.cancel_requests([flight_id])
+
+    # --- the pool: flights handed to the controllers sharing the hosts ------------------------
+
+    def submit_flight(self, flight_id: int, avoid: Mapping[str, str] | None = None) -> None:
+        """Hand a stored flight to the pool: any controller may run its jobs. ``avoid`` maps a
+        job to a host to keep it off when another can take it. Submitting again is harmless."""
+        with self.engine.begin() as conn:
+            known = conn.execute(
+                select(t.pool_flight.c.flight_id).where(t.pool_flight.c.flight_id == flight_id)
+            ).first()
+            if known is None:
+                conn.execute(
+                    t.pool_flight.insert().values(
+                        flight_id=flight_id, submitted=now(), avoid=json.dumps(dict(avoid or {}))
+                    )
+                )
+            elif avoid:
+                conn.execute(
+                    update(t.pool_flight)
+                    .where(t.pool_flight.c.flight_id == flight_id)
+                    .values(avoid=json.dumps(dict(avoid)))
+                )
+
+    def active_pool_flights(self) -> list[int]:
+        """The flights of the pool that are not finished, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.flight.c.id)
+                .join(t.pool_flight, t.pool_flight.c.flight_id == t.flight.c.id)
+                .where(t.flight.c.state.in_(ACTIVE_FLIGHT_STATES))
+                .order_by(t.flight.c.id)
+            )
+            return list(rows.scalars())
+
+    def job_states(self, flight_ids: Sequence[int]) -> dict[int, list[JobState]]:
+        """Where each job of these flights stands, without steps: what moving a flight along
+        needs (cheap enough to ask after every job)."""
+        out: dict[int, list[JobState]] = {i: [] for i in flight_ids}
+        if not flight_ids:
+            return out
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    t.job.c.id,
+                    t.job.c.flight_id,
+                    t.job.c.name,
+                    t.job.c.outcome,
+                    t.job.c.requires,
+                    t.job.c.depends,
+                    t.job.c.attempt,
+                )
+                .where(t.job.c.flight_id.in_(list(flight_ids)))
+                .order_by(t.job.c.seq)
+            )
+            for r in rows:
+                out[r.flight_id].append(
+                    JobState(
+                        r.id,
+                        r.name,
+                        Outcome(r.outcome),
+                        frozenset(json.loads(r.requires)),
+                        tuple(json.loads(r.depends)),
+                        r.attempt,
+                    )
+                )
+        return out
+
+    def lost_hosts(self, job_ids: Sequence[int]) -> dict[int, set[str]]:
+        """For each job, the hosts an attempt of it was lost on (it is not given them again)."""
+        lost: dict[int, set[str]] = {}
+        if not job_ids:
+            return lost
+        with self.engine.connect() as conn:
+            for r in conn.execute(
+                select(t.host_event.c.job_id, t.host_event.c.host).where(
+                    t.host_event.c.job_id.in_(list(job_ids)),
+                    t.host_event.c.kind == "job",
+                    t.host_event.c.outcome == str(Outcome.BROKEN),
+                )
+            ):
+                lost.setdefault(r.job_id, set()).add(r.host)
+        return lost
+
+    def lease_holders(self, flight_id: int) -> dict[str, datetime]:
+        """The controllers holding host slots for jobs of this flight, each with when its
+        lease ends: a flight with a live holder is being run."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.slot_lease.c.owner, func.max(t.slot_lease.c.lease_until))
+                .join(t.job, t.job.c.id == t.slot_lease.c.job_id)
+                .where(t.job.c.flight_id == flight_id, t.slot_lease.c.owner.is_not(None))
+                .group_by(t.slot_lease.c.owner)
+            )
+            return {owner: aware(until) for owner, until in rows}
 
 
 def _bisection(row: Any) -> BisectionRecord:

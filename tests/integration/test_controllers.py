@@ -25,7 +25,6 @@ import sqlalchemy as sa
 from labgate import schema as t
 from labgate.config import load_lab
 from labgate.flight import plan_flight
-from labgate.hosts.allocation import submit_flight
 from labgate.hosts.registry import HostRegistry
 from labgate.model import FlightState, Outcome
 from labgate.store import Store
@@ -83,7 +82,7 @@ def test_controllers_race_for_hosts_and_a_killed_one_loses_its_lease(
     lab = load_lab(lab_dir.path)
     with Store.open(lab.database_url) as store:
         flight_id = plan_flight(lab, store, "main")
-        submit_flight(store.engine, flight_id)
+        store.submit_flight(flight_id)
 
     def worker(name: str) -> subprocess.Popen[str]:
         argv = labgate(

@@ -27,7 +27,8 @@ import pytest
 from integration.conftest import SshdFactory, ssh_host_toml
 from integration.sshd import Netns, make_netns
 from labgate.config import Lab, load_lab
-from labgate.flight import FlightRun, plan_flight
+from labgate.flight import plan_flight
+from labgate.flights import Flights
 from labgate.hosts.registry import HostRegistry
 from labgate.model import FlightResult, Outcome
 from labgate.store import Store
@@ -41,7 +42,7 @@ WAIT_S = 20.0
 def run(lab: Lab, **kwargs: object) -> FlightResult:
     with Store.open(lab.database_url) as store:
         fid = plan_flight(lab, store, "main", **kwargs)  # type: ignore[arg-type]
-        return asyncio.run(FlightRun(lab, store, fid).run())
+        return asyncio.run(Flights(lab, store).run(fid))
 
 
 def make(
@@ -152,7 +153,7 @@ def test_cancellation_kills_the_remote_process_group(
 
     async def go(store: Store) -> None:
         fid = plan_flight(lab, store, "main")
-        task = asyncio.create_task(FlightRun(lab, store, fid).run())
+        task = asyncio.create_task(Flights(lab, store).run(fid))
         assert await asyncio.wait_for(asyncio.to_thread(read_line, fifo), WAIT_S) == "up"
         assert pids_with(token)
         task.cancel()
@@ -201,7 +202,7 @@ def test_host_vanishing_mid_step_is_broken_and_the_job_runs_on_another_host(
 
     async def go(store: Store) -> FlightResult:
         fid = plan_flight(lab, store, "main")
-        task = asyncio.create_task(FlightRun(lab, store, fid).run())
+        task = asyncio.create_task(Flights(lab, store).run(fid))
         assert await asyncio.wait_for(asyncio.to_thread(read_line, fifo), WAIT_S) == "up"
         netns.cut()
         return await asyncio.wait_for(task, WAIT_S)
@@ -243,7 +244,7 @@ def test_output_streams_into_the_log_and_results_come_back(
 
     async def go_on_when_first_is_logged(store: Store) -> FlightResult:
         fid = plan_flight(lab, store, "main")
-        task = asyncio.create_task(FlightRun(lab, store, fid).run())
+        task = asyncio.create_task(Flights(lab, store).run(fid))
         log = lab.log_dir / str(fid) / "t" / "s.log"
         deadline = asyncio.get_running_loop().time() + WAIT_S
         # the step is blocked on the FIFO: its first line can only be in the log if it streamed

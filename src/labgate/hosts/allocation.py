@@ -31,7 +31,7 @@ import contextlib
 import json
 import random
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -44,6 +44,7 @@ from sqlalchemy import (
     bindparam,
     case,
     column,
+    func,
     insert,
     select,
     tuple_,
@@ -55,10 +56,9 @@ from labgate import schema as t
 from labgate.hosts.registry import add_event, unavailable_on
 from labgate.model import Blessing, HostSpec, Outcome
 from labgate.schedule import Allocation, HostSlots, ReadyJob, allocate
-from labgate.store import now
+from labgate.store import ACTIVE_FLIGHT_STATES, now
 
 BLESSING_PRIORITY: tuple[str, ...] = ("real", "review", "adhoc", "bisect", "play")
-ACTIVE_FLIGHT_STATES = ("queued", "running")
 FLIGHTS_PER_QUERY = 16
 CANDIDATES = 4  # queued jobs looked at per claim, in batches
 SAMPLE_HOSTS = 64
@@ -75,12 +75,6 @@ class Claim:
     job: str
     host: str
     slots: int
-
-
-def submit_flight(engine: Engine, flight_id: int) -> None:
-    """Hand a stored (queued) flight to the pool: any controller may run its jobs."""
-    with engine.begin() as conn:
-        conn.execute(insert(t.pool_flight).values(flight_id=flight_id, submitted=now()))
 
 
 class Allocator:
@@ -145,11 +139,15 @@ class Allocator:
                     )
                 )
 
-    def claim(self) -> list[Claim]:
-        """Claim slots for as many queued, ready jobs as fit now (one transaction)."""
+    def claim(self, flights: Collection[int] | None = None) -> list[Claim]:
+        """Claim slots for as many queued, ready jobs as fit now (one transaction); with
+        ``flights``, only jobs of those flights (a controller that serves only the flights its
+        process awaits)."""
         self._group_of.clear()
+        if flights is not None and not flights:
+            return []
         with self._transaction() as conn:
-            jobs = self._lock_candidates(conn)
+            jobs = self._lock_candidates(conn, flights)
             if not jobs:
                 return []
             ready = self._ready(conn, jobs)
@@ -164,13 +162,16 @@ class Allocator:
                 for name, rows in free.items()
             ]  # fmt: skip
             preferred = {r.name: h for r, h in ready if h is not None}
-            allocations = allocate([r for r, _ in ready], hosts, preferred)
+            avoid = self._avoid(conn, jobs)
+            allocations = allocate([r for r, _ in ready], hosts, preferred, avoid)
             claims = self._write(conn, self._lock_chosen(conn, allocations, free), jobs)
         for c in claims:
             self._served[self._group_of[c.job_id]] += 1
         return claims
 
-    def _lock_candidates(self, conn: Connection) -> list[dict[str, Any]]:
+    def _lock_candidates(
+        self, conn: Connection, only: Collection[int] | None
+    ) -> list[dict[str, Any]]:
         """Lock up to ``batch`` queued jobs, best first (see :meth:`_order`); jobs another
         controller holds are skipped."""
         has_queued = (
@@ -178,11 +179,14 @@ class Allocator:
             .where(t.job.c.flight_id == t.flight.c.id, t.job.c.outcome == str(Outcome.QUEUED))
             .exists()
         )
-        flights = conn.execute(
+        query = (
             select(t.flight.c.id, t.flight.c.branch, t.flight.c.blessing)
             .join(t.pool_flight, t.pool_flight.c.flight_id == t.flight.c.id)
             .where(t.flight.c.state.in_(ACTIVE_FLIGHT_STATES), has_queued)
-        ).all()
+        )
+        if only is not None:
+            query = query.where(t.flight.c.id.in_(list(only)))
+        flights = conn.execute(query).all()
         ordered = self._order(flights)
         candidates: list[int] = []
         for i in range(0, len(ordered), FLIGHTS_PER_QUERY):
@@ -259,8 +263,8 @@ class Allocator:
     def _ready(
         self, conn: Connection, jobs: Sequence[dict[str, Any]]
     ) -> list[tuple[ReadyJob, str | None]]:
-        """The jobs whose dependencies passed, each with the host it prefers (bisection: where
-        the regression was seen) and the hosts it avoids (lost under it before)."""
+        """The jobs whose dependencies passed, each with the host it prefers (see
+        :meth:`_preferred_hosts`) and the hosts it avoids (lost under it before)."""
         flights = {j["flight_id"] for j in jobs}
         depends = {j["id"]: json.loads(j["depends"]) for j in jobs}
         wanted = {d for ds in depends.values() for d in ds}
@@ -284,7 +288,7 @@ class Allocator:
             )
         ):
             lost.setdefault(r.job_id, set()).add(r.host)
-        seen = self._regression_hosts(conn, jobs)
+        seen = self._preferred_hosts(conn, jobs)
         out = []
         for j in jobs:
             if all((j["flight_id"], d) in passed for d in depends[j["id"]]):
@@ -299,35 +303,66 @@ class Allocator:
                 out.append((job, seen.get(j["id"])))
         return out
 
-    def _regression_hosts(self, conn: Connection, jobs: Sequence[dict[str, Any]]) -> dict[int, str]:
-        """For jobs of bisect flights: the host where the job last failed on its branch."""
-        flight_rows = conn.execute(
-            select(t.flight.c.id, t.flight.c.branch).where(
-                t.flight.c.id.in_({j["flight_id"] for j in jobs}),
-                t.flight.c.blessing == str(Blessing.BISECT),
+    def _avoid(self, conn: Connection, jobs: Sequence[dict[str, Any]]) -> dict[str, str]:
+        """Ready-job name → the host its flight asked to keep it off (a retest of a job the lab
+        broke there), when another can take it."""
+        rows = conn.execute(
+            select(t.pool_flight.c.flight_id, t.pool_flight.c.avoid).where(
+                t.pool_flight.c.flight_id.in_({j["flight_id"] for j in jobs}),
+                t.pool_flight.c.avoid != "{}",
             )
         ).all()
-        if not flight_rows:
-            return {}
-        branch_of = {r.id: r.branch for r in flight_rows}
-        names = {j["name"] for j in jobs if j["flight_id"] in branch_of}
-        failed = conn.execute(
-            select(t.flight.c.branch, t.job.c.name, t.job.c.host)
-            .join(t.flight, t.flight.c.id == t.job.c.flight_id)
-            .where(
-                t.flight.c.branch.in_(set(branch_of.values())),
-                t.job.c.name.in_(names),
-                t.job.c.outcome == str(Outcome.FAIL),
-                t.job.c.host.is_not(None),
-            )
-            .order_by(t.job.c.id)
-        )
-        last = {(r.branch, r.name): r.host for r in failed}
         return {
-            j["id"]: last[(branch_of[j["flight_id"]], j["name"])]
-            for j in jobs
-            if j["flight_id"] in branch_of and (branch_of[j["flight_id"]], j["name"]) in last
+            f"{r.flight_id}/{name}": host
+            for r in rows
+            for name, host in json.loads(r.avoid).items()
         }
+
+    def _preferred_hosts(self, conn: Connection, jobs: Sequence[dict[str, Any]]) -> dict[int, str]:
+        """For each job, the host it prefers: for a bisect flight's job, where the job last
+        failed on its branch (the regression was seen there); otherwise the host that ran it
+        last on its branch (its caches and install are warm)."""
+        flight_rows = conn.execute(
+            select(t.flight.c.id, t.flight.c.branch, t.flight.c.blessing).where(
+                t.flight.c.id.in_({j["flight_id"] for j in jobs})
+            )
+        ).all()
+        branch_of = {r.id: r.branch for r in flight_rows}
+        bisecting = {r.id for r in flight_rows if r.blessing == str(Blessing.BISECT)}
+        names = {j["name"] for j in jobs}
+        mine = {j["flight_id"] for j in jobs}
+
+        def latest(*where: Any) -> dict[tuple[str, str], str]:
+            newest = (
+                select(func.max(t.job.c.id).label("id"))
+                .join(t.flight, t.flight.c.id == t.job.c.flight_id)
+                .where(
+                    t.flight.c.branch.in_(set(branch_of.values())),
+                    t.job.c.name.in_(names),
+                    t.job.c.host.is_not(None),
+                    t.job.c.flight_id.not_in(mine),
+                    *where,
+                )
+                .group_by(t.flight.c.branch, t.job.c.name)
+                .subquery()
+            )
+            rows = conn.execute(
+                select(t.flight.c.branch, t.job.c.name, t.job.c.host)
+                .join(t.flight, t.flight.c.id == t.job.c.flight_id)
+                .join(newest, newest.c.id == t.job.c.id)
+            )
+            return {(r.branch, r.name): r.host for r in rows}
+
+        last = latest()
+        failed = latest(t.job.c.outcome == str(Outcome.FAIL)) if bisecting else {}
+        out: dict[int, str] = {}
+        for j in jobs:
+            key = (branch_of[j["flight_id"]], j["name"])
+            host = failed.get(key) if j["flight_id"] in bisecting else None
+            host = host or last.get(key)
+            if host is not None:
+                out[j["id"]] = host
+        return out
 
     def _fitting(self, requires: frozenset[str]) -> tuple[str, ...]:
         """The hosts with every flag of ``requires`` (cached: the lab's hosts do not change)."""
@@ -466,17 +501,18 @@ class Allocator:
                 .values(job_id=None, owner=None, lease_until=None)
             )
 
-    def reap(self) -> list[int]:
+    def reap(self, dead: str | None = None) -> list[int]:
         """Free the slots whose lease expired; their unfinished jobs are queued again (their
-        controller stopped: killed, or cut off from the store). Returns those jobs."""
+        controller stopped: killed, or cut off from the store). With ``dead``, free that
+        controller's slots at once (a process of this machine known to be gone). Returns the
+        jobs queued again."""
         stamp = now()
+        expired = (
+            t.slot_lease.c.owner == dead if dead is not None else t.slot_lease.c.lease_until < stamp
+        )
         with self._transaction() as conn:
             rows = conn.execute(
-                self._lock(
-                    select(t.slot_lease).where(
-                        t.slot_lease.c.job_id.is_not(None), t.slot_lease.c.lease_until < stamp
-                    )
-                )
+                self._lock(select(t.slot_lease).where(t.slot_lease.c.job_id.is_not(None), expired))
             ).all()
             if not rows:
                 return []
@@ -488,7 +524,11 @@ class Allocator:
             ).all()
             for job_id, attempt in live:
                 row = jobs[job_id]
-                reason = f"controller {row.owner} stopped renewing its lease on {row.host}"
+                reason = (
+                    f"controller {row.owner} is gone"
+                    if dead is not None
+                    else f"controller {row.owner} stopped renewing its lease on {row.host}"
+                )
                 conn.execute(
                     update(t.job)
                     .where(t.job.c.id == job_id)
@@ -510,11 +550,7 @@ class Allocator:
             for r in rows:
                 conn.execute(
                     update(t.slot_lease)
-                    .where(
-                        t.slot_lease.c.host == r.host,
-                        t.slot_lease.c.slot == r.slot,
-                        t.slot_lease.c.lease_until < stamp,
-                    )
+                    .where(t.slot_lease.c.host == r.host, t.slot_lease.c.slot == r.slot, expired)
                     .values(job_id=None, owner=None, lease_until=None)
                 )
             return [job_id for job_id, _ in live]

@@ -232,12 +232,10 @@ def host_queue(
     lab_dir: Path, branch: str, revs: tuple[str, ...], jobs: tuple[str, ...], blessing: str
 ) -> None:
     """Plan a flight of BRANCH and hand it to the pool: `labgate host worker`s run it."""
-    from labgate.hosts.allocation import submit_flight
-
     lab = open_lab(lab_dir)
     with open_store(lab) as store:
         flight_id = plan_from_options(lab, store, branch, revs, jobs, blessing)
-        submit_flight(store.engine, flight_id)
+        store.submit_flight(flight_id)
     click.echo(flight_id)
 
 
@@ -263,8 +261,7 @@ def host_worker(
 ) -> None:
     """Run the pool's queued jobs on the lab's hosts, sharing them safely with every other
     worker on the same store (PostgreSQL for several machines)."""
-    from labgate.hosts.worker import Controller
-    from labgate.store import process_owner
+    from labgate.flights import Flights, controller_owner
 
     lab = open_lab(lab_dir)
     with open_store(lab) as store:
@@ -272,11 +269,16 @@ def host_worker(
         unknown = [b for b in order if b not in {x.value for x in Blessing}]
         if unknown:
             fail(f"--priority: unknown blessing {', '.join(unknown)}")
-        controller = Controller(
-            lab, store, owner or process_owner(), lease_s=lease_s, poll_s=poll_s, priority=order
+        flights = Flights(
+            lab,
+            store,
+            owner=owner or controller_owner(),
+            lease_s=lease_s,
+            poll_s=poll_s,
+            priority=order,
         )
         try:
-            asyncio.run(controller.run(until_idle=until_idle))
+            asyncio.run(flights.serve(until_idle=until_idle))
         except KeyboardInterrupt:
             sys.exit(130)
-    click.echo(f"{controller.owner}: ran {controller.jobs_run} jobs")
+    click.echo(f"{flights.owner}: ran {flights.jobs_run} jobs")

@@ -15,27 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from labgate.config import Lab
-from labgate.executor import Executor, LocalExecutor
-from labgate.flight import (
-    FlightError,
-    FlightRun,
-    HostPool,
-    mirrors_for,
-    plan_flight,
-    resolve_revisions,
-)
+from labgate.flight import FlightError, resolve_revisions
+from labgate.flights import Flights
 from labgate.git import GitError
 from labgate.model import Blessing, FlightResult, ReviewSpec
 from labgate.review.base import ChangeEvent, Connector, ReviewRun, Vote
 from labgate.review.queue import INTENT, SUPERSEDED, ReviewQueue
 from labgate.review.vote import error_vote, flight_url, summary_of, vote_for
-from labgate.store import Store, process_owner
+from labgate.store import Store, owner_is_dead, process_owner
 from labgate.verdict import classify
 
 log = logging.getLogger("labgate.review")
@@ -46,21 +37,6 @@ RETRY_POST_S = 60.0
 
 class Superseded(Exception):
     """The run's patch set is no longer the one its ref points at."""
-
-
-def owner_is_dead(owner: str) -> bool:
-    """Whether an owner is a process of this host that no longer exists (a controller killed
-    here and restarted): only then can its leases be cut short safely."""
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def review_history(store: Store, branch: str, flight: FlightResult) -> list[FlightResult]:
@@ -83,10 +59,12 @@ class ReviewLoop:
     connectors: Mapping[str, Connector]
     owner: str = field(default_factory=process_owner)
     lease_s: float = 600.0
-    executor: Executor = field(default_factory=LocalExecutor)
-    pool: HostPool = field(default_factory=HostPool)
+    flights: Flights | None = None
+    """The flights service its flights run on (``labgate serve`` shares one); default: its own."""
 
     def __post_init__(self) -> None:
+        if self.flights is None:
+            self.flights = Flights(self.lab, self.store)
         self.queue = ReviewQueue(self.store)
         self.specs: dict[str, ReviewSpec] = {r.name: r for r in self.lab.reviews}
         self.wake = asyncio.Event()
@@ -175,7 +153,8 @@ class ReviewLoop:
         """Store the run's review flight: the patch as the tree under test, every other tree
         at the branch's pins."""
         branch = self.lab.branch(spec.branch)
-        mirrors = mirrors_for(self.lab)
+        assert self.flights is not None and self.flights.mirrors is not None
+        mirrors = self.flights.mirrors
         refs = self.lab.revision_refs(spec.branch)
         others = resolve_revisions(
             self.lab, mirrors, {k: v for k, v in refs.items() if k != branch.tree}
@@ -184,14 +163,7 @@ class ReviewLoop:
         if run.revision and sha != run.revision:
             raise Superseded(f"{run.ref} is at {sha[:12]} now, not {run.revision[:12]}")
         revisions = {tree: sha if tree == branch.tree else others[tree] for tree in refs}
-        flight_id = plan_flight(
-            self.lab,
-            self.store,
-            spec.branch,
-            revisions=revisions,
-            blessing=Blessing.REVIEW,
-            mirrors=mirrors,
-        )
+        flight_id = self.flights.plan(spec.branch, revisions=revisions, blessing=Blessing.REVIEW)
         log.info("run %d: flight %d", run.id, flight_id)
         return flight_id
 
@@ -203,10 +175,8 @@ class ReviewLoop:
 
         renewing = asyncio.create_task(keep_lease())
         try:
-            flight_run = FlightRun(
-                self.lab, self.store, flight_id, executor=self.executor, pool=self.pool
-            )
-            return await flight_run.run()
+            assert self.flights is not None
+            return await self.flights.run(flight_id)
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):

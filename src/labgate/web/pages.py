@@ -21,7 +21,6 @@ from starlette.templating import Jinja2Templates
 from labgate.config import Lab
 from labgate.flight import FlightError, mirrors_for, plan_flight
 from labgate.git import GitError, Mirrors
-from labgate.hosts.allocation import submit_flight
 from labgate.model import Blessing, FlightResult, JobResult, Outcome, StepResult
 from labgate.store import Store
 from labgate.web import graph, plots, queries
@@ -329,7 +328,8 @@ def glob_literal(name: str) -> str:
 
 def retest(web: Web, flight: FlightResult, job: str) -> int:
     """Plan a flight of ``job`` (and what it depends on) on the flight's revision tuple and hand
-    it to the host pool, as ``labgate host queue`` does: a ``labgate host worker`` runs it."""
+    it to the host pool, as ``labgate host queue`` does: ``labgate serve`` (or any ``labgate host
+    worker``) runs it."""
     try:
         flight_id = plan_flight(
             web.lab,
@@ -341,7 +341,7 @@ def retest(web: Web, flight: FlightResult, job: str) -> int:
         )
     except (FlightError, LookupError) as error:
         raise HTTPException(409, f"cannot retest {job!r}: {error}") from None
-    submit_flight(web.store.engine, flight_id)
+    web.store.submit_flight(flight_id)
     return flight_id
 
 

@@ -236,9 +236,15 @@ def profile(lab_dir: Path, top: int) -> None:
     from labgate.flight import plan_flight
     from labgate.flights import Flights
     from labgate.git import Mirrors
+    from labgate.hosts.allocation import Allocator
+    from labgate.hosts.registry import HostRegistry
     from labgate.store import Store
 
     timers = Timers()
+    for name in ("claim", "release", "reap"):
+        timers.wrap(Allocator, name, f"allocator.{name}")
+    timers.wrap(Flights, "_advance", "flights: move flights along")
+    timers.wrap(HostRegistry, "record_job", "host history: record_job")
     for name in (
         "start_job",
         "start_step",
@@ -248,6 +254,8 @@ def profile(lab_dir: Path, top: int) -> None:
         "flight_jobs",
         "get_flight",
         "create_flight",
+        "job_states",
+        "cancel_requests",
     ):
         timers.wrap(Store, name, f"store.{name}")
     timers.wrap(Mirrors, "checkout", "git checkout (clone --shared + checkout), in threads")

@@ -236,9 +236,9 @@ def profile(lab_dir: Path, top: int) -> None:
     from labgate.flight import plan_flight
     from labgate.flights import Flights
     from labgate.git import Mirrors
-    from labgate.hosts.allocation import Allocator
-    from labgate.hosts.registry import HostRegistry
     from labgate.store import Store
+    from labgate.store.hosts import HostRegistry
+    from labgate.store.slots import Allocator
 
     timers = Timers()
     for name in ("claim", "release", "reap"):

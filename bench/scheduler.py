@@ -8,7 +8,7 @@ For each controller count (1 and 4): a fresh database with ``--hosts`` hosts (a 
 lab scaled up: mostly amd64, some arm64/armhf/i386, cpu vendors, equivalence classes, 1-4 slots)
 and ``--jobs`` queued jobs of flights handed to the pool (branches, blessings real/review/adhoc/
 bisect, 1-3 required flags, a tenth exclusive). Each controller is a process with its own
-:class:`labgate.hosts.allocation.Allocator`; it claims (the timed *decision*: one transaction),
+:class:`labgate.store.slots.Allocator`; it claims (the timed *decision*: one transaction),
 then "runs" every claimed job at once (marks it passed, gives its slots back) and claims again,
 until no job is queued or ``--seconds`` are up.
 
@@ -43,10 +43,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from labgate import schema as t
-from labgate.hosts.allocation import Allocator
 from labgate.model import HostSpec
 from labgate.store import Store, now
+from labgate.store import schema as t
+from labgate.store.slots import Allocator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from pg import scratch_database, start_cluster

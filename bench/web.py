@@ -45,8 +45,8 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from labgate import schema as t
 from labgate.store import Store
+from labgate.store import schema as t
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from labs import labgate

@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import pytest
 
-from labgate.hosts.allocation import Allocator
-from labgate.hosts.registry import HostRegistry
 from labgate.model import Blessing, HostSpec, JobSpec, Outcome, StepSpec
 from labgate.store import Store
+from labgate.store.hosts import HostRegistry
+from labgate.store.slots import Allocator
 
 
 @pytest.fixture

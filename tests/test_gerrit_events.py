@@ -25,8 +25,8 @@ from labgate.review.gerrit.rest import (
     read_json,
     review_request,
 )
-from labgate.review.queue import ReviewQueue
 from labgate.store import Store
+from labgate.store.review import ReviewQueue
 
 REV = "3f2a9c1d" * 5
 SPEC = ReviewSpec(

@@ -32,8 +32,8 @@ from labgate.flights import Flights
 from labgate.model import Blessing
 from labgate.review.github import GitHubConnector, github_routes
 from labgate.review.loop import ReviewLoop
-from labgate.review.queue import ReviewQueue
 from labgate.store import Store
+from labgate.store.review import ReviewQueue
 from labs import labgate as command_line
 from reviewlab import PROJECT, SECRET_ENV, TOKEN_ENV, WEB_URL, ReviewLab, make_review_lab
 

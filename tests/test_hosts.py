@@ -16,9 +16,9 @@ from labgate.config import ConfigError, Lab, load_lab
 from labgate.flight import plan_flight
 from labgate.flights import Flights
 from labgate.hosts.cli import parse_duration
-from labgate.hosts.registry import HostRegistry, HostStateError
 from labgate.model import FlightResult, Outcome
 from labgate.store import Store
+from labgate.store.hosts import HostRegistry, HostStateError
 from labs import job, labgate, step, toml_str, write_lab
 
 BROKEN = 'echo "pdu did not answer" > "$LABGATE_BROKEN_FILE"; exit 1'

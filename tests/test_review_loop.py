@@ -28,9 +28,9 @@ from labgate.model import (
 )
 from labgate.review.base import ChangeEvent, OtherVote, ReviewRun, Vote
 from labgate.review.loop import ReviewLoop
-from labgate.review.queue import ReviewQueue
 from labgate.review.vote import error_vote, vote_for
 from labgate.store import Store
+from labgate.store.review import ReviewQueue
 from labgate.verdict import classify
 from reviewlab import ReviewLab, make_review_lab
 

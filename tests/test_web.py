@@ -18,12 +18,11 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from labgate import schema
 from labgate.cli import main
 from labgate.config import Lab, load_lab
 from labgate.flight import mirrors_for
 from labgate.model import Blessing, FlightState, JobSpec, Outcome, StepSpec
-from labgate.store import Store
+from labgate.store import Store, schema
 from labgate.web import create_app
 from labgate.web.api import OPENAPI
 from labgate.web.graph import dot_string, render_svg, to_dot
@@ -420,7 +419,7 @@ def test_stream_log_sends_what_is_appended_until_the_step_ends(tmp_path: Path) -
 
 
 def test_hosts_show_quarantine_busy_and_history(web: Fixture) -> None:
-    from labgate.hosts.registry import HostRegistry
+    from labgate.store.hosts import HostRegistry
 
     assert "free" in web.client.get("/hosts").text
     HostRegistry(web.store.engine).quarantine("h0", "disk errors <b>sda</b>")

@@ -1,7 +1,7 @@
 """lab.toml: loading, validation and matrix expansion into a typed :class:`Lab`.
 
 The file has one ``[lab]`` table and arrays of ``[[tree]]``, ``[[branch]]``, ``[[host]]`` and
-``[[job]]`` (with ``[[job.step]]``); see ../shared/DESIGN.md. Every problem is reported in one
+``[[job]]`` (with ``[[job.step]]``); see README.md. Every problem is reported in one
 pass, each with the file, the key path (``job[3].step[0].timeout``: 0-based indices into the
 file's arrays, as written; an expanded job adds its combination, ``job[1].requires (arch=arm64)``)
 and a fix. :class:`ConfigError` carries them; no traceback reaches the user.
@@ -42,9 +42,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    StringConstraints,
     ValidationError,
     field_validator,
 )
@@ -63,6 +61,16 @@ from labgate.model import (
 from labgate.plan import VAR_NAME, JobTemplate, StepTemplate, Template, TemplateError
 from labgate.plan import expand_jobs as _expand_jobs
 from labgate.plan import parse_template as _parse_template
+from labgate.rawconfig import (
+    HOST_MODELS,
+    NAME,
+    NAME_FIX,
+    Name,
+    RawHost,
+    RawLocalHost,
+    Text,
+    _Raw,
+)
 
 LAB_FILE = "lab.toml"
 UNPINNED_REF = "HEAD"
@@ -200,16 +208,7 @@ def _int_to_str(value: Any) -> Any:
     return value
 
 
-Text = Annotated[str, StringConstraints(min_length=1)]
-# Names become file names and URL parts (logs/<flight>/<job>/<step>.log, /host/<name>).
-NAME = re.compile(r"[A-Za-z0-9_+=@,-][A-Za-z0-9_.+=@,-]*")
-NAME_FIX = "use letters, digits and - _ . + = @ , only (names become file names and URLs)"
-Name = Annotated[str, StringConstraints(min_length=1, pattern=f"^(?:{NAME.pattern})$")]
 Value = Annotated[str, BeforeValidator(_int_to_str)]
-
-
-class _Raw(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class RawLabSection(_Raw):
@@ -271,36 +270,6 @@ class RawBranch(_Raw):
     tested: Text = "master"
     pin: dict[str, Text] = Field(default_factory=dict)
     allow: list[RawAllow] = Field(default_factory=list)
-
-
-class RawHost(_Raw):
-    """Keys every host has; each executor adds its own in a subclass (see HOST_MODELS)."""
-
-    name: Name
-    flags: list[Text] = Field(default_factory=list)
-    slots: int = Field(default=1, ge=1)
-    executor: str = "local"
-
-    def options(self) -> tuple[tuple[str, str], ...]:
-        """The executor's own settings, as HostSpec.options."""
-        return ()
-
-    def to_spec(self) -> HostSpec:
-        return HostSpec(
-            name=self.name,
-            flags=frozenset(self.flags),
-            slots=self.slots,
-            executor=self.executor,
-            options=self.options(),
-        )
-
-
-class RawLocalHost(RawHost):
-    executor: Literal["local"] = "local"
-
-
-# An executor with its own keys (ssh: address, user, ...) adds a RawHost subclass here.
-HOST_MODELS: dict[str, type[RawHost]] = {"local": RawLocalHost}
 
 
 class RawStep(_Raw):

@@ -30,7 +30,6 @@ from labgate.executor import (
     StepRun,
 )
 from labgate.git import GitError, Mirrors, ensure_commit
-from labgate.hosts.registry import HostRegistry
 from labgate.model import (
     Blessing,
     DisabledTest,
@@ -190,7 +189,7 @@ class JobRunner:
 
     def __post_init__(self) -> None:
         self.mirrors = self.mirrors or mirrors_for(self.lab)
-        self.registry = HostRegistry(self.store.engine)
+        self.registry = self.store.hosts
 
     def fetch(self, flight: FlightResult) -> None:
         """Every commit of the revision tuple in the mirrors; one that cannot be had is left for

@@ -3,7 +3,7 @@
 The gate, the review loop, the lab's bisection, the web's retest, ``labgate flight run`` and the
 pool's workers all go through :class:`Flights`: **plan** a flight (store it, queued), **submit** it
 to the pool (any controller sharing the store may run its jobs), **await** its result. Hosts are
-given out by one allocator (:class:`labgate.hosts.allocation.Allocator`: slot rows in the store,
+given out by one allocator (:class:`labgate.store.slots.Allocator`: slot rows in the store,
 claimed under row locks and held under leases), so a flight run in-process and a pool worker on
 another machine never put two jobs on one slot.
 
@@ -27,11 +27,10 @@ from labgate.config import Lab
 from labgate.executor import Executor, LocalExecutor, reap_orphans
 from labgate.flight import FlightError, JobRunner, NoProgress, Progress, plan_flight
 from labgate.git import Mirrors
-from labgate.hosts.allocation import BLESSING_PRIORITY, Allocator, Claim
-from labgate.hosts.registry import HostRegistry
 from labgate.model import Blessing, FlightResult, FlightState, HostSpec, Outcome, flight_outcome
 from labgate.schedule import blocked_reason
 from labgate.store import JobState, Store, StoredJob, now, owner_is_dead, process_owner
+from labgate.store.slots import BLESSING_PRIORITY, Allocator, Claim
 
 SYNC_ATTEMPTS = 5
 
@@ -68,7 +67,7 @@ class Flights:
     def __post_init__(self) -> None:
         self.runner = JobRunner(self.lab, self.store, self.executor, self.mirrors)
         self.mirrors = self.runner.mirrors
-        self.registry = HostRegistry(self.store.engine)
+        self.registry = self.store.hosts
         self._awaited: dict[int, _Awaited] = {}
         self._serving = 0
         self._loop: asyncio.Task[None] | None = None
@@ -206,12 +205,8 @@ class Flights:
         self._wake.set()
 
     def _allocator(self) -> Allocator:
-        return Allocator(
-            self.store.engine,
-            self.lab.hosts,
-            self.owner,
-            lease_s=self.lease_s,
-            priority=self.priority,
+        return self.store.slots(
+            self.lab.hosts, self.owner, lease_s=self.lease_s, priority=self.priority
         )
 
     def _scope(self) -> list[int] | None:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from labgate.bisect.engine import BisectError, Observation, Search, TreeRange
 from labgate.bisect.gitgraph import read_range
 from labgate.config import Lab
+from labgate.evidence import EVIDENCE, branch_evidence, judge
 from labgate.flight import Progress, mirrors_for
 from labgate.flights import Flights
 from labgate.git import GitError, Mirrors, authors, push_fast_forward, subjects
@@ -45,12 +46,10 @@ from labgate.report import (
     verdict_json,
 )
 from labgate.store import Store, process_owner
-from labgate.verdict import Classification, Verdict, classify
+from labgate.verdict import Classification, Verdict
 
 BisectOutcome = Literal["good", "bad", "skip"]
 GRAPH_NODE_LIMIT = 400
-EVIDENCE = (Blessing.REAL, Blessing.BISECT)
-HISTORY_LOOKBACK = 300  # flights of the branch a bisection looks through for reusable results
 
 
 class GateError(Exception):
@@ -397,20 +396,12 @@ class Gate:
         failed, so the retest is the only test of it. A flaky failure keeps its own result and
         the retest is the history that shows it flaky."""
         settings = self.lab.gate
-        spec = self.lab.branch(branch)
         current = flight
 
-        def judge() -> Verdict:
-            history = self._history(branch)
-            return classify(
-                current,
-                baseline,
-                history,
-                allowed=spec.allow,
-                flake_threshold=settings.flake_threshold,
-            )
+        def judged() -> Verdict:
+            return judge(self.lab, branch, current, baseline, branch_evidence(self.store, branch))
 
-        verdict = judge()
+        verdict = judged()
         for attempt in range(settings.retests):
             if not verdict.retest:
                 break
@@ -431,13 +422,8 @@ class Gate:
             retest = await self._run(retest_id, "retest", avoid=broken)
             untested = {c.job for c in verdict.not_tested}
             current = take_retest(current, retest, untested)
-            verdict = judge()
+            verdict = judged()
         return verdict
-
-    def _history(self, branch: str) -> list[FlightResult]:
-        """The branch's own evidence: its real and bisect flights (review flights test patches
-        that are not on the branch; adhoc and play flights test whatever someone asked)."""
-        return self.store.branch_history(branch, limit=HISTORY_LOOKBACK, blessings=EVIDENCE)
 
     def _push(self, branch: str, flight: FlightResult) -> tuple[bool, str]:
         spec = self.lab.branch(branch)
@@ -590,7 +576,7 @@ class _BisectRun:
     def reuse_history(self) -> None:
         """Use every flight of the branch's history whose tuple lies on this search: the trees
         outside the ranges as in the failing flight, the others at a point of the chain."""
-        for stored in self.gate._history(self.branch):
+        for stored in branch_evidence(self.gate.store, self.branch):
             on_chain = dict(stored.revisions) == self.full(self.point_of(stored.revisions))
             if on_chain and self.engine.graph.locate(self.point_of(stored.revisions)) is not None:
                 self.use(stored)

@@ -1,6 +1,6 @@
 """The values every part of labgate shares: outcomes, planned jobs, stored results.
 
-Small frozen dataclasses with no I/O. The names follow ../shared/DESIGN.md: a *flight* runs a
+Small frozen dataclasses with no I/O. The names follow docs/architecture.md: a *flight* runs a
 branch's *jobs* against a *revision tuple*; a job is an ordered list of *steps*; every job and step
 ends with an *outcome*.
 """

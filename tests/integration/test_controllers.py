@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from labgate import schema as t
 from labgate.config import load_lab
 from labgate.flight import plan_flight
-from labgate.hosts.registry import HostRegistry
 from labgate.model import FlightState, Outcome
 from labgate.store import Store
+from labgate.store import schema as t
+from labgate.store.hosts import HostRegistry
 from labs import job, labgate, local_host, step, write_lab
 from procs import gone_within, pids_with
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from labgate import schema as t
 from labgate.config import load_lab
 from labgate.model import FlightResult, FlightState, Outcome
 from labgate.store import Store
+from labgate.store import schema as t
 from labs import job, labgate, local_host, step, toml_str, write_lab
 from test_gate import Upstream, one_change
 

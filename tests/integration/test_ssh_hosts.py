@@ -29,9 +29,9 @@ from integration.sshd import Netns, make_netns
 from labgate.config import Lab, load_lab
 from labgate.flight import plan_flight
 from labgate.flights import Flights
-from labgate.hosts.registry import HostRegistry
 from labgate.model import FlightResult, Outcome
 from labgate.store import Store
+from labgate.store.hosts import HostRegistry
 from labs import job, step, write_lab
 from procs import gone_within, pids_with
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from labgate.hosts.registry import HostRegistry
 from labgate.store import Store
+from labgate.store.hosts import HostRegistry
 from labs import job, labgate, local_host, step, toml_str, write_lab
 
 sync_api = pytest.importorskip("playwright.sync_api")

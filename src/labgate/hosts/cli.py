@@ -25,11 +25,11 @@ from labgate.commandline import (
     plan_from_options,
 )
 from labgate.config import Lab, UnknownNameError
-from labgate.hosts.allocation import BLESSING_PRIORITY
 from labgate.hosts.config import lifecycle_of
 from labgate.hosts.lifecycle import run_command
-from labgate.hosts.registry import HostRegistry, HostStateError
 from labgate.model import Blessing, HostSpec
+from labgate.store.hosts import HostStateError
+from labgate.store.slots import BLESSING_PRIORITY
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -66,7 +66,7 @@ def host_list(lab_dir: Path, json_output: bool) -> None:
     """Every host: executor, flags, slots, state (in service, quarantined, reserved)."""
     lab = open_lab(lab_dir)
     with open_store(lab) as store:
-        statuses = HostRegistry(store.engine).statuses([h.name for h in lab.hosts])
+        statuses = store.hosts.statuses([h.name for h in lab.hosts])
     rows = [
         {
             "name": h.name,
@@ -101,7 +101,7 @@ def host_show(lab_dir: Path, name: str, limit: int, json_output: bool) -> None:
     lab = open_lab(lab_dir)
     spec = _host(lab, name)
     with open_store(lab) as store:
-        registry = HostRegistry(store.engine)
+        registry = store.hosts
         status = registry.statuses([name])[name]
         events = registry.history(name, limit=limit)
     lifecycle = {k: v for k, v in vars(lifecycle_of(spec)).items() if v is not None}
@@ -147,7 +147,7 @@ def host_quarantine(lab_dir: Path, name: str, reason: str) -> None:
     lab = open_lab(lab_dir)
     _host(lab, name)
     with open_store(lab) as store:
-        HostRegistry(store.engine).quarantine(name, f"{reason} (by {whoami()})")
+        store.hosts.quarantine(name, f"{reason} (by {whoami()})")
     click.echo(f"host {name} quarantined: {reason}")
 
 
@@ -159,7 +159,7 @@ def host_release(lab_dir: Path, name: str) -> None:
     lab = open_lab(lab_dir)
     _host(lab, name)
     with open_store(lab) as store:
-        ended = HostRegistry(store.engine).release(name, whoami())
+        ended = store.hosts.release(name, whoami())
     click.echo(f"host {name} released" + (f" (ended: {', '.join(ended)})" if ended else ""))
 
 
@@ -180,7 +180,7 @@ def host_reserve(
     holder = who or whoami()
     with open_store(lab) as store:
         try:
-            HostRegistry(store.engine).reserve(name, holder, reason, length)
+            store.hosts.reserve(name, holder, reason, length)
         except HostStateError as error:
             fail(str(error), 1)
     until = f" for {duration}" if duration else " until released"
@@ -219,7 +219,7 @@ def host_check(lab_dir: Path, name: str) -> None:
         click.echo(f"host {name} healthy" + (f": {output}" if output else ""))
         return
     with open_store(lab) as store:
-        HostRegistry(store.engine).quarantine(name, f"health check failed: {output}", kind="health")
+        store.hosts.quarantine(name, f"health check failed: {output}", kind="health")
     click.echo(f"host {name} quarantined: health check failed: {output}")
     sys.exit(1)
 

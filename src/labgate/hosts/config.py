@@ -1,4 +1,4 @@
-"""The ``[[host]]`` keys of real hosts, registered in :data:`labgate.config.HOST_MODELS`.
+"""The ``[[host]]`` keys of real hosts, registered in :data:`labgate.rawconfig.HOST_MODELS`.
 
 Every host (``local`` and ``ssh``) may declare its lifecycle commands, run on the controller
 with ``LABGATE_HOST`` (and ``LABGATE_HOST_ADDRESS`` for an SSH host) in their environment:
@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from labgate.config import HOST_MODELS, RawHost, Text
 from labgate.model import HostSpec
+from labgate.rawconfig import HOST_MODELS, RawHost, Text
 
 LIFECYCLE_COMMANDS = ("power_on", "power_off", "power_cycle", "console", "install", "health")
 DEFAULT_QUARANTINE_AFTER = 3

@@ -2,6 +2,6 @@
 
 One folder per code review system (``gerrit/``, ``github/``) behind the small interface of
 :mod:`labgate.review.base` (events in, votes out); the shared loop (:mod:`labgate.review.loop`)
-queues patch sets durably in the store (:mod:`labgate.review.queue`), runs a ``review`` flight
+queues patch sets durably in the store (:mod:`labgate.store.review`), runs a ``review`` flight
 for each and turns its verdict into a vote (:mod:`labgate.review.vote`).
 """

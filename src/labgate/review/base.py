@@ -65,7 +65,7 @@ class Vote:
 
 @dataclass(frozen=True)
 class ReviewRun:
-    """One test of a patch set: a row of the review queue (see :mod:`labgate.review.queue`).
+    """One test of a patch set: a row of the review queue (see :mod:`labgate.store.review`).
 
     ``state``: ``queued`` → ``running`` → ``voted``, or ``superseded`` (a newer patch set came,
     or the ref moved on) or ``error`` (it could not be tested; reported). ``vote_state`` is

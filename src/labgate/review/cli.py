@@ -14,7 +14,7 @@ from labgate.commandline import fail, lab_option, open_lab, open_store
 from labgate.review.base import ReviewRun
 from labgate.review.connectors import connectors_for
 from labgate.review.loop import ReviewLoop
-from labgate.review.queue import Discrepancy, ReviewQueue
+from labgate.store.review import Discrepancy
 
 
 @click.group("review")
@@ -76,7 +76,7 @@ def discrepancies_command(lab_dir: Path, json_output: bool) -> None:
     """Patch sets where labgate's vote and another CI account's differ."""
     lab = open_lab(lab_dir)
     with open_store(lab) as store:
-        found = ReviewQueue(store).discrepancies()
+        found = store.review.discrepancies()
     if json_output:
         click.echo(json.dumps([d.to_json() for d in found], indent=2))
         return

@@ -19,15 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from labgate.config import Lab
+from labgate.evidence import branch_evidence, judge
 from labgate.flight import FlightError, resolve_revisions
 from labgate.flights import Flights
 from labgate.git import GitError
 from labgate.model import Blessing, FlightResult, ReviewSpec
 from labgate.review.base import ChangeEvent, Connector, ReviewRun, Vote
-from labgate.review.queue import INTENT, SUPERSEDED, ReviewQueue
 from labgate.review.vote import error_vote, flight_url, summary_of, vote_for
 from labgate.store import Store, owner_is_dead, process_owner
-from labgate.verdict import classify
+from labgate.store.review import INTENT, SUPERSEDED
 
 log = logging.getLogger("labgate.review")
 
@@ -37,17 +37,6 @@ RETRY_POST_S = 60.0
 
 class Superseded(Exception):
     """The run's patch set is no longer the one its ref points at."""
-
-
-def review_history(store: Store, branch: str, flight: FlightResult) -> list[FlightResult]:
-    """The branch's history a review flight is judged by: every flight but other patches' review
-    flights (an unmerged patch says nothing about the branch); earlier attempts of the same
-    revision tuple are kept (a pass there proves a failure flaky)."""
-    return [
-        f
-        for f in store.branch_history(branch)
-        if f.blessing is not Blessing.REVIEW or dict(f.revisions) == dict(flight.revisions)
-    ]
 
 
 @dataclass
@@ -65,7 +54,7 @@ class ReviewLoop:
     def __post_init__(self) -> None:
         if self.flights is None:
             self.flights = Flights(self.lab, self.store)
-        self.queue = ReviewQueue(self.store)
+        self.queue = self.store.review
         self.specs: dict[str, ReviewSpec] = {r.name: r for r in self.lab.reviews}
         self.wake = asyncio.Event()
 
@@ -185,12 +174,8 @@ class ReviewLoop:
     def _decide(self, run: ReviewRun, spec: ReviewSpec, flight: FlightResult) -> Vote:
         baseline_id = self.store.baseline(spec.branch)
         baseline = self.store.get_flight(baseline_id) if baseline_id is not None else None
-        verdict = classify(
-            flight,
-            baseline,
-            review_history(self.store, spec.branch, flight),
-            allowed=self.lab.branch(spec.branch).allow,
-        )
+        history = branch_evidence(self.store, spec.branch, flight)
+        verdict = judge(self.lab, spec.branch, flight, baseline, history)
         return vote_for(
             verdict,
             flight,

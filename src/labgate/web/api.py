@@ -14,7 +14,8 @@ from starlette.routing import Route
 
 from labgate import __version__
 from labgate.model import Blessing
-from labgate.web import pages, queries
+from labgate.store import dashboard as queries
+from labgate.web import pages
 from labgate.web.pages import Web
 
 

@@ -23,7 +23,8 @@ from labgate.flight import FlightError, mirrors_for, plan_flight
 from labgate.git import GitError, Mirrors
 from labgate.model import Blessing, FlightResult, JobResult, Outcome, StepResult
 from labgate.store import Store
-from labgate.web import graph, plots, queries
+from labgate.store import dashboard as queries
+from labgate.web import graph, plots
 from labgate.web.auth import SESSION_COOKIE, Access, same_origin
 from labgate.web.logs import LiveStep, LogOutsideLogDir, log_path, read_tail, stream_log
 

@@ -40,7 +40,6 @@ from labgate.review.github.events import (
     recheck_request,
     status_vote,
 )
-from labgate.review.queue import ReviewQueue
 from labgate.store import Store
 
 log = logging.getLogger("labgate.review.github")
@@ -106,7 +105,7 @@ class GitHubReceiver:
         on_queued: Callable[[], None] | None = None,
     ) -> None:
         self.specs = {r.name: r for r in lab.reviews if r.driver == "github"}
-        self.queue = ReviewQueue(store)
+        self.queue = store.review
         self.max_body = max_body
         self.on_queued = on_queued
 

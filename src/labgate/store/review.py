@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from labgate import schema as t
 from labgate.review.base import ChangeEvent, OtherVote, ReviewRun, Vote
 from labgate.store import Store, iso, now
+from labgate.store import schema as t
 
 QUEUED, RUNNING, VOTED, SUPERSEDED, ERROR = "queued", "running", "voted", "superseded", "error"
 INTENT, DONE = "intent", "done"

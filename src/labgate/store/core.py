@@ -1,13 +1,14 @@
-"""The store: every flight, job, step and result, in SQLite (default) or PostgreSQL.
+"""The store's core: every flight, job, step and result, in SQLite (default) or PostgreSQL.
 
 SQLAlchemy 2 Core over the tables in ``schema``; the schema is created and upgraded by the Alembic
-migrations in ``labgate/migrations`` when a store is opened. Every write is one transaction, so a
-controller killed at any point leaves the store consistent: a flight's jobs and steps are created
-with the flight, and later only their outcomes change in place.
+migrations in ``migrations`` (beside this file) when a store is opened. Every write is one
+transaction, so a controller killed at any point leaves the store consistent: a flight's jobs and
+steps are created with the flight, and later only their outcomes change in place.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -16,13 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Select, create_engine, event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from labgate import schema as t
 from labgate.model import (
     BisectionRecord,
     Blessing,
@@ -37,6 +37,12 @@ from labgate.model import (
     StepSpec,
     TestCaseResult,
 )
+from labgate.store import schema as t
+
+if TYPE_CHECKING:
+    from labgate.store.hosts import HostRegistry
+    from labgate.store.review import ReviewQueue
+    from labgate.store.slots import Allocator
 
 
 class StoreError(Exception):
@@ -169,7 +175,7 @@ def migrate(engine: Engine) -> None:
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", "labgate:migrations")
+    config.set_main_option("script_location", "labgate.store:migrations")
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
@@ -196,6 +202,27 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @functools.cached_property
+    def hosts(self) -> HostRegistry:
+        """Host state and history (quarantine, reservations, events)."""
+        from labgate.store.hosts import HostRegistry
+
+        return HostRegistry(self.engine)
+
+    @functools.cached_property
+    def review(self) -> ReviewQueue:
+        """The review queue."""
+        from labgate.store.review import ReviewQueue
+
+        return ReviewQueue(self)
+
+    def slots(self, hosts: Sequence[HostSpec], owner: str, **options: Any) -> Allocator:
+        """The host slots this lab's controllers share, as controller ``owner`` claims them
+        (see :class:`labgate.store.slots.Allocator` for the options)."""
+        from labgate.store.slots import Allocator
+
+        return Allocator(self.engine, hosts, owner, **options)
 
     def __enter__(self) -> Store:
         return self

@@ -15,8 +15,6 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from labgate import schema as t
-from labgate.hosts.registry import HostEvent, HostRegistry, HostStatus
 from labgate.model import (
     FlightResult,
     FlightState,
@@ -33,6 +31,8 @@ from labgate.store import (
     revisions_of,
     step_from_row,
 )
+from labgate.store import schema as t
+from labgate.store.hosts import HostEvent, HostRegistry, HostStatus
 
 PAGE_SIZE = 50
 

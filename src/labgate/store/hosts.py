@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from labgate import schema as t
 from labgate.model import Outcome
 from labgate.store import iso, now
+from labgate.store import schema as t
 
 
 class HostStateError(Exception):

@@ -52,11 +52,11 @@ from sqlalchemy import (
     values,
 )
 
-from labgate import schema as t
-from labgate.hosts.registry import add_event, unavailable_on
 from labgate.model import Blessing, HostSpec, Outcome
 from labgate.schedule import Allocation, HostSlots, ReadyJob, allocate
 from labgate.store import ACTIVE_FLIGHT_STATES, now
+from labgate.store import schema as t
+from labgate.store.hosts import add_event, unavailable_on
 
 BLESSING_PRIORITY: tuple[str, ...] = ("real", "review", "adhoc", "bisect", "play")
 FLIGHTS_PER_QUERY = 16

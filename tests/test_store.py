@@ -168,10 +168,10 @@ def test_the_head_read_from_the_files_is_alembics_head() -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from labgate.store import head_revision
+    from labgate.store.core import head_revision
 
     config = Config()
-    config.set_main_option("script_location", "labgate:migrations")
+    config.set_main_option("script_location", "labgate.store:migrations")
     assert head_revision() == ScriptDirectory.from_config(config).get_current_head()
 
 

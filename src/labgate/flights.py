@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from labgate.store import JobState, Store, StoredJob, now, owner_is_dead, proces
 from labgate.store.slots import BLESSING_PRIORITY, Allocator, Claim
 
 SYNC_ATTEMPTS = 5
+CANCEL_POLL_S = 0.5  # at most this often the controller asks the store for cancel requests
 
 
 class FlightBusy(FlightError):
@@ -67,7 +69,6 @@ class Flights:
     def __post_init__(self) -> None:
         self.runner = JobRunner(self.lab, self.store, self.executor, self.mirrors)
         self.mirrors = self.runner.mirrors
-        self.registry = self.store.hosts
         self._awaited: dict[int, _Awaited] = {}
         self._serving = 0
         self._loop: asyncio.Task[None] | None = None
@@ -79,6 +80,10 @@ class Flights:
         self._running: dict[asyncio.Task[Outcome], Claim] = {}
         self._settling: set[asyncio.Task[None]] = set()
         self._cancelled: set[int] = set()  # awaited flights cancelled, their jobs still ending
+        self._plans: dict[int, dict[int, tuple[frozenset[str], tuple[str, ...]]]] = {}
+        self._next_cancel_check = 0.0
+        self._away_hosts: dict[str, str] = {}
+        self._away_until = 0.0
 
     # --- plan, submit, await ------------------------------------------------------------------
 
@@ -325,29 +330,33 @@ class Flights:
         ids = self.store.active_pool_flights() if scope is None else scope
         if not ids:
             return False
-        for flight_id in self.store.cancel_requests(ids):
-            self._cancel_now(flight_id)
-        states = self.store.job_states(ids)
-        away: dict[str, str] | None = None
+        if time.monotonic() >= self._next_cancel_check:
+            self._next_cancel_check = time.monotonic() + CANCEL_POLL_S
+            for flight_id in self.store.cancel_requests(ids):
+                self._cancel_now(flight_id)
+        states = self._job_states(ids)
         still = False
         for flight_id, jobs in states.items():
+            plans = self._plans[flight_id]
             outcome = {j.name: j.outcome for j in jobs}
             stuck = []
             for j in jobs:
                 if outcome[j.name] is not Outcome.QUEUED:
                     continue
-                why = blocked_reason(j.depends, outcome)
+                depends = plans[j.id][1]
+                why = blocked_reason(depends, outcome)
                 if why is not None:
                     self.store.block_job(j.id, why)
                     outcome[j.name] = Outcome.BLOCKED
                     self._progress(flight_id).job_finished(j.name, Outcome.BLOCKED, None)
-                elif all(outcome[d].succeeded for d in j.depends):
+                elif all(outcome[d].succeeded for d in depends):
                     stuck.append(j)
             if stuck:
-                away = self.registry.unavailable() if away is None else away
-                lost = self.store.lost_hosts([j.id for j in stuck if j.attempt > 0])
+                away = self._away()
+                lost = self.store.lost_hosts([j.id for j in stuck])
                 for j in stuck:
-                    reason = _no_host_reason(self.lab.hosts, j, away, lost.get(j.id, set()))
+                    requires = plans[j.id][0]
+                    reason = _no_host_reason(self.lab.hosts, requires, away, lost.get(j.id, set()))
                     if reason is not None:
                         self.store.finish_job(j.id, Outcome.BROKEN, reason)
                         outcome[j.name] = Outcome.BROKEN
@@ -371,6 +380,27 @@ class Flights:
                 self._mark_running(flight_id)
         return still
 
+    def _job_states(self, ids: Sequence[int]) -> dict[int, list[JobState]]:
+        """Where the jobs of these flights stand; their plans (requires, depends) are read once
+        per flight into ``_plans``."""
+        unknown = [i for i in ids if i not in self._plans]
+        states = self.store.job_states(unknown) if unknown else {}
+        for flight_id, jobs in states.items():
+            self._plans[flight_id] = {j.id: (j.requires, j.depends) for j in jobs}
+        known = [i for i in ids if i not in states]
+        if known:
+            states.update(self.store.job_states(known, plans=False))
+        return states
+
+    def _away(self) -> dict[str, str]:
+        """The hosts quarantined or reserved, each with why (read at most every ``poll_s``: a
+        person's quarantine is seen within it)."""
+        stamp = time.monotonic()
+        if stamp >= self._away_until:
+            self._away_hosts = self.store.hosts.unavailable()
+            self._away_until = stamp + self.poll_s
+        return self._away_hosts
+
     def _progress(self, flight_id: int) -> Progress:
         awaited = self._awaited.get(flight_id)
         return awaited.progress if awaited else NoProgress()
@@ -381,6 +411,7 @@ class Flights:
             self._started.add(flight_id)
 
     def _forget(self, flight_id: int) -> None:
+        self._plans.pop(flight_id, None)
         self._flights.pop(flight_id, None)
         self._jobs.pop(flight_id, None)
         self._started.discard(flight_id)
@@ -428,10 +459,11 @@ class Flights:
 
 
 def _no_host_reason(
-    hosts: Sequence[HostSpec], job: JobState, away: Mapping[str, str], lost: set[str]
+    hosts: Sequence[HostSpec], requires: frozenset[str], away: Mapping[str, str], lost: set[str]
 ) -> str | None:
-    """Why no host can ever take this ready job now, or None when one can (maybe later)."""
-    matching = [h.name for h in hosts if h.flags >= job.requires]
+    """Why no host can take a ready job that requires these flags now, or None when one can
+    (maybe later)."""
+    matching = [h.name for h in hosts if h.flags >= requires]
     if not matching:
         return "no host of the lab has the flags it requires"
     if any(h not in away and h not in lost for h in matching):

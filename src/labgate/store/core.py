@@ -1014,25 +1014,23 @@ class Store:
             )
             return list(rows.scalars())
 
-    def job_states(self, flight_ids: Sequence[int]) -> dict[int, list[JobState]]:
+    def job_states(
+        self, flight_ids: Sequence[int], *, plans: bool = True
+    ) -> dict[int, list[JobState]]:
         """Where each job of these flights stands, without steps: what moving a flight along
-        needs (cheap enough to ask after every job)."""
+        needs (cheap enough to ask after every job). Without ``plans``, ``requires`` and
+        ``depends`` are left empty (a caller that has them already)."""
         out: dict[int, list[JobState]] = {i: [] for i in flight_ids}
         if not flight_ids:
             return out
+        columns = [t.job.c.id, t.job.c.flight_id, t.job.c.name, t.job.c.outcome, t.job.c.attempt]
+        if plans:
+            columns += [t.job.c.requires, t.job.c.depends]
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(
-                    t.job.c.id,
-                    t.job.c.flight_id,
-                    t.job.c.name,
-                    t.job.c.outcome,
-                    t.job.c.requires,
-                    t.job.c.depends,
-                    t.job.c.attempt,
-                )
+                select(*columns)
                 .where(t.job.c.flight_id.in_(list(flight_ids)))
-                .order_by(t.job.c.seq)
+                .order_by(t.job.c.flight_id, t.job.c.seq)
             )
             for r in rows:
                 out[r.flight_id].append(
@@ -1040,8 +1038,8 @@ class Store:
                         r.id,
                         r.name,
                         Outcome(r.outcome),
-                        frozenset(json.loads(r.requires)),
-                        tuple(json.loads(r.depends)),
+                        frozenset(json.loads(r.requires)) if plans else frozenset(),
+                        tuple(json.loads(r.depends)) if plans else (),
                         r.attempt,
                     )
                 )

@@ -62,6 +62,7 @@ BLESSING_PRIORITY: tuple[str, ...] = ("real", "review", "adhoc", "bisect", "play
 FLIGHTS_PER_QUERY = 16
 CANDIDATES = 4  # queued jobs looked at per claim, in batches
 SAMPLE_HOSTS = 64
+PLAN_CACHE = 100_000  # jobs whose plan a controller keeps in memory before it starts afresh
 LIVE = (str(Outcome.PREPARING), str(Outcome.RUNNING))
 SUCCEEDED = (str(Outcome.PASS), str(Outcome.SKIP))
 
@@ -101,6 +102,10 @@ class Allocator:
         # jobs this controller gave a host, per (blessing rank, branch): the round robin's memory
         self._served: Counter[tuple[int, str]] = Counter()
         self._group_of: dict[int, tuple[int, str]] = {}
+        # what does not change while a job waits, read once per job and flight: its plan
+        # (depends, requires, exclusive) and the host it prefers; a flight's hosts to avoid
+        self._plans: dict[int, tuple[tuple[str, ...], frozenset[str], bool, str | None]] = {}
+        self._avoids: dict[int, dict[str, str]] = {}
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -265,9 +270,21 @@ class Allocator:
     ) -> list[tuple[ReadyJob, str | None]]:
         """The jobs whose dependencies passed, each with the host it prefers (see
         :meth:`_preferred_hosts`) and the hosts it avoids (lost under it before)."""
+        if len(self._plans) > PLAN_CACHE:
+            self._plans.clear()
+            self._avoids.clear()
+        new = [j for j in jobs if j["id"] not in self._plans]
+        if new:
+            preferred = self._preferred_hosts(conn, new)
+            for j in new:
+                self._plans[j["id"]] = (
+                    tuple(json.loads(j["depends"])),
+                    frozenset(json.loads(j["requires"])),
+                    bool(j["exclusive"]),
+                    preferred.get(j["id"]),
+                )
         flights = {j["flight_id"] for j in jobs}
-        depends = {j["id"]: json.loads(j["depends"]) for j in jobs}
-        wanted = {d for ds in depends.values() for d in ds}
+        wanted = {d for j in jobs for d in self._plans[j["id"]][0]}
         passed: set[tuple[int, str]] = set()
         if wanted:
             rows = conn.execute(
@@ -278,44 +295,40 @@ class Allocator:
                 )
             )
             passed = {(r.flight_id, r.name) for r in rows}
-        ids = [j["id"] for j in jobs]
         lost: dict[int, set[str]] = {}
         for r in conn.execute(
             select(t.host_event.c.job_id, t.host_event.c.host).where(
-                t.host_event.c.job_id.in_(ids),
+                t.host_event.c.job_id.in_([j["id"] for j in jobs]),
                 t.host_event.c.kind == "job",
                 t.host_event.c.outcome == str(Outcome.BROKEN),
             )
         ):
             lost.setdefault(r.job_id, set()).add(r.host)
-        seen = self._preferred_hosts(conn, jobs)
         out = []
         for j in jobs:
-            if all((j["flight_id"], d) in passed for d in depends[j["id"]]):
+            depends, requires, exclusive, preferred_host = self._plans[j["id"]]
+            if all((j["flight_id"], d) in passed for d in depends):
                 key = f"{j['flight_id']}/{j['name']}"
-                job = ReadyJob(
-                    j["id"],
-                    key,
-                    frozenset(json.loads(j["requires"])),
-                    bool(j["exclusive"]),
-                    frozenset(lost.get(j["id"], ())),
-                )
-                out.append((job, seen.get(j["id"])))
+                job = ReadyJob(j["id"], key, requires, exclusive, frozenset(lost.get(j["id"], ())))
+                out.append((job, preferred_host))
         return out
 
     def _avoid(self, conn: Connection, jobs: Sequence[dict[str, Any]]) -> dict[str, str]:
         """Ready-job name → the host its flight asked to keep it off (a retest of a job the lab
         broke there), when another can take it."""
-        rows = conn.execute(
-            select(t.pool_flight.c.flight_id, t.pool_flight.c.avoid).where(
-                t.pool_flight.c.flight_id.in_({j["flight_id"] for j in jobs}),
-                t.pool_flight.c.avoid != "{}",
+        unknown = {j["flight_id"] for j in jobs} - self._avoids.keys()
+        if unknown:
+            rows = conn.execute(
+                select(t.pool_flight.c.flight_id, t.pool_flight.c.avoid).where(
+                    t.pool_flight.c.flight_id.in_(unknown)
+                )
             )
-        ).all()
+            for r in rows:
+                self._avoids[r.flight_id] = json.loads(r.avoid)
         return {
-            f"{r.flight_id}/{name}": host
-            for r in rows
-            for name, host in json.loads(r.avoid).items()
+            f"{flight}/{name}": host
+            for flight in {j["flight_id"] for j in jobs}
+            for name, host in self._avoids.get(flight, {}).items()
         }
 
     def _preferred_hosts(self, conn: Connection, jobs: Sequence[dict[str, Any]]) -> dict[int, str]:

@@ -27,19 +27,17 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from labgate.bisect.engine import BisectError, Observation, Search, TreeRange
-from labgate.bisect.gitgraph import read_range
+from labgate.bisect.lab import BisectionResult, LabBisection
 from labgate.config import Lab
-from labgate.evidence import EVIDENCE, branch_evidence, judge
+from labgate.evidence import branch_evidence, judge
 from labgate.flight import Progress, mirrors_for
 from labgate.flights import Flights
-from labgate.git import GitError, Mirrors, authors, push_fast_forward, subjects
+from labgate.git import GitError, Mirrors, authors, push_fast_forward
 from labgate.mail import Outbox, build_bisection_mail, build_flight_mail
 from labgate.model import Blessing, FlightResult, FlightState, Outcome
 from labgate.report import (
-    BisectionSummary,
     render_bisection_report,
     render_flight_report,
     report_subject,
@@ -48,71 +46,9 @@ from labgate.report import (
 from labgate.store import Store, process_owner
 from labgate.verdict import Classification, Verdict
 
-BisectOutcome = Literal["good", "bad", "skip"]
-GRAPH_NODE_LIMIT = 400
-
 
 class GateError(Exception):
     """The gate cannot work on a branch (unknown ref, unreachable tree)."""
-
-
-@dataclass(frozen=True)
-class Culprit:
-    tree: str
-    commit: str
-    author: str
-    email: str
-    subject: str
-
-    def to_json(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class BisectionResult:
-    id: int
-    job: str
-    step: str | None
-    testcase: str | None
-    culprit: Culprit | None
-    confidence: float
-    executions: int
-    rounds: int
-    flights: tuple[int, ...]
-    reason: str | None = None
-    jobs: tuple[str, ...] = ()
-    """Every job of the group this bisection stands for (jobs failing the same step)."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "job": self.job,
-            "step": self.step,
-            "testcase": self.testcase,
-            "culprit": self.culprit.to_json() if self.culprit else None,
-            "confidence": round(self.confidence, 6),
-            "executions": self.executions,
-            "rounds": self.rounds,
-            "flights": list(self.flights),
-            "reason": self.reason,
-        }
-
-    def summary(self, branch: str) -> BisectionSummary:
-        c = self.culprit
-        return BisectionSummary(
-            job=self.job,
-            step=self.step,
-            tree=c.tree if c else None,
-            commit=c.commit if c else None,
-            author=c.author if c else None,
-            email=c.email if c else None,
-            subject=c.subject if c else None,
-            confidence=self.confidence,
-            executions=self.executions,
-            flights=self.flights,
-            branch=branch,
-            reason=self.reason,
-        )
 
 
 @dataclass(frozen=True)
@@ -164,38 +100,6 @@ def verdict_word(verdict: Verdict) -> str:
     if any(c.kind.value != "pass" and c.kind.value != "skip" for c in verdict.details):
         return "tolerable"
     return "pass"
-
-
-def item_outcome(
-    flight: FlightResult, job: str, step: str | None, testcase: str | None
-) -> BisectOutcome | None:
-    """How a (bisect) flight answers "does the regression show?": ``bad`` when the item fails,
-    ``good`` when it passes, ``skip`` when it could not be tested at this revision (a dependency or
-    an earlier step failed: git bisect's 125), None when the lab failed (broken: run it again)."""
-    try:
-        j = flight.job(job)
-    except KeyError:
-        return None
-    if step is None:
-        return _answer(j.outcome)
-    steps = [s for s in j.steps if s.name == step]
-    if not steps:
-        return "skip"
-    s = steps[0]
-    if testcase is None or s.outcome not in (Outcome.PASS, Outcome.FAIL):
-        return _answer(s.outcome)
-    cases = [c for c in s.testcases if c.name == testcase]
-    return _answer(cases[0].outcome) if cases else "skip"
-
-
-def _answer(outcome: Outcome) -> BisectOutcome | None:
-    if outcome is Outcome.PASS:
-        return "good"
-    if outcome is Outcome.FAIL:
-        return "bad"
-    if outcome in (Outcome.SKIP, Outcome.BLOCKED):
-        return "skip"
-    return None  # broken, cancelled, unfinished: the lab did not answer
 
 
 def take_retest(flight: FlightResult, retest: FlightResult, untested: set[str]) -> FlightResult:
@@ -425,6 +329,20 @@ class Gate:
             verdict = judged()
         return verdict
 
+    async def bisect(
+        self,
+        branch: str,
+        flight: FlightResult,
+        baseline: FlightResult,
+        group: Sequence[Classification],
+    ) -> BisectionResult:
+        """Find the culprit of one regression (the first item of ``group`` stands for all) with
+        bisect flights (:mod:`labgate.bisect.lab`)."""
+        bisection = LabBisection(
+            self.lab, self.store, self._service(), self._mirrors(), self.say, self._run
+        )
+        return await bisection.run(branch, flight, baseline, group)
+
     def _push(self, branch: str, flight: FlightResult) -> tuple[bool, str]:
         spec = self.lab.branch(branch)
         sha = flight.revisions[spec.tree]
@@ -473,256 +391,3 @@ class Gate:
             )
 
     # --- bisection ------------------------------------------------------------------------
-
-    async def bisect(
-        self,
-        branch: str,
-        flight: FlightResult,
-        baseline: FlightResult,
-        group: Sequence[Classification],
-    ) -> BisectionResult:
-        """Find the culprit of one regression (the first item of ``group`` stands for all)."""
-        item = group[0]
-        jobs = tuple(c.job for c in group)
-        bisection_id = self.store.create_bisection(
-            branch, item.job, item.step, item.testcase, flight.id, baseline.id
-        )
-        what = f"{item.job} {item.step or ''} {item.testcase or ''}".strip()
-        self.say(f"{branch}: bisecting {what} between flights {baseline.id} and {flight.id}")
-        try:
-            ranges = await asyncio.to_thread(self._ranges, baseline, flight)
-            search = Search(
-                ranges,
-                confidence=self.lab.gate.bisect_confidence,
-                max_executions=self.lab.gate.bisect_max_flights + 2,
-            )
-        except (BisectError, GitError) as error:
-            reason = f"cannot bisect: {error}"
-            self.store.update_bisection(
-                bisection_id, state="undecided", executions=0, rounds=0, flights=[],
-                graph={"nodes": [], "edges": []}, reason=reason,
-            )  # fmt: skip
-            self.say(f"{branch}: {reason}")
-            return BisectionResult(bisection_id, item.job, item.step, item.testcase, None, 0.0,
-                                   0, 0, (), reason, jobs)  # fmt: skip
-        run = _BisectRun(self, branch, flight, baseline, item, search, ranges, bisection_id)
-        return await run.search(jobs)
-
-    def _ranges(self, baseline: FlightResult, flight: FlightResult) -> list[TreeRange]:
-        ranges = []
-        for tree in sorted(flight.revisions):
-            good = baseline.revisions.get(tree)
-            bad = flight.revisions[tree]
-            if good is None or good == bad:
-                continue
-            ranges.append(read_range(self._mirrors().path(tree), [good], bad, tree=tree))
-        if not ranges:
-            raise BisectError(
-                "the failing flight tested the baseline's revisions: nothing to bisect"
-            )
-        return ranges
-
-
-@dataclass
-class _BisectRun:
-    gate: Gate
-    branch: str
-    flight: FlightResult
-    baseline: FlightResult
-    item: Classification
-    engine: Search
-    ranges: list[TreeRange]
-    bisection_id: int
-    observations: list[Observation] = field(default_factory=list)
-    flights: list[int] = field(default_factory=list)
-    used: set[int] = field(default_factory=set)
-    tries: dict[tuple[tuple[str, str], ...], int] = field(default_factory=dict)
-    rounds: int = 0
-
-    def point_of(self, revisions: Mapping[str, str]) -> dict[str, str]:
-        return {r.tree: revisions[r.tree] for r in self.ranges}
-
-    def full(self, point: Mapping[str, str]) -> dict[str, str]:
-        return {**self.flight.revisions, **point}
-
-    def learn(self, flight: FlightResult) -> BisectOutcome | None:
-        """Turn a flight's result for the regressed item into an observation."""
-        if flight.id in self.used:
-            return None
-        self.used.add(flight.id)
-        answer = item_outcome(flight, self.item.job, self.item.step, self.item.testcase)
-        if answer is not None:
-            self.observations.append(Observation(self.point_of(flight.revisions), answer))
-        return answer
-
-    def use(self, stored: FlightResult) -> bool:
-        """Learn from a stored flight of the branch's evidence that ran the job, once; True if
-        it answered (a bisect flight it answers from counts among the bisection's flights)."""
-        if stored.id in self.used or stored.blessing not in EVIDENCE:
-            return False
-        if not any(j.name == self.item.job for j in stored.jobs):
-            return False
-        if self.learn(stored) is None:
-            return False
-        if stored.blessing is Blessing.BISECT and stored.id not in self.flights:
-            self.flights.append(stored.id)
-        return True
-
-    def reuse(self, point: Mapping[str, str]) -> bool:
-        """Use every stored result at this tuple not used yet; True if any answered."""
-        found = self.gate.store.flights_at(self.branch, self.full(point))
-        return any([self.use(stored) for stored in found])
-
-    def reuse_history(self) -> None:
-        """Use every flight of the branch's history whose tuple lies on this search: the trees
-        outside the ranges as in the failing flight, the others at a point of the chain."""
-        for stored in branch_evidence(self.gate.store, self.branch):
-            on_chain = dict(stored.revisions) == self.full(self.point_of(stored.revisions))
-            if on_chain and self.engine.graph.locate(self.point_of(stored.revisions)) is not None:
-                self.use(stored)
-
-    async def test(self, point: Mapping[str, str]) -> None:
-        gate = self.gate
-        flight_id = gate._service().plan(
-            self.branch,
-            revisions=self.full(point),
-            job_globs=[self.item.job],
-            blessing=Blessing.BISECT,
-        )
-        self.flights.append(flight_id)
-        result = await gate._run(flight_id, f"bisect {self.item.job}")
-        key = tuple(sorted(point.items()))
-        if self.learn(result) is None:
-            self.tries[key] = self.tries.get(key, 0) + 1
-            if self.tries[key] >= 2:  # the lab keeps failing there: untestable for us
-                self.observations.append(Observation(dict(point), "skip"))
-
-    async def search(self, jobs: tuple[str, ...]) -> BisectionResult:
-        # the evidence already there: the regression's flight (bad), the baseline (good), and
-        # every stored flight of the branch that ran the job on a tuple of this search
-        for seed in (self.flight, self.baseline):
-            self.learn(seed)
-        self.reuse_history()
-        k = self.gate.lab.gate.bisect_parallel
-        pending: dict[asyncio.Task[None], dict[str, str]] = {}
-        try:
-            while True:
-                free = k - len(pending)
-                decision = self.engine.decide(
-                    self.observations, k=max(free, 1), pending=list(pending.values())
-                )
-                if decision.kind != "test":
-                    break
-                if free <= 0:  # every slot busy: wait for a result before starting more
-                    decision = dataclasses.replace(decision, tests=())
-                started = False
-                reused = False
-                for point in decision.tests:
-                    if self.reuse(point):
-                        reused = True
-                        continue
-                    task = asyncio.create_task(self.test(point))
-                    pending[task] = dict(point)
-                    started = True
-                if started:
-                    self.rounds += 1
-                if reused and not started:
-                    continue
-                if not pending:
-                    break
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    pending.pop(task)
-                    task.result()
-                self._save("running", decision)
-        finally:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        return self._finish(decision, jobs)
-
-    def _finish(self, decision: Any, jobs: tuple[str, ...]) -> BisectionResult:
-        culprit = None
-        reason = decision.reason
-        if decision.kind == "culprit" and decision.culprit is not None:
-            tree, commit = decision.culprit.tree, decision.culprit.commit
-            info = self.gate._mirrors().commit(tree, commit)
-            culprit = Culprit(tree, commit, info.author, info.email, info.subject)
-            self.gate.say(
-                f"{self.branch}: {tree} {commit} is the first bad commit "
-                f"(confidence {decision.confidence:.3f} after {len(self.flights)} flights): "
-                f"{info.author} <{info.email}>: {info.subject}"
-            )
-        elif decision.kind == "test":
-            reason = "stopped before a culprit was named"
-        else:
-            self.gate.say(f"{self.branch}: bisection undecided: {reason}")
-        self._save("found" if culprit else "undecided", decision, culprit, reason)
-        return BisectionResult(
-            self.bisection_id,
-            self.item.job,
-            self.item.step,
-            self.item.testcase,
-            culprit,
-            decision.confidence,
-            len(self.observations),
-            self.rounds,
-            tuple(self.flights),
-            reason,
-            jobs,
-        )
-
-    def _save(
-        self,
-        state: str,
-        decision: Any,
-        culprit: Culprit | None = None,
-        reason: str | None = None,
-    ) -> None:
-        self.gate.store.update_bisection(
-            self.bisection_id,
-            state=state,
-            executions=len(self.observations),
-            rounds=self.rounds,
-            flights=self.flights,
-            graph=self._graph(decision),
-            culprit_tree=culprit.tree if culprit else None,
-            culprit_commit=culprit.commit if culprit else None,
-            confidence=decision.confidence if culprit else None,
-            reason=reason,
-        )
-
-    def _graph(self, decision: Any) -> dict[str, Any]:
-        """The tested revision graph for the web page: every commit of the ranges (or, past
-        GRAPH_NODE_LIMIT, the tested ones and the candidates), their outcomes and probabilities."""
-        outcomes: dict[tuple[str, str], list[str]] = {}
-        for o in self.observations:
-            changed = [
-                (r.tree, o.point[r.tree]) for r in self.ranges if o.point[r.tree] not in r.good
-            ]
-            key = changed[-1] if changed else ("", "good")
-            outcomes.setdefault(key, []).append(o.outcome)
-        probability = {(c.tree, c.commit): p for c, p in decision.candidates}
-        total = sum(len(r.parents) for r in self.ranges)
-        keep: set[tuple[str, str]] | None = None
-        if total > GRAPH_NODE_LIMIT:
-            keep = set(outcomes) | set(probability)
-        nodes, edges = [], []
-        for r in self.ranges:
-            commits = [c for c in r.parents if keep is None or (r.tree, c) in keep]
-            names = subjects(self.gate._mirrors(), r.tree, commits)
-            for c in commits:
-                nodes.append(
-                    {
-                        "id": f"{r.tree}:{c}",
-                        "tree": r.tree,
-                        "commit": c,
-                        "subject": names.get(c, ""),
-                        "outcomes": outcomes.get((r.tree, c), []),
-                        "probability": round(probability.get((r.tree, c), 0.0), 6),
-                    }
-                )
-                for p in r.parents[c]:
-                    if p in r.parents and (keep is None or (r.tree, p) in keep):
-                        edges.append([f"{r.tree}:{c}", f"{r.tree}:{p}"])
-        return {"nodes": nodes, "edges": edges}

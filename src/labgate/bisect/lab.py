@@ -1,0 +1,391 @@
+"""The lab's bisection: the culprit of a regression the gate found, found with bisect flights.
+
+The engine (:mod:`labgate.bisect.engine`) decides which revision tuples to test; each test is a
+``bisect`` flight of the failing job (and the jobs it depends on) run through the flights service,
+and every result already stored for a tuple of the search (the branch's evidence) is reused
+instead. The culprit is named with its tree, commit, author, subject and confidence; the search's
+progress and its tested revision graph are saved in the store for the web page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from labgate.bisect.engine import BisectError, Observation, Outcome, Search, TreeRange
+from labgate.bisect.gitgraph import read_range
+from labgate.config import Lab
+from labgate.evidence import EVIDENCE, branch_evidence
+from labgate.flights import Flights
+from labgate.git import GitError, Mirrors, subjects
+from labgate.model import Blessing, FlightResult
+from labgate.model import Outcome as StepOutcome
+from labgate.report import BisectionSummary
+from labgate.store import Store
+from labgate.verdict import Classification
+
+GRAPH_NODE_LIMIT = 400
+
+
+@dataclass(frozen=True)
+class CulpritReport:
+    """The culprit of a regression, as reported: its tree and commit, author and subject."""
+
+    tree: str
+    commit: str
+    author: str
+    email: str
+    subject: str
+
+    def to_json(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class BisectionResult:
+    id: int
+    job: str
+    step: str | None
+    testcase: str | None
+    culprit: CulpritReport | None
+    confidence: float
+    executions: int
+    rounds: int
+    flights: tuple[int, ...]
+    reason: str | None = None
+    jobs: tuple[str, ...] = ()
+    """Every job of the group this bisection stands for (jobs failing the same step)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "job": self.job,
+            "step": self.step,
+            "testcase": self.testcase,
+            "culprit": self.culprit.to_json() if self.culprit else None,
+            "confidence": round(self.confidence, 6),
+            "executions": self.executions,
+            "rounds": self.rounds,
+            "flights": list(self.flights),
+            "reason": self.reason,
+        }
+
+    def summary(self, branch: str) -> BisectionSummary:
+        c = self.culprit
+        return BisectionSummary(
+            job=self.job,
+            step=self.step,
+            tree=c.tree if c else None,
+            commit=c.commit if c else None,
+            author=c.author if c else None,
+            email=c.email if c else None,
+            subject=c.subject if c else None,
+            confidence=self.confidence,
+            executions=self.executions,
+            flights=self.flights,
+            branch=branch,
+            reason=self.reason,
+        )
+
+
+def item_outcome(
+    flight: FlightResult, job: str, step: str | None, testcase: str | None
+) -> Outcome | None:
+    """How a (bisect) flight answers "does the regression show?": ``bad`` when the item fails,
+    ``good`` when it passes, ``skip`` when it could not be tested at this revision (a dependency or
+    an earlier step failed: git bisect's 125), None when the lab failed (broken: run it again)."""
+    try:
+        j = flight.job(job)
+    except KeyError:
+        return None
+    if step is None:
+        return _answer(j.outcome)
+    steps = [s for s in j.steps if s.name == step]
+    if not steps:
+        return "skip"
+    s = steps[0]
+    if testcase is None or s.outcome not in (StepOutcome.PASS, StepOutcome.FAIL):
+        return _answer(s.outcome)
+    cases = [c for c in s.testcases if c.name == testcase]
+    return _answer(cases[0].outcome) if cases else "skip"
+
+
+def _answer(outcome: StepOutcome) -> Outcome | None:
+    if outcome is StepOutcome.PASS:
+        return "good"
+    if outcome is StepOutcome.FAIL:
+        return "bad"
+    if outcome in (StepOutcome.SKIP, StepOutcome.BLOCKED):
+        return "skip"
+    return None  # broken, cancelled, unfinished: the lab did not answer
+
+
+@dataclass
+class LabBisection:
+    """Bisects the regressions of a branch's flights on the lab (the gate's step 5)."""
+
+    lab: Lab
+    store: Store
+    flights: Flights
+    mirrors: Mirrors
+    say: Callable[[str], None]
+    run_flight: Callable[[int, str], Awaitable[FlightResult]]
+    """Runs a planned flight to its end (the gate's, which reports progress), given what for."""
+
+    async def run(
+        self,
+        branch: str,
+        flight: FlightResult,
+        baseline: FlightResult,
+        group: Sequence[Classification],
+    ) -> BisectionResult:
+        """Find the culprit of one regression (the first item of ``group`` stands for all)."""
+        item = group[0]
+        jobs = tuple(c.job for c in group)
+        bisection_id = self.store.create_bisection(
+            branch, item.job, item.step, item.testcase, flight.id, baseline.id
+        )
+        what = f"{item.job} {item.step or ''} {item.testcase or ''}".strip()
+        self.say(f"{branch}: bisecting {what} between flights {baseline.id} and {flight.id}")
+        try:
+            ranges = await asyncio.to_thread(self._ranges, baseline, flight)
+            search = Search(
+                ranges,
+                confidence=self.lab.gate.bisect_confidence,
+                max_executions=self.lab.gate.bisect_max_flights + 2,
+            )
+        except (BisectError, GitError) as error:
+            reason = f"cannot bisect: {error}"
+            self.store.update_bisection(
+                bisection_id, state="undecided", executions=0, rounds=0, flights=[],
+                graph={"nodes": [], "edges": []}, reason=reason,
+            )  # fmt: skip
+            self.say(f"{branch}: {reason}")
+            return BisectionResult(bisection_id, item.job, item.step, item.testcase, None, 0.0,
+                                   0, 0, (), reason, jobs)  # fmt: skip
+        run = _Search(self, branch, flight, baseline, item, search, ranges, bisection_id)
+        return await run.search(jobs)
+
+    def _ranges(self, baseline: FlightResult, flight: FlightResult) -> list[TreeRange]:
+        ranges = []
+        for tree in sorted(flight.revisions):
+            good = baseline.revisions.get(tree)
+            bad = flight.revisions[tree]
+            if good is None or good == bad:
+                continue
+            ranges.append(read_range(self.mirrors.path(tree), [good], bad, tree=tree))
+        if not ranges:
+            raise BisectError(
+                "the failing flight tested the baseline's revisions: nothing to bisect"
+            )
+        return ranges
+
+
+@dataclass
+class _Search:
+    """One bisection's search: the engine's decisions, the lab's flights as its tests."""
+
+    lab_bisection: LabBisection
+    branch: str
+    flight: FlightResult
+    baseline: FlightResult
+    item: Classification
+    engine: Search
+    ranges: list[TreeRange]
+    bisection_id: int
+    observations: list[Observation] = field(default_factory=list)
+    flights: list[int] = field(default_factory=list)
+    used: set[int] = field(default_factory=set)
+    tries: dict[tuple[tuple[str, str], ...], int] = field(default_factory=dict)
+    rounds: int = 0
+
+    def point_of(self, revisions: Mapping[str, str]) -> dict[str, str]:
+        return {r.tree: revisions[r.tree] for r in self.ranges}
+
+    def full(self, point: Mapping[str, str]) -> dict[str, str]:
+        return {**self.flight.revisions, **point}
+
+    def learn(self, flight: FlightResult) -> Outcome | None:
+        """Turn a flight's result for the regressed item into an observation."""
+        if flight.id in self.used:
+            return None
+        self.used.add(flight.id)
+        answer = item_outcome(flight, self.item.job, self.item.step, self.item.testcase)
+        if answer is not None:
+            self.observations.append(Observation(self.point_of(flight.revisions), answer))
+        return answer
+
+    def use(self, stored: FlightResult) -> bool:
+        """Learn from a stored flight of the branch's evidence that ran the job, once; True if
+        it answered (a bisect flight it answers from counts among the bisection's flights)."""
+        if stored.id in self.used or stored.blessing not in EVIDENCE:
+            return False
+        if not any(j.name == self.item.job for j in stored.jobs):
+            return False
+        if self.learn(stored) is None:
+            return False
+        if stored.blessing is Blessing.BISECT and stored.id not in self.flights:
+            self.flights.append(stored.id)
+        return True
+
+    def reuse(self, point: Mapping[str, str]) -> bool:
+        """Use every stored result at this tuple not used yet; True if any answered."""
+        found = self.lab_bisection.store.flights_at(self.branch, self.full(point))
+        return any([self.use(stored) for stored in found])
+
+    def reuse_history(self) -> None:
+        """Use every flight of the branch's history whose tuple lies on this search: the trees
+        outside the ranges as in the failing flight, the others at a point of the chain."""
+        for stored in branch_evidence(self.lab_bisection.store, self.branch):
+            on_chain = dict(stored.revisions) == self.full(self.point_of(stored.revisions))
+            if on_chain and self.engine.graph.locate(self.point_of(stored.revisions)) is not None:
+                self.use(stored)
+
+    async def test(self, point: Mapping[str, str]) -> None:
+        owner = self.lab_bisection
+        flight_id = owner.flights.plan(
+            self.branch,
+            revisions=self.full(point),
+            job_globs=[self.item.job],
+            blessing=Blessing.BISECT,
+        )
+        self.flights.append(flight_id)
+        result = await owner.run_flight(flight_id, f"bisect {self.item.job}")
+        key = tuple(sorted(point.items()))
+        if self.learn(result) is None:
+            self.tries[key] = self.tries.get(key, 0) + 1
+            if self.tries[key] >= 2:  # the lab keeps failing there: untestable for us
+                self.observations.append(Observation(dict(point), "skip"))
+
+    async def search(self, jobs: tuple[str, ...]) -> BisectionResult:
+        # the evidence already there: the regression's flight (bad), the baseline (good), and
+        # every stored flight of the branch that ran the job on a tuple of this search
+        for seed in (self.flight, self.baseline):
+            self.learn(seed)
+        self.reuse_history()
+        k = self.lab_bisection.lab.gate.bisect_parallel
+        pending: dict[asyncio.Task[None], dict[str, str]] = {}
+        try:
+            while True:
+                free = k - len(pending)
+                decision = self.engine.decide(
+                    self.observations, k=max(free, 1), pending=list(pending.values())
+                )
+                if decision.kind != "test":
+                    break
+                if free <= 0:  # every slot busy: wait for a result before starting more
+                    decision = dataclasses.replace(decision, tests=())
+                started = False
+                reused = False
+                for point in decision.tests:
+                    if self.reuse(point):
+                        reused = True
+                        continue
+                    task = asyncio.create_task(self.test(point))
+                    pending[task] = dict(point)
+                    started = True
+                if started:
+                    self.rounds += 1
+                if reused and not started:
+                    continue
+                if not pending:
+                    break
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    pending.pop(task)
+                    task.result()
+                self._save("running", decision)
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        return self._finish(decision, jobs)
+
+    def _finish(self, decision: Any, jobs: tuple[str, ...]) -> BisectionResult:
+        culprit = None
+        reason = decision.reason
+        if decision.kind == "culprit" and decision.culprit is not None:
+            tree, commit = decision.culprit.tree, decision.culprit.commit
+            info = self.lab_bisection.mirrors.commit(tree, commit)
+            culprit = CulpritReport(tree, commit, info.author, info.email, info.subject)
+            self.lab_bisection.say(
+                f"{self.branch}: {tree} {commit} is the first bad commit "
+                f"(confidence {decision.confidence:.3f} after {len(self.flights)} flights): "
+                f"{info.author} <{info.email}>: {info.subject}"
+            )
+        elif decision.kind == "test":
+            reason = "stopped before a culprit was named"
+        else:
+            self.lab_bisection.say(f"{self.branch}: bisection undecided: {reason}")
+        self._save("found" if culprit else "undecided", decision, culprit, reason)
+        return BisectionResult(
+            self.bisection_id,
+            self.item.job,
+            self.item.step,
+            self.item.testcase,
+            culprit,
+            decision.confidence,
+            len(self.observations),
+            self.rounds,
+            tuple(self.flights),
+            reason,
+            jobs,
+        )
+
+    def _save(
+        self,
+        state: str,
+        decision: Any,
+        culprit: CulpritReport | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.lab_bisection.store.update_bisection(
+            self.bisection_id,
+            state=state,
+            executions=len(self.observations),
+            rounds=self.rounds,
+            flights=self.flights,
+            graph=self._graph(decision),
+            culprit_tree=culprit.tree if culprit else None,
+            culprit_commit=culprit.commit if culprit else None,
+            confidence=decision.confidence if culprit else None,
+            reason=reason,
+        )
+
+    def _graph(self, decision: Any) -> dict[str, Any]:
+        """The tested revision graph for the web page: every commit of the ranges (or, past
+        GRAPH_NODE_LIMIT, the tested ones and the candidates), their outcomes and probabilities."""
+        outcomes: dict[tuple[str, str], list[str]] = {}
+        for o in self.observations:
+            changed = [
+                (r.tree, o.point[r.tree]) for r in self.ranges if o.point[r.tree] not in r.good
+            ]
+            key = changed[-1] if changed else ("", "good")
+            outcomes.setdefault(key, []).append(o.outcome)
+        probability = {(c.tree, c.commit): p for c, p in decision.candidates}
+        total = sum(len(r.parents) for r in self.ranges)
+        keep: set[tuple[str, str]] | None = None
+        if total > GRAPH_NODE_LIMIT:
+            keep = set(outcomes) | set(probability)
+        nodes, edges = [], []
+        for r in self.ranges:
+            commits = [c for c in r.parents if keep is None or (r.tree, c) in keep]
+            names = subjects(self.lab_bisection.mirrors, r.tree, commits)
+            for c in commits:
+                nodes.append(
+                    {
+                        "id": f"{r.tree}:{c}",
+                        "tree": r.tree,
+                        "commit": c,
+                        "subject": names.get(c, ""),
+                        "outcomes": outcomes.get((r.tree, c), []),
+                        "probability": round(probability.get((r.tree, c), 0.0), 6),
+                    }
+                )
+                for p in r.parents[c]:
+                    if p in r.parents and (keep is None or (r.tree, p) in keep):
+                        edges.append([f"{r.tree}:{c}", f"{r.tree}:{p}"])
+        return {"nodes": nodes, "edges": edges}

@@ -23,6 +23,7 @@ import os
 import select
 import shlex
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -507,3 +508,32 @@ def check_timeout(r: Rig, trap: str) -> None:
     assert hung.log is not None
     log = (lab.path / "logs" / hung.log).read_text()
     assert log.endswith("--- labgate: timed out after 0.5s, killed\n")
+
+
+# --- resume of a flight that is still running -------------------------------------------------
+
+
+def test_resume_of_a_running_flight_names_its_controller_and_leaves_it_alone(
+    sqlite_rig: Rig,
+) -> None:
+    r = sqlite_rig
+    release = r.dir / "release"
+    os.mkfifo(release)
+    hold = f"{r.record()} && {r.event('holding $PPID')} && cat {shlex.quote(str(release))}"
+    lab = r.write(local_host("h0"), job("held", step("hold", hold)))
+    controller = r.start("flight", "run", lab.branch)
+    r.events.wait_for(1, controller)
+    flight_id = r.flight()[0].id
+
+    resumer = r.start("flight", "resume", str(flight_id))
+    assert resumer.wait() == 2, resumer.output()
+    said = " ".join(resumer.output().split())
+    assert f"labgate: flight {flight_id} is being run by {socket.gethostname()}:" in said
+    assert processes_with(r.token), "the running step was killed"
+
+    with open(release, "w") as fifo:  # let the step end: the first controller finishes it
+        fifo.write("go\n")
+    assert controller.wait() == 0, controller.output()
+    final, _ = r.flight()
+    assert (final.state, final.outcome) == (FlightState.FINISHED, Outcome.PASS)
+    assert r.executions() == [("held", "hold", 1)]

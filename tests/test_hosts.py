@@ -16,7 +16,7 @@ from labgate.config import ConfigError, Lab, load_lab
 from labgate.flight import plan_flight
 from labgate.flights import Flights
 from labgate.hosts.cli import parse_duration
-from labgate.model import FlightResult, Outcome
+from labgate.model import FlightResult, Lifecycle, Outcome
 from labgate.store import Store
 from labgate.store.hosts import HostRegistry, HostStateError
 from labs import job, labgate, step, toml_str, write_lab
@@ -191,12 +191,10 @@ def test_host_classes_give_their_keys_to_their_hosts(tmp_path: Path) -> None:
     lab = make(tmp_path, hosts, job("t", step("s", "true")))
     picasso, braque = lab.hosts
     assert picasso.flags == {"arch-armhf", "equiv-cubietruck", "fast"}
-    assert dict(picasso.options) == {
-        "health": "true",
-        "power_cycle": "pdu-ctl cycle",
-        "quarantine_after": "2",
-    }
-    assert dict(braque.options)["power_cycle"] == "other"
+    assert picasso.lifecycle == Lifecycle(
+        health="true", power_cycle="pdu-ctl cycle", quarantine_after=2
+    )
+    assert braque.lifecycle.power_cycle == "other"
     assert braque.flags == {"arch-armhf", "equiv-cubietruck"}
 
 

@@ -1061,7 +1061,7 @@ class _Loader:
         raw_jobs = self.section(data, "job")
         trees = self.trees(self.unique("tree", raw_trees))
         branches = self.branches(raw_branches, trees)
-        hosts = tuple(h.to_spec() for h in self.unique("host", raw_hosts).values())
+        hosts = tuple(h.to_spec(self.lab_dir) for h in self.unique("host", raw_hosts).values())
         expanded = self.jobs(raw_jobs, branches)
         self.check_jobs(expanded, hosts)
         self.check_allow(raw_branches, expanded)

@@ -16,12 +16,12 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from labgate.model import Outcome, step_outcome
+from labgate.model import HostSpec, Outcome, step_outcome
 
 KILL_GRACE_S = 5.0
 
@@ -263,3 +263,21 @@ class LocalSession:
 
     async def close(self) -> None:
         pass
+
+
+SessionFactory = Callable[[HostSpec, str, Path, Path, Executor], Awaitable[JobSession]]
+"""Opens a job's session on a host: (host, the job's key ``flight/job``, its local work dir, its
+local artifacts dir, the local executor) → the session."""
+
+SESSIONS: dict[str, SessionFactory] = {}
+"""The session factory of each ``executor`` kind; a driver registers its own (``local`` here,
+``ssh`` in :mod:`labgate.hosts.config`)."""
+
+
+async def _local_session(
+    host: HostSpec, key: str, workdir: Path, artifacts: Path, local: Executor
+) -> JobSession:
+    return LocalSession(local, workdir, artifacts)
+
+
+SESSIONS["local"] = _local_session

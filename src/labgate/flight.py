@@ -22,11 +22,11 @@ from typing import Protocol
 
 from labgate.config import Lab
 from labgate.executor import (
+    SESSIONS,
     Executor,
     HostLost,
     JobSession,
     LocalExecutor,
-    LocalSession,
     StepRun,
 )
 from labgate.git import GitError, Mirrors, ensure_commit
@@ -259,13 +259,8 @@ class JobRunner:
     async def _session(
         self, host: HostSpec, flight: FlightResult, name: str, workdir: Path, artifacts: Path
     ) -> JobSession:
-        if host.executor == "local":
-            return LocalSession(self.executor, workdir, artifacts)
-        from labgate.hosts.config import ssh_target
-        from labgate.hosts.ssh import open_session
-
         key = f"{flight.id}/{safe_name(name)}"
-        return await open_session(ssh_target(host, self.lab.dir), key, workdir, artifacts)
+        return await SESSIONS[host.executor](host, key, workdir, artifacts, self.executor)
 
     def _host_lost(
         self, job: StoredJob, host: HostSpec, attempt: int, error: HostLost
@@ -382,11 +377,10 @@ class JobRunner:
         data: Mapping[str, object] | None = None,
     ) -> None:
         """The job in its host's history; N broken jobs in a row quarantine the host."""
-        from labgate.hosts.config import lifecycle_of
 
         self.registry.record_job(
             host.name, job_id, attempt, outcome, reason,
-            quarantine_after=lifecycle_of(host).quarantine_after, data=data,
+            quarantine_after=host.lifecycle.quarantine_after, data=data,
         )  # fmt: skip
 
     def _env(
@@ -433,7 +427,7 @@ _HOST_RECORDED = "\0recorded"  # the job's end is already in its host's history
 async def _before_job(host: HostSpec, spec: JobSpec, lab_dir: Path) -> None:
     """The host's health check (and install before an exclusive job); an unfit host is lost
     for this job, and quarantined."""
-    if host.executor == "local" and not any(k != "quarantine_after" for k, _ in host.options):
+    if not host.lifecycle.health and not (spec.exclusive and host.lifecycle.install):
         return
     from labgate.hosts.lifecycle import HostUnfit, before_job
 
@@ -446,7 +440,7 @@ def _console(
     host: HostSpec, lab: Lab, flight_id: int, job: str, attempt: int
 ) -> contextlib.AbstractAsyncContextManager[None]:
     """The host's console captured into the job's ``console.log`` while its steps run."""
-    if not any(key == "console" for key, _ in host.options):
+    if not host.lifecycle.console:
         return contextlib.nullcontext()
     from labgate.hosts.lifecycle import console
 

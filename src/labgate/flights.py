@@ -248,8 +248,8 @@ class Flights:
                     claim = running.pop(task)
                     allocator.release(claim.job_id)
                     self.jobs_run += 1
-                    if not task.cancelled():
-                        task.result()
+                    if not task.cancelled() and task.result() in (Outcome.BROKEN, Outcome.QUEUED):
+                        self._away_until = 0.0  # the job may have quarantined its host
         except BaseException as error:
             if self._loop is asyncio.current_task():
                 self._loop = None

@@ -99,14 +99,33 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
+class Lifecycle:
+    """A host's lifecycle commands, run on the controller (None: not declared): power, a console
+    captured while a job runs, an install before an exclusive job, a health check before any;
+    ``quarantine_after`` broken jobs in a row quarantine the host."""
+
+    power_on: str | None = None
+    power_off: str | None = None
+    power_cycle: str | None = None
+    console: str | None = None
+    install: str | None = None
+    health: str | None = None
+    quarantine_after: int = 3
+
+
+@dataclass(frozen=True)
 class HostSpec:
-    """A host from lab.toml. ``slots`` jobs may run at once; an exclusive job takes them all."""
+    """A host from lab.toml. ``slots`` jobs may run at once; an exclusive job takes them all.
+    ``connection`` is the executor's own typed settings (None for a local host; an SSH host's
+    ``SshTarget``), ``address`` where lifecycle commands find the host, if it has one."""
 
     name: str
     flags: frozenset[str]
     slots: int = 1
     executor: str = "local"
-    options: tuple[tuple[str, str], ...] = ()
+    lifecycle: Lifecycle = Lifecycle()
+    connection: object | None = None
+    address: str | None = None
 
 
 @dataclass(frozen=True)

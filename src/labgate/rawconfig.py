@@ -5,11 +5,12 @@ without importing the loader, :mod:`labgate.config`)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from labgate.model import HostSpec
+from labgate.model import HostSpec, Lifecycle
 
 Text = Annotated[str, StringConstraints(min_length=1)]
 # Names become file names and URL parts (logs/<flight>/<job>/<step>.log, /host/<name>).
@@ -30,17 +31,27 @@ class RawHost(_Raw):
     slots: int = Field(default=1, ge=1)
     executor: str = "local"
 
-    def options(self) -> tuple[tuple[str, str], ...]:
-        """The executor's own settings, as HostSpec.options."""
-        return ()
+    def lifecycle(self) -> Lifecycle:
+        """The host's lifecycle commands (a driver with lifecycle keys says which)."""
+        return Lifecycle()
 
-    def to_spec(self) -> HostSpec:
+    def connection(self, lab_dir: Path) -> object | None:
+        """The executor's own typed settings, paths made absolute (None: a local host)."""
+        return None
+
+    def address(self) -> str | None:
+        """Where lifecycle commands find the host ($LABGATE_HOST_ADDRESS), if it has one."""
+        return None
+
+    def to_spec(self, lab_dir: Path) -> HostSpec:
         return HostSpec(
             name=self.name,
             flags=frozenset(self.flags),
             slots=self.slots,
             executor=self.executor,
-            options=self.options(),
+            lifecycle=self.lifecycle(),
+            connection=self.connection(lab_dir),
+            address=self.address(),
         )
 
 

@@ -25,7 +25,6 @@ from labgate.commandline import (
     plan_from_options,
 )
 from labgate.config import Lab, UnknownNameError
-from labgate.hosts.config import lifecycle_of
 from labgate.hosts.lifecycle import run_command
 from labgate.model import Blessing, HostSpec
 from labgate.store.hosts import HostStateError
@@ -104,7 +103,7 @@ def host_show(lab_dir: Path, name: str, limit: int, json_output: bool) -> None:
         registry = store.hosts
         status = registry.statuses([name])[name]
         events = registry.history(name, limit=limit)
-    lifecycle = {k: v for k, v in vars(lifecycle_of(spec)).items() if v is not None}
+    lifecycle = {k: v for k, v in vars(spec.lifecycle).items() if v is not None}
     if json_output:
         click.echo(
             json.dumps(
@@ -196,7 +195,7 @@ def host_power(lab_dir: Path, name: str, action: str) -> None:
     lab = open_lab(lab_dir)
     spec = _host(lab, name)
     key = f"power_{action}"
-    command = getattr(lifecycle_of(spec), key)
+    command = getattr(spec.lifecycle, key)
     if not command:
         fail(f"host {name} has no {key} command in lab.toml")
     ok, output = asyncio.run(run_command(spec, command, cwd=lab.dir))
@@ -211,7 +210,7 @@ def host_check(lab_dir: Path, name: str) -> None:
     """Run the host's health check now; a failure quarantines it (exit 1)."""
     lab = open_lab(lab_dir)
     spec = _host(lab, name)
-    command = lifecycle_of(spec).health
+    command = spec.lifecycle.health
     if not command:
         fail(f"host {name} has no health command in lab.toml")
     ok, output = asyncio.run(run_command(spec, command, cwd=lab.dir))

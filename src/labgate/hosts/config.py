@@ -25,11 +25,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from labgate.model import HostSpec
+from labgate.executor import SESSIONS, Executor, JobSession
+from labgate.model import HostSpec, Lifecycle
 from labgate.rawconfig import HOST_MODELS, RawHost, Text
 
 LIFECYCLE_COMMANDS = ("power_on", "power_off", "power_cycle", "console", "install", "health")
-DEFAULT_QUARANTINE_AFTER = 3
+DEFAULT_QUARANTINE_AFTER = Lifecycle().quarantine_after
 
 
 class _RawLifecycleHost(RawHost):
@@ -41,9 +42,11 @@ class _RawLifecycleHost(RawHost):
     health: Text | None = None
     quarantine_after: int = Field(default=DEFAULT_QUARANTINE_AFTER, ge=1)
 
-    def options(self) -> tuple[tuple[str, str], ...]:
-        out = [(k, v) for k in LIFECYCLE_COMMANDS if (v := getattr(self, k)) is not None]
-        return (*out, ("quarantine_after", str(self.quarantine_after)))
+    def lifecycle(self) -> Lifecycle:
+        return Lifecycle(
+            **{k: getattr(self, k) for k in LIFECYCLE_COMMANDS},
+            quarantine_after=self.quarantine_after,
+        )
 
 
 class RawLocalLabHost(_RawLifecycleHost):
@@ -52,7 +55,7 @@ class RawLocalLabHost(_RawLifecycleHost):
 
 class RawSshHost(_RawLifecycleHost):
     executor: Literal["ssh"] = "ssh"
-    address: Text
+    host_address: Text = Field(alias="address")
     port: int = Field(default=22, ge=1, le=65535)
     user: Text
     identity_file: Text
@@ -61,44 +64,28 @@ class RawSshHost(_RawLifecycleHost):
     keepalive_interval: float = Field(default=5.0, gt=0)
     keepalive_count: int = Field(default=3, ge=1)
 
-    def options(self) -> tuple[tuple[str, str], ...]:
-        own = {
-            "address": self.address,
-            "port": str(self.port),
-            "user": self.user,
-            "identity_file": self.identity_file,
-            "work_root": self.work_root,
-            "keepalive_interval": str(self.keepalive_interval),
-            "keepalive_count": str(self.keepalive_count),
-        }
-        if self.known_hosts_file is not None:
-            own["known_hosts_file"] = self.known_hosts_file
-        return (*own.items(), *super().options())
+    def connection(self, lab_dir: Path) -> SshTarget:
+        def path(value: str) -> Path:
+            p = Path(value).expanduser()
+            return p if p.is_absolute() else lab_dir / p
+
+        return SshTarget(
+            address=self.host_address,
+            port=self.port,
+            user=self.user,
+            identity_file=path(self.identity_file),
+            known_hosts_file=path(self.known_hosts_file or "~/.ssh/known_hosts"),
+            work_root=self.work_root,
+            keepalive_interval=self.keepalive_interval,
+            keepalive_count=self.keepalive_count,
+        )
+
+    def address(self) -> str:
+        return self.host_address
 
 
 HOST_MODELS["local"] = RawLocalLabHost
 HOST_MODELS["ssh"] = RawSshHost
-
-
-@dataclass(frozen=True)
-class Lifecycle:
-    """A host's lifecycle commands (None: not declared)."""
-
-    power_on: str | None = None
-    power_off: str | None = None
-    power_cycle: str | None = None
-    console: str | None = None
-    install: str | None = None
-    health: str | None = None
-    quarantine_after: int = DEFAULT_QUARANTINE_AFTER
-
-
-def lifecycle_of(host: HostSpec) -> Lifecycle:
-    options = dict(host.options)
-    return Lifecycle(
-        **{k: options.get(k) for k in LIFECYCLE_COMMANDS},
-        quarantine_after=int(options.get("quarantine_after", DEFAULT_QUARANTINE_AFTER)),
-    )
 
 
 @dataclass(frozen=True)
@@ -115,24 +102,19 @@ class SshTarget:
     keepalive_count: int
 
 
-def ssh_target(host: HostSpec, lab_dir: Path) -> SshTarget:
-    """The SSH settings of ``host``; relative key paths are taken from the lab dir."""
-    o: Mapping[str, str] = dict(host.options)
+def ssh_target(host: HostSpec) -> SshTarget:
+    """The SSH settings of an ``executor = "ssh"`` host."""
+    if not isinstance(host.connection, SshTarget):
+        raise TypeError(f"host {host.name} is not an SSH host (executor {host.executor})")
+    return host.connection
 
-    def path(value: str) -> Path:
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else lab_dir / p
 
-    return SshTarget(
-        address=o["address"],
-        port=int(o.get("port", "22")),
-        user=o["user"],
-        identity_file=path(o["identity_file"]),
-        known_hosts_file=path(o.get("known_hosts_file", "~/.ssh/known_hosts")),
-        work_root=o.get("work_root", "/tmp/labgate"),
-        keepalive_interval=float(o.get("keepalive_interval", "5")),
-        keepalive_count=int(o.get("keepalive_count", "3")),
-    )
+async def _ssh_session(
+    host: HostSpec, key: str, workdir: Path, artifacts: Path, local: Executor
+) -> JobSession:
+    from labgate.hosts.ssh import open_session  # asyncssh: loaded on use
+
+    return await open_session(ssh_target(host), key, workdir, artifacts)
 
 
 Problems = list[tuple[str, str, str]]
@@ -188,3 +170,6 @@ def _with_class(
     if isinstance(cls.get("flags"), list) and isinstance(own.get("flags"), list):
         merged["flags"] = [*cls["flags"], *(f for f in own["flags"] if f not in cls["flags"])]
     return merged
+
+
+SESSIONS["ssh"] = _ssh_session

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import IO
 
 from labgate.executor import HostLost, kill_group
-from labgate.hosts.config import lifecycle_of
 from labgate.model import HostSpec
 
 LIFECYCLE_TIMEOUT_S = 600.0
@@ -36,9 +35,8 @@ class HostUnfit(HostLost):
 
 def command_env(host: HostSpec) -> dict[str, str]:
     env = dict(os.environ, LABGATE_HOST=host.name)
-    address = dict(host.options).get("address")
-    if address is not None:
-        env["LABGATE_HOST_ADDRESS"] = address
+    if host.address is not None:
+        env["LABGATE_HOST_ADDRESS"] = host.address
     return env
 
 
@@ -83,7 +81,7 @@ async def run_command(
 
 async def before_job(host: HostSpec, *, exclusive: bool, cwd: Path) -> str | None:
     """Health check, then (for an exclusive job) install. Returns why the host is unfit, if so."""
-    lifecycle = lifecycle_of(host)
+    lifecycle = host.lifecycle
     if lifecycle.health:
         ok, output = await run_command(host, lifecycle.health, cwd=cwd)
         if not ok:
@@ -99,7 +97,7 @@ async def before_job(host: HostSpec, *, exclusive: bool, cwd: Path) -> str | Non
 async def console(host: HostSpec, log: Path, *, cwd: Path) -> AsyncIterator[None]:
     """Capture the host's console into ``log`` while the block runs (nothing if none is
     declared)."""
-    command = lifecycle_of(host).console
+    command = host.lifecycle.console
     if not command:
         yield
         return

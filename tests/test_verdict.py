@@ -354,9 +354,14 @@ def test_flake_rate_counts_failures_at_tuples_that_passed() -> None:
         one_step(3, B, "pass"),
         one_step(4, C, "fail"),  # never shown good: not counted
     ]
-    assert flake_rates(history, "test", "run") == pytest.approx((1 + 1) / (3 + 20))
-    assert flake_rates(history, "test") == pytest.approx((1 + 1) / (3 + 20))
+    assert flake_rate(history, "test", "run") == pytest.approx((1 + 1) / (3 + 20))
+    assert flake_rate(history, "test") == pytest.approx((1 + 1) / (3 + 20))
     assert step_flake_rates(history, "test") == {
+        "boot": pytest.approx(1 / 24),
+        "run": pytest.approx(2 / 23),
+    }
+    assert flake_rates(history, "test") == {
+        "": pytest.approx(2 / 23),
         "boot": pytest.approx(1 / 24),
         "run": pytest.approx(2 / 23),
     }

@@ -275,7 +275,7 @@ def history(
 ) -> None:
     """A job's (or step's) outcomes across BRANCH's flights, with the learned flake rates."""
     from labgate.report import render_history
-    from labgate.verdict import flake_rates, history_rows, step_flake_rates
+    from labgate.verdict import flake_rate, history_rows, step_flake_rates
 
     lab = open_lab(lab_dir)
     with open_store(lab) as store:
@@ -284,7 +284,7 @@ def history(
     if step is None:
         rates = step_flake_rates(flights, job)
     else:
-        rates = {step: flake_rates(flights, job, step)}
+        rates = {step: flake_rate(flights, job, step)}
     if json_output:
         click.echo(
             json.dumps(

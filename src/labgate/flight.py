@@ -46,7 +46,7 @@ class FlightError(Exception):
     """A flight cannot be planned or run as asked (unknown branch, job or revision)."""
 
 
-class Progress(Protocol):
+class FlightWatcher(Protocol):
     """What a flight reports as it runs (the CLI shows it live)."""
 
     def flight_started(self, flight_id: int, total: int, done: int) -> None: ...
@@ -55,7 +55,7 @@ class Progress(Protocol):
     def job_finished(self, job: str, outcome: Outcome, host: str | None) -> None: ...
 
 
-class NoProgress:
+class NoWatcher:
     def flight_started(self, flight_id: int, total: int, done: int) -> None:
         pass
 
@@ -205,12 +205,12 @@ class JobRunner:
         flight: FlightResult,
         job: StoredJob,
         host: str,
-        progress: Progress | None = None,
+        progress: FlightWatcher | None = None,
     ) -> Outcome:
         """Run one job of ``flight`` on ``host``; QUEUED means its host was lost and the job is
         queued again (for another host), CANCELLED that it was cancelled."""
         assert self.mirrors is not None
-        progress = progress or NoProgress()
+        progress = progress or NoWatcher()
         name = job.spec.name
         host_spec = self.lab.host(host)
         attempt = self.store.start_job(job.id, host)
@@ -310,7 +310,7 @@ class JobRunner:
         attempt: int,
         session: JobSession,
         workdir: Path,
-        progress: Progress,
+        progress: FlightWatcher,
     ) -> tuple[Outcome, str | None]:
         env = self._env(flight, job.spec, host, attempt, Path(session.artifacts))
         suffix = "" if attempt <= 1 else f".{attempt}"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from labgate.config import Lab
 from labgate.executor import Executor, LocalExecutor, reap_orphans
-from labgate.flight import FlightError, JobRunner, NoProgress, Progress, plan_flight
+from labgate.flight import FlightError, FlightWatcher, JobRunner, NoWatcher, plan_flight
 from labgate.git import Mirrors
 from labgate.model import Blessing, FlightResult, FlightState, HostSpec, Outcome, flight_outcome
 from labgate.schedule import blocked_reason
@@ -49,7 +49,7 @@ def controller_owner() -> str:
 @dataclass
 class _Awaited:
     result: asyncio.Future[FlightResult]
-    progress: Progress
+    progress: FlightWatcher
 
 
 @dataclass
@@ -130,7 +130,7 @@ class Flights:
         self,
         flight_id: int,
         *,
-        progress: Progress | None = None,
+        progress: FlightWatcher | None = None,
         avoid: Mapping[str, str] | None = None,
     ) -> FlightResult:
         """Submit the flight and await its end, this process's controller running its jobs
@@ -145,7 +145,7 @@ class Flights:
         if not self.runners_of(flight_id):
             await asyncio.to_thread(self._resume, flight)
         self.submit(flight_id, avoid=avoid)
-        awaited = _Awaited(asyncio.get_running_loop().create_future(), progress or NoProgress())
+        awaited = _Awaited(asyncio.get_running_loop().create_future(), progress or NoWatcher())
         self._awaited[flight_id] = awaited
         jobs = self.store.job_states([flight_id])[flight_id]
         awaited.progress.flight_started(
@@ -401,9 +401,9 @@ class Flights:
             self._away_until = stamp + self.poll_s
         return self._away_hosts
 
-    def _progress(self, flight_id: int) -> Progress:
+    def _progress(self, flight_id: int) -> FlightWatcher:
         awaited = self._awaited.get(flight_id)
-        return awaited.progress if awaited else NoProgress()
+        return awaited.progress if awaited else NoWatcher()
 
     def _mark_running(self, flight_id: int) -> None:
         if flight_id not in self._started:

@@ -32,7 +32,7 @@ from typing import Any
 from labgate.bisect.lab import BisectionResult, LabBisection
 from labgate.config import Lab
 from labgate.evidence import branch_evidence, judge
-from labgate.flight import Progress, mirrors_for
+from labgate.flight import FlightWatcher, mirrors_for
 from labgate.flights import Flights
 from labgate.git import GitError, Mirrors, authors, push_fast_forward
 from labgate.mail import Outbox, build_bisection_mail, build_flight_mail
@@ -134,7 +134,7 @@ class Gate:
     lab: Lab
     store: Store
     say: Callable[[str], None] = lambda _line: None
-    progress: Callable[[str], Progress] | None = None
+    progress: Callable[[str], FlightWatcher] | None = None
     owner: str = field(default_factory=default_owner)
     flights: Flights | None = None
     """The flights service its flights run on (``labgate serve`` shares one); default: its own."""

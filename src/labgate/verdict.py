@@ -264,9 +264,9 @@ def flake_rate(
     return _rate(_observe(history), (job, step, testcase))
 
 
-def flake_rates(history: Sequence[FlightResult], job: str, step: str | None = None) -> float:
-    """The learned flake rate of a job's step (or of the job when ``step`` is None)."""
-    return flake_rate(history, job, step)
+def flake_rates(history: Sequence[FlightResult], job: str) -> dict[str, float]:
+    """The learned flake rate of the job (key ``""``) and of each of its steps."""
+    return {"": flake_rate(history, job), **step_flake_rates(history, job)}
 
 
 def step_flake_rates(history: Sequence[FlightResult], job: str) -> dict[str, float]:

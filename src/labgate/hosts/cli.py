@@ -25,7 +25,7 @@ from labgate.commandline import (
     plan_from_options,
 )
 from labgate.config import Lab, UnknownNameError
-from labgate.hosts.lifecycle import run_command
+from labgate.hosts.lifecycle import run_lifecycle_command
 from labgate.model import Blessing, HostSpec
 from labgate.store.hosts import HostStateError
 from labgate.store.slots import BLESSING_PRIORITY
@@ -198,7 +198,7 @@ def host_power(lab_dir: Path, name: str, action: str) -> None:
     command = getattr(spec.lifecycle, key)
     if not command:
         fail(f"host {name} has no {key} command in lab.toml")
-    ok, output = asyncio.run(run_command(spec, command, cwd=lab.dir))
+    ok, output = asyncio.run(run_lifecycle_command(spec, command, cwd=lab.dir))
     click.echo(output)
     sys.exit(0 if ok else 1)
 
@@ -213,7 +213,7 @@ def host_check(lab_dir: Path, name: str) -> None:
     command = spec.lifecycle.health
     if not command:
         fail(f"host {name} has no health command in lab.toml")
-    ok, output = asyncio.run(run_command(spec, command, cwd=lab.dir))
+    ok, output = asyncio.run(run_lifecycle_command(spec, command, cwd=lab.dir))
     if ok:
         click.echo(f"host {name} healthy" + (f": {output}" if output else ""))
         return

@@ -58,7 +58,7 @@ async def _start(
     )
 
 
-async def run_command(
+async def run_lifecycle_command(
     host: HostSpec, command: str, *, cwd: Path, timeout: float = LIFECYCLE_TIMEOUT_S
 ) -> tuple[bool, str]:
     """Run a lifecycle command; (succeeded, its output, last lines first-trimmed)."""
@@ -83,11 +83,11 @@ async def before_job(host: HostSpec, *, exclusive: bool, cwd: Path) -> str | Non
     """Health check, then (for an exclusive job) install. Returns why the host is unfit, if so."""
     lifecycle = host.lifecycle
     if lifecycle.health:
-        ok, output = await run_command(host, lifecycle.health, cwd=cwd)
+        ok, output = await run_lifecycle_command(host, lifecycle.health, cwd=cwd)
         if not ok:
             return f"health check failed: {output}"
     if exclusive and lifecycle.install:
-        ok, output = await run_command(host, lifecycle.install, cwd=cwd)
+        ok, output = await run_lifecycle_command(host, lifecycle.install, cwd=cwd)
         if not ok:
             return f"install failed: {output}"
     return None

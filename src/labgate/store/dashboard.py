@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -228,24 +228,6 @@ def _flight_rows(conn: Connection, ids: Sequence[int]) -> dict[int, Any]:
         return {}
     rows = conn.execute(select(t.flight).where(t.flight.c.id.in_(ids))).all()
     return {r.id: r for r in rows}
-
-
-def flake_rates(runs: Sequence[JobRun], job: str) -> dict[str, float] | None:
-    """The learned flake rate of the job (key ``""``) and of each of its steps, from the gate's
-    ``labgate.verdict`` over these runs; None when that module does not offer it."""
-    try:
-        from labgate import verdict
-    except ImportError:
-        return None
-    job_rate = getattr(verdict, "flake_rates", None)
-    step_rates = getattr(verdict, "step_flake_rates", None)
-    if job_rate is None:
-        return None
-    history = [replace(r.flight, jobs=(r.job,)) for r in runs]
-    rates = {"": float(job_rate(history, job))}
-    if step_rates is not None:
-        rates.update({name: float(rate) for name, rate in step_rates(history, job).items()})
-    return rates
 
 
 # --- hosts ------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def history(web: Web, request: Request) -> Response:
             "branch": branch,
             "job": job,
             "runs": [r.to_json() for r in runs],
-            "flake_rates": queries.flake_rates(runs, job),
+            "flake_rates": pages.runs_flake_rates(runs, job),
         }
     )
 

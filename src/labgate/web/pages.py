@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from labgate.git import GitError, Mirrors
 from labgate.model import Blessing, FlightResult, JobResult, Outcome, StepResult
 from labgate.store import Store
 from labgate.store import dashboard as queries
+from labgate.verdict import flake_rates
 from labgate.web import graph, plots
 from labgate.web.auth import SESSION_COOKIE, Access, same_origin
 from labgate.web.logs import LiveStep, LogOutsideLogDir, log_path, read_tail, stream_log
@@ -322,6 +323,11 @@ async def cancel_flight(web: Web, request: Request) -> Response:
     return RedirectResponse(f"/flights/{flight_id}", status_code=303)
 
 
+def runs_flake_rates(runs: Sequence[queries.JobRun], job: str) -> dict[str, float]:
+    """The learned flake rates of a job (key ``""``) and its steps over these runs of it."""
+    return flake_rates([replace(r.flight, jobs=(r.job,)) for r in runs], job)
+
+
 def glob_literal(name: str) -> str:
     """A glob that matches exactly ``name``."""
     return re.sub(r"([*?\[])", r"[\1]", name)
@@ -413,7 +419,7 @@ def history_page(web: Web, request: Request) -> Response:
             "step_names": step_names,
             "shown_steps": shown,
             "cells": cells,
-            "rates": queries.flake_rates(runs, job),
+            "rates": runs_flake_rates(runs, job),
         },
     )
 

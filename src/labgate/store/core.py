@@ -458,7 +458,7 @@ class Store:
     def start_job(self, job_id: int, host: str) -> int:
         """Mark a job preparing on ``host``; returns its attempt number (1 for the first run)."""
         with self.engine.begin() as conn:
-            conn.execute(
+            attempt = conn.execute(
                 update(t.job)
                 .where(t.job.c.id == job_id)
                 .values(
@@ -469,13 +469,13 @@ class Store:
                     finished=None,
                     reason=None,
                 )
-            )
+                .returning(t.job.c.attempt)
+            ).scalar()
             conn.execute(
                 t.allocation.insert().values(
                     job_id=job_id, host=host, slots=1, started=now(), released=None
                 )
             )
-            attempt = conn.execute(select(t.job.c.attempt).where(t.job.c.id == job_id)).scalar()
         return int(attempt or 1)
 
     def finish_job(

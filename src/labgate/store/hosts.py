@@ -142,12 +142,17 @@ class HostRegistry:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._known: set[str] = set()
 
     def _ensure(self, conn: Connection, name: str) -> None:
+        if name in self._known:  # host rows are never deleted: seen once, known for good
+            return
         exists = conn.execute(
             select(t.host_status.c.name).where(t.host_status.c.name == name)
         ).first()
-        if exists is None:
+        if exists is not None:
+            self._known.add(name)
+        else:
             try:
                 with conn.begin_nested():
                     conn.execute(

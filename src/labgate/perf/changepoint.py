@@ -1,0 +1,253 @@
+"""Change points in a metric's history: where the values of later flights stopped looking like
+those of earlier ones.
+
+Pure: plain numbers in (one value a flight, oldest first: the median of a flight's repeats when a
+step ran several times), frozen `ChangePoint` values out. Whoever stores metrics passes each
+metric's history per host class and draws or reports what comes back.
+
+How: seeded binary segmentation (Kovács, Li, Bühlmann, Haubner, Munk, 2020) over a rank statistic.
+Every interval of a fixed set, at every scale from the whole series down to a few flights, is
+scanned for its best split by the standardised Wilcoxon rank-sum statistic of left against right.
+The narrowest interval whose best split is significant (its p-value, corrected for the choice
+of the split, below ``alpha``) gives a change point, and the two sides
+are searched again on their own (narrowest over threshold, Baranowski, Chen, Fryzlewicz, 2019).
+Then each change point is placed again between its neighbours (least absolute deviation from
+the sides' medians) and tested there, and the weakest is dropped until all stand. Why this shape:
+
+- Ranks, not means: heavy tails, bimodal noise and single-flight spikes move a rank sum by a
+  bounded amount, so a +30% outlier weighs no more than any value above the others, and the
+  statistic has the same null distribution whatever the noise, so one ``alpha`` holds for all.
+- A minimum segment length: no change point leaves fewer than ``min_segment`` flights on either
+  side, so one odd flight cannot become a segment of its own (the complaint about Otava).
+- Short intervals at every position: a change reverted a few flights later is seen by an interval
+  that covers only one of its two edges, where a split of the whole series sees a wash.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from labgate.perf.ranks import median, midranks
+
+DEFAULT_MIN_SEGMENT = 5
+# The largest p-value of a split that is reported. The p-value is Siegmund's approximation for the
+# maximum of a standardised two-sample statistic over all splits, which overstates it (ranks are
+# discrete and bounded); on series of 100 independent values about two in 1,000 get a false change
+# point (bench/perf.py measures it), whatever the noise, since ranks do not see the noise.
+DEFAULT_ALPHA = 0.01
+# Each scale of seeded intervals is this much shorter than the one above it.
+_DECAY = math.sqrt(0.5)
+# How far a change point may move when it is placed again between its neighbours.
+_REACH = 5
+
+
+@dataclass(frozen=True)
+class ChangePoint:
+    """``index`` is the first value after the change (0-based); ``before`` and ``after`` are
+    the medians of the segments on either side (up to the neighbouring change points); ``z`` is
+    the standardised rank-sum statistic of the split between those segments (positive: the values
+    went up)."""
+
+    index: int
+    before: float
+    after: float
+    z: float
+
+    @property
+    def relative_change(self) -> float:
+        """(after - before) / |before|; infinite when ``before`` is 0 and the values moved."""
+        if self.before == 0:
+            return 0.0 if self.after == 0 else math.copysign(math.inf, self.after)
+        return (self.after - self.before) / abs(self.before)
+
+
+def change_points(
+    values: Sequence[float],
+    *,
+    min_segment: int = DEFAULT_MIN_SEGMENT,
+    alpha: float = DEFAULT_ALPHA,
+    min_change: float = 0.0,
+) -> tuple[ChangePoint, ...]:
+    """The change points of ``values`` (one value a flight, oldest first), in order.
+
+    ``min_segment`` (at least 2) is the fewest flights a segment may have; ``alpha`` the p-value
+    (corrected for the choice of the split) below which a split is a change; a change point whose
+    relative change of the median is below ``min_change`` (0.05 for 5%) is not reported. Raises
+    ValueError on a value that is not a finite number or on settings out of range.
+    """
+    if min_segment < 2:
+        raise ValueError(f"min_segment must be at least 2, not {min_segment}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
+    if min_change < 0:
+        raise ValueError(f"min_change must not be negative, not {min_change}")
+    series = [float(value) for value in values]
+    for index, value in enumerate(series):
+        if not math.isfinite(value):
+            raise ValueError(f"value {index} is {value}, not a finite number")
+    scans: dict[tuple[int, int], tuple[int, float]] = {}
+    for start, end in _seeded_intervals(len(series), 2 * min_segment):
+        split, z = _best_split(series, start, end, min_segment)
+        scans[start, end] = split, _p_max(z, end - start, min_segment)
+    found: list[int] = []
+    _narrowest_significant(scans, 0, len(series), alpha, found)
+    return _confirmed(series, sorted(found), min_segment, alpha, min_change)
+
+
+def _seeded_intervals(length: int, shortest: int) -> list[tuple[int, int]]:
+    """Intervals [start, end) at scales length, length*decay, ... down to ``shortest``; at each
+    scale, evenly spaced and overlapping by about half."""
+    if length < shortest:
+        return []
+    intervals = {(0, length)}
+    level = 1
+    while True:
+        size = max(length * _DECAY**level, shortest)
+        count = 2 * math.ceil((1 / _DECAY) ** level) - 1
+        shift = (length - size) / (count - 1)
+        for k in range(count):
+            start = math.floor(k * shift)
+            intervals.add((start, min(length, start + math.ceil(size))))
+        if size <= shortest:
+            return sorted(intervals)
+        level += 1
+
+
+def _split_statistics(
+    series: Sequence[float], start: int, end: int, min_segment: int, standardised: bool = True
+) -> list[tuple[int, float]]:
+    """For every split t of series[start:end] leaving min_segment values on each side, the
+    standardised Wilcoxon rank-sum statistic of series[t:end] against series[start:t]."""
+    ranks, ties = midranks(series[start:end])
+    size = end - start
+    spread = (size + 1) - ties / (size * (size - 1))
+    out: list[tuple[int, float]] = []
+    left_sum = sum(ranks[: min_segment - 1])
+    for left in range(min_segment, size - min_segment + 1):
+        left_sum += ranks[left - 1]
+        right = size - left
+        variance = left * right / 12 * spread if standardised else 1.0
+        if variance <= 0:
+            out.append((start + left, 0.0))
+            continue
+        # the right side's rank sum minus its expectation, from the left side's
+        excess = left * (size + 1) / 2 - left_sum
+        out.append((start + left, excess / math.sqrt(variance)))
+    return out
+
+
+def _best_split(
+    series: Sequence[float], start: int, end: int, min_segment: int
+) -> tuple[int, float]:
+    """The split where the two sides' rank sums differ most, and its standardised statistic.
+
+    The unstandardised difference peaks at a change, however large; the standardised one is
+    flat across a large change, so its own peak can sit several flights away."""
+    excesses = _split_statistics(series, start, end, min_segment, standardised=False)
+    best = max(range(len(excesses)), key=lambda k: abs(excesses[k][1]))
+    return _split_statistics(series, start, end, min_segment)[best]
+
+
+def _narrowest_significant(
+    scans: dict[tuple[int, int], tuple[int, float]],
+    start: int,
+    end: int,
+    alpha: float,
+    found: list[int],
+) -> None:
+    """Add the split of the narrowest interval within [start, end) whose p-value is below alpha
+    (the smallest p-value among equally narrow ones), then search each side on its own."""
+    best: tuple[int, float, int] | None = None
+    for (first, last), (split, p) in scans.items():
+        if start <= first and last <= end and p < alpha:
+            key = (last - first, p, split)
+            if best is None or key < best:
+                best = key
+    if best is None:
+        return
+    split = best[2]
+    found.append(split)
+    _narrowest_significant(scans, start, split, alpha, found)
+    _narrowest_significant(scans, split, end, alpha, found)
+
+
+def _confirmed(
+    series: Sequence[float],
+    splits: list[int],
+    min_segment: int,
+    alpha: float,
+    min_change: float,
+) -> tuple[ChangePoint, ...]:
+    """Place each split again between its neighbours, test it there, drop the weakest failing
+    one and repeat until every split stands."""
+    while True:
+        splits = _relocated(series, splits, min_segment)
+        points = [_between(series, splits, k, min_segment) for k in range(len(splits))]
+        failing = [
+            k
+            for k, point in enumerate(points)
+            if _p_max(point.z, _width(splits, k, len(series)), min_segment) >= alpha
+            or abs(point.relative_change) < min_change
+        ]
+        if not failing:
+            return tuple(points)
+        del splits[min(failing, key=lambda k: abs(points[k].z))]
+
+
+def _neighbours(splits: Sequence[int], k: int, length: int) -> tuple[int, int]:
+    return (splits[k - 1] if k else 0), (splits[k + 1] if k + 1 < len(splits) else length)
+
+
+def _width(splits: Sequence[int], k: int, length: int) -> int:
+    start, end = _neighbours(splits, k, length)
+    return end - start
+
+
+def _relocated(series: Sequence[float], splits: list[int], min_segment: int) -> list[int]:
+    """Each split moved, by up to ``_REACH`` flights, to where the two sides between its
+    neighbours deviate least from their medians. Ranks find a change but place a large one
+    poorly when it sits near an end of the interval that found it; absolute deviations place it
+    to the flight and, unlike squares, let a spike pull it only as far as any other value."""
+    moved = list(splits)
+    for k in range(len(moved)):
+        start, end = _neighbours(moved, k, len(series))
+        near = range(
+            max(start + min_segment, moved[k] - _REACH),
+            min(end - min_segment, moved[k] + _REACH) + 1,
+        )
+        moved[k] = min(
+            near, key=lambda t: (_deviation(series[start:t]) + _deviation(series[t:end]), t)
+        )
+    return moved
+
+
+def _deviation(values: Sequence[float]) -> float:
+    centre = median(values)
+    return sum(abs(value - centre) for value in values)
+
+
+def _between(series: Sequence[float], splits: list[int], k: int, min_segment: int) -> ChangePoint:
+    start, end = _neighbours(splits, k, len(series))
+    split = splits[k]
+    statistics = dict(_split_statistics(series, start, end, min_segment))
+    return ChangePoint(
+        index=split,
+        before=median(series[start:split]),
+        after=median(series[split:end]),
+        z=statistics[split],
+    )
+
+
+def _p_max(z: float, size: int, min_segment: int) -> float:
+    """The chance that some split of ``size`` independent values, leaving ``min_segment`` on each
+    side, has a standardised statistic as far from 0 as ``z`` (Siegmund, 1988: the continuous
+    approximation, which errs high for ranks)."""
+    c = abs(z)
+    if c == 0:
+        return 1.0
+    t0 = min_segment / size
+    t1 = 1 - t0
+    density = math.exp(-c * c / 2) / math.sqrt(2 * math.pi)
+    return min(1.0, c * density * math.log(t1 * (1 - t0) / (t0 * (1 - t1))) + 4 * density / c)

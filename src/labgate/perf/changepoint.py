@@ -41,6 +41,7 @@ DEFAULT_ALPHA = 0.01
 _DECAY = math.sqrt(0.5)
 # How far a change point may move when it is placed again between its neighbours.
 _REACH = 5
+_PASSES = 4
 
 
 @dataclass(frozen=True)
@@ -206,20 +207,25 @@ def _width(splits: Sequence[int], k: int, length: int) -> int:
 
 
 def _relocated(series: Sequence[float], splits: list[int], min_segment: int) -> list[int]:
-    """Each split moved, by up to ``_REACH`` flights, to where the two sides between its
+    """Each split walked, ``_REACH`` flights at most a pass, to where the two sides between its
     neighbours deviate least from their medians. Ranks find a change but place a large one
     poorly when it sits near an end of the interval that found it; absolute deviations place it
-    to the flight and, unlike squares, let a spike pull it only as far as any other value."""
+    to the flight and, unlike squares, let a spike pull it only as far as any other value. The
+    walk is short so that a split does not jump to another change its neighbours do not bound."""
     moved = list(splits)
-    for k in range(len(moved)):
-        start, end = _neighbours(moved, k, len(series))
-        near = range(
-            max(start + min_segment, moved[k] - _REACH),
-            min(end - min_segment, moved[k] + _REACH) + 1,
-        )
-        moved[k] = min(
-            near, key=lambda t: (_deviation(series[start:t]) + _deviation(series[t:end]), t)
-        )
+    for _ in range(_PASSES):
+        before = list(moved)
+        for k in range(len(moved)):
+            start, end = _neighbours(moved, k, len(series))
+            near = range(
+                max(start + min_segment, moved[k] - _REACH),
+                min(end - min_segment, moved[k] + _REACH) + 1,
+            )
+            moved[k] = min(
+                near, key=lambda t: (_deviation(series[start:t]) + _deviation(series[t:end]), t)
+            )
+        if moved == before:
+            break
     return moved
 
 

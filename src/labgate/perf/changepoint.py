@@ -88,12 +88,8 @@ def change_points(
     for index, value in enumerate(series):
         if not math.isfinite(value):
             raise ValueError(f"value {index} is {value}, not a finite number")
-    scans: dict[tuple[int, int], tuple[int, float]] = {}
-    for start, end in _seeded_intervals(len(series), 2 * min_segment):
-        split, z = _best_split(series, start, end, min_segment)
-        scans[start, end] = split, _p_max(z, end - start, min_segment)
     found: list[int] = []
-    _narrowest_significant(scans, 0, len(series), alpha, found)
+    _narrowest_significant(series, 0, len(series), min_segment, alpha, {}, found)
     return _confirmed(series, sorted(found), min_segment, alpha, min_change)
 
 
@@ -152,17 +148,27 @@ def _best_split(
 
 
 def _narrowest_significant(
-    scans: dict[tuple[int, int], tuple[int, float]],
+    series: Sequence[float],
     start: int,
     end: int,
+    min_segment: int,
     alpha: float,
+    scans: dict[tuple[int, int], tuple[int, float]],
     found: list[int],
 ) -> None:
-    """Add the split of the narrowest interval within [start, end) whose p-value is below alpha
-    (the smallest p-value among equally narrow ones), then search each side on its own."""
+    """Add the split of the narrowest seeded interval of [start, end) whose p-value is below
+    alpha (the smallest p-value among equally narrow ones), then search each side on its own,
+    with intervals seeded afresh there: the two edges of a short-lived change must each be
+    found by an interval that ends at the other. ``scans`` keeps each interval's best split and
+    p-value, since the seeds of a side and of the whole often coincide."""
     best: tuple[int, float, int] | None = None
-    for (first, last), (split, p) in scans.items():
-        if start <= first and last <= end and p < alpha:
+    for first, last in _seeded_intervals(end - start, 2 * min_segment):
+        interval = (start + first, start + last)
+        if interval not in scans:
+            split, z = _best_split(series, *interval, min_segment)
+            scans[interval] = split, _p_max(z, last - first, min_segment)
+        split, p = scans[interval]
+        if p < alpha:
             key = (last - first, p, split)
             if best is None or key < best:
                 best = key
@@ -170,8 +176,8 @@ def _narrowest_significant(
         return
     split = best[2]
     found.append(split)
-    _narrowest_significant(scans, start, split, alpha, found)
-    _narrowest_significant(scans, split, end, alpha, found)
+    _narrowest_significant(series, start, split, min_segment, alpha, scans, found)
+    _narrowest_significant(series, split, end, min_segment, alpha, scans, found)
 
 
 def _confirmed(

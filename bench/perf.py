@@ -42,6 +42,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -161,7 +162,7 @@ def generate(model: str, repeats: int, rng: random.Random) -> Series:
     count = rng.randrange(4)
     while True:
         starts = sorted(rng.randrange(MIN_GAP, FLIGHTS - MIN_GAP + 1) for _ in range(count))
-        if all(b - a >= MIN_GAP for a, b in zip(starts, starts[1:], strict=False)):
+        if all(b - a >= MIN_GAP for a, b in itertools.pairwise(starts)):
             break
     steps: dict[int, float] = {}  # index -> relative step of the level
     sizes: dict[int, float] = {}
@@ -285,18 +286,18 @@ WORK_SLOW = """def work(n):
     total = 0
     for i in range(n):
         total += (i * i) % 7
-    for i in range(n // 10):  # a check someone added: 10% more work
+    for i in range(int(n * {share})):  # a check someone added
         total -= (i * i) % 7
     return total
 """
 
 
 def real_series(
-    commits: int, slow_from: int, repeats: int, size: int
+    commits: int, slow_from: int, slowdown: float, repeats: int, size: int
 ) -> tuple[list[float], list[str]]:
     """Median CPU seconds of ``repeats`` runs of a small program at each of ``commits`` commits of a
-    repository made here; from commit ``slow_from`` on, the program does 10% more work. Every
-    other commit only edits a README."""
+    repository made here; from commit ``slow_from`` on, the program does ``slowdown`` (0.1: 10%)
+    more work. Every other commit only edits a README."""
     env = {
         "GIT_AUTHOR_NAME": "Bench",
         "GIT_AUTHOR_EMAIL": "bench@example.org",
@@ -309,7 +310,9 @@ def real_series(
         (repo / "bench.py").write_text(WORK_PY)
         shas = []
         for k in range(commits):
-            (repo / "work.py").write_text(WORK_SLOW if k >= slow_from else WORK_FAST)
+            (repo / "work.py").write_text(
+                WORK_SLOW.format(share=slowdown) if k >= slow_from else WORK_FAST
+            )
             (repo / "README").write_text(f"release notes, revision {k}\n")
             git(["add", "-A"], cwd=repo)
             git(["commit", "-q", "-m", f"commit {k}"], cwd=repo, env=env)
@@ -351,9 +354,7 @@ def report_cells(
         scores[name] = {}
         for (model, repeats), series in data.items():
             score = Score()
-            for one, (indices, ms) in zip(
-                series, detect([s.values for s in series]), strict=True
-            ):
+            for one, (indices, ms) in zip(series, detect([s.values for s in series]), strict=True):
                 score.add(one, indices, ms)
             scores[name][model, repeats] = score
             recalls = " ".join(f"{score.recall(s):>7.2f}" for s in STEP_SIZES)
@@ -385,28 +386,29 @@ def report_targets(scores: dict[tuple[str, int], Score]) -> bool:
 
 def report_null(count: int, seed: int) -> None:
     rng = random.Random(f"{seed}:null")
-    alarms = sum(
-        len(change_points([rng.random() for _ in range(FLIGHTS)])) for _ in range(count)
-    )
+    alarms = sum(len(change_points([rng.random() for _ in range(FLIGHTS)])) for _ in range(count))
     print(
         f"\nlabgate on {count:,} series of {FLIGHTS} independent values:"
         f" {alarms} false change points"
     )
 
 
-def report_real(methods: dict[str, Detector], commits: int, slow_from: int, size: int) -> None:
+def report_real(
+    methods: dict[str, Detector], commits: int, slow_from: int, slowdown: float, size: int
+) -> None:
     started = time.monotonic()
-    values, shas = real_series(commits, slow_from, 5, size)
+    values, shas = real_series(commits, slow_from, slowdown, 5, size)
     load = os.getloadavg()
     print(
-        f"\nreal series: {commits} commits, the median of 5 timed runs at each, 10% more work"
+        f"\nreal series: {commits} commits, the median CPU time of 5 runs at each,"
+        f" {slowdown:.0%} more work"
         f" from commit {slow_from} ({shas[slow_from][:12]}) on, every other commit a README"
         f" edit; {time.monotonic() - started:.0f} s, load average"
         f" {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (a shared machine)"
     )
-    print("  ms: " + " ".join(f"{v * 1000:.1f}" for v in values))
+    print("  ms: " + " ".join(f"{v * 1000:.0f}" for v in values))
     for name, detect in methods.items():
-        [(indices, ms)] = detect([values])
+        [(indices, _ms)] = detect([values])
         verdict = "found" if any(abs(i - slow_from) <= TOLERANCE for i in indices) else "MISSED"
         print(f"  {name:<10} change points at commits {indices}: planted slowdown {verdict}")
 
@@ -424,8 +426,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path.home() / ".cache" / "labgate-bench-perf",
         help="where the outside methods' environments are made",
     )
-    parser.add_argument("--commits", type=int, default=40, help="commits of the real series")
-    parser.add_argument("--work", type=int, default=300_000, help="loop size of the real program")
+    parser.add_argument("--commits", type=int, default=60, help="commits of the real series")
+    parser.add_argument(
+        "--slowdown", type=float, default=0.20, help="the real series' planted slowdown (0.1: 10%%)"
+    )
+    parser.add_argument("--work", type=int, default=1_000_000, help="loop size of the real program")
     parser.add_argument("--no-real", action="store_true", help="skip the real series")
     parser.add_argument("--quick", action="store_true", help="40 series a cell")
     args = parser.parse_args(argv)
@@ -457,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "labgate" in methods:
         report_null(1000, args.seed)
     if not args.no_real:
-        report_real(methods, args.commits, args.commits * 3 // 5, args.work)
+        report_real(methods, args.commits, args.commits * 3 // 5, args.slowdown, args.work)
     load = os.getloadavg()
     print(
         f"\n{time.monotonic() - started:.0f} s; load average at end"

@@ -121,7 +121,8 @@ def _split_statistics(
     series: Sequence[float], start: int, end: int, min_segment: int, standardised: bool = True
 ) -> list[tuple[int, float]]:
     """For every split t of series[start:end] leaving min_segment values on each side, the
-    standardised Wilcoxon rank-sum statistic of series[t:end] against series[start:t]."""
+    Wilcoxon rank-sum statistic of series[t:end] against series[start:t]: the right side's rank
+    sum minus its expectation, divided by its standard deviation when ``standardised``."""
     ranks, ties = midranks(series[start:end])
     size = end - start
     spread = (size + 1) - ties / (size * (size - 1))
@@ -134,7 +135,7 @@ def _split_statistics(
         if variance <= 0:
             out.append((start + left, 0.0))
             continue
-        # the right side's rank sum minus its expectation, from the left side's
+        # from the left side's rank sum: the right side's is the rest of all ranks
         excess = left * (size + 1) / 2 - left_sum
         out.append((start + left, excess / math.sqrt(variance)))
     return out

@@ -162,19 +162,20 @@ def _narrowest_significant(
     scans: dict[tuple[int, int], tuple[int, float]],
     found: list[int],
 ) -> None:
-    """Add the split of the narrowest seeded interval of [start, end) whose p-value is below
-    alpha (the smallest p-value among equally narrow ones), then search each side on its own,
-    with intervals seeded afresh there: the two edges of a short-lived change must each be
-    found by an interval that ends at the other. ``scans`` keeps each interval's best split and
-    p-value, since the seeds of a side and of the whole often coincide."""
-    best: tuple[int, float, int] | None = None
+    """Add the split of the narrowest interval within [start, end) whose p-value is below alpha
+    (the smallest p-value among equally narrow ones), then search each side on its own. The
+    intervals are those seeded for [start, end) and every one scanned before that lies within
+    it: the two edges of a short-lived change must each be found by an interval that ends at the
+    other, which seeds made afresh for the side provide. ``scans`` keeps each interval's best
+    split and p-value."""
     for first, last in _seeded_intervals(end - start, 2 * min_segment):
         interval = (start + first, start + last)
         if interval not in scans:
             split, z = _best_split(series, *interval, min_segment)
             scans[interval] = split, _p_max(z, last - first, min_segment)
-        split, p = scans[interval]
-        if p < alpha:
+    best: tuple[int, float, int] | None = None
+    for (first, last), (split, p) in scans.items():
+        if start <= first and last <= end and p < alpha:
             key = (last - first, p, split)
             if best is None or key < best:
                 best = key

@@ -130,3 +130,21 @@ def test_bad_input_is_refused_saying_what_is_wrong(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         compare(baseline, current, **options)  # type: ignore[arg-type]
+
+
+def test_one_run_cannot_be_judged_and_buys_the_fewest_that_could_be() -> None:
+    baseline = runs(100.0, 20, 15)
+    verdict = compare(baseline, [130.0])
+    assert verdict.difference is Difference.UNKNOWN
+    assert verdict.p_value > 0.01  # 1 run above 20: p = 2/21 for either test, doubled
+    # 3 runs above 20 reach 2 * 2/C(23, 3) = 0.0023 <= 0.01, 2 runs only 0.017
+    assert verdict.extra_repeats == 2
+    assert compare(baseline, [130.0, 131.0, 129.0]).regressed
+    assert compare(baseline, [130.0], max_repeats=2).extra_repeats == 1
+
+
+def test_two_runs_a_side_cannot_bound_the_change_and_at_least_double() -> None:
+    verdict = compare([100.0, 101.0], [104.0, 103.0])
+    assert math.isinf(verdict.change_high)
+    assert verdict.difference is Difference.UNKNOWN
+    assert verdict.extra_repeats == 5

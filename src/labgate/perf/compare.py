@@ -39,6 +39,8 @@ DEFAULT_MAX_REPEATS = 40
 EQUIVALENCE_CONFIDENCE = 0.90
 # Exact Kolmogorov–Smirnov p-values count lattice paths, O(n*m) big-integer additions.
 _EXACT_KS_LIMIT = 250_000
+# Extra runs asked for, at the least, when the runs so far cannot bound the change at all.
+_FIRST_BUY = 5
 _NORMAL = NormalDist()
 
 
@@ -116,7 +118,14 @@ def compare(
     extra = 0
     if difference is Difference.UNKNOWN:
         extra = _extra_repeats(
-            len(baseline), len(current), change, change_low, change_high, min_change, max_repeats
+            len(baseline),
+            len(current),
+            change,
+            change_low,
+            change_high,
+            min_change,
+            alpha,
+            max_repeats,
         )
     return Comparison(
         difference=difference,
@@ -146,24 +155,42 @@ def _extra_repeats(
     low: float,
     high: float,
     min_change: float,
+    alpha: float,
     max_repeats: int,
 ) -> int:
     """Runs to add to the current side so that the interval, shrinking as sqrt(1/n + 1/m), would
-    decide: narrower than the distance from the estimate to ``min_change`` (to say SAME) or to 0
-    (to say DIFFERENT). At least one, at most what ``max_repeats`` leaves."""
+    decide: to say SAME, the 90% interval narrower than the distance from the estimate to
+    ``min_change``; to say DIFFERENT, the interval at the tests' level narrower than the
+    distance to 0, and enough runs that fully separated samples could reach ``alpha`` at all.
+    At least one, at most what ``max_repeats`` leaves; 0 when it leaves none."""
     room = max_repeats - n_current
     if room <= 0:
         return 0
-    target = abs(change) if abs(change) >= min_change else min_change - abs(change)
-    target = max(target, min_change / 4)
     half = (high - low) / 2
-    if not math.isfinite(half) or n_current < 2:
-        return room if n_current < 2 else min(room, n_current)
+    if not math.isfinite(half):
+        # too few runs to bound the change at all: at least double them
+        return min(room, max(n_current, _FIRST_BUY))
+    fewest = n_current + 1
+    if abs(change) >= min_change:
+        target = abs(change)
+        # the p-value is doubled, two-sided: the interval that must exclude 0 is 1 - alpha/2 wide
+        half *= _NORMAL.inv_cdf(1 - alpha / 4) / _NORMAL.inv_cdf(0.5 + EQUIVALENCE_CONFIDENCE / 2)
+        fewest = max(fewest, _fewest_runs(n_baseline, alpha))
+    else:
+        target = max(min_change - abs(change), min_change / 4)
     # (1/nb + 1/nc') must fall to (1/nb + 1/nc) * (target/half)**2
     wanted = (1 / n_baseline + 1 / n_current) * (target / half) ** 2 - 1 / n_baseline
-    if wanted <= 0:
-        return room
-    return max(1, min(room, math.ceil(1 / wanted - n_current)))
+    needed = math.ceil(1 / wanted) if wanted > 0 else max_repeats
+    return min(room, max(needed, fewest) - n_current)
+
+
+def _fewest_runs(n_baseline: int, alpha: float) -> int:
+    """The fewest runs whose doubled smallest possible p-value (every run beyond every baseline
+    run: 2 / C(n + m, n) for either test) is at most alpha."""
+    n = 1
+    while 4 / math.comb(n + n_baseline, n) > alpha and n < DEFAULT_MAX_REPEATS * 10:
+        n += 1
+    return n
 
 
 def mann_whitney_p(first: Sequence[float], second: Sequence[float]) -> float:

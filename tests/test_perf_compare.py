@@ -148,3 +148,22 @@ def test_two_runs_a_side_cannot_bound_the_change_and_at_least_double() -> None:
     assert math.isinf(verdict.change_high)
     assert verdict.difference is Difference.UNKNOWN
     assert verdict.extra_repeats == 5
+
+
+@pytest.mark.parametrize("noise", ["normal", "bimodal", "cauchy"])
+def test_runs_of_one_distribution_are_seldom_called_different(noise: str) -> None:
+    rng = random.Random(noise)
+
+    def run() -> float:
+        if noise == "bimodal":
+            return (130.0 if rng.random() < 0.3 else 100.0) + rng.gauss(0, 1)
+        if noise == "cauchy":
+            return 100.0 + math.tan(math.pi * (rng.random() - 0.5))
+        return 100.0 * (1 + rng.gauss(0, 0.05))
+
+    verdicts = [
+        compare([run() for _ in range(10)], [run() for _ in range(10)], min_change=0.01)
+        for _ in range(500)
+    ]
+    # alpha is 0.01 and a change of 1% is enough to count: about 5 in 500 by chance alone
+    assert sum(verdict.difference is Difference.DIFFERENT for verdict in verdicts) <= 8

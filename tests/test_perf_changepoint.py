@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labgate.perf.changepoint import ChangePoint, change_points
+from labgate.perf.ranks import rank_sum_tail
 
 
 def flights(levels: list[tuple[int, float]], noise: float, seed: int) -> list[float]:
@@ -169,3 +170,13 @@ def test_a_slowdown_measured_on_a_shared_machine_is_found_beside_a_load_shift() 
     load_eased, slowdown = change_points([float(ms) for ms in measured.split()])
     assert abs(load_eased.index - 23) <= 1 and load_eased.relative_change < -0.15
     assert slowdown.index == 36 and 0.08 < slowdown.relative_change < 0.2
+
+
+def test_exact_rank_sum_tails() -> None:
+    # 5 against 5, fully separated: 2 of the C(10, 5) = 252 orders are as extreme
+    assert rank_sum_tail(5, 5, 12.5) == pytest.approx(2 / 252)
+    # one value against three: U is 0, 1, 2 or 3 with one order each
+    assert rank_sum_tail(1, 3, 1.5) == pytest.approx(0.5)
+    assert rank_sum_tail(1, 3, 0.5) == pytest.approx(1.0)
+    assert rank_sum_tail(3, 1, 1.5) == pytest.approx(0.5)
+    assert rank_sum_tail(4, 6, 0) == 1.0

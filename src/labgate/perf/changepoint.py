@@ -31,11 +31,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from labgate.perf.ranks import median, midranks
+from labgate.perf.ranks import median, midranks, rank_sum_tail
 
 DEFAULT_MIN_SEGMENT = 5
-# The largest p-value of a split that is reported (see _p_max). Ranks do not see the noise, so
-# this holds whatever the noise: on 1,000 series of 100 independent values, no false change point
+# The largest p-value of a split that is reported (see _p_split). Ranks do not see the noise, so
+# this holds whatever the noise: on 1,000 series of 100 independent values, 2 false change points
 # (bench/perf.py measures it). 0.002 rather than 0.005: false alarms beside real changes (a weak
 # change placed 3 flights off) fall by a third, and by half in the worst noise, for up to 6 points
 # of recall on 5% steps (bench/perf.py, 200 series a cell).
@@ -47,6 +47,8 @@ _REACH = 5
 _PASSES = 4
 # Points of the midpoint rule in _p_max.
 _NODES = 16
+# The longest interval whose splits also get exact p-values (their cost grows as its cube).
+_EXACT_SIZE = 40
 
 
 @dataclass(frozen=True)
@@ -118,39 +120,59 @@ def _seeded_intervals(length: int, shortest: int) -> list[tuple[int, int]]:
 
 
 def _split_statistics(
-    series: Sequence[float], start: int, end: int, min_segment: int, standardised: bool = True
-) -> list[tuple[int, float]]:
+    series: Sequence[float], start: int, end: int, min_segment: int
+) -> list[tuple[int, float, float]]:
     """For every split t of series[start:end] leaving min_segment values on each side, the
-    Wilcoxon rank-sum statistic of series[t:end] against series[start:t]: the right side's rank
-    sum minus its expectation, divided by its standard deviation when ``standardised``."""
+    Wilcoxon rank-sum statistic of series[t:end] against series[start:t]: (t, the right side's
+    rank sum minus its expectation, that divided by its standard deviation)."""
     ranks, ties = midranks(series[start:end])
     size = end - start
     spread = (size + 1) - ties / (size * (size - 1))
-    out: list[tuple[int, float]] = []
+    out: list[tuple[int, float, float]] = []
     left_sum = sum(ranks[: min_segment - 1])
     for left in range(min_segment, size - min_segment + 1):
         left_sum += ranks[left - 1]
-        right = size - left
-        variance = left * right / 12 * spread if standardised else 1.0
-        if variance <= 0:
-            out.append((start + left, 0.0))
-            continue
+        variance = left * (size - left) / 12 * spread
         # from the left side's rank sum: the right side's is the rest of all ranks
         excess = left * (size + 1) / 2 - left_sum
-        out.append((start + left, excess / math.sqrt(variance)))
+        z = excess / math.sqrt(variance) if variance > 0 else 0.0
+        out.append((start + left, excess, z))
     return out
 
 
 def _best_split(
     series: Sequence[float], start: int, end: int, min_segment: int
 ) -> tuple[int, float]:
-    """The split where the two sides' rank sums differ most, and its standardised statistic.
+    """The split where the two sides' rank sums differ most, and its p-value (corrected for the
+    choice of the split).
 
     The unstandardised difference peaks at a change, however large; the standardised one is
     flat across a large change, so its own peak can sit several flights away."""
-    excesses = _split_statistics(series, start, end, min_segment, standardised=False)
-    best = max(range(len(excesses)), key=lambda k: abs(excesses[k][1]))
-    return _split_statistics(series, start, end, min_segment)[best]
+    scan = _split_statistics(series, start, end, min_segment)
+    split, _, _ = max(scan, key=lambda s: abs(s[1]))
+    return split, _p_split(series, start, end, split, min_segment, scan)
+
+
+def _p_split(
+    series: Sequence[float],
+    start: int,
+    end: int,
+    split: int,
+    min_segment: int,
+    scan: list[tuple[int, float, float]] | None = None,
+) -> float:
+    """The p-value of the split of series[start:end] at ``split``, corrected for its choice
+    among all splits: the smaller of Siegmund's approximation and, on a short interval without
+    ties, the exact chance at one split times the number of splits. Ranks are bounded, so on a
+    short interval their tails are much thinner than the normal ones Siegmund's assumes."""
+    if scan is None:
+        scan = _split_statistics(series, start, end, min_segment)
+    _, excess, z = next(s for s in scan if s[0] == split)
+    size = end - start
+    p = _p_max(z, size, min_segment)
+    if size <= _EXACT_SIZE and len(set(series[start:end])) == size:
+        p = min(p, len(scan) * rank_sum_tail(split - start, end - split, excess))
+    return p
 
 
 def _narrowest_significant(
@@ -164,19 +186,25 @@ def _narrowest_significant(
 ) -> None:
     """Add the split of the narrowest interval within [start, end) whose p-value is below alpha
     (the smallest p-value among equally narrow ones), then search each side on its own. The
-    intervals are those seeded for [start, end) and every one scanned before that lies within
-    it: the two edges of a short-lived change must each be found by an interval that ends at the
-    other, which seeds made afresh for the side provide. ``scans`` keeps each interval's best
-    split and p-value."""
-    for first, last in _seeded_intervals(end - start, 2 * min_segment):
-        interval = (start + first, start + last)
-        if interval not in scans:
-            split, z = _best_split(series, *interval, min_segment)
-            scans[interval] = split, _p_max(z, last - first, min_segment)
+    intervals are those seeded for [start, end), and every one scanned before, cut to [start,
+    end): the other edge of a short-lived change, once one edge is a split, is found by an
+    interval that ends at that split. ``scans`` keeps each interval's best split and p-value."""
+    shortest = 2 * min_segment
+    intervals = {
+        (start + first, start + last) for first, last in _seeded_intervals(end - start, shortest)
+    }
+    intervals.update(
+        (max(first, start), min(last, end))
+        for first, last in scans
+        if min(last, end) - max(first, start) >= shortest
+    )
     best: tuple[int, float, int] | None = None
-    for (first, last), (split, p) in scans.items():
-        if start <= first and last <= end and p < alpha:
-            key = (last - first, p, split)
+    for interval in intervals:
+        if interval not in scans:
+            scans[interval] = _best_split(series, *interval, min_segment)
+        split, p = scans[interval]
+        if p < alpha:
+            key = (interval[1] - interval[0], p, split)
             if best is None or key < best:
                 best = key
     if best is None:
@@ -202,7 +230,8 @@ def _confirmed(
         failing = [
             k
             for k, point in enumerate(points)
-            if _p_max(point.z, _width(splits, k, len(series)), min_segment) >= alpha
+            if _p_split(series, *_neighbours(splits, k, len(series)), point.index, min_segment)
+            >= alpha
             or abs(point.relative_change) < min_change
         ]
         if not failing:
@@ -212,11 +241,6 @@ def _confirmed(
 
 def _neighbours(splits: Sequence[int], k: int, length: int) -> tuple[int, int]:
     return (splits[k - 1] if k else 0), (splits[k + 1] if k + 1 < len(splits) else length)
-
-
-def _width(splits: Sequence[int], k: int, length: int) -> int:
-    start, end = _neighbours(splits, k, length)
-    return end - start
 
 
 def _relocated(series: Sequence[float], splits: list[int], min_segment: int) -> list[int]:
@@ -250,12 +274,12 @@ def _deviation(values: Sequence[float]) -> float:
 def _between(series: Sequence[float], splits: list[int], k: int, min_segment: int) -> ChangePoint:
     start, end = _neighbours(splits, k, len(series))
     split = splits[k]
-    statistics = dict(_split_statistics(series, start, end, min_segment))
+    _, _, z = next(s for s in _split_statistics(series, start, end, min_segment) if s[0] == split)
     return ChangePoint(
         index=split,
         before=median(series[start:split]),
         after=median(series[split:end]),
-        z=statistics[split],
+        z=z,
     )
 
 

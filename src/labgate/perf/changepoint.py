@@ -11,9 +11,9 @@ evenly spaced places, are each scanned for their best split by the Wilcoxon rank
 of left against right. The narrowest interval whose best split is significant (its p-value,
 corrected for the choice of the split, below ``alpha``) gives a change point (narrowest over
 threshold, Baranowski, Chen, Fryzlewicz, 2019), and each side is searched again with intervals
-seeded afresh within it. Then each change point is placed again between its neighbours (least
-absolute deviation from the sides' medians) and tested there, and the weakest is dropped until
-all stand. Why this shape:
+seeded afresh within it and those already scanned, cut to it. Then each change point is placed
+again between its neighbours by least absolute deviation and tested there, and the weakest is
+dropped until all stand. Why this shape:
 
 - Ranks, not means: heavy tails, bimodal noise and single-flight spikes move a rank sum by a
   bounded amount, so a +30% outlier weighs no more than any value above the others, and the

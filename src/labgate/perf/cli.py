@@ -42,9 +42,10 @@ def perf_group() -> None:
     help="Smallest relative change of the median to report (0.05: 5%).",
 )
 def changepoints_command(min_segment: int, alpha: float, min_change: float) -> None:
-    """Read one JSON array of numbers per line on stdin (a metric's values, oldest first); print
-    for each a JSON array of the 0-based indices i where value i is the first after a change.
+    """Change points of each history read on stdin.
 
+    Reads one JSON array of numbers per line on stdin (a metric's values, oldest first); prints
+    for each a JSON array of the 0-based indices i where value i is the first after a change.
     Each answer is flushed before the next line is read. A line that is not such an array ends
     the command with exit status 2 and a message naming the line.
     """

@@ -29,6 +29,7 @@ from labgate.commandline import (
 )
 from labgate.config import Lab, render_plan
 from labgate.model import FlightResult, FlightState, Outcome
+from labgate.perf.cli import perf_group
 from labgate.progress import FlightProgress
 from labgate.store import Store, StoreError
 from labgate.text import flight_table, flights_table, revisions_table
@@ -46,6 +47,7 @@ def main() -> None:
 
 
 main.add_command(bisect_group)
+main.add_command(perf_group)
 
 
 @main.command()

@@ -1,0 +1,303 @@
+"""Change points in a metric's history: where the values of later flights stopped looking like
+those of earlier ones.
+
+Pure: plain numbers in (one value a flight, oldest first: the median of a flight's repeats when a
+step ran several times), frozen `ChangePoint` values out. Whoever stores metrics passes each
+metric's history per host class and draws or reports what comes back.
+
+How: seeded binary segmentation (Kovács, Li, Bühlmann, Haubner, Munk, 2020) over a rank statistic.
+Seeded intervals, at every scale from the whole series down to twice ``min_segment`` and at
+evenly spaced places, are each scanned for their best split by the Wilcoxon rank-sum statistic
+of left against right. The narrowest interval whose best split is significant (its p-value,
+corrected for the choice of the split, below ``alpha``) gives a change point (narrowest over
+threshold, Baranowski, Chen, Fryzlewicz, 2019), and each side is searched again with intervals
+seeded afresh within it and those already scanned, cut to it. Then each change point is placed
+again between its neighbours by least absolute deviation and tested there, and the weakest is
+dropped until all stand. Why this shape:
+
+- Ranks, not means: heavy tails, bimodal noise and single-flight spikes move a rank sum by a
+  bounded amount, so a +30% outlier weighs no more than any value above the others, and the
+  statistic has the same null distribution whatever the noise, so one ``alpha`` holds for all.
+- A minimum segment length: no change point leaves fewer than ``min_segment`` flights on either
+  side, so one odd flight cannot become a segment of its own (the complaint about Otava).
+- Short intervals at every position: a change reverted a few flights later is seen by an interval
+  that covers only one of its two edges, where a split of the whole series sees a wash; the
+  other edge, by an interval seeded within the side that the first split left.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from labgate.perf.ranks import median, midranks, rank_sum_tail
+
+DEFAULT_MIN_SEGMENT = 5
+# The largest p-value of a split that is reported (see _p_split). Ranks do not see the noise, so
+# this holds whatever the noise: on 1,000 series of 100 independent values, 2 false change points
+# (bench/perf.py measures it). 0.002 rather than 0.005: false alarms beside real changes (a weak
+# change placed 3 flights off) fall by a third, and by half in the worst noise, for up to 6 points
+# of recall on 5% steps (bench/perf.py, 200 series a cell).
+DEFAULT_ALPHA = 0.002
+# Each scale of seeded intervals is this much shorter than the one above it.
+_DECAY = math.sqrt(0.5)
+# How far a change point may move when it is placed again between its neighbours.
+_REACH = 5
+_PASSES = 4
+# Points of the midpoint rule in _p_max.
+_NODES = 16
+# The longest interval whose splits also get exact p-values (their cost grows as its cube).
+_EXACT_SIZE = 40
+
+
+@dataclass(frozen=True)
+class ChangePoint:
+    """``index`` is the first value after the change (0-based); ``before`` and ``after`` are
+    the medians of the segments on either side (up to the neighbouring change points); ``z`` is
+    the standardised rank-sum statistic of the split between those segments (positive: the values
+    went up)."""
+
+    index: int
+    before: float
+    after: float
+    z: float
+
+    @property
+    def relative_change(self) -> float:
+        """(after - before) / |before|; infinite when ``before`` is 0 and the values moved."""
+        if self.before == 0:
+            return 0.0 if self.after == 0 else math.copysign(math.inf, self.after)
+        return (self.after - self.before) / abs(self.before)
+
+
+def change_points(
+    values: Sequence[float],
+    *,
+    min_segment: int = DEFAULT_MIN_SEGMENT,
+    alpha: float = DEFAULT_ALPHA,
+    min_change: float = 0.0,
+) -> tuple[ChangePoint, ...]:
+    """The change points of ``values`` (one value a flight, oldest first), in order.
+
+    ``min_segment`` (at least 2) is the fewest flights a segment may have; ``alpha`` the p-value
+    (corrected for the choice of the split) below which a split is a change; a change point whose
+    relative change of the median is below ``min_change`` (0.05 for 5%) is not reported. Raises
+    ValueError on a value that is not a finite number or on settings out of range.
+    """
+    if min_segment < 2:
+        raise ValueError(f"min_segment must be at least 2, not {min_segment}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
+    if min_change < 0:
+        raise ValueError(f"min_change must not be negative, not {min_change}")
+    series = [float(value) for value in values]
+    for index, value in enumerate(series):
+        if not math.isfinite(value):
+            raise ValueError(f"value {index} is {value}, not a finite number")
+    found: list[int] = []
+    _narrowest_significant(series, 0, len(series), min_segment, alpha, {}, found)
+    return _confirmed(series, sorted(found), min_segment, alpha, min_change)
+
+
+def _seeded_intervals(length: int, shortest: int) -> list[tuple[int, int]]:
+    """Intervals [start, end) at scales length, length*decay, ... down to ``shortest``; at each
+    scale, evenly spaced and overlapping by about half."""
+    if length < shortest:
+        return []
+    intervals = {(0, length)}
+    level = 1
+    while True:
+        size = max(length * _DECAY**level, shortest)
+        count = 2 * math.ceil((1 / _DECAY) ** level) - 1
+        shift = (length - size) / (count - 1)
+        for k in range(count):
+            start = math.floor(k * shift)
+            intervals.add((start, min(length, start + math.ceil(size))))
+        if size <= shortest:
+            return sorted(intervals)
+        level += 1
+
+
+def _split_statistics(
+    series: Sequence[float], start: int, end: int, min_segment: int
+) -> list[tuple[int, float, float]]:
+    """For every split t of series[start:end] leaving min_segment values on each side, the
+    Wilcoxon rank-sum statistic of series[t:end] against series[start:t]: (t, the right side's
+    rank sum minus its expectation, that divided by its standard deviation)."""
+    ranks, ties = midranks(series[start:end])
+    size = end - start
+    spread = (size + 1) - ties / (size * (size - 1))
+    out: list[tuple[int, float, float]] = []
+    left_sum = sum(ranks[: min_segment - 1])
+    for left in range(min_segment, size - min_segment + 1):
+        left_sum += ranks[left - 1]
+        variance = left * (size - left) / 12 * spread
+        # from the left side's rank sum: the right side's is the rest of all ranks
+        excess = left * (size + 1) / 2 - left_sum
+        z = excess / math.sqrt(variance) if variance > 0 else 0.0
+        out.append((start + left, excess, z))
+    return out
+
+
+def _best_split(
+    series: Sequence[float], start: int, end: int, min_segment: int
+) -> tuple[int, float]:
+    """The split where the two sides' rank sums differ most, and its p-value (corrected for the
+    choice of the split).
+
+    The unstandardised difference peaks at a change, however large; the standardised one is
+    flat across a large change, so its own peak can sit several flights away."""
+    scan = _split_statistics(series, start, end, min_segment)
+    split, _, _ = max(scan, key=lambda s: abs(s[1]))
+    return split, _p_split(series, start, end, split, min_segment, scan)
+
+
+def _p_split(
+    series: Sequence[float],
+    start: int,
+    end: int,
+    split: int,
+    min_segment: int,
+    scan: list[tuple[int, float, float]] | None = None,
+) -> float:
+    """The p-value of the split of series[start:end] at ``split``, corrected for its choice
+    among all splits: the smaller of Siegmund's approximation and, on a short interval without
+    ties, the exact chance at one split times the number of splits. Ranks are bounded, so on a
+    short interval their tails are much thinner than the normal ones Siegmund's assumes."""
+    if scan is None:
+        scan = _split_statistics(series, start, end, min_segment)
+    _, excess, z = next(s for s in scan if s[0] == split)
+    size = end - start
+    p = _p_max(z, size, min_segment)
+    if size <= _EXACT_SIZE and len(set(series[start:end])) == size:
+        p = min(p, len(scan) * rank_sum_tail(split - start, end - split, excess))
+    return p
+
+
+def _narrowest_significant(
+    series: Sequence[float],
+    start: int,
+    end: int,
+    min_segment: int,
+    alpha: float,
+    scans: dict[tuple[int, int], tuple[int, float]],
+    found: list[int],
+) -> None:
+    """Add the split of the narrowest interval within [start, end) whose p-value is below alpha
+    (the smallest p-value among equally narrow ones), then search each side on its own. The
+    intervals are those seeded for [start, end), and every one scanned before, cut to [start,
+    end): the other edge of a short-lived change, once one edge is a split, is found by an
+    interval that ends at that split. ``scans`` keeps each interval's best split and p-value."""
+    shortest = 2 * min_segment
+    intervals = {
+        (start + first, start + last) for first, last in _seeded_intervals(end - start, shortest)
+    }
+    intervals.update(
+        (max(first, start), min(last, end))
+        for first, last in scans
+        if min(last, end) - max(first, start) >= shortest
+    )
+    best: tuple[int, float, int] | None = None
+    for interval in intervals:
+        if interval not in scans:
+            scans[interval] = _best_split(series, *interval, min_segment)
+        split, p = scans[interval]
+        if p < alpha:
+            key = (interval[1] - interval[0], p, split)
+            if best is None or key < best:
+                best = key
+    if best is None:
+        return
+    split = best[2]
+    found.append(split)
+    _narrowest_significant(series, start, split, min_segment, alpha, scans, found)
+    _narrowest_significant(series, split, end, min_segment, alpha, scans, found)
+
+
+def _confirmed(
+    series: Sequence[float],
+    splits: list[int],
+    min_segment: int,
+    alpha: float,
+    min_change: float,
+) -> tuple[ChangePoint, ...]:
+    """Place each split again between its neighbours, test it there, drop the weakest failing
+    one and repeat until every split stands."""
+    while True:
+        splits = _relocated(series, splits, min_segment)
+        points = [_between(series, splits, k, min_segment) for k in range(len(splits))]
+        failing = [
+            k
+            for k, point in enumerate(points)
+            if _p_split(series, *_neighbours(splits, k, len(series)), point.index, min_segment)
+            >= alpha
+            or abs(point.relative_change) < min_change
+        ]
+        if not failing:
+            return tuple(points)
+        del splits[min(failing, key=lambda k: abs(points[k].z))]
+
+
+def _neighbours(splits: Sequence[int], k: int, length: int) -> tuple[int, int]:
+    return (splits[k - 1] if k else 0), (splits[k + 1] if k + 1 < len(splits) else length)
+
+
+def _relocated(series: Sequence[float], splits: list[int], min_segment: int) -> list[int]:
+    """Each split walked, ``_REACH`` flights at most a pass, to where the two sides between its
+    neighbours deviate least from their medians. Ranks find a change but place a large one
+    poorly when it sits near an end of the interval that found it; absolute deviations place it
+    to the flight and, unlike squares, let a spike pull it only as far as any other value. The
+    walk is short so that a split does not jump to another change its neighbours do not bound."""
+    moved = list(splits)
+    for _ in range(_PASSES):
+        before = list(moved)
+        for k in range(len(moved)):
+            start, end = _neighbours(moved, k, len(series))
+            near = range(
+                max(start + min_segment, moved[k] - _REACH),
+                min(end - min_segment, moved[k] + _REACH) + 1,
+            )
+            moved[k] = min(
+                near, key=lambda t: (_deviation(series[start:t]) + _deviation(series[t:end]), t)
+            )
+        if moved == before:
+            break
+    return moved
+
+
+def _deviation(values: Sequence[float]) -> float:
+    centre = median(values)
+    return sum(abs(value - centre) for value in values)
+
+
+def _between(series: Sequence[float], splits: list[int], k: int, min_segment: int) -> ChangePoint:
+    start, end = _neighbours(splits, k, len(series))
+    split = splits[k]
+    _, _, z = next(s for s in _split_statistics(series, start, end, min_segment) if s[0] == split)
+    return ChangePoint(
+        index=split,
+        before=median(series[start:split]),
+        after=median(series[split:end]),
+        z=z,
+    )
+
+
+def _p_max(z: float, size: int, min_segment: int) -> float:
+    """The chance that some split of ``size`` independent values, leaving ``min_segment`` on each
+    side, has a standardised statistic as far from 0 as ``z``: Siegmund's approximation (1988)
+    with his correction for a discrete walk, ν(x) ≈ exp(-0.583 x), without which short intervals
+    would need far more evidence than they do; integrated over the logit of the split's place."""
+    c = abs(z)
+    if c == 0:
+        return 1.0
+    low = math.log(min_segment / (size - min_segment))
+    width = -2 * low / _NODES
+    total = 0.0
+    for k in range(_NODES):
+        u = low + (k + 0.5) * width
+        spread = math.exp(u) / (1 + math.exp(u)) ** 2  # t(1 - t) at t = logistic(u)
+        total += math.exp(-0.583 * c / math.sqrt(size * spread)) * width
+    density = math.exp(-c * c / 2) / math.sqrt(2 * math.pi)
+    # the chance at one split, plus that of crossings between the first split and the last
+    return min(1.0, math.erfc(c / math.sqrt(2)) + c * density * total)

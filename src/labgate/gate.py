@@ -35,6 +35,7 @@ from labgate.evidence import branch_evidence, judge
 from labgate.flight import FlightWatcher, mirrors_for
 from labgate.flights import Flights
 from labgate.git import GitError, Mirrors, authors, push_fast_forward
+from labgate.heartbeat import renew_every
 from labgate.mail import Outbox, build_bisection_mail, build_flight_mail
 from labgate.model import Blessing, FlightResult, FlightState, Outcome
 from labgate.report import (
@@ -165,19 +166,18 @@ class Gate:
         settings = self.lab.gate
         if not self.store.acquire_gate(branch, self.owner, settings.lease_s):
             return GateResult(branch, "busy", message="another gate process holds this branch")
-        heartbeat = asyncio.create_task(self._heartbeat(branch))
+        lease = settings.lease_s
+
+        def renew() -> None:
+            if not self.store.acquire_gate(branch, self.owner, lease):
+                self.say(f"{branch}: lost the gate lease")
+
+        heartbeat = asyncio.create_task(renew_every(lease, renew))
         try:
             return await self._cycle(branch)
         finally:
             heartbeat.cancel()
             self.store.release_gate(branch, self.owner)
-
-    async def _heartbeat(self, branch: str) -> None:
-        lease = self.lab.gate.lease_s
-        while True:
-            await asyncio.sleep(lease / 3)
-            if not self.store.acquire_gate(branch, self.owner, lease):
-                self.say(f"{branch}: lost the gate lease")
 
     def _tuples(self, branch: str) -> tuple[dict[str, str], dict[str, str]]:
         """(staging tuple, tested tuple), every tree fetched."""

@@ -23,6 +23,7 @@ from labgate.evidence import branch_evidence, judge
 from labgate.flight import FlightError, resolve_revisions
 from labgate.flights import Flights
 from labgate.git import GitError
+from labgate.heartbeat import renew_every
 from labgate.model import Blessing, FlightResult, ReviewSpec
 from labgate.review.base import ChangeEvent, Connector, ReviewRun, Vote
 from labgate.review.vote import error_vote, flight_url, summary_of, vote_for
@@ -157,12 +158,11 @@ class ReviewLoop:
         return flight_id
 
     async def _run_flight(self, run: ReviewRun, flight_id: int) -> FlightResult:
-        async def keep_lease() -> None:
-            while True:
-                await asyncio.sleep(max(self.lease_s / 3, 1.0))
-                self.queue.renew(run.id, self.owner, self.lease_s)
-
-        renewing = asyncio.create_task(keep_lease())
+        renewing = asyncio.create_task(
+            renew_every(
+                self.lease_s, lambda: self.queue.renew(run.id, self.owner, self.lease_s), floor_s=1
+            )
+        )
         try:
             assert self.flights is not None
             return await self.flights.run(flight_id)

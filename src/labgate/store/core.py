@@ -15,7 +15,7 @@ import re
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from labgate.model import (
     TestCaseResult,
 )
 from labgate.store import schema as t
+from labgate.store.leases import GATE
 
 if TYPE_CHECKING:
     from labgate.store.hosts import HostRegistry
@@ -749,15 +750,10 @@ class Store:
         stamp = now()
         with self.engine.begin() as conn:
             self._ensure_branch_state(conn, branch)
-            free = (
-                t.branch_state.c.gate_owner.is_(None)
-                | (t.branch_state.c.gate_owner == owner)
-                | (t.branch_state.c.gate_lease_until < stamp)
-            )
             result = conn.execute(
                 update(t.branch_state)
-                .where(t.branch_state.c.branch == branch, free)
-                .values(gate_owner=owner, gate_lease_until=stamp + timedelta(seconds=lease_s))
+                .where(t.branch_state.c.branch == branch, GATE.free(owner, stamp))
+                .values(GATE.take(owner, lease_s, stamp))
             )
             return result.rowcount == 1
 
@@ -765,8 +761,8 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(
                 update(t.branch_state)
-                .where(t.branch_state.c.branch == branch, t.branch_state.c.gate_owner == owner)
-                .values(gate_owner=None, gate_lease_until=None)
+                .where(t.branch_state.c.branch == branch, GATE.held_by(owner))
+                .values(GATE.cleared())
             )
 
     def record_push(

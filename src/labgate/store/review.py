@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from labgate.review.base import ChangeEvent, OtherVote, ReviewRun, Vote
 from labgate.store import Store, iso, now
 from labgate.store import schema as t
+from labgate.store.leases import REVIEW_RUN
 
 QUEUED, RUNNING, VOTED, SUPERSEDED, ERROR = "queued", "running", "voted", "superseded", "error"
 INTENT, DONE = "intent", "done"
@@ -228,10 +229,7 @@ class ReviewQueue:
             stamp = now()
             claimable = or_(
                 t.review_run.c.state == QUEUED,
-                and_(
-                    t.review_run.c.state == RUNNING,
-                    or_(t.review_run.c.lease_until.is_(None), t.review_run.c.lease_until < stamp),
-                ),
+                and_(t.review_run.c.state == RUNNING, REVIEW_RUN.free(owner, stamp)),
             )
             with self.engine.begin() as conn:
                 row = conn.execute(
@@ -245,12 +243,7 @@ class ReviewQueue:
                 taken = conn.execute(
                     update(t.review_run)
                     .where(t.review_run.c.id == row.id, claimable)
-                    .values(
-                        state=RUNNING,
-                        owner=owner,
-                        lease_until=stamp + timedelta(seconds=lease_s),
-                        updated=stamp,
-                    )
+                    .values(state=RUNNING, updated=stamp, **REVIEW_RUN.take(owner, lease_s, stamp))
                 )
                 if taken.rowcount == 1:
                     got = conn.execute(select(t.review_run).where(t.review_run.c.id == row.id))
@@ -272,7 +265,7 @@ class ReviewQueue:
         with self.engine.begin() as conn:
             conn.execute(
                 update(t.review_run)
-                .where(t.review_run.c.state == RUNNING, t.review_run.c.owner == owner)
+                .where(t.review_run.c.state == RUNNING, REVIEW_RUN.held_by(owner))
                 .values(lease_until=None)
             )
 
@@ -281,8 +274,8 @@ class ReviewQueue:
         with self.engine.begin() as conn:
             done = conn.execute(
                 update(t.review_run)
-                .where(t.review_run.c.id == run_id, t.review_run.c.owner == owner)
-                .values(lease_until=now() + timedelta(seconds=lease_s))
+                .where(t.review_run.c.id == run_id, REVIEW_RUN.held_by(owner))
+                .values(REVIEW_RUN.renew(lease_s, now()))
             )
             return done.rowcount == 1
 

@@ -57,6 +57,7 @@ from labgate.schedule import Allocation, HostSlots, ReadyJob, allocate
 from labgate.store import ACTIVE_FLIGHT_STATES, now
 from labgate.store import schema as t
 from labgate.store.hosts import add_event, unavailable_on
+from labgate.store.leases import SLOT
 
 BLESSING_PRIORITY: tuple[str, ...] = ("real", "review", "adhoc", "bisect", "play")
 FLIGHTS_PER_QUERY = 16
@@ -496,12 +497,12 @@ class Allocator:
         with self.engine.begin() as conn:
             conn.execute(
                 update(t.slot_lease)
-                .where(t.slot_lease.c.owner == self.owner, t.slot_lease.c.job_id.is_not(None))
-                .values(lease_until=now() + self.lease)
+                .where(SLOT.held_by(self.owner), t.slot_lease.c.job_id.is_not(None))
+                .values(SLOT.renew(self.lease.total_seconds(), now()))
             )
             return set(
                 conn.execute(
-                    select(t.slot_lease.c.job_id).where(t.slot_lease.c.owner == self.owner)
+                    select(t.slot_lease.c.job_id).where(SLOT.held_by(self.owner))
                 ).scalars()
             )
 
@@ -510,8 +511,8 @@ class Allocator:
         with self.engine.begin() as conn:
             conn.execute(
                 update(t.slot_lease)
-                .where(t.slot_lease.c.job_id == job_id, t.slot_lease.c.owner == self.owner)
-                .values(job_id=None, owner=None, lease_until=None)
+                .where(t.slot_lease.c.job_id == job_id, SLOT.held_by(self.owner))
+                .values(job_id=None, **SLOT.cleared())
             )
 
     def reap(self, dead: str | None = None) -> list[int]:
@@ -520,9 +521,7 @@ class Allocator:
         controller's slots at once (a process of this machine known to be gone). Returns the
         jobs queued again."""
         stamp = now()
-        expired = (
-            t.slot_lease.c.owner == dead if dead is not None else t.slot_lease.c.lease_until < stamp
-        )
+        expired = SLOT.held_by(dead) if dead is not None else SLOT.expired(stamp)
         with self._transaction() as conn:
             rows = conn.execute(
                 self._lock(select(t.slot_lease).where(t.slot_lease.c.job_id.is_not(None), expired))
@@ -564,6 +563,6 @@ class Allocator:
                 conn.execute(
                     update(t.slot_lease)
                     .where(t.slot_lease.c.host == r.host, t.slot_lease.c.slot == r.slot, expired)
-                    .values(job_id=None, owner=None, lease_until=None)
+                    .values(job_id=None, **SLOT.cleared())
                 )
             return [job_id for job_id, _ in live]

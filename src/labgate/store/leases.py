@@ -2,12 +2,13 @@
 run, a host slot) against every other controller.
 
 A lease is an owner and a time it lasts until. It is **free** when it has no time (nobody holds
-it), when its time has passed (its holder stopped renewing: killed, or cut off from the store), or
-when the asker already holds it; a row with no owner but a time to come is held back until then
-(a review run whose vote could not be posted waits before it is tried again). Its holder **renews** it by heartbeat, every third of its length
-(:func:`labgate.heartbeat.renew_every`), and **releases** it when done; an owner known to be gone
-(a process of this machine that no longer exists) can be **expired** at once. Every write is a
-conditional ``UPDATE`` on the row, so two controllers never both take one lease.
+it), when its time has passed (its holder stopped renewing: killed, or cut off from the store),
+or when the asker already holds it; a row with no owner but a time to come is held back until
+then (a review run whose vote could not be posted waits before it is tried again). Its holder
+**renews** it by heartbeat, every third of its length (:func:`labgate.heartbeat.renew_every`),
+and **releases** it when done; an owner known to be gone (a process of this machine that no
+longer exists) can be **expired** at once. Every write is a conditional ``UPDATE`` on the row,
+so two controllers never both take one lease.
 """
 
 from __future__ import annotations

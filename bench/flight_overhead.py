@@ -150,6 +150,21 @@ def measure(store: str, lab: Path, args: argparse.Namespace) -> Figures:
     return figures
 
 
+def measure_slope(store: str, small: Path, big: Path, args: argparse.Namespace) -> list[float]:
+    """The cost of one more step, start-up left out: a flight of ``--slope`` jobs and one of
+    ``--jobs`` jobs timed in alternation, each against its bare processes; ms per step."""
+    extra = (args.jobs - args.slope) * args.steps
+    time_labgate(small)
+    time_labgate(big)
+    slopes = []
+    for round_no in range(1, args.rounds + 1):
+        t_small = time_labgate(small) - time_bare(args.slope * args.steps, args.slots)
+        t_big = time_labgate(big) - time_bare(args.jobs * args.steps, args.slots)
+        slopes.append((t_big - t_small) / extra * 1000)
+        print(f"  {store} slope round {round_no}: {slopes[-1]:.2f} ms/step", flush=True)
+    return slopes
+
+
 def print_table(all_figures: list[Figures], args: argparse.Namespace) -> None:
     steps = args.jobs * args.steps
     print()
@@ -322,19 +337,40 @@ def main() -> None:
     parser.add_argument("--database", help="also measure on this (PostgreSQL) database URL")
     parser.add_argument("--profile", action="store_true", help="then show where the time goes")
     parser.add_argument("--top", type=int, default=25, help="functions shown by --profile")
+    parser.add_argument(
+        "--slope",
+        type=int,
+        metavar="JOBS",
+        help="also time a flight of JOBS jobs: the cost of one more step without start-up",
+    )
     args = parser.parse_args()
+    if args.slope is not None and not 0 < args.slope < args.jobs:
+        parser.error("--slope JOBS must be between 0 and --jobs")
 
     results = []
+    slopes: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="labgate-bench-") as tmp:
         root = Path(tmp)
         for name, url_context in stores(args, root):
             with url_context() as url:
                 lab = make_lab(root / f"{name}-lab", url, args.jobs, args.steps, args.slots)
                 results.append(measure(name, lab, args))
+                if args.slope:
+                    small = make_lab(
+                        root / f"{name}-small", url.replace("labgate.db", "small.db"),
+                        args.slope, args.steps, args.slots,
+                    )  # fmt: skip
+                    slopes[name] = measure_slope(name, small, lab, args)
                 if args.profile:
                     print(f"\n=== profile on {name} ===")
                     profile(lab, args.top)
     print_table(results, args)
+    for name, values in slopes.items():
+        print(
+            f"{name}: slope between {args.slope} and {args.jobs} jobs: "
+            f"{statistics.median(values):.2f} ms/step "
+            f"(median; {min(values):.2f}..{max(values):.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -122,6 +122,9 @@ def test_skip_ends_the_job_as_skip_and_dependants_still_run(tmp_path: Path) -> N
     assert [j.outcome for j in flight.jobs] == [Outcome.SKIP, Outcome.PASS]
     assert [s.outcome for s in flight.jobs[0].steps] == [Outcome.SKIP, Outcome.SKIP]
     assert flight.outcome is Outcome.PASS
+    # a flight runs from its first job given a host, however fast its jobs end
+    assert flight.started is not None and flight.finished is not None
+    assert flight.started <= flight.finished
 
 
 def test_lab_failures_are_broken_never_fail(tmp_path: Path, database_url: str) -> None:

@@ -240,6 +240,7 @@ class Flights:
                     self._loop = None  # at once: a run() from now on starts a new loop
                     return
                 for claim in allocator.claim(scope):
+                    self._mark_running(claim.flight_id)  # from its first job given a host
                     running[asyncio.create_task(self._run(claim))] = claim
                 if not active and not running:
                     self._idle.set()

@@ -346,3 +346,42 @@ def test_staging_equal_to_tested_is_nothing_to_do(tmp_path: Path) -> None:
     result = cycle(lab_dir)
     assert result.action == "nothing-to-do" and result.exit_status == 0
     assert result.flight is None  # no flight ran
+
+
+def test_a_failed_push_says_why_with_the_fix_and_the_next_cycle_pushes_without_retesting(
+    tmp_path: Path,
+) -> None:
+    # the tree is a non-bare repository with the tested ref checked out: git refuses the push
+    repo = GitRepo.init(tmp_path / "xen")
+    repo.commit("base", files={"VERSION": "1\n"}, author=ANN)
+    repo.git("checkout", "-q", "-b", "staging")
+    change = repo.commit("change", files={"a": "1\n"}, author=ANN)
+    repo.git("checkout", "-q", "master")
+
+    class Tree:
+        bare = repo.path
+
+    lab_dir = write_gate_lab(tmp_path, Tree(), database=None)  # type: ignore[arg-type]
+    first = cycle(lab_dir)
+    assert first.action == "not-pushed" and not first.pushed
+    assert first.verdict == "pass"
+    assert first.message == (
+        "error: the tested ref is the checked-out branch of a non-bare repository. Fix: "
+        "point the tree's url at a bare repository, or run "
+        "`git config receive.denyCurrentBranch updateInstead` in that repository"
+    )
+    assert "Not pushing: the push failed: the tested ref is the checked-out branch" in first.report
+    assert "git said:" in first.report and "refusing to update checked out branch" in first.report
+    assert "Not pushing." not in first.report
+    lab = load_lab(lab_dir)
+    with Store.open(lab.database_url) as store:
+        flights = len(store.list_flights("xen-unstable", limit=100))
+
+    repo.git("config", "receive.denyCurrentBranch", "updateInstead")
+    second = cycle(lab_dir)
+    assert second.action == "pushed" and second.pushed_revision == change
+    assert second.flight == first.flight  # the tested flight, pushed: nothing ran again
+    assert repo.rev("master") == change
+    with Store.open(lab.database_url) as store:
+        assert len(store.list_flights("xen-unstable", limit=100)) == flights
+        assert store.baseline("xen-unstable") == first.flight

@@ -34,7 +34,7 @@ from labgate.config import Lab
 from labgate.evidence import branch_evidence, judge
 from labgate.flight import FlightWatcher, mirrors_for
 from labgate.flights import Flights
-from labgate.git import GitError, Mirrors, authors, push_fast_forward
+from labgate.git import GitError, Mirrors, PushResult, authors, push_fast_forward
 from labgate.heartbeat import renew_every
 from labgate.mail import Outbox, build_bisection_mail, build_flight_mail
 from labgate.model import Blessing, FlightResult, FlightState, Outcome
@@ -223,10 +223,14 @@ class Gate:
             flight.id, baseline.id, verdict.push_allowed, verdict_json(verdict)
         )
         pushed, pushed_revision, message = False, None, ""
+        push_failure: PushResult | None = None
         bisections: list[BisectionResult] = []
         if verdict.push_allowed:
-            pushed, message = await asyncio.to_thread(self._push, branch, flight)
+            push = await asyncio.to_thread(self._push, branch, flight)
+            pushed = push.status == "pushed"
             pushed_revision = flight.revisions[spec.tree] if pushed else None
+            message = push.message if pushed else f"{push.status}: {push.summary}"
+            push_failure = None if pushed else push
         else:
             message = f"not pushing: {verdict_word(verdict)}"
             self.say(f"{branch}: flight {flight.id}: {message}")
@@ -241,6 +245,7 @@ class Gate:
             pushed_revision=pushed_revision,
             people=people,
             lab_name=self.lab.name,
+            push_failure=(push_failure.summary, push_failure.message) if push_failure else None,
         )
         self._mail(flight, verdict, pushed, report, bisections, branch)
         return GateResult(
@@ -276,6 +281,9 @@ class Gate:
                 return await self._run(f.id, what)
             if self.store.verdict(f.id) is None and f.id != baseline:
                 self.say(f"{branch}: reusing finished flight {f.id} ({what})")
+                return f
+            if self._push_failed(f.id):
+                self.say(f"{branch}: flight {f.id} passed at these revisions; pushing it again")
                 return f
         flight_id = self._service().plan(branch, revisions=revisions, blessing=Blessing.REAL)
         return await self._run(flight_id, what)
@@ -343,7 +351,14 @@ class Gate:
         )
         return await bisection.run(branch, flight, baseline, group)
 
-    def _push(self, branch: str, flight: FlightResult) -> tuple[bool, str]:
+    def _push_failed(self, flight_id: int) -> bool:
+        """Whether the flight was allowed to push and its last push failed: its revision is
+        tested, so the next cycle pushes it without testing it again."""
+        verdict = self.store.verdict(flight_id)
+        pushes = self.store.pushes(flight_id=flight_id, limit=1)
+        return bool(verdict and verdict["push_allowed"] and pushes and pushes[0].status != "pushed")
+
+    def _push(self, branch: str, flight: FlightResult) -> PushResult:
         spec = self.lab.branch(branch)
         sha = flight.revisions[spec.tree]
         result = push_fast_forward(self._mirrors(), spec.tree, sha, spec.tested)
@@ -352,9 +367,9 @@ class Gate:
         )
         if result.status == "pushed":
             self.say(f"{branch}: pushed {sha[:12]} to {spec.tree} {spec.tested}")
-            return True, result.message
-        self.say(f"{branch}: NOT pushed ({result.status}): {result.message}")
-        return False, f"{result.status}: {result.message}"
+        else:
+            self.say(f"{branch}: NOT pushed ({result.status}): {result.summary}")
+        return result
 
     def _people(self, baseline: FlightResult, flight: FlightResult) -> list[str]:
         people: list[str] = []

@@ -225,11 +225,63 @@ def _tag_lines(mirror: Path) -> list[str]:
 @dataclass(frozen=True)
 class PushResult:
     """How a push of ``sha`` to a ref went: ``pushed``, ``not-fast-forward`` (the ref holds a
-    commit that is not an ancestor of ``sha``: never overwritten) or ``error``."""
+    commit that is not an ancestor of ``sha``: never overwritten) or ``error``. ``message`` is
+    the whole story (git's own text for an error); ``reason`` says it in one line and ``fix``
+    what to do, when labgate knows."""
 
     status: str
     previous: str | None
     message: str
+    reason: str = ""
+    fix: str = ""
+
+    @property
+    def summary(self) -> str:
+        """One line: the reason and the fix (or git's first line when labgate has none)."""
+        first = self.reason or next((ln for ln in self.message.splitlines() if ln.strip()), "")
+        return f"{first}. Fix: {self.fix}" if self.fix else first
+
+
+# what git says when a push fails, and what a lab's admin does about it
+_PUSH_ERRORS = (
+    (
+        "refusing to update checked out branch",
+        "the tested ref is the checked-out branch of a non-bare repository",
+        "point the tree's url at a bare repository, or run "
+        "`git config receive.denyCurrentBranch updateInstead` in that repository",
+    ),
+    (
+        "permission denied",
+        "the tree's url refused the push (permission denied)",
+        "give the lab's user write access to the tree's repository",
+    ),
+    (
+        "does not appear to be a git repository",
+        "the tree's url is not a git repository",
+        "fix the tree's url in lab.toml",
+    ),
+    (
+        "could not read from remote repository",
+        "the tree's url cannot be reached",
+        "check the url and the lab's credentials for it",
+    ),
+    (
+        "pre-receive hook declined",
+        "the repository's pre-receive hook refused the push",
+        "see git's text below for the hook's reason",
+    ),
+)
+
+
+def push_error(text: str) -> tuple[str, str]:
+    """(reason, fix) for git's text of a failed push; the first error line when unknown."""
+    lowered = text.lower()
+    for needle, reason, fix in _PUSH_ERRORS:
+        if needle in lowered:
+            return reason, fix
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith(("error:", "fatal:", "remote: error:"))]
+    return ((errors or lines or ["git push failed"])[0], "")
 
 
 def _remote_ref(mirrors: Mirrors, tree: str, ref: str) -> str | None:
@@ -259,14 +311,19 @@ def push_fast_forward(mirrors: Mirrors, tree: str, sha: str, branch_ref: str) ->
                 previous,
                 f"{ref} is at {previous}, which is not an ancestor of {sha}: it was moved by hand;"
                 " not overwriting it",
+                f"{ref} was moved by hand to {previous[:12]}, not an ancestor of {sha[:12]}",
+                f"put {ref} back on an ancestor of {sha[:12]}, or merge it into staging",
             )
     proc = run_git(["push", "--porcelain", mirrors.urls[tree], f"{sha}:{ref}"], git_dir=mirror)
     if proc.returncode == 0:
         return PushResult("pushed", previous, f"{ref}: {previous or '(new)'} -> {sha}")
     text = (proc.stdout + proc.stderr).strip()
     if "non-fast-forward" in text or "fetch first" in text:
-        return PushResult("not-fast-forward", previous, text)
-    return PushResult("error", previous, text)
+        return PushResult(
+            "not-fast-forward", previous, text, f"{ref} moved meanwhile", "look at who pushed it"
+        )
+    reason, fix = push_error(text)
+    return PushResult("error", previous, text, reason, fix)
 
 
 def authors(mirrors: Mirrors, tree: str, good: str, bad: str) -> list[str]:

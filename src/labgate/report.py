@@ -123,12 +123,15 @@ def render_flight_report(
     people: Sequence[str] = (),
     lab_name: str = "labgate",
     same_since: int | None = None,
+    push_failure: tuple[str, str] | None = None,
 ) -> str:
     """The text of a flight report (the body of the mail; ``labgate report`` prints it).
 
     ``pushed``: True when the gate pushed ``pushed_revision``, False when it did not, None when
     the flight could not push (not ``real``). ``people``: who touched the revisions under test.
-    ``same_since``: the first flight of this revision tuple, when the caller knows it."""
+    ``same_since``: the first flight of this revision tuple, when the caller knows it.
+    ``push_failure``: (one line with the fix, git's own text) when the push was allowed and
+    failed."""
     details = verdict.details
     not_tested = list(verdict.not_tested)
     tolerated = (Kind.FAIL_LIKE_BASELINE, Kind.FAIL_NEVER_PASSED, Kind.ALLOWED, Kind.BLOCKED)
@@ -172,7 +175,13 @@ def render_flight_report(
         lines += [""]
     lines += _jobs_table(flight)
     lines += ["", _RULE, f"labgate on {data(lab_name)}", ""]
-    lines += _push_paragraph(flight, verdict, pushed, pushed_revision)
+    if push_failure is not None:
+        summary, detail = push_failure
+        lines += [f"Not pushing: the push failed: {data(summary)}", "", "git said:"]
+        lines += [f"  {data(line)}" for line in detail.splitlines()]
+        lines += ["", "The next cycle pushes this tested revision without testing it again."]
+    else:
+        lines += _push_paragraph(flight, verdict, pushed, pushed_revision)
     return "\n".join(lines) + "\n"
 
 

@@ -354,7 +354,8 @@ class Flights:
                     stuck.append(j)
             if stuck:
                 away = self._away()
-                lost = self.store.lost_hosts([j.id for j in stuck])
+                # only a job that ran before can have lost a host under it
+                lost = self.store.lost_hosts([j.id for j in stuck if j.attempt > 0])
                 for j in stuck:
                     requires = plans[j.id][0]
                     reason = _no_host_reason(self.lab.hosts, requires, away, lost.get(j.id, set()))

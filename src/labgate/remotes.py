@@ -39,14 +39,14 @@ def check_remotes(lab: Lab) -> list[Problem]:
     """Every problem with the trees' urls and the refs the branches name, with its key path."""
     problems: list[Problem] = []
     refs_of: dict[str, dict[str, str]] = {}
-    for index, (name, tree) in enumerate(lab.trees.items()):
-        refs, error = remote_refs(tree.url)
+    for index, (name, spec) in enumerate(lab.trees.items()):
+        refs, error = remote_refs(spec.url)
         if refs is None:
             problems.append(
                 Problem(
                     lab.file,
                     f"tree[{index}].url",
-                    f"{tree.url}: not a git repository that can be read ({error})",
+                    f"{spec.url}: not a git repository that can be read ({error})",
                     f"give the url (or path) of tree {name!r}'s repository, {OFFLINE_FIX}",
                 )
             )

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import time
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ BLESSING_PRIORITY: tuple[str, ...] = ("real", "review", "adhoc", "bisect", "play
 FLIGHTS_PER_QUERY = 16
 CANDIDATES = 4  # queued jobs looked at per claim, in batches
 SAMPLE_HOSTS = 64
+PREFERENCE_TTL_S = 60.0
 PLAN_CACHE = 100_000  # jobs whose plan a controller keeps in memory before it starts afresh
 LIVE = (str(Outcome.PREPARING), str(Outcome.RUNNING))
 SUCCEEDED = (str(Outcome.PASS), str(Outcome.SKIP))
@@ -107,6 +109,9 @@ class Allocator:
         # (depends, requires, exclusive) and the host it prefers; a flight's hosts to avoid
         self._plans: dict[int, tuple[tuple[str, ...], frozenset[str], bool, str | None]] = {}
         self._avoids: dict[int, dict[str, str]] = {}
+        self._flights: dict[int, tuple[str, bool]] = {}  # flight → (branch, is a bisection)
+        # (branch, job name) → (read again after, host that ran it last, host it last failed on)
+        self._preferences: dict[tuple[str, str], tuple[float, str | None, str | None]] = {}
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -274,6 +279,7 @@ class Allocator:
         if len(self._plans) > PLAN_CACHE:
             self._plans.clear()
             self._avoids.clear()
+            self._flights.clear()
         new = [j for j in jobs if j["id"] not in self._plans]
         if new:
             preferred = self._preferred_hosts(conn, new)
@@ -335,48 +341,55 @@ class Allocator:
     def _preferred_hosts(self, conn: Connection, jobs: Sequence[dict[str, Any]]) -> dict[int, str]:
         """For each job, the host it prefers: for a bisect flight's job, where the job last
         failed on its branch (the regression was seen there); otherwise the host that ran it
-        last on its branch (its caches and install are warm)."""
-        flight_rows = conn.execute(
-            select(t.flight.c.id, t.flight.c.branch, t.flight.c.blessing).where(
-                t.flight.c.id.in_({j["flight_id"] for j in jobs})
-            )
-        ).all()
-        branch_of = {r.id: r.branch for r in flight_rows}
-        bisecting = {r.id for r in flight_rows if r.blessing == str(Blessing.BISECT)}
-        names = {j["name"] for j in jobs}
-        mine = {j["flight_id"] for j in jobs}
-
-        def latest(*where: Any) -> dict[tuple[str, str], str]:
-            newest = (
-                select(func.max(t.job.c.id).label("id"))
-                .join(t.flight, t.flight.c.id == t.job.c.flight_id)
-                .where(
-                    t.flight.c.branch.in_(set(branch_of.values())),
-                    t.job.c.name.in_(names),
-                    t.job.c.host.is_not(None),
-                    t.job.c.flight_id.not_in(mine),
-                    *where,
+        last on its branch (its caches and install are warm). Read per branch and job name at
+        most every ``PREFERENCE_TTL_S``: a preference a little old only costs a colder cache."""
+        unknown = {j["flight_id"] for j in jobs} - self._flights.keys()
+        if unknown:
+            for r in conn.execute(
+                select(t.flight.c.id, t.flight.c.branch, t.flight.c.blessing).where(
+                    t.flight.c.id.in_(unknown)
                 )
-                .group_by(t.flight.c.branch, t.job.c.name)
-                .subquery()
-            )
-            rows = conn.execute(
-                select(t.flight.c.branch, t.job.c.name, t.job.c.host)
-                .join(t.flight, t.flight.c.id == t.job.c.flight_id)
-                .join(newest, newest.c.id == t.job.c.id)
-            )
-            return {(r.branch, r.name): r.host for r in rows}
-
-        last = latest()
-        failed = latest(t.job.c.outcome == str(Outcome.FAIL)) if bisecting else {}
+            ):
+                self._flights[r.id] = (r.branch, r.blessing == str(Blessing.BISECT))
+        stamp = time.monotonic()
+        keys = {(self._flights[j["flight_id"]][0], j["name"]) for j in jobs}
+        stale = {k for k in keys if self._preferences.get(k, (0.0, None, None))[0] < stamp}
+        if stale:
+            last = self._latest_hosts(conn, stale)
+            failed = self._latest_hosts(conn, stale, t.job.c.outcome == str(Outcome.FAIL))
+            for key in stale:
+                self._preferences[key] = (stamp + PREFERENCE_TTL_S, last.get(key), failed.get(key))
         out: dict[int, str] = {}
         for j in jobs:
-            key = (branch_of[j["flight_id"]], j["name"])
-            host = failed.get(key) if j["flight_id"] in bisecting else None
-            host = host or last.get(key)
+            branch, bisecting = self._flights[j["flight_id"]]
+            _, last_host, failed_host = self._preferences[(branch, j["name"])]
+            host = (failed_host if bisecting else None) or last_host
             if host is not None:
                 out[j["id"]] = host
         return out
+
+    def _latest_hosts(
+        self, conn: Connection, keys: Collection[tuple[str, str]], *where: Any
+    ) -> dict[tuple[str, str], str]:
+        """(branch, job name) → the host of the newest such job (matching ``where``)."""
+        newest = (
+            select(func.max(t.job.c.id).label("id"))
+            .join(t.flight, t.flight.c.id == t.job.c.flight_id)
+            .where(
+                t.flight.c.branch.in_({b for b, _ in keys}),
+                t.job.c.name.in_({n for _, n in keys}),
+                t.job.c.host.is_not(None),
+                *where,
+            )
+            .group_by(t.flight.c.branch, t.job.c.name)
+            .subquery()
+        )
+        rows = conn.execute(
+            select(t.flight.c.branch, t.job.c.name, t.job.c.host)
+            .join(t.flight, t.flight.c.id == t.job.c.flight_id)
+            .join(newest, newest.c.id == t.job.c.id)
+        )
+        return {(r.branch, r.name): r.host for r in rows}
 
     def _fitting(self, requires: frozenset[str]) -> tuple[str, ...]:
         """The hosts with every flag of ``requires`` (cached: the lab's hosts do not change)."""

@@ -194,16 +194,28 @@ def test_linear_history_names_the_culprit_and_writes_json(tmp_path: Path) -> Non
     assert set(result) == {
         "culprit",
         "confidence",
-        "executions",
+        "runs",
         "rounds",
-        "candidates",
-        "observations",
+        "resumed",
+        "cancelled",
         "reason",
+        "message",
+        "candidates",
+        "good_end_fails",
+        "bad_end_passes",
+        "flake_rate",
+        "detection_rate",
+        "observations",
+        "log_dir",
+        "logs",
     }
     assert result["culprit"] == h.culprit
+    assert result["reason"] is None
     assert result["confidence"] >= 0.99
-    assert result["executions"] == len(runs(counter)) == len(result["observations"])
-    assert result["rounds"] == result["executions"]  # one run at a time: a round per run
+    assert result["runs"] == len(runs(counter)) == len(result["observations"])
+    assert result["rounds"] == result["runs"]  # one run at a time: a round per run
+    # one number everywhere: the text says what the JSON says
+    assert f"after {result['runs']} runs in {result['rounds']} rounds)" in first
     assert result["candidates"][0][0] == h.culprit
     assert all(len(pair) == 2 and 0 <= pair[1] <= 1 for pair in result["candidates"])
     assert len(result["candidates"]) <= 5
@@ -232,9 +244,10 @@ def test_merges_in_parallel_and_json_on_stdout(tmp_path: Path) -> None:
     assert result["culprit"] == h.culprit
     assert f"{h.culprit} is the first bad commit" in ran.stderr
     # Runs still going when the culprit was named were killed: started, counted, not observed.
-    assert len(result["observations"]) <= len(runs(counter)) <= result["executions"]
-    assert result["executions"] - len(result["observations"]) < 3
-    assert result["rounds"] < result["executions"]  # some runs overlapped
+    assert result["runs"] == len(result["observations"])
+    assert result["runs"] <= len(runs(counter)) <= result["runs"] + result["cancelled"]
+    assert result["cancelled"] < 3
+    assert result["rounds"] < result["runs"]  # some runs overlapped
 
 
 def test_first_parent_names_the_merge(tmp_path: Path) -> None:
@@ -262,7 +275,7 @@ def test_flaky_test_still_finds_the_culprit(tmp_path: Path) -> None:
     result = json.loads(ran.stdout)
     assert result["culprit"] == h.culprit
     assert result["confidence"] >= 0.99
-    assert result["executions"] == len(runs(counter))
+    assert result["runs"] == len(runs(counter))
 
 
 def test_skipped_commit_is_tested_around(tmp_path: Path) -> None:
@@ -279,18 +292,21 @@ def test_skip_next_to_the_culprit_leaves_it_undecided(tmp_path: Path) -> None:
     assert ran.status == 1, ran.stderr
     result = json.loads(ran.stdout)
     assert result["culprit"] is None
-    assert result["reason"]
+    assert result["reason"] == "skipped-commits"
+    assert "untestable commits" in result["message"]
     assert {c for c, _ in result["candidates"]} >= {h.commits[13], h.culprit}
     assert "no culprit" in ran.stderr
 
 
-def test_max_executions_gives_up_undecided(tmp_path: Path) -> None:
+@pytest.mark.parametrize("option", ["--max-runs", "--max-executions"])
+def test_max_runs_gives_up_undecided(tmp_path: Path, option: str) -> None:
     h = linear(tmp_path, n=60, culprit_at=31)
     counter = tmp_path / "counter"
-    ran = search(h, "./test.sh", options=["--max-executions", "2", "--json", "-"], counter=counter)
+    ran = search(h, "./test.sh", options=[option, "2", "--json", "-"], counter=counter)
     assert ran.status == 1, ran.stderr
     result = json.loads(ran.stdout)
     assert result["culprit"] is None
+    assert result["reason"] == "max-runs"
     assert len(runs(counter)) == 2
 
 
@@ -314,12 +330,13 @@ def test_interrupted_search_resumes_without_repeating_work(tmp_path: Path) -> No
     result = json.loads(second.stdout)
     assert result["culprit"] == h.culprit
     assert result["observations"][:3] == saved
-    assert result["executions"] == len(runs(counter)) - 3
+    assert result["resumed"] == 3
+    assert result["runs"] - result["resumed"] == len(runs(counter)) - 3 == len(result["logs"])
 
     before = runs(counter)
     third = search(h, "./test.sh", options=options, counter=counter)
     assert third.status == 0
-    assert json.loads(third.stdout)["executions"] == 0
+    assert json.loads(third.stdout)["logs"] == []
     assert runs(counter) == before
 
 
@@ -359,7 +376,8 @@ def test_status_128_or_more_aborts_the_search(tmp_path: Path) -> None:
     assert "giving up here" in ran.stderr  # the tail of the command's output
     result = json.loads(ran.stdout)
     assert result["culprit"] is None
-    assert "aborted" in result["reason"]
+    assert result["reason"] == "aborted"
+    assert "aborted" in result["message"]
     assert result["observations"] == []
     assert list(tmp.iterdir()) == []
     assert len(h.repo.git("worktree", "list").splitlines()) == 1

@@ -570,7 +570,10 @@ def test_a_test_that_never_changes_ends_undecided_naming_the_end_to_check(
 def test_every_run_keeps_its_output_and_a_failing_run_shows_its_last_lines(tmp_path: Path) -> None:
     h = linear(tmp_path, n=12, culprit_at=5)
     logs = tmp_path / "logs"
-    script = 'echo "checking $LABGATE_BISECT_COMMIT"; [ -f bad ] && echo "assertion x failed" && exit 1; exit 0'
+    script = (
+        'echo "checking $LABGATE_BISECT_COMMIT"; '
+        '[ -f bad ] && echo "assertion x failed" && exit 1; exit 0'
+    )
     ran = search(h, "sh", "-c", script, options=["--json", "--log-dir", str(logs)])
     assert ran.status == 0, ran.stderr
     result = json.loads(ran.stdout)

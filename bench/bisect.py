@@ -435,6 +435,61 @@ def time_decisions(size: int, seed: int) -> dict[str, float]:
     }
 
 
+# --- worktrees: one per job, or a fresh one per run -------------------------------------------
+
+
+def time_worktrees(files: int, commits: int, workdir: Path) -> dict[str, float]:
+    """Seconds per run on a repository of ``files`` files: labgate moving one worktree per job
+    (the default), labgate with a fresh worktree per run (``--fresh``), and git bisect run in
+    the checkout; a deterministic test, both told so, so both make about the same runs."""
+    repo = workdir / "worktrees-repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True, env=_git_env())
+    for i in range(files):
+        path = repo / f"d{i % 100}" / f"f{i}.c"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"int x{i};\n" * 20)
+    env = _git_env(
+        GIT_AUTHOR_NAME="Bench",
+        GIT_AUTHOR_EMAIL="bench@example.org",
+        GIT_COMMITTER_NAME="Bench",
+        GIT_COMMITTER_EMAIL="bench@example.org",
+    )
+    culprit = commits * 2 // 3
+
+    def commit(message: str) -> None:
+        subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
+        subprocess.run(["git", "-C", str(repo), "commit", "-qm", message], check=True, env=env)
+
+    commit("base")
+    for i in range(1, commits + 1):
+        (repo / "d0" / "f0.c").write_text(f"{i}\n")
+        if i == culprit:
+            (repo / "bad").write_text("x\n")
+        commit(f"commit {i}")
+    good = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", f"HEAD~{commits}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    command = ["sh", "-c", "test -f bad && exit 1; exit 0"]
+    out: dict[str, float] = {}
+    for label, fresh in (("labgate", False), ("labgate --fresh", True)):
+        search = Search([read_range(repo, [good], "HEAD")], flaky="no", intermittent="no")
+        started = time.monotonic()
+        result = bisect_run(
+            repo, search, command, fresh=fresh, env=env, log_dir=workdir / f"logs-{fresh}"
+        )
+        out[label] = (time.monotonic() - started) / result.runs
+    started = time.monotonic()
+    subprocess.run(["git", "-C", str(repo), "bisect", "start", "HEAD", good], env=env,
+                   capture_output=True, check=True)  # fmt: skip
+    done = subprocess.run(["git", "-C", str(repo), "bisect", "run", *command], env=env,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    subprocess.run(["git", "-C", str(repo), "bisect", "reset"], env=env, capture_output=True)
+    runs = done.stdout.count("running")
+    out["git bisect"] = (time.monotonic() - started) / max(1, runs)
+    return out
+
+
 # --- the report -------------------------------------------------------------------------------
 
 
@@ -635,6 +690,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="5 trials of 1,000 commits, 1 real: a smoke run of a few minutes",
     )
     parser.add_argument("--save", type=Path, help="write every record as JSON lines here")
+    parser.add_argument(
+        "--worktrees",
+        type=int,
+        metavar="FILES",
+        help="only time a run with one worktree per job, --fresh and git bisect, on a"
+        " repository of FILES files",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.sizes, args.real_trials = 5, "1000", 1
@@ -643,6 +705,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("git") is None:
         print("bench/bisect.py: git is not installed", file=sys.stderr)
         return 2
+    if args.worktrees:
+        with tempfile.TemporaryDirectory(prefix="labgate-bench-") as workdir:
+            per_run = time_worktrees(args.worktrees, 64, Path(workdir))
+        for label, seconds in per_run.items():
+            print(f"{args.worktrees} files, seconds per run, {label:16}: {seconds:.3f}")
+        return 0
     started = time.monotonic()
     version = engine_version()  # before the run: the source may change while it goes
     with tempfile.TemporaryDirectory(prefix="labgate-bench-") as workdir:

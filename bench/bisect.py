@@ -23,6 +23,12 @@ On each history and for each (p, q):
 
 Accuracy is the share of searches that named the planted culprit. Also timed: the engine's
 decision on a 10,000-commit merge-heavy DAG, p50/p95/max per round.
+
+In the simulator, on the same histories, also: what the user can say of the test
+(``--intermittent no`` at p = 0 and 0.05; ``--flaky no --intermittent no`` at p = 0, compared with
+git bisect's runs on each history), and broken tests (always pass, always fail, fail at random
+half the time), where the only right answer is no culprit. ``floor_runs`` is printed beside the
+default mode's runs on a deterministic test.
 """
 
 from __future__ import annotations
@@ -51,12 +57,21 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 import labgate.bisect.engine
-from labgate.bisect.engine import Observation, Search, TreeRange
+from labgate.bisect.engine import Knowledge, Observation, Search, TreeRange
 from labgate.bisect.gitgraph import read_range
 from labgate.bisect.graph import Graph
 from labgate.bisect.run import bisect_run
 
 FLAKE_RATES = (0.0, 0.05, 0.2)
+# (label, --flaky, --intermittent, p, q): the cells where the user says what they know
+TOLD = (
+    ("intermittent=no", "auto", "no", 0.0, 1.0),
+    ("intermittent=no", "auto", "no", 0.05, 1.0),
+    ("deterministic", "no", "no", 0.0, 1.0),
+)
+BROKEN = ("always-pass", "always-fail", "random-50%")
+# the information limit for q = 0.5 on 1,000 commits, by p (the bisection issue's figures)
+INFORMATION_LIMIT = {0.0: 31, 0.05: 48, 0.2: 136}
 DETECTION_RATES = (1.0, 0.5)
 JOBS = (1, 4)
 SHAPES = ("linear", "merges")
@@ -212,6 +227,9 @@ class Record:
     rounds: int
     seconds: float
     floor: float = 0.0  # floor_runs of the trial's history
+    told: str = "auto"  # what the search was told of the test (labgate only)
+    test: str = "model"  # the test: the noise model, or a broken test (BROKEN)
+    named: bool = False  # some culprit was named (right or wrong)
 
 
 def script_env(counter: Path, p: float, q: float) -> dict[str, str]:
@@ -251,11 +269,21 @@ def run_labgate_real(
 
 
 def run_labgate_sim(
-    history: History, tree: TreeRange, p: float, q: float, k: int, rng: random.Random
+    history: History,
+    tree: TreeRange,
+    p: float,
+    q: float,
+    k: int,
+    rng: random.Random,
+    *,
+    flaky: Knowledge = "auto",
+    intermittent: Knowledge = "auto",
+    test: str = "model",
 ) -> tuple[str | None, int, int, list[float]]:
-    """The engine on a simulated test, k tests per synchronous round; also each decision's time."""
+    """The engine on a simulated test, k tests per synchronous round; also each decision's time.
+    ``test`` is the noise model or one of the broken tests of BROKEN."""
     bad = {f"c{i:06d}" for i in history.bad_set()}
-    search = Search([tree], seed=0)
+    search = Search([tree], seed=0, flaky=flaky, intermittent=intermittent)
     observations: list[Observation] = []
     rounds, timings = 0, []
     while True:
@@ -266,7 +294,14 @@ def run_labgate_sim(
             break
         rounds += 1
         for point in decision.tests[:k]:
-            fails = (point[""] in bad and rng.random() < q) or rng.random() < p
+            if test == "always-pass":
+                fails = False
+            elif test == "always-fail":
+                fails = True
+            elif test == "random-50%":
+                fails = rng.random() < 0.5
+            else:
+                fails = (point[""] in bad and rng.random() < q) or rng.random() < p
             observations.append(Observation(point=point, outcome="bad" if fails else "good"))
     named = decision.culprit.commit if decision.culprit else None
     return named, len(observations), rounds, timings
@@ -333,11 +368,47 @@ def run_trial(trial: Trial) -> list[Record]:
                     mode = "real" if trial.real else "sim"
                     seconds = time.monotonic() - started
                     records.append(
-                        Record("labgate", mode, *cell, k, correct, runs, rounds, seconds, floor)
-                    )
+                        Record(
+                            "labgate", mode, *cell, k, correct, runs, rounds, seconds, floor,
+                            named=named is not None,
+                        )
+                    )  # fmt: skip
+        records += _told_and_broken(trial, history, tree, culprit_name, floor, rng)
         return records
     finally:
         shutil.rmtree(place, ignore_errors=True)
+
+
+def _told_and_broken(
+    trial: Trial, history: History, tree: TreeRange, culprit: str, floor: float, rng: random.Random
+) -> list[Record]:
+    """The simulator's cells where the user says what they know, and the broken tests."""
+    out = []
+    for label, flaky, intermittent, p, q in TOLD:
+        for k in JOBS if label == "deterministic" else (1,):
+            started = time.monotonic()
+            named, runs, rounds, _ = run_labgate_sim(
+                history, tree, p, q, k, rng,
+                flaky=flaky, intermittent=intermittent,  # type: ignore[arg-type]
+            )  # fmt: skip
+            cell = (trial.shape, trial.size, trial.trial, p, q, k)
+            out.append(
+                Record(
+                    "labgate", "sim", *cell, named == culprit, runs, rounds,
+                    time.monotonic() - started, floor, told=label, named=named is not None,
+                )
+            )  # fmt: skip
+    for test in BROKEN:
+        started = time.monotonic()
+        named, runs, rounds, _ = run_labgate_sim(history, tree, 0.0, 1.0, 1, rng, test=test)
+        cell = (trial.shape, trial.size, trial.trial, 0.0, 1.0, 1)
+        out.append(
+            Record(
+                "labgate", "sim", *cell, False, runs, rounds, time.monotonic() - started,
+                floor, test=test, named=named is not None,
+            )
+        )  # fmt: skip
+    return out
 
 
 # --- the decision time on a large DAG ---------------------------------------------------------
@@ -364,35 +435,105 @@ def time_decisions(size: int, seed: int) -> dict[str, float]:
     }
 
 
+# --- worktrees: one per job, or a fresh one per run -------------------------------------------
+
+
+def time_worktrees(files: int, commits: int, workdir: Path) -> dict[str, float]:
+    """Seconds per run on a repository of ``files`` files: labgate moving one worktree per job
+    (the default), labgate with a fresh worktree per run (``--fresh``), and git bisect run in
+    the checkout; a deterministic test, both told so, so both make about the same runs."""
+    repo = workdir / "worktrees-repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True, env=_git_env())
+    for i in range(files):
+        path = repo / f"d{i % 100}" / f"f{i}.c"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"int x{i};\n" * 20)
+    env = _git_env(
+        GIT_AUTHOR_NAME="Bench",
+        GIT_AUTHOR_EMAIL="bench@example.org",
+        GIT_COMMITTER_NAME="Bench",
+        GIT_COMMITTER_EMAIL="bench@example.org",
+    )
+    culprit = commits * 2 // 3
+
+    def commit(message: str) -> None:
+        subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
+        subprocess.run(["git", "-C", str(repo), "commit", "-qm", message], check=True, env=env)
+
+    commit("base")
+    for i in range(1, commits + 1):
+        (repo / "d0" / "f0.c").write_text(f"{i}\n")
+        if i == culprit:
+            (repo / "bad").write_text("x\n")
+        commit(f"commit {i}")
+    good = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", f"HEAD~{commits}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    command = ["sh", "-c", "test -f bad && exit 1; exit 0"]
+    out: dict[str, float] = {}
+    for label, fresh in (("labgate", False), ("labgate --fresh", True)):
+        search = Search([read_range(repo, [good], "HEAD")], flaky="no", intermittent="no")
+        started = time.monotonic()
+        result = bisect_run(
+            repo, search, command, fresh=fresh, env=env, log_dir=workdir / f"logs-{fresh}"
+        )
+        out[label] = (time.monotonic() - started) / result.runs
+    started = time.monotonic()
+    subprocess.run(["git", "-C", str(repo), "bisect", "start", "HEAD", good], env=env,
+                   capture_output=True, check=True)  # fmt: skip
+    done = subprocess.run(["git", "-C", str(repo), "bisect", "run", *command], env=env,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    subprocess.run(["git", "-C", str(repo), "bisect", "reset"], env=env, capture_output=True)
+    runs = done.stdout.count("running")
+    out["git bisect"] = (time.monotonic() - started) / max(1, runs)
+    return out
+
+
 # --- the report -------------------------------------------------------------------------------
 
 
 def report(records: Sequence[Record], timing: dict[str, float] | None) -> bool:
-    """Print the table and the targets; True when every target is met."""
+    """Print the tables and the targets; True when every target is met."""
     cells: dict[tuple[object, ...], list[Record]] = defaultdict(list)
     for r in records:
-        cells[(r.shape, r.size, r.p, r.q, r.k, r.tool)].append(r)
-
-    def mean(rs: Sequence[Record], attr: str) -> float:
-        return statistics.fmean(getattr(r, attr) for r in rs)
-
+        cells[(r.shape, r.size, r.p, r.q, r.k, r.tool, r.told, r.test)].append(r)
+    default = {key[:6]: rs for key, rs in cells.items() if key[6:] == ("auto", "model")}
     print(
-        f"{'':23}| {'git bisect run':^21} | {'labgate bisect run':^45}\n"
+        f"{'':23}| {'git bisect run':^21} | {'labgate bisect run (default: auto/auto)':^55}\n"
         f"{'shape':7} {'size':>5} {'p':>4} {'q':>3} {'k':>1} |"
         f" {'n':>4} {'accuracy':>8} {'runs':>6} |"
         f" {'n':>4} {'real':>4} {'accuracy':>8} {'runs':>6} {'rounds':>6} {'x git p=0':>9}"
+        f" {'floor':>6}"
     )
-    for key in sorted({key[:5] for key in cells}):
+    for key in sorted({key[:5] for key in default}):
         shape, size, p, q, k = key
-        git, lab = cells[(*key, "git bisect")], cells[(*key, "labgate")]
-        base = cells.get((shape, size, 0.0, 1.0, k, "git bisect"))
-        ratio = f"{mean(lab, 'runs') / mean(base, 'runs'):>9.2f}" if base else f"{'':>9}"
+        git, lab = default[(*key, "git bisect")], default[(*key, "labgate")]
+        base = default.get((shape, size, 0.0, 1.0, k, "git bisect"))
+        ratio = f"{_mean(lab, 'runs') / _mean(base, 'runs'):>9.2f}" if base else f"{'':>9}"
+        floor = f"{_mean(lab, 'floor'):>6.2f}" if (p, q) == (0.0, 1.0) else f"{'':>6}"
         real = sum(r.mode == "real" for r in lab)
         print(
             f"{shape:7} {size:>5} {p:>4} {q:>3} {k:>1} |"
-            f" {len(git):>4} {mean(git, 'correct'):>8.3f} {mean(git, 'runs'):>6.2f} |"
-            f" {len(lab):>4} {real:>4} {mean(lab, 'correct'):>8.3f} {mean(lab, 'runs'):>6.2f}"
-            f" {mean(lab, 'rounds'):>6.2f} {ratio}"
+            f" {len(git):>4} {_mean(git, 'correct'):>8.3f} {_mean(git, 'runs'):>6.2f} |"
+            f" {len(lab):>4} {real:>4} {_mean(lab, 'correct'):>8.3f} {_mean(lab, 'runs'):>6.2f}"
+            f" {_mean(lab, 'rounds'):>6.2f} {ratio} {floor}"
+        )
+    print(
+        f"\n{'labgate, told or broken (simulator)':36} | {'n':>4} {'accuracy':>8} {'named':>6}"
+        f" {'runs':>6} {'max':>4} {'rounds':>6} {'x git p=0':>9}"
+    )
+    for key in sorted(k for k in cells if k[6:] != ("auto", "model")):
+        shape, size, p, q, k, _, told, test = key
+        rs = cells[key]
+        base = default.get((shape, size, 0.0, 1.0, k, "git bisect"))
+        ratio = f"{_mean(rs, 'runs') / _mean(base, 'runs'):>9.2f}" if base else f"{'':>9}"
+        what = f"{shape} {size} {told if test == 'model' else test} p={p} k={k}"
+        print(
+            f"{what:36} | {len(rs):>4}"
+            f" {_mean(rs, 'correct'):>8.3f} {sum(r.named for r in rs):>6}"
+            f" {_mean(rs, 'runs'):>6.2f} {max(r.runs for r in rs):>4}"
+            f" {_mean(rs, 'rounds'):>6.2f} {ratio}"
         )
     real_lab = [r for r in records if r.tool == "labgate" and r.mode == "real"]
     if real_lab:
@@ -404,7 +545,7 @@ def report(records: Sequence[Record], timing: dict[str, float] | None) -> bool:
             per_run = sum(r.seconds for r in real_runs) / max(1, sum(r.runs for r in real_runs))
             print(f"wall time per real run, {tool} (k=1): {1000 * per_run:.0f} ms")
     print()
-    checks = list(_targets(cells, mean))
+    checks = list(_targets(records, default))
     if timing is not None:
         ok = timing["p95_ms"] < 50
         checks.append(
@@ -421,65 +562,82 @@ def report(records: Sequence[Record], timing: dict[str, float] | None) -> bool:
     return all(ok for ok, _ in checks)
 
 
+def _mean(rs: Sequence[Record], attr: str) -> float:
+    return statistics.fmean(getattr(r, attr) for r in rs)
+
+
 def _targets(
-    cells: dict[tuple[object, ...], list[Record]], mean: object
+    records: Sequence[Record], default: dict[tuple[object, ...], list[Record]]
 ) -> Iterator[tuple[bool, str]]:
-    avg = mean  # (records, attribute) -> float
-    histories = sorted({(key[0], key[1]) for key in cells})
-    worst = min(
-        ((avg(rs, "correct"), key) for key, rs in cells.items() if key[5] == "labgate"),  # type: ignore[operator]
-        default=None,
-    )
-    if worst is not None:
-        acc, key = worst
-        yield acc >= 0.99, f"labgate accuracy >= 0.99 in every cell: worst {acc:.3f} at {key[:5]}"
-        for noisy in (False, True):
-            rs = [
-                r
-                for key, rs in cells.items()
-                if key[5] == "labgate" and (key[2] != 0.0 or key[3] != 1.0) == noisy
-                for r in rs
-            ]
-            if rs:
-                right = sum(r.correct for r in rs)
-                low, high = wilson(right, len(rs))
+    """The issue's targets, one line each."""
+    lab = {key[:5]: rs for key, rs in default.items() if key[5] == "labgate"}
+    git = {key[:5]: rs for key, rs in default.items() if key[5] == "git bisect"}
+    noisy = [r for key, rs in lab.items() if key[2:4] != (0.0, 1.0) for r in rs]
+    if noisy:
+        right = sum(r.correct for r in noisy)
+        low, high = wilson(right, len(noisy))
+        worst, where = min((_mean(rs, "correct"), key) for key, rs in lab.items())
+        yield (
+            right / len(noisy) >= 0.99 and worst >= 0.97,
+            f"default mode, pooled accuracy over the noisy cells: {right}/{len(noisy)} ="
+            f" {right / len(noisy):.4f}, 95% Wilson interval [{low:.4f}, {high:.4f}]"
+            f" (target >= 0.99); worst cell {worst:.3f} at {where} (target >= 0.97)",
+        )
+    for shape, size in sorted({key[:2] for key in lab}):
+        git0 = git.get((shape, size, 0.0, 1.0, 1))
+        det = lab.get((shape, size, 0.0, 1.0, 1))
+        if git0 and det:
+            runs, floor = _mean(det, "runs"), _mean(det, "floor")
+            yield (
+                runs <= floor + 1,
+                f"{shape} {size} default, deterministic test: {runs:.2f} runs, floor_runs"
+                f" {floor:.2f} (+{runs - floor:.2f}; target <= floor_runs + 1), git bisect"
+                f" {_mean(git0, 'runs'):.2f}",
+            )
+        for p, limit in INFORMATION_LIMIT.items():
+            cell = lab.get((shape, size, p, 0.5, 1))
+            if cell and size == 1000:
+                runs = _mean(cell, "runs")
                 yield (
-                    high >= 0.99,
-                    f"labgate accuracy over every {'noisy' if noisy else 'deterministic'} cell:"
-                    f" {right}/{len(rs)} = {right / len(rs):.4f}, 95% interval"
-                    f" [{low:.4f}, {high:.4f}] (passes unless the interval lies below 0.99)",
+                    runs <= 2 * limit,
+                    f"{shape} {size} default, q=0.5 p={p}: {runs:.1f} runs = {runs / limit:.2f}x"
+                    f" the information limit {limit} (target <= 2x)",
                 )
-    for shape, size in histories:
-        git0 = cells.get((shape, size, 0.0, 1.0, 1, "git bisect"))
-        if not git0:
-            continue
-        base = avg(git0, "runs")  # type: ignore[operator]
-        for k in JOBS:
-            lab = cells.get((shape, size, 0.0, 1.0, k, "labgate"))
-            if lab:
-                ratio = avg(lab, "runs") / base  # type: ignore[operator]
-                floor = avg(git0, "floor") / base  # type: ignore[operator]
-                yield (
-                    ratio <= 1.25 or k != 1,
-                    f"{shape} {size} p=0 q=1 k={k}: runs {ratio:.3f} x git bisect's"
-                    f" (target <= 1.25{' for k=1; k=4 shown for reference' if k != 1 else ''};"
-                    f" floor for 0.99 at q=0.5: {floor:.3f} x)",
-                )
-        for q in DETECTION_RATES:
-            lab = cells.get((shape, size, 0.05, q, 1, "labgate"))
-            if lab:
-                ratio = avg(lab, "runs") / base  # type: ignore[operator]
-                yield (
-                    ratio <= 1.6,
-                    f"{shape} {size} p=0.05 q={q} k=1: runs {ratio:.3f} x git bisect's at p=0"
-                    f" (target <= 1.6)",
-                )
+        told = [r for r in records if (r.shape, r.size) == (shape, size) and r.test == "model"]
+        told_no = [r for r in told if r.told == "intermittent=no" and r.p == 0.05]
+        if git0 and told_no:
+            ratio = _mean(told_no, "runs") / _mean(git0, "runs")
+            acc = _mean(told_no, "correct")
+            yield (
+                ratio <= 1.4 and acc >= 0.99,
+                f"{shape} {size} --intermittent no, p=0.05: runs {ratio:.3f}x git bisect's at"
+                f" p=0 (target <= 1.4), accuracy {acc:.3f} (target >= 0.99)",
+            )
+        git_runs = {r.trial: r.runs for r in git0 or ()}
+        det_told = [r for r in told if r.told == "deterministic" and r.k == 1]
+        if det_told and git_runs:
+            over = [r.runs - git_runs[r.trial] for r in det_told if r.trial in git_runs]
+            acc = _mean(det_told, "correct")
+            yield (
+                max(over) <= 1 and acc == 1.0,
+                f"{shape} {size} --flaky no --intermittent no: runs - git bisect's on each"
+                f" history: mean {statistics.fmean(over):+.2f}, max {max(over):+d} (target <= +1),"
+                f" accuracy {acc:.3f} (target 1.00)",
+            )
+        broken = [r for r in records if (r.shape, r.size) == (shape, size) and r.test in BROKEN]
+        if broken:
+            named = sum(r.named for r in broken)
+            yield (
+                named == 0,
+                f"{shape} {size} broken tests (always pass, always fail, random 50%):"
+                f" {named} culprits named in {len(broken)} searches (target 0)",
+            )
         for p in FLAKE_RATES:
             for q in DETECTION_RATES:
-                one = cells.get((shape, size, p, q, 1, "labgate"))
-                four = cells.get((shape, size, p, q, 4, "labgate"))
+                one = lab.get((shape, size, p, q, 1))
+                four = lab.get((shape, size, p, q, 4))
                 if one and four:
-                    ratio = avg(four, "rounds") / avg(one, "rounds")  # type: ignore[operator]
+                    ratio = _mean(four, "rounds") / _mean(one, "rounds")
                     yield (
                         ratio <= 0.35,
                         f"{shape} {size} p={p} q={q}: rounds k=4 / k=1 = {ratio:.3f}"
@@ -532,6 +690,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="5 trials of 1,000 commits, 1 real: a smoke run of a few minutes",
     )
     parser.add_argument("--save", type=Path, help="write every record as JSON lines here")
+    parser.add_argument(
+        "--worktrees",
+        type=int,
+        metavar="FILES",
+        help="only time a run with one worktree per job, --fresh and git bisect, on a"
+        " repository of FILES files",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.sizes, args.real_trials = 5, "1000", 1
@@ -540,6 +705,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("git") is None:
         print("bench/bisect.py: git is not installed", file=sys.stderr)
         return 2
+    if args.worktrees:
+        with tempfile.TemporaryDirectory(prefix="labgate-bench-") as workdir:
+            per_run = time_worktrees(args.worktrees, 64, Path(workdir))
+        for label, seconds in per_run.items():
+            print(f"{args.worktrees} files, seconds per run, {label:16}: {seconds:.3f}")
+        return 0
     started = time.monotonic()
     version = engine_version()  # before the run: the source may change while it goes
     with tempfile.TemporaryDirectory(prefix="labgate-bench-") as workdir:

@@ -194,16 +194,28 @@ def test_linear_history_names_the_culprit_and_writes_json(tmp_path: Path) -> Non
     assert set(result) == {
         "culprit",
         "confidence",
-        "executions",
+        "runs",
         "rounds",
-        "candidates",
-        "observations",
+        "resumed",
+        "cancelled",
         "reason",
+        "message",
+        "candidates",
+        "good_end_fails",
+        "bad_end_passes",
+        "flake_rate",
+        "detection_rate",
+        "observations",
+        "log_dir",
+        "logs",
     }
     assert result["culprit"] == h.culprit
+    assert result["reason"] is None
     assert result["confidence"] >= 0.99
-    assert result["executions"] == len(runs(counter)) == len(result["observations"])
-    assert result["rounds"] == result["executions"]  # one run at a time: a round per run
+    assert result["runs"] == len(runs(counter)) == len(result["observations"])
+    assert result["rounds"] == result["runs"]  # one run at a time: a round per run
+    # one number everywhere: the text says what the JSON says
+    assert f"after {result['runs']} runs in {result['rounds']} rounds)" in first
     assert result["candidates"][0][0] == h.culprit
     assert all(len(pair) == 2 and 0 <= pair[1] <= 1 for pair in result["candidates"])
     assert len(result["candidates"]) <= 5
@@ -232,9 +244,10 @@ def test_merges_in_parallel_and_json_on_stdout(tmp_path: Path) -> None:
     assert result["culprit"] == h.culprit
     assert f"{h.culprit} is the first bad commit" in ran.stderr
     # Runs still going when the culprit was named were killed: started, counted, not observed.
-    assert len(result["observations"]) <= len(runs(counter)) <= result["executions"]
-    assert result["executions"] - len(result["observations"]) < 3
-    assert result["rounds"] < result["executions"]  # some runs overlapped
+    assert result["runs"] == len(result["observations"])
+    assert result["runs"] <= len(runs(counter)) <= result["runs"] + result["cancelled"]
+    assert result["cancelled"] < 3
+    assert result["rounds"] < result["runs"]  # some runs overlapped
 
 
 def test_first_parent_names_the_merge(tmp_path: Path) -> None:
@@ -262,7 +275,7 @@ def test_flaky_test_still_finds_the_culprit(tmp_path: Path) -> None:
     result = json.loads(ran.stdout)
     assert result["culprit"] == h.culprit
     assert result["confidence"] >= 0.99
-    assert result["executions"] == len(runs(counter))
+    assert result["runs"] == len(runs(counter))
 
 
 def test_skipped_commit_is_tested_around(tmp_path: Path) -> None:
@@ -279,18 +292,21 @@ def test_skip_next_to_the_culprit_leaves_it_undecided(tmp_path: Path) -> None:
     assert ran.status == 1, ran.stderr
     result = json.loads(ran.stdout)
     assert result["culprit"] is None
-    assert result["reason"]
+    assert result["reason"] == "skipped-commits"
+    assert "untestable commits" in result["message"]
     assert {c for c, _ in result["candidates"]} >= {h.commits[13], h.culprit}
     assert "no culprit" in ran.stderr
 
 
-def test_max_executions_gives_up_undecided(tmp_path: Path) -> None:
+@pytest.mark.parametrize("option", ["--max-runs", "--max-executions"])
+def test_max_runs_gives_up_undecided(tmp_path: Path, option: str) -> None:
     h = linear(tmp_path, n=60, culprit_at=31)
     counter = tmp_path / "counter"
-    ran = search(h, "./test.sh", options=["--max-executions", "2", "--json", "-"], counter=counter)
+    ran = search(h, "./test.sh", options=[option, "2", "--json", "-"], counter=counter)
     assert ran.status == 1, ran.stderr
     result = json.loads(ran.stdout)
     assert result["culprit"] is None
+    assert result["reason"] == "max-runs"
     assert len(runs(counter)) == 2
 
 
@@ -314,12 +330,13 @@ def test_interrupted_search_resumes_without_repeating_work(tmp_path: Path) -> No
     result = json.loads(second.stdout)
     assert result["culprit"] == h.culprit
     assert result["observations"][:3] == saved
-    assert result["executions"] == len(runs(counter)) - 3
+    assert result["resumed"] == 3
+    assert result["runs"] - result["resumed"] == len(runs(counter)) - 3 == len(result["logs"])
 
     before = runs(counter)
     third = search(h, "./test.sh", options=options, counter=counter)
     assert third.status == 0
-    assert json.loads(third.stdout)["executions"] == 0
+    assert json.loads(third.stdout)["logs"] == []
     assert runs(counter) == before
 
 
@@ -359,7 +376,8 @@ def test_status_128_or_more_aborts_the_search(tmp_path: Path) -> None:
     assert "giving up here" in ran.stderr  # the tail of the command's output
     result = json.loads(ran.stdout)
     assert result["culprit"] is None
-    assert "aborted" in result["reason"]
+    assert result["reason"] == "aborted"
+    assert "aborted" in result["message"]
     assert result["observations"] == []
     assert list(tmp.iterdir()) == []
     assert len(h.repo.git("worktree", "list").splitlines()) == 1
@@ -517,3 +535,160 @@ def test_exit_status_means_what_it_means_to_git_bisect_run(
     status: int, outcome: str | None
 ) -> None:
     assert outcome_of_status(status) == outcome
+
+
+# --- a broken test names no culprit -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "says"),
+    [
+        (["sh", "-c", "exit 0"], "bad-end-passes", "never failed at the bad end"),
+        (["sh", "-c", "echo it broke; exit 1"], "good-end-fails", "already fails at the good end"),
+    ],
+)
+def test_a_test_that_never_changes_ends_undecided_naming_the_end_to_check(
+    tmp_path: Path, command: list[str], code: str, says: str
+) -> None:
+    h = linear(tmp_path, n=30, culprit_at=12)
+    ran = search(h, *command, options=["--json"])
+    assert ran.status == 1, ran.stderr
+    result = json.loads(ran.stdout)
+    assert result["culprit"] is None
+    assert result["reason"] == code
+    assert says in result["message"]
+    end = h.bad if code == "bad-end-passes" else h.good
+    assert end in {o["commit"] for o in result["observations"]}  # the accused end was run
+    line = [x for x in ran.stderr.splitlines() if x.startswith("no culprit after ")]
+    assert len(line) == 1 and says in line[0]
+    assert f"after {result['runs']} runs in {result['rounds']} rounds" in line[0]
+
+
+# --- the test's output -------------------------------------------------------------------------
+
+
+def test_every_run_keeps_its_output_and_a_failing_run_shows_its_last_lines(tmp_path: Path) -> None:
+    h = linear(tmp_path, n=12, culprit_at=5)
+    logs = tmp_path / "logs"
+    script = (
+        'echo "checking $LABGATE_BISECT_COMMIT"; '
+        '[ -f bad ] && echo "assertion x failed" && exit 1; exit 0'
+    )
+    ran = search(h, "sh", "-c", script, options=["--json", "--log-dir", str(logs)])
+    assert ran.status == 0, ran.stderr
+    result = json.loads(ran.stdout)
+    assert result["log_dir"] == str(logs)
+    assert len(result["logs"]) == result["runs"] == len(list(logs.iterdir()))
+    for run in result["logs"]:
+        text = Path(run["log"]).read_text()
+        assert f"checking {run['commit']}" in text
+        assert ("assertion x failed" in text) == (run["outcome"] == "bad")
+        assert run["exit_status"] == (1 if run["outcome"] == "bad" else 0)
+    failing = [run for run in result["logs"] if run["outcome"] == "bad"]
+    assert failing
+    assert ran.stderr.count("| assertion x failed") == len(failing)
+    assert all(f"log: {run['log']}" in ran.stderr for run in failing)
+
+    # the same directory again: the earlier logs are kept, the new ones numbered after them
+    again = search(h, "sh", "-c", script, options=["--json", "--log-dir", str(logs)])
+    assert again.status == 0
+    assert len(list(logs.iterdir())) == result["runs"] + json.loads(again.stdout)["runs"]
+
+
+def test_default_log_dir_is_inside_the_git_directory(tmp_path: Path) -> None:
+    h = linear(tmp_path, n=6, culprit_at=3)
+    before = snapshot(h.repo)
+    ran = search(h, "./test.sh", options=["--json"])
+    assert ran.status == 0, ran.stderr
+    log_dir = Path(json.loads(ran.stdout)["log_dir"])
+    assert log_dir.parent == h.repo.path / ".git" / "labgate-bisect"
+    assert len(list(log_dir.glob("run-*.log"))) == json.loads(ran.stdout)["runs"]
+    assert snapshot(h.repo) == before  # not in the work tree: git status is unchanged
+
+
+def test_verbose_streams_every_line_of_every_run(tmp_path: Path) -> None:
+    h = linear(tmp_path, n=6, culprit_at=3)
+    script = 'echo "hello from $LABGATE_BISECT_COMMIT"; [ -f bad ] && exit 1; exit 0'
+    ran = search(h, "sh", "-c", script, options=["-v", "--json"])
+    assert ran.status == 0, ran.stderr
+    for commit in {o["commit"] for o in json.loads(ran.stdout)["observations"]}:
+        assert f"[{commit[:10]}] hello from {commit}" in ran.stderr
+
+
+# --- worktrees ----------------------------------------------------------------------------------
+
+# An incremental "build": counts the runs that found the previous build output in place.
+BUILD_SH = """if [ -f build.out ]; then echo reused >> "$COUNTER.reused"; fi
+echo built > build.out
+[ -f bad ] && exit 1
+exit 0
+"""
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_one_worktree_per_job_keeps_untracked_build_outputs_unless_fresh(
+    tmp_path: Path, fresh: bool
+) -> None:
+    h = linear(tmp_path, n=30, culprit_at=17)
+    counter = tmp_path / "counter"
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    options = ["--json", *(["--fresh"] if fresh else [])]
+    ran = search(
+        h, "sh", "-c", BUILD_SH, options=options, counter=counter, env={"TMPDIR": str(tmp)}
+    )
+    assert ran.status == 0, ran.stderr
+    result = json.loads(ran.stdout)
+    assert result["culprit"] == h.culprit
+    reused = Path(f"{counter}.reused")
+    reused_runs = len(reused.read_text().splitlines()) if reused.exists() else 0
+    # one worktree: every run after the first found the build output; fresh: none did
+    assert reused_runs == (0 if fresh else result["runs"] - 1)
+    assert list(tmp.iterdir()) == []
+    assert len(h.repo.git("worktree", "list").splitlines()) == 1
+
+
+# --- timeouts and the JSON path -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("means", ["skip", "bad"])
+def test_a_hanging_run_times_out_and_counts_as_told(tmp_path: Path, means: str) -> None:
+    h = linear(tmp_path, n=16, culprit_at=9, hang=8)
+    # hangs where the file `hang` exists (commit 8 only), otherwise the usual test
+    script = "if [ -f hang ]; then exec sleep 300; fi; [ -f bad ] && exit 1; exit 0"
+    options = ["--timeout", "1", "--timeout-means", means, "--json"]
+    ran = search(h, "sh", "-c", script, options=options)
+    result = json.loads(ran.stdout)
+    timed_out = [run for run in result["logs"] if run["timed_out"]]
+    assert timed_out and {run["commit"] for run in timed_out} == {h.commits[7]}
+    assert all(run["outcome"] == means for run in timed_out)
+    assert "timed out after" in ran.stderr
+    if means == "skip":  # the parent of the culprit cannot be tested: either may be it
+        assert ran.status == 1 and result["reason"] == "skipped-commits"
+        assert {c for c, _ in result["candidates"][:2]} == {h.commits[7], h.culprit}
+    else:  # told a hang means bad, commit 8 looks bad: it is blamed, as the user asked
+        assert ran.status == 0 and result["culprit"] == h.commits[7]
+
+
+def test_json_path_that_cannot_be_written_fails_before_any_run(tmp_path: Path) -> None:
+    h = linear(tmp_path, n=6, culprit_at=3)
+    counter = tmp_path / "counter"
+    where = tmp_path / "no-such-dir" / "result.json"
+    ran = search(h, "./test.sh", options=["--json", str(where)], counter=counter)
+    assert ran.status == 2
+    assert f"--json {where}: cannot write there" in ran.stderr
+    assert runs(counter) == []
+    assert "Traceback" not in ran.stderr
+
+
+# --- what the user knows -------------------------------------------------------------------------
+
+
+def test_told_deterministic_costs_git_bisects_runs(tmp_path: Path) -> None:
+    h = linear(tmp_path, n=32, culprit_at=20)
+    counter = tmp_path / "counter"
+    options = ["--flaky", "no", "--intermittent", "no", "--json"]
+    ran = search(h, "./test.sh", options=options, counter=counter)
+    assert ran.status == 0, ran.stderr
+    assert json.loads(ran.stdout)["culprit"] == h.culprit
+    assert len(runs(counter)) <= 5 + 1  # git bisect: log2(32) = 5 halvings

@@ -470,3 +470,152 @@ def test_settling_never_stalls_on_a_run_that_cannot_move_the_risk() -> None:
     while (d := search.decide(observations)).kind == "test":
         observations += [Observation(t, oracle(t)) for t in d.tests]  # type: ignore[arg-type]
     assert d.kind == "culprit", d.reason
+
+
+# --- the ends: a broken test is found out, not blamed on a commit ----------------------------
+
+
+def constant(outcome: str) -> Oracle:
+    return lambda point: outcome
+
+
+def random_fail(rng: random.Random) -> Oracle:
+    return lambda point: "bad" if rng.random() < 0.5 else "good"
+
+
+@pytest.mark.parametrize(
+    ("oracle", "code", "end"),
+    [
+        (constant("good"), "bad-end-passes", "c200"),
+        (constant("bad"), "good-end-fails", "c0"),
+    ],
+)
+def test_a_test_that_never_changes_names_no_culprit_and_says_which_end(
+    oracle: Oracle, code: str, end: str
+) -> None:
+    r = linear(200)
+    observations: list[Observation] = []
+    d = Search([r]).decide(observations)
+    while d.kind == "test":
+        observations += [Observation(t, oracle(t)) for t in d.tests]  # type: ignore[arg-type]
+        d = Search([r]).decide(observations)
+    assert d.kind == "undecided"
+    assert d.culprit is None
+    assert d.reason_code == code
+    # the end it accuses was run, and ran as accused
+    assert any(o.point[""] == end for o in observations)
+    assert d.reason is not None and ("bad end" if code == "bad-end-passes" else "good end") in (
+        d.reason
+    )
+
+
+def test_a_test_failing_at_random_names_no_culprit() -> None:
+    for seed in range(3):
+        r = linear(100)
+        d, _ = bisect(Search([r]), random_fail(random.Random(seed)), limit=3000)
+        assert d.kind == "undecided", d
+        assert d.culprit is None
+
+
+def test_an_end_is_run_only_when_the_answer_depends_on_it() -> None:
+    """A culprit inside the range: failures above it show the bad end fails, passes below it
+    show the good end passes; neither end is run."""
+    r = linear(1000)
+    culprit = Culprit("", "c500")
+    observations: list[Observation] = []
+    oracle = deterministic([r], culprit)
+    search = Search([r])
+    d = search.decide(observations)
+    while d.kind == "test":
+        observations += [Observation(t, oracle(t)) for t in d.tests]  # type: ignore[arg-type]
+        d = search.decide(observations)
+    assert d.culprit == culprit
+    assert {o.point[""] for o in observations}.isdisjoint({"c0", "c1000"})
+    assert d.bad_end_passes < 1e-3 and d.good_end_fails < 1e-3
+
+
+@pytest.mark.parametrize(("culprit", "end"), [("c1", "c0"), ("c64", "c64")])
+def test_a_culprit_next_to_an_end_is_confirmed_by_running_that_end(culprit: str, end: str) -> None:
+    r = linear(64)
+    d, _ = bisect(Search([r]), deterministic([r], Culprit("", culprit)))
+    assert d.culprit == Culprit("", culprit)
+    ran: list[Observation] = []
+    search = Search([r], flaky="no", intermittent="no")
+    d = search.decide(ran)
+    while d.kind == "test":
+        ran += [Observation(t, deterministic([r], Culprit("", culprit))(t)) for t in d.tests]  # type: ignore[arg-type]
+        d = search.decide(ran)
+    assert d.culprit == Culprit("", culprit)
+    assert end in {o.point[""] for o in ran}
+
+
+# --- what the user knows: --flaky / --intermittent ---------------------------------------------
+
+
+def git_bisect_runs(n: int, culprit: int) -> int:
+    """Runs of git bisect on a linear range good=0 .. bad=n: halving, ends never run."""
+    low, high, runs = 0, n, 0  # low is good, high is bad
+    while high - low > 1:
+        mid = (low + high) // 2
+        runs += 1
+        if mid >= culprit:
+            high = mid
+        else:
+            low = mid
+    return runs
+
+
+def test_told_deterministic_costs_git_bisects_runs_plus_at_most_one() -> None:
+    """Only a range of one commit, where git bisect runs nothing, needs both ends run."""
+    rng = random.Random(7)
+    r = linear(1)
+    d, runs = bisect(Search([r], flaky="no", intermittent="no"), constant("bad"))
+    assert d.reason_code == "good-end-fails" and runs == 2
+    for n in (2, 7, 100, 1000):
+        for culprit in {1, n, *(rng.randint(1, n) for _ in range(6))}:
+            r = linear(n)
+            search = Search([r], flaky="no", intermittent="no")
+            d, runs = bisect(search, deterministic([r], Culprit("", f"c{culprit}")))
+            assert d.culprit == Culprit("", f"c{culprit}")
+            assert runs <= git_bisect_runs(n, culprit) + 1, (n, culprit, runs)
+
+
+def test_told_deterministic_keeps_merges_skips_and_k_at_once() -> None:
+    rng = random.Random(3)
+    for _ in range(20):
+        r = random_dag(rng, 40)
+        culprit = Culprit("", rng.choice(sorted(r.parents)))
+        search = Search([r], flaky="no", intermittent="no")
+        d, _ = bisect(search, deterministic([r], culprit), k=3)
+        assert d.culprit == culprit
+
+
+@pytest.mark.parametrize(
+    ("flaky", "intermittent", "ps", "qs"),
+    [
+        ("no", "no", {0.0}, {1.0}),
+        ("no", "auto", {0.0}, {1.0, 0.7, 0.5, 0.3}),
+        ("auto", "no", {0.0, 0.05, 0.1, 0.2, 0.3}, {1.0}),
+        ("yes", "no", {0.05, 0.1, 0.2, 0.3}, {1.0}),
+        ("no", "yes", {0.0}, {0.7, 0.5, 0.3}),
+    ],
+)
+def test_noise_prior_keeps_only_what_the_user_allows(
+    flaky: str, intermittent: str, ps: set[float], qs: set[float]
+) -> None:
+    from labgate.bisect.posterior import noise_prior
+
+    prior = noise_prior(flaky, intermittent)  # type: ignore[arg-type]
+    assert {h.p for h in prior} == ps
+    assert {h.q for h in prior} == qs
+    assert all(h.prior > 0 for h in prior)
+    assert noise_prior() == default_noise_prior()
+
+
+def test_told_not_intermittent_a_bad_commit_that_passes_is_a_flake_of_the_good_side() -> None:
+    """With --intermittent no, one pass at the bad end is enough to say the bad end passes."""
+    r = linear(50)
+    search = Search([r], intermittent="no", flaky="no")
+    d, runs = bisect(search, constant("good"))
+    assert d.reason_code == "bad-end-passes"
+    assert runs <= 7  # git bisect's 6 halvings, then the bad end once

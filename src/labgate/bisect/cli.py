@@ -1,25 +1,31 @@
-"""``labgate bisect``: a better ``git bisect run`` for any git repository."""
+"""``labgate bisect``: a better ``git bisect run`` for any git repository.
+
+One word for a test execution everywhere in the text and the JSON: a *run*; runs started together
+(or each started after the result before) make a *round*.
+"""
 
 from __future__ import annotations
 
 import json
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import click
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from labgate.bisect.engine import BisectError, Decision, Outcome, Search
+from labgate.bisect.engine import BisectError, Decision, Knowledge, Outcome, Search
 from labgate.bisect.gitgraph import GitError, commit_info, read_range, toplevel
 from labgate.bisect.run import (
     TREE,
+    Execution,
     Progress,
     Result,
     SearchAborted,
@@ -33,6 +39,9 @@ EXIT_UNDECIDED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 TOP_CANDIDATES = 5
+FAILING_TAIL_LINES = 5  # lines of a failing run's output shown as it ends
+KNOWLEDGE = click.Choice(["no", "yes", "auto"])
+SUSPECT_ENDS = ("bad-end-passes", "good-end-fails")
 
 
 @click.group("bisect")
@@ -61,13 +70,56 @@ def bisect_group() -> None:
     type=click.FloatRange(0.5, 1.0, max_open=True),
     help="Name a culprit once it is this likely, however flaky or intermittent the test.",
 )
+@click.option(
+    "--flaky",
+    type=KNOWLEDGE,
+    default="auto",
+    show_default=True,
+    help="Can a good commit fail? no: never; yes: it does; auto: learn it from the runs.",
+)
+@click.option(
+    "--intermittent",
+    type=KNOWLEDGE,
+    default="auto",
+    show_default=True,
+    help="Can a bad commit pass? no / yes / auto, as for --flaky. "
+    "--flaky no --intermittent no costs git bisect's runs.",
+)
 @click.option("--first-parent", is_flag=True, help="Follow only the first parent of merges.")
 @click.option(
+    "--max-runs",
     "--max-executions",
+    "max_runs",
     type=click.IntRange(min=1),
     metavar="N",
     help="Give up (undecided) after N runs, earlier observations included.",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.0, min_open=True),
+    metavar="SECONDS",
+    help="Kill a run still going after SECONDS; it counts as skip (see --timeout-means).",
+)
+@click.option(
+    "--timeout-means",
+    type=click.Choice(["skip", "bad"]),
+    default="skip",
+    show_default=True,
+    help="What a timed-out run says about its commit.",
+)
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="A clean worktree for every run (default: one worktree per job, moved from commit to"
+    " commit, so untracked build outputs survive as under git bisect).",
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Keep each run's output in DIR (default: a new directory under .git/labgate-bisect/).",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Show every run's output as it comes.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the search's RNG.")
 @click.option(
     "--observations",
@@ -77,7 +129,12 @@ def bisect_group() -> None:
     help="JSON lines of earlier results to reuse; every new result is appended.",
 )
 @click.option(
-    "--json", "json_path", metavar="PATH|-", help="Write the result as JSON ('-': stdout)."
+    "--json",
+    "json_path",
+    metavar="[PATH]",
+    is_flag=False,
+    flag_value="-",
+    help="Print the result as JSON on stdout, or write it to PATH ('-': stdout).",
 )
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run_command(
@@ -85,8 +142,15 @@ def run_command(
     bad: str | None,
     jobs: int,
     confidence: float,
+    flaky: Knowledge,
+    intermittent: Knowledge,
     first_parent: bool,
-    max_executions: int | None,
+    max_runs: int | None,
+    timeout: float | None,
+    timeout_means: Literal["skip", "bad"],
+    fresh: bool,
+    log_dir: Path | None,
+    verbose: bool,
     seed: int,
     observations_path: Path | None,
     json_path: str | None,
@@ -94,9 +158,14 @@ def run_command(
 ) -> None:
     """Run COMMAND on commits between --good and --bad until the first bad commit is known.
 
-    Each run happens in its own temporary git worktree at the commit, with COMMAND started in its
-    root; your checkout, HEAD and index are never touched. COMMAND's exit status means what it
-    means to git bisect run: 0 good, 125 skip, 1-127 bad, 128 or more aborts the search.
+    Runs happen in worktrees of their own (one per job, moved from commit to commit; --fresh for
+    a new one per run), with COMMAND started in the worktree's root; your checkout, HEAD and
+    index are never touched. COMMAND's exit status means what it means to git bisect run: 0 good,
+    125 skip, 1-127 bad, 128 or more aborts the search. Each run's output is kept in a log file
+    (--log-dir); the last lines of each failing run are shown as it ends, everything with -v.
+
+    A test that never fails at --bad, or already fails at --good, names no culprit: the search
+    ends undecided and says which end to check.
 
     Exit status: 0 culprit named, 1 undecided, 2 usage error, 130 interrupted.
 
@@ -112,6 +181,8 @@ def run_command(
     if not good:
         _usage(err, "at least one --good REV is required")
     try:
+        if json_path is not None and json_path != "-":
+            _check_writable(Path(json_path))
         repo = toplevel(Path.cwd())
         tree_range = read_range(repo, good, bad, tree=TREE)
         earlier = _load_earlier(observations_path, tree_range.parents, err)
@@ -119,28 +190,46 @@ def run_command(
             [tree_range],
             first_parent=first_parent,
             confidence=confidence,
-            max_executions=max_executions,
+            max_executions=max_runs,
             seed=seed,
+            flaky=flaky,
+            intermittent=intermittent,
         )
-        result = _run(repo, search, command, jobs, earlier, observations_path, err)
+        options = dict(log_dir=log_dir, fresh=fresh, timeout=timeout, timeout_means=timeout_means)
+        result = _run(
+            repo, search, command, jobs, earlier, observations_path, err, verbose, options
+        )
     except (BisectError, GitError, OSError) as error:
         _usage(err, str(error))
     except SearchAborted as aborted:
         if aborted.output_tail:
             err.print(Text(aborted.output_tail), style="dim")
-        err.print(f"labgate bisect run: {aborted}")
+        where = f" (its output: {aborted.log})" if aborted.log else ""
+        err.print(f"labgate bisect run: {aborted}{where}")
         if json_path is not None and aborted.result is not None:
-            _write_json(json_path, aborted.result)
+            _write_json(json_path, aborted.result, str(aborted), "aborted")
         sys.exit(EXIT_UNDECIDED)
     except KeyboardInterrupt:
         saved = f"; results so far are in {observations_path}" if observations_path else ""
         err.print(f"labgate bisect run: interrupted, every worktree removed{saved}")
         sys.exit(EXIT_INTERRUPTED)
     try:
-        _report(repo, result, json_path, err)
+        _report(repo, result, json_path, err, bad, good)
     except (GitError, OSError) as error:
         _usage(err, str(error))
     sys.exit(EXIT_CULPRIT if result.decision.kind == "culprit" else EXIT_UNDECIDED)
+
+
+def _check_writable(path: Path) -> None:
+    """Fail now, not after the search, when the JSON result could not be written to ``path``."""
+    existed = path.exists()
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise OSError(f"--json {path}: cannot write there: {error.strerror or error}") from error
+    if not existed:
+        path.unlink()
 
 
 def _usage(err: Console, message: str) -> NoReturn:
@@ -169,46 +258,88 @@ def _run(
     earlier: Sequence[tuple[str, Outcome]],
     observations_path: Path | None,
     err: Console,
+    verbose: bool,
+    options: Mapping[str, Any],
 ) -> Result:
     def record(commit: str, outcome: Outcome) -> None:
         if observations_path is not None:
             append_observation(observations_path, commit, outcome)
 
-    with _sigterm_as_interrupt(), _progress_display(err) as show:
+    with _sigterm_as_interrupt(), _progress_display(err) as (show, stream):
         return bisect_run(
-            repo, search, command, jobs=jobs, earlier=earlier, record=record, progress=show
+            repo,
+            search,
+            command,
+            jobs=jobs,
+            earlier=earlier,
+            record=record,
+            progress=show,
+            stream=stream if verbose else None,
+            **options,
         )
 
 
 @contextmanager
-def _progress_display(err: Console) -> Iterator[Any]:
-    """A live status line on a terminal; one plain line per finished run otherwise."""
+def _progress_display(err: Console) -> Iterator[tuple[Any, Any]]:
+    """A live status line on a terminal, one plain line per finished run otherwise; the last
+    lines of each failing run under it. Also yields the ``-v`` printer of output lines."""
+    lock = threading.Lock()
+
+    def printer(console: Console) -> Any:
+        def stream(commit: str, line: bytes) -> None:
+            text = line.decode(errors="replace").rstrip("\n")
+            with lock:
+                console.print(Text(f"[{commit[:10]}] {text}"), style="dim")
+
+        return stream
+
     if not err.is_terminal:
 
         def plain(progress: Progress) -> None:
             if progress.last is not None:
-                commit, outcome, status = progress.last
-                err.print(f"run {progress.executions}: {commit[:12]} {outcome} (exit {status})")
+                with lock:
+                    err.print(Text(f"run {progress.runs}: {_run_line(*progress.last)}"))
+                    _print_tail(err, *progress.last)
 
-        yield plain
+        yield plain, printer(err)
         return
     with Live(Text("starting"), console=err, transient=True, refresh_per_second=8) as live:
 
         def show(progress: Progress) -> None:
             if progress.last is not None:
-                commit, outcome, status = progress.last
+                outcome = progress.last[1]
                 colour = {"good": "green", "bad": "red", "skip": "yellow"}[outcome]
-                live.console.print(
-                    Text.assemble("  ", (f"{outcome:4}", colour), f" {commit[:12]} (exit {status})")
-                )
+                with lock:
+                    live.console.print(
+                        Text.assemble("  ", (f"{outcome:4}", colour), _run_line(*progress.last)[4:])
+                    )
+                    _print_tail(live.console, *progress.last)
             live.update(_status_line(progress))
 
-        yield show
+        yield show, printer(live.console)
+
+
+def _run_line(execution: Execution, outcome: Outcome) -> str:
+    how = (
+        f"timed out after {execution.seconds:.0f} s"
+        if execution.timed_out
+        else f"exit {execution.status}"
+    )
+    return f"{outcome:4} {execution.commit[:12]} ({how}, {execution.seconds:.1f} s)"
+
+
+def _print_tail(console: Console, execution: Execution, outcome: Outcome) -> None:
+    """The end of a failing (or timed-out) run's output and where the rest is."""
+    if outcome != "bad" and not execution.timed_out:
+        return
+    for line in execution.output_tail.splitlines()[-FAILING_TAIL_LINES:]:
+        console.print(Text(f"    | {line}"), style="dim")
+    console.print(Text(f"    log: {execution.log}"), style="dim")
 
 
 def _status_line(progress: Progress) -> Text:
     decision = progress.decision
-    line = Text(f"round {progress.round} · {progress.executions} runs done")
+    line = Text(f"round {progress.round} · {progress.runs} runs done")
     if progress.running:
         line.append(f" · {len(progress.running)} running")
     line.append(f" · {_candidates_left(decision)} candidates")
@@ -238,43 +369,93 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _report(repo: Path, result: Result, json_path: str | None, err: Console) -> None:
+def _report(
+    repo: Path,
+    result: Result,
+    json_path: str | None,
+    err: Console,
+    bad: str,
+    good: Sequence[str],
+) -> None:
     decision = result.decision
     out = err if json_path == "-" else Console(highlight=False, soft_wrap=True, markup=False)
-    total = len(result.observations)
+    counts = f"{result.runs} runs in {result.rounds} rounds"
+    message = None
     if decision.kind == "culprit" and decision.culprit is not None:
         info = commit_info(repo, decision.culprit.commit)
         out.print(
-            f"{info.sha} is the first bad commit "
-            f"(confidence {decision.confidence:.3f} after {total} runs)",
+            f"{info.sha} is the first bad commit (confidence {decision.confidence:.3f}"
+            f" after {counts})",
             style="bold",
         )
         out.print(f"Author: {info.author}\nDate:   {info.date}\n\n    {info.subject}")
     else:
-        out.print(f"no culprit after {total} runs: {decision.reason or 'undecided'}")
-        for culprit, probability in decision.candidates[:TOP_CANDIDATES]:
-            out.print(f"  {culprit.commit}  {probability:.3f}")
+        message = _message(result, bad, good)
+        out.print(Text(f"no culprit after {counts}: {message}"))
+        if decision.reason_code not in SUSPECT_ENDS:
+            for culprit, probability in decision.candidates[:TOP_CANDIDATES]:
+                out.print(f"  {culprit.commit}  {probability:.3f}")
     if result.resumed:
         out.print(f"({result.resumed} of the runs came from the observations file)", style="dim")
+    if result.executions:
+        out.print(Text(f"(each run's output: {result.log_dir})"), style="dim")
     if json_path is not None:
-        _write_json(json_path, result)
+        _write_json(json_path, result, message, decision.reason_code)
 
 
-def _write_json(json_path: str, result: Result) -> None:
+def _message(result: Result, bad: str, good: Sequence[str]) -> str:
+    """One line on why no culprit was named and what to check."""
+    decision = result.decision
+    if decision.reason_code not in SUSPECT_ENDS:
+        return decision.reason or "undecided"
+    passing = decision.reason_code == "bad-end-passes"
+    logs = [e.log for e in result.executions if e.outcome == ("good" if passing else "bad")]
+    log = f" (the last such run's output: {logs[-1]})" if logs else ""
+    if passing:
+        return (
+            f"the test never failed at the bad end {bad!r}: check that the command fails there"
+            f" and sees the regression{log}"
+        )
+    ends = " / ".join(repr(rev) for rev in good)
+    return (
+        f"the test already fails at the good end {ends}: check that the command passes there{log}"
+    )
+
+
+def _write_json(json_path: str, result: Result, message: str | None, reason: str | None) -> None:
     decision = result.decision
     document = {
         "culprit": decision.culprit.commit if decision.culprit is not None else None,
         "confidence": decision.confidence,
-        "executions": result.executions,
+        "runs": result.runs,
         "rounds": result.rounds,
+        "resumed": result.resumed,
+        "cancelled": result.cancelled,
+        "reason": None if decision.kind == "culprit" else reason or "undecided",
+        "message": message,
         "candidates": [
             [culprit.commit, probability]
             for culprit, probability in decision.candidates[:TOP_CANDIDATES]
         ],
+        "good_end_fails": decision.good_end_fails,
+        "bad_end_passes": decision.bad_end_passes,
+        "flake_rate": decision.flake_rate,
+        "detection_rate": decision.detection_rate,
         "observations": [
             {"commit": commit, "outcome": outcome} for commit, outcome in result.observations
         ],
-        "reason": decision.reason,
+        "log_dir": str(result.log_dir),
+        "logs": [
+            {
+                "commit": e.commit,
+                "outcome": e.outcome,
+                "exit_status": e.status,
+                "timed_out": e.timed_out,
+                "seconds": round(e.seconds, 3),
+                "log": str(e.log),
+            }
+            for e in result.executions
+        ],
     }
     text = json.dumps(document, indent=2) + "\n"
     if json_path == "-":

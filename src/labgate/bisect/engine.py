@@ -16,9 +16,18 @@ How it decides (the modules it uses are named for their concept):
 A culprit is named when (1) it clears every noise hypothesis of the grid (``posterior.ALPHA``: so
 a flaky or intermittent test that happens to look deterministic is not trusted on the prior's word,
 and the rate of wrong culprits stays under 1 - confidence for each p and q, not only on average),
-and (2) it has been seen to fail and each of its
-parents (or, for the first commit of a later tree's range, the previous tree's bad commit) to pass,
-directly. The bad commit of the last tree counts as seen failing; good commits as seen passing.
+and (2) it has been seen to fail and each of its parents to pass, directly (for a root of the range:
+the good end, or for the first commit of a later tree's range, the previous tree's bad commit).
+
+The ends are hypotheses too (``graph``): "the bad end does not fail" and "the good end already
+fails" compete with the commits under the same guard, and when one of them is the one that clears
+it (and its end was seen to pass, or to fail) the decision is "undecided" with ``reason_code``
+``bad-end-passes`` or ``good-end-fails``: the test, not a commit, is what to look at. An end is
+run only when the answer depends on it: failures above a culprit inside the range already make
+"the bad end does not fail" unlikely.
+
+``flaky`` and ``intermittent`` say what the caller knows of the test (``posterior.noise_prior``):
+told both ``no``, the search costs git bisect's runs, plus at most one at an end it must verify.
 With ``first_parent`` the search walks the first-parent chain only: a merge stands for everything
 it brings in, its parent is its first parent, and the culprit may be a merge.
 
@@ -44,10 +53,12 @@ from typing import Literal
 from labgate.bisect.design import choose
 from labgate.bisect.graph import BisectError, Graph, TreeRange, members
 from labgate.bisect.posterior import (
+    Knowledge,
     Lookahead,
+    Noise,
     Partition,
     Posterior,
-    default_noise_prior,
+    noise_prior,
     posterior,
 )
 
@@ -55,6 +66,7 @@ __all__ = [
     "BisectError",
     "Culprit",
     "Decision",
+    "Knowledge",
     "Observation",
     "Outcome",
     "Search",
@@ -69,6 +81,9 @@ DEFAULT_MAX_EXECUTIONS = 2000  # an intermittent regression of a flaky test (q =
 SETTLE = 0.9  # the mixture probability from which runs go to settling the leading candidate
 _TOP = 5  # candidates listed in a decision
 TestPoint = Mapping[str, str]
+ReasonCode = Literal[
+    "bad-end-passes", "good-end-fails", "skipped-commits", "max-runs", "nothing-to-test"
+]
 
 
 @dataclass(frozen=True)
@@ -93,7 +108,12 @@ class Decision:
     largest risk over the noise hypotheses (what is compared with the confidence asked for; see
     ``posterior.ALPHA``); ``candidates``
     give the posterior averaged over the noise, best first. ``flake_rate`` and ``detection_rate``
-    are the posterior means of p and q; ``executions`` counts the observations given.
+    are the posterior means of p and q; ``executions`` counts the observations given (runs,
+    skips included). ``good_end_fails`` and ``bad_end_passes`` are the probabilities of the end
+    hypotheses. An "undecided" decision has a ``reason`` (a sentence) and a ``reason_code``:
+    ``bad-end-passes`` and ``good-end-fails`` (the test is suspect, see the module's docstring),
+    ``skipped-commits`` (untestable commits hide the culprit among ``candidates``), ``max-runs``
+    (the budget is spent), ``nothing-to-test`` (no testable point tells the candidates apart).
     """
 
     kind: Literal["test", "culprit", "undecided"]
@@ -105,6 +125,9 @@ class Decision:
     flake_rate: float = 0.0
     detection_rate: float = 1.0
     executions: int = 0
+    reason_code: ReasonCode | None = None
+    good_end_fails: float = 0.0
+    bad_end_passes: float = 0.0
 
 
 class Search:
@@ -115,6 +138,10 @@ class Search:
     commit, tree i at c, the later trees at their first good commit. An observation whose tuple is
     not on that chain (a tree other than the varying one off its bad/good commits) is counted as a
     run but otherwise ignored; any good commit of a tree counts as that tree's good side.
+
+    ``flaky`` (can a good commit fail?) and ``intermittent`` (can a bad commit pass?) are ``no``,
+    ``yes`` or ``auto`` (learn it from the runs); ``noise`` replaces the prior over (p, q) they
+    make, for a caller that knows more (a lab's learned flake rate, say).
     """
 
     def __init__(
@@ -125,6 +152,9 @@ class Search:
         confidence: float = 0.99,
         max_executions: int | None = None,
         seed: int = 0,
+        flaky: Knowledge = "auto",
+        intermittent: Knowledge = "auto",
+        noise: Sequence[Noise] | None = None,
     ) -> None:
         if not 0.5 <= confidence < 1.0:
             raise BisectError(f"confidence {confidence} must be in [0.5, 1)")
@@ -132,7 +162,9 @@ class Search:
         self.confidence = confidence
         self.max_executions = DEFAULT_MAX_EXECUTIONS if max_executions is None else max_executions
         self.seed = seed  # the search is deterministic; kept for the API and future tie-breaking
-        self.noise = default_noise_prior()
+        self.noise = noise_prior(flaky, intermittent) if noise is None else tuple(noise)
+        if not self.noise or any(h.prior <= 0.0 for h in self.noise):
+            raise BisectError("the noise prior needs at least one hypothesis, each of weight > 0")
         self._partition = Partition(self.graph)
 
     def decide(
@@ -154,7 +186,7 @@ class Search:
             if i is None:
                 continue
             if o.outcome == "skip":
-                if i >= 0:
+                if i < g.size:  # a skip at the good end says nothing of the commits
                     skipped.add(i)
             elif o.outcome == "good":
                 passes[i] += 1
@@ -162,7 +194,7 @@ class Search:
                 fails[i] += 1
             else:
                 raise BisectError(f"outcome {o.outcome!r} is not good, bad or skip")
-        busy = [i for i in (g.locate(p) for p in pending) if i is not None and i >= 0]
+        busy = [i for i in (g.locate(p) for p in pending) if i is not None]
         post = self._posterior(fails, passes)
         ranked = self._ranked(post, skipped)
         top, conf = ranked[0]
@@ -170,24 +202,34 @@ class Search:
         base = Decision(
             "test",
             confidence=conf,
-            candidates=tuple((Culprit(*g.commits[i]), w) for i, w in ranked),
+            candidates=tuple((Culprit(*g.commits[i]), w) for i, w in ranked if i < g.size),
             flake_rate=post.flake_rate,
             detection_rate=post.detection_rate,
             executions=len(observations),
+            good_end_fails=_probability(post, g.good_end),
+            bad_end_passes=_probability(post, g.no_culprit),
         )
         need = self._unconfirmed(top, fails, passes)
         if conf >= self.confidence and not need:
-            return replace(base, kind="culprit", culprit=Culprit(*g.commits[top]))
+            if top < g.size:
+                return replace(base, kind="culprit", culprit=Culprit(*g.commits[top]))
+            return self._suspect_end(base, top, fails, passes)
         hidden = self._hidden(top, post, skipped, need)
         if hidden is not None:
             reason, group = hidden
-            return replace(base, kind="undecided", reason=reason, candidates=group)
+            return replace(
+                base,
+                kind="undecided",
+                reason=reason,
+                reason_code="skipped-commits",
+                candidates=group,
+            )
         if len(observations) >= self.max_executions:
             reason = (
                 f"the budget of {self.max_executions} test runs is spent before any commit"
                 f" reached {self.confidence:.0%} confidence"
             )
-            return replace(base, kind="undecided", reason=reason)
+            return replace(base, kind="undecided", reason=reason, reason_code="max-runs")
         # never start more runs than the budget has left (pending runs will count too)
         k = min(k, self.max_executions - len(observations) - len(pending))
         if k < 1:
@@ -195,11 +237,30 @@ class Search:
         if ranked[0][1] >= SETTLE and top not in skipped:
             picks = self._settle(post, top, fails, passes, k, skipped, busy)
         else:
-            picks = choose(g, post, k, exclude=skipped | set(busy), seeds=busy)
+            picks = choose(g, post, k, exclude=skipped | set(busy) | {g.no_culprit}, seeds=busy)
         if not picks and not busy:
             reason = "no commit left to test can tell the candidates apart"
-            return replace(base, kind="undecided", reason=reason)
+            return replace(base, kind="undecided", reason=reason, reason_code="nothing-to-test")
         return replace(base, tests=tuple(dict(g.points[x]) for x in picks))
+
+    def _suspect_end(
+        self, base: Decision, end: int, fails: Counter[int], passes: Counter[int]
+    ) -> Decision:
+        """The decision when an end hypothesis clears the guard: the test is what to check."""
+        g = self.graph
+        if end == g.no_culprit:
+            at = g.size - 1
+            reason = (
+                f"the bad end does not fail: {passes[at]} of its {passes[at] + fails[at]} runs"
+                f" passed and the range shows no regression; check that the test fails there"
+            )
+            return replace(base, kind="undecided", reason=reason, reason_code="bad-end-passes")
+        at = g.good_end
+        reason = (
+            f"the good end already fails: {fails[at]} of its {passes[at] + fails[at]} runs"
+            f" failed; check that the test passes there"
+        )
+        return replace(base, kind="undecided", reason=reason, reason_code="good-end-fails")
 
     def _settle(
         self,
@@ -217,8 +278,8 @@ class Search:
         hypothesis would pick. A batch assumes each pick gives its likelier outcome and stops
         growing once that would settle the candidate."""
         g = self.graph
-        checks = [top, *(p for p in g.confirm_parents[top] if p >= 0)]
-        exclude = skipped | set(busy)
+        checks = self._checks(top)
+        exclude = skipped | set(busy) | {g.no_culprit}
         others = choose(g, post, 2, exclude=exclude, seeds=busy)
         if post.limiting is not None:
             others += choose(g, post.limiting, 2, exclude=exclude, seeds=busy)
@@ -260,7 +321,7 @@ class Search:
         return picks
 
     def _posterior(self, fails: Counter[int], passes: Counter[int]) -> Posterior:
-        points = (set(fails) | set(passes)) - {-1}
+        points = set(fails) | set(passes)
         # points of another history (or of a settling lookahead) carry no runs here and change no
         # likelihood; they only cost time, so the classes start afresh once they pile up
         if len(self._partition.points) > 2 * len(points) + 16:
@@ -269,26 +330,45 @@ class Search:
         return posterior(self._partition, fails, passes, self.noise)
 
     def _ranked(self, post: Posterior, skipped: set[int]) -> list[tuple[int, float]]:
+        """The likeliest candidates, best first: ``_TOP`` commits and the end hypotheses among
+        them (testable commits before skipped ones of the same probability)."""
         out: list[tuple[int, float]] = []
+        commits = 0
         for bits, size, mass, *_ in post.classes:
             ms = members(bits)
             ms.sort(key=lambda i: i in skipped)
-            out.extend((i, mass / size) for i in ms[: max(0, _TOP - len(out))])
-            if len(out) >= _TOP:
+            for i in ms[: max(0, _TOP - commits)]:
+                out.append((i, mass / size))
+                commits += i < self.graph.size
+            if commits >= _TOP:
                 break
         return out
 
-    def _unconfirmed(self, top: int, fails: Counter[int], passes: Counter[int]) -> list[int]:
-        """The points still to see directly: the top candidate failing, its parents passing."""
+    def _checks(self, top: int) -> list[int]:
+        """The points that confirm a candidate: itself and its parents, or the end it accuses."""
         g = self.graph
-        need = [] if fails[top] or top == g.size - 1 else [top]
+        if top == g.no_culprit:
+            return [g.size - 1]
+        if top == g.good_end:
+            return [g.good_end]
+        return [top, *g.confirm_parents[top]]
+
+    def _unconfirmed(self, top: int, fails: Counter[int], passes: Counter[int]) -> list[int]:
+        """The points still to see directly: the top candidate failing and its parents passing;
+        for an end hypothesis, the bad end passing or the good end failing."""
+        g = self.graph
+        if top == g.no_culprit:
+            return [] if passes[g.size - 1] else [g.size - 1]
+        if top == g.good_end:
+            return [] if fails[top] else [top]
+        need = [] if fails[top] else [top]
         return need + [p for p in g.confirm_parents[top] if not passes[p]]
 
     def _hidden(
         self, top: int, post: Posterior, skipped: set[int], need: list[int]
     ) -> tuple[str, tuple[tuple[Culprit, float], ...]] | None:
         """Why and among which commits the culprit hides behind untestable commits, if it does."""
-        if not skipped or any(x not in skipped for x in need):
+        if top >= self.graph.size or not skipped or any(x not in skipped for x in need):
             return None
         g = self.graph
         s = 0

@@ -6,6 +6,12 @@ the trees before it at their bad commit, its own tree at that commit, and the tr
 their (first) good commit. The point is bad under culprit ``c`` iff ``c`` is in its ancestor set,
 kept as a Python int used as a bitset (bit ``i`` = index ``i``), which makes every set operation of
 the search a handful of big-int operations even on 10,000 commits.
+
+Two more hypotheses stand beside the commits, so that a test that never fails at the bad end, or
+already fails at the good end, is found out instead of blamed on a commit: ``good_end`` (index
+``size``: the good side already fails; bad at every point, the good end's own point included) and
+``no_culprit`` (index ``size + 1``: the bad end does not fail; bad at no point). The good end is
+also a point, of index ``good_end``.
 """
 
 from __future__ import annotations
@@ -39,7 +45,11 @@ class TreeRange:
 
 
 class Graph:
-    """The precomputed chain of DAGs: indices, ancestor and descendant bitsets, points."""
+    """The precomputed chain of DAGs: indices, ancestor and descendant bitsets, points.
+
+    ``anc`` has an entry per point (the commits and the good end) and includes the ``good_end``
+    hypothesis; ``desc`` and the other per-commit lists cover the commits only.
+    """
 
     def __init__(self, ranges: Sequence[TreeRange], *, first_parent: bool = False) -> None:
         validate(ranges)
@@ -77,22 +87,28 @@ class Graph:
                 self.index[(r.tree, c)] = i
             below |= (1 << len(self.commits)) - 1
         self.size = len(self.commits)
-        self.all = (1 << self.size) - 1
+        self.good_end = self.size  # the point of the good end, and the hypothesis it fails
+        self.no_culprit = self.size + 1  # the hypothesis that the bad end does not fail
+        self.all = (1 << self.size) - 1  # the commits only
+        before = 1 << self.good_end
+        self.anc = [a | before for a in self.anc] + [before]
         self.desc = _descendants(self.parents, self.tree_of)
-        # The points a culprit's parents are tested at: its parents in the range or, for a root of
-        # a later tree's range, the previous tree's bad commit (that tree's good side is not given).
+        # The points a culprit's parents are tested at: its parents in the range or, for a root,
+        # the good end (first tree) or the previous tree's bad commit (a later tree's good side is
+        # not a point of the chain).
         ends = [
             i
             for i in range(self.size)
             if i + 1 == self.size or self.tree_of[i + 1] != self.tree_of[i]
         ]
         self.confirm_parents: list[tuple[int, ...]] = [
-            ps if ps or self.tree_of[i] == 0 else (ends[self.tree_of[i] - 1],)
+            ps or ((self.good_end,) if self.tree_of[i] == 0 else (ends[self.tree_of[i] - 1],))
             for i, ps in enumerate(self.parents)
         ]
-        self.points: list[PointKey] = [self._point_key(i) for i in range(self.size)]
-        self._point_index = {k: i for i, k in enumerate(self.points)}
         self.boundary: PointKey = tuple((r.tree, r.good[0]) for r in ranges)
+        self.points: list[PointKey] = [self._point_key(i) for i in range(self.size)]
+        self.points.append(self.boundary)
+        self._point_index = {k: i for i, k in enumerate(self.points)}
 
     def _point_key(self, i: int) -> PointKey:
         commit = self.commits[i][1]
@@ -103,7 +119,8 @@ class Graph:
         )
 
     def locate(self, point: Mapping[str, str]) -> int | None:
-        """The index a revision tuple tests, -1 for the all-good boundary, None when off the chain.
+        """The index a revision tuple tests, ``good_end`` for the all-good boundary, None when off
+        the chain.
 
         Any good commit of a tree counts as that tree's good side; a tuple whose trees before the
         varying one are not all at their bad commit (or whose commit is outside the ranges) is off
@@ -118,7 +135,7 @@ class Graph:
             if point[name] not in self._goods[name]:
                 varying = t
         if varying is None:
-            return -1
+            return self.good_end
         for name in self.trees[:varying]:
             if point[name] != self._bad[name]:
                 return None

@@ -1,7 +1,9 @@
 """The culprit posterior: which commit is the culprit, and how flaky the test is, given the runs.
 
-The model: the culprit is one commit of the ranges, a priori uniform. A test point is *bad* iff the
-culprit is among its ancestors (itself included). A run at a good point fails with the flake rate
+The model: the culprit is one commit of the ranges, a priori uniform, or one of the two end
+hypotheses (``END_PRIOR`` each): the good end already fails (every point bad) or the bad end does
+not fail (no point bad). A test point is *bad* iff the culprit is among its ancestors (itself
+included). A run at a good point fails with the flake rate
 ``p``; at a bad point it fails with ``q + (1 - q) p``, ``q`` the detection rate of the regression.
 ``p`` and ``q`` are unknown: they take values on a small grid with a spike-and-slab prior (most mass
 on the deterministic test, ``p = 0`` and ``q = 1``, so that a history without contradictions is
@@ -17,10 +19,29 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from labgate.bisect.graph import Graph
 
-__all__ = ["Lookahead", "Noise", "Partition", "Posterior", "default_noise_prior", "posterior"]
+__all__ = [
+    "END_PRIOR",
+    "Knowledge",
+    "Lookahead",
+    "Noise",
+    "Partition",
+    "Posterior",
+    "default_noise_prior",
+    "noise_prior",
+    "posterior",
+]
+
+Knowledge = Literal["no", "yes", "auto"]
+"""What the user says of a kind of noise: it cannot happen, it does, or learn it from the runs."""
+
+END_PRIOR = 0.01
+"""The prior of each end hypothesis (the good end fails; the bad end does not fail). Small, as a
+user's ends are usually right, but far above one commit's share on a long range, so that a range
+whose test never fails (or always fails) is found out within a few runs at that end."""
 
 
 @dataclass(frozen=True)
@@ -50,13 +71,32 @@ _Q_SLAB = ((1.0, 0.4), (0.7, 0.2), (0.5, 0.2), (0.3, 0.2))
 
 def default_noise_prior() -> tuple[Noise, ...]:
     """The spike-and-slab prior over (p, q) described above."""
-    slab = tuple(
-        Noise(p, q, (1.0 - _SPIKE) * wp * wq)
-        for p, wp in _P_SLAB
-        for q, wq in _Q_SLAB
-        if p or q < 1.0
-    )
-    return (Noise(0.0, 1.0, _SPIKE), *slab)
+    return noise_prior()
+
+
+def noise_prior(flaky: Knowledge = "auto", intermittent: Knowledge = "auto") -> tuple[Noise, ...]:
+    """The prior over (p, q) given what the user says: ``flaky`` (can a good commit fail?) and
+    ``intermittent`` (can a bad commit pass?). ``no`` keeps only p = 0 (q = 1), ``yes`` drops
+    them, ``auto`` keeps the whole grid; the spike stays where both p = 0 and q = 1 are allowed
+    and some noise is too, and alone (prior 1) when the user rules every noise out."""
+    ps = _kept(_P_SLAB, flaky, 0.0)
+    qs = _kept(_Q_SLAB, intermittent, 1.0)
+    spike = flaky != "yes" and intermittent != "yes"
+    share = 1.0 - _SPIKE if spike else 1.0
+    slab = tuple(Noise(p, q, share * wp * wq) for p, wp in ps for q, wq in qs if p or q < 1.0)
+    if not slab:
+        return (Noise(0.0, 1.0, 1.0),)
+    return (Noise(0.0, 1.0, _SPIKE), *slab) if spike else slab
+
+
+def _kept(
+    grid: tuple[tuple[float, float], ...], knowledge: Knowledge, quiet: float
+) -> list[tuple[float, float]]:
+    """The grid values ``knowledge`` allows (``quiet``: the value of no noise), their weights
+    scaled back to a sum of 1."""
+    kept = [(v, w) for v, w in grid if knowledge == "auto" or (knowledge == "no") == (v == quiet)]
+    total = sum(w for _, w in kept)
+    return [(v, w / total) for v, w in kept]
 
 
 class Partition:
@@ -70,12 +110,25 @@ class Partition:
         self.points: list[int] = []
         self.position: dict[int, int] = {}  # point -> its index in self.points
         # each class: (bitset of candidates, indices into self.points of the points it is bad at)
-        self.classes: list[tuple[int, tuple[int, ...]]] = [(graph.all, ())]
+        self.classes: list[tuple[int, tuple[int, ...]]] = [
+            (graph.all, ()),
+            (1 << graph.good_end, ()),
+            (1 << graph.no_culprit, ()),
+        ]
+        self._log_commit = math.log((1.0 - 2 * END_PRIOR) / graph.size)
+        self._log_end = math.log(END_PRIOR)
+
+    def log_prior(self, bits: int, size: int) -> float:
+        """The log prior of a class: an end hypothesis's own, or its commits' share."""
+        g = self.graph
+        if bits >> g.good_end:  # the end hypotheses are classes of their own
+            return self._log_end
+        return math.log(size) + self._log_commit
 
     def refine(self, points: Iterable[int]) -> None:
         anc = self.graph.anc
         for x in points:
-            if x < 0 or x in self.position:
+            if x in self.position:
                 continue
             pos = self.position[x] = len(self.points)
             self.points.append(x)
@@ -178,7 +231,7 @@ def _rows(
         fg = f_tot - fb
         pg = p_tot - pb
         size = bits.bit_count()
-        ls = math.log(size)
+        ls = partition.log_prior(bits, size)
         row = [
             ls + lp + _term(fb, lfb) + _term(pb, lpb) + _term(fg, lfg) + _term(pg, lpg)
             for lp, lfb, lpb, lfg, lpg in logs
@@ -300,7 +353,7 @@ def posterior(
     passes: Mapping[int, int],
     noise: tuple[Noise, ...],
 ) -> Posterior:
-    """The posterior given the runs: ``fails``/``passes`` count runs per point (-1 = all good)."""
+    """The posterior given the runs: ``fails``/``passes`` count runs per point."""
     rows, best = _rows(partition, fails, passes, _logs(noise))
     fail_bad = [h.fail_bad for h in noise]
     fail_good = [h.p for h in noise]

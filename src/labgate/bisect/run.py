@@ -1,15 +1,19 @@
-"""Running a bisection for real: each test in its own temporary git worktree, K at once.
+"""Running a bisection for real: the user's command in git worktrees of the repository, K at once.
 
-The search itself is the engine's (pure, no I/O). This module only executes what it asks for:
-``git worktree add --detach`` per run, the user's command started in the worktree's root in a new
-session (its own process group, so it can be killed as a whole), the exit status mapped to an
-outcome as ``git bisect run`` does, and every result appended to an observations file so an
-interrupted search resumes without repeating work. The user's checkout, HEAD and index are never
-touched; worktrees and commands are cleaned up even on Ctrl-C.
+The search itself is the engine's (pure, no I/O) and the loop is :func:`labgate.bisect.loop.drive`.
+This module only executes what it asks for: one worktree per job slot, moved from commit to commit
+by an in-place checkout so that untracked build outputs survive between runs as under git bisect
+(``fresh``: a new worktree per run instead), the user's command started in the worktree's root in
+a new session (its own process group, so it can be killed as a whole), stopped after ``timeout``
+seconds, its exit status mapped to an outcome as ``git bisect run`` does, its output kept in a log
+file per run, and every result appended to an observations file so an interrupted search resumes
+without repeating work. The user's checkout, HEAD and index are never touched; worktrees and
+commands are cleaned up even on Ctrl-C.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,12 +24,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Literal
 
 from labgate.bisect.engine import BisectError, Decision, Observation, Outcome, Search
+from labgate.bisect.loop import LoopState, drive
 from labgate.git import git, run_git
 
 TREE = ""  # the tree name of the single repository ``labgate bisect run`` works on
@@ -34,6 +39,7 @@ ABORT_STATUS = 128
 OUTPUT_TAIL_LINES = 20
 KILL_GRACE_S = 2.0
 CLEANUP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+LOG_DIR_NAME = "labgate-bisect"  # under the repository's git directory
 
 
 def outcome_of_status(status: int) -> Outcome | None:
@@ -51,12 +57,13 @@ def outcome_of_status(status: int) -> Outcome | None:
 class SearchAborted(Exception):
     """The test command asked to stop the search (exit status >= 128, or killed by a signal)."""
 
-    def __init__(self, commit: str, status: int, output_tail: str) -> None:
+    def __init__(self, commit: str, status: int, output_tail: str, log: Path | None = None):
         how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
         super().__init__(f"the command {how} at {commit[:12]}: search aborted")
         self.commit = commit
         self.status = status
         self.output_tail = output_tail
+        self.log = log
         self.result: Result | None = None  # the search up to the abort, set by bisect_run
 
 
@@ -65,8 +72,6 @@ class CommandNotStarted(BisectError):
 
 
 # --- the observations file ------------------------------------------------------------------
-
-
 def load_observations(path: Path) -> list[tuple[str, Outcome]]:
     """Read ``(commit, outcome)`` pairs from a JSON-lines file; a missing file is empty."""
     if not path.exists():
@@ -101,68 +106,108 @@ def append_observation(path: Path, commit: str, outcome: Outcome) -> None:
 # --- executing one test ---------------------------------------------------------------------
 
 
+def default_log_dir(repo: Path) -> Path:
+    """Where a search keeps its runs' output unless told: a new directory per search under the
+    repository's git directory (never in the work tree, so ``git status`` stays clean)."""
+    common = Path(git(["rev-parse", "--git-common-dir"], cwd=repo))
+    base = (common if common.is_absolute() else repo / common) / LOG_DIR_NAME
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return base / f"{stamp}-{os.getpid()}"
+
+
 @dataclass(frozen=True)
 class Execution:
-    """One finished run of the test command."""
+    """One finished run of the test command: its exit status (negative: killed by that signal),
+    whether it ran out of time, its duration, the last lines of its output and its log file."""
 
     commit: str
     status: int
     seconds: float
     output_tail: str
+    log: Path
+    timed_out: bool = False
+    outcome: Outcome | None = None  # what the run said, once mapped (None: it aborted)
 
 
 class Workspace:
-    """Temporary worktrees of ``repo`` and the commands running in them.
+    """The worktrees of ``repo`` the runs happen in, the commands running there and their logs.
 
-    Thread-safe: runs happen on worker threads, ``cancel`` and ``close`` on the main thread.
-    After ``cancel`` no command starts; ``close`` removes every worktree left and the temp dir.
+    One worktree per job slot, created at the slot's first run and moved with ``git checkout
+    --force`` (tracked files follow the commit, untracked ones stay, as under git bisect);
+    ``fresh``: a new worktree per run, removed after it. Thread-safe: runs happen on worker
+    threads, ``cancel`` and ``close`` on the main thread. After ``cancel`` no command starts;
+    ``close`` removes every worktree and the temp dir (the logs stay).
     """
 
-    def __init__(self, repo: Path, command: Sequence[str], env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        repo: Path,
+        command: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        log_dir: Path,
+        jobs: int = 1,
+        fresh: bool = False,
+        timeout: float | None = None,
+        stream: Callable[[str, bytes], None] | None = None,
+    ):
         self.repo = repo
         self.command = list(command)
         self.env = dict(os.environ if env is None else env)
+        self.fresh = fresh
+        self.timeout = timeout
+        self.stream = stream
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        # a log directory given again keeps its earlier logs: numbering goes on after them
+        self._logs = len(list(log_dir.glob("run-*.log")))
         self.root = Path(tempfile.mkdtemp(prefix="labgate-bisect-"))
         self._lock = threading.Lock()
         # git's worktree bookkeeping is not safe against concurrent add/remove/prune.
         self._git_lock = threading.Lock()
         self._cancelled = False
         self._serial = 0
+        self._free_slots = list(range(jobs, 0, -1))
         self.started = 0  # commands started, including any killed when the search ended
         self._worktrees: set[Path] = set()
         self._running: set[subprocess.Popen[bytes]] = set()
 
     def execute(self, commit: str) -> Execution:
-        """Check ``commit`` out in a fresh worktree, run the command in it, remove the worktree."""
+        """Move a free slot's worktree (or a fresh one) to ``commit`` and run the command there."""
         with self._lock:
             self._check_cancelled()
             self._serial += 1
-            path = self.root / f"{commit[:12]}-{self._serial}"
+            self._logs += 1
+            log = self.log_dir / f"run-{self._logs:04d}-{commit[:12]}.log"
+            slot = self._free_slots.pop()
+            path = self.root / (f"{commit[:12]}-{self._serial}" if self.fresh else f"slot-{slot}")
+            new = path not in self._worktrees
             self._worktrees.add(path)
-        log = path.with_suffix(".log")
         try:
-            with self._git_lock:
-                git(["worktree", "add", "--detach", "--quiet", str(path), commit], cwd=self.repo)
+            if new:
+                with self._git_lock:
+                    git(
+                        ["worktree", "add", "--detach", "--quiet", str(path), commit], cwd=self.repo
+                    )
+            else:
+                git(["checkout", "--detach", "--force", "--quiet", commit], cwd=path)
             started = time.monotonic()
             with log.open("wb") as output:
-                status = self._run_command(path, commit, output)
-            return Execution(commit, status, time.monotonic() - started, _tail(log))
+                status, timed_out = self._run_command(path, commit, output)
+            seconds = time.monotonic() - started
+            return Execution(commit, status, seconds, _tail(log), log, timed_out)
         finally:
-            self._remove(path)
-            log.unlink(missing_ok=True)
+            if self.fresh:
+                self._remove(path)
+            with self._lock:
+                self._free_slots.append(slot)
 
     def cancel(self) -> None:
         """Start no new command and kill the running ones (their whole process groups)."""
         with self._lock:
             self._cancelled = True
             running = list(self._running)
-        for process in running:
-            _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + KILL_GRACE_S
-        for process in running:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            _signal_group(process, signal.SIGKILL)
+        _stop(running)
 
     def close(self) -> None:
         """Remove every worktree still there, prune git's records of them, delete the temp dir."""
@@ -174,7 +219,7 @@ class Workspace:
             run_git(["worktree", "prune"], cwd=self.repo)
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def _run_command(self, path: Path, commit: str, output: BinaryIO) -> int:
+    def _run_command(self, path: Path, commit: str, output: IO[bytes]) -> tuple[int, bool]:
         env = {**self.env, "LABGATE_BISECT_COMMIT": commit}
         with self._lock:
             self._check_cancelled()
@@ -184,7 +229,7 @@ class Workspace:
                     cwd=path,
                     env=env,
                     stdin=subprocess.DEVNULL,
-                    stdout=output,
+                    stdout=output if self.stream is None else subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
@@ -195,11 +240,26 @@ class Workspace:
                 ) from error
             self._running.add(process)
             self.started += 1
+        copier = None
+        if self.stream is not None and process.stdout is not None:
+            copier = threading.Thread(
+                target=_copy, args=(process.stdout, output, commit, self.stream), daemon=True
+            )
+            copier.start()
+        timed_out = False
         try:
-            return process.wait()
+            try:
+                status = process.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _stop([process])
+                status = process.wait()
+            return status, timed_out
         finally:
-            # Whatever the command left behind in its session would outlive its worktree.
+            # Whatever the command left behind in its session would outlive its run.
             _signal_group(process, signal.SIGKILL)
+            if copier is not None:
+                copier.join()
             with self._lock:
                 self._running.discard(process)
 
@@ -219,6 +279,27 @@ class _Cancelled(Exception):
     """A run that was asked for after the search stopped; never escapes this module."""
 
 
+def _copy(
+    source: IO[bytes], log: IO[bytes], commit: str, stream: Callable[[str, bytes], None]
+) -> None:
+    """Copy a command's output line by line into its log and to ``stream`` (``-v``)."""
+    for line in source:
+        log.write(line)
+        log.flush()
+        stream(commit, line)
+
+
+def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process group, SIGKILL what is left after the grace period."""
+    for process in processes:
+        _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_GRACE_S
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        _signal_group(process, signal.SIGKILL)
+
+
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)
@@ -232,29 +313,43 @@ def _tail(log: Path) -> str:
     return "\n".join(lines[-OUTPUT_TAIL_LINES:])
 
 
-# --- the search loop ------------------------------------------------------------------------
+# --- the search -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Progress:
-    """What a person watching the search wants to see, after each event."""
+    """What a person watching the search wants to see, after each event: the round reached,
+    the runs finished, the commits running, the engine's latest decision, and the run just
+    finished with the outcome it gave (None when runs just started)."""
 
     round: int
-    executions: int
+    runs: int
     running: tuple[str, ...]
     decision: Decision
-    last: tuple[str, Outcome, int] | None  # commit, outcome, exit status of the run just done
+    last: tuple[Execution, Outcome] | None
 
 
 @dataclass(frozen=True)
 class Result:
-    """The end of a search: the last decision and everything observed to reach it."""
+    """The end of a search: the last decision and everything observed to reach it.
+
+    ``observations`` are every run's (commit, outcome), the ``resumed`` earlier ones first;
+    ``executions`` the runs made by this search (with their logs); ``cancelled`` the runs killed
+    unfinished when the culprit was named (not among the observations).
+    """
 
     decision: Decision
     observations: tuple[tuple[str, Outcome], ...]
-    executions: int
+    executions: tuple[Execution, ...]
     rounds: int
     resumed: int
+    cancelled: int
+    log_dir: Path
+
+    @property
+    def runs(self) -> int:
+        """The runs the answer rests on: every observation, resumed ones included."""
+        return len(self.observations)
 
 
 def bisect_run(
@@ -267,32 +362,87 @@ def bisect_run(
     record: Callable[[str, Outcome], None] | None = None,
     progress: Callable[[Progress], None] | None = None,
     env: Mapping[str, str] | None = None,
+    log_dir: Path | None = None,
+    fresh: bool = False,
+    timeout: float | None = None,
+    timeout_means: Literal["skip", "bad"] = "skip",
+    stream: Callable[[str, bytes], None] | None = None,
 ) -> Result:
-    """Run the search to its end: ask the engine for test points, run up to ``jobs`` at once (as
-    soon as one finishes, ask again with the others as pending), stop at a culprit or undecided.
+    """Run the search to its end with :func:`labgate.bisect.loop.drive`, ``jobs`` runs at once.
 
-    ``earlier`` observations are fed in first; ``record`` is called with every new one. Runs still
-    going when a culprit is named are killed (and counted in ``executions``). Raises SearchAborted
-    (with the search so far as its ``result``) when the command exits with 128 or more;
-    KeyboardInterrupt propagates after the running commands are killed and every worktree is
-    removed.
+    ``earlier`` observations are fed in first; ``record`` is called with every new one. Each
+    run's output goes to a log in ``log_dir`` (default: :func:`default_log_dir`), and to
+    ``stream(commit, line)`` as it comes when given. A run still going after ``timeout`` seconds
+    is killed and counts as ``timeout_means``. Runs still going when a culprit is named are
+    killed. Raises SearchAborted (with the search so far as its ``result``) when the command
+    exits with 128 or more; KeyboardInterrupt propagates after the running commands are killed
+    and every worktree is removed.
     """
-    loop = _Loop(search, Workspace(repo, command, env), jobs, list(earlier), record, progress)
+    logs = default_log_dir(repo) if log_dir is None else log_dir
+    workspace = Workspace(
+        repo, command, env, log_dir=logs, jobs=jobs, fresh=fresh, timeout=timeout, stream=stream
+    )
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="labgate-bisect")
+    executions: list[Execution] = []
+    finished: list[tuple[Execution, Outcome]] = []
+    state: list[LoopState] = []
+
+    async def test(point: Mapping[str, str]) -> Outcome:
+        commit = point[TREE]
+        loop = asyncio.get_running_loop()
+        execution = await loop.run_in_executor(pool, workspace.execute, commit)
+        found = timeout_means if execution.timed_out else outcome_of_status(execution.status)
+        execution = replace(execution, outcome=found)
+        executions.append(execution)
+        if found is None:
+            raise SearchAborted(commit, execution.status, execution.output_tail, execution.log)
+        finished.append((execution, found))
+        return found
+
+    def on_round(now: LoopState) -> None:
+        state[:] = [now]
+        for commit, outcome in _pairs(now.added):
+            if record is not None:
+                record(commit, outcome)
+        if progress is None:
+            return
+        running = tuple(point[TREE] for point in now.running)
+        current = now.rounds + (1 if running else 0)
+        done = len(now.observations) - len(earlier)
+        if not finished:
+            progress(Progress(current, done, running, now.decision, None))
+        while finished:
+            progress(Progress(current, done, running, now.decision, finished.pop(0)))
+
     aborted: SearchAborted | None = None
+    start = [Observation({TREE: commit}, outcome) for commit, outcome in earlier]
     try:
-        decision = loop.run(pool)
+        ended = asyncio.run(drive(search, start, test, k=jobs, on_round=on_round))
+        decision, observed, rounds, cancelled = (
+            ended.decision,
+            ended.observations,
+            ended.rounds,
+            ended.cancelled,
+        )
     except SearchAborted as error:
         aborted = error
-        assert loop.last is not None  # a run was started, so the engine was asked first
-        decision = _undecided(loop.last, str(error))
+        now = state[0] if state else None
+        observed = now.observations if now is not None else tuple(start)
+        rounds, cancelled = (now.rounds if now is not None else 0), 0
+        decision = _undecided(now.decision if now is not None else None, str(error))
     finally:
         with _signals_deferred():
-            loop.workspace.cancel()
+            workspace.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
-            loop.workspace.close()
+            workspace.close()
     result = Result(
-        decision, tuple(loop.observed), loop.workspace.started, loop.rounds, len(earlier)
+        decision,
+        tuple(_pairs(observed)),
+        tuple(executions),
+        rounds,
+        len(earlier),
+        cancelled,
+        logs,
     )
     if aborted is not None:
         aborted.result = result
@@ -300,79 +450,13 @@ def bisect_run(
     return result
 
 
-@dataclass
-class _Loop:
-    """The state of one search while it runs.
-
-    ``rounds`` is the length of the longest chain of runs each started after the previous one's
-    result: a run started when the latest result came from round r is in round r + 1.
-    """
-
-    search: Search
-    workspace: Workspace
-    jobs: int
-    observed: list[tuple[str, Outcome]]
-    record: Callable[[str, Outcome], None] | None
-    progress: Callable[[Progress], None] | None
-    rounds: int = 0
-    done: int = 0
-    running: dict[Future[Execution], tuple[str, int]] = field(default_factory=dict)
-    last: Decision | None = None
-
-    def run(self, pool: ThreadPoolExecutor) -> Decision:
-        while True:
-            decision = self.last = self.search.decide(
-                _observations(self.observed),
-                k=max(1, self.jobs - len(self.running)),
-                pending=[{TREE: commit} for commit, _ in self.running.values()],
-            )
-            # An undecided engine may only be waiting for the pending runs: wait for them.
-            if decision.kind == "culprit" or (decision.kind != "test" and not self.running):
-                return decision
-            for point in decision.tests[: self.jobs - len(self.running)]:
-                commit = point[TREE]
-                future = pool.submit(self.workspace.execute, commit)
-                self.running[future] = (commit, self.rounds + 1)
-            if not self.running:
-                return _undecided(decision, "the engine proposed nothing new to test")
-            self._report(decision, None)
-            finished, _ = wait(self.running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                self._observe(future, decision)
-
-    def _observe(self, future: Future[Execution], decision: Decision) -> None:
-        commit, run_round = self.running.pop(future)
-        execution = future.result()
-        outcome = outcome_of_status(execution.status)
-        if outcome is None:
-            raise SearchAborted(commit, execution.status, execution.output_tail)
-        self.done += 1
-        self.rounds = max(self.rounds, run_round)
-        self.observed.append((commit, outcome))
-        if self.record is not None:
-            self.record(commit, outcome)
-        self._report(decision, (commit, outcome, execution.status))
-
-    def _report(self, decision: Decision, last: tuple[str, Outcome, int] | None) -> None:
-        if self.progress is not None:
-            commits = tuple(commit for commit, _ in self.running.values())
-            current = self.rounds + (1 if commits else 0)
-            self.progress(Progress(current, self.done, commits, decision, last))
+def _pairs(observations: Sequence[Observation]) -> list[tuple[str, Outcome]]:
+    return [(o.point[TREE], o.outcome) for o in observations]
 
 
-def _observations(observed: Sequence[tuple[str, Outcome]]) -> list[Observation]:
-    return [Observation(point={TREE: commit}, outcome=outcome) for commit, outcome in observed]
-
-
-def _undecided(decision: Decision, reason: str) -> Decision:
-    return Decision(
-        kind="undecided",
-        tests=(),
-        culprit=None,
-        confidence=decision.confidence,
-        candidates=decision.candidates,
-        reason=reason,
-    )
+def _undecided(decision: Decision | None, reason: str) -> Decision:
+    base = decision if decision is not None else Decision("undecided")
+    return replace(base, kind="undecided", tests=(), culprit=None, reason=reason)
 
 
 @contextlib.contextmanager

@@ -220,7 +220,7 @@ def test_bisection_report_names_the_first_bad_commit() -> None:
     assert f"xen {'c' * 40} is the first bad commit\n" in text
     assert "Author: Alice Example <alice@example.org>\n" in text
     assert "Subject: x86/mm: frob {the} widget\n" in text
-    assert "Confidence: 0.973 after 12 executions\n" in text
+    assert "Confidence: 0.973 after 12 runs\n" in text
     assert "Flights used: 20, 21, 23\n" in text
     assert bisection_subject(SUMMARY) == "[xen-unstable bisection] complete test-amd64-xl"
 
@@ -234,7 +234,7 @@ def test_undecided_bisection_says_why() -> None:
     assert "*** No culprit found ***" in text
     assert "  Reason: the failure did not reproduce\n" in text
     assert "first bad commit" not in text
-    assert "Executions: 4\n" in text
+    assert "Runs: 4\n" in text
     assert bisection_subject(summary) == "[labgate bisection] incomplete test-amd64-xl"
 
 

@@ -316,9 +316,9 @@ def render_bisection_report(summary: BisectionSummary) -> str:
         ]
     lines.append("")
     if summary.confidence is not None:
-        lines.append(f"Confidence: {summary.confidence:.3f} after {summary.executions} executions")
+        lines.append(f"Confidence: {summary.confidence:.3f} after {summary.executions} runs")
     else:
-        lines.append(f"Executions: {summary.executions}")
+        lines.append(f"Runs: {summary.executions}")
     flights = ", ".join(str(f) for f in summary.flights) or "(none)"
     lines += [f"Flights used: {flights}", ""]
     lines += [_RULE, "labgate bisection", ""]

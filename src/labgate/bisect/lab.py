@@ -17,6 +17,7 @@ from typing import Any
 
 from labgate.bisect.engine import BisectError, Observation, Outcome, Search, TreeRange
 from labgate.bisect.gitgraph import read_range
+from labgate.bisect.loop import LoopState, drive
 from labgate.config import Lab
 from labgate.evidence import EVIDENCE, branch_evidence
 from labgate.flights import Flights
@@ -186,7 +187,8 @@ class LabBisection:
 
 @dataclass
 class _Search:
-    """One bisection's search: the engine's decisions, the lab's flights as its tests."""
+    """One bisection's search: the engine's decisions through the one search loop
+    (:func:`labgate.bisect.loop.drive`), the lab's flights as its tests."""
 
     lab_bisection: LabBisection
     branch: str
@@ -199,7 +201,6 @@ class _Search:
     observations: list[Observation] = field(default_factory=list)
     flights: list[int] = field(default_factory=list)
     used: set[int] = field(default_factory=set)
-    tries: dict[tuple[tuple[str, str], ...], int] = field(default_factory=dict)
     rounds: int = 0
 
     def point_of(self, revisions: Mapping[str, str]) -> dict[str, str]:
@@ -208,43 +209,52 @@ class _Search:
     def full(self, point: Mapping[str, str]) -> dict[str, str]:
         return {**self.flight.revisions, **point}
 
-    def learn(self, flight: FlightResult) -> Outcome | None:
-        """Turn a flight's result for the regressed item into an observation."""
+    def answer(self, flight: FlightResult) -> Outcome | None:
+        """The flight's answer for the regressed item, once per flight (None: no answer)."""
         if flight.id in self.used:
             return None
         self.used.add(flight.id)
-        answer = item_outcome(flight, self.item.job, self.item.step, self.item.testcase)
-        if answer is not None:
-            self.observations.append(Observation(self.point_of(flight.revisions), answer))
+        return item_outcome(flight, self.item.job, self.item.step, self.item.testcase)
+
+    def stored_answer(self, stored: FlightResult) -> Outcome | None:
+        """The answer of a stored flight of the branch's evidence that ran the job, once (a bisect
+        flight it answers from counts among the bisection's flights)."""
+        if stored.id in self.used or stored.blessing not in EVIDENCE:
+            return None
+        if not any(j.name == self.item.job for j in stored.jobs):
+            return None
+        answer = self.answer(stored)
+        bisecting = stored.blessing is Blessing.BISECT
+        if answer is not None and bisecting and stored.id not in self.flights:
+            self.flights.append(stored.id)
         return answer
 
-    def use(self, stored: FlightResult) -> bool:
-        """Learn from a stored flight of the branch's evidence that ran the job, once; True if
-        it answered (a bisect flight it answers from counts among the bisection's flights)."""
-        if stored.id in self.used or stored.blessing not in EVIDENCE:
-            return False
-        if not any(j.name == self.item.job for j in stored.jobs):
-            return False
-        if self.learn(stored) is None:
-            return False
-        if stored.blessing is Blessing.BISECT and stored.id not in self.flights:
-            self.flights.append(stored.id)
-        return True
-
-    def reuse(self, point: Mapping[str, str]) -> bool:
-        """Use every stored result at this tuple not used yet; True if any answered."""
+    def known(self, point: Mapping[str, str]) -> list[Outcome]:
+        """Every stored answer at this tuple not used yet (the loop uses them, not a test)."""
         found = self.lab_bisection.store.flights_at(self.branch, self.full(point))
-        return any([self.use(stored) for stored in found])
+        return [a for stored in found if (a := self.stored_answer(stored)) is not None]
 
-    def reuse_history(self) -> None:
-        """Use every flight of the branch's history whose tuple lies on this search: the trees
-        outside the ranges as in the failing flight, the others at a point of the chain."""
+    def given(self) -> list[Observation]:
+        """The evidence already there: the regression's flight (bad), the baseline (good), and
+        every stored flight of the branch that ran the job on a tuple of this search (the trees
+        outside the ranges as in the failing flight, the others at a point of the chain)."""
+        out = []
+        for seed in (self.flight, self.baseline):
+            if (answer := self.answer(seed)) is not None:
+                out.append(Observation(self.point_of(seed.revisions), answer))
         for stored in branch_evidence(self.lab_bisection.store, self.branch):
-            on_chain = dict(stored.revisions) == self.full(self.point_of(stored.revisions))
-            if on_chain and self.engine.graph.locate(self.point_of(stored.revisions)) is not None:
-                self.use(stored)
+            point = self.point_of(stored.revisions)
+            if dict(stored.revisions) != self.full(point):
+                continue
+            if self.engine.graph.locate(point) is not None and (
+                answer := self.stored_answer(stored)
+            ):
+                out.append(Observation(point, answer))
+        return out
 
-    async def test(self, point: Mapping[str, str]) -> None:
+    async def test(self, point: Mapping[str, str]) -> Outcome | None:
+        """A bisect flight of the job (and what it depends on) at this point; None when the lab
+        did not answer (broken: the loop tries again, then takes it as skip)."""
         owner = self.lab_bisection
         flight_id = owner.flights.plan(
             self.branch,
@@ -253,56 +263,25 @@ class _Search:
             blessing=Blessing.BISECT,
         )
         self.flights.append(flight_id)
-        result = await owner.run_flight(flight_id, f"bisect {self.item.job}")
-        key = tuple(sorted(point.items()))
-        if self.learn(result) is None:
-            self.tries[key] = self.tries.get(key, 0) + 1
-            if self.tries[key] >= 2:  # the lab keeps failing there: untestable for us
-                self.observations.append(Observation(dict(point), "skip"))
+        return self.answer(await owner.run_flight(flight_id, f"bisect {self.item.job}"))
+
+    def progress(self, state: LoopState) -> None:
+        self.observations = list(state.observations)
+        self.rounds = state.rounds
+        self._save("running", state.decision)
 
     async def search(self, jobs: tuple[str, ...]) -> BisectionResult:
-        # the evidence already there: the regression's flight (bad), the baseline (good), and
-        # every stored flight of the branch that ran the job on a tuple of this search
-        for seed in (self.flight, self.baseline):
-            self.learn(seed)
-        self.reuse_history()
-        k = self.lab_bisection.lab.gate.bisect_parallel
-        pending: dict[asyncio.Task[None], dict[str, str]] = {}
-        try:
-            while True:
-                free = k - len(pending)
-                decision = self.engine.decide(
-                    self.observations, k=max(free, 1), pending=list(pending.values())
-                )
-                if decision.kind != "test":
-                    break
-                if free <= 0:  # every slot busy: wait for a result before starting more
-                    decision = dataclasses.replace(decision, tests=())
-                started = False
-                reused = False
-                for point in decision.tests:
-                    if self.reuse(point):
-                        reused = True
-                        continue
-                    task = asyncio.create_task(self.test(point))
-                    pending[task] = dict(point)
-                    started = True
-                if started:
-                    self.rounds += 1
-                if reused and not started:
-                    continue
-                if not pending:
-                    break
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    pending.pop(task)
-                    task.result()
-                self._save("running", decision)
-        finally:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        return self._finish(decision, jobs)
+        result = await drive(
+            self.engine,
+            self.given(),
+            self.test,
+            k=self.lab_bisection.lab.gate.bisect_parallel,
+            known=self.known,
+            on_round=self.progress,
+        )
+        self.observations = list(result.observations)
+        self.rounds = result.rounds
+        return self._finish(result.decision, jobs)
 
     def _finish(self, decision: Any, jobs: tuple[str, ...]) -> BisectionResult:
         culprit = None
@@ -313,7 +292,8 @@ class _Search:
             culprit = CulpritReport(tree, commit, info.author, info.email, info.subject)
             self.lab_bisection.say(
                 f"{self.branch}: {tree} {commit} is the first bad commit "
-                f"(confidence {decision.confidence:.3f} after {len(self.flights)} flights): "
+                f"(confidence {decision.confidence:.3f} after {len(self.observations)} runs, "
+                f"{len(self.flights)} bisect flights): "
                 f"{info.author} <{info.email}>: {info.subject}"
             )
         elif decision.kind == "test":

@@ -120,7 +120,13 @@ def bisect_group() -> None:
     help="Keep each run's output in DIR (default: a new directory under .git/labgate-bisect/).",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Show every run's output as it comes.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the search's RNG.")
+@click.option(
+    "--seed",
+    default=0,
+    type=int,
+    hidden=True,
+    help="Ignored: the search is deterministic (kept for scripts that pass it).",
+)
 @click.option(
     "--observations",
     "observations_path",

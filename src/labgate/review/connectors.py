@@ -1,26 +1,27 @@
-"""The connectors of a lab's ``[[review]]`` entries, by name."""
+"""The connectors of a lab's ``[[review]]`` entries, by name, from the registered drivers
+(:mod:`labgate.review.drivers`)."""
 
 from __future__ import annotations
 
 from labgate.config import Lab
 from labgate.model import ReviewSpec
 from labgate.review.base import Connector
+from labgate.review.drivers import DRIVERS, load_drivers
 
 
 class NotAvailable(Exception):
-    """A ``[[review]]`` whose connector cannot run (Gerrit: not done, see labgate.review.gerrit)."""
+    """A ``[[review]]`` whose driver cannot run (it says why)."""
 
 
 def connector_for(spec: ReviewSpec) -> Connector:
-    if spec.driver == "github":
-        from labgate.review.github.connector import GitHubConnector  # httpx: loaded on use
-
-        return GitHubConnector(spec)
-    raise NotAvailable(
-        f"[[review]] {spec.name}: the Gerrit connector is not done: its event stream and REST "
-        "calls have never run against a Gerrit server (none can be had here), so it does not "
-        "vote; only its event parsing and request building exist (labgate.review.gerrit)"
-    )
+    load_drivers()
+    driver = DRIVERS.get(spec.driver)
+    if driver is None:
+        known = ", ".join(sorted(DRIVERS))
+        raise NotAvailable(f"[[review]] {spec.name}: no driver {spec.driver!r} (drivers: {known})")
+    if driver.connector is None:
+        raise NotAvailable(f"[[review]] {spec.name}: {driver.unavailable}")
+    return driver.connector(spec)
 
 
 def connectors_for(lab: Lab) -> tuple[dict[str, Connector], list[str]]:

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labgate.config import Lab
 from labgate.model import Outcome
-from labgate.review.github import github_routes
+from labgate.review.drivers import review_routes
 from labgate.store import FlightNotFound, Store, StoreError
 from labgate.web import api, pages
 from labgate.web.auth import Access
@@ -148,7 +148,7 @@ def create_app(lab: Lab, store: Store, *, token: str | None = None) -> Starlette
     routes: list[Any] = [
         *pages.routes(web),
         *api.routes(web),
-        *github_routes(lab, store),
+        *review_routes(lab, store),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     handlers: dict[Any, Callable[..., Any]] = {

@@ -7,3 +7,16 @@ here: parsing stream-events lines (:mod:`.events`) and building and reading REST
 reconnects and the REST calls themselves are not written yet, and the Gerrit connector is not
 done: ``labgate review run`` says so for a ``driver = "gerrit"`` entry.
 """
+
+from labgate.review.drivers import ReviewDriver, register
+
+register(
+    ReviewDriver(
+        "gerrit",
+        unavailable=(
+            "the Gerrit connector is not done: its event stream and REST calls have never run "
+            "against a Gerrit server (none can be had here), so it does not vote; only its event "
+            "parsing and request building exist (labgate.review.gerrit)"
+        ),
+    )
+)

@@ -6,7 +6,10 @@ loopback port with real signed requests, and check the REST calls against a fake
 GitHub's documented request and response shapes.
 """
 
+from labgate.review.drivers import ReviewDriver, register
 from labgate.review.github.connector import GitHubConnector
 from labgate.review.github.webhook import github_routes
 
 __all__ = ["GitHubConnector", "github_routes"]
+
+register(ReviewDriver("github", connector=GitHubConnector, routes=github_routes))

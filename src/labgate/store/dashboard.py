@@ -1,6 +1,6 @@
 """The dashboard's reads that the Store does not have: one page, a few indexed queries.
 
-SQLAlchemy Core over ``labgate.schema``; results are the model's values (`FlightResult`,
+SQLAlchemy Core over ``labgate.store.schema``; results are the model's values (`FlightResult`,
 `JobResult`, `StepResult`, `PushRecord`) or small frozen dataclasses of this module, each with the
 ``to_json`` the JSON API serves (the same form the CLI's ``--json`` prints).
 """

@@ -204,6 +204,12 @@ def test_host_vanishing_mid_step_is_broken_and_the_job_runs_on_another_host(
         fid = plan_flight(lab, store, "main")
         task = asyncio.create_task(Flights(lab, store).run(fid))
         assert await asyncio.wait_for(asyncio.to_thread(read_line, fifo), WAIT_S) == "up"
+        # the step's first line has come back over SSH into its log before the host goes away
+        log = lab.log_dir / f"{fid}" / "t" / "work.log"
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while not (log.exists() and log.read_text().startswith("attempt 1 on ssh-far\n")):
+            assert asyncio.get_running_loop().time() < deadline, "the step's output never came"
+            await asyncio.sleep(0.02)
         netns.cut()
         return await asyncio.wait_for(task, WAIT_S)
 

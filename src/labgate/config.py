@@ -159,6 +159,15 @@ class Lab:
     """``[mail]``: where reports are sent (None: reports are not mailed)."""
     web_token: str | None = None
     """``[web] token``: what the dashboard's actions (cancel, retest) need; None: read-only."""
+    step_env: Mapping[str, str] = field(default_factory=dict)
+    """``[lab] env``: variables every step gets (see ``labgate.executor.step_environment``)."""
+    pass_env: tuple[str, ...] = ()
+    """``[lab] pass_env``: the controller's variables every step gets, by name."""
+
+    @property
+    def secret_env_names(self) -> frozenset[str]:
+        """The environment variables lab.toml's ``*_env`` keys name: never given to a step."""
+        return secret_env_names(self.mail, self.reviews)
 
     def branch(self, name: str) -> BranchSpec:
         """The branch called ``name``; UnknownNameError (a LookupError) lists the known ones."""
@@ -198,6 +207,14 @@ class Lab:
         return tuple(h for h in self.hosts if h.flags.issuperset(job.requires))
 
 
+def secret_env_names(mail: MailConfig | None, reviews: Iterable[ReviewSpec]) -> frozenset[str]:
+    """The variables named by the ``*_env`` keys of ``[mail]`` and ``[[review]]``."""
+    named = [mail.username_env, mail.password_env] if mail else []
+    for review in reviews:
+        named += [review.token_env, review.secret_env, review.password_env]
+    return frozenset(name for name in named if name is not None)
+
+
 # --- the file as written: pydantic models ---------------------------------------------------
 
 
@@ -208,6 +225,7 @@ def _int_to_str(value: Any) -> Any:
     return value
 
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 Value = Annotated[str, BeforeValidator(_int_to_str)]
 
 
@@ -219,6 +237,8 @@ class RawLabSection(_Raw):
     artifacts: Text = "artifacts"
     mirrors: Text = "mirrors"
     poll_interval: float = Field(default=60.0, gt=0)
+    env: dict[str, str] = Field(default_factory=dict)
+    pass_env: list[str] = Field(default_factory=list)
 
 
 _GATE = GateSettings()  # the defaults live there; this model adds the bounds a file may give
@@ -1070,6 +1090,8 @@ class _Loader:
         gate = self.gate_section(data)
         mail = self.mail_section(data)
         web = self.web_section(data)
+        if lab is not None:
+            self.check_step_env(lab, reviews, mail)
         if self.problems or lab is None:
             return None
         return Lab(
@@ -1092,7 +1114,28 @@ class _Loader:
             gate=gate,
             mail=mail,
             web_token=web.token if web is not None else None,
+            step_env=lab.env,
+            pass_env=tuple(lab.pass_env),
         )
+
+    def check_step_env(
+        self, lab: RawLabSection, reviews: Sequence[ReviewSpec], mail: MailConfig | None
+    ) -> None:
+        """``[lab] env`` and ``pass_env``: variable names, none of labgate's own, no secret."""
+        secrets = secret_env_names(mail, reviews)
+        for key, names in (("env", list(lab.env)), ("pass_env", lab.pass_env)):
+            for index, name in enumerate(names):
+                at = f"lab.env.{name}" if key == "env" else f"lab.pass_env[{index}]"
+                if not ENV_NAME.fullmatch(name):
+                    self.problem(at, f"{_show(name)} is not a variable name", "use A-Z, 0-9, _")
+                elif name.startswith("LABGATE_"):
+                    self.problem(at, "LABGATE_* variables are labgate's own", "use another name")
+                elif key == "pass_env" and name in secrets:
+                    self.problem(
+                        at,
+                        f"{name} is a secret (a *_env key names it): steps never get it",
+                        f"remove {name}; a step runs code from anyone who sends a patch",
+                    )
 
 
 # --- paths ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -47,6 +47,50 @@ def timed_out(log: BinaryIO, timeout: float | None, duration_s: float) -> StepRu
     """A step killed at its timeout fails; its log ends saying so."""
     log.write(f"\n--- labgate: timed out after {timeout:g}s, killed\n".encode())
     return StepRun(Outcome.FAIL, None, duration_s, f"timed out after {timeout:g}s")
+
+
+BASE_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+)
+"""The controller's variables every local step gets (when set): where programs are, whose home,
+which language and time zone, where temporary files go. An SSH host has its own."""
+
+
+def step_environment(
+    base: Mapping[str, str],
+    labgate_vars: Mapping[str, str],
+    lab_env: Mapping[str, str],
+    pass_env: Iterable[str],
+    secrets: Collection[str],
+) -> dict[str, str]:
+    """The whole environment of a step, the one rule for every executor: of ``base`` (the
+    controller's environment) only the :data:`BASE_ENV` names and those ``pass_env`` lists
+    (``[lab] pass_env``), then ``lab_env`` (``[lab] env``), then labgate's own ``LABGATE_*``
+    variables. A name in ``secrets`` (what lab.toml's ``*_env`` keys name) never comes from
+    ``base``, whatever lists it: a step runs code from anyone who opens a pull request, and its
+    log is shown to anyone who can read the dashboard."""
+    wanted = [*BASE_ENV, *pass_env]
+    env = {name: base[name] for name in wanted if name in base and name not in secrets}
+    env.update(lab_env)
+    env.update(labgate_vars)
+    return env
+
+
+def remote_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """What of a step's environment goes to a remote host: everything but the controller's
+    :data:`BASE_ENV` values (the host has its own ``PATH``, ``HOME``...)."""
+    return {name: value for name, value in env.items() if name not in BASE_ENV}
 
 
 class Executor(Protocol):

@@ -25,6 +25,7 @@ from labgate.model import Blessing, FlightState, JobSpec, Outcome, StepSpec
 from labgate.store import Store, schema
 from labgate.web import create_app
 from labgate.web.api import OPENAPI
+from labgate.web.auth import SESSION_COOKIE, SESSION_TTL_S
 from labgate.web.graph import dot_string, render_svg, to_dot
 from labgate.web.logs import LiveStep, stream_log
 from labs import job, local_host, step, write_lab
@@ -102,7 +103,8 @@ def web(tmp_path: Path, database_url: str) -> Iterator[Fixture]:
             runs[2] = Outcome.PASS
         _finish(store, fid, {"build": [Outcome.PASS], "test": runs}, lab.log_dir)
         flights.append(fid)
-    client = TestClient(create_app(lab, store, token=TOKEN), base_url="http://dash.test")
+    app = create_app(lab, store, token=TOKEN, hosts=["dash.test"])
+    client = TestClient(app, base_url="http://dash.test")
     try:
         yield Fixture(lab, store, client, flights, sha)
     finally:
@@ -346,6 +348,74 @@ def test_actions_need_the_token_and_csrf(web: Fixture) -> None:
     assert finished.status_code == 409
 
 
+def _cancel_with(client: TestClient, flight_id: int, cookie: str, csrf: str) -> int:
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, cookie, domain="dash.test")
+    return int(_post(client, f"/flights/{flight_id}/cancel", f"csrf={csrf}").status_code)
+
+
+def test_logout_ends_the_session_even_for_a_copied_cookie(web: Fixture) -> None:
+    running = web.store.create_flight("main", Blessing.ADHOC, {"xen": web.sha}, _jobs())
+    csrf = _login(web.client)
+    cookie = web.client.cookies[SESSION_COOKIE]
+    assert _post(web.client, "/logout", "").status_code == 303
+    assert _cancel_with(web.client, running, cookie, csrf) == 403
+    assert not web.store.cancel_requested(running)
+    assert 'name="csrf"' not in web.client.get(f"/flights/{running}/jobs/test").text
+    web.client.cookies.clear()
+    again = _login(web.client)  # another session works
+    assert _cancel_with(web.client, running, web.client.cookies[SESSION_COOKIE], again) == 303
+
+
+def test_sessions_expire(web: Fixture) -> None:
+    running = web.store.create_flight("main", Blessing.ADHOC, {"xen": web.sha}, _jobs())
+    access = web.client.app.state.web.access  # type: ignore[attr-defined]
+    now = [1000.0]
+    access.clock = lambda: now[0]
+    csrf = _login(web.client)
+    cookie = web.client.cookies[SESSION_COOKIE]
+    login = _post(web.client, "/login", f"token={TOKEN}")
+    assert f"Max-Age={int(SESSION_TTL_S)}" in login.headers["set-cookie"]
+    now[0] += SESSION_TTL_S
+    assert _cancel_with(web.client, running, cookie, csrf) == 403
+    assert not web.store.cancel_requested(running)
+
+
+def test_a_new_token_ends_every_session(web: Fixture) -> None:
+    running = web.store.create_flight("main", Blessing.ADHOC, {"xen": web.sha}, _jobs())
+    csrf = _login(web.client)
+    cookie = web.client.cookies[SESSION_COOKIE]
+    app = create_app(web.lab, web.store, token="another-token-0123456789", hosts=["dash.test"])
+    with TestClient(app, base_url="http://dash.test") as restarted:
+        assert _cancel_with(restarted, running, cookie, csrf) == 403
+    assert not web.store.cancel_requested(running)
+
+
+def test_only_the_dashboards_own_host_names_are_answered(web: Fixture, tmp_path: Path) -> None:
+    evil = web.client.get("/api/flights", headers={"host": "rebind.evil.example"})
+    assert evil.status_code == 400
+    assert "Host 'rebind.evil.example' is not a name of this dashboard" in evil.text
+    assert "[web] hosts" in evil.text and "flights" not in evil.text
+    assert "default-src 'none'" in evil.headers["content-security-policy"]
+    text = web.lab.file.read_text()
+    web.lab.file.write_text(
+        text + '\n[web]\nhosts = ["Lab.Example.org"]\n'
+        '\n[[review]]\nname = "gh"\ndriver = "github"\nproject = "a/b"\nbranch = "main"\n'
+        'web_url = "https://votes.example.org:8443/"\ntoken_env = "T"\nsecret_env = "S"\n'
+    )
+    client = TestClient(create_app(load_lab(web.lab.dir), web.store))
+    for host in [
+        "localhost:8080",
+        "127.0.0.1",
+        "[::1]:8080",
+        "lab.example.org",
+        "votes.example.org",
+    ]:
+        assert client.get("/api/flights", headers={"host": host}).status_code == 200, host
+    for host in ["testserver", "lab.example.org.evil.example", "", "[::2]:80"]:
+        assert client.get("/api/flights", headers={"host": host}).status_code == 400, host
+
+
 def test_retest_plans_a_flight_of_the_job_on_the_same_revisions(web: Fixture) -> None:
     csrf = _login(web.client)
     response = _post(web.client, f"/flights/{web.flights[1]}/jobs/test/retest", f"csrf={csrf}")
@@ -374,7 +444,7 @@ def test_retest_plans_a_flight_of_the_job_on_the_same_revisions(web: Fixture) ->
 
 
 def test_read_only_without_a_token(web: Fixture) -> None:
-    client = TestClient(create_app(web.lab, web.store))
+    client = TestClient(create_app(web.lab, web.store), base_url="http://localhost")
     assert "read-only" in client.get("/flights").text
     assert client.post(f"/flights/{web.flights[0]}/cancel").status_code == 403
     assert client.post("/login", content="token=x").status_code == 403

@@ -159,6 +159,8 @@ class Lab:
     """``[mail]``: where reports are sent (None: reports are not mailed)."""
     web_token: str | None = None
     """``[web] token``: what the dashboard's actions (cancel, retest) need; None: read-only."""
+    web_hosts: tuple[str, ...] = ()
+    """``[web] hosts``: the names the dashboard answers to besides loopback and review web_urls."""
     step_env: Mapping[str, str] = field(default_factory=dict)
     """``[lab] env``: variables every step gets (see ``labgate.executor.step_environment``)."""
     pass_env: tuple[str, ...] = ()
@@ -260,6 +262,7 @@ class RawWeb(_Raw):
     """``[web]``: the dashboard (``labgate serve``)."""
 
     token: Text | None = None
+    hosts: list[Text] = []
 
     @field_validator("token")
     @classmethod
@@ -1114,6 +1117,7 @@ class _Loader:
             gate=gate,
             mail=mail,
             web_token=web.token if web is not None else None,
+            web_hosts=tuple(web.hosts) if web is not None else (),
             step_env=lab.env,
             pass_env=tuple(lab.pass_env),
         )

@@ -379,6 +379,7 @@ async def login(web: Web, request: Request) -> Response:
     response.set_cookie(
         SESSION_COOKIE,
         web.access.new_session(),
+        max_age=int(web.access.ttl_s),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -387,6 +388,7 @@ async def login(web: Web, request: Request) -> Response:
 
 
 async def logout(web: Web, request: Request) -> Response:
+    web.access.end_session(request)
     response = RedirectResponse("/flights", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -206,6 +207,36 @@ def test_log_paths_outside_the_log_dir_are_refused(web: Fixture, tmp_path: Path)
         == 404
     )
     assert web.client.get("/flights/1/jobs/build/steps/9/log").status_code == 404
+
+
+@pytest.mark.timeout(60)  # a FIFO opened for reading blocks until a writer comes: none will
+def test_a_fifo_or_dir_in_the_log_dir_is_never_read(web: Fixture) -> None:
+    flight = web.flights[0]
+    fifo = web.lab.log_dir / f"{flight}/build/0.log"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    base = f"/flights/{flight}/jobs/build/steps/0"
+    for _ in range(50):  # more than the worker threads: none is left hanging
+        assert web.client.get(f"{base}/log.txt").status_code == 403
+    page = web.client.get(f"{base}/log")
+    assert page.status_code == 200 and "log of build" not in page.text
+    stream = web.client.get(f"{base}/log/stream")
+    assert stream.status_code == 200 and stream.text.startswith("event: end\n")
+    assert web.client.get("/flights").status_code == 200
+    fifo.unlink()
+    fifo.mkdir()
+    assert web.client.get(f"{base}/log.txt").status_code == 403
+
+
+def test_a_raw_log_is_streamed_whole(web: Fixture) -> None:
+    flight = web.flights[0]
+    log = web.lab.log_dir / f"{flight}/build/0.log"
+    data = bytes(range(256)) * (3 * 64 * 1024 // 256 + 7)  # several chunks and a piece
+    log.write_bytes(data)
+    response = web.client.get(f"/flights/{flight}/jobs/build/steps/0/log.txt")
+    assert response.status_code == 200
+    assert response.headers["content-length"] == str(len(data))
+    assert response.content == data
 
 
 def test_flight_list_filters_and_pages(web: Fixture) -> None:
@@ -414,6 +445,57 @@ def test_only_the_dashboards_own_host_names_are_answered(web: Fixture, tmp_path:
         assert client.get("/api/flights", headers={"host": host}).status_code == 200, host
     for host in ["testserver", "lab.example.org.evil.example", "", "[::2]:80"]:
         assert client.get("/api/flights", headers={"host": host}).status_code == 400, host
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/flights/9223372036854775808",
+        "/flights/99999999999999999999",
+        "/flights/9223372036854775808/jobs/test/steps/0/log.txt",
+        "/api/bisections/99999999999999999999",
+    ],
+)
+def test_ids_past_the_stores_range_are_not_found(web: Fixture, path: str) -> None:
+    response = web.client.get(path)
+    assert response.status_code == 404, response.text
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["before=99999999999999999999", "limit=%C2%B2", "limit=-1", "before=1e3", "limit=%EF%BC%91"],
+)
+def test_numbers_in_queries_are_checked(web: Fixture, query: str) -> None:
+    pages = ["/api/flights"] + (["/flights"] if query.startswith("before") else [])
+    for path in pages:
+        response = web.client.get(f"{path}?{query}")
+        assert response.status_code == 400, (path, query, response.text)
+        name = query.partition("=")[0]
+        assert f"{name} must be a number from 0 to 9223372036854775807" in response.text
+
+
+def test_a_log_stream_from_a_huge_offset_ends_cleanly(web: Fixture) -> None:
+    base = f"/flights/{web.flights[0]}/jobs/build/steps/0/log/stream"
+    far = web.client.get(f"{base}?offset=9223372036854775807")
+    assert far.status_code == 200
+    assert far.text.startswith("event: end\n") and '"outcome": "pass"' in far.text
+    past = web.client.get(f"{base}?offset=9223372036854775808")
+    assert past.status_code == 400
+
+
+def test_an_internal_error_keeps_the_security_headers(web: Fixture) -> None:
+    with web.store.engine.begin() as conn:  # a row no version of labgate wrote
+        conn.execute(
+            schema.flight.update().where(schema.flight.c.id == web.flights[0]).values(state="??")
+        )
+    client = TestClient(web.client.app, base_url="http://dash.test", raise_server_exceptions=False)
+    for path in (f"/flights/{web.flights[0]}", f"/api/flights/{web.flights[0]}"):
+        response = client.get(path)
+        assert response.status_code == 500, path
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "internal error" in response.text and "Traceback" not in response.text
 
 
 def test_retest_plans_a_flight_of_the_job_on_the_same_revisions(web: Fixture) -> None:

@@ -286,6 +286,20 @@ class RawAllow(_Raw):
     reason: Text
 
 
+# git's rules for a ref name (git check-ref-format), and no leading "-": git reads that as an
+# option (staging = "--upload-pack=..." would run a command)
+REF = re.compile(r"(?!-)(?!.*\.\.)(?!.*@\{)[^\s~^:?*\[\\\x00-\x1f\x7f]+")
+
+
+def _check_ref(value: str) -> str:
+    if not REF.fullmatch(value):
+        raise _Invalid(
+            f"{_show(value)} is not a ref name (git would read a leading - as an option)",
+            'write a branch, tag or commit, e.g. "staging" or "refs/heads/staging"',
+        )
+    return value
+
+
 class RawBranch(_Raw):
     name: Name
     tree: Text
@@ -293,6 +307,18 @@ class RawBranch(_Raw):
     tested: Text = "master"
     pin: dict[str, Text] = Field(default_factory=dict)
     allow: list[RawAllow] = Field(default_factory=list)
+
+    @field_validator("staging", "tested")
+    @classmethod
+    def _refs(cls, value: str) -> str:
+        return _check_ref(value)
+
+    @field_validator("pin")
+    @classmethod
+    def _pins(cls, value: dict[str, str]) -> dict[str, str]:
+        for ref in value.values():
+            _check_ref(ref)
+        return value
 
 
 class RawStep(_Raw):

@@ -91,6 +91,13 @@ class HostCheck:
         await self.app(scope, receive, send)
 
 
+def _internal_error(scope: Scope) -> Response:
+    message = "internal error: the server's log says what went wrong"
+    if str(scope["path"]).startswith("/api/"):
+        return JSONResponse({"error": message}, status_code=500)
+    return PlainTextResponse(message, status_code=500)
+
+
 class RequestLog:
     """ASGI middleware: security headers on every response, and one JSON line per request
     (method, path, status, duration) on the ``labgate.web`` logger."""
@@ -105,9 +112,12 @@ class RequestLog:
         start = time.perf_counter()
         status = 500
 
+        started = False
+
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + SECURITY_HEADERS
@@ -115,6 +125,11 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # Starlette's own 500 page is sent outside this middleware, without the headers
+            if not started:
+                await _internal_error(scope)(scope, receive, send_with_headers)
+            raise
         finally:
             log.info(
                 json.dumps(

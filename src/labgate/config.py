@@ -34,6 +34,7 @@ import fnmatch
 import os
 import re
 import tomllib
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,15 @@ from labgate.model import (
     ReviewSpec,
     TreeSpec,
 )
-from labgate.plan import VAR_NAME, JobTemplate, StepTemplate, Template, TemplateError
+from labgate.plan import (
+    MAX_JOBS,
+    VAR_NAME,
+    JobTemplate,
+    StepTemplate,
+    Template,
+    TemplateError,
+    job_count,
+)
 from labgate.plan import expand_jobs as _expand_jobs
 from labgate.plan import parse_template as _parse_template
 from labgate.rawconfig import (
@@ -239,6 +248,7 @@ class RawLabSection(_Raw):
     artifacts: Text = "artifacts"
     mirrors: Text = "mirrors"
     poll_interval: float = Field(default=60.0, gt=0)
+    max_jobs: int = Field(default=MAX_JOBS, ge=1)
     env: dict[str, str] = Field(default_factory=dict)
     pass_env: list[str] = Field(default_factory=list)
 
@@ -262,7 +272,7 @@ class RawWeb(_Raw):
     """``[web]``: the dashboard (``labgate serve``)."""
 
     token: Text | None = None
-    hosts: list[Text] = []
+    hosts: list[Text] = Field(default_factory=list)
 
     @field_validator("token")
     @classmethod
@@ -818,7 +828,7 @@ class _Loader:
                 self.problem(key, "is not a var name", "use letters, digits and _ (e.g. arch)")
             if not values:
                 self.problem(key, "has no values", f'list at least one, e.g. {var} = ["a"]')
-            for dup in sorted({v for v in values if values.count(v) > 1}):
+            for dup in sorted(v for v, n in Counter(values).items() if n > 1):
                 self.problem(key, f"lists {_show(dup)} twice", "list each value once")
             matrix.append((var, tuple(values)))
         for var in job.runvars:
@@ -885,7 +895,7 @@ class _Loader:
         )
 
     def jobs(
-        self, raw: Mapping[int, RawJob], branches: Mapping[str, BranchSpec]
+        self, raw: Mapping[int, RawJob], branches: Mapping[str, BranchSpec], max_jobs: int
     ) -> list[_Expanded]:
         expanded: list[_Expanded] = []
         for index, job in raw.items():
@@ -899,6 +909,16 @@ class _Loader:
                         )
             template = self.job_template(index, job)
             if template is None:
+                self.incomplete.add("job")
+                continue
+            count = job_count(template)  # before expanding: a typo can make it a billion
+            if len(expanded) + count > max_jobs:
+                self.problem(
+                    f"job[{index}].matrix",
+                    f"expands to {count:,} jobs ({len(expanded) + count:,} with the jobs before "
+                    f"it), over the limit of {max_jobs:,} jobs in a lab",
+                    "use fewer matrix values, or raise [lab] max_jobs if you mean it",
+                )
                 self.incomplete.add("job")
                 continue
             only = frozenset(job.branches) if job.branches is not None else None
@@ -1111,7 +1131,7 @@ class _Loader:
         trees = self.trees(self.unique("tree", raw_trees))
         branches = self.branches(raw_branches, trees)
         hosts = tuple(h.to_spec(self.lab_dir) for h in self.unique("host", raw_hosts).values())
-        expanded = self.jobs(raw_jobs, branches)
+        expanded = self.jobs(raw_jobs, branches, lab.max_jobs if lab else MAX_JOBS)
         self.check_jobs(expanded, hosts)
         self.check_allow(raw_branches, expanded)
         reviews = self.reviews(self.section(data, "review"), branches)

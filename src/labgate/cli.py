@@ -253,6 +253,8 @@ def gate(lab_dir: Path, branch: str, once: bool, json_output: bool) -> None:
                 click.echo(json.dumps(result.to_json(), indent=2))
             elif result.report:
                 click.echo(result.report)
+            elif result.action == "busy":  # no report, and the gate said nothing
+                say(f"{branch}: {result.message}")
             if once:
                 return result.exit_status
         raise AssertionError("the gate's cycles never end")

@@ -135,22 +135,44 @@ def broken_reason(broken_file: Path) -> str | None:
 PGID_FILE = "step.pgid"
 
 
-def _group_members(pgid: int, flight_id: int) -> list[int]:
-    """The running processes of process group ``pgid`` started for flight ``flight_id`` (a pid
-    the system reused for something else is never among them)."""
-    mark = f"LABGATE_FLIGHT={flight_id}\0".encode()
-    members = []
+def _processes(mark: bytes, pgid: int | None = None) -> list[int]:
+    """The running processes (in process group ``pgid``, when given) whose environment holds
+    ``mark``: a pid the system reused for something else is never among them."""
+    found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if os.getpgid(int(entry.name)) != pgid:
+            if pgid is not None and os.getpgid(int(entry.name)) != pgid:
                 continue
             if mark in (entry / "environ").read_bytes():
-                members.append(int(entry.name))
+                found.append(int(entry.name))
         except (OSError, ProcessLookupError):
             continue
-    return members
+    return found
+
+
+def _group_members(pgid: int, flight_id: int) -> list[int]:
+    """The running processes of process group ``pgid`` started for flight ``flight_id``."""
+    return _processes(f"LABGATE_FLIGHT={flight_id}\0".encode(), pgid)
+
+
+def end_descendants(env: Mapping[str, str], rounds: int = 10) -> list[int]:
+    """Kill what a step left running outside its process group (``setsid daemon &``): every
+    process whose environment still holds the step's own ``LABGATE_BROKEN_FILE`` (one per job
+    and step). Scanned again after each kill, as a process may have forked meanwhile; returns
+    the pids killed. A process that cleared its environment escapes the scan."""
+    mark = f"LABGATE_BROKEN_FILE={env['LABGATE_BROKEN_FILE']}\0".encode()
+    killed: list[int] = []
+    for _ in range(rounds):
+        found = [pid for pid in _processes(mark) if pid not in killed]
+        if not found:
+            break
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        killed += found
+    return killed
 
 
 def reap_orphans(flight_dir: Path, flight_id: int) -> list[int]:
@@ -224,8 +246,9 @@ class LocalExecutor:
                 await asyncio.shield(_stop(proc))
                 raise
             finally:
-                # a step's background children must not outlive it
+                # a step's background children must not outlive it, in its group or not
                 kill_group(proc.pid, signal.SIGKILL)
+                end_descendants(env)
         duration = time.monotonic() - started
         reason = broken_reason(broken_file)
         if reason is not None:

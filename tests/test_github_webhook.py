@@ -401,6 +401,27 @@ def labgate(lab_dir: Path, *args: str, env: dict[str, str]) -> subprocess.Comple
     )
 
 
+@contextlib.contextmanager
+def serving(lab_dir: Path, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`labgate serve` of the lab: its base URL (once the socket is bound) and its process,
+    whose stderr (the request log) can be read after the block."""
+    serve = subprocess.Popen(
+        command_line(lab_dir, "serve", "--listen", "127.0.0.1:0"),
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert serve.stderr is not None
+        line = serve.stderr.readline()  # printed once the socket is bound
+        found = re.search(r"on (http://\S+?)/?$", line.strip())
+        assert found, line
+        yield found.group(1), serve
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[ReviewLab, FakeGitHub, str, dict[str, str]]]:
     """A lab, the fake GitHub, and `labgate serve` of the lab (its webhook URL)."""
@@ -408,21 +429,8 @@ def served(tmp_path: Path) -> Iterator[tuple[ReviewLab, FakeGitHub, str, dict[st
     env = {**os.environ, SECRET_ENV: SECRET, TOKEN_ENV: TOKEN}
     with ServerThread(github.app()) as api:
         rl = make_review_lab(tmp_path, f"sqlite:///{tmp_path}/lab.db", server=api.url)
-        serve = subprocess.Popen(
-            command_line(rl.path, "serve", "--listen", "127.0.0.1:0"),
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert serve.stderr is not None
-            line = serve.stderr.readline()  # printed once the socket is bound
-            found = re.search(r"on (http://\S+?)/?$", line.strip())
-            assert found, line
-            yield rl, github, f"{found.group(1)}/review/github/gh", env
-        finally:
-            serve.terminate()
-            serve.wait(timeout=30)
+        with serving(rl.path, env) as (site, _):
+            yield rl, github, f"{site}/review/github/gh", env
 
 
 def test_end_to_end_webhook_to_status(

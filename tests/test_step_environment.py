@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -20,10 +18,9 @@ from labgate.executor import BASE_ENV, LocalExecutor, remote_environment, step_e
 from labgate.flight import FlightRun, plan_flight
 from labgate.store import Store
 from labs import job, step, write_lab
-from labs import labgate as command_line
 from reviewlab import SECRET_ENV, TOKEN_ENV, make_review_lab
 from test_config import HEAD, JOBS, parse, problem_at
-from test_github_webhook import SECRET, TOKEN, deliver, pr_payload
+from test_github_webhook import SECRET, TOKEN, deliver, labgate, pr_payload, serving
 
 CONTROLLER = {
     "PATH": "/usr/bin:/bin",
@@ -171,35 +168,17 @@ def test_a_review_flight_never_shows_the_labs_secrets(tmp_path: Path) -> None:
         sha = repo.commit("print env", files={"check.sh": f"env\necho {names}\nexit 0\n"})
         repo.git("update-ref", "refs/pull/5/head", sha)
         repo.checkout("master")
-        serve = subprocess.Popen(
-            command_line(rl.path, "serve", "--listen", "127.0.0.1:0"),
-            env=controller_env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert serve.stderr is not None
-            found = re.search(r"on (http://\S+?)/?$", serve.stderr.readline().strip())
-            assert found
-            site = found.group(1)
+        with serving(rl.path, controller_env) as (site, serve):
             answer = deliver(f"{site}/review/github/gh", "pull_request", pr_payload(5, sha))
             assert answer.status_code == 202, answer.text
-            done = subprocess.run(
-                command_line(rl.path, "review", "run", "--once"),
-                env=controller_env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
+            done = labgate(rl.path, "review", "run", "--once", env=controller_env)
             assert done.returncode == 0, done.stderr
             seen = [done.stdout, done.stderr, repr(github.statuses), repr(github.comments)]
             logs = [p for p in rl.lab.log_dir.rglob("*") if p.is_file()]
             seen += [log.read_text(errors="replace") for log in logs]
             seen += _every_page(site, sha)
-        finally:
-            serve.terminate()
-            _, served_log = serve.communicate(timeout=30)
+    assert serve.stderr is not None
+    served_log = serve.stderr.read()
     seen.append(served_log)
     everything = "\n".join(seen)
     assert "LABGATE_FLIGHT=" in everything and "LABGATE_REV_XEN=" + sha in everything

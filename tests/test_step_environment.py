@@ -22,6 +22,8 @@ from reviewlab import SECRET_ENV, TOKEN_ENV, make_review_lab
 from test_config import HEAD, JOBS, parse, problem_at
 from test_github_webhook import SECRET, TOKEN, deliver, labgate, pr_payload, serving
 
+LAB_KEYS = 'env = { MAKEFLAGS = "-j4" }\npass_env = ["PROXY"]'
+
 CONTROLLER = {
     "PATH": "/usr/bin:/bin",
     "HOME": "/home/lab",
@@ -89,8 +91,7 @@ def test_a_local_step_sees_exactly_its_environment(
 
 
 def test_lab_toml_env_and_pass_env_are_checked_by_name() -> None:
-    lab_keys = 'env = { MAKEFLAGS = "-j4" }\npass_env = ["PROXY"]\n'
-    text = HEAD.replace('name = "xen-lab"\n', 'name = "xen-lab"\n' + lab_keys, 1) + JOBS
+    text = HEAD.replace('name = "xen-lab"\n', f'name = "xen-lab"\n{LAB_KEYS}\n', 1) + JOBS
 
     lab = parse(text)
     assert (dict(lab.step_env), lab.pass_env) == ({"MAKEFLAGS": "-j4"}, ("PROXY",))
@@ -113,10 +114,8 @@ def test_a_flight_step_does_not_see_the_controllers_variables(
         tmp_path / "lab",
         trees={"xen": {"README": "xen\n"}},
         jobs=job("env", step("print", "env")),
+        lab_keys=LAB_KEYS,
     )
-    text = lab_dir.toml.read_text()
-    keys = 'env = { MAKEFLAGS = "-j4" }\npass_env = ["PROXY"]\n'
-    lab_dir.toml.write_text(text.replace("[lab]\n", "[lab]\n" + keys, 1))
     monkeypatch.setenv("PROXY", "http://proxy:3128")
     monkeypatch.setenv("CONTROLLER_ONLY", "not for steps")
     lab = load_lab(lab_dir.path)

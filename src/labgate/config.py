@@ -1178,7 +1178,7 @@ class _Loader:
                 at = f"lab.env.{name}" if key == "env" else f"lab.pass_env[{index}]"
                 if not ENV_NAME.fullmatch(name):
                     self.problem(at, f"{_show(name)} is not a variable name", "use A-Z, 0-9, _")
-                elif name.startswith("LABGATE_"):
+                elif key == "env" and name.startswith("LABGATE_"):
                     self.problem(at, "LABGATE_* variables are labgate's own", "use another name")
                 elif key == "pass_env" and name in secrets:
                     self.problem(

@@ -16,6 +16,7 @@ from labgate.flight import FlightRun, plan_flight
 from labgate.model import Outcome
 from labgate.store import Store
 from labs import job, step, write_lab
+from test_step_environment import LAB_KEYS
 
 SECRET = "smtp-password-not-for-steps"
 
@@ -35,13 +36,13 @@ def test_an_ssh_step_gets_the_step_environment_and_the_hosts_base(
         trees={"xen": {"README": "xen\n"}},
         hosts=host,
         jobs=job("env", step("print", "env; echo password=$LAB_SMTP_PASSWORD")),
+        lab_keys=LAB_KEYS,
     )
-    keys = 'env = { MAKEFLAGS = "-j4" }\npass_env = ["PROXY"]\n'
     mail = (
         '\n[mail]\nusername_env = "LAB_SMTP_USER"\npassword_env = "LAB_SMTP_PASSWORD"\n'
         'from = "lab@example.org"\nto = ["list@example.org"]\n'
     )
-    lab_dir.toml.write_text(lab_dir.toml.read_text().replace("[lab]\n", "[lab]\n" + keys) + mail)
+    lab_dir.toml.write_text(lab_dir.toml.read_text() + mail)
     lab = load_lab(lab_dir.path)
     with Store.open(lab.database_url) as store:
         flight_id = plan_flight(lab, store, "main")

@@ -15,7 +15,8 @@ import pytest
 from fakegithub import FakeGitHub, ServerThread
 from labgate.config import load_lab
 from labgate.executor import BASE_ENV, LocalExecutor, remote_environment, step_environment
-from labgate.flight import FlightRun, plan_flight
+from labgate.flight import plan_flight
+from labgate.flights import Flights
 from labgate.store import Store
 from labs import job, step, write_lab
 from reviewlab import SECRET_ENV, TOKEN_ENV, make_review_lab
@@ -121,7 +122,7 @@ def test_a_flight_step_does_not_see_the_controllers_variables(
     lab = load_lab(lab_dir.path)
     with Store.open(lab.database_url) as store:
         flight_id = plan_flight(lab, store, "main")
-        asyncio.run(FlightRun(lab, store, flight_id).run())
+        asyncio.run(Flights(lab, store).run(flight_id))
     [log] = (lab.log_dir / str(flight_id)).glob("*/print.log")
     printed = log.read_text()
     assert "CONTROLLER_ONLY" not in printed

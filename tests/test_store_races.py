@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from labgate.store import Store, head_revision
+from labgate.store import Store
+from labgate.store.core import head_revision
 from labs import job, labgate, step, write_lab
 
 RACERS = 6

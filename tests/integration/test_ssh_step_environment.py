@@ -12,7 +12,8 @@ import pytest
 
 from integration.conftest import SshdFactory, ssh_host_toml
 from labgate.config import load_lab
-from labgate.flight import FlightRun, plan_flight
+from labgate.flight import plan_flight
+from labgate.flights import Flights
 from labgate.model import Outcome
 from labgate.store import Store
 from labs import job, step, write_lab
@@ -46,7 +47,7 @@ def test_an_ssh_step_gets_the_step_environment_and_the_hosts_base(
     lab = load_lab(lab_dir.path)
     with Store.open(lab.database_url) as store:
         flight_id = plan_flight(lab, store, "main")
-        flight = asyncio.run(FlightRun(lab, store, flight_id).run())
+        flight = asyncio.run(Flights(lab, store).run(flight_id))
     assert flight.outcome is Outcome.PASS, flight.to_json()
     [log] = (lab.log_dir / str(flight_id)).glob("*/print.log")
     printed = log.read_text()

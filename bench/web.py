@@ -13,6 +13,13 @@ Pages: the flight list (first page; a filtered, deep page), a flight page (a ran
 jobs x 5 steps), and a job's history (a random job of a random branch: 100 flights with steps and
 learned flake rates). PostgreSQL comes from $LABGATE_TEST_POSTGRES (an admin URL; a database is
 created and dropped), else a throwaway cluster is started (tests/pg.py).
+
+    python bench/web.py --stores ""          # the slow readers' case only
+
+Slow readers (first; ``--slow-readers 0`` skips it): ten clients download one step's 200 MB
+``log.txt`` at once, each reading 64 KiB at a time with a pause between reads, so every response
+stays open a while; printed: the server's RSS before the downloads and its peak RSS (VmHWM),
+target under 200 MB.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+from labgate.model import Blessing, FlightState, JobSpec, Outcome, StepSpec
 from labgate.store import Store
 from labgate.store import schema as t
 
@@ -170,8 +178,8 @@ def _copy(conn: sa.Connection, table: str, columns: Sequence[str], data: list[tu
 
 
 @contextmanager
-def served(lab_dir: Path) -> Iterator[str]:
-    """``labgate serve`` on a free port in its own process; yields its base URL."""
+def served(lab_dir: Path) -> Iterator[tuple[str, int]]:
+    """``labgate serve`` on a free port in its own process; yields its base URL and pid."""
     proc = subprocess.Popen(
         labgate(lab_dir, "serve", "--listen", "127.0.0.1:0"),
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
@@ -185,7 +193,7 @@ def served(lab_dir: Path) -> Iterator[str]:
     # the request log goes to stderr: keep draining it
     threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()  # type: ignore[union-attr]
     try:
-        yield match.group(0)
+        yield match.group(0), proc.pid
     finally:
         proc.terminate()
         proc.wait(30)
@@ -234,10 +242,79 @@ def bench_store(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]
             '[[job]]\nname = "build-amd64"\n[[job.step]]\nname = "build"\nrun = "true"\n'
         )
         results = {}
-        with served(lab_dir) as base, httpx.Client(base_url=base, timeout=60) as client:
+        with served(lab_dir) as (base, _), httpx.Client(base_url=base, timeout=60) as client:
             for page, paths in pages.items():
                 results[page] = measure(client, paths, args.requests)
     return {"fill_s": seconds, "pages": results}
+
+
+def _memory_mb(pid: int, field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit(f"no {field} in /proc/{pid}/status")
+
+
+def _slow_reader(url: str, pause_s: float, got: list[int]) -> None:
+    with httpx.stream("GET", url, timeout=600) as response:
+        response.raise_for_status()
+        total = 0
+        for chunk in response.iter_bytes(64 * 1024):
+            total += len(chunk)
+            time.sleep(pause_s)  # a slow client: the point of this case
+        got.append(total)
+
+
+def bench_slow_readers(readers: int, log_mb: int, pause_s: float) -> dict[str, float]:
+    """``readers`` clients downloading one ``log_mb`` MB step log at once, slowly."""
+    with tempfile.TemporaryDirectory(prefix="labgate-bench-log-") as tmp:
+        lab_dir = Path(tmp)
+        (lab_dir / "lab.toml").write_text(
+            '[lab]\nname = "bench"\n\n[[tree]]\nname = "xen"\nurl = "/nonexistent/xen.git"\n\n'
+            '[[branch]]\nname = "main"\ntree = "xen"\n\n[[host]]\nname = "host00"\n\n'
+            '[[job]]\nname = "build"\n[[job.step]]\nname = "make"\nrun = "true"\n'
+        )
+        line = b"make[3]: Entering directory '/home/osstest/build/xen/tools' ... compiling\n"
+        log = lab_dir / "logs" / "1" / "build" / "make.log"
+        log.parent.mkdir(parents=True)
+        with log.open("wb") as out:
+            for _ in range(log_mb * 1024 * 1024 // len(line)):
+                out.write(line)
+        size = log.stat().st_size
+        with Store.open(f"sqlite:///{lab_dir}/labgate.db") as store:
+            fid = store.create_flight(
+                "main",
+                Blessing.ADHOC,
+                {"xen": "0" * 40},
+                [JobSpec("build", (StepSpec("make", "true"),))],
+            )
+            [job] = store.flight_jobs(fid)
+            store.set_flight_state(fid, FlightState.RUNNING)
+            store.start_job(job.id, "host00")
+            store.start_step(job.step_ids[0], "1/build/make.log")
+            store.finish_step(job.step_ids[0], Outcome.PASS, exit_status=0, duration_s=1.0)
+            store.finish_job(job.id, Outcome.PASS)
+            store.set_flight_state(fid, FlightState.FINISHED, Outcome.PASS)
+        with served(lab_dir) as (base, pid):
+            httpx.get(f"{base}/flights/{fid}", timeout=60).raise_for_status()  # warm
+            before = _memory_mb(pid, "VmRSS")
+            url = f"{base}/flights/{fid}/jobs/build/steps/0/log.txt"
+            got: list[int] = []
+            threads = [
+                threading.Thread(target=_slow_reader, args=(url, pause_s, got))
+                for _ in range(readers)
+            ]
+            began = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            seconds = time.perf_counter() - began
+            peak = _memory_mb(pid, "VmHWM")
+        if got != [size] * readers:
+            raise SystemExit(f"the readers got {got} bytes, not {size} each")
+    return {"before_mb": before, "peak_mb": peak, "seconds": seconds, "log_mb": size / 2**20}
 
 
 @contextmanager
@@ -264,9 +341,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--requests", type=int, default=200, help="per page")
     parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument("--slow-readers", type=int, default=10, help="0: skip that case")
+    parser.add_argument("--log-mb", type=int, default=200, help="the slow readers' log size")
+    parser.add_argument("--pause-ms", type=float, default=2.0, help="a slow reader's pause")
     args = parser.parse_args()
+    if args.slow_readers:
+        slow = bench_slow_readers(args.slow_readers, args.log_mb, args.pause_ms / 1000)
+        mark = "ok" if slow["peak_mb"] < 200 else "OVER"
+        print(
+            f"{args.slow_readers} slow readers of a {slow['log_mb']:.0f} MiB log.txt at once: "
+            f"server RSS {slow['before_mb']:.0f} MB before, peak {slow['peak_mb']:.0f} MB "
+            f"(target < 200 MB: {mark}); all read it whole in {slow['seconds']:.1f} s",
+            flush=True,
+        )
     report = {}
-    for store in args.stores.split(","):
+    for store in filter(None, args.stores.split(",")):
         if store == "sqlite":
             with tempfile.TemporaryDirectory(prefix="labgate-bench-db-") as tmp:
                 report[store] = bench_store(store, f"sqlite:///{tmp}/labgate.db", args)
@@ -275,6 +364,8 @@ def main() -> None:
                 report[store] = bench_store(store, url, args)
         else:
             raise SystemExit(f"--stores: unknown store {store!r} (sqlite, postgresql)")
+    if not report:
+        return
     print()
     print(f"{'store':<11} {'page':<32} {'p50 ms':>8} {'p95 ms':>8}   target p95 < 100 ms")
     for store, result in report.items():

@@ -79,11 +79,12 @@ def write_lab(
     hosts: str | None = None,
     database: str | None = None,
     branch: str = "main",
+    lab_keys: str = "",
 ) -> LabDir:
     """Make a lab at `path`: each tree a repository under `path/trees/`, and a lab.toml with one
     branch testing the first tree, then `hosts` (default: one local host of one slot) and `jobs`
     (TOML text; see `job` and `step`). `database` is a SQLAlchemy URL (default: the lab's own
-    SQLite file)."""
+    SQLite file); `lab_keys` more lines of the `[lab]` table."""
     if not trees:
         raise ValueError("a lab needs at least one tree")
     path.mkdir(parents=True, exist_ok=True)
@@ -91,6 +92,8 @@ def write_lab(
     lines = ["[lab]", 'name = "test-lab"']
     if database is not None:
         lines.append(f"database = {toml_str(database)}")
+    if lab_keys:
+        lines.append(lab_keys)
     for name, repo in repos.items():
         lines += ["", "[[tree]]", f"name = {toml_str(name)}", f"url = {toml_str(str(repo.path))}"]
     lines += [

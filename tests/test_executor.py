@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from labgate.executor import LocalExecutor, StepRun
 from labgate.model import Outcome, step_outcome
-from procs import gone_within
+from procs import gone_within, running
 
 
 def run(tmp_path: Path, command: str, timeout: float | None = 10) -> tuple[StepRun, str]:
@@ -61,6 +62,33 @@ def test_background_children_do_not_outlive_their_step(tmp_path: Path) -> None:
     result, _ = run(tmp_path, f"sleep 300 & echo $! > {pidfile}; exit 0")
     assert result.outcome is Outcome.PASS
     assert gone_within(int(pidfile.read_text()))
+
+
+def test_children_in_a_session_of_their_own_do_not_outlive_their_step(tmp_path: Path) -> None:
+    one, two = tmp_path / "one.pid", tmp_path / "two.pid"
+    # a daemon of its own session, and one that forks again from there
+    daemons = f"setsid sleep 300 & echo $! > {one}; setsid sh -c 'sleep 300 & echo $! > {two}' &"
+    result, _ = run(tmp_path, f"{daemons} wait $!; exit 0")  # the second wrote its pid
+    assert result.outcome is Outcome.PASS
+    assert gone_within(int(one.read_text())) and gone_within(int(two.read_text()))
+
+
+def test_a_timed_out_steps_session_children_are_ended(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    result, _ = run(tmp_path, f"setsid sleep 300 & echo $! > {pidfile}; sleep 300", timeout=0.5)
+    assert result.reason == "timed out after 0.5s"
+    assert gone_within(int(pidfile.read_text()))
+
+
+def test_another_steps_processes_are_left_alone(tmp_path: Path) -> None:
+    other = {**os.environ, "LABGATE_BROKEN_FILE": str(tmp_path / "other" / "broken")}
+    with subprocess.Popen(["sleep", "300"], env=other, start_new_session=True) as bystander:
+        try:
+            result, _ = run(tmp_path, "setsid sleep 300 & exit 0")
+            assert result.outcome is Outcome.PASS
+            assert bystander.poll() is None and running(bystander.pid)
+        finally:
+            bystander.kill()
 
 
 def test_killed_by_a_signal_is_a_fail_with_the_reason(tmp_path: Path) -> None:

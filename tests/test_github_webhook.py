@@ -25,6 +25,10 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from fakegithub import FakeGitHub, ServerThread, pull_request
 from labgate.flight import plan_flight
@@ -121,17 +125,24 @@ class Hook:
         return ReviewQueue(self.store).runs()
 
 
-@pytest.fixture
-def hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hook]:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+@contextlib.contextmanager
+def receiving(tmp_path: Path, database_url: str, api: ASGIApp | None = None) -> Iterator[Hook]:
+    """The webhook receiver of a review lab, served; GitHub's API is the fake unless ``api``."""
     github = FakeGitHub(TOKEN)
-    with ServerThread(github.app()) as api:
-        rl = make_review_lab(tmp_path, f"sqlite:///{tmp_path}/lab.db", server=api.url)
+    with ServerThread(api or github.app()) as server:
+        rl = make_review_lab(tmp_path, database_url, server=server.url)
         with Store.open(rl.lab.database_url) as store:
             app = Starlette(routes=github_routes(rl.lab, store, max_body=64 * 1024))
             with ServerThread(app) as receiver:
                 yield Hook(rl, store, github, f"{receiver.url}/review/github/gh")
+
+
+@pytest.fixture
+def hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hook]:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    with receiving(tmp_path, f"sqlite:///{tmp_path}/lab.db") as made:
+        yield made
 
 
 # --- signatures, replays, sizes, shapes -----------------------------------------------------
@@ -247,6 +258,70 @@ def test_malformed_payloads_are_refused(hook: Hook, body: bytes, status: int) ->
     assert hook.runs() == []
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"action": ["opened"]}, "pull_request: action: Input should be a valid string"),
+        ({"number": 1, "pull_request": {"number": True}}, "pull_request.number"),
+        ({"pull_request": {"number": int("9" * 251)}}, "pull_request.number"),
+        ({"repository": {"full_name": 7}}, "repository.full_name"),
+    ],
+)
+def test_a_payload_of_the_wrong_shape_says_what_is_wrong_and_is_not_seen(
+    hook: Hook, change: dict[str, Any], field: str
+) -> None:
+    sha = hook.rl.propose(1, "pass")
+    good = pr_payload(1, sha)
+    bad = {**good, **change}
+    if "pull_request" in change:
+        bad["pull_request"] = {**good["pull_request"], **change["pull_request"]}
+    refused = deliver(hook.url, "pull_request", bad, delivery="d-shape")
+    assert refused.status_code == 400 and field in refused.json()["error"], refused.text
+    assert hook.runs() == []
+    # GitHub's redelivery (fixed, or once labgate is): handled, not a "duplicate"
+    again = deliver(hook.url, "pull_request", good, delivery="d-shape")
+    assert (again.status_code, again.json()) == (202, {"status": "queued"})
+
+
+def test_long_delivery_ids_and_numbers_are_refused_on_each_store(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    with receiving(tmp_path, database_url) as hook:
+        sha = hook.rl.propose(1, "pass")
+        long_id = deliver(hook.url, "pull_request", pr_payload(1, sha), delivery="d" * 300)
+        assert long_id.status_code == 400 and "X-GitHub-Delivery" in long_id.json()["error"]
+        big = pr_payload(1, sha)
+        big["number"] = big["pull_request"]["number"] = int("9" * 251)
+        too_big = deliver(hook.url, "pull_request", big)
+        assert too_big.status_code == 400, too_big.text
+        assert "pull_request.number" in too_big.json()["error"]
+        comment = comment_payload(1, "recheck")
+        comment["issue"]["number"] = int("9" * 251)
+        assert deliver(hook.url, "issue_comment", comment).status_code == 400
+        assert hook.runs() == []
+        assert deliver(hook.url, "pull_request", pr_payload(1, sha)).status_code == 202
+
+
+def test_an_api_answering_html_is_a_502_and_the_redelivery_is_handled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+
+    async def portal(request: Request) -> HTMLResponse:
+        return HTMLResponse("<html><body>Sign in to the proxy</body></html>")
+
+    html = Starlette(routes=[Route("/{path:path}", portal)])
+    with receiving(tmp_path, f"sqlite:///{tmp_path}/lab.db", api=html) as hook:
+        body = json.dumps(comment_payload(3, "recheck")).encode()
+        for _ in range(2):
+            answer = deliver(hook.url, "issue_comment", body=body, delivery="c-html")
+            assert answer.status_code == 502, answer.text
+            assert "not JSON" in answer.json()["error"] and "Sign in" in answer.json()["error"]
+        assert hook.runs() == []
+
+
 def test_missing_headers_content_type_and_names(
     hook: Hook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -326,6 +401,27 @@ def labgate(lab_dir: Path, *args: str, env: dict[str, str]) -> subprocess.Comple
     )
 
 
+@contextlib.contextmanager
+def serving(lab_dir: Path, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`labgate serve` of the lab: its base URL (once the socket is bound) and its process,
+    whose stderr (the request log) can be read after the block."""
+    serve = subprocess.Popen(
+        command_line(lab_dir, "serve", "--listen", "127.0.0.1:0"),
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert serve.stderr is not None
+        line = serve.stderr.readline()  # printed once the socket is bound
+        found = re.search(r"on (http://\S+?)/?$", line.strip())
+        assert found, line
+        yield found.group(1), serve
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[ReviewLab, FakeGitHub, str, dict[str, str]]]:
     """A lab, the fake GitHub, and `labgate serve` of the lab (its webhook URL)."""
@@ -333,21 +429,8 @@ def served(tmp_path: Path) -> Iterator[tuple[ReviewLab, FakeGitHub, str, dict[st
     env = {**os.environ, SECRET_ENV: SECRET, TOKEN_ENV: TOKEN}
     with ServerThread(github.app()) as api:
         rl = make_review_lab(tmp_path, f"sqlite:///{tmp_path}/lab.db", server=api.url)
-        serve = subprocess.Popen(
-            command_line(rl.path, "serve", "--listen", "127.0.0.1:0"),
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert serve.stderr is not None
-            line = serve.stderr.readline()  # printed once the socket is bound
-            found = re.search(r"on (http://\S+?)/?$", line.strip())
-            assert found, line
-            yield rl, github, f"{found.group(1)}/review/github/gh", env
-        finally:
-            serve.terminate()
-            serve.wait(timeout=30)
+        with serving(rl.path, env) as (site, _):
+            yield rl, github, f"{site}/review/github/gh", env
 
 
 def test_end_to_end_webhook_to_status(

@@ -17,6 +17,7 @@ from labgate.plan import (
     combinations,
     expand,
     expand_jobs,
+    job_count,
     parse_template,
 )
 
@@ -152,3 +153,21 @@ def test_parse_never_crashes_and_literal_text_round_trips(source: str) -> None:
 @given(st.text(alphabet="abc $-_./\"'", max_size=20))
 def test_text_without_braces_is_unchanged(source: str) -> None:
     assert expand(source, {}) == source
+
+
+@given(
+    st.dictionaries(
+        st.from_regex(r"[a-z]{1,3}", fullmatch=True),
+        st.lists(st.text("xyz", min_size=1, max_size=2), min_size=1, max_size=3, unique=True),
+        max_size=3,
+    )
+)
+def test_job_count_is_the_number_of_jobs_expanded(matrix: dict[str, list[str]]) -> None:
+    matrix = {"arch": ["a", "b"], **matrix}  # _job's templates use {arch}
+    template = _job("job" + "".join(f"_{{{var}}}" for var in matrix), matrix, {"target": "t"})
+    assert job_count(template) == len(expand_jobs(template))
+
+
+def test_job_count_of_a_billion_does_not_expand() -> None:
+    matrix = {"arch": ["a"], **{f"v{i}": [str(n) for n in range(10)] for i in range(9)}}
+    assert job_count(_job("j", matrix, {})) == 10**9

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from labgate.model import Blessing, FlightState, JobSpec, Outcome, StepSpec
 from labgate.store import Store, schema
 from labgate.web import create_app
 from labgate.web.api import OPENAPI
+from labgate.web.auth import SESSION_COOKIE, SESSION_TTL_S
 from labgate.web.graph import dot_string, render_svg, to_dot
 from labgate.web.logs import LiveStep, stream_log
 from labs import job, local_host, step, write_lab
@@ -102,7 +104,8 @@ def web(tmp_path: Path, database_url: str) -> Iterator[Fixture]:
             runs[2] = Outcome.PASS
         _finish(store, fid, {"build": [Outcome.PASS], "test": runs}, lab.log_dir)
         flights.append(fid)
-    client = TestClient(create_app(lab, store, token=TOKEN), base_url="http://dash.test")
+    app = create_app(lab, store, token=TOKEN, hosts=["dash.test"])
+    client = TestClient(app, base_url="http://dash.test")
     try:
         yield Fixture(lab, store, client, flights, sha)
     finally:
@@ -204,6 +207,36 @@ def test_log_paths_outside_the_log_dir_are_refused(web: Fixture, tmp_path: Path)
         == 404
     )
     assert web.client.get("/flights/1/jobs/build/steps/9/log").status_code == 404
+
+
+@pytest.mark.timeout(60)  # a FIFO opened for reading blocks until a writer comes: none will
+def test_a_fifo_or_dir_in_the_log_dir_is_never_read(web: Fixture) -> None:
+    flight = web.flights[0]
+    fifo = web.lab.log_dir / f"{flight}/build/0.log"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    base = f"/flights/{flight}/jobs/build/steps/0"
+    for _ in range(50):  # more than the worker threads: none is left hanging
+        assert web.client.get(f"{base}/log.txt").status_code == 403
+    page = web.client.get(f"{base}/log")
+    assert page.status_code == 200 and "log of build" not in page.text
+    stream = web.client.get(f"{base}/log/stream")
+    assert stream.status_code == 200 and stream.text.startswith("event: end\n")
+    assert web.client.get("/flights").status_code == 200
+    fifo.unlink()
+    fifo.mkdir()
+    assert web.client.get(f"{base}/log.txt").status_code == 403
+
+
+def test_a_raw_log_is_streamed_whole(web: Fixture) -> None:
+    flight = web.flights[0]
+    log = web.lab.log_dir / f"{flight}/build/0.log"
+    data = bytes(range(256)) * (3 * 64 * 1024 // 256 + 7)  # several chunks and a piece
+    log.write_bytes(data)
+    response = web.client.get(f"/flights/{flight}/jobs/build/steps/0/log.txt")
+    assert response.status_code == 200
+    assert response.headers["content-length"] == str(len(data))
+    assert response.content == data
 
 
 def test_flight_list_filters_and_pages(web: Fixture) -> None:
@@ -346,6 +379,125 @@ def test_actions_need_the_token_and_csrf(web: Fixture) -> None:
     assert finished.status_code == 409
 
 
+def _cancel_with(client: TestClient, flight_id: int, cookie: str, csrf: str) -> int:
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, cookie, domain="dash.test")
+    return int(_post(client, f"/flights/{flight_id}/cancel", f"csrf={csrf}").status_code)
+
+
+def test_logout_ends_the_session_even_for_a_copied_cookie(web: Fixture) -> None:
+    running = web.store.create_flight("main", Blessing.ADHOC, {"xen": web.sha}, _jobs())
+    csrf = _login(web.client)
+    cookie = web.client.cookies[SESSION_COOKIE]
+    assert _post(web.client, "/logout", "").status_code == 303
+    assert _cancel_with(web.client, running, cookie, csrf) == 403
+    assert not web.store.cancel_requested(running)
+    assert 'name="csrf"' not in web.client.get(f"/flights/{running}/jobs/test").text
+    web.client.cookies.clear()
+    again = _login(web.client)  # another session works
+    assert _cancel_with(web.client, running, web.client.cookies[SESSION_COOKIE], again) == 303
+
+
+def test_sessions_expire(web: Fixture) -> None:
+    running = web.store.create_flight("main", Blessing.ADHOC, {"xen": web.sha}, _jobs())
+    access = web.client.app.state.web.access  # type: ignore[attr-defined]
+    now = [1000.0]
+    access.clock = lambda: now[0]
+    csrf = _login(web.client)
+    cookie = web.client.cookies[SESSION_COOKIE]
+    login = _post(web.client, "/login", f"token={TOKEN}")
+    assert f"Max-Age={int(SESSION_TTL_S)}" in login.headers["set-cookie"]
+    now[0] += SESSION_TTL_S
+    assert _cancel_with(web.client, running, cookie, csrf) == 403
+    assert not web.store.cancel_requested(running)
+
+
+def test_a_new_token_ends_every_session(web: Fixture) -> None:
+    running = web.store.create_flight("main", Blessing.ADHOC, {"xen": web.sha}, _jobs())
+    csrf = _login(web.client)
+    cookie = web.client.cookies[SESSION_COOKIE]
+    app = create_app(web.lab, web.store, token="another-token-0123456789", hosts=["dash.test"])
+    with TestClient(app, base_url="http://dash.test") as restarted:
+        assert _cancel_with(restarted, running, cookie, csrf) == 403
+    assert not web.store.cancel_requested(running)
+
+
+def test_only_the_dashboards_own_host_names_are_answered(web: Fixture, tmp_path: Path) -> None:
+    evil = web.client.get("/api/flights", headers={"host": "rebind.evil.example"})
+    assert evil.status_code == 400
+    assert "Host 'rebind.evil.example' is not a name of this dashboard" in evil.text
+    assert "[web] hosts" in evil.text and "flights" not in evil.text
+    assert "default-src 'none'" in evil.headers["content-security-policy"]
+    text = web.lab.file.read_text()
+    web.lab.file.write_text(
+        text + '\n[web]\nhosts = ["Lab.Example.org"]\n'
+        '\n[[review]]\nname = "gh"\ndriver = "github"\nproject = "a/b"\nbranch = "main"\n'
+        'web_url = "https://votes.example.org:8443/"\ntoken_env = "T"\nsecret_env = "S"\n'
+    )
+    client = TestClient(create_app(load_lab(web.lab.dir), web.store))
+    for host in [
+        "localhost:8080",
+        "127.0.0.1",
+        "[::1]:8080",
+        "lab.example.org",
+        "votes.example.org",
+    ]:
+        assert client.get("/api/flights", headers={"host": host}).status_code == 200, host
+    for host in ["testserver", "lab.example.org.evil.example", "", "[::2]:80"]:
+        assert client.get("/api/flights", headers={"host": host}).status_code == 400, host
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/flights/9223372036854775808",
+        "/flights/99999999999999999999",
+        "/flights/9223372036854775808/jobs/test/steps/0/log.txt",
+        "/api/bisections/99999999999999999999",
+    ],
+)
+def test_ids_past_the_stores_range_are_not_found(web: Fixture, path: str) -> None:
+    response = web.client.get(path)
+    assert response.status_code == 404, response.text
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["before=99999999999999999999", "limit=%C2%B2", "limit=-1", "before=1e3", "limit=%EF%BC%91"],
+)
+def test_numbers_in_queries_are_checked(web: Fixture, query: str) -> None:
+    pages = ["/api/flights"] + (["/flights"] if query.startswith("before") else [])
+    for path in pages:
+        response = web.client.get(f"{path}?{query}")
+        assert response.status_code == 400, (path, query, response.text)
+        name = query.partition("=")[0]
+        assert f"{name} must be a number from 0 to 9223372036854775807" in response.text
+
+
+def test_a_log_stream_from_a_huge_offset_ends_cleanly(web: Fixture) -> None:
+    base = f"/flights/{web.flights[0]}/jobs/build/steps/0/log/stream"
+    far = web.client.get(f"{base}?offset=9223372036854775807")
+    assert far.status_code == 200
+    assert far.text.startswith("event: end\n") and '"outcome": "pass"' in far.text
+    past = web.client.get(f"{base}?offset=9223372036854775808")
+    assert past.status_code == 400
+
+
+def test_an_internal_error_keeps_the_security_headers(web: Fixture) -> None:
+    with web.store.engine.begin() as conn:  # a row no version of labgate wrote
+        conn.execute(
+            schema.flight.update().where(schema.flight.c.id == web.flights[0]).values(state="??")
+        )
+    client = TestClient(web.client.app, base_url="http://dash.test", raise_server_exceptions=False)
+    for path in (f"/flights/{web.flights[0]}", f"/api/flights/{web.flights[0]}"):
+        response = client.get(path)
+        assert response.status_code == 500, path
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "internal error" in response.text and "Traceback" not in response.text
+
+
 def test_retest_plans_a_flight_of_the_job_on_the_same_revisions(web: Fixture) -> None:
     csrf = _login(web.client)
     response = _post(web.client, f"/flights/{web.flights[1]}/jobs/test/retest", f"csrf={csrf}")
@@ -374,7 +526,7 @@ def test_retest_plans_a_flight_of_the_job_on_the_same_revisions(web: Fixture) ->
 
 
 def test_read_only_without_a_token(web: Fixture) -> None:
-    client = TestClient(create_app(web.lab, web.store))
+    client = TestClient(create_app(web.lab, web.store), base_url="http://localhost")
     assert "read-only" in client.get("/flights").text
     assert client.post(f"/flights/{web.flights[0]}/cancel").status_code == 403
     assert client.post("/login", content="token=x").status_code == 403

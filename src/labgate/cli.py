@@ -20,6 +20,7 @@ from labgate import __version__
 from labgate.bisect.cli import bisect_group
 from labgate.commandline import (
     CANCELLED,
+    ID,
     fail,
     flight_options,
     lab_option,
@@ -151,7 +152,7 @@ def flight_resume(lab_dir: Path, flight_id: int, json_output: bool) -> None:
 
 @flight.command("show")
 @lab_option
-@click.argument("flight_id", type=int)
+@click.argument("flight_id", type=ID)
 @click.option("--json", "json_output", is_flag=True)
 def flight_show(lab_dir: Path, flight_id: int, json_output: bool) -> None:
     """Show a flight: revision tuple, jobs, steps, outcomes."""
@@ -184,7 +185,7 @@ def flight_list(lab_dir: Path, branch: str | None, limit: int, json_output: bool
 
 @flight.command("log")
 @lab_option
-@click.argument("flight_id", type=int)
+@click.argument("flight_id", type=ID)
 @click.argument("job")
 @click.argument("step", required=False)
 def flight_log(lab_dir: Path, flight_id: int, job: str, step: str | None) -> None:
@@ -252,6 +253,8 @@ def gate(lab_dir: Path, branch: str, once: bool, json_output: bool) -> None:
                 click.echo(json.dumps(result.to_json(), indent=2))
             elif result.report:
                 click.echo(result.report)
+            elif result.action == "busy":  # no report, and the gate said nothing
+                say(f"{branch}: {result.message}")
             if once:
                 return result.exit_status
         raise AssertionError("the gate's cycles never end")

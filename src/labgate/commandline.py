@@ -19,6 +19,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 USAGE_ERROR = 2
 CANCELLED = 130
+MAX_ID = 2**63 - 1
+"""The largest id a store keeps (its integer keys are 64-bit)."""
+ID = click.IntRange(1, MAX_ID)
+"""The click type of a flight's (or any stored thing's) id: a number past MAX_ID is a usage
+error, not a traceback."""
 
 
 def fail(message: str, status: int = USAGE_ERROR) -> NoReturn:

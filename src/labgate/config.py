@@ -34,6 +34,7 @@ import fnmatch
 import os
 import re
 import tomllib
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,15 @@ from labgate.model import (
     ReviewSpec,
     TreeSpec,
 )
-from labgate.plan import VAR_NAME, JobTemplate, StepTemplate, Template, TemplateError
+from labgate.plan import (
+    MAX_JOBS,
+    VAR_NAME,
+    JobTemplate,
+    StepTemplate,
+    Template,
+    TemplateError,
+    job_count,
+)
 from labgate.plan import expand_jobs as _expand_jobs
 from labgate.plan import parse_template as _parse_template
 from labgate.rawconfig import (
@@ -159,6 +168,17 @@ class Lab:
     """``[mail]``: where reports are sent (None: reports are not mailed)."""
     web_token: str | None = None
     """``[web] token``: what the dashboard's actions (cancel, retest) need; None: read-only."""
+    web_hosts: tuple[str, ...] = ()
+    """``[web] hosts``: the names the dashboard answers to besides loopback and review web_urls."""
+    step_env: Mapping[str, str] = field(default_factory=dict)
+    """``[lab] env``: variables every step gets (see ``labgate.executor.step_environment``)."""
+    pass_env: tuple[str, ...] = ()
+    """``[lab] pass_env``: the controller's variables every step gets, by name."""
+
+    @property
+    def secret_env_names(self) -> frozenset[str]:
+        """The environment variables lab.toml's ``*_env`` keys name: never given to a step."""
+        return secret_env_names(self.mail, self.reviews)
 
     def branch(self, name: str) -> BranchSpec:
         """The branch called ``name``; UnknownNameError (a LookupError) lists the known ones."""
@@ -198,6 +218,14 @@ class Lab:
         return tuple(h for h in self.hosts if h.flags.issuperset(job.requires))
 
 
+def secret_env_names(mail: MailConfig | None, reviews: Iterable[ReviewSpec]) -> frozenset[str]:
+    """The variables named by the ``*_env`` keys of ``[mail]`` and ``[[review]]``."""
+    named = [mail.username_env, mail.password_env] if mail else []
+    for review in reviews:
+        named += [review.token_env, review.secret_env, review.password_env]
+    return frozenset(name for name in named if name is not None)
+
+
 # --- the file as written: pydantic models ---------------------------------------------------
 
 
@@ -208,6 +236,7 @@ def _int_to_str(value: Any) -> Any:
     return value
 
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 Value = Annotated[str, BeforeValidator(_int_to_str)]
 
 
@@ -219,6 +248,9 @@ class RawLabSection(_Raw):
     artifacts: Text = "artifacts"
     mirrors: Text = "mirrors"
     poll_interval: float = Field(default=60.0, gt=0)
+    max_jobs: int = Field(default=MAX_JOBS, ge=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    pass_env: list[str] = Field(default_factory=list)
 
 
 _GATE = GateSettings()  # the defaults live there; this model adds the bounds a file may give
@@ -240,6 +272,7 @@ class RawWeb(_Raw):
     """``[web]``: the dashboard (``labgate serve``)."""
 
     token: Text | None = None
+    hosts: list[Text] = Field(default_factory=list)
 
     @field_validator("token")
     @classmethod
@@ -263,6 +296,20 @@ class RawAllow(_Raw):
     reason: Text
 
 
+# git's rules for a ref name (git check-ref-format), and no leading "-": git reads that as an
+# option (staging = "--upload-pack=..." would run a command)
+REF = re.compile(r"(?!-)(?!.*\.\.)(?!.*@\{)[^\s~^:?*\[\\\x00-\x1f\x7f]+")
+
+
+def _check_ref(value: str) -> str:
+    if not REF.fullmatch(value):
+        raise _Invalid(
+            f"{_show(value)} is not a ref name (git would read a leading - as an option)",
+            'write a branch, tag or commit, e.g. "staging" or "refs/heads/staging"',
+        )
+    return value
+
+
 class RawBranch(_Raw):
     name: Name
     tree: Text
@@ -270,6 +317,18 @@ class RawBranch(_Raw):
     tested: Text = "master"
     pin: dict[str, Text] = Field(default_factory=dict)
     allow: list[RawAllow] = Field(default_factory=list)
+
+    @field_validator("staging", "tested")
+    @classmethod
+    def _refs(cls, value: str) -> str:
+        return _check_ref(value)
+
+    @field_validator("pin")
+    @classmethod
+    def _pins(cls, value: dict[str, str]) -> dict[str, str]:
+        for ref in value.values():
+            _check_ref(ref)
+        return value
 
 
 class RawStep(_Raw):
@@ -769,7 +828,7 @@ class _Loader:
                 self.problem(key, "is not a var name", "use letters, digits and _ (e.g. arch)")
             if not values:
                 self.problem(key, "has no values", f'list at least one, e.g. {var} = ["a"]')
-            for dup in sorted({v for v in values if values.count(v) > 1}):
+            for dup in sorted(v for v, n in Counter(values).items() if n > 1):
                 self.problem(key, f"lists {_show(dup)} twice", "list each value once")
             matrix.append((var, tuple(values)))
         for var in job.runvars:
@@ -836,7 +895,7 @@ class _Loader:
         )
 
     def jobs(
-        self, raw: Mapping[int, RawJob], branches: Mapping[str, BranchSpec]
+        self, raw: Mapping[int, RawJob], branches: Mapping[str, BranchSpec], max_jobs: int
     ) -> list[_Expanded]:
         expanded: list[_Expanded] = []
         for index, job in raw.items():
@@ -850,6 +909,16 @@ class _Loader:
                         )
             template = self.job_template(index, job)
             if template is None:
+                self.incomplete.add("job")
+                continue
+            count = job_count(template)  # before expanding: a typo can make it a billion
+            if len(expanded) + count > max_jobs:
+                self.problem(
+                    f"job[{index}].matrix",
+                    f"expands to {count:,} jobs ({len(expanded) + count:,} with the jobs before "
+                    f"it), over the limit of {max_jobs:,} jobs in a lab",
+                    "use fewer matrix values, or raise [lab] max_jobs if you mean it",
+                )
                 self.incomplete.add("job")
                 continue
             only = frozenset(job.branches) if job.branches is not None else None
@@ -1062,7 +1131,7 @@ class _Loader:
         trees = self.trees(self.unique("tree", raw_trees))
         branches = self.branches(raw_branches, trees)
         hosts = tuple(h.to_spec(self.lab_dir) for h in self.unique("host", raw_hosts).values())
-        expanded = self.jobs(raw_jobs, branches)
+        expanded = self.jobs(raw_jobs, branches, lab.max_jobs if lab else MAX_JOBS)
         self.check_jobs(expanded, hosts)
         self.check_allow(raw_branches, expanded)
         reviews = self.reviews(self.section(data, "review"), branches)
@@ -1070,6 +1139,8 @@ class _Loader:
         gate = self.gate_section(data)
         mail = self.mail_section(data)
         web = self.web_section(data)
+        if lab is not None:
+            self.check_step_env(lab, reviews, mail)
         if self.problems or lab is None:
             return None
         return Lab(
@@ -1092,7 +1163,29 @@ class _Loader:
             gate=gate,
             mail=mail,
             web_token=web.token if web is not None else None,
+            web_hosts=tuple(web.hosts) if web is not None else (),
+            step_env=lab.env,
+            pass_env=tuple(lab.pass_env),
         )
+
+    def check_step_env(
+        self, lab: RawLabSection, reviews: Sequence[ReviewSpec], mail: MailConfig | None
+    ) -> None:
+        """``[lab] env`` and ``pass_env``: variable names, none of labgate's own, no secret."""
+        secrets = secret_env_names(mail, reviews)
+        for key, names in (("env", list(lab.env)), ("pass_env", lab.pass_env)):
+            for index, name in enumerate(names):
+                at = f"lab.env.{name}" if key == "env" else f"lab.pass_env[{index}]"
+                if not ENV_NAME.fullmatch(name):
+                    self.problem(at, f"{_show(name)} is not a variable name", "use A-Z, 0-9, _")
+                elif key == "env" and name.startswith("LABGATE_"):
+                    self.problem(at, "LABGATE_* variables are labgate's own", "use another name")
+                elif key == "pass_env" and name in secrets:
+                    self.problem(
+                        at,
+                        f"{name} is a secret (a *_env key names it): steps never get it",
+                        f"remove {name}; a step runs code from anyone who sends a patch",
+                    )
 
 
 # --- paths ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -47,6 +47,50 @@ def timed_out(log: BinaryIO, timeout: float | None, duration_s: float) -> StepRu
     """A step killed at its timeout fails; its log ends saying so."""
     log.write(f"\n--- labgate: timed out after {timeout:g}s, killed\n".encode())
     return StepRun(Outcome.FAIL, None, duration_s, f"timed out after {timeout:g}s")
+
+
+BASE_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+)
+"""The controller's variables every local step gets (when set): where programs are, whose home,
+which language and time zone, where temporary files go. An SSH host has its own."""
+
+
+def step_environment(
+    base: Mapping[str, str],
+    labgate_vars: Mapping[str, str],
+    lab_env: Mapping[str, str],
+    pass_env: Iterable[str],
+    secrets: Collection[str],
+) -> dict[str, str]:
+    """The whole environment of a step, the one rule for every executor: of ``base`` (the
+    controller's environment) only the :data:`BASE_ENV` names and those ``pass_env`` lists
+    (``[lab] pass_env``), then ``lab_env`` (``[lab] env``), then labgate's own ``LABGATE_*``
+    variables. A name in ``secrets`` (what lab.toml's ``*_env`` keys name) never comes from
+    ``base``, whatever lists it: a step runs code from anyone who opens a pull request, and its
+    log is shown to anyone who can read the dashboard."""
+    wanted = [*BASE_ENV, *pass_env]
+    env = {name: base[name] for name in wanted if name in base and name not in secrets}
+    env.update(lab_env)
+    env.update(labgate_vars)
+    return env
+
+
+def remote_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """What of a step's environment goes to a remote host: everything but the controller's
+    :data:`BASE_ENV` values (the host has its own ``PATH``, ``HOME``...)."""
+    return {name: value for name, value in env.items() if name not in BASE_ENV}
 
 
 class Executor(Protocol):
@@ -91,22 +135,44 @@ def broken_reason(broken_file: Path) -> str | None:
 PGID_FILE = "step.pgid"
 
 
-def _group_members(pgid: int, flight_id: int) -> list[int]:
-    """The running processes of process group ``pgid`` started for flight ``flight_id`` (a pid
-    the system reused for something else is never among them)."""
-    mark = f"LABGATE_FLIGHT={flight_id}\0".encode()
-    members = []
+def _processes(mark: bytes, pgid: int | None = None) -> list[int]:
+    """The running processes (in process group ``pgid``, when given) whose environment holds
+    ``mark``: a pid the system reused for something else is never among them."""
+    found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if os.getpgid(int(entry.name)) != pgid:
+            if pgid is not None and os.getpgid(int(entry.name)) != pgid:
                 continue
             if mark in (entry / "environ").read_bytes():
-                members.append(int(entry.name))
+                found.append(int(entry.name))
         except (OSError, ProcessLookupError):
             continue
-    return members
+    return found
+
+
+def _group_members(pgid: int, flight_id: int) -> list[int]:
+    """The running processes of process group ``pgid`` started for flight ``flight_id``."""
+    return _processes(f"LABGATE_FLIGHT={flight_id}\0".encode(), pgid)
+
+
+def end_descendants(env: Mapping[str, str], rounds: int = 10) -> list[int]:
+    """Kill what a step left running outside its process group (``setsid daemon &``): every
+    process whose environment still holds the step's own ``LABGATE_BROKEN_FILE`` (one per job
+    and step). Scanned again after each kill, as a process may have forked meanwhile; returns
+    the pids killed. A process that cleared its environment escapes the scan."""
+    mark = f"LABGATE_BROKEN_FILE={env['LABGATE_BROKEN_FILE']}\0".encode()
+    killed: list[int] = []
+    for _ in range(rounds):
+        found = [pid for pid in _processes(mark) if pid not in killed]
+        if not found:
+            break
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        killed += found
+    return killed
 
 
 def reap_orphans(flight_dir: Path, flight_id: int) -> list[int]:
@@ -180,8 +246,9 @@ class LocalExecutor:
                 await asyncio.shield(_stop(proc))
                 raise
             finally:
-                # a step's background children must not outlive it
+                # a step's background children must not outlive it, in its group or not
                 kill_group(proc.pid, signal.SIGKILL)
+                end_descendants(env)
         duration = time.monotonic() - started
         reason = broken_reason(broken_file)
         if reason is not None:

@@ -28,6 +28,7 @@ from labgate.executor import (
     JobSession,
     LocalExecutor,
     StepRun,
+    step_environment,
 )
 from labgate.git import GitError, Mirrors, ensure_commit
 from labgate.model import (
@@ -386,23 +387,21 @@ class JobRunner:
     def _env(
         self, flight: FlightResult, spec: JobSpec, host: str, attempt: int, artifacts: Path
     ) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            {
-                "LABGATE_FLIGHT": str(flight.id),
-                "LABGATE_BRANCH": flight.branch,
-                "LABGATE_BLESSING": str(flight.blessing),
-                "LABGATE_JOB": spec.name,
-                "LABGATE_HOST": host,
-                "LABGATE_ATTEMPT": str(attempt),
-                "LABGATE_ARTIFACTS": str(artifacts),
-            }
-        )
+        env = {
+            "LABGATE_FLIGHT": str(flight.id),
+            "LABGATE_BRANCH": flight.branch,
+            "LABGATE_BLESSING": str(flight.blessing),
+            "LABGATE_JOB": spec.name,
+            "LABGATE_HOST": host,
+            "LABGATE_ATTEMPT": str(attempt),
+            "LABGATE_ARTIFACTS": str(artifacts),
+        }
         for tree, sha in flight.revisions.items():
             env[f"LABGATE_REV_{env_name(tree)}"] = sha
         for name, value in spec.runvars:
             env[f"LABGATE_RUNVAR_{env_name(name)}"] = value
-        return env
+        lab = self.lab
+        return step_environment(os.environ, env, lab.step_env, lab.pass_env, lab.secret_env_names)
 
 
 def _with_results(

@@ -19,6 +19,7 @@ Pure functions, no I/O; :mod:`labgate.config` turns :class:`TemplateError` into 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from dataclasses import dataclass
 from labgate.model import JobSpec, StepSpec
 
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_JOBS = 10_000
+"""How many jobs a lab's matrices may expand to, unless ``[lab] max_jobs`` says otherwise: a typo
+in a matrix must be an error, not a controller that runs out of memory expanding it."""
 
 
 class TemplateError(ValueError):
@@ -179,6 +183,11 @@ def expand_job(job: JobTemplate, combination: Mapping[str, str]) -> JobSpec:
         runvars=tuple(runvars.items()),
         exclusive=job.exclusive,
     )
+
+
+def job_count(job: JobTemplate) -> int:
+    """How many jobs the template's matrix expands to, counted without expanding it."""
+    return math.prod(len(values) for _, values in job.matrix)
 
 
 def expand_jobs(job: JobTemplate) -> list[tuple[dict[str, str], JobSpec]]:

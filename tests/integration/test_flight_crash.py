@@ -231,6 +231,7 @@ class Rig:
             hosts=hosts,
             jobs=jobs,
             database=self.database,
+            lab_keys=f'pass_env = ["{TOKEN_VAR}"]',  # steps get a clean environment
         )
         return self.lab
 

@@ -83,6 +83,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[Path, str, Path]]:
             step("after", "echo done"),
             depends=["build-amd64"],
         ),
+        lab_keys='pass_env = ["WEB_TEST_FIFO"]',  # steps get a clean environment
     )
     repo = lab_dir.trees["xen"]
     repo.commit(EVIL + " sched: fix credit2", author=("Ada Lovelace", "ada@example.com"))

@@ -26,14 +26,19 @@ from typing import Any, BinaryIO
 
 import asyncssh
 
-from labgate.executor import KILL_GRACE_S, HostLost, StepRun, exited, timed_out
+from labgate.executor import (
+    KILL_GRACE_S,
+    HostLost,
+    StepRun,
+    exited,
+    remote_environment,
+    timed_out,
+)
 from labgate.hosts.config import SshTarget
 from labgate.model import Outcome
 
 CONNECT_TIMEOUT_S = 15.0
 CHUNK = 1 << 16
-# Only labgate's own variables go to the host: the controller's environment is not the host's.
-ENV_PREFIX = "LABGATE_"
 
 
 class HostKeyRejected(HostLost):
@@ -206,7 +211,9 @@ class SshSession:
         self._steps += 1
         pidfile = f"{self.workdir}/.labgate/pgid-{self._steps}"
         broken = env.get("LABGATE_BROKEN_FILE", f"{self.workdir}/.labgate/broken")
-        assignments = " ".join(_q(f"{k}={v}") for k, v in env.items() if k.startswith(ENV_PREFIX))
+        # the step's environment (labgate.executor.step_environment) but the controller's PATH,
+        # HOME...: the host's own stay
+        assignments = " ".join(_q(f"{k}={v}") for k, v in remote_environment(env).items())
         inner = f"echo $$ > {_q(pidfile)}; exec env {assignments} /bin/sh -c {_q(command)}"
         remote = (
             f"cd {_q(self.workdir)} && rm -f {_q(broken)} && exec setsid -w /bin/sh -c {_q(inner)}"

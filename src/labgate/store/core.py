@@ -81,6 +81,9 @@ def _current_revision(engine: Engine) -> str | None:
         return None
 
 
+_MIGRATE_LOCK = 0x6C616267617465  # "labgate": the advisory lock PostgreSQL migrations hold
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (creating it in an empty database). A store
     already at the newest one is left alone without loading Alembic (start-up time)."""
@@ -92,9 +95,16 @@ def migrate(engine: Engine) -> None:
 
     config = Config()
     config.set_main_option("script_location", "labgate.store:migrations")
-    with engine.begin() as connection:
+    with engine.connect() as connection:
+        # one process migrates at a time; the others wait for it, then find the schema at head
+        # (three commands started at once on a fresh store used to create its tables together)
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        elif engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+        connection.commit()
 
 
 class Store(FlightTables, BranchTables, BisectionTables, PoolTables):

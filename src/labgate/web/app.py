@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -48,6 +49,55 @@ SECURITY_HEADERS = [
 ]
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def host_names(lab: Lab) -> frozenset[str]:
+    """The names the dashboard answers to: loopback, ``[web] hosts``, and the host of each
+    ``[[review]] web_url`` (the public name votes link to)."""
+    public = [urlsplit(r.web_url).hostname for r in lab.reviews if r.web_url]
+    names = [*LOOPBACK_NAMES, *lab.web_hosts, *(name for name in public if name)]
+    return frozenset(name.lower() for name in names)
+
+
+def request_host(header: str) -> str:
+    """The host name of a ``Host`` header (without its port; an IPv6 address unbracketed)."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0].lower()
+    return header.rpartition(":")[0].lower() if ":" in header else header.lower()
+
+
+class HostCheck:
+    """ASGI middleware: a request whose ``Host`` is not one of ``names`` is refused (400) before
+    any page sees it, so a DNS-rebinding page (its own name resolving to this server) cannot
+    read the dashboard."""
+
+    def __init__(self, app: ASGIApp, names: frozenset[str]) -> None:
+        self.app = app
+        self.names = names
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("host", "")
+        if request_host(header) not in self.names:
+            message = (
+                f"Host {header!r} is not a name of this dashboard; "
+                "its names are set by [web] hosts in lab.toml"
+            )
+            await PlainTextResponse(message, status_code=400)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _internal_error(scope: Scope) -> Response:
+    message = "internal error: the server's log says what went wrong"
+    if str(scope["path"]).startswith("/api/"):
+        return JSONResponse({"error": message}, status_code=500)
+    return PlainTextResponse(message, status_code=500)
+
+
 class RequestLog:
     """ASGI middleware: security headers on every response, and one JSON line per request
     (method, path, status, duration) on the ``labgate.web`` logger."""
@@ -62,9 +112,12 @@ class RequestLog:
         start = time.perf_counter()
         status = 500
 
+        started = False
+
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + SECURITY_HEADERS
@@ -72,6 +125,11 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # Starlette's own 500 page is sent outside this middleware, without the headers
+            if not started:
+                await _internal_error(scope)(scope, receive, send_with_headers)
+            raise
         finally:
             log.info(
                 json.dumps(
@@ -141,8 +199,11 @@ def _not_found(request: Request, exc: Exception) -> Response:
     return _http_error(request, HTTPException(404, str(exc)))
 
 
-def create_app(lab: Lab, store: Store, *, token: str | None = None) -> Starlette:
-    """The dashboard of ``lab`` over ``store``. ``token`` overrides lab.toml's ``[web] token``."""
+def create_app(
+    lab: Lab, store: Store, *, token: str | None = None, hosts: Sequence[str] = ()
+) -> Starlette:
+    """The dashboard of ``lab`` over ``store``. ``token`` overrides lab.toml's ``[web] token``;
+    ``hosts`` are names it answers to besides those of :func:`host_names`."""
     access = Access(token if token is not None else lab.web_token)
     web = pages.Web(lab, store, access, templates())
     routes: list[Any] = [
@@ -158,6 +219,7 @@ def create_app(lab: Lab, store: Store, *, token: str | None = None) -> Starlette
     }
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.web = web
+    app.add_middleware(HostCheck, names=host_names(lab) | {h.lower() for h in hosts})
     app.add_middleware(RequestLog)
     return app
 

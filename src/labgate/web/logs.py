@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import os
+import stat
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from labgate.model import Outcome
 
@@ -39,25 +42,59 @@ def log_path(log_dir: Path, stored: str) -> Path:
     return path
 
 
-def read_tail(path: Path, limit: int = PAGE_LIMIT) -> tuple[str, int, bool]:
-    """The log's text (its last ``limit`` bytes), its size, and whether it was cut."""
+class NotARegularFile(Exception):
+    """A log path naming a FIFO, a device, a dir...: never read (a FIFO would block a worker)."""
+
+
+def open_log(path: Path) -> BinaryIO:
+    """The log file opened for reading; FileNotFoundError when it is not there, NotARegularFile
+    when it is no regular file. Opened without blocking, so a FIFO cannot hang the caller."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        with path.open("rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFile(str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_tail(path: Path, limit: int = PAGE_LIMIT) -> tuple[str, int, bool]:
+    """The log's text (its last ``limit`` bytes), its size, and whether it was cut; nothing for
+    a missing log or one that is no regular file."""
+    try:
+        with open_log(path) as f:
             size = f.seek(0, 2)
             start = max(0, size - limit)
             f.seek(start)
             data = f.read(size - start)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotARegularFile):
         return "", 0, False
     return data.decode(errors="replace"), start + len(data), start > 0
 
 
+def file_chunks(f: BinaryIO, size: int) -> Iterator[bytes]:
+    """The first ``size`` bytes of ``f`` in chunks of at most CHUNK (a log that grows meanwhile is
+    cut at the size it had, as its Content-Length says); ``f`` is closed at the end."""
+    with f:
+        left = size
+        while left > 0:
+            data = f.read(min(CHUNK, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data
+
+
 def _read_from(path: Path, offset: int) -> bytes:
     try:
-        with path.open("rb") as f:
+        with open_log(path) as f:
+            if offset >= os.fstat(f.fileno()).st_size:
+                return b""
             f.seek(offset)
             return f.read(CHUNK)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotARegularFile):
         return b""
 
 

@@ -4,6 +4,7 @@ bisections, trends; and the two actions (cancel, retest) behind the token."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response, S
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from labgate.commandline import MAX_ID
 from labgate.config import Lab
 from labgate.flight import FlightError, mirrors_for, plan_flight
 from labgate.git import GitError, Mirrors
@@ -27,7 +29,16 @@ from labgate.store import dashboard as queries
 from labgate.verdict import flake_rates
 from labgate.web import graph, plots
 from labgate.web.auth import SESSION_COOKIE, Access, same_origin
-from labgate.web.logs import LiveStep, LogOutsideLogDir, log_path, read_tail, stream_log
+from labgate.web.logs import (
+    LiveStep,
+    LogOutsideLogDir,
+    NotARegularFile,
+    file_chunks,
+    log_path,
+    open_log,
+    read_tail,
+    stream_log,
+)
 
 FORM_LIMIT = 16 * 1024
 STATE_CLASS = {
@@ -81,12 +92,21 @@ def _commit(mirrors: Mirrors, tree: str, sha: str) -> Any:
 
 
 def int_param(request: Request, name: str) -> int | None:
+    """A query parameter that is a number from 0 to MAX_ID (400 otherwise), None when absent."""
     value = request.query_params.get(name)
     if value is None or value == "":
         return None
-    if not value.isdigit():
-        raise HTTPException(400, f"{name} must be a number")
+    # isascii: "²" is a digit to str.isdigit, and no number to int()
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_ID:
+        raise HTTPException(400, f"{name} must be a number from 0 to {MAX_ID}")
     return int(value)
+
+
+def _ids_in_range(request: Request) -> None:
+    """A path's number past MAX_ID names nothing stored (and would overflow the store's query)."""
+    for name, value in request.path_params.items():
+        if isinstance(value, int) and value > MAX_ID:
+            raise HTTPException(404, f"no {name.removesuffix('_id')} {value}")
 
 
 def choice_param(request: Request, name: str, allowed: set[str]) -> str | None:
@@ -258,12 +278,19 @@ def log_page(web: Web, request: Request) -> Response:
 
 def log_raw(web: Web, request: Request) -> Response:
     _, _, _, path = _step_log(web, request)
-    if path is None or not path.is_file():
+    if path is None:
         raise HTTPException(404, "no log (the step has not run)")
-    return Response(
-        path.read_bytes(),
+    try:
+        log = open_log(path)
+    except FileNotFoundError:
+        raise HTTPException(404, "no log (the step has not run)") from None
+    except NotARegularFile:
+        raise HTTPException(403, "the stored log path is not a regular file") from None
+    size = os.fstat(log.fileno()).st_size
+    return StreamingResponse(
+        file_chunks(log, size),
         media_type="text/plain; charset=utf-8",
-        headers={"cache-control": "no-store"},
+        headers={"cache-control": "no-store", "content-length": str(size)},
     )
 
 
@@ -379,6 +406,7 @@ async def login(web: Web, request: Request) -> Response:
     response.set_cookie(
         SESSION_COOKIE,
         web.access.new_session(),
+        max_age=int(web.access.ttl_s),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -387,6 +415,7 @@ async def login(web: Web, request: Request) -> Response:
 
 
 async def logout(web: Web, request: Request) -> Response:
+    web.access.end_session(request)
     response = RedirectResponse("/flights", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response
@@ -596,11 +625,13 @@ def bind(web: Web, endpoint: Any) -> Any:
     if asyncio.iscoroutinefunction(endpoint):
 
         async def async_page(request: Request) -> Response:
+            _ids_in_range(request)
             return await endpoint(web, request)
 
         return async_page
 
     def page(request: Request) -> Response:
+        _ids_in_range(request)
         return endpoint(web, request)
 
     return page

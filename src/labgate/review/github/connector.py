@@ -78,7 +78,13 @@ class GitHubConnector:
                 f"{method} {self.spec.server}{path}: HTTP {response.status_code}: "
                 f"{response.text[:300]}"
             )
-        return response.json() if response.content else None
+        try:
+            return response.json() if response.content else None
+        except ValueError as error:  # a proxy's HTML page, a truncated answer
+            raise GitHubError(
+                f"{method} {self.spec.server}{path}: the answer is not JSON ({error}): "
+                f"{response.text[:100]!r}"
+            ) from None
 
     @property
     def _repo(self) -> str:
@@ -91,7 +97,10 @@ class GitHubConnector:
         pr = await self._call("GET", f"{self._repo}/pulls/{number}")
         if not isinstance(pr, Mapping):
             raise GitHubError(f"pull request {number}: not an object")
-        return event_from_pull_request(self.spec, pr, kind)
+        try:
+            return event_from_pull_request(self.spec, pr, kind)
+        except PayloadError as error:  # GitHub's answer, not the delivery, is wrong
+            raise GitHubError(f"pull request {number}: {error}") from None
 
     async def reconcile(self) -> list[ChangeEvent]:
         """Every open pull request's head (the queue ignores those already tested)."""

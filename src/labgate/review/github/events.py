@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from labgate.model import ReviewSpec
 from labgate.review.base import ChangeEvent, OtherVote
@@ -22,21 +24,89 @@ STATUS_VALUES = {"success": 1, "failure": -1}  # "error" and "pending" are no ve
 
 
 class PayloadError(ValueError):
-    """A payload without a field GitHub documents for its event."""
+    """A payload without a field GitHub documents for its event, or with a field of the wrong
+    type or size; the message names the field."""
 
 
-def _get(payload: Mapping[str, Any], *path: str) -> Any:
-    value: Any = payload
-    for key in path:
-        if not isinstance(value, Mapping) or key not in value:
-            raise PayloadError(f"no {'.'.join(path)} in the payload")
-        value = value[key]
-    return value
+# The documented shapes labgate reads; GitHub's other fields are ignored. Strict: a number is a
+# JSON number (``true`` is not 1), text is a JSON string, each of a size the store can keep.
+class _Shape(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
 
 
-def _ours(spec: ReviewSpec, payload: Mapping[str, Any]) -> bool:
-    name = _get(payload, "repository", "full_name")
-    return isinstance(name, str) and name.lower() == spec.project.lower()
+Number = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Sha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}$")]
+Short = Annotated[str, StringConstraints(max_length=200)]
+
+
+class Repository(_Shape):
+    full_name: Short
+
+
+class User(_Shape):
+    login: Short
+
+
+class Head(_Shape):
+    sha: Sha
+
+
+class Base(_Shape):
+    ref: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class PullRequest(_Shape):
+    number: Number
+    head: Head
+    base: Base
+    html_url: str | None = None
+    user: User | None = None
+
+
+class PullRequestDelivery(_Shape):
+    action: Short
+    repository: Repository
+    pull_request: PullRequest
+
+
+class Issue(_Shape):
+    number: Number
+    pull_request: dict[str, Any] | None = None  # present when the issue is a pull request
+
+
+class Comment(_Shape):
+    body: str
+
+
+class IssueCommentDelivery(_Shape):
+    action: Short
+    repository: Repository
+    issue: Issue
+    comment: Comment
+
+
+class StatusDelivery(_Shape):
+    repository: Repository
+    sha: Sha
+    context: Short
+    state: Short
+
+
+Shape = TypeVar("Shape", bound=_Shape)
+
+
+def parse(shape: type[Shape], payload: Mapping[str, Any], what: str) -> Shape:
+    """``payload`` read as ``shape``; PayloadError naming the first wrong field otherwise."""
+    try:
+        return shape.model_validate(payload)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the payload"
+        raise PayloadError(f"{what}: {where}: {first['msg']}") from None
+
+
+def _ours(spec: ReviewSpec, repository: Repository) -> bool:
+    return repository.full_name.lower() == spec.project.lower()
 
 
 def pull_request_ref(number: int | str) -> str:
@@ -44,75 +114,66 @@ def pull_request_ref(number: int | str) -> str:
 
 
 def event_from_pull_request(
-    spec: ReviewSpec, pr: Mapping[str, Any], kind: str = "patchset"
+    spec: ReviewSpec, pr: Mapping[str, Any] | PullRequest, kind: str = "patchset"
 ) -> ChangeEvent | None:
     """The patch set of a pull request object (as in the webhook and ``GET .../pulls/N``), or
     None when its base branch is not the one this ``[[review]]`` tests."""
-    number = _get(pr, "number")
-    sha = _get(pr, "head", "sha")
-    base = _get(pr, "base", "ref")
-    if not isinstance(number, int) or not isinstance(sha, str) or not isinstance(base, str):
-        raise PayloadError("pull_request.number, head.sha or base.ref has the wrong type")
-    if not re.fullmatch(r"[0-9a-f]{40}", sha):
-        raise PayloadError(f"pull_request.head.sha {sha!r} is not a commit sha")
-    if spec.target is not None and base != spec.target:
+    if not isinstance(pr, PullRequest):
+        pr = parse(PullRequest, pr, "pull request")
+    if spec.target is not None and pr.base.ref != spec.target:
         return None
-    user = pr.get("user")
     return ChangeEvent(
         kind="recheck" if kind == "recheck" else "patchset",
         source=spec.name,
         project=spec.project,
-        change=str(number),
-        patchset=sha,
-        ref=pull_request_ref(number),
-        revision=sha,
-        branch=base,
-        url=pr.get("html_url") if isinstance(pr.get("html_url"), str) else None,
-        author=user.get("login") if isinstance(user, Mapping) else None,
+        change=str(pr.number),
+        patchset=pr.head.sha,
+        ref=pull_request_ref(pr.number),
+        revision=pr.head.sha,
+        branch=pr.base.ref,
+        url=pr.html_url,
+        author=pr.user.login if pr.user else None,
     )
 
 
 def pull_request_event(spec: ReviewSpec, payload: Mapping[str, Any]) -> ChangeEvent | None:
     """A ``pull_request`` delivery → the patch set to test, or None (another action, another
     repository, another base branch)."""
-    if _get(payload, "action") not in PR_ACTIONS or not _ours(spec, payload):
+    delivery = parse(PullRequestDelivery, payload, "pull_request")
+    if delivery.action not in PR_ACTIONS or not _ours(spec, delivery.repository):
         return None
-    return event_from_pull_request(spec, _get(payload, "pull_request"))
+    return event_from_pull_request(spec, delivery.pull_request)
 
 
 def closed_pull_request(spec: ReviewSpec, payload: Mapping[str, Any]) -> str | None:
     """The change (pull request number) a ``pull_request`` ``closed`` delivery ends."""
-    if _get(payload, "action") != "closed" or not _ours(spec, payload):
+    delivery = parse(PullRequestDelivery, payload, "pull_request")
+    if delivery.action != "closed" or not _ours(spec, delivery.repository):
         return None
-    return str(_get(payload, "pull_request", "number"))
+    return str(delivery.pull_request.number)
 
 
 def recheck_request(spec: ReviewSpec, payload: Mapping[str, Any]) -> int | None:
     """The pull request number an ``issue_comment`` delivery asks to test again, or None."""
-    if _get(payload, "action") != "created" or not _ours(spec, payload):
+    delivery = parse(IssueCommentDelivery, payload, "issue_comment")
+    if delivery.action != "created" or not _ours(spec, delivery.repository):
         return None
-    issue = _get(payload, "issue")
-    if not isinstance(issue, Mapping) or not issue.get("pull_request"):
+    if not delivery.issue.pull_request:
         return None  # a comment on a plain issue
-    body = _get(payload, "comment", "body")
-    if not isinstance(body, str) or not re.search(spec.recheck, body.strip(), re.MULTILINE):
+    if not re.search(spec.recheck, delivery.comment.body.strip(), re.MULTILINE):
         return None
-    number = _get(issue, "number")
-    if not isinstance(number, int):
-        raise PayloadError("issue.number is not a number")
-    return number
+    return delivery.issue.number
 
 
 def status_vote(spec: ReviewSpec, payload: Mapping[str, Any]) -> tuple[str, OtherVote] | None:
     """Another CI's verdict from a ``status`` delivery: (commit sha, vote), or None for our own
     context, a context not in ``ci_accounts``, or a state that is no verdict."""
-    if not _ours(spec, payload):
+    delivery = parse(StatusDelivery, payload, "status")
+    if not _ours(spec, delivery.repository):
         return None
-    sha, context, state = (_get(payload, k) for k in ("sha", "context", "state"))
-    if not all(isinstance(v, str) for v in (sha, context, state)):
-        raise PayloadError("status sha, context or state is not a string")
+    context, state = delivery.context, delivery.state
     if context == spec.context or (spec.ci_accounts and context not in spec.ci_accounts):
         return None
     if state not in STATUS_VALUES:
         return None
-    return sha, OtherVote(account=context, label="status", value=STATUS_VALUES[state])
+    return delivery.sha, OtherVote(account=context, label="status", value=STATUS_VALUES[state])

@@ -7,11 +7,13 @@
 2. refused with 401 unless ``X-Hub-Signature-256`` is ``sha256=`` and the HMAC-SHA256 of the raw
    body under the secret (from the environment variable ``secret_env`` names), compared in
    constant time; 503 when that variable is not set;
-3. refused with 400 without ``X-GitHub-Event`` or ``X-GitHub-Delivery``, or when the body is
-   not a JSON object or lacks a documented field;
+3. refused with 400 without ``X-GitHub-Event`` or ``X-GitHub-Delivery`` (or one that is not a
+   short name), or when the body is not a JSON object of the event's documented shape (the
+   answer names the wrong field: ``pull_request.number: Input should be a valid integer``);
 4. answered 200 ``duplicate`` when its ``X-GitHub-Delivery`` was seen before (a replay);
 5. handled: ``ping`` 200; ``pull_request``, ``issue_comment`` (recheck) and ``status`` 202;
-   any other event 202 ``ignored``.
+   any other event 202 ``ignored``. A delivery whose handling fails (GitHub's API down: 502,
+   anything else: 500) is forgotten, so that GitHub's redelivery of it is handled.
 
 Every refusal is logged (``labgate.review.github``) with the delivery id and the client.
 """
@@ -22,6 +24,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -34,8 +37,12 @@ from labgate.model import ReviewSpec
 from labgate.review.base import ChangeEvent
 from labgate.review.github.connector import GitHubConnector, GitHubError, webhook_secret
 from labgate.review.github.events import (
+    IssueCommentDelivery,
     PayloadError,
+    PullRequestDelivery,
+    StatusDelivery,
     closed_pull_request,
+    parse,
     pull_request_event,
     recheck_request,
     status_vote,
@@ -46,6 +53,14 @@ log = logging.getLogger("labgate.review.github")
 
 MAX_BODY = 1024 * 1024
 """GitHub caps payloads at 25 MB; the events labgate reads are a few kB."""
+
+
+HEADER_VALUE = re.compile(r"[A-Za-z0-9_-]{1,100}")
+SHAPES: dict[str, type[PullRequestDelivery | IssueCommentDelivery | StatusDelivery]] = {
+    "pull_request": PullRequestDelivery,
+    "issue_comment": IssueCommentDelivery,
+    "status": StatusDelivery,
+}
 
 
 class Refused(Exception):
@@ -139,17 +154,27 @@ class GitHubReceiver:
         event = request.headers.get("x-github-event")
         if not event or not delivery:
             raise Refused(400, "no X-GitHub-Event or X-GitHub-Delivery header")
+        for header, value in (("X-GitHub-Event", event), ("X-GitHub-Delivery", delivery)):
+            if not HEADER_VALUE.fullmatch(value):
+                raise Refused(400, f"{header} is not a name of at most 100 letters, digits, - _")
         payload = _json_object(body)
+        shape = SHAPES.get(event)
+        try:
+            if shape is not None:  # checked before the delivery counts as seen
+                parse(shape, payload, event)
+        except PayloadError as error:
+            raise Refused(400, str(error)) from None
         if not self.queue.record_delivery(spec.name, delivery, event):
             log.info("GitHub delivery %s seen before: ignored", delivery)
             return 200, "duplicate"
         try:
             return await self.handle(spec, event, payload)
-        except PayloadError as error:
-            raise Refused(400, str(error)) from None
         except GitHubError as error:
             self.queue.forget_delivery(spec.name, delivery)  # so that a redelivery is handled
             raise Refused(502, str(error)) from None
+        except Exception:
+            self.queue.forget_delivery(spec.name, delivery)
+            raise
 
     async def handle(
         self, spec: ReviewSpec, event: str, payload: Mapping[str, Any]

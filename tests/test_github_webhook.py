@@ -36,7 +36,7 @@ from labgate.flights import Flights
 from labgate.model import Blessing
 from labgate.review.github import GitHubConnector, github_routes
 from labgate.review.loop import ReviewLoop
-from labgate.store import Store
+from labgate.store import Store, schema
 from labgate.store.review import ReviewQueue
 from labs import labgate as command_line
 from reviewlab import PROJECT, SECRET_ENV, TOKEN_ENV, WEB_URL, ReviewLab, make_review_lab
@@ -212,6 +212,24 @@ def test_a_replayed_delivery_is_ignored(hook: Hook) -> None:
     assert deliver(hook.url, "issue_comment", body=recheck, delivery="c1").status_code == 202
     assert deliver(hook.url, "issue_comment", body=recheck, delivery="c1").status_code == 200
     assert [(r.attempt, r.kind) for r in hook.runs()] == [(1, "patchset"), (2, "recheck")]
+
+
+def test_a_delivery_cut_short_before_it_was_recorded_is_handled_once_on_redelivery(
+    hook: Hook,
+) -> None:
+    # the server was killed after queuing the run but before recording the delivery as seen
+    sha = hook.rl.propose(4, "pass")
+    body = json.dumps(pr_payload(4, sha)).encode()
+    assert deliver(hook.url, "pull_request", body=body, delivery="cut").status_code == 202
+    with hook.store.engine.begin() as conn:
+        conn.execute(schema.review_delivery.delete())
+    again = deliver(hook.url, "pull_request", body=body, delivery="cut")
+    assert (again.status_code, again.json()) == (202, {"status": "already queued"})
+    assert len(hook.runs()) == 1
+    # once handled it is recorded: a third delivery is a replay
+    assert deliver(hook.url, "pull_request", body=body, delivery="cut").json() == {
+        "status": "duplicate"
+    }
 
 
 def test_oversized_bodies_are_refused_before_being_read(hook: Hook) -> None:

@@ -160,8 +160,20 @@ class ReviewQueue:
         with self.engine.begin() as conn:
             self._supersede(conn, connector, change, reason)
 
-    def record_delivery(self, connector: str, delivery: str, event: str) -> bool:
-        """Remember a webhook delivery; False when it was seen before (a replay)."""
+    def delivery_seen(self, connector: str, delivery: str) -> bool:
+        """Whether a webhook delivery was handled before (a replay)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.review_delivery.c.delivery).where(
+                    t.review_delivery.c.connector == connector,
+                    t.review_delivery.c.delivery == delivery,
+                )
+            ).first()
+        return row is not None
+
+    def record_delivery(self, connector: str, delivery: str, event: str) -> None:
+        """Remember a webhook delivery once it is handled (a redelivery of it is a replay);
+        one recorded meanwhile by another process is fine."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -170,18 +182,7 @@ class ReviewQueue:
                     )
                 )
         except IntegrityError:
-            return False
-        return True
-
-    def forget_delivery(self, connector: str, delivery: str) -> None:
-        """A delivery that could not be handled: a redelivery of it is not a replay."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                t.review_delivery.delete().where(
-                    t.review_delivery.c.connector == connector,
-                    t.review_delivery.c.delivery == delivery,
-                )
-            )
+            pass
 
     def record_votes(self, event: ChangeEvent) -> None:
         """Record (or update) other CI accounts' votes on the event's patch set."""

@@ -10,10 +10,11 @@
 3. refused with 400 without ``X-GitHub-Event`` or ``X-GitHub-Delivery`` (or one that is not a
    short name), or when the body is not a JSON object of the event's documented shape (the
    answer names the wrong field: ``pull_request.number: Input should be a valid integer``);
-4. answered 200 ``duplicate`` when its ``X-GitHub-Delivery`` was seen before (a replay);
+4. answered 200 ``duplicate`` when its ``X-GitHub-Delivery`` was handled before (a replay);
 5. handled: ``ping`` 200; ``pull_request``, ``issue_comment`` (recheck) and ``status`` 202;
-   any other event 202 ``ignored``. A delivery whose handling fails (GitHub's API down: 502,
-   anything else: 500) is forgotten, so that GitHub's redelivery of it is handled.
+   any other event 202 ``ignored``. A delivery is recorded as seen only once handled: one whose
+   handling failed (GitHub's API down: 502, anything else: 500) or was cut short (the server
+   killed) is handled when GitHub redelivers it, and the queue drops what it already has.
 
 Every refusal is logged (``labgate.review.github``) with the delivery id and the client.
 """
@@ -164,17 +165,17 @@ class GitHubReceiver:
                 parse(shape, payload, event)
         except PayloadError as error:
             raise Refused(400, str(error)) from None
-        if not self.queue.record_delivery(spec.name, delivery, event):
+        if self.queue.delivery_seen(spec.name, delivery):
             log.info("GitHub delivery %s seen before: ignored", delivery)
             return 200, "duplicate"
         try:
-            return await self.handle(spec, event, payload)
+            answer = await self.handle(spec, event, payload)
         except GitHubError as error:
-            self.queue.forget_delivery(spec.name, delivery)  # so that a redelivery is handled
             raise Refused(502, str(error)) from None
-        except Exception:
-            self.queue.forget_delivery(spec.name, delivery)
-            raise
+        # seen only once handled: a delivery whose handling failed or was cut short (the server
+        # killed) is handled again when GitHub redelivers it, and the queue drops a repeat
+        self.queue.record_delivery(spec.name, delivery, event)
+        return answer
 
     async def handle(
         self, spec: ReviewSpec, event: str, payload: Mapping[str, Any]

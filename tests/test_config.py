@@ -321,7 +321,7 @@ def test_escapes_and_shell_expansions_pass_through() -> None:
 
 
 def test_literal_shell_function_braces_need_escaping() -> None:
-    p = problem_at(HEAD + job("j", run="f() { true; }"), "job[0].step[0].run")
+    p = problem_at(HEAD + job("j", run="f() { true; }"), "job[0] (j).step[0].run")
     assert "not a labgate var" in p.message
     assert "{{" in (p.fix or "")
 
@@ -372,10 +372,14 @@ def test_toml_syntax_error_has_line_and_column() -> None:
         ),
         (
             EXAMPLE.replace("timeout = 3600", "timout = 3600"),
-            "job[0].step[0].timout",
+            "job[0] (build-{arch}).step[0].timout",
             "unknown key",
         ),
-        (EXAMPLE.replace("exclusive = true", "exclusiv = true"), "job[1].exclusiv", "unknown key"),
+        (
+            EXAMPLE.replace("exclusive = true", "exclusiv = true"),
+            "job[1] (test-{arch}-xl).exclusiv",
+            "unknown key",
+        ),
     ],
 )
 def test_unknown_keys(text: str, key: str, words: str) -> None:
@@ -390,11 +394,21 @@ def test_unknown_keys(text: str, key: str, words: str) -> None:
         (
             "timeout = 3600",
             "timeout = -1",
-            "job[0].step[0].timeout",
+            "job[0] (build-{arch}).step[0].timeout",
             "must be > 0 seconds (got -1)",
         ),
-        ("timeout = 3600", 'timeout = "1h"', "job[0].step[0].timeout", "must be a number"),
-        ("exclusive = true", 'exclusive = "yes"', "job[1].exclusive", "must be true or false"),
+        (
+            "timeout = 3600",
+            'timeout = "1h"',
+            "job[0] (build-{arch}).step[0].timeout",
+            "must be a number",
+        ),
+        (
+            "exclusive = true",
+            'exclusive = "yes"',
+            "job[1] (test-{arch}-xl).exclusive",
+            "must be true or false",
+        ),
         ('flags = ["arch-arm64"]', 'flags = "arch-arm64"', "host[1].flags", "must be an array"),
         (
             'name = "xen-lab"',
@@ -422,7 +436,7 @@ def test_str_of_a_problem() -> None:
     with pytest.raises(ConfigError) as info:
         parse(text)
     assert str(info.value) == (
-        "lab.toml: job[0].step[0].timeout: must be > 0 seconds (got -1). "
+        "lab.toml: job[0] (build-{arch}).step[0].timeout: must be > 0 seconds (got -1). "
         "Fix: give a positive number of seconds, e.g. timeout = 3600, or leave it out"
     )
 
@@ -436,7 +450,7 @@ def test_missing_lab_and_required_keys() -> None:
 
 def test_job_without_steps() -> None:
     text = HEAD + '\n[[job]]\nname = "j"\n'
-    assert "[[job.step]]" in (problem_at(text, "job[0].step").fix or "")
+    assert "[[job.step]]" in (problem_at(text, "job[0] (j).step").fix or "")
 
 
 def test_array_written_as_a_table() -> None:
@@ -448,7 +462,7 @@ def test_array_written_as_a_table() -> None:
 
 def test_results_prefix_is_validated() -> None:
     text = EXAMPLE.replace("timeout = 3600", 'timeout = 3600\nresults = "xml:out/*.xml"')
-    assert "junit:<glob>" in problem_at(text, "job[0].step[0].results").message
+    assert "junit:<glob>" in problem_at(text, "job[0] (build-{arch}).step[0].results").message
 
 
 def test_allow_needs_a_reason_and_globs_that_match() -> None:
@@ -479,22 +493,22 @@ def test_duplicate_names(kind: str) -> None:
 
 def test_duplicate_expanded_job_names_name_the_combination() -> None:
     text = HEAD + job("build", extra='matrix = { arch = ["amd64", "arm64"] }')
-    p = problem_at(text, "job[0].name (arch=arm64)")
-    assert p.message == 'job name "build" is also job[0] (arch=amd64)'
+    p = problem_at(text, "job[0] (build).name (arch=arm64)")
+    assert p.message == 'job name "build" is also job[0] (build) (arch=amd64)'
     assert "matrix var" in (p.fix or "")
 
 
 def test_duplicate_job_names_across_jobs() -> None:
     text = EXAMPLE + job("build-amd64")
-    p = problem_at(text, "job[2].name")
-    assert "job[0] (arch=amd64)" in p.message
+    p = problem_at(text, "job[2] (build-amd64).name")
+    assert "job[0] (build-amd64)" in p.message
 
 
 def test_duplicate_step_names() -> None:
     text = EXAMPLE.replace(
         "timeout = 3600", 'timeout = 3600\n[[job.step]]\nname = "build"\nrun = "true"'
     )
-    assert "step[0]" in problem_at(text, "job[0].step[1].name").message
+    assert "step[0]" in problem_at(text, "job[0] (build-{arch}).step[1].name").message
 
 
 def test_branch_unknown_tree_and_pins() -> None:
@@ -513,7 +527,7 @@ def test_pinning_the_tree_under_test_is_refused() -> None:
 
 def test_unknown_var_names_the_key_and_the_known_vars() -> None:
     text = EXAMPLE.replace("make -C xen dist", "make -C xen {target}")
-    p = problem_at(text, "job[0].step[0].run")
+    p = problem_at(text, "job[0] (build-{arch}).step[0].run")
     assert p.message == "unknown var {target}"
     assert "arch, kconfig" in (p.fix or "")
     assert "{{target}}" in (p.fix or "")
@@ -525,13 +539,17 @@ def test_unknown_var_in_name_requires_and_depends() -> None:
         extra='matrix = { arch = ["amd64"] }\nrequires = ["arch-{x}"]\ndepends = ["{y}"]',
     )
     keys = {p.key for p in problems(text)}
-    assert keys == {"job[0].name", "job[0].requires[0]", "job[0].depends[0]"}
-    assert "did you mean 'arch'" in problem_at(text, "job[0].name").message
+    assert keys == {
+        "job[0] (a-{ach}).name",
+        "job[0] (a-{ach}).requires[0]",
+        "job[0] (a-{ach}).depends[0]",
+    }
+    assert "did you mean 'arch'" in problem_at(text, "job[0] (a-{ach}).name").message
 
 
 def test_runvar_values_may_use_matrix_vars_only() -> None:
     text = HEAD + job("j", extra='runvars = { a = "x", b = "{a}" }')
-    assert "matrix vars only" in problem_at(text, "job[0].runvars.b").message
+    assert "matrix vars only" in problem_at(text, "job[0] (j).runvars.b").message
 
 
 def test_matrix_problems() -> None:
@@ -540,15 +558,15 @@ def test_matrix_problems() -> None:
         extra='matrix = { arch = [], x = ["a", "a"], "bad-name" = ["v"] }\nrunvars = { x = "1" }',
     )
     keys = {p.key: p.message for p in problems(text)}
-    assert keys["job[0].matrix.arch"] == "has no values"
-    assert keys["job[0].matrix.x"] == 'lists "a" twice'
-    assert keys["job[0].matrix.bad-name"] == "is not a var name"
-    assert keys["job[0].runvars.x"] == "is also a matrix var"
+    assert keys["job[0] (j-{arch}-{x}).matrix.arch"] == "has no values"
+    assert keys["job[0] (j-{arch}-{x}).matrix.x"] == 'lists "a" twice'
+    assert keys["job[0] (j-{arch}-{x}).matrix.bad-name"] == "is not a var name"
+    assert keys["job[0] (j-{arch}-{x}).runvars.x"] == "is also a matrix var"
 
 
 def test_unknown_depends_names_the_combination() -> None:
     text = EXAMPLE.replace('depends = ["build-{arch}"]', 'depends = ["biuld-{arch}"]')
-    p = problem_at(text, "job[1].depends[0] (arch=arm64)")
+    p = problem_at(text, "job[1] (test-arm64-xl).depends[0]")
     assert "did you mean 'build-arm64'" in p.message
     assert len(problems(text)) == 2
 
@@ -559,29 +577,32 @@ def test_cyclic_depends() -> None:
         'runvars = { kconfig = "defconfig" }\ndepends = ["test-{arch}-xl"]',
     )
     found = problems(text)
-    assert [p.key for p in found] == ["job[0].depends (arch=amd64)", "job[0].depends (arch=arm64)"]
+    assert [p.key for p in found] == [
+        "job[0] (build-amd64).depends",
+        "job[0] (build-arm64).depends",
+    ]
     assert "build-amd64 -> test-amd64-xl -> build-amd64" in found[0].message
 
 
 def test_self_dependency_is_a_cycle() -> None:
-    p = problem_at(HEAD + job("j", extra='depends = ["j"]'), "job[0].depends")
+    p = problem_at(HEAD + job("j", extra='depends = ["j"]'), "job[0] (j).depends")
     assert "cycle: j -> j" in p.message
 
 
 def test_job_no_host_can_run() -> None:
     text = EXAMPLE.replace('flags = ["arch-arm64"]', 'flags = ["arm64"]')
-    p = problem_at(text, "job[0].requires (arch=arm64)")
+    p = problem_at(text, "job[0] (build-arm64).requires")
     assert p.message == "no host has all of arch-arm64"
     assert "rochester0: arm64" in (p.fix or "")
     assert {q.key for q in problems(text)} == {
-        "job[0].requires (arch=arm64)",
-        "job[1].requires (arch=arm64)",
+        "job[0] (build-arm64).requires",
+        "job[1] (test-arm64-xl).requires",
     }
 
 
 def test_no_hosts_at_all() -> None:
     text = '[lab]\nname = "x"\n' + job("j")
-    assert problem_at(text, "job[0].requires").fix == "add a [[host]]"
+    assert problem_at(text, "job[0] (j).requires").fix == "add a [[host]]"
 
 
 def test_job_branches_must_exist_and_cover_their_depends() -> None:
@@ -592,9 +613,9 @@ def test_job_branches_must_exist_and_cover_their_depends() -> None:
         + job("b", extra='depends = ["a"]')
         + job("c", extra='branches = ["other", "nope"]\ndepends = ["a"]')
     )
-    assert "did you mean" not in problem_at(text, "job[4].branches[1]").message
-    assert "runs only on xen-unstable" in problem_at(text, "job[3].depends[0]").message
-    assert "does not run on other" in problem_at(text, "job[4].depends[0]").message
+    assert "did you mean" not in problem_at(text, "job[4] (c).branches[1]").message
+    assert "runs only on xen-unstable" in problem_at(text, "job[3] (b).depends[0]").message
+    assert "does not run on other" in problem_at(text, "job[4] (c).depends[0]").message
 
 
 def test_all_problems_in_one_pass() -> None:
@@ -608,10 +629,10 @@ def test_all_problems_in_one_pass() -> None:
     keys = [p.key for p in problems(text)]
     assert keys == [
         "host[0].slots",
-        "job[0].step[0].timeout",
+        "job[0] (build-{arch}).step[0].timeout",
         "tree[2].name",
         "branch[0].tree",
-        "job[1].depends[1]",
+        "job[1] (test-{arch}-xl).depends[1]",
     ]
 
 
@@ -620,7 +641,7 @@ def test_problems_inside_an_invalid_step_still_check_the_rest() -> None:
         "make -C xen dist", "make {nope}"
     )
     keys = {p.key for p in problems(text)}
-    assert keys == {"job[0].step[0].timeout", "job[0].step[0].run"}
+    assert keys == {"job[0] (build-{arch}).step[0].timeout", "job[0] (build-{arch}).step[0].run"}
 
 
 # --- files and rendering --------------------------------------------------------------------
@@ -673,10 +694,10 @@ def test_render_plan() -> None:
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        (HEAD + job("a b"), "job[0].name"),
-        (HEAD + job("j").replace('name = "s"', 'name = "x/y"'), "job[0].step[0].name"),
-        (HEAD + job("j-{v}", extra='matrix = { v = ["ok", "a/b"] }'), "job[0].name (v=a/b)"),
-        (HEAD + job("{v}", extra='matrix = { v = [".."] }'), "job[0].name (v=..)"),
+        (HEAD + job("a b"), "job[0] (a b).name"),
+        (HEAD + job("j").replace('name = "s"', 'name = "x/y"'), "job[0] (j).step[0].name"),
+        (HEAD + job("j-{v}", extra='matrix = { v = ["ok", "a/b"] }'), "job[0] (j-a/b).name"),
+        (HEAD + job("{v}", extra='matrix = { v = [".."] }'), "job[0] (..).name"),
         (EXAMPLE.replace('name = "italia0"', 'name = "italia 0"'), "host[0].name"),
         (EXAMPLE.replace('name = "xen-unstable"', 'name = "xen/unstable"'), "branch[0].name"),
     ],
@@ -690,18 +711,20 @@ def test_names_must_be_usable_as_file_names(text: str, key: str) -> None:
 def test_matrix_values_may_be_integers_not_booleans() -> None:
     lab = parse(HEAD + job("j-{n}", extra="matrix = { n = [1, 2] }"))
     assert [j.name for j in lab.jobs] == ["j-1", "j-2"]
-    p = problem_at(HEAD + job("j-{n}", extra="matrix = { n = [true] }"), "job[0].matrix.n[0]")
+    p = problem_at(
+        HEAD + job("j-{n}", extra="matrix = { n = [true] }"), "job[0] (j-{n}).matrix.n[0]"
+    )
     assert p.message == "must be a string (got true)"
 
 
 def test_empty_branches_list_is_refused() -> None:
-    p = problem_at(HEAD + job("j", extra="branches = []"), "job[0].branches")
+    p = problem_at(HEAD + job("j", extra="branches = []"), "job[0] (j).branches")
     assert p.message == "must have at least one entry"
 
 
 def test_entries_that_are_not_tables() -> None:
     text = HEAD + '\n[[job]]\nname = "j"\nstep = ["make"]\n'
-    p = problem_at(text, "job[0].step[0]")
+    p = problem_at(text, "job[0] (j).step[0]")
     assert p.message == 'must be a table (got "make")'
     assert p.fix == "write each entry as a [[job.step]] table"
     p = problem_at('tree = ["xen"]\n[lab]\nname = "x"\n', "tree[0]")

@@ -281,7 +281,7 @@ def test_cli_check_refuses_a_broken_lab_with_file_and_key(tmp_path: Path) -> Non
                         jobs=job("a", step("s", "true", timeout=-1)))  # fmt: skip
     proc = subprocess.run(labgate(lab_dir.path, "check"), capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "lab.toml" in proc.stderr and "job[0].step[0].timeout" in proc.stderr
+    assert "lab.toml" in proc.stderr and "job[0] (a).step[0].timeout" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

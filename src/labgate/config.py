@@ -494,6 +494,7 @@ _KEY_FIXES = {
     "retries": "give how many times a run the lab broke is retried, e.g. retries = 2",
 }
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_JOB_KEY = re.compile(r"job\[(\d+)\](?! \()")
 
 
 def key_path(loc: Sequence[str | int]) -> str:
@@ -521,6 +522,14 @@ def _show(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return str(value)
+
+
+def _some(names: Sequence[str], shown: int = 8) -> str:
+    """A list of names for a fix, the first ``shown`` of them and how many more."""
+    if not names:
+        return "(none)"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:
@@ -584,10 +593,14 @@ class _Expanded:
     branches: frozenset[str] | None
 
     def where(self, path: str, *templates: Template) -> str:
-        """``job[i].<path>``, plus the combination when one of ``templates`` uses a matrix var."""
-        key = f"job[{self.index}]" + (f".{path}" if path else "")
+        """``job[i] (NAME).<path>``: NAME is the expanded name when the key is about this
+        combination (one of ``templates`` uses a matrix var), else the name as written; the
+        combination follows when the expanded name does not tell it."""
         used = {v for t in templates for v in t.vars}
-        if self.combination and (not templates or used & set(self.combination)):
+        own = bool(self.combination) and (not templates or bool(used & set(self.combination)))
+        name = self.spec.name if own else self.template.name.source
+        key = f"job[{self.index}] ({name})" + (f".{path}" if path else "")
+        if own and not set(self.combination) <= set(self.template.name.vars):
             key += " (" + ", ".join(f"{k}={v}" for k, v in self.combination.items()) + ")"
         return key
 
@@ -609,11 +622,20 @@ class _Loader:
         self.problems: list[Problem] = []
         self.incomplete: set[str] = set()  # sections with invalid entries: skip cascades
         self.branch_names: frozenset[str] = frozenset()
+        self.job_names: dict[int, str] = {}  # each [[job]]'s name as written, by index
 
     def problem(self, key: str, message: str, fix: str | None = None) -> None:
-        item = Problem(self.file, key, message, fix)
+        item = Problem(self.file, self.named(key), message, fix)
         if item not in self.problems:
             self.problems.append(item)
+
+    def named(self, key: str) -> str:
+        """``job[3].step[0].timeout`` → ``job[3] (build-{arch}).step[0].timeout``: a reader
+        knows a job by its name, not by its place in the file."""
+        match = _JOB_KEY.match(key)
+        if match is None or int(match[1]) not in self.job_names:
+            return key
+        return f"{match[0]} ({self.job_names[int(match[1])]})" + key[match.end() :]
 
     def validate(
         self,
@@ -982,7 +1004,8 @@ class _Loader:
                     self.problem(
                         where,
                         f"no job named {_show(dep)}{_did_you_mean(dep, by_name)}",
-                        "depend on a job of this file (names after expansion, e.g. build-amd64)",
+                        "depend on a job of this file, by its name after expansion: "
+                        + _some(sorted(by_name)),
                     )
                 continue
             if target.branches is None:
@@ -1121,6 +1144,10 @@ class _Loader:
     # --- all together ---------------------------------------------------------------------
 
     def load(self, data: dict[str, Any]) -> Lab | None:
+        jobs = data.get("job")
+        for index, raw in enumerate(jobs if isinstance(jobs, list) else []):
+            if isinstance(raw, dict) and isinstance(raw.get("name"), str) and raw["name"]:
+                self.job_names[index] = raw["name"]
         self.top_level(data)
         data = self.host_classes(data)
         lab = self.lab_section(data)

@@ -1,10 +1,11 @@
 """lab.toml: loading, validation and matrix expansion into a typed :class:`Lab`.
 
 The file has one ``[lab]`` table and arrays of ``[[tree]]``, ``[[branch]]``, ``[[host]]`` and
-``[[job]]`` (with ``[[job.step]]``); see README.md. Every problem is reported in one
-pass, each with the file, the key path (``job[3].step[0].timeout``: 0-based indices into the
-file's arrays, as written; an expanded job adds its combination, ``job[1].requires (arch=arm64)``)
-and a fix. :class:`ConfigError` carries them; no traceback reaches the user.
+``[[job]]`` (with ``[[job.step]]``); see the README. Every problem is reported in one pass, each
+with the file, the key path (``step[0].timeout``: 0-based indices into the file's arrays, as
+written), a job named as the reader knows it (``job[3] (build-{arch}).step[0].timeout`` as
+written, ``job[1] (test-arm64-xl).requires`` for one expanded job, with its combination when the
+name does not tell it) and a fix. :class:`ConfigError` carries them; no traceback reaches the user.
 
 Templates: every string of a ``[[job]]`` may use ``{var}`` (a matrix var or a runvar); ``{{`` and
 ``}}`` are literal braces; ``$`` followed by ``{`` is a *shell* expansion (``${HOME}``), copied as

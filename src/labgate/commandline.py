@@ -1,24 +1,46 @@
-"""What every ``labgate`` command shares: the ``--lab`` option, opening the lab and its store,
-and one clear line (never a traceback) for a usage or configuration error (exit status 2)."""
+"""What every ``labgate`` command shares: the ``--lab`` and ``--json`` options, opening the lab
+and its store, the consoles, and one convention for errors and exit statuses.
+
+The convention (written in the README, checked by tests/test_cli_conventions.py):
+
+- exit 0 success, 1 a result that is not a success (a flight that did not pass, a push not
+  made), 2 a usage or configuration error, 130 cancelled (Ctrl-C or SIGTERM);
+- an error is one line on stderr, ``labgate: <what is wrong>``, never a traceback;
+- a command that shows results takes ``--json``: alone (or ``--json -``) it prints the JSON
+  document alone on stdout (anything else goes to stderr); ``--json PATH`` writes it to PATH and
+  prints the text form as usual. The word after ``--json`` is its PATH when it is ``-``, has a
+  ``/`` or ends in ``.json`` (or on a command without arguments); ``--json=PATH`` is always a
+  PATH. So ``labgate flight show --json 12`` shows flight 12 as JSON.
+
+Imports here are light (click and the model only): ``labgate --help`` must not load pydantic,
+SQLAlchemy or rich.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from labgate.config import ConfigError, Lab, load_lab
 from labgate.model import Blessing
-from labgate.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from labgate.config import Lab
+    from labgate.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+FAILED = 1
 USAGE_ERROR = 2
 CANCELLED = 130
+JSON_STDOUT = "-"
 MAX_ID = 2**63 - 1
 """The largest id a store keeps (its integer keys are 64-bit)."""
 ID = click.IntRange(1, MAX_ID)
@@ -27,8 +49,78 @@ error, not a traceback."""
 
 
 def fail(message: str, status: int = USAGE_ERROR) -> NoReturn:
+    """End the command with ``labgate: <message>`` on stderr and exit status ``status``."""
     click.echo(f"labgate: {message}", err=True)
     sys.exit(status)
+
+
+# --- the command classes: the error convention and --json's optional PATH ----------------------
+
+
+def _json_path_word(word: str, command_takes_words: bool) -> bool:
+    """Whether the word after a bare ``--json`` is its PATH rather than the command's argument."""
+    if word == JSON_STDOUT:
+        return True
+    if word.startswith("-"):
+        return False
+    return not command_takes_words or "/" in word or word.endswith(".json")
+
+
+class JsonOption(click.Option):
+    """The ``--json`` option of :func:`json_option`."""
+
+
+class LabgateCommand(click.Command):
+    """A command whose ``--json`` (see :func:`json_option`) takes an optional PATH."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if any(isinstance(p, JsonOption) for p in self.params):
+            takes_words = any(isinstance(p, click.Argument) for p in self.params)
+            args = json_args(args, takes_words)
+        return super().parse_args(ctx, args)
+
+
+def json_args(args: Sequence[str], command_takes_words: bool) -> list[str]:
+    """``--json`` → ``--json=-``, ``--json PATH`` → ``--json=PATH`` (up to a ``--``)."""
+    out: list[str] = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--":
+            out += [arg, *rest]
+            break
+        if arg != "--json":
+            out.append(arg)
+        elif rest and _json_path_word(rest[0], command_takes_words):
+            out.append(f"--json={rest.pop(0)}")
+        else:
+            out.append(f"--json={JSON_STDOUT}")
+    return out
+
+
+class LabgateGroup(click.Group):
+    """The ``labgate`` groups: their commands are :class:`LabgateCommand`; the top group turns
+    every error into ``labgate: ...`` (exit 2) and Ctrl-C into exit 130."""
+
+    command_class = LabgateCommand
+    group_class: type[click.Group] | type[type] | None = type  # subgroups: LabgateGroups too
+
+    def main(self, args: Sequence[str] | None = None, **extra: Any) -> NoReturn:  # type: ignore[override]
+        extra.pop("standalone_mode", None)
+        try:
+            status = super().main(args, standalone_mode=False, **extra)
+        except click.UsageError as error:
+            where = error.ctx.command_path if error.ctx is not None else "labgate"
+            fail(f"{error.format_message().rstrip('.')} (see `{where} --help`)")
+        except click.ClickException as error:
+            fail(error.format_message())
+        except (click.Abort, KeyboardInterrupt, EOFError):
+            click.echo("", err=True)
+            sys.exit(CANCELLED)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+# --- options ------------------------------------------------------------------------------------
 
 
 def lab_option(func: F) -> F:
@@ -41,6 +133,39 @@ def lab_option(func: F) -> F:
         show_default="the current dir or $LABGATE_LAB",
         help="The lab directory (holding lab.toml).",
     )(func)
+
+
+def json_option(func: F) -> F:
+    """``--json [PATH|-]``: the command's result as JSON, on stdout (alone or ``-``) or in PATH.
+    The command receives ``json_to``: None, ``"-"`` or the PATH; see :func:`emit_json`."""
+    return click.option(
+        "--json",
+        "json_to",
+        cls=JsonOption,
+        metavar="[PATH|-]",
+        default=None,
+        help="Print the result as JSON on stdout (or write it to PATH).",
+    )(func)
+
+
+def json_on_stdout(json_to: str | None) -> bool:
+    """Whether stdout is for the JSON document alone (text goes to stderr then)."""
+    return json_to == JSON_STDOUT
+
+
+def emit_json(document: Any, json_to: str | None) -> None:
+    """Write ``document`` where ``--json`` asked: stdout for ``-``, else the file PATH."""
+    if json_to is None:
+        return
+    text = json.dumps(document, indent=2) + "\n"
+    if json_to == JSON_STDOUT:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        Path(json_to).write_text(text, encoding="utf-8")
+    except OSError as error:
+        fail(f"--json {json_to}: cannot write it: {error.strerror or error}")
 
 
 def flight_options(func: F) -> F:
@@ -65,6 +190,27 @@ def flight_options(func: F) -> F:
     return func
 
 
+# --- consoles -----------------------------------------------------------------------------------
+
+
+def console(*, stderr: bool = False) -> Console:
+    """The console a command prints text with. On a terminal it has the terminal's width; when
+    the output is a file or a pipe nothing is wrapped or cut (a long line stays one line)."""
+    from rich.console import Console
+
+    probe = Console(stderr=stderr)
+    if probe.is_terminal:
+        return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=UNWRAPPED_WIDTH)
+
+
+# wide enough for any line we print; rich needs a finite width
+UNWRAPPED_WIDTH = 100_000
+
+
+# --- the lab and its store ------------------------------------------------------------------------
+
+
 def parse_revs(revs: tuple[str, ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in revs:
@@ -75,14 +221,19 @@ def parse_revs(revs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def known_branch(lab: Lab, branch: str) -> None:
+    """End the command (exit 2) when ``branch`` is not one of the lab's branches."""
+    if branch not in lab.branches:
+        fail(f"unknown branch {branch!r} (branches: {', '.join(lab.branches) or 'none'})")
+
+
 def plan_from_options(
     lab: Lab, store: Store, branch: str, revs: tuple[str, ...], jobs: tuple[str, ...], blessing: str
 ) -> int:
     """Plan the flight that :func:`flight_options` describe; a bad option ends the command."""
     from labgate.flight import FlightError, plan_flight
 
-    if branch not in lab.branches:
-        fail(f"unknown branch {branch!r} (branches: {', '.join(lab.branches) or 'none'})")
+    known_branch(lab, branch)
     try:
         return plan_flight(
             lab,
@@ -97,6 +248,8 @@ def plan_from_options(
 
 
 def open_lab(lab_dir: Path) -> Lab:
+    from labgate.config import ConfigError, load_lab
+
     try:
         return load_lab(lab_dir.resolve())
     except ConfigError as error:
@@ -105,6 +258,8 @@ def open_lab(lab_dir: Path) -> Lab:
 
 @contextmanager
 def open_store(lab: Lab) -> Iterator[Store]:
+    from labgate.store import Store, StoreError
+
     try:
         store = Store.open(lab.database_url)
     except StoreError as error:

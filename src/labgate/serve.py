@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from labgate.commandline import lab_option
+from labgate.commandline import LabgateCommand, lab_option
 from labgate.config import ConfigError, Lab, load_lab
 from labgate.store import Store, StoreError
 
@@ -119,7 +119,7 @@ async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str
         store.close()
 
 
-@click.command("serve")
+@click.command("serve", cls=LabgateCommand)
 @lab_option
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT")
 @click.option(
@@ -131,7 +131,9 @@ async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str
 )
 def serve_command(lab_dir: Path, listen: str, gate_branches: tuple[str, ...]) -> None:
     """Serve the lab's dashboard and JSON API (one JSON line per request on stderr), and run
-    the push gate of the branches given with --gate."""
+    the push gate of the branches given with --gate.
+
+    Errors are `labgate: ...` with exit status 2; Ctrl-C stops it with exit status 130."""
     host, port = parse_listen(listen)
     _log_to_stderr()
     asyncio.run(serve(lab_dir, host, port, gate_branches))

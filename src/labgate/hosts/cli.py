@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import json
 import re
 import socket
 import sys
@@ -13,12 +12,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from labgate.commandline import (
+    CANCELLED,
+    LabgateGroup,
+    console,
+    emit_json,
     fail,
     flight_options,
+    json_on_stdout,
+    json_option,
     lab_option,
     open_lab,
     open_store,
@@ -29,6 +33,7 @@ from labgate.hosts.lifecycle import run_lifecycle_command
 from labgate.model import Blessing, HostSpec
 from labgate.store.hosts import HostStateError
 from labgate.store.slots import BLESSING_PRIORITY
+from labgate.text import print_table
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -53,15 +58,15 @@ def _host(lab: Lab, name: str) -> HostSpec:
         fail(str(error))
 
 
-@click.group("host")
+@click.group("host", cls=LabgateGroup)
 def host_group() -> None:
     """Look at the lab's hosts; quarantine, release, reserve them."""
 
 
 @host_group.command("list")
 @lab_option
-@click.option("--json", "json_output", is_flag=True)
-def host_list(lab_dir: Path, json_output: bool) -> None:
+@json_option
+def host_list(lab_dir: Path, json_to: str | None) -> None:
     """Every host: executor, flags, slots, state (in service, quarantined, reserved)."""
     lab = open_lab(lab_dir)
     with open_store(lab) as store:
@@ -76,8 +81,8 @@ def host_list(lab_dir: Path, json_output: bool) -> None:
         }
         for h in lab.hosts
     ]
-    if json_output:
-        click.echo(json.dumps(rows, indent=2))
+    emit_json(rows, json_to)
+    if json_on_stdout(json_to):
         return
     table = Table("host", "executor", "flags", "slots", "state", "why", box=None)
     for r in rows:
@@ -87,15 +92,15 @@ def host_list(lab_dir: Path, json_output: bool) -> None:
         table.add_row(
             r["name"], r["executor"], ", ".join(r["flags"]), str(r["slots"]), r["state"], why
         )
-    Console(highlight=False).print(table)
+    print_table(console(), table)
 
 
 @host_group.command("show")
 @lab_option
 @click.argument("name")
 @click.option("--limit", default=20, show_default=True, help="History rows to show.")
-@click.option("--json", "json_output", is_flag=True)
-def host_show(lab_dir: Path, name: str, limit: int, json_output: bool) -> None:
+@json_option
+def host_show(lab_dir: Path, name: str, limit: int, json_to: str | None) -> None:
     """One host: its state, lifecycle commands and history (jobs, quarantines, reservations)."""
     lab = open_lab(lab_dir)
     spec = _host(lab, name)
@@ -104,20 +109,18 @@ def host_show(lab_dir: Path, name: str, limit: int, json_output: bool) -> None:
         status = registry.statuses([name])[name]
         events = registry.history(name, limit=limit)
     lifecycle = {k: v for k, v in vars(spec.lifecycle).items() if v is not None}
-    if json_output:
-        click.echo(
-            json.dumps(
-                {
-                    **status.to_json(),
-                    "executor": spec.executor,
-                    "flags": sorted(spec.flags),
-                    "slots": spec.slots,
-                    "lifecycle": lifecycle,
-                    "history": [e.to_json() for e in events],
-                },
-                indent=2,
-            )
-        )
+    emit_json(
+        {
+            **status.to_json(),
+            "executor": spec.executor,
+            "flags": sorted(spec.flags),
+            "slots": spec.slots,
+            "lifecycle": lifecycle,
+            "history": [e.to_json() for e in events],
+        },
+        json_to,
+    )
+    if json_on_stdout(json_to):
         return
     click.echo(f"host {name}: {status.state}  executor {spec.executor}  slots {spec.slots}")
     click.echo(f"  flags {', '.join(sorted(spec.flags)) or '(none)'}")
@@ -159,7 +162,10 @@ def host_release(lab_dir: Path, name: str) -> None:
     _host(lab, name)
     with open_store(lab) as store:
         ended = store.hosts.release(name, whoami())
-    click.echo(f"host {name} released" + (f" (ended: {', '.join(ended)})" if ended else ""))
+    if ended:
+        click.echo(f"host {name} released (ended: {', '.join(ended)})")
+    else:
+        click.echo(f"host {name} was in service (neither quarantined nor reserved): no change")
 
 
 @host_group.command("reserve")
@@ -206,7 +212,8 @@ def host_power(lab_dir: Path, name: str, action: str) -> None:
 @host_group.command("check")
 @lab_option
 @click.argument("name")
-def host_check(lab_dir: Path, name: str) -> None:
+@json_option
+def host_check(lab_dir: Path, name: str, json_to: str | None) -> None:
     """Run the host's health check now; a failure quarantines it (exit 1)."""
     lab = open_lab(lab_dir)
     spec = _host(lab, name)
@@ -215,27 +222,41 @@ def host_check(lab_dir: Path, name: str) -> None:
         fail(f"host {name} has no health command in lab.toml")
     ok, output = asyncio.run(run_lifecycle_command(spec, command, cwd=lab.dir))
     if ok:
-        click.echo(f"host {name} healthy" + (f": {output}" if output else ""))
-        return
-    with open_store(lab) as store:
-        store.hosts.quarantine(name, f"health check failed: {output}", kind="health")
-    click.echo(f"host {name} quarantined: health check failed: {output}")
-    sys.exit(1)
+        line = f"host {name} healthy" + (f": {output}" if output else "")
+    else:
+        with open_store(lab) as store:
+            store.hosts.quarantine(
+                name, f"health check failed: {output}", kind="health"
+            )
+        line = f"host {name} quarantined: health check failed: {output}"
+    click.echo(line, err=json_on_stdout(json_to))
+    emit_json({"host": name, "healthy": ok, "output": output}, json_to)
+    sys.exit(0 if ok else 1)
 
 
 @host_group.command("queue")
 @lab_option
 @click.argument("branch")
 @flight_options
+@json_option
 def host_queue(
-    lab_dir: Path, branch: str, revs: tuple[str, ...], jobs: tuple[str, ...], blessing: str
+    lab_dir: Path,
+    branch: str,
+    revs: tuple[str, ...],
+    jobs: tuple[str, ...],
+    blessing: str,
+    json_to: str | None,
 ) -> None:
-    """Plan a flight of BRANCH and hand it to the pool: `labgate host worker`s run it."""
+    """Plan a flight of BRANCH and hand it to the pool: `labgate host worker`s run it.
+    Prints the flight's id (with --json, the queued flight as `labgate flight show` has it)."""
     lab = open_lab(lab_dir)
     with open_store(lab) as store:
         flight_id = plan_from_options(lab, store, branch, revs, jobs, blessing)
         store.submit_flight(flight_id)
-    click.echo(flight_id)
+        queued = store.get_flight(flight_id)
+    if not json_on_stdout(json_to):
+        click.echo(flight_id)
+    emit_json(queued.to_json(), json_to)
 
 
 @host_group.command("worker")
@@ -279,5 +300,5 @@ def host_worker(
         try:
             asyncio.run(flights.serve(until_idle=until_idle))
         except KeyboardInterrupt:
-            sys.exit(130)
+            sys.exit(CANCELLED)
     click.echo(f"{flights.owner}: ran {flights.jobs_run} jobs")

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
 import click
 
-from labgate.commandline import fail, lab_option, open_lab, open_store
+from labgate.commandline import (
+    LabgateGroup,
+    emit_json,
+    fail,
+    json_on_stdout,
+    json_option,
+    lab_option,
+    open_lab,
+    open_store,
+)
 from labgate.review.base import ReviewRun
 from labgate.review.connectors import connectors_for
 from labgate.review.loop import ReviewLoop
 from labgate.store.review import Discrepancy
 
 
-@click.group("review")
+@click.group("review", cls=LabgateGroup)
 def review_group() -> None:
     """Test the proposed patches of the lab's [[review]] entries and vote on them."""
 
@@ -37,8 +46,12 @@ def run_line(run: ReviewRun) -> str:
 @review_group.command("run")
 @lab_option
 @click.option("--once", is_flag=True, help="Work on the queue until it is empty, then exit.")
-def run_command(lab_dir: Path, once: bool) -> None:
-    """Test queued patch sets and vote; without --once, keep listening and testing."""
+@json_option
+def run_command(lab_dir: Path, once: bool, json_to: str | None) -> None:
+    """Test queued patch sets and vote; without --once, keep listening and testing.
+    With --once --json: the runs it worked on, as JSON."""
+    if json_to is not None and not once:
+        fail("--json needs --once: without it the review loop never ends, so has no result")
     lab = open_lab(lab_dir)
     connectors, left_out = connectors_for(lab)
     for why in left_out:
@@ -53,8 +66,11 @@ def run_command(lab_dir: Path, once: bool) -> None:
     with open_store(lab) as store:
         loop = ReviewLoop(lab, store, connectors)
         if once:
-            for run in asyncio.run(loop.process_once()):
-                click.echo(run_line(run))
+            runs = asyncio.run(loop.process_once())
+            if not json_on_stdout(json_to):
+                for run in runs:
+                    click.echo(run_line(run))
+            emit_json([dataclasses.asdict(run) for run in runs], json_to)
         else:
             asyncio.run(loop.run_forever(lab.poll_interval))
 
@@ -71,14 +87,14 @@ def discrepancy_line(d: Discrepancy) -> str:
 
 @review_group.command("discrepancies")
 @lab_option
-@click.option("--json", "json_output", is_flag=True, help="Print JSON.")
-def discrepancies_command(lab_dir: Path, json_output: bool) -> None:
+@json_option
+def discrepancies_command(lab_dir: Path, json_to: str | None) -> None:
     """Patch sets where labgate's vote and another CI account's differ."""
     lab = open_lab(lab_dir)
     with open_store(lab) as store:
         found = store.review.discrepancies()
-    if json_output:
-        click.echo(json.dumps([d.to_json() for d in found], indent=2))
+    emit_json([d.to_json() for d in found], json_to)
+    if json_on_stdout(json_to):
         return
     for d in found:
         click.echo(discrepancy_line(d))

@@ -10,19 +10,19 @@ author; a fix landing on staging, tested and pushed.
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 from pathlib import Path
 
 from rich.console import Console
 from rich.panel import Panel
 
+from labgate.commandline import fail
 from labgate.config import load_lab
 from labgate.gate import Gate, GateResult
 from labgate.git import git
 from labgate.progress import FlightProgress
 from labgate.store import Store
-from labgate.text import flight_table
+from labgate.text import flight_table, heading, print_table
 
 LAB_TOML = """\
 # A demo lab made by `labgate demo`. Edit it and run `labgate check` to see the plan.
@@ -227,30 +227,26 @@ def land_fix(root: Path) -> str:
 
 
 def new_demo_dir(directory: Path | None) -> Path:
-    if directory is not None:
-        if directory.exists() and any(directory.iterdir()):
-            raise FileExistsError(f"{directory} exists and is not empty; name a new directory")
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory.resolve()
-    try:
-        base = Path.cwd() / "labgate-demo"
-        candidate, n = base, 1
-        while candidate.exists():
-            n += 1
-            candidate = base.with_name(f"labgate-demo-{n}")
-        candidate.mkdir(parents=True)
-        return candidate
-    except OSError:  # a read-only working directory: use a temporary one
-        return Path(tempfile.mkdtemp(prefix="labgate-demo-"))
+    """``directory`` (new or empty), or by default a new ``labgate-demo-*`` directory under the
+    system's temporary directory: never inside the current directory, which is often a git
+    repository the demo's trees and lab would litter."""
+    if directory is None:
+        return Path(tempfile.mkdtemp(prefix="labgate-demo-")).resolve()
+    if directory.exists() and any(directory.iterdir()):
+        raise FileExistsError(f"{directory} exists and is not empty; name a new directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory.resolve()
 
 
 def run_demo(directory: Path | None, console: Console) -> int:
     try:
         root = new_demo_dir(directory)
     except FileExistsError as error:
-        console.print(f"labgate: {error}")
-        return 2
-    console.print(f"[bold]Making a demo lab in {root}[/]")
+        fail(str(error))
+    where = " (a new temporary directory; `labgate demo DIR` puts it elsewhere)"
+    console.print(
+        f"[bold]Making a demo lab in {root}[/]" + ("" if directory else where), soft_wrap=True
+    )
     shas = make_trees(root)
     (root / "lab.toml").write_text(LAB_TOML)
     lab = load_lab(root)
@@ -264,10 +260,10 @@ def run_demo(directory: Path | None, console: Console) -> int:
 
     with Store.open(lab.database_url) as store:
         gate = Gate(lab, store, say=say, progress=lambda _what: FlightProgress(console))
-        console.rule("[bold]1. The gate tests staging: a baseline first, then staging")
+        heading(console, "[bold]1. The gate tests staging: a baseline first, then staging")
         first = asyncio.run(gate.cycle("xen-unstable"))
         _show(console, store, first)
-        console.rule("[bold]2. A fix lands on staging; the gate tests it and pushes it")
+        heading(console, "[bold]2. A fix lands on staging; the gate tests it and pushes it")
         fix = land_fix(root)
         say(f"Bob pushed {fix[:12]} to staging: {FIX[1]}")
         second = asyncio.run(gate.cycle("xen-unstable"))
@@ -279,10 +275,9 @@ def run_demo(directory: Path | None, console: Console) -> int:
         and first.bisections[0].culprit.commit == shas["planted"]
         and second.pushed_revision == fix
     )
-    rel = os.path.relpath(root)
     console.print(
         "\nWhat to try next:\n"
-        f"  cd {rel}\n"
+        f"  cd {root}\n"
         "  labgate check                          # the plan: jobs per branch, hosts\n"
         "  labgate flight list                    # every flight the story ran\n"
         f"  labgate flight show {first.flight}                 # the flight that regressed\n"
@@ -290,13 +285,15 @@ def run_demo(directory: Path | None, console: Console) -> int:
         "  labgate history xen-unstable test-amd64-xl guest-start\n"
         "  (cd dev/xen && git commit --allow-empty -m try && git push origin HEAD:staging)\n"
         "  labgate gate xen-unstable --once       # test staging again, push if it passes\n"
-        "  labgate serve                          # the dashboard on http://127.0.0.1:8080/"
+        "  labgate serve                          # the dashboard on http://127.0.0.1:8080/",
+        soft_wrap=True,
+        markup=False,
     )
     return 0 if ok else 1
 
 
 def _show(console: Console, store: Store, result: GateResult) -> None:
     if result.flight is not None:
-        console.print(flight_table(store.get_flight(result.flight)))
+        print_table(console, flight_table(store.get_flight(result.flight)))
     if result.report:
         console.print(Panel(result.report.rstrip(), title="report", expand=False))

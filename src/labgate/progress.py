@@ -27,7 +27,8 @@ class FlightProgress:
     """Shows jobs done/total and, for each running job, its host, step and elapsed time.
 
     Use as a context manager around the flight run. On a terminal the display is live; otherwise
-    each finished job is printed as one line (for logs and CI).
+    each finished job is printed as one line (for logs and CI). Each line names its flight:
+    several flights (a bisection's) may print to one console at once.
     """
 
     def __init__(self, console: Console) -> None:
@@ -42,6 +43,7 @@ class FlightProgress:
             console=console,
         )
         self.task = self.bar.add_task("flight", total=None, flight="?")
+        self.flight_id: int | None = None
         self.running: dict[str, tuple[str, str, float]] = {}
         self.live = Live(self, console=console, refresh_per_second=8, transient=True)
 
@@ -71,6 +73,7 @@ class FlightProgress:
             self.live.__exit__(exc_type, exc, tb)
 
     def flight_started(self, flight_id: int, total: int, done: int) -> None:
+        self.flight_id = flight_id
         self.bar.update(self.task, total=total, completed=done, flight=flight_id)
 
     def job_started(self, job: str, host: str) -> None:
@@ -85,4 +88,5 @@ class FlightProgress:
         self.bar.advance(self.task)
         style = STYLE.get(outcome, "white")
         where = f" on {host}" if host else ""
-        self.console.print(f"[{style}]{outcome}[/] {job}{where}", highlight=False)
+        flight = f"flight {self.flight_id}: " if self.flight_id is not None else ""
+        self.console.print(f"{flight}[{style}]{outcome}[/] {job}{where}", highlight=False)

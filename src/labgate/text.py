@@ -1,18 +1,49 @@
-"""Text forms of flights for the CLI (``labgate flight show``/``list``)."""
+"""Text forms of flights for the CLI (``labgate flight show``/``list``, the demo), and how a
+table is printed so that no value a user copies is ever cut."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.console import Console
+from rich.measure import Measurement
+from rich.rule import Rule
 from rich.table import Table
 
 from labgate.model import FlightResult
 from labgate.progress import STYLE
 
+RULE_WIDTH = 100  # a heading's rule when the output is not a terminal (which has no width)
+
 
 def _styled(outcome: object) -> str:
     style = STYLE.get(outcome, "white")  # type: ignore[call-overload]
     return f"[{style}]{outcome}[/]"
+
+
+def print_table(out: Console, table: Table) -> None:
+    """Print ``table`` whole. When it is wider than the terminal, each row is printed as a
+    record instead (its first value, then ``column: value`` lines), so that no value is cut or
+    folded. Off a terminal the console does not wrap (see ``labgate.commandline.console``)."""
+    natural = Measurement.get(out, out.options.update(max_width=10**6), table).maximum
+    if natural <= out.width:
+        out.print(table)
+        return
+    if table.title:
+        out.print(table.title)
+    headers = [str(column.header) for column in table.columns]
+    cells = [list(column.cells) for column in table.columns]
+    for row in range(table.row_count):
+        values = [column[row] for column in cells]
+        out.print(f"{headers[0]} {values[0]}", soft_wrap=True)
+        for header, value in zip(headers[1:], values[1:], strict=True):
+            if value:
+                out.print(f"  {header}: ", value, sep="", soft_wrap=True)
+
+
+def heading(out: Console, title: str) -> None:
+    """A section heading: a rule across the terminal, or one of ``RULE_WIDTH`` elsewhere."""
+    out.print(Rule(title), width=min(out.width, RULE_WIDTH))
 
 
 def flight_table(flight: FlightResult) -> Table:

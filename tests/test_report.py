@@ -244,5 +244,6 @@ def test_history_text(step: str | None) -> None:
     rows = history_rows(flights, "test-amd64-xl", step)
     text = render_history("test-amd64-xl", step, rows, step_flake_rates(flights, "test-amd64-xl"))
     lines = text.splitlines()
-    assert lines[2].split()[:4] == ["12", "real", "host1", "fail"]
+    assert lines[2].split()[:4] == ["flight", "started", "(UTC)", "blessing"]
+    assert lines[3].split()[:6] == ["12", "2026-11-13", "10:00:00", "real", "host1", "fail"]
     assert lines[-1].split() == ["guest-start", f"{2 / 23:.3f}"]

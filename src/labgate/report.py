@@ -234,10 +234,16 @@ def render_history(
     revisions, then the learned flake rate of each step in ``rates``."""
     title = data(job) if step is None else f"{data(job)} {data(step)}"
     lines = [f"history of {title}", ""]
+    if rows:
+        lines.append(
+            f" {'flight':>8} {'started (UTC)':<19} {'blessing':<8} {'host':<16} "
+            f"{'outcome':<9} revisions"
+        )
     for row in rows:
         revisions = " ".join(f"{data(t)}={data(s)[:12]}" for t, s in sorted(row.revisions.items()))
+        started = (row.started or "-")[:19].replace("T", " ")
         line = (
-            f" {row.flight:>8} {row.blessing:<7} {data(row.host or '-'):<16} "
+            f" {row.flight:>8} {started:<19} {row.blessing:<8} {data(row.host or '-'):<16} "
             f"{row.outcome:<9} {revisions}"
         )
         if step is None and row.outcome is not Outcome.PASS:

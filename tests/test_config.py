@@ -571,6 +571,14 @@ def test_unknown_depends_names_the_combination() -> None:
     assert len(problems(text)) == 2
 
 
+def test_unknown_depends_fix_lists_the_jobs_there_are_never_the_missing_one() -> None:
+    text = HEAD + job("build") + job("test", extra='depends = ["build-amd64"]')
+    p = problem_at(text, "job[1] (test).depends[0]")
+    assert p.message == "no job named \"build-amd64\" (did you mean 'build'?)"
+    assert p.fix == "depend on a job of this file, by its name after expansion: build, test"
+    assert str(p).startswith('lab.toml: job[1] (test).depends[0]: no job named "build-amd64"')
+
+
 def test_cyclic_depends() -> None:
     text = EXAMPLE.replace(
         'runvars = { kconfig = "defconfig" }',

@@ -1,0 +1,136 @@
+"""How fast ``labgate`` starts: ``--help`` and ``--version``, and a flight up to its first step.
+
+Each figure is the median (and the fastest) of ROUNDS runs of the console script, wall clock,
+rounds alternating so that every figure sees the same machine:
+
+- ``labgate --version`` and ``labgate --help`` (target: at most 150 ms each);
+- ``python -c pass``: the interpreter alone, the floor under any command;
+- eager imports: what importing the command line cost before it imported lazily (the modules
+  ``labgate.cli`` loaded at start-up then), side by side with ``import labgate.cli`` now;
+- ``labgate flight run`` up to its first step (target: at most 300 ms): from just before the
+  process is spawned to the moment the first step's shell writes the time. The lab is warmed up
+  by one flight first (mirror cloned, schema made), as a lab's controller finds it. Beside it,
+  the imports such a flight cannot do without (lab.toml's pydantic models, the SQLAlchemy
+  store, the flight runner): the rest is the work itself.
+
+    python bench/startup.py [--rounds 15]
+
+The load average is printed with the figures: on a shared machine they move with it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/bisect.py, next to this file, is named like the standard library's bisect module, which
+# random and statistics import: take the script's own directory off the path before they load.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from labs import job, local_host, step, write_lab
+
+HELP_TARGET_MS = 150.0
+FIRST_STEP_TARGET_MS = 300.0
+
+# what `import labgate.cli` loaded before the command line imported lazily
+EAGER = (
+    "import rich.console, labgate.bisect.cli, labgate.config, labgate.flight, labgate.progress, "
+    "labgate.store, labgate.text, labgate.serve, labgate.review.cli, labgate.hosts.cli"
+)
+
+# the floor under a flight's first step: its configuration (pydantic) and store (SQLAlchemy)
+FLIGHT_IMPORTS = "import labgate.config, labgate.store, labgate.flight"
+
+
+def labgate_exe() -> str:
+    """This Python's console script (a PATH shim such as pyenv's adds its own start-up)."""
+    script = Path(sys.executable).parent / "labgate"
+    return str(script) if script.exists() else shutil.which("labgate") or "labgate"
+
+
+def timed(argv: list[str]) -> Callable[[], float]:
+    def once() -> float:
+        started = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, check=True)
+        return (time.perf_counter() - started) * 1000
+
+    return once
+
+
+def first_step(lab: Path, stamp: Path) -> Callable[[], float]:
+    """Milliseconds from spawning ``labgate flight run`` to its first step's start."""
+
+    def once() -> float:
+        stamp.unlink(missing_ok=True)
+        started = time.time()
+        subprocess.run(
+            [labgate_exe(), "flight", "run", "main", "--lab", str(lab)],
+            stdout=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            check=True,
+        )
+        return (float(stamp.read_text()) - started) * 1000
+
+    return once
+
+
+def make_lab(root: Path, stamp: Path) -> Path:
+    lab = write_lab(
+        root / "lab",
+        trees={"t": {"README": "a small tree\n"}},
+        hosts=local_host("h0"),
+        jobs=job("first", step("stamp", f"date +%s.%N > {stamp}")),
+    )
+    return lab.path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    python = sys.executable
+    with tempfile.TemporaryDirectory(prefix="labgate-startup-") as tmp:
+        stamp = Path(tmp) / "stamp"
+        lab = make_lab(Path(tmp), stamp)
+        subprocess.run(
+            [labgate_exe(), "flight", "run", "main", "--lab", str(lab)],
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )  # warm-up: mirror cloned, schema made
+        measures: dict[str, tuple[Callable[[], float], float | None]] = {
+            "labgate --version": (timed([labgate_exe(), "--version"]), HELP_TARGET_MS),
+            "labgate --help": (timed([labgate_exe(), "--help"]), HELP_TARGET_MS),
+            "python -c pass": (timed([python, "-c", "pass"]), None),
+            "import labgate.cli (now)": (timed([python, "-c", "import labgate.cli"]), None),
+            "eager imports (before)": (timed([python, "-c", EAGER]), None),
+            "imports a flight needs": (timed([python, "-c", FLIGHT_IMPORTS]), None),
+            "flight run to first step": (first_step(lab, stamp), FIRST_STEP_TARGET_MS),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in measures}
+        for _ in range(args.rounds):
+            for name, (measure, _target) in measures.items():
+                samples[name].append(measure())
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"labgate start-up, {args.rounds} rounds; load average {load} ({os.cpu_count()} cores)")
+    print(f"{'':<28} {'median ms':>10} {'fastest ms':>11} {'target ms':>10}")
+    for name, (_measure, target) in measures.items():
+        values = samples[name]
+        verdict = "" if target is None else f"{target:>10.0f}"
+        if target is not None:
+            verdict += "  ok" if statistics.median(values) <= target else "  OVER"
+        print(f"{name:<28} {statistics.median(values):>10.1f} {min(values):>11.1f} {verdict}")
+
+
+if __name__ == "__main__":
+    main()

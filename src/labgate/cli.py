@@ -20,6 +20,7 @@ from labgate.commandline import (
     CANCELLED,
     FAILED,
     ID,
+    FlightWanted,
     LabgateGroup,
     console,
     emit_json,
@@ -210,23 +211,16 @@ def testing_lines(flight: FlightResult, refs: dict[str, str]) -> list[str]:
 @click.argument("branch")
 @flight_options
 @json_option
-def flight_run(
-    lab_dir: Path,
-    branch: str,
-    revs: tuple[str, ...],
-    jobs: tuple[str, ...],
-    blessing: str,
-    json_to: str | None,
-) -> None:
+def flight_run(lab_dir: Path, branch: str, wanted: FlightWanted, json_to: str | None) -> None:
     """Plan and run a flight of BRANCH's jobs."""
     lab = open_lab(lab_dir)
     out = console(stderr=json_on_stdout(json_to))
     with open_store(lab) as store:
-        flight_id = plan_from_options(lab, store, branch, revs, jobs, blessing)
+        flight_id = plan_from_options(lab, store, branch, wanted)
         planned = store.get_flight(flight_id)
-        refs = {**lab.revision_refs(branch), **parse_revs(revs)}
+        refs = {**lab.revision_refs(branch), **parse_revs(wanted.revs)}
         out.print(
-            f"flight {flight_id}: branch {branch}, blessing {blessing}, "
+            f"flight {flight_id}: branch {branch}, blessing {wanted.blessing}, "
             f"{len(planned.jobs)} jobs, testing:",
             markup=False,
         )

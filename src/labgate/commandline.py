@@ -18,10 +18,12 @@ SQLAlchemy or rich.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -168,8 +170,26 @@ def emit_json(document: Any, json_to: str | None) -> None:
         fail(f"--json {json_to}: cannot write it: {error.strerror or error}")
 
 
+@dataclass(frozen=True)
+class FlightWanted:
+    """What :func:`flight_options` asked for: revisions (``TREE=REV``), job globs, blessing."""
+
+    revs: tuple[str, ...]
+    jobs: tuple[str, ...]
+    blessing: str
+
+
 def flight_options(func: F) -> F:
-    """``--rev TREE=REV``, ``--job GLOB`` and ``--blessing``: what a planned flight tests."""
+    """``--rev TREE=REV``, ``--job GLOB`` and ``--blessing``: what a planned flight tests. The
+    command receives them as one ``wanted`` (a :class:`FlightWanted`)."""
+
+    @functools.wraps(func)
+    def command(
+        *args: Any, revs: tuple[str, ...], jobs: tuple[str, ...], blessing: str, **kwargs: Any
+    ) -> Any:
+        return func(*args, wanted=FlightWanted(revs, jobs, blessing), **kwargs)
+
+    decorated: Any = command
     for option in reversed(
         (
             click.option(
@@ -186,8 +206,8 @@ def flight_options(func: F) -> F:
             ),
         )
     ):
-        func = option(func)
-    return func
+        decorated = option(decorated)
+    return decorated
 
 
 # --- consoles -----------------------------------------------------------------------------------
@@ -227,9 +247,7 @@ def known_branch(lab: Lab, branch: str) -> None:
         fail(f"unknown branch {branch!r} (branches: {', '.join(lab.branches) or 'none'})")
 
 
-def plan_from_options(
-    lab: Lab, store: Store, branch: str, revs: tuple[str, ...], jobs: tuple[str, ...], blessing: str
-) -> int:
+def plan_from_options(lab: Lab, store: Store, branch: str, wanted: FlightWanted) -> int:
     """Plan the flight that :func:`flight_options` describe; a bad option ends the command."""
     from labgate.flight import FlightError, plan_flight
 
@@ -239,9 +257,9 @@ def plan_from_options(
             lab,
             store,
             branch,
-            overrides=parse_revs(revs),
-            job_globs=jobs,
-            blessing=Blessing(blessing),
+            overrides=parse_revs(wanted.revs),
+            job_globs=wanted.jobs,
+            blessing=Blessing(wanted.blessing),
         )
     except (FlightError, LookupError) as error:
         fail(str(error))

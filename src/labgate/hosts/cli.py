@@ -16,6 +16,7 @@ from rich.table import Table
 
 from labgate.commandline import (
     CANCELLED,
+    FlightWanted,
     LabgateGroup,
     console,
     emit_json,
@@ -239,19 +240,12 @@ def host_check(lab_dir: Path, name: str, json_to: str | None) -> None:
 @click.argument("branch")
 @flight_options
 @json_option
-def host_queue(
-    lab_dir: Path,
-    branch: str,
-    revs: tuple[str, ...],
-    jobs: tuple[str, ...],
-    blessing: str,
-    json_to: str | None,
-) -> None:
+def host_queue(lab_dir: Path, branch: str, wanted: FlightWanted, json_to: str | None) -> None:
     """Plan a flight of BRANCH and hand it to the pool: `labgate host worker`s run it.
     Prints the flight's id (with --json, the queued flight as `labgate flight show` has it)."""
     lab = open_lab(lab_dir)
     with open_store(lab) as store:
-        flight_id = plan_from_options(lab, store, branch, revs, jobs, blessing)
+        flight_id = plan_from_options(lab, store, branch, wanted)
         store.submit_flight(flight_id)
         queued = store.get_flight(flight_id)
     if not json_on_stdout(json_to):

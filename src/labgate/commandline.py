@@ -214,14 +214,14 @@ def flight_options(func: F) -> F:
 
 
 def console(*, stderr: bool = False) -> Console:
-    """The console a command prints text with. On a terminal it has the terminal's width; when
-    the output is a file or a pipe nothing is wrapped or cut (a long line stays one line)."""
+    """The console a command prints text with. A long line is never broken into several (a
+    terminal folds it on screen, and it copies whole); tables take the terminal's width (see
+    ``labgate.text.print_table``), and when the output is a file or a pipe, as much as they need."""
     from rich.console import Console
 
-    probe = Console(stderr=stderr)
-    if probe.is_terminal:
-        return Console(stderr=stderr, highlight=False)
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=UNWRAPPED_WIDTH)
+    terminal = Console(stderr=stderr).is_terminal
+    width = None if terminal else UNWRAPPED_WIDTH
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 # wide enough for any line we print; rich needs a finite width

@@ -57,10 +57,12 @@ def test_flight_run_with_json_says_it_on_stderr(lab: LabDir) -> None:
 
 def test_output_off_a_terminal_is_never_wrapped_or_cut(lab: LabDir) -> None:
     run(*labgate(lab.path, "flight", "run", LONG_BRANCH))
-    started = json.loads(run(*labgate(lab.path, "flight", "show", "1", "--json")).stdout)["started"]
+    finished = json.loads(run(*labgate(lab.path, "flight", "show", "1", "--json")).stdout)[
+        "finished"
+    ]
     listed = run(*labgate(lab.path, "flight", "list"), COLUMNS="40")
     row = next(line for line in listed.stdout.splitlines() if LONG_BRANCH in line)
-    assert started in row and row.split()[1] == "1"
+    assert finished in row and row.split()[1] == "1"
 
 
 def _flight(branch: str) -> FlightResult:
@@ -119,7 +121,9 @@ def test_history_of_something_the_lab_does_not_have_is_a_usage_error(
 
 
 def test_history_has_column_headers_and_dates(tmp_path: Path) -> None:
-    made = write_lab(tmp_path / "lab", trees={"t": {"f": "x"}}, jobs=job("a", step("s", "true")))
+    # a step that lasts: the flights service records a flight's start when it sees it running
+    jobs = job("a", step("s", "sleep 1"))
+    made = write_lab(tmp_path / "lab", trees={"t": {"f": "x"}}, jobs=jobs)
     run(*labgate(made.path, "flight", "run", "main"))
     shown = run(*labgate(made.path, "flight", "show", "1", "--json"))
     started = json.loads(shown.stdout)["started"]

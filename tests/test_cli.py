@@ -57,9 +57,8 @@ def test_flight_run_with_json_says_it_on_stderr(lab: LabDir) -> None:
 
 def test_output_off_a_terminal_is_never_wrapped_or_cut(lab: LabDir) -> None:
     run(*labgate(lab.path, "flight", "run", LONG_BRANCH))
-    finished = json.loads(run(*labgate(lab.path, "flight", "show", "1", "--json")).stdout)[
-        "finished"
-    ]
+    shown = run(*labgate(lab.path, "flight", "show", "1", "--json"))
+    finished = json.loads(shown.stdout)["finished"]
     listed = run(*labgate(lab.path, "flight", "list"), COLUMNS="40")
     row = next(line for line in listed.stdout.splitlines() if LONG_BRANCH in line)
     assert finished in row and row.split()[1] == "1"

@@ -226,9 +226,7 @@ def host_check(lab_dir: Path, name: str, json_to: str | None) -> None:
         line = f"host {name} healthy" + (f": {output}" if output else "")
     else:
         with open_store(lab) as store:
-            store.hosts.quarantine(
-                name, f"health check failed: {output}", kind="health"
-            )
+            store.hosts.quarantine(name, f"health check failed: {output}", kind="health")
         line = f"host {name} quarantined: health check failed: {output}"
     click.echo(line, err=json_on_stdout(json_to))
     emit_json({"host": name, "healthy": ok, "output": output}, json_to)

@@ -52,6 +52,7 @@ NO_RESULT = {
     "host reserve": "an action: one confirmation line",
     "host power": "prints the power command's own output",
     "host worker": "a daemon: runs the pool's jobs",
+    "perf changepoints": "a filter: JSON lines in on stdin, JSON lines out, always",
 }
 
 

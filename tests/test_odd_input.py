@@ -49,7 +49,7 @@ def _matrix_job(vars: int, values: int) -> str:
 
 def test_a_matrix_of_a_billion_jobs_is_refused_before_it_is_expanded() -> None:
     text = HEAD + _matrix_job(9, 10)
-    problem = problem_at(text, "job[0].matrix")
+    problem = problem_at(text, "job[0] (t-{v0}-{v1}-{v2}-{v3}-{v4}-{v5}-{v6}-{v7}-{v8}).matrix")
     assert "expands to 1,000,000,000 jobs" in problem.message
     assert "over the limit of 10,000 jobs" in problem.message
     assert "max_jobs" in (problem.fix or "")
@@ -57,13 +57,14 @@ def test_a_matrix_of_a_billion_jobs_is_refused_before_it_is_expanded() -> None:
 
 def test_the_limit_counts_every_job_and_is_configurable() -> None:
     text = HEAD + _matrix_job(2, 60) + _matrix_job(1, 7000)  # 3,600 + 7,000
-    problem = problem_at(text, "job[1].matrix")
+    problem = problem_at(text, "job[1] (t-{v0}).matrix")
     assert "expands to 7,000 jobs (10,600 with the jobs before it)" in problem.message
     raised = text.replace('name = "xen-lab"\n', 'name = "xen-lab"\nmax_jobs = 20000\n', 1)
     assert len(parse(raised).jobs) == 10_600
     lowered = HEAD.replace('name = "xen-lab"\n', 'name = "xen-lab"\nmax_jobs = 4\n', 1)
     assert (
-        "limit of 4 jobs" in problem_at(lowered + JOBS + _matrix_job(1, 1), "job[2].matrix").message
+        "limit of 4 jobs"
+        in problem_at(lowered + JOBS + _matrix_job(1, 1), "job[2] (t-{v0}).matrix").message
     )
 
 
@@ -73,5 +74,8 @@ def test_labgate_check_refuses_a_huge_matrix_in_one_line(tmp_path: Path) -> None
         labgate(lab_dir.path, "check"), capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2
-    assert "job[0].matrix" in proc.stderr and "1,000,000,000 jobs" in proc.stderr
+    assert (
+        "job[0] (t-{v0}-{v1}-{v2}-{v3}-{v4}-{v5}-{v6}-{v7}-{v8}).matrix" in proc.stderr
+        and "1,000,000,000 jobs" in proc.stderr
+    )
     assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr

@@ -110,11 +110,19 @@ def main() -> None:
 @main.command()
 @lab_option
 @json_option
-def check(lab_dir: Path, json_to: str | None) -> None:
-    """Validate lab.toml and print the plan: jobs per branch, hosts, requirements."""
-    from labgate.config import render_plan
+@click.option("--offline", is_flag=True, help="Check the file alone: do not reach the trees' urls.")
+def check(lab_dir: Path, json_to: str | None, offline: bool) -> None:
+    """Validate lab.toml and print the plan: jobs per branch, hosts, requirements. Unless
+    --offline, also check that every tree's url answers and every ref a branch names exists."""
+    from labgate.config import ConfigError, render_plan
 
     lab = open_lab(lab_dir)
+    if not offline:
+        from labgate.remotes import check_remotes
+
+        problems = check_remotes(lab)
+        if problems:
+            fail(str(ConfigError(problems)))
     if not json_on_stdout(json_to):
         click.echo(render_plan(lab))
     emit_json(plan_json(lab), json_to)

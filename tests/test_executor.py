@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from labgate.executor import LocalExecutor, StepRun
+from labgate.executor import LocalExecutor, StepRun, cgroup_base
 from labgate.model import Outcome, step_outcome
 from procs import gone_within, running
 
@@ -71,6 +71,18 @@ def test_children_in_a_session_of_their_own_do_not_outlive_their_step(tmp_path: 
     result, _ = run(tmp_path, f"{daemons} wait $!; exit 0")  # the second wrote its pid
     assert result.outcome is Outcome.PASS
     assert gone_within(int(one.read_text())) and gone_within(int(two.read_text()))
+
+
+@pytest.mark.skipif(cgroup_base() is None, reason="no cgroup v2 this process may use")
+def test_in_its_cgroup_a_child_that_clears_its_environment_does_not_outlive_its_step(
+    tmp_path: Path,
+) -> None:
+    # no environment to be found by: only the step's cgroup knows it
+    pidfile = tmp_path / "child.pid"
+    result, _ = run(tmp_path, f"setsid env -i sleep 300 & echo $! > {pidfile}; exit 0")
+    assert result.outcome is Outcome.PASS
+    assert gone_within(int(pidfile.read_text()))
+    assert [p.name for p in cgroup_base().iterdir() if p.is_dir()] == []  # type: ignore[union-attr]
 
 
 def test_a_timed_out_steps_session_children_are_ended(tmp_path: Path) -> None:

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
+import subprocess
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +160,91 @@ def _group_members(pgid: int, flight_id: int) -> list[int]:
     return _processes(f"LABGATE_FLIGHT={flight_id}\0".encode(), pgid)
 
 
+CGROUP_END_S = 5.0  # how long ending a step's cgroup may wait for its processes to be gone
+
+
+@functools.cache
+def cgroup_base() -> Path | None:
+    """Where this controller makes its steps' cgroups (a ``labgate`` directory in the cgroup v2
+    hierarchy), or None when it cannot: no cgroup v2 mounted, not allowed to make one, or a
+    process cannot be moved into one (checked once, with a real process)."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3 or fields[2] != "cgroup2":
+            continue
+        base = Path(fields[1]) / "labgate"
+        probe = base / f"probe-{os.getpid()}"
+        try:
+            base.mkdir(exist_ok=True)
+            probe.mkdir()
+        except OSError:
+            continue
+        try:
+            moved = subprocess.run(
+                ["/bin/sh", "-c", 'echo $$ > "$1"', "/bin/sh", str(probe / "cgroup.procs")],
+                capture_output=True,
+                check=False,
+            )
+        finally:
+            with contextlib.suppress(OSError):
+                probe.rmdir()
+        if moved.returncode == 0:
+            return base
+    return None
+
+
+@dataclass(frozen=True)
+class StepCgroup:
+    """A step's own cgroup: every process the step starts stays in it, whatever it does with
+    sessions and process groups (``setsid daemon &``), and :meth:`end` kills them all."""
+
+    path: Path
+
+    @classmethod
+    def make(cls) -> StepCgroup | None:
+        base = cgroup_base()
+        if base is None:
+            return None
+        path = base / uuid.uuid4().hex
+        try:
+            path.mkdir()
+        except OSError:
+            return None
+        return cls(path)
+
+    @property
+    def procs(self) -> Path:
+        return self.path / "cgroup.procs"
+
+    def end(self) -> list[int]:
+        """Kill every process left in the cgroup, wait (briefly) until it is empty, remove it;
+        returns the pids that were there."""
+        killed: list[int] = []
+        deadline = time.monotonic() + CGROUP_END_S
+        while time.monotonic() < deadline:
+            try:
+                pids = [int(p) for p in self.procs.read_text().split()]
+            except OSError:
+                break
+            if not pids:
+                break
+            killed += [p for p in pids if p not in killed]
+            try:
+                (self.path / "cgroup.kill").write_text("1")
+            except OSError:  # a kernel before 5.14: one by one
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+            time.sleep(0.001)  # the kernel takes the killed processes out asynchronously
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+        return killed
+
+
 def end_descendants(env: Mapping[str, str], rounds: int = 10) -> list[int]:
     """Kill what a step left running outside its process group (``setsid daemon &``): every
     process whose environment still holds the step's own ``LABGATE_BROKEN_FILE`` (one per job
@@ -205,20 +293,23 @@ class LocalExecutor:
         log.parent.mkdir(parents=True, exist_ok=True)
         broken_file = Path(env["LABGATE_BROKEN_FILE"])
         broken_file.unlink(missing_ok=True)
+        cgroup = StepCgroup.make()
         started = time.monotonic()
         with open(log, "ab", buffering=0) as out:
             spawn = asyncio.ensure_future(
                 asyncio.create_subprocess_exec(
-                    # the shell records its process group before the command can do anything
-                    # (where a resumed flight finds a step its killed controller left running),
-                    # then runs the command itself (eval: no second exec, same process)
+                    # the shell joins the step's cgroup and records its process group before the
+                    # command can do anything (where a resumed flight finds a step its killed
+                    # controller left running), then runs the command itself (eval: no second
+                    # exec, same process)
                     "/bin/sh",
                     "-c",
-                    'echo $$ > "$1" 2>/dev/null; LABGATE_STEP_COMMAND=$2; set --;'
-                    ' eval "$LABGATE_STEP_COMMAND"',
+                    '[ -z "$3" ] || echo $$ > "$3" 2>/dev/null; echo $$ > "$1" 2>/dev/null;'
+                    ' LABGATE_STEP_COMMAND=$2; set --; eval "$LABGATE_STEP_COMMAND"',
                     "/bin/sh",
                     str(broken_file.parent / PGID_FILE),
                     command,
+                    str(cgroup.procs) if cgroup else "",
                     cwd=cwd,
                     env=dict(env),
                     stdin=asyncio.subprocess.DEVNULL,
@@ -232,10 +323,14 @@ class LocalExecutor:
                 # alone and its group would survive; finish starting it, then stop the group
                 proc = await asyncio.shield(spawn)
             except OSError as error:
+                if cgroup is not None:
+                    cgroup.end()
                 return StepRun(Outcome.BROKEN, None, 0.0, f"cannot start the step: {error}")
             except asyncio.CancelledError:
                 with contextlib.suppress(OSError):
                     await _stop(await spawn)
+                if cgroup is not None:
+                    cgroup.end()
                 raise
             try:
                 status = await asyncio.wait_for(proc.wait(), timeout)
@@ -246,9 +341,13 @@ class LocalExecutor:
                 await asyncio.shield(_stop(proc))
                 raise
             finally:
-                # a step's background children must not outlive it, in its group or not
+                # a step's background children must not outlive it, in its group or not: its
+                # cgroup holds them all; without one, look for them by the step's environment
                 kill_group(proc.pid, signal.SIGKILL)
-                end_descendants(env)
+                if cgroup is not None:
+                    cgroup.end()
+                else:
+                    end_descendants(env)
         duration = time.monotonic() - started
         reason = broken_reason(broken_file)
         if reason is not None:

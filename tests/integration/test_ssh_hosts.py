@@ -120,6 +120,21 @@ def test_unknown_host_key_is_refused_and_the_host_quarantined(
     assert status.quarantined is not None and "host key not accepted" in status.quarantined
 
 
+def test_a_remote_child_in_a_session_of_its_own_does_not_outlive_its_step(
+    tmp_path: Path, sshd_factory: SshdFactory, ssh_user_key: Path
+) -> None:
+    server = sshd_factory("a")
+    pidfile = tmp_path / "daemon.pid"  # the "host" is this machine: its pid can be watched
+    lab = make(
+        tmp_path,
+        ssh_host_toml(server, "ssh-a", ssh_user_key),
+        job("t", step("daemon", f"setsid sleep 300 >/dev/null 2>&1 & echo $! > {pidfile}")),
+    )
+    flight = run(lab)
+    assert flight.job("t").outcome is Outcome.PASS
+    assert gone_within(int(pidfile.read_text())), "the step's own-session child survived it"
+
+
 def test_timeout_kills_the_remote_process_group(
     tmp_path: Path, sshd_factory: SshdFactory, ssh_user_key: Path
 ) -> None:

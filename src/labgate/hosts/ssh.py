@@ -252,10 +252,16 @@ class SshSession:
                 out.write(b"\n--- labgate: connection to the host lost\n")
                 raise HostLost(f"{self.target.address}: connection lost during the step")
         duration = time.monotonic() - started
-        # one round trip: the step's lab-failure reason, and no background child survives it
+        # one round trip: the step's lab-failure reason, and no background child survives it,
+        # in its group or not (every process whose environment still holds this step's own
+        # LABGATE_BROKEN_FILE, found by one grep over the host's /proc, a few times over for
+        # what forked meanwhile)
+        mark = _q(f"LABGATE_BROKEN_FILE={broken}")
         after = await self._run(
             f"if [ -e {_q(broken)} ]; then echo broken; head -n 1 {_q(broken)}; fi; "
-            f"kill -KILL -- -$(cat {_q(pidfile)} 2>/dev/null) 2>/dev/null; true",
+            f"kill -KILL -- -$(cat {_q(pidfile)} 2>/dev/null) 2>/dev/null; "
+            f"for _ in 1 2 3; do p=$(grep -lzxF {mark} /proc/[0-9]*/environ 2>/dev/null"
+            " | cut -d/ -f3); [ -n \"$p\" ] || break; kill -KILL $p 2>/dev/null; done; true",
             check=False,
         )
         lines = after.splitlines()

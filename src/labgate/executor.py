@@ -193,8 +193,19 @@ def cgroup_base() -> Path | None:
             with contextlib.suppress(OSError):
                 probe.rmdir()
         if moved.returncode == 0:
+            _remove_stale(base)
             return base
     return None
+
+
+def _remove_stale(base: Path, older_than_s: float = 60.0) -> None:
+    """Remove the empty cgroups a killed controller's steps left (a cgroup that still holds a
+    process cannot be removed; a step joins its own within moments of making it)."""
+    now = time.time()
+    for path in base.iterdir():
+        with contextlib.suppress(OSError):
+            if path.is_dir() and now - path.stat().st_mtime > older_than_s:
+                path.rmdir()
 
 
 @dataclass(frozen=True)

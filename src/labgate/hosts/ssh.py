@@ -261,7 +261,7 @@ class SshSession:
             f"if [ -e {_q(broken)} ]; then echo broken; head -n 1 {_q(broken)}; fi; "
             f"kill -KILL -- -$(cat {_q(pidfile)} 2>/dev/null) 2>/dev/null; "
             f"for _ in 1 2 3; do p=$(grep -lzxF {mark} /proc/[0-9]*/environ 2>/dev/null"
-            " | cut -d/ -f3); [ -n \"$p\" ] || break; kill -KILL $p 2>/dev/null; done; true",
+            ' | cut -d/ -f3); [ -n "$p" ] || break; kill -KILL $p 2>/dev/null; done; true',
             check=False,
         )
         lines = after.splitlines()

@@ -355,10 +355,10 @@ class LocalExecutor:
                 # a step's background children must not outlive it, in its group or not: its
                 # cgroup holds them all; without one, look for them by the step's environment
                 kill_group(proc.pid, signal.SIGKILL)
-                if cgroup is not None:
-                    cgroup.end()
-                else:
-                    end_descendants(env)
+                # in a thread: waiting for the kernel to empty a cgroup, or reading every
+                # process's environment, would stall every other running step
+                end = cgroup.end if cgroup is not None else functools.partial(end_descendants, env)
+                await asyncio.shield(asyncio.to_thread(end))
         duration = time.monotonic() - started
         reason = broken_reason(broken_file)
         if reason is not None:

@@ -424,18 +424,26 @@ class Flights:
         if awaited is not None and not awaited.result.done():
             awaited.result.set_result(self.store.get_flight(flight_id))
 
-    def _cancel_now(self, flight_id: int) -> None:
-        """A cancel request: end the flight's running jobs and mark it cancelled; whoever awaits
-        it gets it once its jobs recorded their end."""
+    def _end(self, flight_id: int) -> list[asyncio.Task[Outcome]]:
+        """Cancel the flight's running jobs here, mark it cancelled and leave it alone from now
+        on; returns the jobs' tasks (each records its end as it stops)."""
+        self._cancelled.add(flight_id)
         mine = [t for t, c in self._running.items() if c.flight_id == flight_id]
         for task in mine:
             task.cancel()
-        self.store.clear_cancel_request(flight_id)
         self.store.set_flight_state(flight_id, FlightState.CANCELLED, Outcome.CANCELLED)
         self._forget(flight_id)
+        return mine
+
+    def _cancel_now(self, flight_id: int) -> None:
+        """A cancel request: end the flight; whoever awaits it gets it once its jobs recorded
+        their end."""
+        self.store.clear_cancel_request(flight_id)
+        mine = self._end(flight_id)
         awaited = self._awaited.get(flight_id)
-        if awaited is not None:
-            self._cancelled.add(flight_id)
+        if awaited is None:  # a pool flight nobody here awaits: nothing left to remember
+            self._cancelled.discard(flight_id)
+        else:
             settle = asyncio.create_task(self._settle(awaited, flight_id, mine))
             self._settling.add(settle)
             settle.add_done_callback(self._settling.discard)
@@ -448,16 +456,10 @@ class Flights:
             awaited.result.set_result(await asyncio.to_thread(self.store.get_flight, flight_id))
 
     async def _cancel(self, flight_id: int) -> None:
-        """The awaiting caller was cancelled (Ctrl-C, SIGTERM): end the flight's running jobs,
-        wait for them to record it, mark the flight cancelled."""
-        self._cancelled.add(flight_id)  # the loop leaves it alone from now on
-        mine = [t for t, c in self._running.items() if c.flight_id == flight_id]
-        for task in mine:
-            task.cancel()
+        """The awaiting caller was cancelled (Ctrl-C, SIGTERM): end the flight and wait for its
+        jobs to record their end."""
         with contextlib.suppress(Exception):
-            await asyncio.shield(asyncio.gather(*mine, return_exceptions=True))
-        self.store.set_flight_state(flight_id, FlightState.CANCELLED, Outcome.CANCELLED)
-        self._forget(flight_id)
+            await asyncio.shield(asyncio.gather(*self._end(flight_id), return_exceptions=True))
 
 
 def _no_host_reason(

@@ -15,7 +15,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from labgate.bisect.engine import BisectError, Observation, Outcome, Search, TreeRange
+from labgate.bisect.engine import (
+    BisectError,
+    Decision,
+    Observation,
+    Outcome,
+    Search,
+    TreeRange,
+)
 from labgate.bisect.gitgraph import read_range
 from labgate.bisect.loop import LoopState, drive
 from labgate.config import Lab
@@ -283,7 +290,7 @@ class _Search:
         self.rounds = result.rounds
         return self._finish(result.decision, jobs)
 
-    def _finish(self, decision: Any, jobs: tuple[str, ...]) -> BisectionResult:
+    def _finish(self, decision: Decision, jobs: tuple[str, ...]) -> BisectionResult:
         culprit = None
         reason = decision.reason
         if decision.kind == "culprit" and decision.culprit is not None:
@@ -296,8 +303,6 @@ class _Search:
                 f"{len(self.flights)} bisect flights): "
                 f"{info.author} <{info.email}>: {info.subject}"
             )
-        elif decision.kind == "test":
-            reason = "stopped before a culprit was named"
         else:
             self.lab_bisection.say(f"{self.branch}: bisection undecided: {reason}")
         self._save("found" if culprit else "undecided", decision, culprit, reason)
@@ -318,7 +323,7 @@ class _Search:
     def _save(
         self,
         state: str,
-        decision: Any,
+        decision: Decision,
         culprit: CulpritReport | None = None,
         reason: str | None = None,
     ) -> None:
@@ -335,7 +340,7 @@ class _Search:
             reason=reason,
         )
 
-    def _graph(self, decision: Any) -> dict[str, Any]:
+    def _graph(self, decision: Decision) -> dict[str, Any]:
         """The tested revision graph for the web page: every commit of the ranges (or, past
         GRAPH_NODE_LIMIT, the tested ones and the candidates), their outcomes and probabilities."""
         outcomes: dict[tuple[str, str], list[str]] = {}

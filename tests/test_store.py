@@ -217,3 +217,29 @@ def test_controllers_starting_together_sync_the_hosts_without_a_conflict(
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_after_idling(
+    postgres_database: str, postgres_admin: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool tests a connection only when it idled (not on every transaction); a server
+    that dropped it meanwhile (restarted, or an admin killed it) costs no failed call."""
+    from labgate.store import core
+
+    store = Store.open(postgres_database)
+    try:
+        store.list_flights()
+        database = sa.make_url(postgres_database).database
+        with postgres_admin.connect() as admin:
+            killed = admin.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = :db AND pid <> pg_backend_pid()"
+                ),
+                {"db": database},
+            ).scalar()
+        assert killed == 1  # the store's one pooled connection
+        monkeypatch.setattr(core, "PING_IDLE_S", 0.0)
+        assert store.list_flights() == []
+    finally:
+        store.close()

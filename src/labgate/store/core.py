@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from labgate.model import (
     HostSpec,
@@ -53,7 +54,32 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url)
+    event.listen(engine, "checkin", _mark_idle)
+    event.listen(engine, "checkout", functools.partial(_ping_if_idle, engine.dialect))
+    return engine
+
+
+PING_IDLE_S = 10.0
+"""A pooled connection idle this long is tested before use (a server restarted meanwhile has
+closed it); one used more recently is not: testing every checkout, as ``pool_pre_ping`` does,
+costs a round trip on every transaction of the controller's hot path."""
+
+
+def _mark_idle(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dialect: Any, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < PING_IDLE_S:
+        return
+    try:
+        dialect.do_ping(dbapi_connection)
+    except Exception as error:
+        # the pool drops this connection and checks out another (SQLAlchemy's documented
+        # "pessimistic disconnect handling" with a checkout event)
+        raise DisconnectionError(f"a pooled connection is gone: {error}") from error
 
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"

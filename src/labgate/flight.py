@@ -206,15 +206,16 @@ class JobRunner:
         flight: FlightResult,
         job: StoredJob,
         host: str,
+        attempt: int,
         progress: FlightWatcher | None = None,
     ) -> Outcome:
-        """Run one job of ``flight`` on ``host``; QUEUED means its host was lost and the job is
-        queued again (for another host), CANCELLED that it was cancelled."""
+        """Run attempt ``attempt`` of one job of ``flight`` on ``host`` (the pool's claim
+        started it there); QUEUED means its host was lost and the job is queued again (for
+        another host), CANCELLED that it was cancelled."""
         assert self.mirrors is not None
         progress = progress or NoWatcher()
         name = job.spec.name
         host_spec = self.lab.host(host)
-        attempt = self.store.start_job(job.id, host)
         progress.job_started(name, host)
         workdir = self.lab.work_dir / str(flight.id) / safe_name(name)
         artifacts = self.lab.artifacts_dir / str(flight.id) / safe_name(name)
@@ -231,29 +232,27 @@ class JobRunner:
             except (GitError, OSError) as error:
                 outcome, reason = Outcome.BROKEN, f"cannot prepare the work dir: {error}"
                 self.store.set_steps(job.step_ids, Outcome.BLOCKED)
-                self.store.finish_job(job.id, outcome, reason)
+                self._end_job(host_spec, job.id, attempt, outcome, reason)
                 return outcome
             async with _console(host_spec, self.lab, flight.id, name, attempt):
                 outcome, reason = await self._run_steps(
                     flight, job, host, attempt, session, workdir, progress
                 )
             await session.fetch_artifacts()
-            self.store.finish_job(job.id, outcome, reason, attempt=attempt)
+            self._end_job(host_spec, job.id, attempt, outcome, reason)
             return outcome
         except HostLost as error:
             outcome, reason = self._host_lost(job, host_spec, attempt, error)
             return outcome
         except asyncio.CancelledError:
             outcome = Outcome.CANCELLED
-            self.store.finish_job(job.id, outcome, "cancelled", attempt=attempt)
+            self._end_job(host_spec, job.id, attempt, outcome, "cancelled", in_history=False)
             raise
         finally:
             if session is not None:
                 await asyncio.shield(session.close())
             if outcome is not Outcome.QUEUED:
                 progress.job_finished(name, outcome, host)
-            if outcome is not Outcome.CANCELLED and reason != _HOST_RECORDED:
-                self._record_job(host_spec, job.id, attempt, outcome, reason)
             # in a thread: deleting a checkout on the event loop would stall every running job
             await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
 
@@ -271,16 +270,15 @@ class JobRunner:
         reason = f"host {host.name} lost: {error}"
         if error.quarantine:
             self.registry.quarantine(host.name, str(error))
-        self.store.finish_job(job.id, Outcome.BROKEN, reason)
         again = attempt < MAX_HOST_ATTEMPTS
-        self._record_job(
+        self._end_job(
             host, job.id, attempt, Outcome.BROKEN, reason,
             data={"steps": self.registry.attempt_steps(job.id), "queued_again": again},
         )  # fmt: skip
         if not again:
-            return Outcome.BROKEN, _HOST_RECORDED
+            return Outcome.BROKEN, reason
         self.store.requeue_job(job.id, f"{reason}; queued again for another host")
-        return Outcome.QUEUED, _HOST_RECORDED
+        return Outcome.QUEUED, reason
 
     def _prepare(
         self,
@@ -368,20 +366,22 @@ class JobRunner:
                 return result.outcome, f"step {step.name}: {result.reason or result.outcome}"
         return Outcome.PASS, None
 
-    def _record_job(
+    def _end_job(
         self,
         host: HostSpec,
         job_id: int,
         attempt: int,
         outcome: Outcome,
         reason: str | None,
+        *,
+        in_history: bool = True,
         data: Mapping[str, object] | None = None,
     ) -> None:
-        """The job in its host's history; N broken jobs in a row quarantine the host."""
-
-        self.registry.record_job(
-            host.name, job_id, attempt, outcome, reason,
-            quarantine_after=host.lifecycle.quarantine_after, data=data,
+        """The attempt's end, its slots given back and (``in_history``) the job in its host's
+        history, in one transaction; N broken jobs in a row quarantine the host."""
+        self.store.end_job(
+            job_id, outcome, reason, host=host.name, attempt=attempt,
+            quarantine_after=host.lifecycle.quarantine_after, in_history=in_history, data=data,
         )  # fmt: skip
 
     def _env(
@@ -418,9 +418,6 @@ def _with_results(
     except ResultsError as error:
         broken = StepRun(Outcome.BROKEN, result.exit_status, result.duration_s, str(error))
         return broken, ()
-
-
-_HOST_RECORDED = "\0recorded"  # the job's end is already in its host's history
 
 
 async def _before_job(host: HostSpec, spec: JobSpec, lab_dir: Path) -> None:

@@ -247,9 +247,12 @@ class Flights:
                 await self._next_event(running)
                 for task in [t for t in running if t.done()]:
                     claim = running.pop(task)
-                    allocator.release(claim.job_id)
                     self.jobs_run += 1
-                    if not task.cancelled() and task.result() in (Outcome.BROKEN, Outcome.QUEUED):
+                    if task.cancelled() or task.exception() is not None:
+                        allocator.release(claim.job_id)  # its end may not have given them back
+                        if not task.cancelled():
+                            task.result()  # a bug in the job runner ends the loop
+                    elif task.result() in (Outcome.BROKEN, Outcome.QUEUED):
                         self._away_until = 0.0  # the job may have quarantined its host
         except BaseException as error:
             if self._loop is asyncio.current_task():
@@ -320,7 +323,7 @@ class Flights:
         awaited = self._awaited.get(claim.flight_id)
         progress = awaited.progress if awaited else None
         job = self._jobs[claim.flight_id][claim.job_id]
-        return await self.runner.run_job(flight, job, claim.host, progress)
+        return await self.runner.run_job(flight, job, claim.host, claim.attempt, progress)
 
     # --- moving flights along -----------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +21,10 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
-from labgate.model import (
-    HostSpec,
-)
+from labgate.model import HostSpec, Outcome
 from labgate.store.bisections import BisectionTables
 from labgate.store.branches import BranchTables
-from labgate.store.flights import FlightTables
+from labgate.store.flights import FlightTables, finish_job_on
 from labgate.store.pool import PoolTables
 from labgate.store.values import StoreError
 
@@ -169,6 +167,33 @@ class Store(FlightTables, BranchTables, BisectionTables, PoolTables):
         from labgate.store.review import ReviewQueue
 
         return ReviewQueue(self)
+
+    def end_job(
+        self,
+        job_id: int,
+        outcome: Outcome,
+        reason: str | None,
+        *,
+        host: str,
+        attempt: int,
+        quarantine_after: int,
+        in_history: bool = True,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Attempt ``attempt`` of a job the pool gave ``host`` ended, in one transaction: its
+        outcome (only while that attempt is still the job's live one, see
+        :func:`~labgate.store.flights.finish_job_on`), then the slots it held given back, and
+        (``in_history``) the job in the host's history (see ``HostRegistry.record_job``)."""
+        from labgate.store.slots import release_slots
+
+        with self.engine.begin() as conn:
+            if finish_job_on(conn, job_id, outcome, reason, attempt=attempt):
+                release_slots(conn, job_id)
+            if in_history:
+                self.hosts.record_job_on(
+                    conn, host, job_id, attempt, outcome, reason,
+                    quarantine_after=quarantine_after, data=data,
+                )  # fmt: skip
 
     def slots(self, hosts: Sequence[HostSpec], owner: str, **options: Any) -> Allocator:
         """The host slots this lab's controllers share, as controller ``owner`` claims them

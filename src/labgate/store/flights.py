@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Select, select, update
+from sqlalchemy import Connection, Select, case, select, update
 
 from labgate.model import (
     Blessing,
@@ -258,27 +258,10 @@ class FlightTables(Tables):
     # --- jobs and steps ---------------------------------------------------------------------
 
     def start_job(self, job_id: int, host: str) -> int:
-        """Mark a job preparing on ``host``; returns its attempt number (1 for the first run)."""
+        """Mark a job preparing on ``host``; returns its attempt number (1 for the first run).
+        (The pool starts the jobs it gives hosts in its claim: :func:`start_jobs`.)"""
         with self.engine.begin() as conn:
-            attempt = conn.execute(
-                update(t.job)
-                .where(t.job.c.id == job_id)
-                .values(
-                    outcome=str(Outcome.PREPARING),
-                    host=host,
-                    attempt=t.job.c.attempt + 1,
-                    started=now(),
-                    finished=None,
-                    reason=None,
-                )
-                .returning(t.job.c.attempt)
-            ).scalar()
-            conn.execute(
-                t.allocation.insert().values(
-                    job_id=job_id, host=host, slots=1, started=now(), released=None
-                )
-            )
-        return int(attempt or 1)
+            return start_jobs(conn, {job_id: host})[job_id]
 
     def finish_job(
         self,
@@ -288,27 +271,10 @@ class FlightTables(Tables):
         *,
         attempt: int | None = None,
     ) -> None:
-        """Set a job's final outcome and release its host allocation. With ``attempt``, only
-        while the job is still live at that attempt: a controller whose lease was taken away
-        does not overwrite the job's queued or newer attempt."""
-        stamp = now()
-        where = [t.job.c.id == job_id]
-        if attempt is not None:
-            live = [str(Outcome.PREPARING), str(Outcome.RUNNING)]
-            where += [t.job.c.attempt == attempt, t.job.c.outcome.in_(live)]
+        """Set a job's final outcome and release its host allocation (see :func:`finish_job_on`;
+        a job that ran on a pool host ends with ``Store.end_job``)."""
         with self.engine.begin() as conn:
-            done = conn.execute(
-                update(t.job)
-                .where(*where)
-                .values(outcome=str(outcome), reason=reason, finished=stamp)
-            )
-            if done.rowcount == 0:
-                return
-            conn.execute(
-                update(t.allocation)
-                .where(t.allocation.c.job_id == job_id, t.allocation.c.released.is_(None))
-                .values(released=stamp)
-            )
+            finish_job_on(conn, job_id, outcome, reason, attempt=attempt)
 
     def block_job(self, job_id: int, reason: str) -> None:
         """A job that will not run because a dependency did not pass: it and its steps are
@@ -516,6 +482,64 @@ class FlightTables(Tables):
     def cancel_requested(self, flight_id: int) -> bool:
         """True when someone asked to cancel the flight."""
         return flight_id in self.cancel_requests([flight_id])
+
+
+def finish_job_on(
+    conn: Connection,
+    job_id: int,
+    outcome: Outcome,
+    reason: str | None = None,
+    *,
+    attempt: int | None = None,
+) -> bool:
+    """Set a job's final outcome and release its host allocation, in the caller's transaction.
+    With ``attempt``, only while the job is still live at that attempt: a controller whose lease
+    was taken away does not overwrite the job's queued or newer attempt. Returns whether it
+    did."""
+    stamp = now()
+    where = [t.job.c.id == job_id]
+    if attempt is not None:
+        live = [str(Outcome.PREPARING), str(Outcome.RUNNING)]
+        where += [t.job.c.attempt == attempt, t.job.c.outcome.in_(live)]
+    done = conn.execute(
+        update(t.job).where(*where).values(outcome=str(outcome), reason=reason, finished=stamp)
+    )
+    if done.rowcount == 0:
+        return False
+    conn.execute(
+        update(t.allocation)
+        .where(t.allocation.c.job_id == job_id, t.allocation.c.released.is_(None))
+        .values(released=stamp)
+    )
+    return True
+
+
+def start_jobs(conn: Connection, hosts: Mapping[int, str]) -> dict[int, int]:
+    """Mark jobs preparing, each on its host (job id → host), with an open allocation each, in
+    the caller's transaction; returns each job's attempt number (1 for its first run)."""
+    stamp = now()
+    ids = list(hosts)
+    rows = conn.execute(
+        update(t.job)
+        .where(t.job.c.id.in_(ids))
+        .values(
+            outcome=str(Outcome.PREPARING),
+            host=case(dict(hosts), value=t.job.c.id),
+            attempt=t.job.c.attempt + 1,
+            started=stamp,
+            finished=None,
+            reason=None,
+        )
+        .returning(t.job.c.id, t.job.c.attempt)
+    ).all()
+    conn.execute(
+        t.allocation.insert(),
+        [
+            {"job_id": job_id, "host": host, "slots": 1, "started": stamp, "released": None}
+            for job_id, host in hosts.items()
+        ],
+    )
+    return {r.id: int(r.attempt) for r in rows}
 
 
 def _start_step(conn: Connection, step_id: int, log: str) -> None:

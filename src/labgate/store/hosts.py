@@ -310,33 +310,51 @@ class HostRegistry:
         """A job ended on the host: its history row; a broken job adds to the host's broken
         streak (anything else ends it). Returns the quarantine reason if this quarantined it."""
         with self.engine.begin() as conn:
-            self._ensure(conn, host)
-            add_event(
-                conn,
-                host,
-                "job",
-                job_id=job_id,
-                attempt=attempt,
-                outcome=outcome,
-                reason=reason,
-                data=dict(data) if data else None,
-            )
-            if outcome is not Outcome.BROKEN:
-                if outcome.finished and outcome is not Outcome.CANCELLED:
-                    conn.execute(
-                        update(t.host_status)
-                        .where(t.host_status.c.name == host, t.host_status.c.broken_streak != 0)
-                        .values(broken_streak=0, updated=now())
-                    )
-                return None
-            conn.execute(
-                update(t.host_status)
-                .where(t.host_status.c.name == host)
-                .values(broken_streak=t.host_status.c.broken_streak + 1, updated=now())
-            )
-            row = conn.execute(select(t.host_status).where(t.host_status.c.name == host)).one()
-            if row.quarantined is None and row.broken_streak >= quarantine_after:
-                why = f"{row.broken_streak} broken jobs in a row (last: {reason or 'broken'})"
-                self._quarantine(conn, host, why, "quarantine")
-                return why
+            return self.record_job_on(
+                conn, host, job_id, attempt, outcome, reason,
+                quarantine_after=quarantine_after, data=data,
+            )  # fmt: skip
+
+    def record_job_on(
+        self,
+        conn: Connection,
+        host: str,
+        job_id: int,
+        attempt: int,
+        outcome: Outcome,
+        reason: str | None,
+        *,
+        quarantine_after: int,
+        data: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """:meth:`record_job` in the caller's transaction."""
+        self._ensure(conn, host)
+        add_event(
+            conn,
+            host,
+            "job",
+            job_id=job_id,
+            attempt=attempt,
+            outcome=outcome,
+            reason=reason,
+            data=dict(data) if data else None,
+        )
+        if outcome is not Outcome.BROKEN:
+            if outcome.finished and outcome is not Outcome.CANCELLED:
+                conn.execute(
+                    update(t.host_status)
+                    .where(t.host_status.c.name == host, t.host_status.c.broken_streak != 0)
+                    .values(broken_streak=0, updated=now())
+                )
+            return None
+        conn.execute(
+            update(t.host_status)
+            .where(t.host_status.c.name == host)
+            .values(broken_streak=t.host_status.c.broken_streak + 1, updated=now())
+        )
+        row = conn.execute(select(t.host_status).where(t.host_status.c.name == host)).one()
+        if row.quarantined is None and row.broken_streak >= quarantine_after:
+            why = f"{row.broken_streak} broken jobs in a row (last: {reason or 'broken'})"
+            self._quarantine(conn, host, why, "quarantine")
+            return why
         return None

@@ -33,7 +33,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -43,7 +43,6 @@ from sqlalchemy import (
     Integer,
     String,
     bindparam,
-    case,
     column,
     func,
     insert,
@@ -57,6 +56,7 @@ from labgate.model import Blessing, HostSpec, Outcome
 from labgate.schedule import Allocation, HostSlots, ReadyJob, allocate
 from labgate.store import ACTIVE_FLIGHT_STATES, now
 from labgate.store import schema as t
+from labgate.store.flights import start_jobs
 from labgate.store.hosts import add_event, unavailable_on
 from labgate.store.leases import SLOT
 
@@ -79,6 +79,8 @@ class Claim:
     job: str
     host: str
     slots: int
+    attempt: int
+    """The job's attempt number: the claim started it (``preparing`` on its host)."""
 
 
 class Allocator:
@@ -466,7 +468,7 @@ class Allocator:
         for a, slots in chosen:
             job = by_id[a.job_id]
             slot_rows += [{"h": a.host, "s": s, "j": a.job_id} for s in slots]
-            claims.append(Claim(a.job_id, job["flight_id"], job["name"], a.host, a.slots))
+            claims.append(Claim(a.job_id, job["flight_id"], job["name"], a.host, a.slots, 0))
         if not claims:
             return []
         free_row = (t.slot_lease.c.job_id.is_(None),)
@@ -492,15 +494,8 @@ class Allocator:
                 )
                 .values(job_id=given.c.j, owner=self.owner, lease_until=until)
             )
-        conn.execute(
-            update(t.job)
-            .where(t.job.c.id.in_([c.job_id for c in claims]))
-            .values(
-                outcome=str(Outcome.PREPARING),
-                host=case({c.job_id: c.host for c in claims}, value=t.job.c.id),
-            )
-        )
-        return claims
+        attempts = start_jobs(conn, {c.job_id: c.host for c in claims})
+        return [replace(c, attempt=attempts[c.job_id]) for c in claims]
 
     # --- leases -----------------------------------------------------------------------------
 
@@ -522,11 +517,7 @@ class Allocator:
     def release(self, job_id: int) -> None:
         """Give back the slots of a job this controller ran."""
         with self.engine.begin() as conn:
-            conn.execute(
-                update(t.slot_lease)
-                .where(t.slot_lease.c.job_id == job_id, SLOT.held_by(self.owner))
-                .values(job_id=None, **SLOT.cleared())
-            )
+            release_slots(conn, job_id, SLOT.held_by(self.owner))
 
     def reap(self, dead: str | None = None) -> list[int]:
         """Free the slots whose lease expired; their unfinished jobs are queued again (their
@@ -579,3 +570,13 @@ class Allocator:
                     .values(job_id=None, **SLOT.cleared())
                 )
             return [job_id for job_id, _ in live]
+
+
+def release_slots(conn: Connection, job_id: int, *where: Any) -> None:
+    """Give back the slots job ``job_id`` holds (those matching ``where``), in the caller's
+    transaction."""
+    conn.execute(
+        update(t.slot_lease)
+        .where(t.slot_lease.c.job_id == job_id, *where)
+        .values(job_id=None, **SLOT.cleared())
+    )

@@ -107,8 +107,12 @@ def test_hosts_lost_under_a_job_quarantined_or_reserved_are_not_given(store: Sto
     hosts = [host("h0"), host("h1"), host("h2"), host("h3")]
     flight_id = flight(store, "a", Blessing.REAL, ["t"])
     job = store.flight_jobs(flight_id)[0]
+    attempt = store.start_job(job.id, "h0")
+    store.end_job(
+        job.id, Outcome.BROKEN, "host lost", host="h0", attempt=attempt, quarantine_after=9,
+        queue_again="host lost; queued again",
+    )  # fmt: skip
     registry = HostRegistry(store.engine)
-    registry.record_job("h0", job.id, 1, Outcome.BROKEN, "host lost", quarantine_after=9)
     registry.quarantine("h1", "fan noise")
     registry.reserve("h2", "ian", "debugging", timedelta(hours=2))
     [claim] = allocator(store, hosts).claim()
@@ -120,7 +124,7 @@ def test_an_expired_lease_puts_the_job_back_in_the_queue(store: Store) -> None:
     dead = Allocator(store.engine, [host("h0")], "dead", lease_s=-1)  # already expired
     dead.sync()
     [claim] = dead.claim()
-    store.start_job(claim.job_id, "h0")
+    assert store.flight_jobs(flight_id)[0].outcome is Outcome.PREPARING  # the claim started it
     alive = allocator(store, [host("h0")], "alive")
     assert alive.claim() == []  # the slot is held until the lease is reaped
     assert alive.reap() == [claim.job_id]

@@ -274,11 +274,9 @@ class JobRunner:
         self._end_job(
             host, job.id, attempt, Outcome.BROKEN, reason,
             data={"steps": self.registry.attempt_steps(job.id), "queued_again": again},
+            queue_again=f"{reason}; queued again for another host" if again else None,
         )  # fmt: skip
-        if not again:
-            return Outcome.BROKEN, reason
-        self.store.requeue_job(job.id, f"{reason}; queued again for another host")
-        return Outcome.QUEUED, reason
+        return (Outcome.QUEUED if again else Outcome.BROKEN), reason
 
     def _prepare(
         self,
@@ -376,12 +374,15 @@ class JobRunner:
         *,
         in_history: bool = True,
         data: Mapping[str, object] | None = None,
+        queue_again: str | None = None,
     ) -> None:
         """The attempt's end, its slots given back and (``in_history``) the job in its host's
-        history, in one transaction; N broken jobs in a row quarantine the host."""
+        history, in one transaction (see ``Store.end_job``); N broken jobs in a row quarantine
+        the host."""
         self.store.end_job(
             job_id, outcome, reason, host=host.name, attempt=attempt,
             quarantine_after=host.lifecycle.quarantine_after, in_history=in_history, data=data,
+            queue_again=queue_again,
         )  # fmt: skip
 
     def _env(

@@ -81,6 +81,8 @@ class Flights:
         self._settling: set[asyncio.Task[None]] = set()
         self._cancelled: set[int] = set()  # awaited flights cancelled, their jobs still ending
         self._plans: dict[int, dict[int, tuple[frozenset[str], tuple[str, ...]]]] = {}
+        # per flight, its jobs that finished (an outcome a job keeps: read once)
+        self._ended: dict[int, dict[int, JobState]] = {}
         self._next_cancel_check = 0.0
         self._away_hosts: dict[str, str] = {}
         self._away_until = 0.0
@@ -386,15 +388,23 @@ class Flights:
         return still
 
     def _job_states(self, ids: Sequence[int]) -> dict[int, list[JobState]]:
-        """Where the jobs of these flights stand; their plans (requires, depends) are read once
-        per flight into ``_plans``."""
+        """Where the jobs of these flights stand, in plan order; their plans (requires,
+        depends) are read once per flight into ``_plans``, and a job that finished is not read
+        again (asked after every job, a flight's finished jobs would make it quadratic)."""
         unknown = [i for i in ids if i not in self._plans]
         states = self.store.job_states(unknown) if unknown else {}
         for flight_id, jobs in states.items():
             self._plans[flight_id] = {j.id: (j.requires, j.depends) for j in jobs}
+            self._ended[flight_id] = {j.id: j for j in jobs if j.outcome.finished}
         known = [i for i in ids if i not in states]
-        if known:
-            states.update(self.store.job_states(known, plans=False))
+        if not known:
+            return states
+        ended = [job_id for i in known for job_id in self._ended[i]]
+        for flight_id, jobs in self.store.job_states(known, plans=False, but=ended).items():
+            done = self._ended[flight_id]
+            done.update((j.id, j) for j in jobs if j.outcome.finished)
+            live = [j for j in jobs if not j.outcome.finished]
+            states[flight_id] = sorted([*done.values(), *live], key=lambda j: j.id)
         return states
 
     def _away(self) -> dict[str, str]:
@@ -417,6 +427,7 @@ class Flights:
 
     def _forget(self, flight_id: int) -> None:
         self._plans.pop(flight_id, None)
+        self._ended.pop(flight_id, None)
         self._flights.pop(flight_id, None)
         self._jobs.pop(flight_id, None)
         self._started.discard(flight_id)

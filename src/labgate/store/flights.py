@@ -354,19 +354,6 @@ class FlightTables(Tables):
                     update(t.step).where(t.step.c.id.in_(step_ids)).values(outcome=str(outcome))
                 )
 
-    def requeue_job(self, job_id: int, reason: str) -> None:
-        """Queue a job again after its host was lost (its attempt stays counted, its steps are
-        queued again; the lost attempt is kept in the host's history and its logs)."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(t.job)
-                .where(t.job.c.id == job_id)
-                .values(outcome=str(Outcome.QUEUED), reason=reason, finished=None)
-            )
-            conn.execute(
-                update(t.step).where(t.step.c.job_id == job_id).values(outcome=str(Outcome.QUEUED))
-            )
-
     def reset_unfinished(self, flight_id: int) -> list[str]:
         """Make every job of the flight that did not finish (interrupted or cancelled) queued
         again, with its steps, and release its allocations. Finished jobs are left alone.
@@ -512,6 +499,20 @@ def finish_job_on(
         .values(released=stamp)
     )
     return True
+
+
+def requeue_job_on(conn: Connection, job_id: int, reason: str) -> None:
+    """Queue a job again after its host was lost (its attempt stays counted, its steps are
+    queued again; the lost attempt is kept in the host's history and its logs), in the caller's
+    transaction."""
+    conn.execute(
+        update(t.job)
+        .where(t.job.c.id == job_id)
+        .values(outcome=str(Outcome.QUEUED), reason=reason, finished=None)
+    )
+    conn.execute(
+        update(t.step).where(t.step.c.job_id == job_id).values(outcome=str(Outcome.QUEUED))
+    )
 
 
 def start_jobs(conn: Connection, hosts: Mapping[int, str]) -> dict[int, int]:

@@ -17,8 +17,8 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from labgate.model import Outcome
-from labgate.store import iso, now
 from labgate.store import schema as t
+from labgate.store.values import iso, now
 
 
 class HostStateError(Exception):
@@ -109,6 +109,20 @@ def unavailable_on(conn: Connection) -> dict[str, str]:
         elif _reserved(r, stamp):
             out[r.name] = f"reserved by {r.reserved_by}: {r.reserved_reason}"
     return out
+
+
+def lost_hosts_on(conn: Connection, job_ids: Sequence[int]) -> dict[int, set[str]]:
+    """For each job, the hosts an attempt of it was lost on (it is not given them again)."""
+    lost: dict[int, set[str]] = {}
+    for r in conn.execute(
+        select(t.host_event.c.job_id, t.host_event.c.host).where(
+            t.host_event.c.job_id.in_(list(job_ids)),
+            t.host_event.c.kind == "job",
+            t.host_event.c.outcome == str(Outcome.BROKEN),
+        )
+    ):
+        lost.setdefault(r.job_id, set()).add(r.host)
+    return lost
 
 
 def add_event(

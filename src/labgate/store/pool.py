@@ -14,6 +14,7 @@ from labgate.model import (
     Outcome,
 )
 from labgate.store import schema as t
+from labgate.store.hosts import lost_hosts_on
 from labgate.store.values import (
     ACTIVE_FLIGHT_STATES,
     JobState,
@@ -104,11 +105,12 @@ class PoolTables(Tables):
             return list(rows.scalars())
 
     def job_states(
-        self, flight_ids: Sequence[int], *, plans: bool = True
+        self, flight_ids: Sequence[int], *, plans: bool = True, but: Sequence[int] = ()
     ) -> dict[int, list[JobState]]:
-        """Where each job of these flights stands, without steps: what moving a flight along
-        needs (cheap enough to ask after every job). Without ``plans``, ``requires`` and
-        ``depends`` are left empty (a caller that has them already)."""
+        """Where each job of these flights stands (but the jobs ``but`` names), without steps:
+        what moving a flight along needs (cheap enough to ask after every job). Without
+        ``plans``, ``requires`` and ``depends`` are left empty (a caller that has them
+        already)."""
         out: dict[int, list[JobState]] = {i: [] for i in flight_ids}
         if not flight_ids:
             return out
@@ -118,7 +120,7 @@ class PoolTables(Tables):
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(*columns)
-                .where(t.job.c.flight_id.in_(list(flight_ids)))
+                .where(t.job.c.flight_id.in_(list(flight_ids)), t.job.c.id.not_in(list(but)))
                 .order_by(t.job.c.flight_id, t.job.c.seq)
             )
             for r in rows:
@@ -136,19 +138,10 @@ class PoolTables(Tables):
 
     def lost_hosts(self, job_ids: Sequence[int]) -> dict[int, set[str]]:
         """For each job, the hosts an attempt of it was lost on (it is not given them again)."""
-        lost: dict[int, set[str]] = {}
         if not job_ids:
-            return lost
+            return {}
         with self.engine.connect() as conn:
-            for r in conn.execute(
-                select(t.host_event.c.job_id, t.host_event.c.host).where(
-                    t.host_event.c.job_id.in_(list(job_ids)),
-                    t.host_event.c.kind == "job",
-                    t.host_event.c.outcome == str(Outcome.BROKEN),
-                )
-            ):
-                lost.setdefault(r.job_id, set()).add(r.host)
-        return lost
+            return lost_hosts_on(conn, job_ids)
 
     def lease_holders(self, flight_id: int) -> dict[str, datetime]:
         """The controllers holding host slots for jobs of this flight, each with when its

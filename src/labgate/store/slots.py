@@ -57,7 +57,7 @@ from labgate.schedule import Allocation, HostSlots, ReadyJob, allocate
 from labgate.store import ACTIVE_FLIGHT_STATES, now
 from labgate.store import schema as t
 from labgate.store.flights import start_jobs
-from labgate.store.hosts import add_event, unavailable_on
+from labgate.store.hosts import add_event, lost_hosts_on, unavailable_on
 from labgate.store.leases import SLOT
 
 BLESSING_PRIORITY: tuple[str, ...] = ("real", "review", "adhoc", "bisect", "play")
@@ -159,6 +159,8 @@ class Allocator:
         self._group_of.clear()
         if flights is not None and not flights:
             return []
+        if not self._any_free_slot():  # read without the write lock: the usual answer when
+            return []  # busy, asked each time a job ends (its slots given back at its end)
         with self._transaction() as conn:
             jobs = self._lock_candidates(conn, flights)
             if not jobs:
@@ -181,6 +183,11 @@ class Allocator:
         for c in claims:
             self._served[self._group_of[c.job_id]] += 1
         return claims
+
+    def _any_free_slot(self) -> bool:
+        with self.engine.connect() as conn:
+            free = select(t.slot_lease.c.host).where(t.slot_lease.c.job_id.is_(None)).limit(1)
+            return conn.execute(free).first() is not None
 
     def _lock_candidates(
         self, conn: Connection, only: Collection[int] | None
@@ -227,6 +234,7 @@ class Allocator:
                         t.job.c.requires,
                         t.job.c.depends,
                         t.job.c.exclusive,
+                        t.job.c.attempt,
                     ).where(
                         t.job.c.id.in_(candidates[i : i + self.batch]),
                         t.job.c.outcome == str(Outcome.QUEUED),
@@ -304,15 +312,8 @@ class Allocator:
                 )
             )
             passed = {(r.flight_id, r.name) for r in rows}
-        lost: dict[int, set[str]] = {}
-        for r in conn.execute(
-            select(t.host_event.c.job_id, t.host_event.c.host).where(
-                t.host_event.c.job_id.in_([j["id"] for j in jobs]),
-                t.host_event.c.kind == "job",
-                t.host_event.c.outcome == str(Outcome.BROKEN),
-            )
-        ):
-            lost.setdefault(r.job_id, set()).add(r.host)
+        retried = [j["id"] for j in jobs if j["attempt"] > 0]  # only these can have lost a host
+        lost = lost_hosts_on(conn, retried) if retried else {}
         out = []
         for j in jobs:
             depends, requires, exclusive, preferred_host = self._plans[j["id"]]

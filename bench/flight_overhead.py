@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -246,6 +246,8 @@ def lab_env(lab: Path) -> Iterator[None]:
 def profile(lab_dir: Path, top: int) -> None:
     """Plan and run one flight in this process: wall time per kind of work, then cProfile's
     top functions (main thread: the event loop, and the store calls made on it)."""
+    from sqlalchemy import event
+
     from labgate.config import load_lab
     from labgate.executor import LocalExecutor
     from labgate.flight import plan_flight
@@ -261,7 +263,6 @@ def profile(lab_dir: Path, top: int) -> None:
     timers.wrap(Flights, "_advance", "flights: move flights along")
     timers.wrap(HostRegistry, "record_job", "host history: record_job")
     for name in (
-        "start_job",
         "start_step",
         "finish_step",
         "finish_job",
@@ -285,11 +286,20 @@ def profile(lab_dir: Path, top: int) -> None:
         opened = time.perf_counter()
         flight_id = plan_flight(lab, store, "main")
         planned = time.perf_counter()
+        statements: list[str] = []
+        event.listen(
+            store.engine,
+            "before_cursor_execute",
+            lambda _conn, _cursor, sql, *_: statements.append(sql.split(None, 1)[0].upper()),
+        )
+        commits = [0]
+        event.listen(store.engine, "commit", lambda _conn: commits.__setitem__(0, commits[0] + 1))
         profiler = cProfile.Profile()
         profiler.enable()
         asyncio.run(Flights(lab, store).run(flight_id))
         profiler.disable()
         ran = time.perf_counter()
+        steps = sum(len(j.step_ids) for j in store.flight_jobs(flight_id))
         store.close()
 
     print("\nwhere the time goes (one flight, in process; threads overlap the event loop):")
@@ -297,6 +307,11 @@ def profile(lab_dir: Path, top: int) -> None:
     print(f"  open the store (migrations)   {opened - loaded:8.3f} s")
     print(f"  plan (mirror fetch, insert)   {planned - opened:8.3f} s")
     print(f"  Flights.run                   {ran - planned:8.3f} s")
+    kinds = ", ".join(f"{k} {n}" for k, n in Counter(statements).most_common())
+    print(
+        f"  SQL statements: {len(statements)} ({len(statements) / steps:.2f} a step: {kinds}); "
+        f"commits {commits[0]} ({commits[0] / steps:.2f} a step)"
+    )
     for label, seconds in sorted(timers.seconds.items(), key=lambda kv: -kv[1]):
         calls = timers.calls[label]
         print(f"    {label:<52}{calls:>6} calls {seconds:8.3f} s {seconds / calls * 1000:8.2f} ms")

@@ -619,3 +619,42 @@ def test_told_not_intermittent_a_bad_commit_that_passes_is_a_flake_of_the_good_s
     d, runs = bisect(search, constant("good"))
     assert d.reason_code == "bad-end-passes"
     assert runs <= 7  # git bisect's 6 halvings, then the bad end once
+
+
+@pytest.mark.parametrize(
+    ("flakes", "runs", "ps"),
+    [
+        (0, 0, {0.0, 0.05, 0.1, 0.2, 0.3}),  # no history: the whole grid
+        (0, 1, {0.0, 0.05, 0.1, 0.2, 0.3}),  # one clean run rules nothing out
+        (0, 20, {0.0, 0.05, 0.1, 0.2}),  # 0.7**20 < 1%
+        (0, 60, {0.0, 0.05}),  # 0.9**60 < 1%
+        (3, 60, {0.05, 0.1}),  # seen failing where it passes: not p = 0; nor 0.2, 0.3
+    ],
+)
+def test_the_history_of_a_test_rules_out_the_flake_rates_it_contradicts(
+    flakes: int, runs: int, ps: set[float]
+) -> None:
+    from labgate.bisect.posterior import history_noise_prior, noise_prior
+
+    prior = history_noise_prior(flakes, runs)
+    assert {h.p for h in prior} == ps
+    assert {h.q for h in prior} == {h.q for h in noise_prior() if h.p in ps}
+    assert sum(h.prior for h in prior) == pytest.approx(1.0)
+    assert history_noise_prior(flakes, runs, "no", "no") == (
+        noise_prior("no", "no") if 0.0 in ps else ()
+    )
+
+
+def test_a_long_clean_history_saves_runs_on_a_deterministic_test() -> None:
+    """The guard clears every hypothesis the prior holds: one the history rules out costs no
+    run, so a test with a long clean history is bisected in fewer runs, to the same culprit."""
+    from labgate.bisect.posterior import history_noise_prior
+
+    runs = {}
+    r = linear(30)
+    culprit = Culprit("", "c17")
+    for history in (0, 60):
+        search = Search([r], noise=history_noise_prior(0, history))
+        d, runs[history] = bisect(search, deterministic([r], culprit))
+        assert d.culprit == culprit
+    assert runs[60] < runs[0]

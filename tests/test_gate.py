@@ -97,6 +97,24 @@ def history(upstream: Upstream, bad_at: int, length: int = 12) -> list[str]:
     return shas
 
 
+def test_a_lab_that_knows_its_test_is_deterministic_bisects_at_git_bisects_cost(
+    tmp_path: Path,
+) -> None:
+    """``[gate] bisect_flaky = "no"`` and ``bisect_intermittent = "no"`` reach the engine: 12
+    commits take at most ceil(log2 12) = 4 bisect flights, one at a time, to the right culprit
+    (the default guards against the noise the lab ruled out: 9 flights here)."""
+    upstream = Upstream(tmp_path)
+    shas = history(upstream, bad_at=7)
+    extra = 'bisect_flaky = "no"\nbisect_intermittent = "no"\n'
+    lab_dir = write_gate_lab(tmp_path, upstream, database=None, extra=extra)
+    text = (lab_dir / "lab.toml").read_text().replace("bisect_parallel = 2", "bisect_parallel = 1")
+    (lab_dir / "lab.toml").write_text(text)
+    result = cycle(lab_dir)
+    (bisection,) = result.bisections
+    assert bisection.culprit is not None and bisection.culprit.commit == shas[7]
+    assert len(bisection.flights) <= 4
+
+
 def test_regression_is_not_pushed_and_bisected_to_its_culprit_then_the_fix_is_pushed(
     tmp_path: Path, database_url: str
 ) -> None:

@@ -57,6 +57,7 @@ from labgate.model import (
     GateSettings,
     HostSpec,
     JobSpec,
+    Knowledge,
     ReviewSpec,
     TreeSpec,
 )
@@ -263,6 +264,8 @@ class RawGate(_Raw):
     bisect_parallel: int = Field(default=_GATE.bisect_parallel, ge=1, le=64)
     bisect_confidence: float = Field(default=_GATE.bisect_confidence, ge=0.5, lt=1)
     bisect_max_flights: int = Field(default=_GATE.bisect_max_flights, ge=2)
+    bisect_flaky: Knowledge = _GATE.bisect_flaky
+    bisect_intermittent: Knowledge = _GATE.bisect_intermittent
     lease_s: float = Field(default=_GATE.lease_s, gt=0)
 
     def to_settings(self) -> GateSettings:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from labgate.bisect.posterior import Knowledge
+
 
 class Outcome(StrEnum):
     """The outcome of a step, a job or a flight, and the live states before it.
@@ -389,6 +391,10 @@ class GateSettings:
     bisect_parallel: int = 2
     """Bisect flights run at once (k candidates tested together)."""
     bisect_confidence: float = 0.99
+    bisect_flaky: Knowledge = "auto"
+    """Can a bisected test fail at a good commit? ``auto``: as far as its history allows."""
+    bisect_intermittent: Knowledge = "auto"
+    """Can a regression's test pass at a bad commit? ``auto``: learn it from the runs."""
     bisect_max_flights: int = 60
     """Bisect flights one bisection may run before it gives up undecided."""
     lease_s: float = 60.0

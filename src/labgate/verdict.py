@@ -67,6 +67,7 @@ __all__ = [
     "Kind",
     "Verdict",
     "classify",
+    "flake_counts",
     "flake_rate",
     "flake_rates",
     "history_rows",
@@ -238,6 +239,12 @@ def _observe(flights: Iterable[FlightResult]) -> list[_Observed]:
 
 
 def _rate(observed: Sequence[_Observed], key: Key) -> float:
+    flakes, runs = _counts(observed, key)
+    prior_flakes, prior_clean = FLAKE_PRIOR
+    return (flakes + prior_flakes) / (runs + prior_flakes + prior_clean)
+
+
+def _counts(observed: Sequence[_Observed], key: Key) -> tuple[int, int]:
     by_tuple: dict[frozenset[tuple[str, str]], list[Outcome]] = {}
     for o in observed:
         outcome = o.index.get(key)
@@ -248,8 +255,7 @@ def _rate(observed: Sequence[_Observed], key: Key) -> float:
         if Outcome.PASS in outcomes:
             runs += len(outcomes)
             flakes += outcomes.count(Outcome.FAIL)
-    prior_flakes, prior_clean = FLAKE_PRIOR
-    return (flakes + prior_flakes) / (runs + prior_flakes + prior_clean)
+    return flakes, runs
 
 
 def flake_rate(
@@ -262,6 +268,17 @@ def flake_rate(
     Beta-smoothed share of its runs at revision tuples that passed it which failed (see the
     module docstring). A job with no history gets the prior mean, 0.05."""
     return _rate(_observe(history), (job, step, testcase))
+
+
+def flake_counts(
+    history: Sequence[FlightResult],
+    job: str,
+    step: str | None = None,
+    testcase: str | None = None,
+) -> tuple[int, int]:
+    """The evidence behind :func:`flake_rate`, unsmoothed: (failures, runs) of the item at
+    revision tuples that passed it."""
+    return _counts(_observe(history), (job, step, testcase))
 
 
 def flake_rates(history: Sequence[FlightResult], job: str) -> dict[str, float]:

@@ -25,6 +25,7 @@ from labgate.bisect.engine import (
 )
 from labgate.bisect.gitgraph import read_range
 from labgate.bisect.loop import LoopState, drive
+from labgate.bisect.posterior import Noise, history_noise_prior
 from labgate.config import Lab
 from labgate.evidence import EVIDENCE, branch_evidence
 from labgate.flights import Flights
@@ -33,7 +34,7 @@ from labgate.model import Blessing, FlightResult
 from labgate.model import Outcome as StepOutcome
 from labgate.report import BisectionSummary
 from labgate.store import Store
-from labgate.verdict import Classification
+from labgate.verdict import Classification, flake_counts
 
 GRAPH_NODE_LIMIT = 400
 
@@ -164,6 +165,7 @@ class LabBisection:
                 ranges,
                 confidence=self.lab.gate.bisect_confidence,
                 max_executions=self.lab.gate.bisect_max_flights + 2,
+                noise=self._noise(branch, item),
             )
         except (BisectError, GitError) as error:
             reason = f"cannot bisect: {error}"
@@ -176,6 +178,21 @@ class LabBisection:
                                    0, 0, (), reason, jobs)  # fmt: skip
         run = _Search(self, branch, flight, baseline, item, search, ranges, bisection_id)
         return await run.search(jobs)
+
+    def _noise(self, branch: str, item: Classification) -> tuple[Noise, ...]:
+        """What the lab knows of the test's noise: ``[gate] bisect_flaky`` and
+        ``bisect_intermittent``, and the item's own history on the branch, which rules out the
+        flake rates it contradicts (see :func:`history_noise_prior`)."""
+        history = branch_evidence(self.store, branch)
+        flakes, runs = flake_counts(history, item.job, item.step, item.testcase)
+        gate = self.lab.gate
+        noise = history_noise_prior(flakes, runs, gate.bisect_flaky, gate.bisect_intermittent)
+        rates = ", ".join(f"{p:g}" for p in sorted({h.p for h in noise}))
+        self.say(
+            f"{branch}: its history: {flakes} failures in {runs} runs where it passes; "
+            f"flake rates still possible: {rates}"
+        )
+        return noise
 
     def _ranges(self, baseline: FlightResult, flight: FlightResult) -> list[TreeRange]:
         ranges = []

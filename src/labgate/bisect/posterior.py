@@ -31,6 +31,7 @@ __all__ = [
     "Partition",
     "Posterior",
     "default_noise_prior",
+    "history_noise_prior",
     "noise_prior",
     "posterior",
 ]
@@ -87,6 +88,34 @@ def noise_prior(flaky: Knowledge = "auto", intermittent: Knowledge = "auto") -> 
     if not slab:
         return (Noise(0.0, 1.0, 1.0),)
     return (Noise(0.0, 1.0, _SPIKE), *slab) if spike else slab
+
+
+HISTORY_RULES_OUT = 0.01
+"""A flake rate p of the grid whose likelihood on the test's history is below this share of the
+best p's is ruled out by that history (the share the guard uses to rule a hypothesis out)."""
+
+
+def history_noise_prior(
+    flakes: int, runs: int, flaky: Knowledge = "auto", intermittent: Knowledge = "auto"
+) -> tuple[Noise, ...]:
+    """:func:`noise_prior`, less the flake rates the test's own history rules out: ``runs``
+    runs at revisions that pass it, ``flakes`` of them failed (a lab knows this from its flights;
+    see ``labgate.verdict.flake_counts``). A history of many clean runs leaves only small p; a
+    test seen to fail where it passes leaves out p = 0. The guard then covers every (p, q) the
+    history allows, and spends no run clearing the others."""
+    prior = noise_prior(flaky, intermittent)
+    ps = {h.p for h in prior}
+
+    def log_likelihood(p: float) -> float:
+        if p == 0.0:
+            return 0.0 if flakes == 0 else -math.inf
+        return flakes * math.log(p) + (runs - flakes) * math.log1p(-p)
+
+    best = max(log_likelihood(p) for p in ps)
+    allowed = {p for p in ps if log_likelihood(p) - best >= math.log(HISTORY_RULES_OUT)}
+    kept = [h for h in prior if h.p in allowed]
+    total = sum(h.prior for h in kept)
+    return tuple(Noise(h.p, h.q, h.prior / total) for h in kept)
 
 
 def _kept(

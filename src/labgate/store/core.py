@@ -26,7 +26,7 @@ from labgate.store.bisections import BisectionTables
 from labgate.store.branches import BranchTables
 from labgate.store.flights import FlightTables, finish_job_on, requeue_job_on
 from labgate.store.pool import PoolTables
-from labgate.store.values import StoreError
+from labgate.store.values import StoreError, autocommit
 
 if TYPE_CHECKING:
     from labgate.store.hosts import HostRegistry
@@ -137,6 +137,7 @@ class Store(FlightTables, BranchTables, BisectionTables, PoolTables):
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.reader = autocommit(engine)
 
     @classmethod
     def open(cls, url: str) -> Store:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Select, case, select, update
+from sqlalchemy import Connection, Select, Update, case, literal, select, update
 
 from labgate.model import (
     Blessing,
@@ -315,23 +315,15 @@ class FlightTables(Tables):
     ) -> None:
         """Record how a step ended. ``testcases`` (for a step that declares ``results``)
         replace any an earlier attempt left; None leaves the step's test cases alone.
-        ``then_start`` (step id, log) starts the next step in the same transaction."""
+        ``then_start`` (step id, log) starts the next step at once: one statement for both
+        (the controller's commonest write, one round trip without test cases)."""
+        ended = _step_transition(step_id, outcome, exit_status, duration_s, reason, then_start)
+        if testcases is None:
+            with self.reader.connect() as conn:  # one statement: atomic without a transaction
+                conn.execute(ended)
+            return
         with self.engine.begin() as conn:
-            if then_start is not None:
-                _start_step(conn, *then_start)
-            conn.execute(
-                update(t.step)
-                .where(t.step.c.id == step_id)
-                .values(
-                    outcome=str(outcome),
-                    exit_status=exit_status,
-                    duration_s=duration_s,
-                    reason=reason,
-                    finished=now(),
-                )
-            )
-            if testcases is None:
-                return
+            conn.execute(ended)
             conn.execute(t.testcase.delete().where(t.testcase.c.step_id == step_id))
             rows = [
                 {
@@ -458,7 +450,7 @@ class FlightTables(Tables):
         """Which of these flights someone asked to cancel (the flights service polls this)."""
         if not flight_ids:
             return set()
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 select(t.cancel_request.c.flight_id).where(
                     t.cancel_request.c.flight_id.in_(list(flight_ids))
@@ -541,6 +533,48 @@ def start_jobs(conn: Connection, hosts: Mapping[int, str]) -> dict[int, int]:
         ],
     )
     return {r.id: int(r.attempt) for r in rows}
+
+
+def _step_transition(
+    step_id: int,
+    outcome: Outcome,
+    exit_status: int | None,
+    duration_s: float | None,
+    reason: str | None,
+    then_start: tuple[int, str] | None,
+) -> Update:
+    """One UPDATE that ends step ``step_id`` and, with ``then_start`` (step id, log), starts the
+    next step as :func:`_start_step` does."""
+    stamp = now()
+    ended: dict[str, Any] = {
+        "outcome": str(outcome),
+        "exit_status": exit_status,
+        "duration_s": duration_s,
+        "reason": reason,
+        "finished": stamp,
+    }
+    if then_start is None:
+        return update(t.step).where(t.step.c.id == step_id).values(**ended)
+    next_id, log = then_start
+    started: dict[str, Any] = {
+        "outcome": str(Outcome.RUNNING),
+        "exit_status": None,
+        "duration_s": None,
+        "reason": None,
+        "finished": None,
+    }
+    is_ended = t.step.c.id == step_id
+
+    def either(column: str, if_ended: Any, if_started: Any) -> Any:
+        kind = t.step.c[column].type
+        return case((is_ended, literal(if_ended, kind)), else_=literal(if_started, kind))
+
+    values = {c: either(c, ended[c], started[c]) for c in ended}
+    values["started"] = case(
+        (is_ended, t.step.c.started), else_=literal(stamp, t.step.c.started.type)
+    )
+    values["log"] = case((is_ended, t.step.c.log), else_=literal(log, t.step.c.log.type))
+    return update(t.step).where(t.step.c.id.in_([step_id, next_id])).values(**values)
 
 
 def _start_step(conn: Connection, step_id: int, log: str) -> None:

@@ -95,7 +95,7 @@ class PoolTables(Tables):
 
     def active_pool_flights(self) -> list[int]:
         """The flights of the pool that are not finished, oldest first."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 select(t.flight.c.id)
                 .join(t.pool_flight, t.pool_flight.c.flight_id == t.flight.c.id)
@@ -117,7 +117,7 @@ class PoolTables(Tables):
         columns = [t.job.c.id, t.job.c.flight_id, t.job.c.name, t.job.c.outcome, t.job.c.attempt]
         if plans:
             columns += [t.job.c.requires, t.job.c.depends]
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 select(*columns)
                 .where(t.job.c.flight_id.in_(list(flight_ids)), t.job.c.id.not_in(list(but)))

@@ -59,6 +59,7 @@ from labgate.store import schema as t
 from labgate.store.flights import start_jobs
 from labgate.store.hosts import add_event, lost_hosts_on, unavailable_on
 from labgate.store.leases import SLOT
+from labgate.store.values import autocommit
 
 BLESSING_PRIORITY: tuple[str, ...] = ("real", "review", "adhoc", "bisect", "play")
 FLIGHTS_PER_QUERY = 16
@@ -103,6 +104,7 @@ class Allocator:
         self.priority = tuple(priority)
         self.batch = batch
         self.sqlite = engine.dialect.name == "sqlite"
+        self.reader = autocommit(engine)
         self._fits: dict[frozenset[str], tuple[str, ...]] = {}
         # jobs this controller gave a host, per (blessing rank, branch): the round robin's memory
         self._served: Counter[tuple[int, str]] = Counter()
@@ -185,7 +187,7 @@ class Allocator:
         return claims
 
     def _any_free_slot(self) -> bool:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             free = select(t.slot_lease.c.host).where(t.slot_lease.c.job_id.is_(None)).limit(1)
             return conn.execute(free).first() is not None
 

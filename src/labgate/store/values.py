@@ -90,8 +90,16 @@ def iso(value: datetime | None) -> str | None:
     return aware(value).isoformat(timespec="seconds")
 
 
+def autocommit(engine: Engine) -> Engine:
+    """``engine`` for what one statement does alone (a read, or a write that is one statement):
+    no transaction around it, which on PostgreSQL saves the BEGIN and the COMMIT (or ROLLBACK)
+    round trips. Never for several statements that must see or make one state."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 class Tables:
     """The base of each group of tables' methods: they share the store's engine (:class:`Store`
-    is made of these groups)."""
+    is made of these groups), and its :func:`autocommit` twin ``reader``."""
 
     engine: Engine
+    reader: Engine

@@ -180,6 +180,38 @@ def test_bisection_graph_escapes_labels(web: Fixture) -> None:
     assert api["graph"]["edges"] == [["a", "b"]]
 
 
+def test_a_bisection_of_five_thousand_commits_reads_with_and_without_graphviz(
+    web: Fixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page outlines the graph: the culprit and the tested commits in view, untested
+    stretches collapsed; without Graphviz the same outline is a list."""
+    from test_bisect_outline import linear_graph
+
+    culprit = f"c{3217:039d}"
+    tested = {i: ["good" if i < 3217 else "bad"] for i in (100, 2500, 3000, 3216, 3217, 4000)}
+    b = web.store.create_bisection("main", "test", "run", None, web.flights[1], web.flights[0])
+    web.store.update_bisection(
+        b, state="found", executions=6, rounds=6, flights=web.flights,
+        graph=linear_graph(5000, tested, culprit=3217), culprit_tree="x",
+        culprit_commit=culprit, confidence=0.995,
+    )  # fmt: skip
+    drawn = web.client.get(f"/bisections/{b}").text
+    assert "<svg" in drawn and "untested commits" in drawn
+    assert drawn.count('class="node"') <= 80
+    assert culprit[:12] in drawn
+    monkeypatch.setenv("PATH", str(tmp_path / "no-graphviz-here"))
+    listed = web.client.get(f"/bisections/{b}").text
+    assert "<svg" not in listed and "Graphviz is not installed" in listed
+    row = listed[listed.index('id="culprit"') :]
+    assert culprit[:12] in row[: row.index("</tr>")]
+    table = listed[listed.index('class="grid outline"') :]
+    table = table[: table.index("</table>")]
+    gaps = [int(g) for g in re.findall(r"⋯ (\d+) untested commits", table)]
+    shown = table.count("<tr") - 1 - len(gaps)  # less the header row
+    assert gaps and shown + sum(gaps) == 5000  # every commit shown or counted once
+    assert shown <= 80 and len(listed) < 100_000
+
+
 def test_dot_strings_cannot_escape() -> None:
     assert dot_string('a"b\\c\nd') == '"a\\"b\\\\c d"'
     nasty = {"nodes": [{"id": '"];x[label="', "subject": '"; bad -> worse; "', "outcomes": []}]}

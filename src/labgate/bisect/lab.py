@@ -25,6 +25,7 @@ from labgate.bisect.engine import (
 )
 from labgate.bisect.gitgraph import read_range
 from labgate.bisect.loop import LoopState, drive
+from labgate.bisect.outline import outline
 from labgate.bisect.posterior import Noise, history_noise_prior
 from labgate.config import Lab
 from labgate.evidence import EVIDENCE, branch_evidence
@@ -358,8 +359,9 @@ class _Search:
         )
 
     def _graph(self, decision: Decision) -> dict[str, Any]:
-        """The tested revision graph for the web page: every commit of the ranges (or, past
-        GRAPH_NODE_LIMIT, the tested ones and the candidates), their outcomes and probabilities."""
+        """The tested revision graph for the web page: every commit of the ranges with its
+        outcomes and probability, outlined past GRAPH_NODE_LIMIT (untested stretches
+        collapsed, see :func:`labgate.bisect.outline.outline`)."""
         outcomes: dict[tuple[str, str], list[str]] = {}
         for o in self.observations:
             changed = [
@@ -368,26 +370,27 @@ class _Search:
             key = changed[-1] if changed else ("", "good")
             outcomes.setdefault(key, []).append(o.outcome)
         probability = {(c.tree, c.commit): p for c, p in decision.candidates}
-        total = sum(len(r.parents) for r in self.ranges)
-        keep: set[tuple[str, str]] | None = None
-        if total > GRAPH_NODE_LIMIT:
-            keep = set(outcomes) | set(probability)
         nodes, edges = [], []
         for r in self.ranges:
-            commits = [c for c in r.parents if keep is None or (r.tree, c) in keep]
-            names = subjects(self.lab_bisection.mirrors, r.tree, commits)
-            for c in commits:
+            for c in r.parents:
                 nodes.append(
                     {
                         "id": f"{r.tree}:{c}",
                         "tree": r.tree,
                         "commit": c,
-                        "subject": names.get(c, ""),
                         "outcomes": outcomes.get((r.tree, c), []),
                         "probability": round(probability.get((r.tree, c), 0.0), 6),
                     }
                 )
-                for p in r.parents[c]:
-                    if p in r.parents and (keep is None or (r.tree, p) in keep):
-                        edges.append([f"{r.tree}:{c}", f"{r.tree}:{p}"])
-        return {"nodes": nodes, "edges": edges}
+                edges += [
+                    [f"{r.tree}:{c}", f"{r.tree}:{p}"] for p in r.parents[c] if p in r.parents
+                ]
+        leader = decision.candidates[0][0].commit if decision.candidates else None
+        graph = outline({"nodes": nodes, "edges": edges}, leader, limit=GRAPH_NODE_LIMIT)
+        mirrors = self.lab_bisection.mirrors
+        for tree in {n["tree"] for n in graph["nodes"]}:
+            shown = [n for n in graph["nodes"] if n["tree"] == tree and "gap" not in n]
+            names = subjects(mirrors, tree, [n["commit"] for n in shown])
+            for n in shown:
+                n["subject"] = names.get(n["commit"], "")
+        return graph

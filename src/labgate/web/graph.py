@@ -13,8 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from labgate.bisect.outline import outline
+
 DOT_TIMEOUT = 10.0
 MAX_NODES = 2000
+PAGE_NODES = 80
+"""A graph larger than this is drawn as its outline (untested stretches collapsed)."""
 
 OUTCOME_FILL = {
     "pass": "#b7f0b1",
@@ -41,6 +45,10 @@ class Node:
     subject: str
     outcomes: tuple[str, ...]
     probability: float | None
+    gap: int = 0
+    """For a gap of an outline: how many untested commits it stands for (newest ``commit``,
+    oldest ``last``)."""
+    last: str = ""
 
 
 def nodes_of(graph: Mapping[str, Any]) -> list[Node]:
@@ -49,17 +57,25 @@ def nodes_of(graph: Mapping[str, Any]) -> list[Node]:
         if not isinstance(raw, Mapping):
             continue
         probability = raw.get("probability")
+        gap = raw.get("gap")
         out.append(
             Node(
                 key=str(raw.get("id", "")),
                 tree=str(raw.get("tree") or ""),
-                commit=str(raw.get("commit") or ""),
+                commit=str(raw.get("first" if gap else "commit") or ""),
                 subject=str(raw.get("subject") or ""),
                 outcomes=tuple(str(o) for o in raw.get("outcomes") or ()),
                 probability=float(probability) if isinstance(probability, int | float) else None,
+                gap=int(gap) if isinstance(gap, int) else 0,
+                last=str(raw.get("last") or ""),
             )
         )
     return out
+
+
+def outline_nodes(graph: Mapping[str, Any], culprit: str | None) -> list[Node]:
+    """The nodes of the graph's outline as the page draws it (see :func:`to_dot`)."""
+    return nodes_of(outline(graph, culprit, limit=PAGE_NODES))
 
 
 def dot_string(text: str) -> str:
@@ -82,6 +98,8 @@ def fill_for(outcomes: Sequence[str]) -> str:
 
 
 def _label(node: Node) -> str:
+    if node.gap:
+        return f"{node.gap} untested commits\n{node.commit[:12]} .. {node.last[:12]}"
     subject = node.subject if len(node.subject) <= 48 else node.subject[:47] + "…"
     runs = " ".join(node.outcomes) or "untested"
     probability = "" if node.probability is None else f"  p={node.probability:.3f}"
@@ -89,7 +107,9 @@ def _label(node: Node) -> str:
 
 
 def to_dot(graph: Mapping[str, Any], culprit: str | None) -> str:
-    """The DOT text of the graph; ``culprit`` is the culprit's commit (full or prefix)."""
+    """The DOT text of the graph (an outline of it: see :func:`labgate.bisect.outline.outline`);
+    ``culprit`` is the culprit's commit (full or prefix)."""
+    graph = outline(graph, culprit, limit=PAGE_NODES)
     nodes = nodes_of(graph)[:MAX_NODES]
     ids = {n.key: f"n{i}" for i, n in enumerate(nodes)}
     lines = [
@@ -101,6 +121,8 @@ def to_dot(graph: Mapping[str, Any], culprit: str | None) -> str:
     for node in nodes:
         attrs = ["label=" + _multiline(_label(node))]
         attrs.append(f'fillcolor="{fill_for(node.outcomes)}"')
+        if node.gap:
+            attrs += ['style="rounded,dashed"', 'fontcolor="#666666"']
         attrs.append(f"tooltip={dot_string(node.tree + ' ' + node.commit + ': ' + node.subject)}")
         if culprit and node.commit and node.commit.startswith(culprit[:40]):
             attrs += ["penwidth=3", 'color="#b00000"', "peripheries=2"]

@@ -545,11 +545,14 @@ def bisection_page(web: Web, request: Request) -> Response:
     candidates = sorted(
         (n for n in nodes if n.probability), key=lambda n: n.probability or 0.0, reverse=True
     )
+    # without Graphviz, the same outline as a list, newest first
+    listed = [] if svg else graph.outline_nodes(record.graph, record.culprit_commit)
     return web.render(
         request,
         "bisection.html",
-        {"b": record, "svg": svg, "graph_error": error, "candidates": candidates[:30]},
-    )
+        {"b": record, "svg": svg, "graph_error": error, "candidates": candidates[:30],
+         "outline": listed},
+    )  # fmt: skip
 
 
 # --- trends --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ shown, every untested stretch one gap, on linear histories and histories with me
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -43,7 +44,7 @@ def test_five_thousand_commits_outline_to_the_tested_ones_and_the_culprits_neigh
     assert len(shown) + sum(g["gap"] for g in gaps) == 5000
     # still a path, newest first: each node's one edge leads to the next
     order = [n["id"] for n in out["nodes"]]
-    path = {(a, b) for a, b in zip(order, order[1:], strict=False)}
+    path = set(itertools.pairwise(order))
     assert {(a, b) for a, b in out["edges"]} == path and len(out["edges"]) == len(path)
     for gap in gaps:  # a gap names its newest and oldest commit
         assert gap["first"] > gap["last"]

@@ -9,7 +9,7 @@ name does not tell it) and a fix. :class:`ConfigError` carries them; no tracebac
 
 Templates: every string of a ``[[job]]`` may use ``{var}`` (a matrix var or a runvar); ``{{`` and
 ``}}`` are literal braces; ``$`` followed by ``{`` is a *shell* expansion (``${HOME}``), copied as
-is, never a labgate var. The full rules are in :mod:`labgate.plan`.
+is, never a labgate var. The full rules are in :mod:`labgate.matrix`.
 
 Defaults decided here:
 
@@ -50,6 +50,17 @@ from pydantic import (
 )
 
 from labgate.mail import MailConfig
+from labgate.matrix import (
+    MAX_JOBS,
+    VAR_NAME,
+    JobTemplate,
+    StepTemplate,
+    Template,
+    TemplateError,
+    job_count,
+)
+from labgate.matrix import expand_jobs as _expand_jobs
+from labgate.matrix import parse_template as _parse_template
 from labgate.model import (
     AllowedFailure,
     BranchSpec,
@@ -61,17 +72,6 @@ from labgate.model import (
     ReviewSpec,
     TreeSpec,
 )
-from labgate.plan import (
-    MAX_JOBS,
-    VAR_NAME,
-    JobTemplate,
-    StepTemplate,
-    Template,
-    TemplateError,
-    job_count,
-)
-from labgate.plan import expand_jobs as _expand_jobs
-from labgate.plan import parse_template as _parse_template
 from labgate.rawconfig import (
     HOST_MODELS,
     NAME,

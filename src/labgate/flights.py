@@ -80,7 +80,7 @@ class Flights:
         self._running: dict[asyncio.Task[Outcome], Claim] = {}
         self._settling: set[asyncio.Task[None]] = set()
         self._cancelled: set[int] = set()  # awaited flights cancelled, their jobs still ending
-        self._plans: dict[int, dict[int, tuple[frozenset[str], tuple[str, ...]]]] = {}
+        self._needs: dict[int, dict[int, tuple[frozenset[str], tuple[str, ...]]]] = {}
         # per flight, its jobs that finished (an outcome a job keeps: read once)
         self._ended: dict[int, dict[int, JobState]] = {}
         self._next_cancel_check = 0.0
@@ -343,13 +343,13 @@ class Flights:
         states = self._job_states(ids)
         still = False
         for flight_id, jobs in states.items():
-            plans = self._plans[flight_id]
+            needs = self._needs[flight_id]
             outcome = {j.name: j.outcome for j in jobs}
             stuck = []
             for j in jobs:
                 if outcome[j.name] is not Outcome.QUEUED:
                     continue
-                depends = plans[j.id][1]
+                depends = needs[j.id][1]
                 why = blocked_reason(depends, outcome)
                 if why is not None:
                     self.store.block_job(j.id, why)
@@ -362,7 +362,7 @@ class Flights:
                 # only a job that ran before can have lost a host under it
                 lost = self.store.lost_hosts([j.id for j in stuck if j.attempt > 0])
                 for j in stuck:
-                    requires = plans[j.id][0]
+                    requires = needs[j.id][0]
                     reason = _no_host_reason(self.lab.hosts, requires, away, lost.get(j.id, set()))
                     if reason is not None:
                         self.store.finish_job(j.id, Outcome.BROKEN, reason)
@@ -388,19 +388,20 @@ class Flights:
         return still
 
     def _job_states(self, ids: Sequence[int]) -> dict[int, list[JobState]]:
-        """Where the jobs of these flights stand, in plan order; their plans (requires,
-        depends) are read once per flight into ``_plans``, and a job that finished is not read
-        again (asked after every job, a flight's finished jobs would make it quadratic)."""
-        unknown = [i for i in ids if i not in self._plans]
+        """Where the jobs of these flights stand, in plan order. What each needs (the host
+        flags it requires, the jobs it depends on) is read once per flight into ``_needs``, and
+        a job that finished is not read again (asked after every job, a flight's finished jobs
+        would make it quadratic)."""
+        unknown = [i for i in ids if i not in self._needs]
         states = self.store.job_states(unknown) if unknown else {}
         for flight_id, jobs in states.items():
-            self._plans[flight_id] = {j.id: (j.requires, j.depends) for j in jobs}
+            self._needs[flight_id] = {j.id: (j.requires, j.depends) for j in jobs}
             self._ended[flight_id] = {j.id: j for j in jobs if j.outcome.finished}
         known = [i for i in ids if i not in states]
         if not known:
             return states
         ended = [job_id for i in known for job_id in self._ended[i]]
-        for flight_id, jobs in self.store.job_states(known, plans=False, but=ended).items():
+        for flight_id, jobs in self.store.job_states(known, needs=False, but=ended).items():
             done = self._ended[flight_id]
             done.update((j.id, j) for j in jobs if j.outcome.finished)
             live = [j for j in jobs if not j.outcome.finished]
@@ -426,7 +427,7 @@ class Flights:
             self._started.add(flight_id)
 
     def _forget(self, flight_id: int) -> None:
-        self._plans.pop(flight_id, None)
+        self._needs.pop(flight_id, None)
         self._ended.pop(flight_id, None)
         self._flights.pop(flight_id, None)
         self._jobs.pop(flight_id, None)

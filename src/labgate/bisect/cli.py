@@ -143,7 +143,7 @@ def bisect_group() -> None:
     help="Print the result as JSON on stdout, or write it to PATH ('-': stdout).",
 )
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run_command(
+def bisect_run_command(
     good: tuple[str, ...],
     bad: str | None,
     jobs: int,

@@ -105,17 +105,17 @@ class PoolTables(Tables):
             return list(rows.scalars())
 
     def job_states(
-        self, flight_ids: Sequence[int], *, plans: bool = True, but: Sequence[int] = ()
+        self, flight_ids: Sequence[int], *, needs: bool = True, but: Sequence[int] = ()
     ) -> dict[int, list[JobState]]:
         """Where each job of these flights stands (but the jobs ``but`` names), without steps:
         what moving a flight along needs (cheap enough to ask after every job). Without
-        ``plans``, ``requires`` and ``depends`` are left empty (a caller that has them
+        ``needs``, ``requires`` and ``depends`` are left empty (a caller that has them
         already)."""
         out: dict[int, list[JobState]] = {i: [] for i in flight_ids}
         if not flight_ids:
             return out
         columns = [t.job.c.id, t.job.c.flight_id, t.job.c.name, t.job.c.outcome, t.job.c.attempt]
-        if plans:
+        if needs:
             columns += [t.job.c.requires, t.job.c.depends]
         with self.reader.connect() as conn:
             rows = conn.execute(
@@ -129,8 +129,8 @@ class PoolTables(Tables):
                         r.id,
                         r.name,
                         Outcome(r.outcome),
-                        frozenset(json.loads(r.requires)) if plans else frozenset(),
-                        tuple(json.loads(r.depends)) if plans else (),
+                        frozenset(json.loads(r.requires)) if needs else frozenset(),
+                        tuple(json.loads(r.depends)) if needs else (),
                         r.attempt,
                     )
                 )

@@ -66,7 +66,7 @@ FLIGHTS_PER_QUERY = 16
 CANDIDATES = 4  # queued jobs looked at per claim, in batches
 SAMPLE_HOSTS = 64
 PREFERENCE_TTL_S = 60.0
-PLAN_CACHE = 100_000  # jobs whose plan a controller keeps in memory before it starts afresh
+NEEDS_CACHE = 100_000  # jobs whose needs a controller keeps in memory before it starts afresh
 LIVE = (str(Outcome.PREPARING), str(Outcome.RUNNING))
 SUCCEEDED = (str(Outcome.PASS), str(Outcome.SKIP))
 
@@ -109,9 +109,9 @@ class Allocator:
         # jobs this controller gave a host, per (blessing rank, branch): the round robin's memory
         self._served: Counter[tuple[int, str]] = Counter()
         self._group_of: dict[int, tuple[int, str]] = {}
-        # what does not change while a job waits, read once per job and flight: its plan
-        # (depends, requires, exclusive) and the host it prefers; a flight's hosts to avoid
-        self._plans: dict[int, tuple[tuple[str, ...], frozenset[str], bool, str | None]] = {}
+        # what does not change while a job waits, read once per job and flight: what it
+        # needs (depends, requires, exclusive) and the host it prefers; a flight's hosts to avoid
+        self._needs: dict[int, tuple[tuple[str, ...], frozenset[str], bool, str | None]] = {}
         self._avoids: dict[int, dict[str, str]] = {}
         self._flights: dict[int, tuple[str, bool]] = {}  # flight → (branch, is a bisection)
         # (branch, job name) → (read again after, host that ran it last, host it last failed on)
@@ -288,22 +288,22 @@ class Allocator:
     ) -> list[tuple[ReadyJob, str | None]]:
         """The jobs whose dependencies passed, each with the host it prefers (see
         :meth:`_preferred_hosts`) and the hosts it avoids (lost under it before)."""
-        if len(self._plans) > PLAN_CACHE:
-            self._plans.clear()
+        if len(self._needs) > NEEDS_CACHE:
+            self._needs.clear()
             self._avoids.clear()
             self._flights.clear()
-        new = [j for j in jobs if j["id"] not in self._plans]
+        new = [j for j in jobs if j["id"] not in self._needs]
         if new:
             preferred = self._preferred_hosts(conn, new)
             for j in new:
-                self._plans[j["id"]] = (
+                self._needs[j["id"]] = (
                     tuple(json.loads(j["depends"])),
                     frozenset(json.loads(j["requires"])),
                     bool(j["exclusive"]),
                     preferred.get(j["id"]),
                 )
         flights = {j["flight_id"] for j in jobs}
-        wanted = {d for j in jobs for d in self._plans[j["id"]][0]}
+        wanted = {d for j in jobs for d in self._needs[j["id"]][0]}
         passed: set[tuple[int, str]] = set()
         if wanted:
             rows = conn.execute(
@@ -318,7 +318,7 @@ class Allocator:
         lost = lost_hosts_on(conn, retried) if retried else {}
         out = []
         for j in jobs:
-            depends, requires, exclusive, preferred_host = self._plans[j["id"]]
+            depends, requires, exclusive, preferred_host = self._needs[j["id"]]
             if all((j["flight_id"], d) in passed for d in depends):
                 key = f"{j['flight_id']}/{j['name']}"
                 job = ReadyJob(j["id"], key, requires, exclusive, frozenset(lost.get(j["id"], ())))

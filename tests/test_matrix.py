@@ -1,4 +1,4 @@
-"""Templates and matrix expansion (labgate.plan): pure functions, so many cases and properties."""
+"""Templates and matrix expansion (labgate.matrix): pure functions, so many cases and properties."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from labgate.model import StepSpec
-from labgate.plan import (
+from labgate.matrix import (
     JobTemplate,
     StepTemplate,
     TemplateError,
@@ -20,6 +19,7 @@ from labgate.plan import (
     job_count,
     parse_template,
 )
+from labgate.model import StepSpec
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 
 import pytest
 
-from labgate.bisect.engine import Observation, Outcome, Search, TreeRange
+from labgate.bisect.engine import Answer, Observation, Search, TreeRange
 from labgate.bisect.loop import NO_ANSWER_LIMIT, LoopResult, LoopState, drive
 
 
@@ -35,7 +35,7 @@ def deterministic() -> Search:
 def test_finds_the_culprit_counting_runs_and_rounds() -> None:
     tested: list[int] = []
 
-    async def test(point: Mapping[str, str]) -> Outcome:
+    async def test(point: Mapping[str, str]) -> Answer:
         tested.append(index(point))
         await asyncio.sleep(0)
         return "bad" if index(point) >= 40 else "good"
@@ -50,7 +50,7 @@ def test_finds_the_culprit_counting_runs_and_rounds() -> None:
 def test_an_unanswered_point_is_retried_then_recorded_as_skip() -> None:
     asked: Counter[int] = Counter()
 
-    async def test(point: Mapping[str, str]) -> Outcome | None:
+    async def test(point: Mapping[str, str]) -> Answer | None:
         asked[index(point)] += 1
         if index(point) == 20:
             return None  # the lab could not answer there, every time
@@ -74,14 +74,14 @@ def test_known_answers_are_used_instead_of_tests() -> None:
     given: set[int] = set()
     tested: list[int] = []
 
-    def known(point: Mapping[str, str]) -> Sequence[Outcome]:
+    def known(point: Mapping[str, str]) -> Sequence[Answer]:
         i = index(point)
         if i in stored and i not in given:
             given.add(i)
             return [stored[i]]  # type: ignore[list-item]
         return []
 
-    async def test(point: Mapping[str, str]) -> Outcome:
+    async def test(point: Mapping[str, str]) -> Answer:
         tested.append(index(point))
         return "bad" if index(point) >= 40 else "good"
 
@@ -99,7 +99,7 @@ def test_a_culprit_cancels_the_tests_still_running() -> None:
     first = sorted(index(p) for p in search.decide(seen, k=4).tests)
     assert len(first) == 4
 
-    async def test(point: Mapping[str, str]) -> Outcome:
+    async def test(point: Mapping[str, str]) -> Answer:
         if index(point) in first[1:]:  # the first batch but its lowest never finishes alone
             try:
                 await asyncio.Event().wait()
@@ -117,7 +117,7 @@ def test_a_culprit_cancels_the_tests_still_running() -> None:
 def test_an_error_in_a_test_cancels_the_others_and_propagates() -> None:
     cancelled: list[int] = []
 
-    async def test(point: Mapping[str, str]) -> Outcome:
+    async def test(point: Mapping[str, str]) -> Answer:
         if index(point) == min(waiting):
             raise RuntimeError("the tester broke")
         try:
@@ -140,7 +140,7 @@ def test_undecided_waits_for_the_tests_still_running() -> None:
     release = asyncio.Event()
     states: list[LoopState] = []
 
-    async def test(point: Mapping[str, str]) -> Outcome:
+    async def test(point: Mapping[str, str]) -> Answer:
         if index(point) != 64:
             await release.wait()
         return "good"

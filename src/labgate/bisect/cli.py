@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from labgate.bisect.engine import BisectError, Decision, Knowledge, Outcome, Search
+from labgate.bisect.engine import Answer, BisectError, Decision, Knowledge, Search
 from labgate.bisect.gitgraph import GitError, commit_info, read_range, toplevel
 from labgate.bisect.run import (
     TREE,
@@ -245,7 +245,7 @@ def _usage(err: Console, message: str) -> NoReturn:
 
 def _load_earlier(
     path: Path | None, in_range: Mapping[str, object], err: Console
-) -> list[tuple[str, Outcome]]:
+) -> list[tuple[str, Answer]]:
     """Earlier observations of commits in the range (others belong to another search)."""
     if path is None:
         return []
@@ -261,13 +261,13 @@ def _run(
     search: Search,
     command: Sequence[str],
     jobs: int,
-    earlier: Sequence[tuple[str, Outcome]],
+    earlier: Sequence[tuple[str, Answer]],
     observations_path: Path | None,
     err: Console,
     verbose: bool,
     options: Mapping[str, Any],
 ) -> Result:
-    def record(commit: str, outcome: Outcome) -> None:
+    def record(commit: str, outcome: Answer) -> None:
         if observations_path is not None:
             append_observation(observations_path, commit, outcome)
 
@@ -325,7 +325,7 @@ def _progress_display(err: Console) -> Iterator[tuple[Any, Any]]:
         yield show, printer(live.console)
 
 
-def _run_line(execution: Execution, outcome: Outcome) -> str:
+def _run_line(execution: Execution, outcome: Answer) -> str:
     how = (
         f"timed out after {execution.seconds:.0f} s"
         if execution.timed_out
@@ -334,7 +334,7 @@ def _run_line(execution: Execution, outcome: Outcome) -> str:
     return f"{outcome:4} {execution.commit[:12]} ({how}, {execution.seconds:.1f} s)"
 
 
-def _print_tail(console: Console, execution: Execution, outcome: Outcome) -> None:
+def _print_tail(console: Console, execution: Execution, outcome: Answer) -> None:
     """The end of a failing (or timed-out) run's output and where the rest is."""
     if outcome != "bad" and not execution.timed_out:
         return

@@ -63,18 +63,20 @@ from labgate.bisect.posterior import (
 )
 
 __all__ = [
+    "Answer",
     "BisectError",
     "Culprit",
     "Decision",
     "Knowledge",
     "Observation",
-    "Outcome",
     "Search",
     "TestPoint",
     "TreeRange",
 ]
 
-Outcome = Literal["good", "bad", "skip"]
+Answer = Literal["good", "bad", "skip"]
+"""What one run of the test says of a point: git bisect's good, bad and skip (a run's outcome in
+the lab is :class:`labgate.model.Outcome`; an answer is what the search reads from it)."""
 
 DEFAULT_MAX_EXECUTIONS = 2000  # an intermittent regression of a flaky test (q = 0.5, p = 0.2)
 # takes about 250 runs on 1,000 commits, 700 in one search of a hundred: this lets those finish
@@ -91,7 +93,7 @@ class Observation:
     """One run of the test at a revision tuple (tree -> commit) and what it gave."""
 
     point: Mapping[str, str]
-    outcome: Outcome
+    outcome: Answer
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labgate.bisect.engine import (
+    Answer,
     BisectError,
     Decision,
     Observation,
-    Outcome,
     Search,
     TreeRange,
 )
@@ -31,8 +31,7 @@ from labgate.config import Lab
 from labgate.evidence import EVIDENCE, branch_evidence
 from labgate.flights import Flights
 from labgate.git import GitError, Mirrors, subjects
-from labgate.model import Blessing, FlightResult
-from labgate.model import Outcome as StepOutcome
+from labgate.model import Blessing, FlightResult, Outcome
 from labgate.report import BisectionSummary
 from labgate.store import Store
 from labgate.verdict import Classification, flake_counts
@@ -103,7 +102,7 @@ class BisectionResult:
 
 def item_outcome(
     flight: FlightResult, job: str, step: str | None, testcase: str | None
-) -> Outcome | None:
+) -> Answer | None:
     """How a (bisect) flight answers "does the regression show?": ``bad`` when the item fails,
     ``good`` when it passes, ``skip`` when it could not be tested at this revision (a dependency or
     an earlier step failed: git bisect's 125), None when the lab failed (broken: run it again)."""
@@ -117,18 +116,18 @@ def item_outcome(
     if not steps:
         return "skip"
     s = steps[0]
-    if testcase is None or s.outcome not in (StepOutcome.PASS, StepOutcome.FAIL):
+    if testcase is None or s.outcome not in (Outcome.PASS, Outcome.FAIL):
         return _answer(s.outcome)
     cases = [c for c in s.testcases if c.name == testcase]
     return _answer(cases[0].outcome) if cases else "skip"
 
 
-def _answer(outcome: StepOutcome) -> Outcome | None:
-    if outcome is StepOutcome.PASS:
+def _answer(outcome: Outcome) -> Answer | None:
+    if outcome is Outcome.PASS:
         return "good"
-    if outcome is StepOutcome.FAIL:
+    if outcome is Outcome.FAIL:
         return "bad"
-    if outcome in (StepOutcome.SKIP, StepOutcome.BLOCKED):
+    if outcome in (Outcome.SKIP, Outcome.BLOCKED):
         return "skip"
     return None  # broken, cancelled, unfinished: the lab did not answer
 
@@ -234,14 +233,14 @@ class _Search:
     def full(self, point: Mapping[str, str]) -> dict[str, str]:
         return {**self.flight.revisions, **point}
 
-    def answer(self, flight: FlightResult) -> Outcome | None:
+    def answer(self, flight: FlightResult) -> Answer | None:
         """The flight's answer for the regressed item, once per flight (None: no answer)."""
         if flight.id in self.used:
             return None
         self.used.add(flight.id)
         return item_outcome(flight, self.item.job, self.item.step, self.item.testcase)
 
-    def stored_answer(self, stored: FlightResult) -> Outcome | None:
+    def stored_answer(self, stored: FlightResult) -> Answer | None:
         """The answer of a stored flight of the branch's evidence that ran the job, once (a bisect
         flight it answers from counts among the bisection's flights)."""
         if stored.id in self.used or stored.blessing not in EVIDENCE:
@@ -254,7 +253,7 @@ class _Search:
             self.flights.append(stored.id)
         return answer
 
-    def known(self, point: Mapping[str, str]) -> list[Outcome]:
+    def known(self, point: Mapping[str, str]) -> list[Answer]:
         """Every stored answer at this tuple not used yet (the loop uses them, not a test)."""
         found = self.lab_bisection.store.flights_at(self.branch, self.full(point))
         return [a for stored in found if (a := self.stored_answer(stored)) is not None]
@@ -277,7 +276,7 @@ class _Search:
                 out.append(Observation(point, answer))
         return out
 
-    async def test(self, point: Mapping[str, str]) -> Outcome | None:
+    async def test(self, point: Mapping[str, str]) -> Answer | None:
         """A bisect flight of the job (and what it depends on) at this point; None when the lab
         did not answer (broken: the loop tries again, then takes it as skip)."""
         owner = self.lab_bisection

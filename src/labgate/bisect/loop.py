@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from labgate.bisect.engine import Decision, Observation, Outcome, Search
+from labgate.bisect.engine import Answer, Decision, Observation, Search
 
 __all__ = ["LoopResult", "LoopState", "drive"]
 
@@ -53,10 +53,10 @@ class LoopResult:
 async def drive(
     search: Search,
     observations: Sequence[Observation],
-    test: Callable[[Point], Awaitable[Outcome | None]],
+    test: Callable[[Point], Awaitable[Answer | None]],
     *,
     k: int = 1,
-    known: Callable[[Point], Sequence[Outcome]] | None = None,
+    known: Callable[[Point], Sequence[Answer]] | None = None,
     on_round: Callable[[LoopState], None] | None = None,
 ) -> LoopResult:
     """Run the search to its end and return the last decision with the run and round counts.
@@ -80,7 +80,7 @@ async def drive(
     search only when nothing is running.
     """
     observed = list(observations)
-    running: dict[asyncio.Task[Outcome | None], tuple[Point, int]] = {}
+    running: dict[asyncio.Task[Answer | None], tuple[Point, int]] = {}
     no_answer: dict[tuple[tuple[str, str], ...], int] = {}
     runs = rounds = 0
 

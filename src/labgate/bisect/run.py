@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Literal
 
-from labgate.bisect.engine import BisectError, Decision, Observation, Outcome, Search
+from labgate.bisect.engine import Answer, BisectError, Decision, Observation, Search
 from labgate.bisect.loop import LoopState, drive
 from labgate.git import git, run_git
 
@@ -42,7 +42,7 @@ CLEANUP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LOG_DIR_NAME = "labgate-bisect"  # under the repository's git directory
 
 
-def outcome_of_status(status: int) -> Outcome | None:
+def outcome_of_status(status: int) -> Answer | None:
     """Map a test command's exit status to an outcome as ``git bisect run`` does: 0 good,
     125 skip, 1-127 bad; None (abort the search) for 128 or more and for death by a signal."""
     if status == 0:
@@ -72,11 +72,11 @@ class CommandNotStarted(BisectError):
 
 
 # --- the observations file ------------------------------------------------------------------
-def load_observations(path: Path) -> list[tuple[str, Outcome]]:
+def load_observations(path: Path) -> list[tuple[str, Answer]]:
     """Read ``(commit, outcome)`` pairs from a JSON-lines file; a missing file is empty."""
     if not path.exists():
         return []
-    pairs: list[tuple[str, Outcome]] = []
+    pairs: list[tuple[str, Answer]] = []
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -95,7 +95,7 @@ def load_observations(path: Path) -> list[tuple[str, Outcome]]:
     return pairs
 
 
-def append_observation(path: Path, commit: str, outcome: Outcome) -> None:
+def append_observation(path: Path, commit: str, outcome: Answer) -> None:
     """Append one observation as a JSON line, flushed to disk before returning."""
     with path.open("a", encoding="utf-8") as out:
         out.write(json.dumps({"commit": commit, "outcome": outcome}) + "\n")
@@ -126,7 +126,7 @@ class Execution:
     output_tail: str
     log: Path
     timed_out: bool = False
-    outcome: Outcome | None = None  # what the run said, once mapped (None: it aborted)
+    outcome: Answer | None = None  # what the run said, once mapped (None: it aborted)
 
 
 class Workspace:
@@ -326,7 +326,7 @@ class Progress:
     runs: int
     running: tuple[str, ...]
     decision: Decision
-    last: tuple[Execution, Outcome] | None
+    last: tuple[Execution, Answer] | None
 
 
 @dataclass(frozen=True)
@@ -339,7 +339,7 @@ class Result:
     """
 
     decision: Decision
-    observations: tuple[tuple[str, Outcome], ...]
+    observations: tuple[tuple[str, Answer], ...]
     executions: tuple[Execution, ...]
     rounds: int
     resumed: int
@@ -358,8 +358,8 @@ def bisect_run(
     command: Sequence[str],
     *,
     jobs: int = 1,
-    earlier: Sequence[tuple[str, Outcome]] = (),
-    record: Callable[[str, Outcome], None] | None = None,
+    earlier: Sequence[tuple[str, Answer]] = (),
+    record: Callable[[str, Answer], None] | None = None,
     progress: Callable[[Progress], None] | None = None,
     env: Mapping[str, str] | None = None,
     log_dir: Path | None = None,
@@ -384,10 +384,10 @@ def bisect_run(
     )
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="labgate-bisect")
     executions: list[Execution] = []
-    finished: list[tuple[Execution, Outcome]] = []
+    finished: list[tuple[Execution, Answer]] = []
     state: list[LoopState] = []
 
-    async def test(point: Mapping[str, str]) -> Outcome:
+    async def test(point: Mapping[str, str]) -> Answer:
         commit = point[TREE]
         loop = asyncio.get_running_loop()
         execution = await loop.run_in_executor(pool, workspace.execute, commit)
@@ -450,7 +450,7 @@ def bisect_run(
     return result
 
 
-def _pairs(observations: Sequence[Observation]) -> list[tuple[str, Outcome]]:
+def _pairs(observations: Sequence[Observation]) -> list[tuple[str, Answer]]:
     return [(o.point[TREE], o.outcome) for o in observations]
 
 

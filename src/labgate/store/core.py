@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from labgate.model import HostSpec, Outcome
 from labgate.store.bisections import BisectionTables
 from labgate.store.branches import BranchTables
-from labgate.store.flights import FlightTables, finish_job_on, requeue_job_on
+from labgate.store.flights import FlightTables, set_job_and_steps
 from labgate.store.pool import PoolTables
 from labgate.store.values import StoreError, autocommit
 
@@ -184,21 +184,21 @@ class Store(FlightTables, BranchTables, BisectionTables, PoolTables):
     ) -> None:
         """Attempt ``attempt`` of a job the pool gave ``host`` ended, in one transaction: its
         outcome (only while that attempt is still the job's live one, see
-        :func:`~labgate.store.flights.finish_job_on`), then the slots it held given back, and
+        :meth:`finish_job`), then the slots it held given back, and
         (``in_history``) the job in the host's history (see ``HostRegistry.record_job``). With
         ``queue_again`` (why), a job whose host was lost is queued again for another host at
         once: nobody sees its lost attempt's outcome as the job's."""
         from labgate.store.slots import release_slots
 
         with self.engine.begin() as conn:
-            if finish_job_on(conn, job_id, outcome, reason, attempt=attempt):
+            if self.finish_job(job_id, outcome, reason, attempt=attempt, conn=conn):
                 release_slots(conn, job_id)
                 if queue_again is not None:
-                    requeue_job_on(conn, job_id, queue_again)
+                    set_job_and_steps(conn, job_id, Outcome.QUEUED, queue_again, finished=None)
             if in_history:
-                self.hosts.record_job_on(
-                    conn, host, job_id, attempt, outcome, reason,
-                    quarantine_after=quarantine_after, data=data,
+                self.hosts.record_job(
+                    host, job_id, attempt, outcome, reason,
+                    quarantine_after=quarantine_after, data=data, conn=conn,
                 )  # fmt: skip
 
     def slots(self, hosts: Sequence[HostSpec], owner: str, **options: Any) -> Allocator:

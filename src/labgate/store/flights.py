@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Select, Update, case, literal, select, update
@@ -270,25 +271,38 @@ class FlightTables(Tables):
         reason: str | None = None,
         *,
         attempt: int | None = None,
-    ) -> None:
-        """Set a job's final outcome and release its host allocation (see :func:`finish_job_on`;
-        a job that ran on a pool host ends with ``Store.end_job``)."""
-        with self.engine.begin() as conn:
-            finish_job_on(conn, job_id, outcome, reason, attempt=attempt)
+        conn: Connection | None = None,
+    ) -> bool:
+        """Set a job's final outcome and release its host allocation. With ``attempt``, only
+        while the job is still live at that attempt: a controller whose lease was taken away
+        does not overwrite the job's queued or newer attempt. Returns whether it did. In
+        ``conn``'s transaction when given (a job that ran on a pool host ends with
+        ``Store.end_job``), else in its own."""
+        if conn is None:
+            with self.engine.begin() as own:
+                return self.finish_job(job_id, outcome, reason, attempt=attempt, conn=own)
+        stamp = now()
+        where = [t.job.c.id == job_id]
+        if attempt is not None:
+            live = [str(Outcome.PREPARING), str(Outcome.RUNNING)]
+            where += [t.job.c.attempt == attempt, t.job.c.outcome.in_(live)]
+        done = conn.execute(
+            update(t.job).where(*where).values(outcome=str(outcome), reason=reason, finished=stamp)
+        )
+        if done.rowcount == 0:
+            return False
+        conn.execute(
+            update(t.allocation)
+            .where(t.allocation.c.job_id == job_id, t.allocation.c.released.is_(None))
+            .values(released=stamp)
+        )
+        return True
 
     def block_job(self, job_id: int, reason: str) -> None:
         """A job that will not run because a dependency did not pass: it and its steps are
         ``blocked``."""
-        stamp = now()
         with self.engine.begin() as conn:
-            conn.execute(
-                update(t.job)
-                .where(t.job.c.id == job_id)
-                .values(outcome=str(Outcome.BLOCKED), reason=reason, finished=stamp)
-            )
-            conn.execute(
-                update(t.step).where(t.step.c.job_id == job_id).values(outcome=str(Outcome.BLOCKED))
-            )
+            set_job_and_steps(conn, job_id, Outcome.BLOCKED, reason, finished=now())
 
     def start_step(self, step_id: int, log: str, *, job_running: int | None = None) -> None:
         """Mark a step running with its log path; ``job_running`` also marks its job running
@@ -463,48 +477,18 @@ class FlightTables(Tables):
         return flight_id in self.cancel_requests([flight_id])
 
 
-def finish_job_on(
-    conn: Connection,
-    job_id: int,
-    outcome: Outcome,
-    reason: str | None = None,
-    *,
-    attempt: int | None = None,
-) -> bool:
-    """Set a job's final outcome and release its host allocation, in the caller's transaction.
-    With ``attempt``, only while the job is still live at that attempt: a controller whose lease
-    was taken away does not overwrite the job's queued or newer attempt. Returns whether it
-    did."""
-    stamp = now()
-    where = [t.job.c.id == job_id]
-    if attempt is not None:
-        live = [str(Outcome.PREPARING), str(Outcome.RUNNING)]
-        where += [t.job.c.attempt == attempt, t.job.c.outcome.in_(live)]
-    done = conn.execute(
-        update(t.job).where(*where).values(outcome=str(outcome), reason=reason, finished=stamp)
-    )
-    if done.rowcount == 0:
-        return False
-    conn.execute(
-        update(t.allocation)
-        .where(t.allocation.c.job_id == job_id, t.allocation.c.released.is_(None))
-        .values(released=stamp)
-    )
-    return True
-
-
-def requeue_job_on(conn: Connection, job_id: int, reason: str) -> None:
-    """Queue a job again after its host was lost (its attempt stays counted, its steps are
-    queued again; the lost attempt is kept in the host's history and its logs), in the caller's
-    transaction."""
+def set_job_and_steps(
+    conn: Connection, job_id: int, outcome: Outcome, reason: str, *, finished: datetime | None
+) -> None:
+    """Give a job and all its steps ``outcome`` (``blocked``; ``queued`` again after its host was
+    lost: its attempt stays counted, the lost attempt is kept in the host's history and its
+    logs), in the caller's transaction."""
     conn.execute(
         update(t.job)
         .where(t.job.c.id == job_id)
-        .values(outcome=str(Outcome.QUEUED), reason=reason, finished=None)
+        .values(outcome=str(outcome), reason=reason, finished=finished)
     )
-    conn.execute(
-        update(t.step).where(t.step.c.job_id == job_id).values(outcome=str(Outcome.QUEUED))
-    )
+    conn.execute(update(t.step).where(t.step.c.job_id == job_id).values(outcome=str(outcome)))
 
 
 def start_jobs(conn: Connection, hosts: Mapping[int, str]) -> dict[int, int]:

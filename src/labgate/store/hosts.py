@@ -320,28 +320,17 @@ class HostRegistry:
         *,
         quarantine_after: int,
         data: Mapping[str, Any] | None = None,
+        conn: Connection | None = None,
     ) -> str | None:
         """A job ended on the host: its history row; a broken job adds to the host's broken
-        streak (anything else ends it). Returns the quarantine reason if this quarantined it."""
-        with self.engine.begin() as conn:
-            return self.record_job_on(
-                conn, host, job_id, attempt, outcome, reason,
-                quarantine_after=quarantine_after, data=data,
-            )  # fmt: skip
-
-    def record_job_on(
-        self,
-        conn: Connection,
-        host: str,
-        job_id: int,
-        attempt: int,
-        outcome: Outcome,
-        reason: str | None,
-        *,
-        quarantine_after: int,
-        data: Mapping[str, Any] | None = None,
-    ) -> str | None:
-        """:meth:`record_job` in the caller's transaction."""
+        streak (anything else ends it). Returns the quarantine reason if this quarantined it.
+        In ``conn``'s transaction when given, else in its own."""
+        if conn is None:
+            with self.engine.begin() as own:
+                return self.record_job(
+                    host, job_id, attempt, outcome, reason,
+                    quarantine_after=quarantine_after, data=data, conn=own,
+                )  # fmt: skip
         self._ensure(conn, host)
         add_event(
             conn,

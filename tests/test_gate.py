@@ -350,7 +350,7 @@ def test_cli_gate_once_json_and_exit_status(tmp_path: Path) -> None:
     hist = subprocess.run(
         labgate(lab_dir, "history", "xen-unstable", "test"), capture_output=True, text=True
     )
-    assert hist.returncode == 0 and "learned flake rate" in hist.stdout
+    assert hist.returncode == 0 and "flake rate (failures in runs" in hist.stdout
     bad = subprocess.run(labgate(lab_dir, "gate", "nope", "--once"), capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown branch 'nope'" in bad.stderr
 

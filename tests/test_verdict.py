@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from fnmatch import fnmatch
 from typing import Any
 
@@ -22,8 +23,10 @@ from labgate.model import (
     flight_outcome,
 )
 from labgate.verdict import (
+    FlakeRate,
     Kind,
     classify,
+    flake_evidence,
     flake_rate,
     flake_rates,
     history_rows,
@@ -356,15 +359,42 @@ def test_flake_rate_counts_failures_at_tuples_that_passed() -> None:
     ]
     assert flake_rate(history, "test", "run") == pytest.approx((1 + 1) / (3 + 20))
     assert flake_rate(history, "test") == pytest.approx((1 + 1) / (3 + 20))
-    assert step_flake_rates(history, "test") == {
-        "boot": pytest.approx(1 / 24),
-        "run": pytest.approx(2 / 23),
-    }
-    assert flake_rates(history, "test") == {
-        "": pytest.approx(2 / 23),
-        "boot": pytest.approx(1 / 24),
-        "run": pytest.approx(2 / 23),
-    }
+    # the evidence: 1 failure in the 3 runs at A and B (which passed it); boot never failed
+    assert step_flake_rates(history, "test") == {"boot": FlakeRate(0, 4), "run": FlakeRate(1, 3)}
+    rates = flake_rates(history, "test")
+    assert rates == {"": FlakeRate(1, 3), "boot": FlakeRate(0, 4), "run": FlakeRate(1, 3)}
+    assert rates["run"].estimate == pytest.approx(2 / 23)  # what the gate judges with
+    assert rates["boot"].estimate == pytest.approx(1 / 24)
+    assert str(rates["boot"]) == "0.0% (0 of 4 runs)"  # a deterministic step shows no 4%
+    assert str(rates["run"]) == "33.3% (1 of 3 runs)"
+
+
+def test_a_flake_rate_without_evidence_is_unknown() -> None:
+    history = [one_step(1, A, "fail"), one_step(2, B, "fail")]  # never passed anywhere
+    rate = flake_evidence(history, "test", "run")
+    assert not rate.known and str(rate).startswith("unknown")
+    assert rate.to_json() == {"flakes": 0, "runs": 0, "rate": None, "estimate": 0.05}
+    assert flake_evidence(history, "test", "no-such-step") == FlakeRate(0, 0)
+
+
+def test_a_changed_step_command_starts_a_new_history() -> None:
+    def ran(
+        flight_id: int, revisions: Mapping[str, str], outcome: str, command: str
+    ) -> FlightResult:
+        flight = one_step(flight_id, revisions, outcome)
+        job = flight.jobs[0]
+        steps = tuple(replace(st, command=command) if st.name == "run" else st for st in job.steps)
+        return replace(flight, jobs=(replace(job, steps=steps),))
+
+    old = [
+        ran(1, A, "fail", "make old"),
+        ran(2, A, "pass", "make old"),
+        ran(3, B, "pass", "make old"),
+    ]
+    assert flake_evidence(old, "test", "run") == FlakeRate(1, 3)
+    new = [*old, ran(4, C, "pass", "make -j4"), ran(5, C, "pass", "make -j4")]
+    assert flake_evidence(new, "test", "run") == FlakeRate(0, 2)  # the old command's runs are gone
+    assert flake_evidence(new, "test", "boot") == FlakeRate(0, 5)  # another step keeps its own
 
 
 def test_history_rows_newest_first_with_hosts_and_revisions() -> None:

@@ -407,9 +407,10 @@ def gate(lab_dir: Path, branch: str, once: bool, json_to: str | None) -> None:
 def history(
     lab_dir: Path, branch: str, job: str, step: str | None, limit: int, json_to: str | None
 ) -> None:
-    """A job's (or step's) outcomes across BRANCH's flights, with the learned flake rates."""
+    """A job's (or step's) outcomes across BRANCH's flights, with its flake rates and their
+    evidence."""
     from labgate.report import render_history
-    from labgate.verdict import flake_rate, history_rows, step_flake_rates
+    from labgate.verdict import flake_evidence, history_rows, step_flake_rates
 
     lab = open_lab(lab_dir)
     known_branch(lab, branch)
@@ -421,7 +422,7 @@ def history(
     if step is None:
         rates = step_flake_rates(flights, job)
     else:
-        rates = {step: flake_rate(flights, job, step)}
+        rates = {step: flake_evidence(flights, job, step)}
     if not json_on_stdout(json_to):
         click.echo(render_history(job, step, rows, rates), nl=False)
     emit_json(
@@ -429,7 +430,7 @@ def history(
             "branch": branch,
             "job": job,
             "step": step,
-            "flake_rates": rates,
+            "flake_rates": {name: rate.to_json() for name, rate in rates.items()},
             "flights": [
                 {
                     "flight": r.flight,

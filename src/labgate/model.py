@@ -202,6 +202,9 @@ class StepResult:
     started: str | None = None
     finished: str | None = None
     testcases: tuple[TestCaseResult, ...] = ()
+    command: str | None = None
+    """The command it ran (as planned), None when not read: a changed command starts a new
+    history for the step's flake rate."""
 
     def to_json(self) -> dict[str, Any]:
         return {

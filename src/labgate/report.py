@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labgate.model import FlightResult, Outcome
-from labgate.verdict import Classification, HistoryRow, Kind, Verdict
+from labgate.verdict import Classification, FlakeRate, HistoryRow, Kind, Verdict
 
 __all__ = [
     "BisectionSummary",
@@ -228,10 +228,10 @@ def render_history(
     job: str,
     step: str | None,
     rows: Sequence[HistoryRow],
-    rates: Mapping[str, float],
+    rates: Mapping[str, FlakeRate],
 ) -> str:
     """``labgate history``: one line per flight (newest first) with blessing, host, outcome and
-    revisions, then the learned flake rate of each step in ``rates``."""
+    revisions, then the flake rate of each step in ``rates`` with its evidence."""
     title = data(job) if step is None else f"{data(job)} {data(step)}"
     lines = [f"history of {title}", ""]
     if rows:
@@ -253,8 +253,8 @@ def render_history(
     if not rows:
         lines.append(" (no flight ran it)")
     if rates:
-        lines += ["", "learned flake rate:"]
-        lines += [f" {data(name):<30} {rate:.3f}" for name, rate in rates.items()]
+        lines += ["", "flake rate (failures in runs at revisions that passed it):"]
+        lines += [f" {data(name):<30} {rate}" for name, rate in rates.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -63,11 +63,12 @@ __all__ = [
     "FLAKE_PRIOR",
     "AllowedFailure",
     "Classification",
+    "FlakeRate",
     "HistoryRow",
     "Kind",
     "Verdict",
     "classify",
-    "flake_counts",
+    "flake_evidence",
     "flake_rate",
     "flake_rates",
     "history_rows",
@@ -224,30 +225,79 @@ def _tuple(flight: FlightResult) -> frozenset[tuple[str, str]]:
     return frozenset(flight.revisions.items())
 
 
+StepKey = tuple[str, str]  # (job, step)
+
+
 @dataclass
 class _Observed:
     flight: FlightResult
     tuple: frozenset[tuple[str, str]]
     index: dict[Key, Outcome]
+    commands: dict[StepKey, str | None]  # the command each step ran
 
 
 def _observe(flights: Iterable[FlightResult]) -> list[_Observed]:
     seen: dict[int, FlightResult] = {}
     for f in flights:
         seen.setdefault(f.id, f)
-    return [_Observed(f, _tuple(f), _index(f)) for f in sorted(seen.values(), key=lambda f: f.id)]
+    return [
+        _Observed(f, _tuple(f), _index(f), _commands(f))
+        for f in sorted(seen.values(), key=lambda f: f.id)
+    ]
+
+
+def _commands(flight: FlightResult) -> dict[StepKey, str | None]:
+    return {(j.name, s.name): s.command for j in flight.jobs for s in j.steps}
+
+
+@dataclass(frozen=True)
+class FlakeRate:
+    """An item's flake rate with its evidence: among its pass/fail runs at revision tuples that
+    passed it (``runs``), how many failed (``flakes``). A step's history starts again when its
+    command changes: runs of an older command do not count."""
+
+    flakes: int
+    runs: int
+
+    @property
+    def known(self) -> bool:
+        """Whether any run is evidence (with none, the rate is unknown, not the prior's 5%)."""
+        return self.runs > 0
+
+    @property
+    def estimate(self) -> float:
+        """The Beta-smoothed rate the gate judges with (see the module docstring): the prior's
+        mean, 0.05, without evidence."""
+        prior_flakes, prior_clean = FLAKE_PRIOR
+        return (self.flakes + prior_flakes) / (self.runs + prior_flakes + prior_clean)
+
+    def __str__(self) -> str:
+        if not self.known:
+            return "unknown (no run where it passes)"
+        return f"{self.flakes / self.runs:.1%} ({self.flakes} of {self.runs} runs)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "flakes": self.flakes,
+            "runs": self.runs,
+            "rate": round(self.flakes / self.runs, 6) if self.known else None,
+            "estimate": round(self.estimate, 6),
+        }
 
 
 def _rate(observed: Sequence[_Observed], key: Key) -> float:
-    flakes, runs = _counts(observed, key)
-    prior_flakes, prior_clean = FLAKE_PRIOR
-    return (flakes + prior_flakes) / (runs + prior_flakes + prior_clean)
+    return _evidence(observed, key).estimate
 
 
-def _counts(observed: Sequence[_Observed], key: Key) -> tuple[int, int]:
+def _evidence(observed: Sequence[_Observed], key: Key) -> FlakeRate:
+    job, step, _ = key
+    ran = [o.commands[(job, step)] for o in observed if step and (job, step) in o.commands]
+    command = ran[-1] if ran else None  # a step's runs count from its current command on
     by_tuple: dict[frozenset[tuple[str, str]], list[Outcome]] = {}
     for o in observed:
         outcome = o.index.get(key)
+        if step and command is not None and o.commands.get((job, step)) not in (command, None):
+            continue
         if outcome in (Outcome.PASS, Outcome.FAIL):
             by_tuple.setdefault(o.tuple, []).append(outcome)
     runs = flakes = 0
@@ -255,7 +305,7 @@ def _counts(observed: Sequence[_Observed], key: Key) -> tuple[int, int]:
         if Outcome.PASS in outcomes:
             runs += len(outcomes)
             flakes += outcomes.count(Outcome.FAIL)
-    return flakes, runs
+    return FlakeRate(flakes, runs)
 
 
 def flake_rate(
@@ -270,31 +320,31 @@ def flake_rate(
     return _rate(_observe(history), (job, step, testcase))
 
 
-def flake_counts(
+def flake_evidence(
     history: Sequence[FlightResult],
     job: str,
     step: str | None = None,
     testcase: str | None = None,
-) -> tuple[int, int]:
-    """The evidence behind :func:`flake_rate`, unsmoothed: (failures, runs) of the item at
-    revision tuples that passed it."""
-    return _counts(_observe(history), (job, step, testcase))
+) -> FlakeRate:
+    """The evidence behind :func:`flake_rate`: the item's runs at revision tuples that passed
+    it, and how many of them failed."""
+    return _evidence(_observe(history), (job, step, testcase))
 
 
-def flake_rates(history: Sequence[FlightResult], job: str) -> dict[str, float]:
-    """The learned flake rate of the job (key ``""``) and of each of its steps."""
-    return {"": flake_rate(history, job), **step_flake_rates(history, job)}
+def flake_rates(history: Sequence[FlightResult], job: str) -> dict[str, FlakeRate]:
+    """The flake rate of the job (key ``""``) and of each of its steps, with their evidence."""
+    return {"": flake_evidence(history, job), **step_flake_rates(history, job)}
 
 
-def step_flake_rates(history: Sequence[FlightResult], job: str) -> dict[str, float]:
-    """The learned flake rate of every step the job ever had in ``history``, in first-seen order."""
+def step_flake_rates(history: Sequence[FlightResult], job: str) -> dict[str, FlakeRate]:
+    """The flake rate of every step the job ever had in ``history``, in first-seen order."""
     observed = _observe(history)
     names: dict[str, None] = {}
     for o in observed:
         for key in o.index:
             if key[0] == job and key[1] is not None and key[2] is None:
                 names.setdefault(key[1], None)
-    return {name: _rate(observed, (job, name, None)) for name in names}
+    return {name: _evidence(observed, (job, name, None)) for name in names}
 
 
 def history_rows(

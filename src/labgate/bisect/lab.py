@@ -34,7 +34,7 @@ from labgate.git import GitError, Mirrors, subjects
 from labgate.model import Blessing, FlightResult, Outcome
 from labgate.report import BisectionSummary
 from labgate.store import Store
-from labgate.verdict import Classification, flake_counts
+from labgate.verdict import Classification, flake_evidence
 
 GRAPH_NODE_LIMIT = 400
 
@@ -184,7 +184,8 @@ class LabBisection:
         ``bisect_intermittent``, and the item's own history on the branch, which rules out the
         flake rates it contradicts (see :func:`history_noise_prior`)."""
         history = branch_evidence(self.store, branch)
-        flakes, runs = flake_counts(history, item.job, item.step, item.testcase)
+        evidence = flake_evidence(history, item.job, item.step, item.testcase)
+        flakes, runs = evidence.flakes, evidence.runs
         gate = self.lab.gate
         noise = history_noise_prior(flakes, runs, gate.bisect_flaky, gate.bisect_intermittent)
         rates = ", ".join(f"{p:g}" for p in sorted({h.p for h in noise}))

@@ -66,6 +66,7 @@ _STEP_COLUMNS = (
     t.step.c.reason,
     t.step.c.started,
     t.step.c.finished,
+    t.step.c.command,
 )
 
 

@@ -578,7 +578,8 @@ def _start_step(conn: Connection, step_id: int, log: str) -> None:
 
 
 def step_from_row(row: Any, cases: Sequence[TestCaseResult] = ()) -> StepResult:
-    """A stored step (a row of ``step``, its command not needed) with these test cases."""
+    """A stored step (a row of ``step``; its command when the row has it) with these test
+    cases."""
     return StepResult(
         id=row.id,
         name=row.name,
@@ -590,6 +591,7 @@ def step_from_row(row: Any, cases: Sequence[TestCaseResult] = ()) -> StepResult:
         started=iso(row.started),
         finished=iso(row.finished),
         testcases=tuple(cases),
+        command=row._mapping.get("command"),
     )
 
 

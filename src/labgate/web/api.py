@@ -54,7 +54,9 @@ def history(web: Web, request: Request) -> Response:
             "branch": branch,
             "job": job,
             "runs": [r.to_json() for r in runs],
-            "flake_rates": pages.runs_flake_rates(runs, job),
+            "flake_rates": {
+                name: rate.to_json() for name, rate in pages.runs_flake_rates(runs, job).items()
+            },
         }
     )
 
@@ -193,8 +195,12 @@ SCHEMAS: dict[str, Any] = {
             "runs": array(ref("JobRun")),
             "flake_rates": {
                 "type": ["object", "null"],
-                "additionalProperties": {"type": "number"},
-                "description": 'learned flake rate of the job (key "") and of each step',
+                "additionalProperties": obj(
+                    {"flakes": INT, "runs": INT, "rate": NF, "estimate": {"type": "number"}}
+                ),
+                "description": 'flake rate of the job (key "") and of each step, with its '
+                "evidence: failures among the runs at revisions that passed it (rate null: "
+                "unknown, no such run); estimate is the smoothed rate the gate judges with",
             },
         }
     ),

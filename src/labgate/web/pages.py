@@ -26,7 +26,7 @@ from labgate.git import GitError, Mirrors
 from labgate.model import Blessing, FlightResult, JobResult, Outcome, StepResult
 from labgate.store import Store
 from labgate.store import dashboard as queries
-from labgate.verdict import flake_rates
+from labgate.verdict import FlakeRate, flake_rates
 from labgate.web import graph, plots
 from labgate.web.auth import SESSION_COOKIE, Access, same_origin
 from labgate.web.logs import (
@@ -350,8 +350,9 @@ async def cancel_flight(web: Web, request: Request) -> Response:
     return RedirectResponse(f"/flights/{flight_id}", status_code=303)
 
 
-def runs_flake_rates(runs: Sequence[queries.JobRun], job: str) -> dict[str, float]:
-    """The learned flake rates of a job (key ``""``) and its steps over these runs of it."""
+def runs_flake_rates(runs: Sequence[queries.JobRun], job: str) -> dict[str, FlakeRate]:
+    """The flake rates of a job (key ``""``) and its steps over these runs of it, with their
+    evidence."""
     return flake_rates([replace(r.flight, jobs=(r.job,)) for r in runs], job)
 
 

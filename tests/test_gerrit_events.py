@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,7 @@ def test_patchset_created() -> None:
         branch="master",
         url="https://review.example.org/c/xen/+/1234",
         author="ann",
+        created=datetime.fromtimestamp(1700000100, UTC),
     )
 
 
@@ -256,9 +258,9 @@ def test_finding_a_run_in_the_change_messages() -> None:
 
 def test_reconcile_query_and_change_infos() -> None:
     request = open_changes_request(SPEC)
-    assert (
-        request.path
-        == "/a/changes/?q=status%3Aopen+project%3Axen+branch%3Amaster&o=CURRENT_REVISION"
+    assert request.path == (
+        "/a/changes/?q=status%3Aopen+project%3Axen+branch%3Amaster"
+        "&o=CURRENT_REVISION&o=DETAILED_LABELS&o=DETAILED_ACCOUNTS"
     )
     infos = [
         {
@@ -268,15 +270,40 @@ def test_reconcile_query_and_change_infos() -> None:
             "_number": 1234,
             "status": "NEW",
             "current_revision": REV,
-            "revisions": {REV: {"kind": "REWORK", "_number": 2, "ref": "refs/changes/34/1234/2"}},
+            "revisions": {
+                REV: {
+                    "kind": "REWORK",
+                    "_number": 2,
+                    "ref": "refs/changes/34/1234/2",
+                    "created": "2013-02-01 09:59:32.126000000",
+                }
+            },
+            "labels": {
+                "Verified": {
+                    "all": [
+                        {"value": -1, "_account_id": 1, "username": "other-ci"},
+                        {"value": 1, "_account_id": 2, "username": "labgate-ci"},  # ours
+                        {
+                            "value": 1,
+                            "_account_id": 3,
+                            "username": "third-ci",
+                        },  # not in ci_accounts
+                        {"value": 0, "_account_id": 4, "username": "other-ci"},
+                        {"_account_id": 5, "username": "other-ci"},  # a reviewer, no vote
+                    ],
+                    "values": {"-1": "Fails", " 0": "No score", "+1": "Verified"},
+                }
+            },
         }
     ]
-    [event] = open_changes(SPEC, infos)
+    [event] = open_changes(replace(SPEC, ci_accounts=("other-ci",)), infos)
     assert (event.change, event.patchset, event.ref, event.revision) == (
         "1234",
         "2",
         "refs/changes/34/1234/2",
         REV,
     )
+    assert event.votes == (OtherVote("other-ci", "Verified", -1),)
+    assert event.created == datetime(2013, 2, 1, 9, 59, 32, 126000, UTC)
     with pytest.raises(RestError, match="CURRENT_REVISION"):
         open_changes(SPEC, [{"_number": 1}])

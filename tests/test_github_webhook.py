@@ -485,7 +485,7 @@ def test_end_to_end_webhook_to_status(
     assert [s["state"] for s in github.statuses if s["sha"] == good][-1] == "success"
 
     listed = labgate(rl.path, "review", "discrepancies", "--json", env=env)
-    [found] = json.loads(listed.stdout)
+    [found] = json.loads(listed.stdout)["discrepancies"]
     assert (found["change"], found["labgate"], found["account"], found["value"]) == (
         "2",
         -1,

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
 from gerritdouble import GerritDouble
 from labgate.config import load_lab
@@ -28,6 +29,7 @@ from labgate.review.gerrit.connector import GerritError, ssh_target
 from labgate.review.gerrit.rest import TAG, Request, review_request
 from labgate.review.loop import ReviewLoop
 from labgate.store import Store
+from labgate.web import create_app
 from labs import labgate
 from reviewlab import ReviewLab, make_review_lab
 
@@ -289,3 +291,63 @@ def test_ssh_target() -> None:
     assert ssh_target(replace(spec, ssh="bot@[::1]:2222")) == ("bot", "::1", 2222)
     with pytest.raises(GerritError, match=r"is not \[user@\]host\[:port\]"):
         ssh_target(replace(spec, ssh="a b"))
+
+
+def test_ready_to_vote_figures_in_text_json_and_on_the_page(
+    gerrit_lab: tuple[ReviewLab, GerritDouble],
+) -> None:
+    rl, gerrit = gerrit_lab
+    agreed = gerrit.upload({"result": "pass\n"})
+    disputed = gerrit.upload({"result": "pass\n"})
+    broken = gerrit.upload({"result": "broken\n"})  # the lab fails it: 3 attempts (retries = 2)
+    gerrit.comment(agreed, "other-ci", "Build succeeded.", {"Verified": 1})
+    gerrit.comment(disputed, "other-ci", "Build failed.", {"Verified": -1})
+    gerrit.comment(disputed, "third-ci", "Build succeeded.", {"Verified": 1})  # not in ci_accounts
+    env = {**os.environ, PASSWORD_ENV: gerrit.password}
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            labgate(rl.path, "review", *args), env=env, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    ran = json.loads(command("run", "--once", "--json").stdout)
+    assert [(r["change"], r["vote"]) for r in ran] == [
+        (str(broken), 0),
+        (str(disputed), 1),
+        (str(agreed), 1),
+        (str(broken), 0),
+        (str(broken), 0),
+    ]
+    report = json.loads(command("discrepancies", "--json").stdout)
+    [target] = report["targets"]
+    figures = {k: target[k] for k in ("connector", "target", "patchsets", "compared", "agreed")}
+    assert figures == {
+        "connector": NAME,
+        "target": "master",
+        "patchsets": 3,
+        "compared": 2,
+        "agreed": 1,
+    }
+    assert (target["runs"], target["broken"], target["agreement"]) == (5, 3, 0.5)
+    p50, p95 = target["to_result_p50_s"], target["to_result_p95_s"]
+    assert 0 < p50 <= p95 < 600
+    [found] = report["discrepancies"]
+    assert (found["change"], found["account"], found["value"]) == (str(disputed), "other-ci", -1)
+
+    text = command("discrepancies").stdout
+    assert f"{NAME} -> master: last 3 patch sets: agreement with other CI 1 of 2 (50%); " in text
+    assert "broken runs 3 of 5 (60%); patch set to result p50 " in text
+    assert f"change {disputed} patch set 1 " in text and "other-ci Verified -1" in text
+    [only] = json.loads(command("discrepancies", "--last", "1", "--json").stdout)["targets"]
+    assert (only["patchsets"], only["compared"], only["agreed"], only["runs"]) == (1, 1, 1, 1)
+
+    with Store.open(rl.lab.database_url) as store:
+        client = TestClient(create_app(rl.lab, store), base_url="http://localhost")
+        page = client.get("/review")
+        assert page.status_code == 200
+        assert "1 of 2 (50%)" in page.text and "3 of 5 (60%)" in page.text
+        assert f">{disputed}<" in page.text and "other-ci" in page.text
+        assert client.get("/review?last=x").status_code == 400
+        client.close()

@@ -3,57 +3,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from labgate.config import ConfigError, Lab, parse_lab
+from labgate.config import ConfigError
+from test_config_review import GERRIT, GITHUB, parse
+from test_config_review import LAB as BASE
 
-LAB = """
-[lab]
-name = "xen-lab"
-
-[[tree]]
-name = "xen"
-url = "https://xenbits.example/xen.git"
-
-[[branch]]
-name = "xen-unstable"
-tree = "xen"
-
-[[host]]
-name = "h0"
-
-[[job]]
-name = "build"
-[[job.step]]
-name = "make"
-run = "make"
-
-[[review]]
-name = "xen-gerrit"
-driver = "gerrit"
-server = "https://review.example.org/"
-project = "xen"
-branch = "xen-unstable"
-user = "labgate-ci"
-password_env = "GERRIT_HTTP_PASSWORD"
-ssh = "review.example.org:29418"
-identity_file = "keys/gerrit_ed25519"
+KEYS = """identity_file = "keys/gerrit_ed25519"
 known_hosts_file = "/etc/labgate/known_hosts"
-
-[[review]]
-name = "xen-github"
-driver = "github"
-project = "xen-project/xen"
-branch = "xen-unstable"
-token_env = "GITHUB_TOKEN"
-secret_env = "GITHUB_WEBHOOK_SECRET"
 """
-
-
-def parse(text: str) -> Lab:
-    return parse_lab(text, file=Path("lab.toml"), lab_dir=Path("/srv/lab"))
+LAB = BASE + GERRIT + KEYS + GITHUB
 
 
 def test_ssh_key_files_are_resolved_against_the_lab_dir() -> None:

@@ -71,6 +71,21 @@ def password(monkeypatch: pytest.MonkeyPatch, gerrit_lab: tuple[ReviewLab, Gerri
     monkeypatch.setenv(PASSWORD_ENV, gerrit_lab[1].password)
 
 
+def spec_of(rl: ReviewLab) -> ReviewSpec:
+    return next(r for r in rl.lab.reviews if r.name == NAME)
+
+
+def review(rl: ReviewLab, gerrit: GerritDouble, *args: str) -> subprocess.CompletedProcess[str]:
+    """`labgate review ARGS` of the lab, with the Gerrit password in its environment; it must
+    succeed."""
+    env = {**os.environ, PASSWORD_ENV: gerrit.password}
+    done = subprocess.run(
+        labgate(rl.path, "review", *args), env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 async def queued(loop: ReviewLoop) -> None:
     """Until the loop's listener queued a run (the loop's own wake-up event, not a sleep)."""
     await asyncio.wait_for(loop.wake.wait(), 60)
@@ -89,7 +104,7 @@ def test_events_votes_recheck_and_a_cut_stream(
     gerrit_lab: tuple[ReviewLab, GerritDouble], caplog: pytest.LogCaptureFixture
 ) -> None:
     rl, gerrit = gerrit_lab
-    spec = next(r for r in rl.lab.reviews if r.name == NAME)
+    spec = spec_of(rl)
     caplog.set_level(logging.INFO, logger="labgate.review")
 
     async def scenario(store: Store) -> None:
@@ -183,16 +198,7 @@ def test_review_run_once_reconciles_and_votes(
     rl, gerrit = gerrit_lab
     good = gerrit.upload({"result": "pass\n"})
     gerrit.comment(good, "other-ci", "Build failed.", {"Verified": -1})
-    env = {**os.environ, PASSWORD_ENV: gerrit.password}
-    done = subprocess.run(
-        labgate(rl.path, "review", "run", "--once", "--json"),
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    [run] = json.loads(done.stdout)
+    [run] = json.loads(review(rl, gerrit, "run", "--once", "--json").stdout)
     assert (run["connector"], run["change"], run["state"], run["vote"]) == (
         NAME,
         str(good),
@@ -200,14 +206,7 @@ def test_review_run_once_reconciles_and_votes(
         1,
     )
     assert gerrit.votes(good) == {"other-ci": -1, gerrit.user: 1}
-    listed = subprocess.run(
-        labgate(rl.path, "review", "discrepancies", "--json"),
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert listed.returncode == 0, listed.stderr
+    listed = review(rl, gerrit, "discrepancies", "--json")
     [found] = json.loads(listed.stdout)["discrepancies"]
     assert (found["account"], found["value"], found["labgate"]) == ("other-ci", -1, 1)
 
@@ -216,7 +215,7 @@ def test_a_closed_change_ends_the_run_in_error(
     gerrit_lab: tuple[ReviewLab, GerritDouble],
 ) -> None:
     rl, gerrit = gerrit_lab
-    spec = next(r for r in rl.lab.reviews if r.name == NAME)
+    spec = spec_of(rl)
     change = gerrit.upload({"result": "pass\n"})
 
     async def scenario(store: Store) -> None:
@@ -243,7 +242,7 @@ def test_a_label_out_of_range_is_refused_by_name(
     gerrit_lab: tuple[ReviewLab, GerritDouble],
 ) -> None:
     rl, gerrit = gerrit_lab
-    spec = next(r for r in rl.lab.reviews if r.name == NAME)
+    spec = spec_of(rl)
     change = gerrit.upload({"result": "pass\n"})
     connector = GerritConnector(spec)
     [event] = asyncio.run(connector.reconcile())
@@ -270,7 +269,7 @@ def test_a_wrong_password_or_key_is_an_error_naming_it(
     gerrit_lab: tuple[ReviewLab, GerritDouble], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rl, _ = gerrit_lab
-    spec = next(r for r in rl.lab.reviews if r.name == NAME)
+    spec = spec_of(rl)
     monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
     with pytest.raises(GerritError, match="HTTP 401"):
         asyncio.run(GerritConnector(spec).reconcile())
@@ -303,16 +302,7 @@ def test_ready_to_vote_figures_in_text_json_and_on_the_page(
     gerrit.comment(agreed, "other-ci", "Build succeeded.", {"Verified": 1})
     gerrit.comment(disputed, "other-ci", "Build failed.", {"Verified": -1})
     gerrit.comment(disputed, "third-ci", "Build succeeded.", {"Verified": 1})  # not in ci_accounts
-    env = {**os.environ, PASSWORD_ENV: gerrit.password}
-
-    def command(*args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            labgate(rl.path, "review", *args), env=env, capture_output=True, text=True, check=False
-        )
-        assert done.returncode == 0, done.stderr
-        return done
-
-    ran = json.loads(command("run", "--once", "--json").stdout)
+    ran = json.loads(review(rl, gerrit, "run", "--once", "--json").stdout)
     assert [(r["change"], r["vote"]) for r in ran] == [
         (str(broken), 0),
         (str(disputed), 1),
@@ -320,7 +310,7 @@ def test_ready_to_vote_figures_in_text_json_and_on_the_page(
         (str(broken), 0),
         (str(broken), 0),
     ]
-    report = json.loads(command("discrepancies", "--json").stdout)
+    report = json.loads(review(rl, gerrit, "discrepancies", "--json").stdout)
     [target] = report["targets"]
     figures = {k: target[k] for k in ("connector", "target", "patchsets", "compared", "agreed")}
     assert figures == {
@@ -336,11 +326,13 @@ def test_ready_to_vote_figures_in_text_json_and_on_the_page(
     [found] = report["discrepancies"]
     assert (found["change"], found["account"], found["value"]) == (str(disputed), "other-ci", -1)
 
-    text = command("discrepancies").stdout
+    text = review(rl, gerrit, "discrepancies").stdout
     assert f"{NAME} -> master: last 3 patch sets: agreement with other CI 1 of 2 (50%); " in text
     assert "broken runs 3 of 5 (60%); patch set to result p50 " in text
     assert f"change {disputed} patch set 1 " in text and "other-ci Verified -1" in text
-    [only] = json.loads(command("discrepancies", "--last", "1", "--json").stdout)["targets"]
+    [only] = json.loads(review(rl, gerrit, "discrepancies", "--last", "1", "--json").stdout)[
+        "targets"
+    ]
     assert (only["patchsets"], only["compared"], only["agreed"], only["runs"]) == (1, 1, 1, 1)
 
     with Store.open(rl.lab.database_url) as store:

@@ -143,8 +143,9 @@ class GerritConnector:
         while True:
             try:
                 async for event in self._stream():
-                    wait = self.backoff[0]
-                    yield event
+                    wait = self.backoff[0]  # connected: the next loss starts over
+                    if event is not None:
+                        yield event
                 why = "the stream ended"
             except (OSError, asyncssh.Error, GerritError, Refused) as error:
                 why = str(error) or type(error).__name__
@@ -152,7 +153,8 @@ class GerritConnector:
             await asyncio.sleep(wait)
             wait = min(wait * 2, self.backoff[1])
 
-    async def _stream(self) -> AsyncIterator[ChangeEvent]:
+    async def _stream(self) -> AsyncIterator[ChangeEvent | None]:
+        """One connection's events, after None once the stream is open."""
         user, host, port = ssh_target(self.spec)
         options: dict[str, Any] = {}
         if self.spec.identity_file:
@@ -169,6 +171,7 @@ class GerritConnector:
         ) as conn:
             process = await conn.create_process(STREAM_COMMAND)
             log.info("%s: streaming events from %s@%s:%d", self.name, user, host, port)
+            yield None
             # the stream is open before the reconcile: nothing happens unseen in between
             for event in await self.reconcile():
                 yield event

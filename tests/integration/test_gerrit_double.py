@@ -343,3 +343,19 @@ def test_ready_to_vote_figures_in_text_json_and_on_the_page(
         assert f">{disputed}<" in page.text and "other-ci" in page.text
         assert client.get("/review?last=x").status_code == 400
         client.close()
+
+
+def test_an_unknown_server_key_is_an_error_naming_it(
+    gerrit_lab: tuple[ReviewLab, GerritDouble], tmp_path: Path
+) -> None:
+    rl, gerrit = gerrit_lab
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    connector = GerritConnector(replace(spec_of(rl), known_hosts_file=str(empty)))
+
+    async def first() -> object:
+        return await anext(aiter(connector._stream()))
+
+    with pytest.raises(GerritError, match=f"its SSH host key is not in {empty} "):
+        asyncio.run(first())
+    assert gerrit.streams_opened == 0

@@ -161,14 +161,21 @@ class GerritConnector:
             options["client_keys"] = [self.spec.identity_file]
         if self.spec.known_hosts_file:
             options["known_hosts"] = self.spec.known_hosts_file
-        async with asyncssh.connect(
-            host,
-            port,
-            username=user,
-            keepalive_interval=self.keepalive_s,
-            keepalive_count_max=3,
-            **options,
-        ) as conn:
+        try:
+            conn = await asyncssh.connect(
+                host,
+                port,
+                username=user,
+                keepalive_interval=self.keepalive_s,
+                keepalive_count_max=3,
+                **options,
+            )
+        except asyncssh.HostKeyNotVerifiable as error:
+            known = self.spec.known_hosts_file or "~/.ssh/known_hosts"
+            raise GerritError(
+                f"{host}:{port}: its SSH host key is not in {known} ({error.reason})"
+            ) from None
+        async with conn:
             process = await conn.create_process(STREAM_COMMAND)
             log.info("%s: streaming events from %s@%s:%d", self.name, user, host, port)
             yield None

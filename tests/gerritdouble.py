@@ -464,17 +464,27 @@ class GerritDouble:
                     return record
         return None
 
-    def _options(self, request: Request) -> set[str] | str:
-        options = set(request.query_params.getlist("o"))
-        unknown = options - OPTIONS
-        return f'"{sorted(unknown)[0]}" is not a valid value for "-o"' if unknown else options
-
-    async def query_changes(self, request: Request) -> Response:
+    def _refused(self, request: Request) -> Response | None:
+        """401 without the account's basic auth, 400 for an ``o=`` option Gerrit lacks."""
         if not self._authorized(request):
             return self._answer(request, "Unauthorized", 401)
-        options = self._options(request)
-        if isinstance(options, str):
-            return self._answer(request, options, 400)
+        unknown = set(request.query_params.getlist("o")) - OPTIONS
+        if unknown:
+            return self._answer(
+                request, f'"{sorted(unknown)[0]}" is not a valid value for "-o"', 400
+            )
+        return None
+
+    def _change(self, request: Request) -> Change | Response:
+        """The change the path names, or 404."""
+        record = self._find(request.path_params["change_id"])
+        if record is None:
+            return self._answer(request, f"Not found: {request.path_params['change_id']}", 404)
+        return record
+
+    async def query_changes(self, request: Request) -> Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
         query = request.query_params.get("q")
         if not query:
             return self._answer(request, "missing query field", 400)
@@ -484,6 +494,7 @@ class GerritDouble:
             if operator not in ("status", "project", "branch") or not operand:
                 return self._answer(request, f"Unsupported operator {term!r}", 400)
             terms[operator] = operand
+        options = set(request.query_params.getlist("o"))
         with self._lock:
             found = [
                 self._change_info(r, options)
@@ -495,32 +506,30 @@ class GerritDouble:
         return self._answer(request, found)
 
     async def get_change(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return self._answer(request, "Unauthorized", 401)
-        options = self._options(request)
-        if isinstance(options, str):
-            return self._answer(request, options, 400)
-        record = self._find(request.path_params["change_id"])
-        if record is None:
-            return self._answer(request, f"Not found: {request.path_params['change_id']}", 404)
+        if (refused := self._refused(request)) is not None:
+            return refused
+        record = self._change(request)
+        if isinstance(record, Response):
+            return record
         with self._lock:
-            return self._answer(request, self._change_info(record, options))
+            info = self._change_info(record, set(request.query_params.getlist("o")))
+        return self._answer(request, info)
 
     async def list_messages(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return self._answer(request, "Unauthorized", 401)
-        record = self._find(request.path_params["change_id"])
-        if record is None:
-            return self._answer(request, f"Not found: {request.path_params['change_id']}", 404)
+        if (refused := self._refused(request)) is not None:
+            return refused
+        record = self._change(request)
+        if isinstance(record, Response):
+            return record
         with self._lock:
             return self._answer(request, [_message_info(m) for m in record.messages])
 
     async def set_review(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return self._answer(request, "Unauthorized", 401)
-        record = self._find(request.path_params["change_id"])
-        if record is None:
-            return self._answer(request, f"Not found: {request.path_params['change_id']}", 404)
+        if (refused := self._refused(request)) is not None:
+            return refused
+        record = self._change(request)
+        if isinstance(record, Response):
+            return record
         revision = request.path_params["revision"]
         with self._lock:
             patch_set = next(
@@ -555,9 +564,8 @@ class GerritDouble:
         self.stream(event)
         return self._answer(request, {"labels": labels})
 
-    def _change_info(self, record: Change, options: set[str] | str) -> dict[str, Any]:
+    def _change_info(self, record: Change, options: set[str]) -> dict[str, Any]:
         """A ChangeInfo with the fields ``options`` (``o=``) ask for."""
-        assert isinstance(options, set)
         detailed = "DETAILED_ACCOUNTS" in options
 
         def info(username: str) -> dict[str, Any]:

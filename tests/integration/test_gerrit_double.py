@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -359,3 +360,31 @@ def test_an_unknown_server_key_is_an_error_naming_it(
     with pytest.raises(GerritError, match=f"its SSH host key is not in {empty} "):
         asyncio.run(first())
     assert gerrit.streams_opened == 0
+
+
+def test_the_double_answers_as_gerrit_documents(
+    gerrit_lab: tuple[ReviewLab, GerritDouble],
+) -> None:
+    _, gerrit = gerrit_lab
+    change = gerrit.upload({"result": "pass\n"})
+    auth = (gerrit.user, gerrit.password)
+    url = f"{gerrit.url}/a/changes/"
+    answer = httpx.get(url, params={"q": "status:open project:xen"}, auth=auth)
+    assert answer.status_code == 200 and answer.text.startswith(")]}'\n")
+    [info] = json.loads(answer.text.removeprefix(")]}'\n"))
+    assert info["_number"] == change and "revisions" not in info
+    assert httpx.get(url, params={"q": "status:open"}).status_code == 401
+    bogus = httpx.get(url, params={"q": "status:open", "o": "BOGUS"}, auth=auth)
+    assert (bogus.status_code, bogus.text) == (400, '"BOGUS" is not a valid value for "-o"\n')
+    review = f"{gerrit.url}/a/changes/xen~{change}/revisions/current/review"
+    not_json = httpx.post(review, content=b"{}", auth=auth, headers={"Content-Type": "text/plain"})
+    assert not_json.status_code == 400
+    assert httpx.get(f"{gerrit.url}/a/changes/xen~9/messages", auth=auth).status_code == 404
+    ref = f"refs/changes/{change % 100:02d}/{change}/1"
+    listed = subprocess.run(
+        ["git", "ls-remote", str(gerrit.repo.path), "refs/changes/*"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert listed.stdout.split() == [gerrit.repo.rev(ref), ref]

@@ -289,9 +289,11 @@ class GerritDouble:
         change: int | None = None,
         uploader: str = "ann",
         subject: str | None = None,
+        announce: bool = True,
     ) -> int:
         """A new change (or a new patch set of ``change``): a commit on the branch, at
-        ``refs/changes/XX/N/P`` in the repository; ``patchset-created`` is streamed."""
+        ``refs/changes/XX/N/P`` in the repository; ``patchset-created`` is streamed (unless not
+        ``announce``: an event Gerrit dropped)."""
         with self._lock:
             if change is None:
                 change = self._next
@@ -322,7 +324,8 @@ class GerritDouble:
                 "uploader": account(uploader),
                 "eventCreatedOn": int(time.time()),
             }
-        self.stream(event)
+        if announce:
+            self.stream(event)
         return change
 
     def comment(

@@ -193,6 +193,31 @@ def test_events_votes_recheck_and_a_cut_stream(
     assert waits[-1] == 0.05
 
 
+def test_dropped_output_makes_it_ask_for_the_open_changes(
+    gerrit_lab: tuple[ReviewLab, GerritDouble],
+) -> None:
+    rl, gerrit = gerrit_lab
+
+    async def scenario(store: Store) -> None:
+        connector = GerritConnector(spec_of(rl))
+        loop = ReviewLoop(rl.lab, store, {NAME: connector})
+        listening = asyncio.create_task(loop.listen(connector))
+        try:
+            await asyncio.to_thread(gerrit.wait, streams=1)
+            missed = gerrit.upload({"result": "pass\n"}, announce=False)
+            gerrit.stream({"type": "dropped-output"})
+            await queued(loop)
+            [run] = await loop.process_once()
+            assert (run.change, run.vote) == (str(missed), 1)
+        finally:
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+
+    with Store.open(rl.lab.database_url) as store:
+        asyncio.run(scenario(store))
+    assert [m for m, p, _ in gerrit.requests if p == "/a/changes/"] == ["GET", "GET"]
+
+
 def test_review_run_once_reconciles_and_votes(
     gerrit_lab: tuple[ReviewLab, GerritDouble],
 ) -> None:

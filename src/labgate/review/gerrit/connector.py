@@ -4,8 +4,9 @@ password from the environment).
 
 The stream is kept open for good: when it ends or the connection drops, the connector waits
 (1 s, doubling up to a minute; reset once a stream is open again) and reconnects; after every
-(re)connect it first asks the REST API for the open changes, so a patch set uploaded while it
-was away is queued (the queue drops the ones it already has: never tested twice).
+(re)connect, and when Gerrit says it dropped events (``dropped-output``), it asks the REST API
+for the open changes, so a patch set uploaded while it was away is queued (the queue drops the
+ones it already has: never tested twice).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import httpx
 
 from labgate.model import ReviewSpec
 from labgate.review.base import ChangeEvent, Refused, ReviewRun, Vote
-from labgate.review.gerrit.events import StreamError, parse_event
+from labgate.review.gerrit.events import StreamError, dropped_output, parse_event
 from labgate.review.gerrit.rest import (
     Request,
     RestError,
@@ -183,6 +184,11 @@ class GerritConnector:
             for event in await self.reconcile():
                 yield event
             async for line in process.stdout:
+                if dropped_output(line):
+                    log.warning("%s: Gerrit dropped events: asking for the open changes", self.name)
+                    for event in await self.reconcile():
+                        yield event
+                    continue
                 try:
                     found = parse_event(self.spec, line)
                 except StreamError as error:

@@ -114,6 +114,16 @@ def is_recheck(spec: ReviewSpec, comment: str) -> bool:
     return re.search(spec.recheck, comment, re.MULTILINE) is not None
 
 
+def dropped_output(line: str) -> bool:
+    """Whether the line is Gerrit's ``dropped-output`` event: it dropped events for this stream
+    (so what they said must be asked again)."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(event, Mapping) and event.get("type") == "dropped-output"
+
+
 def parse_event(spec: ReviewSpec, line: str) -> ChangeEvent | None:
     """One stream-events line → the event to queue, or None for an event that asks nothing of
     this ``[[review]]`` (another type, project or branch; a comment that is no recheck and

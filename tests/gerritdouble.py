@@ -479,7 +479,9 @@ class GerritDouble:
         return None
 
     def _change(self, request: Request) -> Change | Response:
-        """The change the path names, or 404."""
+        """The change the path names, or the refusal (see :meth:`_refused`), or 404."""
+        if (refused := self._refused(request)) is not None:
+            return refused
         record = self._find(request.path_params["change_id"])
         if record is None:
             return self._answer(request, f"Not found: {request.path_params['change_id']}", 404)
@@ -509,8 +511,6 @@ class GerritDouble:
         return self._answer(request, found)
 
     async def get_change(self, request: Request) -> Response:
-        if (refused := self._refused(request)) is not None:
-            return refused
         record = self._change(request)
         if isinstance(record, Response):
             return record
@@ -519,8 +519,6 @@ class GerritDouble:
         return self._answer(request, info)
 
     async def list_messages(self, request: Request) -> Response:
-        if (refused := self._refused(request)) is not None:
-            return refused
         record = self._change(request)
         if isinstance(record, Response):
             return record
@@ -528,8 +526,6 @@ class GerritDouble:
             return self._answer(request, [_message_info(m) for m in record.messages])
 
     async def set_review(self, request: Request) -> Response:
-        if (refused := self._refused(request)) is not None:
-            return refused
         record = self._change(request)
         if isinstance(record, Response):
             return record

@@ -8,7 +8,14 @@ credentials" otherwise), `Accept: application/vnd.github+json` and `X-GitHub-Api
 optional `target_url`, `description` and `context` (422 "Validation Failed" otherwise, as for a
 description over 140 characters) and answers 201 with the status; `GET .../pulls/{number}` and
 `GET .../pulls?state=open` answer pull request objects; `.../issues/{number}/comments` takes and
-lists comments. Every request is recorded.
+lists comments. Check runs (docs.github.com/rest/checks/runs): `POST .../check-runs` needs `name`
+and `head_sha` and answers 201 with the check run (`id`, `status`, `conclusion`, ...);
+`PATCH .../check-runs/{id}` updates one; `GET .../commits/{ref}/check-runs` (`check_name`) answers
+`{"total_count", "check_runs"}`. `status` is one of queued, in_progress, completed (waiting,
+requested and pending are GitHub Actions'); a `conclusion` (action_required, cancelled, failure,
+neutral, success, skipped, timed_out) makes it completed, and completed needs one; `output` needs
+`title` and `summary` (at most 65535 characters); anything else is 422 "Validation Failed".
+Every request is recorded.
 """
 
 from __future__ import annotations
@@ -28,6 +35,28 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 STATES = {"error", "failure", "pending", "success"}
+CHECK_STATUSES = {"queued", "in_progress", "completed"}
+CONCLUSIONS = {
+    "action_required",
+    "cancelled",
+    "failure",
+    "neutral",
+    "success",
+    "skipped",
+    "timed_out",
+}
+CHECK_FIELDS = {
+    "name",
+    "head_sha",
+    "details_url",
+    "external_id",
+    "status",
+    "started_at",
+    "conclusion",
+    "completed_at",
+    "output",
+    "actions",
+}
 
 
 class ServerThread:
@@ -65,6 +94,7 @@ class FakeGitHub:
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    check_runs: list[dict[str, Any]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
 
     def app(self) -> Starlette:
@@ -79,6 +109,9 @@ class FakeGitHub:
                     self.issue_comments,
                     methods=["GET", "POST"],
                 ),
+                Route(repo + "/check-runs", self.create_check_run, methods=["POST"]),
+                Route(repo + "/check-runs/{id:int}", self.update_check_run, methods=["PATCH"]),
+                Route(repo + "/commits/{ref}/check-runs", self.list_check_runs, methods=["GET"]),
             ]
         )
 
@@ -151,6 +184,88 @@ class FakeGitHub:
         comment = {"id": len(comments) + 1, "body": body["body"], "user": {"login": "labgate"}}
         comments.append(comment)
         return JSONResponse(comment, status_code=201)
+
+    async def create_check_run(self, request: Request) -> JSONResponse:
+        if (refused := self._check(request)) is not None:
+            return refused
+        body = await request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            return JSONResponse({"message": "Validation Failed"}, status_code=422)
+        if not re.fullmatch(r"[0-9a-f]{40}", str(body.get("head_sha"))):
+            return JSONResponse({"message": "Validation Failed"}, status_code=422)
+        check = {
+            "id": len(self.check_runs) + 1,
+            "head_sha": body["head_sha"],
+            "name": body["name"],
+            "status": "queued",
+            "conclusion": None,
+            "external_id": "",
+            "details_url": None,
+            "started_at": None,
+            "completed_at": None,
+            "output": {"title": None, "summary": None, "text": None},
+            "app": {"slug": "labgate"},
+        }
+        problem = _apply_check_run(check, body)
+        if problem:
+            return JSONResponse({"message": "Validation Failed", "errors": [problem]}, 422)
+        self.check_runs.append(check)
+        return JSONResponse(check, status_code=201)
+
+    async def update_check_run(self, request: Request) -> JSONResponse:
+        if (refused := self._check(request)) is not None:
+            return refused
+        found = [c for c in self.check_runs if c["id"] == request.path_params["id"]]
+        if not found:
+            return JSONResponse({"message": "Not Found"}, status_code=404)
+        body = await request.json()
+        if not isinstance(body, dict) or "head_sha" in body:
+            return JSONResponse({"message": "Validation Failed"}, status_code=422)
+        updated = {**found[0], "output": dict(found[0]["output"])}
+        problem = _apply_check_run(updated, body)
+        if problem:
+            return JSONResponse({"message": "Validation Failed", "errors": [problem]}, 422)
+        found[0].update(updated)
+        return JSONResponse(found[0])
+
+    async def list_check_runs(self, request: Request) -> JSONResponse:
+        if (refused := self._check(request)) is not None:
+            return refused
+        name = request.query_params.get("check_name")
+        runs = [
+            c
+            for c in self.check_runs
+            if c["head_sha"] == request.path_params["ref"] and name in (None, c["name"])
+        ]
+        return JSONResponse({"total_count": len(runs), "check_runs": runs})
+
+
+def _apply_check_run(check: dict[str, Any], body: dict[str, Any]) -> str | None:
+    """Apply a create or update body to a check run; what is invalid, or None."""
+    if not set(body) <= CHECK_FIELDS:
+        return f"unknown fields {sorted(set(body) - CHECK_FIELDS)}"
+    status, conclusion = body.get("status"), body.get("conclusion")
+    if status is not None and status not in CHECK_STATUSES:
+        return f"status {status!r}"
+    if conclusion is not None and conclusion not in CONCLUSIONS:
+        return f"conclusion {conclusion!r}"
+    if (status == "completed" or "completed_at" in body) and conclusion is None:
+        return "conclusion is required when the check run is completed"
+    output = body.get("output")
+    if output is not None:
+        if not isinstance(output, dict) or not {"title", "summary"} <= set(output):
+            return "output needs title and summary"
+        if len(str(output["summary"])) > 65535 or len(str(output.get("text") or "")) > 65535:
+            return "output summary or text over 65535 characters"
+        check["output"] = {**check["output"], **output}
+    for key in ("name", "details_url", "external_id", "started_at", "completed_at"):
+        if key in body:
+            check[key] = body[key]
+    if status is not None:
+        check["status"] = status
+    if conclusion is not None:
+        check["conclusion"], check["status"] = conclusion, "completed"
+    return None
 
 
 def pull_request(number: int, sha: str, *, repo: str, base: str = "master") -> dict[str, Any]:

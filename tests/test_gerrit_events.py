@@ -6,7 +6,9 @@ Gerrit connector stays untested against a real one."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from labgate.review.gerrit.rest import (
     review_request,
 )
 from labgate.store import Store
-from labgate.store.review import ReviewQueue
+from labgate.store.review import ReviewQueue, percentile
 
 REV = "3f2a9c1d" * 5
 SPEC = ReviewSpec(
@@ -85,7 +87,9 @@ def created(**overrides: Any) -> str:
     return json.dumps(event)
 
 
-def comment(text: str, author: dict[str, str], approvals: list[dict[str, str]]) -> str:
+def comment(
+    text: str, author: dict[str, str], approvals: list[dict[str, str]], **overrides: Any
+) -> str:
     return json.dumps(
         {
             "type": "comment-added",
@@ -95,6 +99,7 @@ def comment(text: str, author: dict[str, str], approvals: list[dict[str, str]]) 
             "approvals": approvals,
             "comment": text,
             "eventCreatedOn": 1700000200,
+            **overrides,
         }
     )
 
@@ -118,6 +123,7 @@ def test_patchset_created() -> None:
         branch="master",
         url="https://review.example.org/c/xen/+/1234",
         author="ann",
+        created=datetime.fromtimestamp(1700000100, UTC),
     )
 
 
@@ -207,6 +213,55 @@ def test_parsed_events_feed_the_queue_and_discrepancies(tmp_path: Path) -> None:
     )
 
 
+def test_ready_to_vote_figures_from_parsed_events(database_url: str) -> None:
+    """Four patch sets made ten minutes ago: one agreed on, one disputed, one the lab broke
+    twice before a result, one no other CI judged; read back on each store."""
+    made = int(time.time()) - 600
+    with Store.open(database_url) as store:
+        queue = ReviewQueue(store)
+
+        def tested(number: int, votes: list[int]) -> str:
+            sha = f"{number:08x}" * 5
+            ps = {**patch_set(1, f"refs/changes/{number % 100:02d}/{number}/1"), "revision": sha}
+            ps["createdOn"] = made
+            event = parse_event(SPEC, created(change=change(number), patchSet=ps))
+            assert event is not None and event.created is not None
+            run = queue.enqueue(event)
+            for i, value in enumerate(votes):
+                assert run is not None
+                retry = i < len(votes) - 1
+                queue.record_intent(run.id, Vote(value, "labgate", retest=retry))  # type: ignore[arg-type]
+                run = queue.mark_voted(run.id, retry=run.event() if retry else None)
+            return sha
+
+        def other_ci(number: int, sha: str, value: str) -> None:
+            ps = {**patch_set(1, f"refs/changes/{number % 100:02d}/{number}/1"), "revision": sha}
+            approval = [{"type": "Verified", "description": "Verified", "value": value}]
+            line = comment("Patch Set 1:", OTHER_CI, approval, change=change(number), patchSet=ps)
+            event = parse_event(SPEC, line)
+            assert event is not None and queue.enqueue(event) is None
+
+        other_ci(1, tested(1, [1]), "1")  # agreed
+        other_ci(2, tested(2, [1]), "-1")  # disputed
+        other_ci(3, tested(3, [0, 0, -1]), "-1")  # broken twice, then agreed
+        tested(4, [1])  # nobody else judged it
+        [ready] = queue.readiness()
+        [last_two] = queue.readiness(last=2)
+    assert (ready.connector, ready.target, ready.patchsets) == ("xen-gerrit", "master", 4)
+    assert (ready.compared, ready.agreed, ready.agreement) == (3, 2, 2 / 3)
+    assert (ready.runs, ready.broken) == (6, 2)
+    assert ready.to_result_p50_s is not None and ready.to_result_p95_s is not None
+    assert 600 <= ready.to_result_p50_s <= ready.to_result_p95_s < 900
+    assert (last_two.patchsets, last_two.compared, last_two.agreed, last_two.runs) == (2, 1, 1, 4)
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    assert percentile([], 0.5) is None
+    assert percentile([3.0], 0.95) == 3.0
+    values = [float(v) for v in range(1, 21)]  # 1..20
+    assert (percentile(values, 0.5), percentile(values, 0.95)) == (10.0, 19.0)
+
+
 # --- REST -----------------------------------------------------------------------------------
 
 
@@ -256,9 +311,9 @@ def test_finding_a_run_in_the_change_messages() -> None:
 
 def test_reconcile_query_and_change_infos() -> None:
     request = open_changes_request(SPEC)
-    assert (
-        request.path
-        == "/a/changes/?q=status%3Aopen+project%3Axen+branch%3Amaster&o=CURRENT_REVISION"
+    assert request.path == (
+        "/a/changes/?q=status%3Aopen+project%3Axen+branch%3Amaster"
+        "&o=CURRENT_REVISION&o=DETAILED_LABELS&o=DETAILED_ACCOUNTS"
     )
     infos = [
         {
@@ -268,15 +323,40 @@ def test_reconcile_query_and_change_infos() -> None:
             "_number": 1234,
             "status": "NEW",
             "current_revision": REV,
-            "revisions": {REV: {"kind": "REWORK", "_number": 2, "ref": "refs/changes/34/1234/2"}},
+            "revisions": {
+                REV: {
+                    "kind": "REWORK",
+                    "_number": 2,
+                    "ref": "refs/changes/34/1234/2",
+                    "created": "2013-02-01 09:59:32.126000000",
+                }
+            },
+            "labels": {
+                "Verified": {
+                    "all": [
+                        {"value": -1, "_account_id": 1, "username": "other-ci"},
+                        {"value": 1, "_account_id": 2, "username": "labgate-ci"},  # ours
+                        {
+                            "value": 1,
+                            "_account_id": 3,
+                            "username": "third-ci",
+                        },  # not in ci_accounts
+                        {"value": 0, "_account_id": 4, "username": "other-ci"},
+                        {"_account_id": 5, "username": "other-ci"},  # a reviewer, no vote
+                    ],
+                    "values": {"-1": "Fails", " 0": "No score", "+1": "Verified"},
+                }
+            },
         }
     ]
-    [event] = open_changes(SPEC, infos)
+    [event] = open_changes(replace(SPEC, ci_accounts=("other-ci",)), infos)
     assert (event.change, event.patchset, event.ref, event.revision) == (
         "1234",
         "2",
         "refs/changes/34/1234/2",
         REV,
     )
+    assert event.votes == (OtherVote("other-ci", "Verified", -1),)
+    assert event.created == datetime(2013, 2, 1, 9, 59, 32, 126000, UTC)
     with pytest.raises(RestError, match="CURRENT_REVISION"):
         open_changes(SPEC, [{"_number": 1}])

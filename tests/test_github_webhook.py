@@ -394,6 +394,44 @@ def test_other_ci_statuses_are_recorded(hook: Hook) -> None:
     assert [(v["account"], v["value"], v["change"]) for v in votes] == [("other-ci", -1, "5")]
 
 
+def check_run_payload(sha: str, name: str, conclusion: str | None) -> dict[str, Any]:
+    """A ``check_run`` delivery as GitHub documents it (the fields labgate reads and a few)."""
+    return {
+        "action": "completed" if conclusion else "created",
+        "check_run": {
+            "id": 4,
+            "head_sha": sha,
+            "external_id": "",
+            "name": name,
+            "status": "completed" if conclusion else "in_progress",
+            "conclusion": conclusion,
+            "app": {"slug": name},
+            "pull_requests": [],
+        },
+        "repository": REPOSITORY,
+        "sender": {"login": "other-ci[bot]"},
+    }
+
+
+def test_other_ci_check_runs_are_recorded(hook: Hook) -> None:
+    sha = hook.rl.propose(5, "pass")
+    deliver(hook.url, "pull_request", pr_payload(5, sha))
+    for name, conclusion in [
+        ("other-ci", "success"),
+        ("labgate", "failure"),  # ours, coming back
+        ("lint", None),  # not completed
+        ("docs", "neutral"),  # no verdict
+    ]:
+        answer = deliver(hook.url, "check_run", check_run_payload(sha, name, conclusion))
+        assert answer.status_code == 202
+    votes = ReviewQueue(hook.store).votes()
+    assert [(v["account"], v["label"], v["value"]) for v in votes] == [("other-ci", "check_run", 1)]
+    bad = check_run_payload(sha, "other-ci", "success")
+    bad["check_run"]["head_sha"] = "main"
+    refused = deliver(hook.url, "check_run", bad)
+    assert refused.status_code == 400 and "check_run.head_sha" in refused.json()["error"]
+
+
 def test_reconcile_queues_open_pull_requests_once(hook: Hook) -> None:
     sha, other = hook.rl.propose(8, "pass"), hook.rl.propose(9, "pass")
     hook.github.pulls[8] = pull_request(8, sha, repo=PROJECT)
@@ -485,7 +523,7 @@ def test_end_to_end_webhook_to_status(
     assert [s["state"] for s in github.statuses if s["sha"] == good][-1] == "success"
 
     listed = labgate(rl.path, "review", "discrepancies", "--json", env=env)
-    [found] = json.loads(listed.stdout)
+    [found] = json.loads(listed.stdout)["discrepancies"]
     assert (found["change"], found["labgate"], found["account"], found["value"]) == (
         "2",
         -1,

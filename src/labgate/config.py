@@ -389,6 +389,9 @@ class RawReview(_Raw):
     ssh: Text | None = None
     retries: int = Field(default=2, ge=0)
     ci_accounts: list[Text] = Field(default_factory=list)
+    identity_file: Text | None = None
+    known_hosts_file: Text | None = None
+    report: list[Literal["status", "check_run"]] = Field(default=["status"], min_length=1)
 
     @field_validator("recheck")
     @classmethod
@@ -401,10 +404,23 @@ class RawReview(_Raw):
             ) from None
         return value
 
-    def to_spec(self) -> ReviewSpec:
-        fields = self.model_dump(exclude={"server", "ci_accounts"})
+    @staticmethod
+    def _path(lab_dir: Path, value: str | None) -> str | None:
+        return str(_under(lab_dir, value)) if value else None
+
+    def to_spec(self, lab_dir: Path) -> ReviewSpec:
+        fields = self.model_dump(
+            exclude={"server", "ci_accounts", "identity_file", "known_hosts_file", "report"}
+        )
         server = self.server or GITHUB_API
-        return ReviewSpec(**fields, server=server.rstrip("/"), ci_accounts=tuple(self.ci_accounts))
+        return ReviewSpec(
+            **fields,
+            identity_file=self._path(lab_dir, self.identity_file),
+            known_hosts_file=self._path(lab_dir, self.known_hosts_file),
+            server=server.rstrip("/"),
+            ci_accounts=tuple(self.ci_accounts),
+            report=tuple(dict.fromkeys(self.report)),
+        )
 
 
 class RawDisable(_Raw):
@@ -1099,7 +1115,7 @@ class _Loader:
                     f"{_show(r.project)} is not a GitHub owner/repo",
                     'write e.g. project = "xen-project/xen"',
                 )
-        return tuple(r.to_spec() for r in self.unique("review", raw).values())
+        return tuple(r.to_spec(self.lab_dir) for r in self.unique("review", raw).values())
 
     def disabled(self, raw: Mapping[int, RawDisable], jobs: list[_Expanded]) -> list[DisabledTest]:
         if "job" not in self.incomplete:

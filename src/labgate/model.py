@@ -453,3 +453,10 @@ class ReviewSpec:
     ci_accounts: tuple[str, ...] = ()
     """Other CI accounts (Gerrit user names, GitHub status contexts) whose votes are recorded
     for ``labgate review discrepancies``; empty: every other account that votes Verified."""
+    identity_file: str | None = None
+    """Gerrit: the SSH private key ``gerrit stream-events`` logs in with (resolved against the
+    lab dir); None: the SSH agent's and ``~/.ssh``'s keys."""
+    known_hosts_file: str | None = None
+    """Gerrit: the known_hosts file naming the server's SSH key (default ``~/.ssh/known_hosts``)."""
+    report: tuple[str, ...] = ("status",)
+    """GitHub: how results are posted: ``status`` (commit statuses), ``check_run`` or both."""

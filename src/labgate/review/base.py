@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, Protocol
 
 EventKind = Literal["patchset", "recheck"]
@@ -45,6 +46,13 @@ class ChangeEvent:
     url: str | None = None
     author: str | None = None
     votes: tuple[OtherVote, ...] = ()
+    created: datetime | None = None
+    """When the review system made the patch set (for the time to a result), if it says."""
+
+
+class Refused(Exception):
+    """The review system will never take this run's report (its change is closed): the run
+    ends in ``error`` with this reason instead of being posted again and again."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -20,10 +21,10 @@ from labgate.commandline import (
     open_lab,
     open_store,
 )
-from labgate.review.base import ReviewRun
+from labgate.review.base import Connector, ReviewRun
 from labgate.review.connectors import connectors_for
 from labgate.review.loop import ReviewLoop
-from labgate.store.review import Discrepancy
+from labgate.review.readiness import discrepancy_line, readiness_line
 
 
 @click.group("review", cls=LabgateGroup)
@@ -66,7 +67,7 @@ def run_command(lab_dir: Path, once: bool, json_to: str | None) -> None:
     with open_store(lab) as store:
         loop = ReviewLoop(lab, store, connectors)
         if once:
-            runs = asyncio.run(loop.process_once())
+            runs = asyncio.run(_once(loop, connectors))
             if not json_on_stdout(json_to):
                 for run in runs:
                     click.echo(run_line(run))
@@ -75,27 +76,51 @@ def run_command(lab_dir: Path, once: bool, json_to: str | None) -> None:
             asyncio.run(loop.run_forever(lab.poll_interval))
 
 
-def discrepancy_line(d: Discrepancy) -> str:
-    non_voting = " (non-voting)" if not d.voting else ""
-    where = f" {d.url}" if d.url else ""
-    return (
-        f"{d.connector} change {d.change} patch set {d.patchset[:12]} ({d.revision[:12]}): "
-        f"labgate {d.labgate:+d}{non_voting} (run {d.run}, flight {d.flight}) vs "
-        f"{d.account} {d.label} {d.value:+d}{where}"
-    )
+async def _once(loop: ReviewLoop, connectors: Mapping[str, Connector]) -> list[ReviewRun]:
+    """Queue what each review system has open and untested (events missed while no loop
+    listened), then work on the queue until it is empty."""
+    for name, connector in connectors.items():
+        try:
+            events = await connector.reconcile()
+        except Exception as error:  # one server down leaves the others' patch sets to test
+            click.echo(
+                f"labgate: [[review]] {name}: not asked for its open changes: {error}", err=True
+            )
+            continue
+        for event in events:
+            loop.enqueue(event)
+    return await loop.process_once()
 
 
 @review_group.command("discrepancies")
 @lab_option
+@click.option(
+    "--last",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="How many of each review target's latest patch sets the figures cover.",
+)
 @json_option
-def discrepancies_command(lab_dir: Path, json_to: str | None) -> None:
-    """Patch sets where labgate's vote and another CI account's differ."""
+def discrepancies_command(lab_dir: Path, last: int, json_to: str | None) -> None:
+    """Whether labgate is ready to vote: per review target, over its last patch sets, agreement
+    with the other CI accounts' results on the same patch sets, broken runs, and the time from
+    a patch set to labgate's result (p50, p95); then each patch set where labgate's vote and
+    another CI account's differ. JSON: {"targets": [...], "discrepancies": [...]}."""
     lab = open_lab(lab_dir)
     with open_store(lab) as store:
+        targets = store.review.readiness(last)
         found = store.review.discrepancies()
-    emit_json([d.to_json() for d in found], json_to)
+    emit_json(
+        {"targets": [r.to_json() for r in targets], "discrepancies": [d.to_json() for d in found]},
+        json_to,
+    )
     if json_on_stdout(json_to):
         return
+    for r in targets:
+        click.echo(readiness_line(r))
+    if not targets:
+        click.echo("no patch set has a result of labgate yet")
     for d in found:
         click.echo(discrepancy_line(d))
     if not found:

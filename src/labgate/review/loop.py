@@ -25,10 +25,10 @@ from labgate.flights import Flights
 from labgate.git import GitError
 from labgate.heartbeat import renew_every
 from labgate.model import Blessing, FlightResult, ReviewSpec
-from labgate.review.base import ChangeEvent, Connector, ReviewRun, Vote
+from labgate.review.base import ChangeEvent, Connector, Refused, ReviewRun, Vote
 from labgate.review.vote import error_vote, flight_url, summary_of, vote_for
 from labgate.store import Store, owner_is_dead, process_owner
-from labgate.store.review import INTENT, SUPERSEDED
+from labgate.store.review import ERROR, INTENT, SUPERSEDED
 
 log = logging.getLogger("labgate.review")
 
@@ -217,6 +217,10 @@ class ReviewLoop:
     async def _post(self, connector: Connector, run: ReviewRun, vote: Vote) -> None:
         try:
             await connector.report(run, vote)
+        except Refused as why:
+            log.warning("run %d: %s", run.id, why)
+            self.queue.finish(run.id, ERROR, str(why))
+            return
         except Exception as error:
             self._postpone(run, f"posting the vote failed: {error}")
             return

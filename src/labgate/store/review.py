@@ -11,6 +11,8 @@ in guarded updates, so a controller restarted at any point never posts a second 
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -20,7 +22,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, updat
 from sqlalchemy.exc import IntegrityError
 
 from labgate.review.base import ChangeEvent, OtherVote, ReviewRun, Vote
-from labgate.store import Store, iso, now
+from labgate.store import Store, aware, iso, now
 from labgate.store import schema as t
 from labgate.store.leases import REVIEW_RUN
 
@@ -80,6 +82,52 @@ class Discrepancy:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """The figures a project asks for before it lets a CI vote, for one review target (a
+    ``[[review]]`` entry and the review branch its changes are for), over the last
+    ``patchsets`` patch sets labgate posted a result on.
+
+    ``agreed`` of ``compared``: patch sets where labgate (+1 or -1) and every other CI account
+    with an opinion (a vote or status that is not 0) agree in sign. ``broken`` of ``runs``: runs
+    whose result was "not tested" (the lab failed). ``to_result_p50_s``/``p95``: seconds from
+    the patch set's creation (the review system's time; else when labgate heard of it) to
+    labgate's result on it (its first run that was not retried)."""
+
+    connector: str
+    target: str
+    patchsets: int
+    compared: int
+    agreed: int
+    runs: int
+    broken: int
+    to_result_p50_s: float | None
+    to_result_p95_s: float | None
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agreed / self.compared if self.compared else None
+
+    @property
+    def broken_share(self) -> float | None:
+        return self.broken / self.runs if self.runs else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "agreement": self.agreement, "broken_share": self.broken_share}
+
+
+def percentile(values: Sequence[float], share: float) -> float | None:
+    """The nearest-rank percentile (``share`` 0.5 is the median), None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def _sign(value: int) -> int:
+    return (value > 0) - (value < 0)
+
+
 class ReviewQueue:
     """The review tables of a :class:`~labgate.store.Store`."""
 
@@ -136,6 +184,7 @@ class ReviewQueue:
                 retest=False,
                 created=stamp,
                 updated=stamp,
+                patchset_created=event.created,
             )
         )
         key = result.inserted_primary_key
@@ -426,3 +475,61 @@ class ReviewQueue:
                 )
             )
         return out
+
+    def readiness(self, last: int = 50) -> list[Readiness]:
+        """The ready-to-vote figures of each review target over its last ``last`` patch sets
+        with a result (see :class:`Readiness`), by connector and target."""
+        with self.engine.connect() as conn:
+            runs = conn.execute(select(t.review_run).order_by(t.review_run.c.id)).all()
+            others = conn.execute(
+                select(t.review_vote.c.connector, t.review_vote.c.revision, t.review_vote.c.value)
+            ).all()
+        opinions: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for v in others:
+            if v.value:
+                opinions[(v.connector, v.revision)].append(_sign(v.value))
+        patchsets: dict[tuple[str, str], dict[tuple[str, str], list[Any]]] = defaultdict(dict)
+        for r in runs:
+            patchsets[(r.connector, r.target)].setdefault((r.change, r.patchset), []).append(r)
+        return [
+            self._readiness(connector, target, found, opinions, last)
+            for (connector, target), found in sorted(patchsets.items())
+        ]
+
+    @staticmethod
+    def _readiness(
+        connector: str,
+        target: str,
+        patchsets: dict[tuple[str, str], list[Any]],
+        opinions: dict[tuple[str, str], list[int]],
+        last: int,
+    ) -> Readiness:
+        with_result = [rs for rs in patchsets.values() if any(r.vote_state == DONE for r in rs)]
+        chosen = with_result[-last:] if last > 0 else []
+        compared = agreed = runs = broken = 0
+        times: list[float] = []
+        for rs in chosen:
+            done = [r for r in rs if r.vote_state == DONE]
+            runs += len(done)
+            broken += sum(1 for r in done if r.vote == 0)
+            decided = [r for r in done if r.vote]
+            theirs = opinions.get((connector, rs[0].revision), [])
+            if decided and theirs:
+                compared += 1
+                agreed += all(o == _sign(decided[-1].vote) for o in theirs)
+            final = next((r for r in done if not r.retest), None)
+            if final is not None:
+                made = next((r.patchset_created for r in rs if r.patchset_created), None)
+                start = aware(made or rs[0].created)
+                times.append(max(0.0, (aware(final.updated) - start).total_seconds()))
+        return Readiness(
+            connector=connector,
+            target=target,
+            patchsets=len(chosen),
+            compared=compared,
+            agreed=agreed,
+            runs=runs,
+            broken=broken,
+            to_result_p50_s=percentile(times, 0.5),
+            to_result_p95_s=percentile(times, 0.95),
+        )

@@ -39,6 +39,7 @@ from labgate.web.logs import (
     read_tail,
     stream_log,
 )
+from labgate.web.review import review_page
 
 FORM_LIMIT = 16 * 1024
 STATE_CLASS = {
@@ -663,6 +664,7 @@ def routes(web: Web) -> list[Route]:
         ("/bisections", bisections_page, ["GET"]),
         ("/bisections/{bisection_id:int}", bisection_page, ["GET"]),
         ("/trends", trends_page, ["GET"]),
+        ("/review", review_page, ["GET"]),
         ("/login", login_form, ["GET"]),
         ("/login", login, ["POST"]),
         ("/logout", logout, ["POST"]),

@@ -1,22 +1,15 @@
-"""Gerrit: events from ``gerrit stream-events`` over SSH, votes through the REST API.
+"""Gerrit: events from ``gerrit stream-events`` over SSH, the open changes and votes through the
+REST API (:mod:`.connector`), from pure parsing (:mod:`.events`) and request building
+(:mod:`.rest`).
 
-UNTESTED AGAINST A REAL GERRIT SERVER. No Gerrit server can be had in this workplace (its Maven
-Central serves no ``com.google.gerrit`` artifact), so only what can be checked without one is
-here: parsing stream-events lines (:mod:`.events`) and building and reading REST requests
-(:mod:`.rest`), unit-tested against Gerrit's documented JSON shapes. The SSH connection, its
-reconnects and the REST calls themselves are not written yet, and the Gerrit connector is not
-done: ``labgate review run`` says so for a ``driver = "gerrit"`` entry.
+Tested against a protocol double that follows Gerrit's documentation (``tests/gerritdouble.py``:
+an asyncssh server, the REST API with its ``)]}'`` prefix, change refs in a real git
+repository), never against a real Gerrit server: none can run where labgate is developed.
 """
 
 from labgate.review.drivers import ReviewDriver, register
+from labgate.review.gerrit.connector import GerritConnector
 
-register(
-    ReviewDriver(
-        "gerrit",
-        unavailable=(
-            "the Gerrit connector is not done: its event stream and REST calls have never run "
-            "against a Gerrit server (none can be had here), so it does not vote; only its event "
-            "parsing and request building exist (labgate.review.gerrit)"
-        ),
-    )
-)
+__all__ = ["GerritConnector"]
+
+register(ReviewDriver("gerrit", connector=GerritConnector))

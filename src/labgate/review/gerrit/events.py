@@ -1,7 +1,7 @@
 """``gerrit stream-events`` lines → review events: pure functions over the documented JSON.
 
-UNTESTED AGAINST A REAL GERRIT SERVER (see the package docstring): checked only against the
-shapes Gerrit documents (Documentation/cmd-stream-events.txt and json.txt): one JSON object per
+Checked against the shapes Gerrit documents (Documentation/cmd-stream-events.txt and json.txt),
+and against the protocol double of the tests (never a real Gerrit server): one JSON object per
 line with ``type``; ``change`` (``project``, ``branch``, ``id``, ``number``, ``url``,
 ``status``...), ``patchSet`` (``number``, ``revision``, ``ref``, ``uploader``...), and for
 ``comment-added`` the ``author``, the ``comment`` text and the ``approvals`` (``type``,
@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from labgate.model import ReviewSpec
@@ -89,7 +90,15 @@ def _change_event(spec: ReviewSpec, event: Mapping[str, Any], kind: str) -> Chan
         branch=str(_field(event, "change", "branch")),
         url=change.get("url") if isinstance(change.get("url"), str) else None,
         author=_account(event.get("uploader") or event.get("author")),
+        created=_epoch(_field(event, "patchSet").get("createdOn")),
     )
+
+
+def _epoch(value: Any) -> datetime | None:
+    """A json.txt time (seconds since the epoch), None when missing or not a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return datetime.fromtimestamp(value, UTC)
+    return None
 
 
 def _ours(spec: ReviewSpec, event: Mapping[str, Any]) -> bool:
@@ -103,6 +112,16 @@ def is_recheck(spec: ReviewSpec, comment: str) -> bool:
     """Whether a comment asks to test again. Gerrit prefixes the text with ``Patch Set N:`` and
     a blank line (and any votes given), so the pattern is matched against each line."""
     return re.search(spec.recheck, comment, re.MULTILINE) is not None
+
+
+def dropped_output(line: str) -> bool:
+    """Whether the line is Gerrit's ``dropped-output`` event: it dropped events for this stream
+    (so what they said must be asked again)."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(event, Mapping) and event.get("type") == "dropped-output"
 
 
 def parse_event(spec: ReviewSpec, line: str) -> ChangeEvent | None:

@@ -1,18 +1,29 @@
 """The GitHub connector: REST calls through httpx with a token from the environment.
 
-Results are commit statuses (``POST /repos/{owner}/{repo}/statuses/{sha}``: ``state``
-``pending``/``success``/``failure``/``error``, ``target_url``, ``description`` of at most 140
-characters, ``context``): +1 is ``success``, -1 ``failure``, 0 (the lab failed) ``error``. A status
-is set per (sha, context): posting it again replaces it, so a report repeated after a crash is no
-second vote. With ``voting = false`` the result is a pull request comment instead
-(``POST /repos/{owner}/{repo}/issues/{number}/comments``), looked up by the run's marker before
-it is posted again.
+Results are commit statuses, check runs or both (``report = ["status", "check_run"]``):
+
+- a commit status (``POST /repos/{owner}/{repo}/statuses/{sha}``: ``state``
+  ``pending``/``success``/``failure``/``error``, ``target_url``, ``description`` of at most 140
+  characters, ``context``): +1 is ``success``, -1 ``failure``, 0 (the lab failed) ``error``. A
+  status is set per (sha, context): posting it again replaces it;
+- a check run (``POST /repos/{owner}/{repo}/check-runs`` with ``name`` (the context),
+  ``head_sha``, ``external_id`` (the run's id), ``details_url``, ``status`` ``in_progress`` when
+  testing starts, then ``PATCH .../check-runs/{id}`` to ``completed`` with a ``conclusion``
+  (+1 ``success``, -1 ``failure``, 0 ``neutral``) and an ``output`` (``title``, ``summary``: the
+  whole message). The run's check run is found again by its ``external_id``
+  (``GET /repos/{owner}/{repo}/commits/{sha}/check-runs``), so a report repeated after a crash
+  completes the same check run. Only a GitHub App's installation token may write check runs.
+
+So a report repeated after a crash is no second vote. With ``voting = false`` the result is a
+pull request comment instead (``POST /repos/{owner}/{repo}/issues/{number}/comments``), looked
+up by the run's marker before it is posted again.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -23,7 +34,9 @@ from labgate.review.github.events import PayloadError, event_from_pull_request
 
 API_VERSION = "2022-11-28"
 STATES = {1: "success", -1: "failure", 0: "error"}
+CONCLUSIONS = {1: "success", -1: "failure", 0: "neutral"}
 DESCRIPTION_MAX = 140
+OUTPUT_MAX = 65535
 
 
 class GitHubError(Exception):
@@ -137,15 +150,57 @@ class GitHubConnector:
             body["target_url"] = target_url
         await self._call("POST", f"{self._repo}/statuses/{sha}", json=body)
 
+    async def check_run(self, run: ReviewRun, body: dict[str, Any]) -> None:
+        """Create the run's check run, or update it when GitHub has it already (found by the
+        run's id as its ``external_id``)."""
+        found = await self._call(
+            "GET",
+            f"{self._repo}/commits/{run.revision}/check-runs",
+            params={"check_name": self.spec.context, "filter": "all", "per_page": "100"},
+        )
+        listed = found.get("check_runs") if isinstance(found, Mapping) else None
+        ours = [
+            c
+            for c in listed or []
+            if isinstance(c, Mapping) and c.get("external_id") == str(run.id)
+        ]
+        if ours:
+            await self._call("PATCH", f"{self._repo}/check-runs/{ours[0]['id']}", json=body)
+            return
+        await self._call(
+            "POST",
+            f"{self._repo}/check-runs",
+            json={
+                "name": self.spec.context,
+                "head_sha": run.revision,
+                "external_id": str(run.id),
+                **body,
+            },
+        )
+
     async def started(self, run: ReviewRun, target_url: str | None) -> None:
-        if self.spec.voting:
-            text = f"labgate is testing this (flight {run.flight_id}, attempt {run.attempt})"
+        if not self.spec.voting:
+            return
+        text = f"labgate is testing this (flight {run.flight_id}, attempt {run.attempt})"
+        if "status" in self.spec.report:
             await self.status(run.revision, "pending", text, target_url)
+        if "check_run" in self.spec.report:
+            body: dict[str, Any] = {
+                "status": "in_progress",
+                "started_at": _now(),
+                "output": {"title": text, "summary": text},
+            }
+            if target_url:
+                body["details_url"] = target_url
+            await self.check_run(run, body)
 
     async def report(self, run: ReviewRun, vote: Vote) -> None:
         if vote.voting:
             summary = vote.summary or vote.message.split("\n", 1)[0]
-            await self.status(run.revision, STATES[vote.verified], summary, vote.target_url)
+            if "status" in self.spec.report:
+                await self.status(run.revision, STATES[vote.verified], summary, vote.target_url)
+            if "check_run" in self.spec.report:
+                await self.check_run(run, _completed(vote, summary))
         else:
             await self._call(
                 "POST", f"{self._repo}/issues/{run.change}/comments", json={"body": vote.message}
@@ -153,10 +208,32 @@ class GitHubConnector:
 
     async def reported(self, run: ReviewRun) -> bool:
         if run.voting:
-            return False  # a status replaces the one of the same context: posting is harmless
+            # a status replaces the one of the same context, a check run is found again by its
+            # external_id: posting again is harmless
+            return False
         comments = await self._call(
             "GET", f"{self._repo}/issues/{run.change}/comments", params={"per_page": "100"}
         )
         return any(
             isinstance(c, Mapping) and run.marker in str(c.get("body", "")) for c in comments or []
         )
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _completed(vote: Vote, title: str) -> dict[str, Any]:
+    """A check run's completion: its conclusion, and the whole message as its output (in a code
+    block: the message is laid out in columns)."""
+    fence = "```"
+    text = vote.message[: OUTPUT_MAX - 2 * len(fence) - 2]
+    body: dict[str, Any] = {
+        "status": "completed",
+        "conclusion": CONCLUSIONS[vote.verified],
+        "completed_at": _now(),
+        "output": {"title": title, "summary": f"{fence}\n{text}\n{fence}"},
+    }
+    if vote.target_url:
+        body["details_url"] = vote.target_url
+    return body

@@ -6,6 +6,7 @@
 - ``issue_comment`` ``created`` on an issue that is a pull request (``issue.pull_request`` is
   present) whose ``comment.body`` matches the recheck pattern: test it again.
 - ``status`` from another context than ours: another CI's verdict on a commit.
+- ``check_run`` ``completed`` with another name than our context: another CI's verdict too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from labgate.review.base import ChangeEvent, OtherVote
 
 PR_ACTIONS = frozenset({"opened", "synchronize", "reopened"})
 STATUS_VALUES = {"success": 1, "failure": -1}  # "error" and "pending" are no verdict
+CONCLUSION_VALUES = {"success": 1, "failure": -1}  # "neutral", "cancelled"... are no verdict
 
 
 class PayloadError(ValueError):
@@ -90,6 +92,19 @@ class StatusDelivery(_Shape):
     sha: Sha
     context: Short
     state: Short
+
+
+class CheckRun(_Shape):
+    head_sha: Sha
+    name: Short
+    status: Short
+    conclusion: Short | None = None
+
+
+class CheckRunDelivery(_Shape):
+    action: Short
+    repository: Repository
+    check_run: CheckRun
 
 
 Shape = TypeVar("Shape", bound=_Shape)
@@ -177,3 +192,19 @@ def status_vote(spec: ReviewSpec, payload: Mapping[str, Any]) -> tuple[str, Othe
     if state not in STATUS_VALUES:
         return None
     return delivery.sha, OtherVote(account=context, label="status", value=STATUS_VALUES[state])
+
+
+def check_run_vote(spec: ReviewSpec, payload: Mapping[str, Any]) -> tuple[str, OtherVote] | None:
+    """Another CI's verdict from a ``check_run`` delivery: (commit sha, vote), or None for our
+    own check runs (named as our context), a name not in ``ci_accounts``, a check run not
+    completed or a conclusion that is no verdict."""
+    delivery = parse(CheckRunDelivery, payload, "check_run")
+    check = delivery.check_run
+    if not _ours(spec, delivery.repository) or delivery.action != "completed":
+        return None
+    if check.name == spec.context or (spec.ci_accounts and check.name not in spec.ci_accounts):
+        return None
+    value = CONCLUSION_VALUES.get(check.conclusion or "")
+    if value is None:
+        return None
+    return check.head_sha, OtherVote(account=check.name, label="check_run", value=value)

@@ -11,7 +11,8 @@
    short name), or when the body is not a JSON object of the event's documented shape (the
    answer names the wrong field: ``pull_request.number: Input should be a valid integer``);
 4. answered 200 ``duplicate`` when its ``X-GitHub-Delivery`` was handled before (a replay);
-5. handled: ``ping`` 200; ``pull_request``, ``issue_comment`` (recheck) and ``status`` 202;
+5. handled: ``ping`` 200; ``pull_request``, ``issue_comment`` (recheck), ``status`` and
+   ``check_run`` 202;
    any other event 202 ``ignored``. A delivery is recorded as seen only once handled: one whose
    handling failed (GitHub's API down: 502, anything else: 500) or was cut short (the server
    killed) is handled when GitHub redelivers it, and the queue drops what it already has.
@@ -35,13 +36,15 @@ from starlette.routing import Route
 
 from labgate.config import Lab
 from labgate.model import ReviewSpec
-from labgate.review.base import ChangeEvent
+from labgate.review.base import ChangeEvent, OtherVote
 from labgate.review.github.connector import GitHubConnector, GitHubError, webhook_secret
 from labgate.review.github.events import (
+    CheckRunDelivery,
     IssueCommentDelivery,
     PayloadError,
     PullRequestDelivery,
     StatusDelivery,
+    check_run_vote,
     closed_pull_request,
     parse,
     pull_request_event,
@@ -57,10 +60,12 @@ MAX_BODY = 1024 * 1024
 
 
 HEADER_VALUE = re.compile(r"[A-Za-z0-9_-]{1,100}")
-SHAPES: dict[str, type[PullRequestDelivery | IssueCommentDelivery | StatusDelivery]] = {
+Delivery = PullRequestDelivery | IssueCommentDelivery | StatusDelivery | CheckRunDelivery
+SHAPES: dict[str, type[Delivery]] = {
     "pull_request": PullRequestDelivery,
     "issue_comment": IssueCommentDelivery,
     "status": StatusDelivery,
+    "check_run": CheckRunDelivery,
 }
 
 
@@ -184,6 +189,7 @@ class GitHubReceiver:
             "pull_request": self.pull_request,
             "issue_comment": self.issue_comment,
             "status": self.status,
+            "check_run": self.check_run,
         }
         if event == "ping":
             return 200, "pong"
@@ -219,7 +225,13 @@ class GitHubReceiver:
         return self._enqueue(await GitHubConnector(spec).pull_request(number, "recheck"))
 
     async def status(self, spec: ReviewSpec, payload: Mapping[str, Any]) -> str:
-        found = status_vote(spec, payload)
+        return self._record(spec, status_vote(spec, payload))
+
+    async def check_run(self, spec: ReviewSpec, payload: Mapping[str, Any]) -> str:
+        return self._record(spec, check_run_vote(spec, payload))
+
+    def _record(self, spec: ReviewSpec, found: tuple[str, OtherVote] | None) -> str:
+        """Record another CI's verdict on a commit (for ``labgate review discrepancies``)."""
         if found is None:
             return "ignored"
         sha, vote = found

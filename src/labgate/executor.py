@@ -231,6 +231,17 @@ class StepCgroup:
     def procs(self) -> Path:
         return self.path / "cgroup.procs"
 
+    def ended(self) -> bool:
+        """Remove the cgroup if nothing is left in it (the usual end of a step, quick enough
+        for the event loop); False when processes remain (then :meth:`end`, in a thread)."""
+        try:
+            if self.procs.read_text().strip():
+                return False
+            self.path.rmdir()
+        except OSError:
+            return False
+        return True
+
     def end(self) -> list[int]:
         """Kill every process left in the cgroup, wait (briefly) until it is empty, remove it;
         returns the pids that were there."""
@@ -357,8 +368,9 @@ class LocalExecutor:
                 kill_group(proc.pid, signal.SIGKILL)
                 # in a thread: waiting for the kernel to empty a cgroup, or reading every
                 # process's environment, would stall every other running step
-                end = cgroup.end if cgroup is not None else functools.partial(end_descendants, env)
-                await asyncio.shield(asyncio.to_thread(end))
+                if cgroup is None or not cgroup.ended():
+                    end = cgroup.end if cgroup else functools.partial(end_descendants, env)
+                    await asyncio.shield(asyncio.to_thread(end))
         duration = time.monotonic() - started
         reason = broken_reason(broken_file)
         if reason is not None:

@@ -49,7 +49,7 @@ from pydantic import (
     field_validator,
 )
 
-from labgate.mail import MailConfig
+from labgate.mailconfig import MailConfig
 from labgate.matrix import (
     MAX_JOBS,
     VAR_NAME,

@@ -10,6 +10,8 @@ import pytest
 from labgate.config import ConfigError, Lab, parse_lab, render_plan
 from labgate.flight import without_disabled
 from labgate.model import DisabledTest, JobSpec, ReviewSpec, StepSpec
+from labgate.review.gerrit.settings import GerritSettings
+from labgate.review.github.settings import GitHubSettings, github_settings
 
 LAB = """
 [lab]
@@ -98,16 +100,19 @@ def test_review_entries_become_specs_with_defaults() -> None:
         project="xen",
         branch="xen-unstable",
         target="master",
-        user="labgate-ci",
-        password_env="GERRIT_HTTP_PASSWORD",
-        ssh="labgate-ci@review.example.org:29418",
+        settings=GerritSettings(
+            user="labgate-ci",
+            password_env="GERRIT_HTTP_PASSWORD",
+            ssh="labgate-ci@review.example.org:29418",
+        ),
         ci_accounts=("other-ci",),
     )
     assert gerrit.voting and gerrit.recheck == "^recheck( labgate)?$" and gerrit.retries == 2
     assert github.server == "https://api.github.com"
     assert not github.voting
     assert github.recheck == "^/retest$"
-    assert github.context == "labgate"
+    assert github.settings == GitHubSettings("GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET")
+    assert github_settings(github).context == "labgate"
     assert github.web_url == "https://lab.example.org"
 
 
@@ -130,14 +135,17 @@ def test_disable_entries() -> None:
             GERRIT.replace('branch = "xen-unstable"', 'branch = "xen-unstabel"'),
             ("review[0].branch", 'no [[branch]] named "xen-unstabel" (did you mean'),
         ),
-        (GERRIT.replace('user = "labgate-ci"\n', ""), ("review[0].user", "is required for driver")),
+        (GERRIT.replace('user = "labgate-ci"\n', ""), ("review[0].user", "is required")),
         (
             GITHUB.replace('secret_env = "GITHUB_WEBHOOK_SECRET"\n', ""),
             ("review[0].secret_env", ""),
         ),
         (GITHUB.replace("xen-project/xen", "xen"), ("review[0].project", "is not a GitHub")),
         (GITHUB.replace('"^/retest$"', '"(unclosed"'), ("review[0].recheck", "is not a regular")),
-        (GITHUB.replace('driver = "github"', 'driver = "gitlab"'), ("review[0].driver", "must be")),
+        (
+            GITHUB.replace('driver = "github"', 'driver = "gitlab"'),
+            ("review[0].driver", 'unknown driver "gitlab"'),
+        ),
         (GITHUB + 'password = "x"\n', ("review[0].password", "unknown key")),
         (GITHUB + GITHUB, ("review[1].name", "duplicate review name")),
         ('[[disable]]\njob = "tset-*"\nreason = "r"\n', ("disable[0].job", "matches no job")),

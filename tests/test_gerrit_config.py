@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from labgate.config import ConfigError
+from labgate.review.gerrit.settings import gerrit_settings
+from labgate.review.github.settings import github_settings
 from test_config_review import GERRIT, GITHUB, parse
 from test_config_review import LAB as BASE
 
@@ -16,16 +18,18 @@ LAB = BASE + GERRIT + KEYS + GITHUB
 
 
 def test_ssh_key_files_are_resolved_against_the_lab_dir() -> None:
-    gerrit, github = parse(LAB).reviews
-    assert gerrit.identity_file == "/srv/lab/keys/gerrit_ed25519"
-    assert gerrit.known_hosts_file == "/etc/labgate/known_hosts"
-    assert github.identity_file is None and github.known_hosts_file is None
+    gerrit, _ = parse(LAB).reviews
+    assert gerrit_settings(gerrit).identity_file == "/srv/lab/keys/gerrit_ed25519"
+    assert gerrit_settings(gerrit).known_hosts_file == "/etc/labgate/known_hosts"
+    without = parse(BASE + GERRIT + GITHUB).reviews[0]
+    assert gerrit_settings(without).identity_file is None
+    assert gerrit_settings(without).known_hosts_file is None
 
 
 def test_github_reports_statuses_unless_told() -> None:
-    assert parse(LAB).reviews[1].report == ("status",)
+    assert github_settings(parse(LAB).reviews[1]).report == ("status",)
     both = LAB + 'report = ["check_run", "status", "check_run"]\n'
-    assert parse(both).reviews[1].report == ("check_run", "status")
+    assert github_settings(parse(both).reviews[1]).report == ("check_run", "status")
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from labgate.review.gerrit.rest import (
     read_json,
     review_request,
 )
+from labgate.review.gerrit.settings import GerritSettings
 from labgate.store import Store
 from labgate.store.review import ReviewQueue, percentile
 
@@ -38,9 +39,11 @@ SPEC = ReviewSpec(
     project="xen",
     branch="xen-unstable",
     target="master",
-    user="labgate-ci",
-    password_env="GERRIT_HTTP_PASSWORD",
-    ssh="labgate-ci@review.example.org:29418",
+    settings=GerritSettings(
+        user="labgate-ci",
+        password_env="GERRIT_HTTP_PASSWORD",
+        ssh="labgate-ci@review.example.org:29418",
+    ),
 )
 ANN = {"name": "Ann Author", "email": "ann@example.org", "username": "ann"}
 

@@ -15,7 +15,7 @@ import pytest
 
 from fakegithub import FakeGitHub, ServerThread
 from labgate.review.base import Vote
-from labgate.review.github import GitHubConnector
+from labgate.review.github.connector import GitHubConnector
 from labgate.store import Store
 from labgate.store.review import ReviewQueue
 from labs import labgate

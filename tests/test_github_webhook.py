@@ -34,7 +34,8 @@ from fakegithub import FakeGitHub, ServerThread, pull_request
 from labgate.flight import plan_flight
 from labgate.flights import Flights
 from labgate.model import Blessing
-from labgate.review.github import GitHubConnector, github_routes
+from labgate.review.github.connector import GitHubConnector
+from labgate.review.github.webhook import github_routes
 from labgate.review.loop import ReviewLoop
 from labgate.store import Store, schema
 from labgate.store.review import ReviewQueue

@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import os
 import re
 import tomllib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BaseModel,
@@ -76,11 +75,14 @@ from labgate.rawconfig import (
     HOST_MODELS,
     NAME,
     NAME_FIX,
+    REVIEW_MODELS,
     Name,
-    RawHost,
     RawLocalHost,
+    RawReview,
     Text,
+    _Invalid,
     _Raw,
+    under,
 )
 
 LAB_FILE = "lab.toml"
@@ -128,15 +130,6 @@ class UnknownNameError(LookupError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-class _Invalid(ValueError):
-    """A validator's refusal that carries its own fix."""
-
-    def __init__(self, message: str, fix: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
 
 
 # --- the lab ------------------------------------------------------------------------------
@@ -224,7 +217,7 @@ def secret_env_names(mail: MailConfig | None, reviews: Iterable[ReviewSpec]) -> 
     """The variables named by the ``*_env`` keys of ``[mail]`` and ``[[review]]``."""
     named = [mail.username_env, mail.password_env] if mail else []
     for review in reviews:
-        named += [review.token_env, review.secret_env, review.password_env]
+        named += review.settings.secret_envs()
     return frozenset(name for name in named if name is not None)
 
 
@@ -366,63 +359,6 @@ class RawJob(_Raw):
     step: list[RawStep] = Field(min_length=1)
 
 
-GITHUB_API = "https://api.github.com"
-
-
-class RawReview(_Raw):
-    """``[[review]]``: a Gerrit or GitHub project whose proposed patches are tested."""
-
-    name: Name
-    driver: Literal["gerrit", "github"]
-    server: Text | None = None
-    project: Text
-    branch: Text
-    target: Text | None = None
-    voting: bool = True
-    recheck: Text = r"^recheck( labgate)?$"
-    web_url: Text | None = None
-    context: Text = "labgate"
-    user: Text | None = None
-    password_env: Text | None = None
-    token_env: Text | None = None
-    secret_env: Text | None = None
-    ssh: Text | None = None
-    retries: int = Field(default=2, ge=0)
-    ci_accounts: list[Text] = Field(default_factory=list)
-    identity_file: Text | None = None
-    known_hosts_file: Text | None = None
-    report: list[Literal["status", "check_run"]] = Field(default=["status"], min_length=1)
-
-    @field_validator("recheck")
-    @classmethod
-    def _pattern(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as error:
-            raise _Invalid(
-                f"is not a regular expression ({error})", 'write e.g. recheck = "^recheck$"'
-            ) from None
-        return value
-
-    @staticmethod
-    def _path(lab_dir: Path, value: str | None) -> str | None:
-        return str(_under(lab_dir, value)) if value else None
-
-    def to_spec(self, lab_dir: Path) -> ReviewSpec:
-        fields = self.model_dump(
-            exclude={"server", "ci_accounts", "identity_file", "known_hosts_file", "report"}
-        )
-        server = self.server or GITHUB_API
-        return ReviewSpec(
-            **fields,
-            identity_file=self._path(lab_dir, self.identity_file),
-            known_hosts_file=self._path(lab_dir, self.known_hosts_file),
-            server=server.rstrip("/"),
-            ci_accounts=tuple(self.ci_accounts),
-            report=tuple(dict.fromkeys(self.report)),
-        )
-
-
 class RawDisable(_Raw):
     """``[[disable]]``: a test (job and step globs) the lab does not run."""
 
@@ -557,15 +493,18 @@ def _did_you_mean(name: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _describe(error: Mapping[str, Any], loc: tuple[str | int, ...]) -> tuple[str, str | None]:
-    """The message and fix for one pydantic error at ``loc`` (the full path in the file)."""
+def _describe(
+    error: Mapping[str, Any], loc: tuple[str | int, ...], model: type[BaseModel] | None = None
+) -> tuple[str, str | None]:
+    """The message and fix for one pydantic error at ``loc`` (the full path in the file);
+    ``model``: the table's own model when the error is about one of its keys (a driver's)."""
     kind = error["type"]
     leaf = next((p for p in reversed(loc) if isinstance(p, str)), "")
     got = f" (got {_show(error.get('input'))})"
     ctx = error.get("ctx") or {}
     if kind == "extra_forbidden":
         section = next((p for p in reversed(loc[:-1]) if isinstance(p, str)), "")
-        model = _SECTION_MODELS.get(section)
+        model = model or _SECTION_MODELS.get(section)
         known = list(model.model_fields) if model else []
         return (
             f"unknown key{_did_you_mean(leaf, known)}",
@@ -675,7 +614,8 @@ class _Loader:
             bad: set[str | int] = set()
             for error in err.errors(include_url=False):
                 full = loc + tuple(error["loc"])
-                message, fix = _describe(error, full)
+                own = model if len(error["loc"]) == 1 else None
+                message, fix = _describe(error, full, own)
                 self.problem(key_path(full), message, fix)
                 bad.add(error["loc"][0] if error["loc"] else "")
         if not isinstance(data, dict) or bad & vital or "" in bad:
@@ -702,7 +642,7 @@ class _Loader:
         """Validate every entry of ``[[kind]]``; the usable ones by index."""
         usable: dict[int, Any] = {}
         for index, raw in self.entries(data, kind):
-            model = self.host_model(raw, index) if kind == "host" else self._KINDS[kind]
+            model = self.driver_model(kind, raw, index)
             if model is None:
                 self.incomplete.add(kind)
                 continue
@@ -736,14 +676,23 @@ class _Loader:
             checked.append(item.model_dump() if item is not None else _PLACEHOLDERS[key])
         return {**raw, key: checked}
 
-    def host_model(self, raw: Any, index: int) -> type[RawHost] | None:
-        executor = raw.get("executor", "local") if isinstance(raw, dict) else "local"
-        model = HOST_MODELS.get(executor) if isinstance(executor, str) else None
+    def driver_model(self, kind: str, raw: Any, index: int) -> type[BaseModel] | None:
+        """The model of a ``[[kind]]`` entry: a host's is its executor's, a review's its
+        driver's (each driver registers its own keys); others have one."""
+        drivers: Mapping[str, type[BaseModel]]
+        if kind == "host":
+            key, default, drivers = "executor", "local", HOST_MODELS
+        elif kind == "review":
+            key, default, drivers = "driver", None, REVIEW_MODELS
+        else:
+            return self._KINDS[kind]
+        name = raw.get(key, default) if isinstance(raw, dict) else default
+        model = drivers.get(name) if isinstance(name, str) else None
         if model is None:
             self.problem(
-                f"host[{index}].executor",
-                f"unknown executor {_show(executor)}",
-                f"use one of: {', '.join(HOST_MODELS)}",
+                f"{kind}[{index}].{key}",
+                "is required" if name is None else f"unknown {key} {_show(name)}",
+                f"use one of: {', '.join(drivers)}",
             )
         return model
 
@@ -1090,30 +1039,12 @@ class _Loader:
     def reviews(
         self, raw: Mapping[int, RawReview], branches: Mapping[str, BranchSpec]
     ) -> tuple[ReviewSpec, ...]:
-        needs = {
-            "gerrit": ("server", "user", "password_env", "ssh"),
-            "github": ("token_env", "secret_env"),
-        }
         for index, r in raw.items():
-            at = f"review[{index}]"
             if "branch" not in self.incomplete and r.branch not in branches:
                 self.problem(
-                    f"{at}.branch",
+                    f"review[{index}].branch",
                     f"no [[branch]] named {_show(r.branch)}{_did_you_mean(r.branch, branches)}",
                     f"use one of: {', '.join(branches) or '(none: add a [[branch]])'}",
-                )
-            for key in needs[r.driver]:
-                if getattr(r, key) is None:
-                    self.problem(
-                        f"{at}.{key}",
-                        f"is required for driver = {_show(r.driver)}",
-                        f"add {key} = ... (*_env keys name an environment variable)",
-                    )
-            if r.driver == "github" and not re.fullmatch(r"[^/\s]+/[^/\s]+", r.project):
-                self.problem(
-                    f"{at}.project",
-                    f"{_show(r.project)} is not a GitHub owner/repo",
-                    'write e.g. project = "xen-project/xen"',
                 )
         return tuple(r.to_spec(self.lab_dir) for r in self.unique("review", raw).values())
 
@@ -1195,10 +1126,10 @@ class _Loader:
             file=self.file if self.file.is_absolute() else self.lab_dir / self.file.name,
             name=lab.name,
             database_url=_database_url(lab.database, self.lab_dir),
-            log_dir=_under(self.lab_dir, lab.logs),
-            work_dir=_under(self.lab_dir, lab.work),
-            artifacts_dir=_under(self.lab_dir, lab.artifacts),
-            mirror_dir=_under(self.lab_dir, lab.mirrors),
+            log_dir=under(self.lab_dir, lab.logs),
+            work_dir=under(self.lab_dir, lab.work),
+            artifacts_dir=under(self.lab_dir, lab.artifacts),
+            mirror_dir=under(self.lab_dir, lab.mirrors),
             poll_interval=lab.poll_interval,
             trees=trees,
             branches=branches,
@@ -1244,12 +1175,7 @@ def _resolve_url(url: str, lab_dir: Path) -> str:
     """A URL as is; a local path made absolute from the lab dir."""
     if "://" in url or _SCP_URL.match(url):
         return url
-    return str(_under(lab_dir, url))
-
-
-def _under(lab_dir: Path, value: str) -> Path:
-    """``value`` as an absolute, normalised path; relative ones are taken from the lab dir."""
-    return Path(os.path.normpath(lab_dir / Path(value).expanduser()))
+    return str(under(lab_dir, url))
 
 
 def _database_url(database: str | None, lab_dir: Path) -> str:
@@ -1259,7 +1185,7 @@ def _database_url(database: str | None, lab_dir: Path) -> str:
     if database.startswith(prefix):
         rest = database[len(prefix) :]
         if rest and rest != ":memory:" and not rest.startswith("/"):
-            return f"{prefix}{_under(lab_dir, rest)}"
+            return f"{prefix}{under(lab_dir, rest)}"
     return database
 
 
@@ -1409,4 +1335,9 @@ def _render_job(job: JobSpec) -> list[str]:
 
 
 # Real hosts (executor = "ssh", lifecycle keys) register their models in HOST_MODELS.
-import labgate.hosts.config  # noqa: E402, F401
+import labgate.hosts.config  # noqa: E402
+
+# Code review drivers register their [[review]] models in REVIEW_MODELS (light modules: keys
+# and settings only; their connectors are imported when a loop runs).
+import labgate.review.gerrit.settings  # noqa: E402
+import labgate.review.github.settings  # noqa: E402, F401

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from labgate.bisect.posterior import Knowledge
 
@@ -424,39 +424,37 @@ class DisabledTest:
         return self.step in ("*", "**")
 
 
+class ReviewSettings(Protocol):
+    """A code review driver's own typed settings (``ReviewSpec.settings``): credentials, how it
+    reports. Each driver defines its own, with its ``[[review]]`` keys."""
+
+    def secret_envs(self) -> tuple[str | None, ...]:
+        """The environment variables it reads secrets from (never given to a step)."""
+        ...
+
+
 @dataclass(frozen=True)
 class ReviewSpec:
     """A code review system labgate tests proposed patches of (``[[review]]``).
 
-    ``driver`` is ``gerrit`` or ``github``; ``server`` its base URL (GitHub: the REST API's);
-    ``project`` the Gerrit project or GitHub ``owner/repo``; ``branch`` the lab branch whose jobs
-    run, with the patch as its tree under test; ``target`` limits it to changes for that review
-    branch (None: any). Credentials are read from the environment variables named by the
-    ``*_env`` keys, never from lab.toml. ``voting = false`` comments without voting."""
+    ``driver`` names its driver (``gerrit``, ``github``...); ``server`` its base URL (GitHub: the
+    REST API's); ``project`` the project there (GitHub: ``owner/repo``); ``branch`` the lab
+    branch whose jobs run, with the patch as its tree under test; ``target`` limits it to
+    changes for that review branch (None: any). ``voting = false`` comments without voting.
+    ``settings``: the driver's own (credentials are read from the environment variables they
+    name, never from lab.toml)."""
 
     name: str
     driver: str
     server: str
     project: str
     branch: str
+    settings: ReviewSettings
     target: str | None = None
     voting: bool = True
     recheck: str = r"^recheck( labgate)?$"
     web_url: str | None = None
-    context: str = "labgate"
-    user: str | None = None
-    password_env: str | None = None
-    token_env: str | None = None
-    secret_env: str | None = None
-    ssh: str | None = None
     retries: int = 2
     ci_accounts: tuple[str, ...] = ()
     """Other CI accounts (Gerrit user names, GitHub status contexts) whose votes are recorded
     for ``labgate review discrepancies``; empty: every other account that votes Verified."""
-    identity_file: str | None = None
-    """Gerrit: the SSH private key ``gerrit stream-events`` logs in with (resolved against the
-    lab dir); None: the SSH agent's and ``~/.ssh``'s keys."""
-    known_hosts_file: str | None = None
-    """Gerrit: the known_hosts file naming the server's SSH key (default ``~/.ssh/known_hosts``)."""
-    report: tuple[str, ...] = ("status",)
-    """GitHub: how results are posted: ``status`` (commit statuses), ``check_run`` or both."""

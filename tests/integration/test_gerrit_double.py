@@ -25,9 +25,9 @@ from gerritdouble import GerritDouble
 from labgate.config import load_lab
 from labgate.model import ReviewSpec
 from labgate.review.base import Vote
-from labgate.review.gerrit import GerritConnector
-from labgate.review.gerrit.connector import GerritError, ssh_target
+from labgate.review.gerrit.connector import GerritConnector, GerritError, ssh_target
 from labgate.review.gerrit.rest import TAG, Request, review_request
+from labgate.review.gerrit.settings import GerritSettings, gerrit_settings
 from labgate.review.loop import ReviewLoop
 from labgate.store import Store
 from labgate.web import create_app
@@ -305,17 +305,14 @@ def test_a_wrong_password_or_key_is_an_error_naming_it(
 
 
 def test_ssh_target() -> None:
-    spec = ReviewSpec(
-        name="g", driver="gerrit", server="https://g", project="p", branch="b", user="ci"
-    )
-    assert ssh_target(replace(spec, ssh="review.example.org")) == (
-        "ci",
-        "review.example.org",
-        29418,
-    )
-    assert ssh_target(replace(spec, ssh="bot@[::1]:2222")) == ("bot", "::1", 2222)
+    def spec(ssh: str) -> ReviewSpec:
+        settings = GerritSettings(user="ci", password_env="P", ssh=ssh)
+        return ReviewSpec("g", "gerrit", "https://g", "p", "b", settings=settings)
+
+    assert ssh_target(spec("review.example.org")) == ("ci", "review.example.org", 29418)
+    assert ssh_target(spec("bot@[::1]:2222")) == ("bot", "::1", 2222)
     with pytest.raises(GerritError, match=r"is not \[user@\]host\[:port\]"):
-        ssh_target(replace(spec, ssh="a b"))
+        ssh_target(spec("a b"))
 
 
 def test_ready_to_vote_figures_in_text_json_and_on_the_page(
@@ -377,7 +374,9 @@ def test_an_unknown_server_key_is_an_error_naming_it(
     rl, gerrit = gerrit_lab
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
-    connector = GerritConnector(replace(spec_of(rl), known_hosts_file=str(empty)))
+    spec = spec_of(rl)
+    settings = replace(gerrit_settings(spec), known_hosts_file=str(empty))
+    connector = GerritConnector(replace(spec, settings=settings))
 
     async def first() -> object:
         return await anext(aiter(connector._stream()))

@@ -7,9 +7,22 @@ an asyncssh server, the REST API with its ``)]}'`` prefix, change refs in a real
 repository), never against a real Gerrit server: none can run where labgate is developed.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from labgate.review.drivers import ReviewDriver, register
-from labgate.review.gerrit.connector import GerritConnector
 
-__all__ = ["GerritConnector"]
+if TYPE_CHECKING:
+    from labgate.model import ReviewSpec
+    from labgate.review.gerrit.connector import GerritConnector
 
-register(ReviewDriver("gerrit", connector=GerritConnector))
+
+def _connector(spec: ReviewSpec) -> GerritConnector:
+    # imported when a loop runs, not when lab.toml is read (asyncssh, httpx)
+    from labgate.review.gerrit.connector import GerritConnector
+
+    return GerritConnector(spec)
+
+
+register(ReviewDriver("gerrit", connector=_connector))

@@ -34,6 +34,7 @@ from labgate.review.gerrit.rest import (
     read_json,
     review_request,
 )
+from labgate.review.gerrit.settings import gerrit_settings
 
 log = logging.getLogger("labgate.review.gerrit")
 
@@ -48,12 +49,15 @@ class GerritError(Exception):
 
 def ssh_target(spec: ReviewSpec) -> tuple[str, str, int]:
     """(user, host, port) of ``ssh = "[user@]host[:port]"`` (user: ``user``; port 29418)."""
+    settings = gerrit_settings(spec)
     found = re.fullmatch(
-        r"(?:([^@\s]+)@)?([^@:\s]+|\[[0-9a-fA-F:.]+\])(?::(\d{1,5}))?", spec.ssh or ""
+        r"(?:([^@\s]+)@)?([^@:\s]+|\[[0-9a-fA-F:.]+\])(?::(\d{1,5}))?", settings.ssh
     )
     if found is None:
-        raise GerritError(f"[[review]] {spec.name}: ssh = {spec.ssh!r} is not [user@]host[:port]")
-    user = found.group(1) or spec.user
+        raise GerritError(
+            f"[[review]] {spec.name}: ssh = {settings.ssh!r} is not [user@]host[:port]"
+        )
+    user = found.group(1) or settings.user
     if not user:
         raise GerritError(f"[[review]] {spec.name}: no user for SSH (set user or ssh = user@host)")
     return user, found.group(2).strip("[]"), int(found.group(3) or DEFAULT_SSH_PORT)
@@ -71,6 +75,7 @@ class GerritConnector:
         keepalive_s: float = 30.0,
     ) -> None:
         self.spec = spec
+        self.settings = gerrit_settings(spec)
         self.name = spec.name
         self.backoff = backoff
         self.keepalive_s = keepalive_s
@@ -78,7 +83,7 @@ class GerritConnector:
     # --- REST --------------------------------------------------------------------------
 
     def _password(self) -> str:
-        name = self.spec.password_env or ""
+        name = self.settings.password_env
         value = os.environ.get(name)
         if not value:
             raise GerritError(
@@ -90,7 +95,7 @@ class GerritConnector:
     async def _call(self, request: Request) -> Any:
         url = f"{self.spec.server}{request.path}"
         async with httpx.AsyncClient(
-            auth=(self.spec.user or "", self._password()),
+            auth=(self.settings.user, self._password()),
             headers={"Accept": "application/json", "User-Agent": "labgate"},
             timeout=30.0,
         ) as client:
@@ -158,10 +163,10 @@ class GerritConnector:
         """One connection's events, after None once the stream is open."""
         user, host, port = ssh_target(self.spec)
         options: dict[str, Any] = {}
-        if self.spec.identity_file:
-            options["client_keys"] = [self.spec.identity_file]
-        if self.spec.known_hosts_file:
-            options["known_hosts"] = self.spec.known_hosts_file
+        if self.settings.identity_file:
+            options["client_keys"] = [self.settings.identity_file]
+        if self.settings.known_hosts_file:
+            options["known_hosts"] = self.settings.known_hosts_file
         try:
             conn = await asyncssh.connect(
                 host,
@@ -172,7 +177,7 @@ class GerritConnector:
                 **options,
             )
         except asyncssh.HostKeyNotVerifiable as error:
-            known = self.spec.known_hosts_file or "~/.ssh/known_hosts"
+            known = self.settings.known_hosts_file or "~/.ssh/known_hosts"
             raise GerritError(
                 f"{host}:{port}: its SSH host key is not in {known} ({error.reason})"
             ) from None

@@ -20,6 +20,7 @@ from typing import Any
 
 from labgate.model import ReviewSpec
 from labgate.review.base import ChangeEvent, OtherVote
+from labgate.review.gerrit.settings import gerrit_settings
 
 VERIFIED = "Verified"
 
@@ -145,7 +146,7 @@ def parse_event(spec: ReviewSpec, line: str) -> ChangeEvent | None:
     if kind == "patchset-created":
         return _change_event(spec, event, "patchset")
     author = _account(event.get("author"))
-    if author is not None and author == spec.user:
+    if author is not None and author == gerrit_settings(spec).user:
         return None  # our own vote coming back
     comment = event.get("comment")
     if isinstance(comment, str) and is_recheck(spec, comment):

@@ -31,6 +31,7 @@ import httpx
 from labgate.model import ReviewSpec
 from labgate.review.base import ChangeEvent, ReviewRun, Vote
 from labgate.review.github.events import PayloadError, event_from_pull_request
+from labgate.review.github.settings import github_settings
 
 API_VERSION = "2022-11-28"
 STATES = {1: "success", -1: "failure", 0: "error"}
@@ -55,7 +56,7 @@ def _env(name: str | None, what: str, spec: ReviewSpec) -> str:
 
 def webhook_secret(spec: ReviewSpec) -> str:
     """The webhook secret, from the environment variable ``secret_env`` names."""
-    return _env(spec.secret_env, "webhook secret", spec)
+    return _env(github_settings(spec).secret_env, "webhook secret", spec)
 
 
 class GitHubConnector:
@@ -63,11 +64,12 @@ class GitHubConnector:
 
     def __init__(self, spec: ReviewSpec, *, transport: httpx.AsyncBaseTransport | None = None):
         self.spec = spec
+        self.settings = github_settings(spec)
         self.name = spec.name
         self._transport = transport
 
     def _client(self) -> httpx.AsyncClient:
-        token = _env(self.spec.token_env, "API token", self.spec)
+        token = _env(self.settings.token_env, "API token", self.spec)
         return httpx.AsyncClient(
             base_url=self.spec.server,
             headers={
@@ -144,7 +146,7 @@ class GitHubConnector:
         body: dict[str, Any] = {
             "state": state,
             "description": description,
-            "context": self.spec.context,
+            "context": self.settings.context,
         }
         if target_url:
             body["target_url"] = target_url
@@ -156,7 +158,7 @@ class GitHubConnector:
         found = await self._call(
             "GET",
             f"{self._repo}/commits/{run.revision}/check-runs",
-            params={"check_name": self.spec.context, "filter": "all", "per_page": "100"},
+            params={"check_name": self.settings.context, "filter": "all", "per_page": "100"},
         )
         listed = found.get("check_runs") if isinstance(found, Mapping) else None
         ours = [
@@ -171,7 +173,7 @@ class GitHubConnector:
             "POST",
             f"{self._repo}/check-runs",
             json={
-                "name": self.spec.context,
+                "name": self.settings.context,
                 "head_sha": run.revision,
                 "external_id": str(run.id),
                 **body,
@@ -182,9 +184,9 @@ class GitHubConnector:
         if not self.spec.voting:
             return
         text = f"labgate is testing this (flight {run.flight_id}, attempt {run.attempt})"
-        if "status" in self.spec.report:
+        if "status" in self.settings.report:
             await self.status(run.revision, "pending", text, target_url)
-        if "check_run" in self.spec.report:
+        if "check_run" in self.settings.report:
             body: dict[str, Any] = {
                 "status": "in_progress",
                 "started_at": _now(),
@@ -197,9 +199,9 @@ class GitHubConnector:
     async def report(self, run: ReviewRun, vote: Vote) -> None:
         if vote.voting:
             summary = vote.summary or vote.message.split("\n", 1)[0]
-            if "status" in self.spec.report:
+            if "status" in self.settings.report:
                 await self.status(run.revision, STATES[vote.verified], summary, vote.target_url)
-            if "check_run" in self.spec.report:
+            if "check_run" in self.settings.report:
                 await self.check_run(run, _completed(vote, summary))
         else:
             await self._call(

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from labgate.model import ReviewSpec
 from labgate.review.base import ChangeEvent, OtherVote
+from labgate.review.github.settings import github_settings
 
 PR_ACTIONS = frozenset({"opened", "synchronize", "reopened"})
 STATUS_VALUES = {"success": 1, "failure": -1}  # "error" and "pending" are no verdict
@@ -187,7 +188,9 @@ def status_vote(spec: ReviewSpec, payload: Mapping[str, Any]) -> tuple[str, Othe
     if not _ours(spec, delivery.repository):
         return None
     context, state = delivery.context, delivery.state
-    if context == spec.context or (spec.ci_accounts and context not in spec.ci_accounts):
+    if context == github_settings(spec).context or (
+        spec.ci_accounts and context not in spec.ci_accounts
+    ):
         return None
     if state not in STATUS_VALUES:
         return None
@@ -202,7 +205,8 @@ def check_run_vote(spec: ReviewSpec, payload: Mapping[str, Any]) -> tuple[str, O
     check = delivery.check_run
     if not _ours(spec, delivery.repository) or delivery.action != "completed":
         return None
-    if check.name == spec.context or (spec.ci_accounts and check.name not in spec.ci_accounts):
+    ours = github_settings(spec).context
+    if check.name == ours or (spec.ci_accounts and check.name not in spec.ci_accounts):
         return None
     value = CONCLUSION_VALUES.get(check.conclusion or "")
     if value is None:

@@ -370,7 +370,7 @@ class RawReview(_Raw):
     """``[[review]]``: a Gerrit or GitHub project whose proposed patches are tested."""
 
     name: Name
-    driver: Literal["gerrit", "github"]
+    driver: Literal["gerrit", "github", "reviewboard"]
     server: Text | None = None
     project: Text
     branch: Text
@@ -386,6 +386,7 @@ class RawReview(_Raw):
     ssh: Text | None = None
     retries: int = Field(default=2, ge=0)
     ci_accounts: list[Text] = Field(default_factory=list)
+    poll_interval: float = Field(default=10.0, gt=0, le=3600)
 
     @field_validator("recheck")
     @classmethod
@@ -1074,6 +1075,7 @@ class _Loader:
         needs = {
             "gerrit": ("server", "user", "password_env", "ssh"),
             "github": ("token_env", "secret_env"),
+            "reviewboard": ("server", "token_env"),
         }
         for index, r in raw.items():
             at = f"review[{index}]"

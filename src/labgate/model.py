@@ -419,8 +419,9 @@ class DisabledTest:
 class ReviewSpec:
     """A code review system labgate tests proposed patches of (``[[review]]``).
 
-    ``driver`` is ``gerrit`` or ``github``; ``server`` its base URL (GitHub: the REST API's);
-    ``project`` the Gerrit project or GitHub ``owner/repo``; ``branch`` the lab branch whose jobs
+    ``driver`` is ``gerrit``, ``github`` or ``reviewboard``; ``server`` its base URL (GitHub: the
+    REST API's); ``project`` the Gerrit project, GitHub ``owner/repo`` or Review Board repository
+    name; ``branch`` the lab branch whose jobs
     run, with the patch as its tree under test; ``target`` limits it to changes for that review
     branch (None: any). Credentials are read from the environment variables named by the
     ``*_env`` keys, never from lab.toml. ``voting = false`` comments without voting."""
@@ -444,3 +445,5 @@ class ReviewSpec:
     ci_accounts: tuple[str, ...] = ()
     """Other CI accounts (Gerrit user names, GitHub status contexts) whose votes are recorded
     for ``labgate review discrepancies``; empty: every other account that votes Verified."""
+    poll_interval: float = 10.0
+    """Review Board: seconds between two polls of its API for new diffs and rechecks."""

@@ -8,6 +8,11 @@ the intent and ``done``, it asks the connector whether the server already has th
 (:meth:`~labgate.review.base.Connector.reported`) and posts only if not. Runs are claimed with a
 lease, so controllers sharing a PostgreSQL store never work on the same run; the queue survives
 any restart of ``labgate serve`` or ``labgate review run``.
+
+A branch without a baseline gets one first: a ``real`` flight of its tested revision tuple (as
+the push gate makes), so the first patch is judged against something. The connector says when
+testing begins (:meth:`~labgate.review.base.Connector.started`); what it answers (a Review Board
+status update's id) is kept with the run, so the vote updates that one after any restart.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from labgate.flight import FlightError, resolve_revisions
 from labgate.flights import Flights
 from labgate.git import GitError
 from labgate.heartbeat import renew_every
-from labgate.model import Blessing, FlightResult, ReviewSpec
-from labgate.review.base import ChangeEvent, Connector, ReviewRun, Vote
+from labgate.model import Blessing, FlightResult, FlightState, ReviewSpec
+from labgate.review.base import ChangeEvent, Connector, PatchSource, ReviewRun, Vote
 from labgate.review.vote import error_vote, flight_url, summary_of, vote_for
 from labgate.store import Store, owner_is_dead, process_owner
 from labgate.store.review import INTENT, SUPERSEDED
@@ -38,6 +43,10 @@ RETRY_POST_S = 60.0
 
 class Superseded(Exception):
     """The run's patch set is no longer the one its ref points at."""
+
+
+class PatchUnavailable(Exception):
+    """The connector could not give the patch now (its server is down): tried again later."""
 
 
 @dataclass
@@ -58,11 +67,20 @@ class ReviewLoop:
         self.queue = self.store.review
         self.specs: dict[str, ReviewSpec] = {r.name: r for r in self.lab.reviews}
         self.wake = asyncio.Event()
+        self._baseline_lock = asyncio.Lock()
 
     # --- events in -----------------------------------------------------------------------
 
     def enqueue(self, event: ChangeEvent) -> ReviewRun | None:
-        run = self.queue.enqueue(event)
+        """Queue a run for the event (None: nothing new, see ``ReviewQueue.enqueue``); an event
+        with a ``delivery`` seen before queues nothing."""
+        if event.delivery is not None:
+            if self.queue.delivery_seen(event.source, event.delivery):
+                return None
+            run = self.queue.enqueue(event)
+            self.queue.record_delivery(event.source, event.delivery, event.kind)
+        else:
+            run = self.queue.enqueue(event)
         if run is not None:
             log.info("queued run %d: %s change %s patch set %s", run.id, run.connector,
                      run.change, run.patchset)  # fmt: skip
@@ -114,7 +132,7 @@ class ReviewLoop:
             await self._finish_intent(connector, run)
             return
         try:
-            flight_id = run.flight_id or self._plan(run, spec)
+            flight_id = run.flight_id or await self._plan(connector, run, spec)
         except Superseded as why:
             log.info("run %d superseded: %s", run.id, why)
             self.queue.finish(run.id, SUPERSEDED, str(why))
@@ -129,33 +147,72 @@ class ReviewLoop:
             )
             await self._vote(connector, run, vote)
             return
+        except PatchUnavailable as error:
+            self._postpone(run, str(error))
+            return
         self.queue.set_flight(run.id, flight_id)
         run = self.queue.get(run.id)
         try:
-            await connector.started(run, flight_url(spec.web_url, flight_id))
+            report_id = await connector.started(run, flight_url(spec.web_url, flight_id))
         except Exception as error:  # a pending status is a courtesy; the vote is what counts
             log.warning("run %d: could not say testing started: %s", run.id, error)
+        else:
+            if report_id is not None and report_id != run.report_id:
+                self.queue.set_report_id(run.id, report_id)
+                run = self.queue.get(run.id)
         flight = await self._run_flight(run, flight_id)
         vote = self._decide(run, spec, flight)
         await self._vote(connector, run, vote)
 
-    def _plan(self, run: ReviewRun, spec: ReviewSpec) -> int:
-        """Store the run's review flight: the patch as the tree under test, every other tree
-        at the branch's pins."""
+    async def _plan(self, connector: Connector, run: ReviewRun, spec: ReviewSpec) -> int:
+        """Store the run's review flight: the patch as the tree under test (its ref fetched, or
+        the commit its connector makes), every other tree at the branch's pins. The branch's
+        baseline is made first when it has none."""
         branch = self.lab.branch(spec.branch)
         assert self.flights is not None and self.flights.mirrors is not None
         mirrors = self.flights.mirrors
-        refs = self.lab.revision_refs(spec.branch)
-        others = resolve_revisions(
-            self.lab, mirrors, {k: v for k, v in refs.items() if k != branch.tree}
-        )
-        sha = mirrors.fetch_ref(branch.tree, run.ref)
-        if run.revision and sha != run.revision:
-            raise Superseded(f"{run.ref} is at {sha[:12]} now, not {run.revision[:12]}")
-        revisions = {tree: sha if tree == branch.tree else others[tree] for tree in refs}
+        tested = await self._baseline(spec.branch)
+        if isinstance(connector, PatchSource):
+            try:
+                sha = await connector.patch_commit(run, mirrors, branch.tree, tested[branch.tree])
+            except GitError:
+                raise  # the patch cannot be applied: reported, as any run that cannot be tested
+            except Exception as error:
+                raise PatchUnavailable(f"cannot get the patch: {error}") from error
+        else:
+            sha = await asyncio.to_thread(mirrors.fetch_ref, branch.tree, run.ref)
+            if run.revision and sha != run.revision:
+                raise Superseded(f"{run.ref} is at {sha[:12]} now, not {run.revision[:12]}")
+        revisions = {**tested, branch.tree: sha}
         flight_id = self.flights.plan(spec.branch, revisions=revisions, blessing=Blessing.REVIEW)
         log.info("run %d: flight %d", run.id, flight_id)
         return flight_id
+
+    async def _baseline(self, branch: str) -> dict[str, str]:
+        """The branch's tested revision tuple (the tree under test at its ``tested`` ref, the
+        others at their pins), after making it the baseline when the branch has none: a
+        ``real`` flight of it (one a killed loop left unfinished is resumed)."""
+        spec = self.lab.branch(branch)
+        assert self.flights is not None and self.flights.mirrors is not None
+        refs = {**self.lab.revision_refs(branch), spec.tree: spec.tested}
+        tested = await asyncio.to_thread(resolve_revisions, self.lab, self.flights.mirrors, refs)
+        async with self._baseline_lock:
+            if self.store.baseline(branch) is not None:
+                return tested
+            recent = self.store.list_flights(branch, blessing=Blessing.REAL, limit=20)
+            same = [f for f in recent if dict(f.revisions) == tested]
+            if same and same[0].state is FlightState.FINISHED:
+                flight_id = same[0].id
+            else:
+                flight_id = (
+                    same[0].id
+                    if same
+                    else self.flights.plan(branch, revisions=tested, blessing=Blessing.REAL)
+                )
+                log.info("%s: no baseline yet: flight %d tests %s", branch, flight_id, spec.tested)
+                await self.flights.run(flight_id)
+            self.store.set_baseline(branch, flight_id)
+            return tested
 
     async def _run_flight(self, run: ReviewRun, flight_id: int) -> FlightResult:
         renewing = asyncio.create_task(

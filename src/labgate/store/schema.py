@@ -270,6 +270,7 @@ review_run = Table(
     Column("reason", Text),
     Column("created", DateTime(timezone=True), nullable=False),
     Column("updated", DateTime(timezone=True), nullable=False),
+    Column("report_id", String(200)),
     UniqueConstraint("connector", "change", "patchset", "attempt", name="uq_review_run"),
     Index("ix_review_run_state", "state", "id"),
     Index("ix_review_run_revision", "connector", "revision"),

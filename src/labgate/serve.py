@@ -1,6 +1,9 @@
 """``labgate serve``: one asyncio process serving the dashboard and JSON API, running the pool's
-flights (the web's retests, ``labgate host queue``) as a controller, and the push gate of the
-branches given with ``--gate``, all on the same loop."""
+flights (the web's retests, ``labgate host queue``) as a controller, the review loop of every
+``[[review]]`` entry (its connectors' events and the webhook queue), and the push gate of the
+branches given with ``--gate``, all on the same loop. Ctrl-C or SIGTERM stops all of it: the
+flights running are cancelled, the review runs given back to the queue, so a restart resumes
+every one."""
 
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 def _log_to_stderr() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    for name in ("labgate.web", "labgate.gate"):
+    for name in ("labgate.web", "labgate.gate", "labgate.review"):
         log = logging.getLogger(name)
         log.addHandler(handler)
         log.setLevel(logging.INFO)
@@ -56,6 +59,26 @@ async def gate_loop(lab: Lab, store: Store, branch: str, flights: Flights) -> No
             log.info(json.dumps({"event": "gate-error", "branch": branch, "error": str(result)}))
         else:
             log.info(json.dumps({"event": "gate-cycle", **result.to_json()}))
+
+
+QUEUE_POLL_S = 2.0
+"""How often the review loop looks at the queue for runs a webhook queued (at the longest)."""
+
+
+def review_loop(lab: Lab, store: Store, flights: Flights) -> asyncio.Task[None] | None:
+    """The review loop of the lab's usable ``[[review]]`` entries (each other one is logged
+    with why), or None when there is none."""
+    from labgate.review.connectors import connectors_for
+    from labgate.review.loop import ReviewLoop
+
+    log = logging.getLogger("labgate.review")
+    connectors, left_out = connectors_for(lab)
+    for why in left_out:
+        log.warning(json.dumps({"event": "review-left-out", "reason": why}))
+    if not connectors:
+        return None
+    loop = ReviewLoop(lab, store, connectors, flights=flights)
+    return asyncio.create_task(loop.run_forever(min(lab.poll_interval, QUEUE_POLL_S)))
 
 
 async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str] = ()) -> None:
@@ -84,6 +107,9 @@ async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str
     flights = Flights(lab, store)
     gates = [asyncio.create_task(flights.serve())]
     gates += [asyncio.create_task(gate_loop(lab, store, b, flights)) for b in gate_branches]
+    reviews = review_loop(lab, store, flights)
+    if reviews is not None:
+        gates.append(reviews)
     try:
         app = create_app(lab, store)
         config = uvicorn.Config(

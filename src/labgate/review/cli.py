@@ -66,7 +66,7 @@ def run_command(lab_dir: Path, once: bool, json_to: str | None) -> None:
     with open_store(lab) as store:
         loop = ReviewLoop(lab, store, connectors)
         if once:
-            runs = asyncio.run(loop.process_once())
+            runs = asyncio.run(loop.once())
             if not json_on_stdout(json_to):
                 for run in runs:
                     click.echo(run_line(run))

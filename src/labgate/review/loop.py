@@ -109,6 +109,24 @@ class ReviewLoop:
             done.append(self.queue.get(run.id))
         return done
 
+    async def catch_up(self) -> None:
+        """Queue what every connector says may have no result yet (its reconcile); a connector
+        that cannot answer is logged and left for the next time."""
+        for name, connector in self.connectors.items():
+            try:
+                events = await connector.reconcile()
+            except Exception as error:
+                log.warning("[[review]] %s: cannot list its open changes: %s", name, error)
+                continue
+            for event in events:
+                self.enqueue(event)
+
+    async def once(self) -> list[ReviewRun]:
+        """Catch up with every connector, then work on the queue until it is empty
+        (``labgate review run --once``)."""
+        await self.catch_up()
+        return await self.process_once()
+
     async def run_forever(self, poll_s: float = 30.0) -> None:
         """Listen to every connector and process the queue as runs arrive (``labgate serve``,
         ``labgate review run``)."""
@@ -128,6 +146,14 @@ class ReviewLoop:
         """Test one claimed run and vote, or finish what a dead controller left of it."""
         spec = self.specs[run.connector]
         connector = self.connectors[run.connector]
+        try:
+            await self._handle(spec, connector, run)
+        except asyncio.CancelledError:
+            # stopped (Ctrl-C, SIGTERM): the run is claimable again at once, its flight resumed
+            self.queue.release(run.id, self.owner, "the controller was stopped")
+            raise
+
+    async def _handle(self, spec: ReviewSpec, connector: Connector, run: ReviewRun) -> None:
         if run.vote_state == INTENT:
             await self._finish_intent(connector, run)
             return

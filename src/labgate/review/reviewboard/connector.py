@@ -128,7 +128,8 @@ class ReviewBoardConnector:
         reviews = await self.api.items(
             "/api/reviews/", "reviews", {"repository": self.spec.project, "public": "1", **since}
         )
-        events = [self._event(r, "patchset") for r in requests if self._wanted(r)]
+        oldest_first = sorted(requests, key=lambda r: int(r["id"]))
+        events = [self._event(r, "patchset") for r in oldest_first if self._wanted(r)]
         pattern = re.compile(self.spec.recheck, re.MULTILINE)
         for review in reviews:
             if not pattern.search(str(review.get("body_top", "")).strip()):

@@ -235,6 +235,7 @@ def start_reviewboard() -> ReviewBoard:
     ]  # fmt: skip
     proc = subprocess.run(install, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
+        shutil.rmtree(site, ignore_errors=True)
         raise ReviewBoardUnavailable(f"rb-site install failed: {proc.stdout[-2000:]}{proc.stderr}")
     log = site / "runserver.log"
     for _ in range(START_ATTEMPTS):
@@ -250,7 +251,9 @@ def start_reviewboard() -> ReviewBoard:
             return ReviewBoard(url, site, server, password, log)
         server.kill()
         server.wait()
-    raise ReviewBoardUnavailable(f"runserver did not answer: {log.read_text()[-2000:]}")
+    why = log.read_text()[-2000:]
+    shutil.rmtree(site, ignore_errors=True)
+    raise ReviewBoardUnavailable(f"runserver did not answer: {why}")
 
 
 def _answers(url: str, server: subprocess.Popen[bytes]) -> bool:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
@@ -61,6 +63,10 @@ async def gate_loop(lab: Lab, store: Store, branch: str, flights: Flights) -> No
             log.info(json.dumps({"event": "gate-cycle", **result.to_json()}))
 
 
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 QUEUE_POLL_S = 2.0
 """How often the review loop looks at the queue for runs a webhook queued (at the longest)."""
 
@@ -81,7 +87,14 @@ def review_loop(lab: Lab, store: Store, flights: Flights) -> asyncio.Task[None] 
     return asyncio.create_task(loop.run_forever(min(lab.poll_interval, QUEUE_POLL_S)))
 
 
-async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str] = ()) -> None:
+async def serve(
+    lab_dir: Path,
+    host: str,
+    port: int,
+    gate_branches: Sequence[str] = (),
+    *,
+    review: bool = True,
+) -> None:
     # imported here: every other command starts without the web stack
     import uvicorn
 
@@ -107,7 +120,7 @@ async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str
     flights = Flights(lab, store)
     gates = [asyncio.create_task(flights.serve())]
     gates += [asyncio.create_task(gate_loop(lab, store, b, flights)) for b in gate_branches]
-    reviews = review_loop(lab, store, flights)
+    reviews = review_loop(lab, store, flights) if review else None
     if reviews is not None:
         gates.append(reviews)
     try:
@@ -123,6 +136,10 @@ async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str
             timeout_graceful_shutdown=3,
         )
         server = uvicorn.Server(config)
+        # uvicorn stops serving on SIGTERM, then raises it again with the handler it found: this
+        # one, so the tasks below are stopped (flights cancelled, review runs given back) and
+        # the command exits 130, instead of the process dying at once
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
         # bound before the address is printed: a client that read it can connect at once
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -155,11 +172,19 @@ async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str
     metavar="BRANCH",
     help="Also run the push gate of BRANCH (repeatable), polling staging every poll_interval.",
 )
-def serve_command(lab_dir: Path, listen: str, gate_branches: tuple[str, ...]) -> None:
-    """Serve the lab's dashboard and JSON API (one JSON line per request on stderr), and run
-    the push gate of the branches given with --gate.
+@click.option(
+    "--review/--no-review",
+    default=True,
+    show_default=True,
+    help="Run the review loop of the [[review]] entries (--no-review: receive their webhooks "
+    "only, leaving the runs to `labgate review run` processes).",
+)
+def serve_command(lab_dir: Path, listen: str, gate_branches: tuple[str, ...], review: bool) -> None:
+    """Serve the lab's dashboard and JSON API (one JSON line per request on stderr), test and
+    vote on the [[review]] entries' patch sets, and run the push gate of the branches given
+    with --gate.
 
     Errors are `labgate: ...` with exit status 2; Ctrl-C stops it with exit status 130."""
     host, port = parse_listen(listen)
     _log_to_stderr()
-    asyncio.run(serve(lab_dir, host, port, gate_branches))
+    asyncio.run(serve(lab_dir, host, port, gate_branches, review=review))

@@ -9,8 +9,9 @@ the intent and ``done``, it asks the connector whether the server already has th
 lease, so controllers sharing a PostgreSQL store never work on the same run; the queue survives
 any restart of ``labgate serve`` or ``labgate review run``.
 
-A branch without a baseline gets one first: a ``real`` flight of its tested revision tuple (as
-the push gate makes), so the first patch is judged against something. The connector says when
+A patch its connector applies onto the branch's tested head (a Review Board diff) is judged
+against a baseline of that head: a branch without one gets it first, a ``real`` flight of its
+tested revision tuple (as the push gate makes). The connector says when
 testing begins (:meth:`~labgate.review.base.Connector.started`); what it answers (a Review Board
 status update's id) is kept with the run, so the vote updates that one after any restart.
 """
@@ -191,25 +192,30 @@ class ReviewLoop:
         await self._vote(connector, run, vote)
 
     async def _plan(self, connector: Connector, run: ReviewRun, spec: ReviewSpec) -> int:
-        """Store the run's review flight: the patch as the tree under test (its ref fetched, or
-        the commit its connector makes), every other tree at the branch's pins. The branch's
-        baseline is made first when it has none."""
+        """Store the run's review flight: the patch as the tree under test, every other tree
+        at the branch's pins. A patch fetched as a ref is judged against the branch's baseline
+        as it is; one its connector applies onto the branch's tested head (a
+        :class:`~labgate.review.base.PatchSource`'s) against a baseline of that head, made
+        first when the branch has none."""
         branch = self.lab.branch(spec.branch)
         assert self.flights is not None and self.flights.mirrors is not None
         mirrors = self.flights.mirrors
-        tested = await self._baseline(spec.branch)
         if isinstance(connector, PatchSource):
+            others = await self._baseline(spec.branch)
             try:
-                sha = await connector.patch_commit(run, mirrors, branch.tree, tested[branch.tree])
+                sha = await connector.patch_commit(run, mirrors, branch.tree, others[branch.tree])
             except GitError:
                 raise  # the patch cannot be applied: reported, as any run that cannot be tested
             except Exception as error:
                 raise PatchUnavailable(f"cannot get the patch: {error}") from error
         else:
+            refs = self.lab.revision_refs(spec.branch)
+            pinned = {k: v for k, v in refs.items() if k != branch.tree}
+            others = await asyncio.to_thread(resolve_revisions, self.lab, mirrors, pinned)
             sha = await asyncio.to_thread(mirrors.fetch_ref, branch.tree, run.ref)
             if run.revision and sha != run.revision:
                 raise Superseded(f"{run.ref} is at {sha[:12]} now, not {run.revision[:12]}")
-        revisions = {**tested, branch.tree: sha}
+        revisions = {**others, branch.tree: sha}
         flight_id = self.flights.plan(spec.branch, revisions=revisions, blessing=Blessing.REVIEW)
         log.info("run %d: flight %d", run.id, flight_id)
         return flight_id

@@ -38,8 +38,12 @@ import httpx
 import pytest
 
 from gitrepos import Files, GitRepo
+from labs import job, local_host, step, toml_str, write_lab
+from reviewlab import CHECK
 
 VERSION = "8.1"
+TOKEN_ENV = "LABGATE_TEST_RB_TOKEN"
+WEB_URL = "https://lab.example.org"
 ADMIN = "admin"
 START_ATTEMPTS = 5
 READY_S = 120.0
@@ -106,6 +110,8 @@ class Person:
     url: str
     user: str
     password: str
+    log: Path | None = None
+    """The server's log, whose end a failed call shows."""
     client: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -118,9 +124,11 @@ class Person:
 
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = self.client.request(method, path, **kwargs)
-        assert response.status_code < 300, (
-            f"{method} {path}: {response.status_code} {response.text}"
-        )
+        if response.status_code >= 300:
+            said = self.log.read_text()[-3000:] if self.log and response.status_code >= 500 else ""
+            raise AssertionError(
+                f"{method} {path}: {response.status_code} {response.text[:500]}\n{said}"
+            )
         payload = response.json()
         assert isinstance(payload, dict)
         return payload
@@ -192,7 +200,7 @@ class ReviewBoard:
     log: Path
 
     def person(self, user: str = ADMIN, password: str | None = None) -> Person:
-        return Person(self.url, user, password or self.admin_password)
+        return Person(self.url, user, password or self.admin_password, self.log)
 
     def add_user(self, user: str) -> str:
         """A new user (made by the admin); its password."""
@@ -221,7 +229,11 @@ class ReviewBoard:
 
 
 def start_reviewboard() -> ReviewBoard:
-    """Install a site in a new temp dir and serve it; ReviewBoardUnavailable when it cannot."""
+    """Install a site in a new temp dir and serve it; ReviewBoardUnavailable when it cannot.
+
+    One request at a time (``--nothreading``): the site's SQLite fails a request that writes
+    while another thread's transaction holds the database ("database is locked"), and Django
+    4.2 cannot begin its transactions IMMEDIATE."""
     venv = reviewboard_venv()
     site = Path(tempfile.mkdtemp(prefix="labgate-reviewboard-"))
     password = secrets.token_hex(12)
@@ -243,7 +255,7 @@ def start_reviewboard() -> ReviewBoard:
         with open(log, "wb") as out:
             server = subprocess.Popen(
                 [str(venv / "bin" / "rb-site"), "manage", str(site / "site"), "runserver",
-                 f"127.0.0.1:{port}", "--noreload"],
+                 f"127.0.0.1:{port}", "--noreload", "--nothreading"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
@@ -299,3 +311,42 @@ def diff_of(repo: GitRepo, files: Files) -> str:
     diff = repo.git("diff", "--cached")
     repo.git("reset", "-q", "--hard")
     return diff + "\n"
+
+
+def reviewboard_lab(
+    path: Path, server: ReviewBoard, repository: str, *, retries: int = 2, lab_keys: str = ""
+) -> tuple[Path, GitRepo]:
+    """A lab whose tree `xen` has check.sh (passes, fails or breaks by its `result` file) and
+    a Review Board [[review]] of the repository entry `repository` (added here)."""
+    lab = write_lab(
+        path,
+        trees={"xen": {"check.sh": CHECK, "result": "pass\n", "README": "xen\n"}},
+        jobs=job("test", step("check", "sh xen/check.sh")) + job("doc", step("html", "true")),
+        hosts=local_host(slots=2),
+        lab_keys=lab_keys,
+    )
+    with lab.toml.open("a") as toml:
+        toml.write(
+            f"""
+[[review]]
+name = "rb"
+driver = "reviewboard"
+server = {toml_str(server.url)}
+project = {toml_str(repository)}
+branch = "main"
+web_url = {toml_str(WEB_URL)}
+token_env = "{TOKEN_ENV}"
+retries = {retries}
+poll_interval = 0.2
+
+[[disable]]
+job = "doc"
+reason = "no sphinx on the hosts"
+"""
+        )
+    server.person().add_repository(repository, lab.trees["xen"].path)
+    return lab.path, lab.trees["xen"]
+
+
+def ours(person: Person, rr: int) -> list[dict[str, Any]]:
+    return [u for u in person.status_updates(rr) if u["service_id"] == "labgate"]

@@ -83,7 +83,8 @@ def review_loop(lab: Lab, store: Store, flights: Flights) -> asyncio.Task[None] 
         log.warning(json.dumps({"event": "review-left-out", "reason": why}))
     if not connectors:
         return None
-    loop = ReviewLoop(lab, store, connectors, flights=flights)
+    slots = sum(host.slots for host in lab.hosts)
+    loop = ReviewLoop(lab, store, connectors, flights=flights, parallel=max(1, slots))
     return asyncio.create_task(loop.run_forever(min(lab.poll_interval, QUEUE_POLL_S)))
 
 

@@ -13,48 +13,16 @@ from typing import Any
 
 import pytest
 
-from gitrepos import GitRepo
-from labs import job, labgate, local_host, step, toml_str, write_lab
-from reviewboard import Person, ReviewBoard, diff_of, session_server
-from reviewlab import CHECK
-
-TOKEN_ENV = "LABGATE_TEST_RB_TOKEN"
-WEB_URL = "https://lab.example.org"
-
-
-def reviewboard_lab(
-    path: Path, server: ReviewBoard, repository: str, *, retries: int = 2, lab_keys: str = ""
-) -> tuple[Path, GitRepo]:
-    """A lab whose tree `xen` has check.sh (passes, fails or breaks by its `result` file) and
-    a Review Board [[review]] of the repository entry `repository` (added here)."""
-    lab = write_lab(
-        path,
-        trees={"xen": {"check.sh": CHECK, "result": "pass\n", "README": "xen\n"}},
-        jobs=job("test", step("check", "sh xen/check.sh")) + job("doc", step("html", "true")),
-        hosts=local_host(slots=2),
-        lab_keys=lab_keys,
-    )
-    with lab.toml.open("a") as toml:
-        toml.write(
-            f"""
-[[review]]
-name = "rb"
-driver = "reviewboard"
-server = {toml_str(server.url)}
-project = {toml_str(repository)}
-branch = "main"
-web_url = {toml_str(WEB_URL)}
-token_env = "{TOKEN_ENV}"
-retries = {retries}
-poll_interval = 0.2
-
-[[disable]]
-job = "doc"
-reason = "no sphinx on the hosts"
-"""
-        )
-    server.person().add_repository(repository, lab.trees["xen"].path)
-    return lab.path, lab.trees["xen"]
+from labs import labgate
+from reviewboard import (
+    TOKEN_ENV,
+    WEB_URL,
+    ReviewBoard,
+    diff_of,
+    ours,
+    reviewboard_lab,
+    session_server,
+)
 
 
 @pytest.fixture
@@ -79,10 +47,6 @@ def review_run(lab_dir: Path, env: dict[str, str]) -> list[dict[str, Any]]:
     runs = json.loads(done.stdout)
     assert isinstance(runs, list)
     return runs
-
-
-def ours(person: Person, rr: int) -> list[dict[str, Any]]:
-    return [u for u in person.status_updates(rr) if u["service_id"] == "labgate"]
 
 
 def flight(lab_dir: Path, flight_id: int) -> dict[str, Any]:

@@ -17,11 +17,19 @@ from typing import Any
 
 import pytest
 
-from integration.test_reviewboard import ours, reviewboard_lab
 from labs import labgate, toml_str
 from procs import gone_within, pids_with
-from reviewboard import ReviewBoard, diff_of, session_server, wait_for
+from reviewboard import (
+    TOKEN_ENV,
+    ReviewBoard,
+    diff_of,
+    ours,
+    reviewboard_lab,
+    session_server,
+    wait_for,
+)
 
+HELD = ("wait-a", "wait-b")
 # a result `wait-X` holds the step until the test creates $RELEASE/wait-X (the path is on its
 # command line, for the test to find the step's process)
 CHECK = """#!/bin/sh
@@ -42,6 +50,8 @@ class Serve:
     process: subprocess.Popen[str]
     lines: queue.Queue[str] = field(default_factory=queue.Queue)
     seen: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    """Every line of its stderr (printed after the test: pytest shows it when the test fails)."""
 
     def wait_serving(self) -> None:
         while True:
@@ -62,10 +72,26 @@ def start_serve(lab_dir: Path, env: dict[str, str]) -> Serve:
         assert process.stderr is not None
         for line in process.stderr:
             serve.lines.put(line)
+            serve.log.append(line)
 
     threading.Thread(target=read, daemon=True).start()
     serve.wait_serving()
     return serve
+
+
+def held_step(mark: Path) -> int | None:
+    """The process of the step waiting for ``mark`` (not the `sleep` it forks for a moment,
+    which carries its command line until it execs)."""
+    pids = pids_with(str(mark))
+    roots = [pid for pid in pids if _parent(pid) not in pids]
+    return roots[0] if len(roots) == 1 else None
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 @pytest.fixture
@@ -77,10 +103,22 @@ def server(request: pytest.FixtureRequest) -> ReviewBoard:
 def serves() -> Iterator[list[Serve]]:
     started: list[Serve] = []
     yield started
-    for serve in started:
+    for number, serve in enumerate(started):
         if serve.process.poll() is None:
             serve.process.kill()
             serve.process.wait()
+        print(f"--- labgate serve #{number}:", "".join(serve.log), sep="\n")
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Iterator[Path]:
+    """The directory of the markers the held steps wait for; every marker is made at the end,
+    so no step outlives a failed test."""
+    path = tmp_path / "release"
+    path.mkdir()
+    yield path
+    for mark in HELD:
+        (path / mark).touch()
 
 
 def state_of(server: ReviewBoard, rr: int, want: str) -> dict[str, Any] | None:
@@ -90,10 +128,8 @@ def state_of(server: ReviewBoard, rr: int, want: str) -> dict[str, Any] | None:
 
 
 def test_serve_runs_the_review_loop_through_kills_and_sigterm(
-    tmp_path: Path, server: ReviewBoard, serves: list[Serve]
+    tmp_path: Path, server: ReviewBoard, serves: list[Serve], release: Path
 ) -> None:
-    release = tmp_path / "release"
-    release.mkdir()
     repository = f"xen-{tmp_path.name}"
     lab_dir, repo = reviewboard_lab(
         tmp_path / "lab",
@@ -104,7 +140,7 @@ def test_serve_runs_the_review_loop_through_kills_and_sigterm(
     repo.commit("waiting check", files={"check.sh": CHECK})
     repo.branch("staging")
     user = f"labgate-{tmp_path.name}"[:30]
-    env = {**os.environ, "LABGATE_TEST_RB_TOKEN": server.api_token(user, server.add_user(user))}
+    env = {**os.environ, TOKEN_ENV: server.api_token(user, server.add_user(user))}
     person = server.person()
     base = repo.rev("master")
 
@@ -115,7 +151,7 @@ def test_serve_runs_the_review_loop_through_kills_and_sigterm(
     serves.append(start_serve(lab_dir, env))
     held = post("wait-a")
     pending = wait_for("pending on the held request", lambda: state_of(server, held, "pending"))
-    [step] = wait_for("the held step", lambda: pids_with(str(release / "wait-a")) or None)
+    step = wait_for("the held step", lambda: held_step(release / "wait-a"))
 
     # killed mid-flight; two more requests come while it is down
     serves[0].process.kill()
@@ -123,8 +159,9 @@ def test_serve_runs_the_review_loop_through_kills_and_sigterm(
     passing, failing = post("pass"), post("fail")
     serves.append(start_serve(lab_dir, env))
     assert gone_within(step, 30), "the restarted controller ends the step the killed one left"
-    wait_for("the held step again", lambda: pids_with(str(release / "wait-a")) or None)
-    assert state_of(server, held, "pending") == pending  # the same one, not a second
+    wait_for("the held step again", lambda: held_step(release / "wait-a"))
+    again = state_of(server, held, "pending")  # the same one, not a second
+    assert again is not None and again["id"] == pending["id"]
     (release / "wait-a").touch()
     done = wait_for("the held result", lambda: state_of(server, held, "done-success"))
     assert done["id"] == pending["id"]
@@ -134,12 +171,12 @@ def test_serve_runs_the_review_loop_through_kills_and_sigterm(
     # SIGTERM mid-flight: serve stops cleanly, the run goes back to the queue
     held_again = post("wait-b")
     pending = wait_for("pending again", lambda: state_of(server, held_again, "pending"))
-    [step] = wait_for("the second held step", lambda: pids_with(str(release / "wait-b")) or None)
+    step = wait_for("the second held step", lambda: held_step(release / "wait-b"))
     serves[1].process.send_signal(signal.SIGTERM)
     assert serves[1].process.wait(timeout=60) == 130
     assert gone_within(step, 30), "a stopped serve leaves no step running"
     serves.append(start_serve(lab_dir, env))
-    wait_for("the step resumed", lambda: pids_with(str(release / "wait-b")) or None)
+    wait_for("the step resumed", lambda: held_step(release / "wait-b"))
     (release / "wait-b").touch()
     done = wait_for("the resumed result", lambda: state_of(server, held_again, "done-success"))
     assert done["id"] == pending["id"]

@@ -167,3 +167,14 @@ class PatchSource(Protocol):
         commit (``head``, the branch's tested revision, when the patch names none). Raises
         :class:`~labgate.git.GitError` (or the connector's error) when it cannot be made."""
         ...
+
+
+@runtime_checkable
+class QueueAcknowledger(Protocol):
+    """A connector that says at once that a run is queued (Review Board: its status update,
+    ``pending`` from the start, as its own review bots do), before the run starts."""
+
+    async def queued(self, run: ReviewRun) -> str | None:
+        """Say that the run is queued; what it returns is stored as the run's ``report_id``
+        (for :meth:`Connector.started` and :meth:`Connector.report` to update)."""
+        ...

@@ -31,7 +31,14 @@ from labgate.flights import Flights
 from labgate.git import GitError
 from labgate.heartbeat import renew_every
 from labgate.model import Blessing, FlightResult, FlightState, ReviewSpec
-from labgate.review.base import ChangeEvent, Connector, PatchSource, ReviewRun, Vote
+from labgate.review.base import (
+    ChangeEvent,
+    Connector,
+    PatchSource,
+    QueueAcknowledger,
+    ReviewRun,
+    Vote,
+)
 from labgate.review.vote import error_vote, flight_url, summary_of, vote_for
 from labgate.store import Store, owner_is_dead, process_owner
 from labgate.store.review import INTENT, SUPERSEDED
@@ -61,6 +68,8 @@ class ReviewLoop:
     lease_s: float = 600.0
     flights: Flights | None = None
     """The flights service its flights run on (``labgate serve`` shares one); default: its own."""
+    parallel: int = 1
+    """Runs worked on at once (their flights share the hosts through the flights service)."""
 
     def __post_init__(self) -> None:
         if self.flights is None:
@@ -69,6 +78,10 @@ class ReviewLoop:
         self.specs: dict[str, ReviewSpec] = {r.name: r for r in self.lab.reviews}
         self.wake = asyncio.Event()
         self._baseline_lock = asyncio.Lock()
+        # the mirrors are git repositories: one fetch, clone or patch in them at a time
+        self._mirrors_lock = asyncio.Lock()
+        self._acks: dict[int, asyncio.Task[None]] = {}
+        self._holders: dict[int, str] = {}
 
     # --- events in -----------------------------------------------------------------------
 
@@ -91,7 +104,30 @@ class ReviewLoop:
     async def listen(self, connector: Connector) -> None:
         """Queue every event the connector yields (it reconciles after each (re)connect)."""
         async for event in connector.events():
-            self.enqueue(event)
+            await self._enqueue_and_acknowledge(connector, event)
+
+    async def _enqueue_and_acknowledge(self, connector: Connector, event: ChangeEvent) -> None:
+        """Queue the event; a connector that says so at once (a :class:`QueueAcknowledger`) is
+        told, before the run can start (its start waits for that, so it updates the same
+        report rather than making a second)."""
+        run = self.enqueue(event)
+        if run is None or not isinstance(connector, QueueAcknowledger):
+            return
+        ack = asyncio.create_task(self._acknowledge(connector, run))
+        self._acks[run.id] = ack
+        try:
+            await ack
+        finally:
+            self._acks.pop(run.id, None)
+
+    async def _acknowledge(self, connector: QueueAcknowledger, run: ReviewRun) -> None:
+        try:
+            report_id = await connector.queued(run)
+        except Exception as error:  # a courtesy: the run still starts and reports
+            log.warning("run %d: could not say it is queued: %s", run.id, error)
+            return
+        if report_id is not None:
+            self.queue.set_report_id(run.id, report_id)
 
     # --- the queue -----------------------------------------------------------------------
 
@@ -99,16 +135,27 @@ class ReviewLoop:
         """Work on claimable runs until none is left; returns the runs as they ended. Runs of
         a dead controller of this host are taken over at once."""
         for owner in self.queue.running_owners():
-            if owner != self.owner and owner_is_dead(owner):
+            ours = owner == self.owner or owner.startswith(f"{self.owner}:")
+            if not ours and owner_is_dead(owner):
                 log.info("taking over the runs of %s (no such process)", owner)
                 self.queue.expire_owner(owner)
-        done = []
-        while (
-            run := self.queue.claim(self.owner, self.lease_s, list(self.connectors))
-        ) is not None:
-            await self.handle(run)
-            done.append(self.queue.get(run.id))
-        return done
+        done: list[ReviewRun] = []
+
+        async def worker(owner: str) -> None:
+            while (run := self.queue.claim(owner, self.lease_s, list(self.connectors))) is not None:
+                self._holders[run.id] = owner
+                try:
+                    await self.handle(run)
+                finally:
+                    del self._holders[run.id]
+                done.append(self.queue.get(run.id))
+
+        # each worker holds its runs under a name of its own: a lease's holder may take its
+        # rows again, so workers sharing one would take each other's runs
+        workers = max(1, self.parallel)
+        owners = [self.owner] if workers == 1 else [f"{self.owner}:{i}" for i in range(workers)]
+        await asyncio.gather(*(worker(owner) for owner in owners))
+        return sorted(done, key=lambda r: r.id)
 
     async def catch_up(self) -> None:
         """Queue what every connector says may have no result yet (its reconcile); a connector
@@ -120,7 +167,7 @@ class ReviewLoop:
                 log.warning("[[review]] %s: cannot list its open changes: %s", name, error)
                 continue
             for event in events:
-                self.enqueue(event)
+                await self._enqueue_and_acknowledge(connector, event)
 
     async def once(self) -> list[ReviewRun]:
         """Catch up with every connector, then work on the queue until it is empty
@@ -151,10 +198,14 @@ class ReviewLoop:
             await self._handle(spec, connector, run)
         except asyncio.CancelledError:
             # stopped (Ctrl-C, SIGTERM): the run is claimable again at once, its flight resumed
-            self.queue.release(run.id, self.owner, "the controller was stopped")
+            self.queue.release(run.id, self._holder(run), "the controller was stopped")
             raise
 
     async def _handle(self, spec: ReviewSpec, connector: Connector, run: ReviewRun) -> None:
+        ack = self._acks.get(run.id)
+        if ack is not None:
+            await asyncio.shield(ack)
+            run = self.queue.get(run.id)
         if run.vote_state == INTENT:
             await self._finish_intent(connector, run)
             return
@@ -203,7 +254,10 @@ class ReviewLoop:
         if isinstance(connector, PatchSource):
             others = await self._baseline(spec.branch)
             try:
-                sha = await connector.patch_commit(run, mirrors, branch.tree, others[branch.tree])
+                async with self._mirrors_lock:
+                    sha = await connector.patch_commit(
+                        run, mirrors, branch.tree, others[branch.tree]
+                    )
             except GitError:
                 raise  # the patch cannot be applied: reported, as any run that cannot be tested
             except Exception as error:
@@ -211,8 +265,9 @@ class ReviewLoop:
         else:
             refs = self.lab.revision_refs(spec.branch)
             pinned = {k: v for k, v in refs.items() if k != branch.tree}
-            others = await asyncio.to_thread(resolve_revisions, self.lab, mirrors, pinned)
-            sha = await asyncio.to_thread(mirrors.fetch_ref, branch.tree, run.ref)
+            async with self._mirrors_lock:
+                others = await asyncio.to_thread(resolve_revisions, self.lab, mirrors, pinned)
+                sha = await asyncio.to_thread(mirrors.fetch_ref, branch.tree, run.ref)
             if run.revision and sha != run.revision:
                 raise Superseded(f"{run.ref} is at {sha[:12]} now, not {run.revision[:12]}")
         revisions = {**others, branch.tree: sha}
@@ -227,7 +282,10 @@ class ReviewLoop:
         spec = self.lab.branch(branch)
         assert self.flights is not None and self.flights.mirrors is not None
         refs = {**self.lab.revision_refs(branch), spec.tree: spec.tested}
-        tested = await asyncio.to_thread(resolve_revisions, self.lab, self.flights.mirrors, refs)
+        async with self._mirrors_lock:
+            tested = await asyncio.to_thread(
+                resolve_revisions, self.lab, self.flights.mirrors, refs
+            )
         async with self._baseline_lock:
             if self.store.baseline(branch) is not None:
                 return tested
@@ -247,9 +305,10 @@ class ReviewLoop:
             return tested
 
     async def _run_flight(self, run: ReviewRun, flight_id: int) -> FlightResult:
+        holder = self._holder(run)
         renewing = asyncio.create_task(
             renew_every(
-                self.lease_s, lambda: self.queue.renew(run.id, self.owner, self.lease_s), floor_s=1
+                self.lease_s, lambda: self.queue.renew(run.id, holder, self.lease_s), floor_s=1
             )
         )
         try:
@@ -315,4 +374,8 @@ class ReviewLoop:
 
     def _postpone(self, run: ReviewRun, reason: str) -> None:
         log.warning("run %d: %s; trying again in %gs", run.id, reason, RETRY_POST_S)
-        self.queue.release(run.id, self.owner, reason, delay_s=RETRY_POST_S)
+        self.queue.release(run.id, self._holder(run), reason, delay_s=RETRY_POST_S)
+
+    def _holder(self, run: ReviewRun) -> str:
+        """The name the run's lease is held under (its worker's)."""
+        return self._holders.get(run.id, self.owner)

@@ -8,9 +8,10 @@ newest timestamp seen; the first poll (and :meth:`reconcile`) reads every open r
 queue drops what it already has. A recheck review is an event named ``review-<id>``: the queue
 takes it once, however often it is polled.
 
-Results: one status update per run, created when testing begins (``pending``, linked to the
-change description that added the diff revision) and updated to ``done-success`` (+1),
-``done-failure`` (-1, a regression) or ``error`` (0, the lab failed: retried). Its id is kept
+Results: one status update per run, created when the run is queued (``pending``, linked to the
+change description that added the diff revision; its summary says when testing begins), then
+updated to ``done-success`` (+1), ``done-failure`` (-1, a regression) or ``error`` (0, the lab
+failed: retried). Its id is kept
 with the run, and it carries ``extra_data.labgate_run``, so a restart at any point updates the
 same one. A status update's description holds 255 characters: the full message (every job,
 the disabled tests, the flight's link) is a review attached to it.
@@ -229,6 +230,14 @@ class ReviewBoardConnector:
             create["change_id"] = change_id
         made = await self.api.call("POST", self._updates(run), data=create)
         return str(made["status_update"]["id"])
+
+    async def queued(self, run: ReviewRun) -> str | None:
+        fields = {
+            "state": "pending",
+            "summary": f"queued: attempt {run.attempt}",
+            "description": f"diff revision {run.patchset}",
+        }
+        return await self._status(run, fields)
 
     async def started(self, run: ReviewRun, target_url: str | None) -> str | None:
         fields = {

@@ -4,17 +4,17 @@ out (see the package docstring).
 Polling: ``GET /api/review-requests/?repository=ID&status=pending&last-updated-from=CURSOR`` (a
 new diff revision, a publish or a review all move a request's ``last_updated``) and
 ``GET /api/reviews/?repository=NAME&public=1&last-updated-from=CURSOR``. The cursor is the
-newest timestamp seen; the first poll (and :meth:`reconcile`) reads every open request, and the
-queue drops what it already has. A recheck review is an event named ``review-<id>``: the queue
-takes it once, however often it is polled.
+newest timestamp seen less ``CURSOR_OVERLAP_S`` (the server's timestamps are whole seconds, and
+a request is stamped before its transaction commits); the first poll (and :meth:`reconcile`)
+reads every open request, and the queue drops what it already has. A recheck review is an event
+named ``review-<id>``: the queue takes it once, however often it is polled.
 
 Results: one status update per run, created when the run is queued (``pending``, linked to the
 change description that added the diff revision; its summary says when testing begins), then
 updated to ``done-success`` (+1), ``done-failure`` (-1, a regression) or ``error`` (0, the lab
-failed: retried). Its id is kept
-with the run, and it carries ``extra_data.labgate_run``, so a restart at any point updates the
-same one. A status update's description holds 255 characters: the full message (every job,
-the disabled tests, the flight's link) is a review attached to it.
+failed: retried). Its id is kept with the run, and it carries ``extra_data.labgate_run``, so a
+restart at any point updates the same one. A status update's description holds 255 characters:
+the full message (every job, the disabled tests, the flight's link) is a review attached to it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from typing import Any
 
 from labgate.git import Mirrors
@@ -37,6 +38,7 @@ STATES = {1: "done-success", -1: "done-failure", 0: "error"}
 SUMMARY_MAX = 255
 DESCRIPTION_MAX = 255
 RUN_KEY = "labgate_run"
+CURSOR_OVERLAP_S = 10.0
 _REVISION = re.compile(r"/diffs/(\d+)/?$")
 _REQUEST = re.compile(r"/review-requests/(\d+)/")
 
@@ -48,6 +50,13 @@ def _cut(text: str, limit: int) -> str:
 def _href(item: dict[str, Any], link: str) -> str:
     found = item.get("links", {}).get(link)
     return str(found.get("href", "")) if isinstance(found, dict) else ""
+
+
+def _when(stamp: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return None
 
 
 def latest_revision(request: dict[str, Any]) -> str | None:
@@ -73,7 +82,7 @@ class ReviewBoardConnector:
         self.spec = spec
         self.name = spec.name
         self.api = ReviewBoardAPI(spec)
-        self.cursor: str | None = None
+        self.cursor: datetime | None = None
         self._repository: int | None = None
 
     # --- events in ---------------------------------------------------------------------
@@ -120,7 +129,7 @@ class ReviewBoardConnector:
 
     async def poll(self) -> list[ChangeEvent]:
         """The events since the cursor (every open request's latest diff the first time)."""
-        since = {"last-updated-from": self.cursor} if self.cursor else {}
+        since = {"last-updated-from": self.cursor.isoformat()} if self.cursor else {}
         requests = await self.api.items(
             "/api/review-requests/",
             "review_requests",
@@ -142,11 +151,12 @@ class ReviewBoardConnector:
             item = request.get("review_request", {})
             if self._wanted(item):
                 events.append(self._event(item, "recheck", f"review-{review['id']}"))
-        stamps = [str(r.get("last_updated", "")) for r in requests]
-        stamps += [str(r.get("timestamp", "")) for r in reviews]
-        newest = max((s for s in stamps if s), default=None)
-        if newest is not None and (self.cursor is None or newest > self.cursor):
-            self.cursor = newest
+        stamps = [_when(r.get("last_updated")) for r in requests]
+        stamps += [_when(r.get("timestamp")) for r in reviews]
+        newest = max((s for s in stamps if s is not None), default=None)
+        if newest is not None:
+            cursor = newest - timedelta(seconds=CURSOR_OVERLAP_S)
+            self.cursor = cursor if self.cursor is None else max(self.cursor, cursor)
         return events
 
     async def reconcile(self) -> list[ChangeEvent]:
@@ -217,10 +227,10 @@ class ReviewBoardConnector:
                 return str(change["id"])
         return None
 
-    async def _status(self, run: ReviewRun, fields: dict[str, str]) -> str:
+    async def _status(self, run: ReviewRun, fields: dict[str, str], *, new: bool = False) -> str:
         """Update the run's status update (found by its stored id or on the server), or
-        create it; returns its id."""
-        update_id = run.report_id or await self._find(run)
+        create it (at once when the run is ``new``: it cannot have one); returns its id."""
+        update_id = run.report_id or (None if new else await self._find(run))
         if update_id is not None:
             await self.api.call("PUT", f"{self._updates(run)}{update_id}/", data=fields)
             return update_id
@@ -232,12 +242,14 @@ class ReviewBoardConnector:
         return str(made["status_update"]["id"])
 
     async def queued(self, run: ReviewRun) -> str | None:
+        # a run is queued (and told so) once: a process killed after posting this leaves the
+        # run queued, never queues it again, and the run's start finds the status update
         fields = {
             "state": "pending",
             "summary": f"queued: attempt {run.attempt}",
             "description": f"diff revision {run.patchset}",
         }
-        return await self._status(run, fields)
+        return await self._status(run, fields, new=True)
 
     async def started(self, run: ReviewRun, target_url: str | None) -> str | None:
         fields = {

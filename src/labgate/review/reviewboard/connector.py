@@ -277,7 +277,8 @@ class ReviewBoardConnector:
 
     async def report(self, run: ReviewRun, vote: Vote) -> None:
         fields = {
-            "state": STATES[vote.verified] if vote.voting else "done-success",
+            # a status update gates nothing in Review Board: a non-voting entry posts the same
+            "state": STATES[vote.verified],
             "summary": _cut(vote.summary or vote.message.split("\n", 1)[0], SUMMARY_MAX),
             "description": description_of(vote),
             "review_id": await self._review(run, vote),

@@ -14,8 +14,10 @@ loopback port:
     person.review(rr, "recheck")
     person.status_updates(rr)
 
-``server.api_token(user)`` is a real API token of a user the admin made (what labgate's
-``token_env`` names).
+``server.api_token(user, server.add_user(user))`` is a real API token of a user the admin made
+(what labgate's ``token_env`` names). ``reviewboard_lab(path, server, repository)`` makes a lab
+whose tree is a Review Board repository entry and whose ``[[review]]`` polls it;
+``ours(person, rr)`` is labgate's status updates on a request.
 """
 
 from __future__ import annotations

@@ -181,11 +181,14 @@ async def serve(
     "only, leaving the runs to `labgate review run` processes).",
 )
 def serve_command(lab_dir: Path, listen: str, gate_branches: tuple[str, ...], review: bool) -> None:
-    """Serve the lab's dashboard and JSON API (one JSON line per request on stderr), test and
-    vote on the [[review]] entries' patch sets, and run the push gate of the branches given
-    with --gate.
+    """Serve the lab's dashboard and JSON API (one JSON line per request on stderr), and run
+    the push gate of the branches given with --gate.
 
-    Errors are `labgate: ...` with exit status 2; Ctrl-C stops it with exit status 130."""
+    It also tests and votes on the patch sets of the lab's [[review]] entries (unless
+    --no-review) and runs the pool's queued flights.
+
+    Errors are `labgate: ...` with exit status 2; Ctrl-C or SIGTERM stops it with exit
+    status 130."""
     host, port = parse_listen(listen)
     _log_to_stderr()
     asyncio.run(serve(lab_dir, host, port, gate_branches, review=review))

@@ -106,7 +106,8 @@ def post_requests(bench: Bench, client: int, count: int, base: str) -> None:
     """One client: `count` review requests, each published at once."""
     person = bench.server.person()
     repo_path = bench.lab_dir / "trees" / "xen"
-    repo = GitRepo(Path(tempfile.mkdtemp(prefix=f"client{client}-")))
+    repo = GitRepo(bench.lab_dir.parent / f"client{client}")  # kept with the work dir
+    repo.path.mkdir()
     repo.git("clone", "-q", str(repo_path), str(repo.path))
     repo.git("config", "user.name", "client")
     repo.git("config", "user.email", "client@example.org")

@@ -463,7 +463,7 @@ def serving(lab_dir: Path, env: dict[str, str]) -> Iterator[tuple[str, subproces
     """`labgate serve` of the lab: its base URL (once the socket is bound) and its process,
     whose stderr (the request log) can be read after the block."""
     serve = subprocess.Popen(
-        command_line(lab_dir, "serve", "--listen", "127.0.0.1:0"),
+        command_line(lab_dir, "serve", "--listen", "127.0.0.1:0", "--no-review"),
         env=env,
         stderr=subprocess.PIPE,
         text=True,

@@ -1340,4 +1340,5 @@ import labgate.hosts.config  # noqa: E402
 # Code review drivers register their [[review]] models in REVIEW_MODELS (light modules: keys
 # and settings only; their connectors are imported when a loop runs).
 import labgate.review.gerrit.settings  # noqa: E402
-import labgate.review.github.settings  # noqa: E402, F401
+import labgate.review.github.settings  # noqa: E402
+import labgate.review.reviewboard.settings  # noqa: E402, F401

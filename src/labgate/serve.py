@@ -1,16 +1,21 @@
 """``labgate serve``: one asyncio process serving the dashboard and JSON API, running the pool's
-flights (the web's retests, ``labgate host queue``) as a controller, and the push gate of the
-branches given with ``--gate``, all on the same loop."""
+flights (the web's retests, ``labgate host queue``) as a controller, the review loop of every
+``[[review]]`` entry (its connectors' events and the webhook queue), and the push gate of the
+branches given with ``--gate``, all on the same loop. Ctrl-C or SIGTERM stops all of it: the
+flights running are cancelled, the review runs given back to the queue, so a restart resumes
+every one."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
@@ -34,7 +39,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 def _log_to_stderr() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    for name in ("labgate.web", "labgate.gate"):
+    for name in ("labgate.web", "labgate.gate", "labgate.review"):
         log = logging.getLogger(name)
         log.addHandler(handler)
         log.setLevel(logging.INFO)
@@ -58,7 +63,39 @@ async def gate_loop(lab: Lab, store: Store, branch: str, flights: Flights) -> No
             log.info(json.dumps({"event": "gate-cycle", **result.to_json()}))
 
 
-async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str] = ()) -> None:
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+QUEUE_POLL_S = 2.0
+"""How often the review loop looks at the queue for runs a webhook queued (at the longest)."""
+
+
+def review_loop(lab: Lab, store: Store, flights: Flights) -> asyncio.Task[None] | None:
+    """The review loop of the lab's usable ``[[review]]`` entries (each other one is logged
+    with why), or None when there is none."""
+    from labgate.review.connectors import connectors_for
+    from labgate.review.loop import ReviewLoop
+
+    log = logging.getLogger("labgate.review")
+    connectors, left_out = connectors_for(lab)
+    for why in left_out:
+        log.warning(json.dumps({"event": "review-left-out", "reason": why}))
+    if not connectors:
+        return None
+    slots = sum(host.slots for host in lab.hosts)
+    loop = ReviewLoop(lab, store, connectors, flights=flights, parallel=max(1, slots))
+    return asyncio.create_task(loop.run_forever(min(lab.poll_interval, QUEUE_POLL_S)))
+
+
+async def serve(
+    lab_dir: Path,
+    host: str,
+    port: int,
+    gate_branches: Sequence[str] = (),
+    *,
+    review: bool = True,
+) -> None:
     # imported here: every other command starts without the web stack
     import uvicorn
 
@@ -84,6 +121,9 @@ async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str
     flights = Flights(lab, store)
     gates = [asyncio.create_task(flights.serve())]
     gates += [asyncio.create_task(gate_loop(lab, store, b, flights)) for b in gate_branches]
+    reviews = review_loop(lab, store, flights) if review else None
+    if reviews is not None:
+        gates.append(reviews)
     try:
         app = create_app(lab, store)
         config = uvicorn.Config(
@@ -97,6 +137,10 @@ async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str
             timeout_graceful_shutdown=3,
         )
         server = uvicorn.Server(config)
+        # uvicorn stops serving on SIGTERM, then raises it again with the handler it found: this
+        # one, so the tasks below are stopped (flights cancelled, review runs given back) and
+        # the command exits 130, instead of the process dying at once
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
         # bound before the address is printed: a client that read it can connect at once
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -129,11 +173,22 @@ async def serve(lab_dir: Path, host: str, port: int, gate_branches: Sequence[str
     metavar="BRANCH",
     help="Also run the push gate of BRANCH (repeatable), polling staging every poll_interval.",
 )
-def serve_command(lab_dir: Path, listen: str, gate_branches: tuple[str, ...]) -> None:
+@click.option(
+    "--review/--no-review",
+    default=True,
+    show_default=True,
+    help="Run the review loop of the [[review]] entries (--no-review: receive their webhooks "
+    "only, leaving the runs to `labgate review run` processes).",
+)
+def serve_command(lab_dir: Path, listen: str, gate_branches: tuple[str, ...], review: bool) -> None:
     """Serve the lab's dashboard and JSON API (one JSON line per request on stderr), and run
     the push gate of the branches given with --gate.
 
-    Errors are `labgate: ...` with exit status 2; Ctrl-C stops it with exit status 130."""
+    It also tests and votes on the patch sets of the lab's [[review]] entries (unless
+    --no-review) and runs the pool's queued flights.
+
+    Errors are `labgate: ...` with exit status 2; Ctrl-C or SIGTERM stops it with exit
+    status 130."""
     host, port = parse_listen(listen)
     _log_to_stderr()
-    asyncio.run(serve(lab_dir, host, port, gate_branches))
+    asyncio.run(serve(lab_dir, host, port, gate_branches, review=review))

@@ -1,9 +1,11 @@
 """The interface every code review connector implements: events in, votes out.
 
-A connector (one folder per system: ``gerrit/``, ``github/``) turns what its server says into
-:class:`ChangeEvent` values (a new patch set, or a request to test one again), and posts the
-:class:`Vote` the loop decides for a :class:`ReviewRun`. Everything else (the queue, the flight,
-the verdict, never voting twice) is the shared loop's, so a new system touches one folder.
+A connector (one folder per system: ``gerrit/``, ``github/``, ``reviewboard/``) turns what its
+server says into :class:`ChangeEvent` values (a new patch set, or a request to test one again),
+and posts the :class:`Vote` the loop decides for a :class:`ReviewRun`. Everything else (the
+queue, the flight, the verdict, never voting twice) is the shared loop's, so a new system touches
+one folder. A system whose patch sets are diffs rather than git refs (Review Board) also makes
+the commit to test itself (:class:`PatchSource`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from labgate.git import Mirrors
 
 EventKind = Literal["patchset", "recheck"]
 VoteValue = Literal[-1, 0, 1]
@@ -48,6 +53,9 @@ class ChangeEvent:
     votes: tuple[OtherVote, ...] = ()
     created: datetime | None = None
     """When the review system made the patch set (for the time to a result), if it says."""
+    delivery: str | None = None
+    """What the server calls the event, when it is a thing that can be seen again (a recheck
+    review polled twice): an event whose delivery the queue has seen queues nothing."""
 
 
 class Refused(Exception):
@@ -101,6 +109,9 @@ class ReviewRun:
     reason: str | None
     created: str
     updated: str
+    report_id: str | None = None
+    """What the connector said testing began with (a Review Board status update's id), so the
+    result updates it, whatever restarts came between."""
 
     @property
     def marker(self) -> str:
@@ -139,8 +150,9 @@ class Connector(Protocol):
         after every (re)connect, so events missed while away are not lost)."""
         ...
 
-    async def started(self, run: ReviewRun, target_url: str | None) -> None:
-        """Say that testing began (a pending status); best effort, may do nothing."""
+    async def started(self, run: ReviewRun, target_url: str | None) -> str | None:
+        """Say that testing began (a pending status); best effort, may do nothing. What it
+        returns is stored as the run's ``report_id`` (for :meth:`report` to update)."""
         ...
 
     async def report(self, run: ReviewRun, vote: Vote) -> None:
@@ -150,4 +162,27 @@ class Connector(Protocol):
     async def reported(self, run: ReviewRun) -> bool:
         """Whether the server already has this run's report (looked up there, after a crash
         between posting and recording it). False when posting again is harmless."""
+        ...
+
+
+@runtime_checkable
+class PatchSource(Protocol):
+    """A connector whose patch sets are not git refs (Review Board's diffs): it makes the commit
+    to test in the tree's mirror itself. Other connectors' runs name a ``ref`` the loop fetches."""
+
+    async def patch_commit(self, run: ReviewRun, mirrors: Mirrors, tree: str, head: str) -> str:
+        """The sha, in ``mirrors``' copy of ``tree``, of the run's patch applied to its base
+        commit (``head``, the branch's tested revision, when the patch names none). Raises
+        :class:`~labgate.git.GitError` (or the connector's error) when it cannot be made."""
+        ...
+
+
+@runtime_checkable
+class QueueAcknowledger(Protocol):
+    """A connector that says at once that a run is queued (Review Board: its status update,
+    ``pending`` from the start, as its own review bots do), before the run starts."""
+
+    async def queued(self, run: ReviewRun) -> str | None:
+        """Say that the run is queued; what it returns is stored as the run's ``report_id``
+        (for :meth:`Connector.started` and :meth:`Connector.report` to update)."""
         ...

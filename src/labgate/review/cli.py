@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import logging
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -21,7 +20,7 @@ from labgate.commandline import (
     open_lab,
     open_store,
 )
-from labgate.review.base import Connector, ReviewRun
+from labgate.review.base import ReviewRun
 from labgate.review.connectors import connectors_for
 from labgate.review.loop import ReviewLoop
 from labgate.review.readiness import discrepancy_line, readiness_line
@@ -67,29 +66,13 @@ def run_command(lab_dir: Path, once: bool, json_to: str | None) -> None:
     with open_store(lab) as store:
         loop = ReviewLoop(lab, store, connectors)
         if once:
-            runs = asyncio.run(_once(loop, connectors))
+            runs = asyncio.run(loop.once())
             if not json_on_stdout(json_to):
                 for run in runs:
                     click.echo(run_line(run))
             emit_json([dataclasses.asdict(run) for run in runs], json_to)
         else:
             asyncio.run(loop.run_forever(lab.poll_interval))
-
-
-async def _once(loop: ReviewLoop, connectors: Mapping[str, Connector]) -> list[ReviewRun]:
-    """Queue what each review system has open and untested (events missed while no loop
-    listened), then work on the queue until it is empty."""
-    for name, connector in connectors.items():
-        try:
-            events = await connector.reconcile()
-        except Exception as error:  # one server down leaves the others' patch sets to test
-            click.echo(
-                f"labgate: [[review]] {name}: not asked for its open changes: {error}", err=True
-            )
-            continue
-        for event in events:
-            loop.enqueue(event)
-    return await loop.process_once()
 
 
 @review_group.command("discrepancies")

@@ -51,4 +51,5 @@ def review_routes(lab: Lab, store: Store, **options: Any) -> list[BaseRoute]:
 def load_drivers() -> None:
     """Import the drivers shipped with labgate: each registers itself."""
     import labgate.review.gerrit
-    import labgate.review.github  # noqa: F401
+    import labgate.review.github
+    import labgate.review.reviewboard  # noqa: F401

@@ -8,6 +8,12 @@ the intent and ``done``, it asks the connector whether the server already has th
 (:meth:`~labgate.review.base.Connector.reported`) and posts only if not. Runs are claimed with a
 lease, so controllers sharing a PostgreSQL store never work on the same run; the queue survives
 any restart of ``labgate serve`` or ``labgate review run``.
+
+A patch its connector applies onto the branch's tested head (a Review Board diff) is judged
+against a baseline of that head: a branch without one gets it first, a ``real`` flight of its
+tested revision tuple (as the push gate makes). The connector says when
+testing begins (:meth:`~labgate.review.base.Connector.started`); what it answers (a Review Board
+status update's id) is kept with the run, so the vote updates that one after any restart.
 """
 
 from __future__ import annotations
@@ -24,8 +30,16 @@ from labgate.flight import FlightError, resolve_revisions
 from labgate.flights import Flights
 from labgate.git import GitError
 from labgate.heartbeat import renew_every
-from labgate.model import Blessing, FlightResult, ReviewSpec
-from labgate.review.base import ChangeEvent, Connector, Refused, ReviewRun, Vote
+from labgate.model import Blessing, FlightResult, FlightState, ReviewSpec
+from labgate.review.base import (
+    ChangeEvent,
+    Connector,
+    PatchSource,
+    QueueAcknowledger,
+    Refused,
+    ReviewRun,
+    Vote,
+)
 from labgate.review.vote import error_vote, flight_url, summary_of, vote_for
 from labgate.store import Store, owner_is_dead, process_owner
 from labgate.store.review import ERROR, INTENT, SUPERSEDED
@@ -40,6 +54,10 @@ class Superseded(Exception):
     """The run's patch set is no longer the one its ref points at."""
 
 
+class PatchUnavailable(Exception):
+    """The connector could not give the patch now (its server is down): tried again later."""
+
+
 @dataclass
 class ReviewLoop:
     """Processes the review queue of a lab for the given connectors (by ``[[review]]`` name)."""
@@ -51,6 +69,8 @@ class ReviewLoop:
     lease_s: float = 600.0
     flights: Flights | None = None
     """The flights service its flights run on (``labgate serve`` shares one); default: its own."""
+    parallel: int = 1
+    """Runs worked on at once (their flights share the hosts through the flights service)."""
 
     def __post_init__(self) -> None:
         if self.flights is None:
@@ -58,11 +78,24 @@ class ReviewLoop:
         self.queue = self.store.review
         self.specs: dict[str, ReviewSpec] = {r.name: r for r in self.lab.reviews}
         self.wake = asyncio.Event()
+        self._baseline_lock = asyncio.Lock()
+        # the mirrors are git repositories: one fetch, clone or patch in them at a time
+        self._mirrors_lock = asyncio.Lock()
+        self._acks: dict[int, asyncio.Task[None]] = {}
+        self._holders: dict[int, str] = {}
 
     # --- events in -----------------------------------------------------------------------
 
     def enqueue(self, event: ChangeEvent) -> ReviewRun | None:
-        run = self.queue.enqueue(event)
+        """Queue a run for the event (None: nothing new, see ``ReviewQueue.enqueue``); an event
+        with a ``delivery`` seen before queues nothing."""
+        if event.delivery is not None:
+            if self.queue.delivery_seen(event.source, event.delivery):
+                return None
+            run = self.queue.enqueue(event)
+            self.queue.record_delivery(event.source, event.delivery, event.kind)
+        else:
+            run = self.queue.enqueue(event)
         if run is not None:
             log.info("queued run %d: %s change %s patch set %s", run.id, run.connector,
                      run.change, run.patchset)  # fmt: skip
@@ -72,7 +105,30 @@ class ReviewLoop:
     async def listen(self, connector: Connector) -> None:
         """Queue every event the connector yields (it reconciles after each (re)connect)."""
         async for event in connector.events():
-            self.enqueue(event)
+            await self._enqueue_and_acknowledge(connector, event)
+
+    async def _enqueue_and_acknowledge(self, connector: Connector, event: ChangeEvent) -> None:
+        """Queue the event; a connector that says so at once (a :class:`QueueAcknowledger`) is
+        told, before the run can start (its start waits for that, so it updates the same
+        report rather than making a second)."""
+        run = self.enqueue(event)
+        if run is None or not isinstance(connector, QueueAcknowledger):
+            return
+        ack = asyncio.create_task(self._acknowledge(connector, run))
+        self._acks[run.id] = ack
+        try:
+            await ack
+        finally:
+            self._acks.pop(run.id, None)
+
+    async def _acknowledge(self, connector: QueueAcknowledger, run: ReviewRun) -> None:
+        try:
+            report_id = await connector.queued(run)
+        except Exception as error:  # a courtesy: the run still starts and reports
+            log.warning("run %d: could not say it is queued: %s", run.id, error)
+            return
+        if report_id is not None:
+            self.queue.set_report_id(run.id, report_id)
 
     # --- the queue -----------------------------------------------------------------------
 
@@ -80,16 +136,45 @@ class ReviewLoop:
         """Work on claimable runs until none is left; returns the runs as they ended. Runs of
         a dead controller of this host are taken over at once."""
         for owner in self.queue.running_owners():
-            if owner != self.owner and owner_is_dead(owner):
+            ours = owner == self.owner or owner.startswith(f"{self.owner}:")
+            if not ours and owner_is_dead(owner):
                 log.info("taking over the runs of %s (no such process)", owner)
                 self.queue.expire_owner(owner)
-        done = []
-        while (
-            run := self.queue.claim(self.owner, self.lease_s, list(self.connectors))
-        ) is not None:
-            await self.handle(run)
-            done.append(self.queue.get(run.id))
-        return done
+        done: list[ReviewRun] = []
+
+        async def worker(owner: str) -> None:
+            while (run := self.queue.claim(owner, self.lease_s, list(self.connectors))) is not None:
+                self._holders[run.id] = owner
+                try:
+                    await self.handle(run)
+                finally:
+                    del self._holders[run.id]
+                done.append(self.queue.get(run.id))
+
+        # each worker holds its runs under a name of its own: a lease's holder may take its
+        # rows again, so workers sharing one would take each other's runs
+        workers = max(1, self.parallel)
+        owners = [self.owner] if workers == 1 else [f"{self.owner}:{i}" for i in range(workers)]
+        await asyncio.gather(*(worker(owner) for owner in owners))
+        return sorted(done, key=lambda r: r.id)
+
+    async def catch_up(self) -> None:
+        """Queue what every connector says may have no result yet (its reconcile); a connector
+        that cannot answer is logged and left for the next time."""
+        for name, connector in self.connectors.items():
+            try:
+                events = await connector.reconcile()
+            except Exception as error:
+                log.warning("[[review]] %s: cannot list its open changes: %s", name, error)
+                continue
+            for event in events:
+                await self._enqueue_and_acknowledge(connector, event)
+
+    async def once(self) -> list[ReviewRun]:
+        """Catch up with every connector, then work on the queue until it is empty
+        (``labgate review run --once``)."""
+        await self.catch_up()
+        return await self.process_once()
 
     async def run_forever(self, poll_s: float = 30.0) -> None:
         """Listen to every connector and process the queue as runs arrive (``labgate serve``,
@@ -110,11 +195,23 @@ class ReviewLoop:
         """Test one claimed run and vote, or finish what a dead controller left of it."""
         spec = self.specs[run.connector]
         connector = self.connectors[run.connector]
+        try:
+            await self._handle(spec, connector, run)
+        except asyncio.CancelledError:
+            # stopped (Ctrl-C, SIGTERM): the run is claimable again at once, its flight resumed
+            self.queue.release(run.id, self._holder(run), "the controller was stopped")
+            raise
+
+    async def _handle(self, spec: ReviewSpec, connector: Connector, run: ReviewRun) -> None:
+        ack = self._acks.get(run.id)
+        if ack is not None:
+            await asyncio.shield(ack)
+            run = self.queue.get(run.id)
         if run.vote_state == INTENT:
             await self._finish_intent(connector, run)
             return
         try:
-            flight_id = run.flight_id or self._plan(run, spec)
+            flight_id = run.flight_id or await self._plan(connector, run, spec)
         except Superseded as why:
             log.info("run %d superseded: %s", run.id, why)
             self.queue.finish(run.id, SUPERSEDED, str(why))
@@ -129,38 +226,90 @@ class ReviewLoop:
             )
             await self._vote(connector, run, vote)
             return
+        except PatchUnavailable as error:
+            self._postpone(run, str(error))
+            return
         self.queue.set_flight(run.id, flight_id)
         run = self.queue.get(run.id)
         try:
-            await connector.started(run, flight_url(spec.web_url, flight_id))
+            report_id = await connector.started(run, flight_url(spec.web_url, flight_id))
         except Exception as error:  # a pending status is a courtesy; the vote is what counts
             log.warning("run %d: could not say testing started: %s", run.id, error)
+        else:
+            if report_id is not None and report_id != run.report_id:
+                self.queue.set_report_id(run.id, report_id)
+                run = self.queue.get(run.id)
         flight = await self._run_flight(run, flight_id)
         vote = self._decide(run, spec, flight)
         await self._vote(connector, run, vote)
 
-    def _plan(self, run: ReviewRun, spec: ReviewSpec) -> int:
+    async def _plan(self, connector: Connector, run: ReviewRun, spec: ReviewSpec) -> int:
         """Store the run's review flight: the patch as the tree under test, every other tree
-        at the branch's pins."""
+        at the branch's pins. A patch fetched as a ref is judged against the branch's baseline
+        as it is; one its connector applies onto the branch's tested head (a
+        :class:`~labgate.review.base.PatchSource`'s) against a baseline of that head, made
+        first when the branch has none."""
         branch = self.lab.branch(spec.branch)
         assert self.flights is not None and self.flights.mirrors is not None
         mirrors = self.flights.mirrors
-        refs = self.lab.revision_refs(spec.branch)
-        others = resolve_revisions(
-            self.lab, mirrors, {k: v for k, v in refs.items() if k != branch.tree}
-        )
-        sha = mirrors.fetch_ref(branch.tree, run.ref)
-        if run.revision and sha != run.revision:
-            raise Superseded(f"{run.ref} is at {sha[:12]} now, not {run.revision[:12]}")
-        revisions = {tree: sha if tree == branch.tree else others[tree] for tree in refs}
+        if isinstance(connector, PatchSource):
+            others = await self._baseline(spec.branch)
+            try:
+                async with self._mirrors_lock:
+                    sha = await connector.patch_commit(
+                        run, mirrors, branch.tree, others[branch.tree]
+                    )
+            except GitError:
+                raise  # the patch cannot be applied: reported, as any run that cannot be tested
+            except Exception as error:
+                raise PatchUnavailable(f"cannot get the patch: {error}") from error
+        else:
+            refs = self.lab.revision_refs(spec.branch)
+            pinned = {k: v for k, v in refs.items() if k != branch.tree}
+            async with self._mirrors_lock:
+                others = await asyncio.to_thread(resolve_revisions, self.lab, mirrors, pinned)
+                sha = await asyncio.to_thread(mirrors.fetch_ref, branch.tree, run.ref)
+            if run.revision and sha != run.revision:
+                raise Superseded(f"{run.ref} is at {sha[:12]} now, not {run.revision[:12]}")
+        revisions = {**others, branch.tree: sha}
         flight_id = self.flights.plan(spec.branch, revisions=revisions, blessing=Blessing.REVIEW)
         log.info("run %d: flight %d", run.id, flight_id)
         return flight_id
 
+    async def _baseline(self, branch: str) -> dict[str, str]:
+        """The branch's tested revision tuple (the tree under test at its ``tested`` ref, the
+        others at their pins), after making it the baseline when the branch has none: a
+        ``real`` flight of it (one a killed loop left unfinished is resumed)."""
+        spec = self.lab.branch(branch)
+        assert self.flights is not None and self.flights.mirrors is not None
+        refs = {**self.lab.revision_refs(branch), spec.tree: spec.tested}
+        async with self._mirrors_lock:
+            tested = await asyncio.to_thread(
+                resolve_revisions, self.lab, self.flights.mirrors, refs
+            )
+        async with self._baseline_lock:
+            if self.store.baseline(branch) is not None:
+                return tested
+            recent = self.store.list_flights(branch, blessing=Blessing.REAL, limit=20)
+            same = [f for f in recent if dict(f.revisions) == tested]
+            if same and same[0].state is FlightState.FINISHED:
+                flight_id = same[0].id
+            else:
+                flight_id = (
+                    same[0].id
+                    if same
+                    else self.flights.plan(branch, revisions=tested, blessing=Blessing.REAL)
+                )
+                log.info("%s: no baseline yet: flight %d tests %s", branch, flight_id, spec.tested)
+                await self.flights.run(flight_id)
+            self.store.set_baseline(branch, flight_id)
+            return tested
+
     async def _run_flight(self, run: ReviewRun, flight_id: int) -> FlightResult:
+        holder = self._holder(run)
         renewing = asyncio.create_task(
             renew_every(
-                self.lease_s, lambda: self.queue.renew(run.id, self.owner, self.lease_s), floor_s=1
+                self.lease_s, lambda: self.queue.renew(run.id, holder, self.lease_s), floor_s=1
             )
         )
         try:
@@ -230,4 +379,8 @@ class ReviewLoop:
 
     def _postpone(self, run: ReviewRun, reason: str) -> None:
         log.warning("run %d: %s; trying again in %gs", run.id, reason, RETRY_POST_S)
-        self.queue.release(run.id, self.owner, reason, delay_s=RETRY_POST_S)
+        self.queue.release(run.id, self._holder(run), reason, delay_s=RETRY_POST_S)
+
+    def _holder(self, run: ReviewRun) -> str:
+        """The name the run's lease is held under (its worker's)."""
+        return self._holders.get(run.id, self.owner)

@@ -58,6 +58,7 @@ def _run(row: Any) -> ReviewRun:
         reason=row.reason,
         created=_iso(row.created),
         updated=_iso(row.updated),
+        report_id=row.report_id,
     )
 
 
@@ -350,6 +351,15 @@ class ReviewQueue:
                 update(t.review_run)
                 .where(t.review_run.c.id == run_id)
                 .values(flight_id=flight_id, updated=now())
+            )
+
+    def set_report_id(self, run_id: int, report_id: str) -> None:
+        """Keep what the connector said testing began with (see ``ReviewRun.report_id``)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.review_run)
+                .where(t.review_run.c.id == run_id)
+                .values(report_id=report_id, updated=now())
             )
 
     def record_intent(self, run_id: int, vote: Vote) -> bool:

@@ -271,6 +271,7 @@ review_run = Table(
     Column("created", DateTime(timezone=True), nullable=False),
     Column("updated", DateTime(timezone=True), nullable=False),
     Column("patchset_created", DateTime(timezone=True)),
+    Column("report_id", String(200)),
     UniqueConstraint("connector", "change", "patchset", "attempt", name="uq_review_run"),
     Index("ix_review_run_state", "state", "id"),
     Index("ix_review_run_revision", "connector", "revision"),

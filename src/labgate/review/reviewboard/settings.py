@@ -1,0 +1,46 @@
+"""``[[review]]`` keys of ``driver = "reviewboard"`` and the settings they give the connector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from labgate.model import ReviewSpec
+from labgate.rawconfig import REVIEW_MODELS, RawReview, Text
+
+
+@dataclass(frozen=True)
+class ReviewBoardSettings:
+    """How labgate talks to a Review Board server: the API token from the environment variable
+    ``token_env``, the status updates' service id ``context``, and ``poll_interval``: seconds
+    between two polls of its API for new diffs and rechecks."""
+
+    token_env: str
+    context: str = "labgate"
+    poll_interval: float = 10.0
+
+    def secret_envs(self) -> tuple[str | None, ...]:
+        return (self.token_env,)
+
+
+def reviewboard_settings(spec: ReviewSpec) -> ReviewBoardSettings:
+    """The Review Board settings of a ``[[review]]`` of this driver."""
+    if not isinstance(spec.settings, ReviewBoardSettings):
+        raise TypeError(f"[[review]] {spec.name} is not a reviewboard entry")
+    return spec.settings
+
+
+class RawReviewBoardReview(RawReview):
+    driver: Literal["reviewboard"] = "reviewboard"
+    token_env: Text
+    context: Text = "labgate"
+    poll_interval: float = Field(default=10.0, gt=0, le=3600)
+
+    def settings(self, lab_dir: Path) -> ReviewBoardSettings:
+        return ReviewBoardSettings(self.token_env, self.context, self.poll_interval)
+
+
+REVIEW_MODELS["reviewboard"] = RawReviewBoardReview

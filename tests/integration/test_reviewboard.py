@@ -1,0 +1,155 @@
+"""The review loop against a real Review Board server (tests/reviewboard.py): a person posts
+review requests with diffs through its Web API, `labgate review run --once` tests each latest
+diff (applied onto its base commit) and posts one status update per run, with the full message
+in a review; a second diff, a recheck, a broken lab and a diff that does not apply."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labs import labgate
+from reviewboard import (
+    TOKEN_ENV,
+    WEB_URL,
+    ReviewBoard,
+    diff_of,
+    ours,
+    reviewboard_lab,
+    session_server,
+)
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> ReviewBoard:
+    return session_server(request)
+
+
+@pytest.fixture
+def labgate_env(server: ReviewBoard) -> dict[str, str]:
+    """The environment of labgate's commands: an API token of a user `labgate-<n>` of its own."""
+    user = f"labgate-{os.getpid()}-{len(server.person().call('GET', '/api/users/')['users'])}"
+    token = server.api_token(user, server.add_user(user))
+    return {**os.environ, TOKEN_ENV: token}
+
+
+def review_run(lab_dir: Path, env: dict[str, str]) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [*labgate(lab_dir, "review", "run", "--once"), "--json"],
+        env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(done.stdout)
+    assert isinstance(runs, list)
+    return runs
+
+
+def flight(lab_dir: Path, flight_id: int) -> dict[str, Any]:
+    shown = subprocess.run(
+        [*labgate(lab_dir, "flight", "show", str(flight_id)), "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    found = json.loads(shown.stdout)
+    assert isinstance(found, dict)
+    return found
+
+
+def test_each_latest_diff_gets_one_status_update(
+    tmp_path: Path, server: ReviewBoard, labgate_env: dict[str, str]
+) -> None:
+    repository = f"xen-{tmp_path.name}"
+    lab_dir, repo = reviewboard_lab(tmp_path / "lab", server, repository)
+    person = server.person()
+    base = repo.rev("master")
+    failing = person.post_review_request(
+        repository, diff_of(repo, {"result": "fail\n"}), base, summary="make it fail"
+    )
+    passing = person.post_review_request(
+        repository, diff_of(repo, {"README": "xen, documented\n"}), base, summary="docs"
+    )
+
+    runs = review_run(lab_dir, labgate_env)
+    assert [(r["change"], r["patchset"], r["state"], r["vote"]) for r in runs] == [
+        (str(failing), "1", "voted", -1),
+        (str(passing), "1", "voted", 1),
+    ]
+    [bad] = ours(person, failing)
+    [good] = ours(person, passing)
+    assert (bad["state"], good["state"]) == ("done-failure", "done-success")
+    assert bad["summary"].startswith("Verified-1: regression in test")
+    assert bad["url"] == f"{WEB_URL}/flights/{runs[0]['flight_id']}"
+    assert bad["description"].startswith("Disabled tests")
+    assert "doc / *: no sphinx on the hosts" in bad["description"]
+    assert "change" not in bad["links"]  # the request as first published: its first diff
+    [message] = [
+        r for r in person.reviews(failing) if f"labgate run {runs[0]['id']}" in r["body_top"]
+    ]
+    assert bad["links"]["review"]["href"].endswith(f"/reviews/{message['id']}/")
+    assert "test: fail" in message["body_top"] and "no sphinx on the hosts" in message["body_top"]
+
+    # the flight tested the diff applied onto the base commit, against a baseline made first
+    tested = flight(lab_dir, runs[0]["flight_id"])
+    assert tested["blessing"] == "review"
+    commit = tested["revisions"]["xen"]
+    mirror = next((lab_dir / "mirrors").glob("xen*.git"))
+    show = ["git", "--git-dir", str(mirror), "show", "-s", "--format=%P %s", commit]
+    assert subprocess.run(show, capture_output=True, text=True, check=True).stdout.split(
+        " ", 1
+    ) == [base, "make it fail\n"]
+    listing = subprocess.run(
+        [*labgate(lab_dir, "flight", "list"), "--json"], capture_output=True, text=True, check=True
+    )
+    blessings = sorted(f["blessing"] for f in json.loads(listing.stdout))
+    assert blessings == ["real", "review", "review"]
+
+    # nothing new: nothing tested, nothing posted
+    assert review_run(lab_dir, labgate_env) == []
+
+    # a second diff on the failing request: tested, with a status update of its own
+    person.post_diff(failing, diff_of(repo, {"README": "xen, fixed\n"}), base)
+    [second] = review_run(lab_dir, labgate_env)
+    assert (second["change"], second["patchset"], second["vote"]) == (str(failing), "2", 1)
+    first_again, newer = sorted(ours(person, failing), key=lambda u: u["id"])
+    assert first_again["id"] == bad["id"] and first_again["state"] == "done-failure"
+    assert newer["state"] == "done-success"
+    assert newer["links"]["change"]["href"].endswith(f"/review-requests/{failing}/changes/1/")
+
+    # a recheck review: tested again once, however often the loop polls
+    person.review(passing, "recheck")
+    [again] = review_run(lab_dir, labgate_env)
+    assert (again["change"], again["kind"], again["attempt"]) == (str(passing), "recheck", 2)
+    assert review_run(lab_dir, labgate_env) == []
+    assert [u["state"] for u in ours(person, passing)] == ["done-success", "done-success"]
+
+
+def test_a_broken_lab_is_an_error_and_retried(
+    tmp_path: Path, server: ReviewBoard, labgate_env: dict[str, str]
+) -> None:
+    repository = f"xen-{tmp_path.name}"
+    lab_dir, repo = reviewboard_lab(tmp_path / "lab", server, repository, retries=1)
+    person = server.person()
+    base = repo.rev("master")
+    broken = person.post_review_request(
+        repository, diff_of(repo, {"result": "broken\n"}), base, summary="breaks the host"
+    )
+    # made against a README the tree never had: Review Board takes it, git cannot apply it
+    other = diff_of(repo, {"README": "xen 2\n"}).replace("\n-xen\n", "\n-not xen\n")
+    stale = person.post_review_request(repository, other, None, summary="another README")
+    runs = review_run(lab_dir, labgate_env)
+    by_change: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_change.setdefault(run["change"], []).append(run)
+    assert [(r["attempt"], r["vote"], r["retest"]) for r in by_change[str(broken)]] == [
+        (1, 0, True),
+        (2, 0, False),
+    ]
+    updates = ours(person, broken)
+    assert [u["state"] for u in updates] == ["error", "error"]
+    assert "will retry" in updates[0]["summary"] and "gave up" in updates[1]["summary"]
+    assert [u["state"] for u in ours(person, stale)] == ["error", "error"]
+    assert "does not apply" in by_change[str(stale)][0]["message"]

@@ -1,0 +1,354 @@
+"""A real Review Board server for tests, and a person driving it through its Web API.
+
+Review Board (``reviewboard`` on PyPI, Django) is installed once per machine in a virtual
+environment of its own, ``~/.cache/labgate-tests/reviewboard-<VERSION>`` (or under
+``$LABGATE_TEST_CACHE``), made with the tests' Python; a session makes one site in a temp dir
+(``rb-site install``, SQLite) and serves it with ``rb-site manage SITE runserver`` on a free
+loopback port:
+
+    server = session_server(request)           # started once per test session
+    person = server.person()                   # the site's admin, as a browser user would be
+    repo_id = person.add_repository("xen-1", git_repo.path)
+    rr = person.post_review_request("xen-1", diff, base_commit, summary="fix it")
+    person.post_diff(rr, diff2, base_commit)   # a second diff revision, published
+    person.review(rr, "recheck")
+    person.status_updates(rr)
+
+``server.api_token(user, server.add_user(user))`` is a real API token of a user the admin made
+(what labgate's ``token_env`` names). ``reviewboard_lab(path, server, repository)`` makes a lab
+whose tree is a Review Board repository entry and whose ``[[review]]`` polls it;
+``ours(person, rr)`` is labgate's status updates on a request.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from gitrepos import Files, GitRepo
+from labs import job, local_host, step, toml_str, write_lab
+from reviewlab import CHECK
+
+VERSION = "8.1"
+TOKEN_ENV = "LABGATE_TEST_RB_TOKEN"
+WEB_URL = "https://lab.example.org"
+ADMIN = "admin"
+START_ATTEMPTS = 5
+READY_S = 120.0
+T = TypeVar("T")
+
+
+class ReviewBoardUnavailable(RuntimeError):
+    """Review Board cannot be installed or started here; the message says why."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LABGATE_TEST_CACHE") or Path.home() / ".cache" / "labgate-tests")
+
+
+def reviewboard_venv() -> Path:
+    """The virtual environment with Review Board, made once per machine (a lock keeps two test
+    sessions from making it together; a half-made one is made again)."""
+    venv = cache_dir() / f"reviewboard-{VERSION}"
+    done = venv / ".installed"
+    if done.exists():
+        return venv
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f"reviewboard-{VERSION}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return venv
+        shutil.rmtree(venv, ignore_errors=True)
+        for cmd in (
+            [sys.executable, "-m", "venv", str(venv)],
+            [str(venv / "bin" / "pip"), "install", "--quiet", f"reviewboard=={VERSION}"],
+        ):
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise ReviewBoardUnavailable(
+                    f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr[-2000:]}"
+                )
+        done.write_text(VERSION + "\n")
+    return venv
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float = 120.0) -> T:
+    """``check()``'s first answer that is not None, asked until ``timeout`` (a server's state
+    seen from outside, as a person refreshing the page would); AssertionError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.1)
+
+
+@dataclass
+class Person:
+    """Someone using Review Board through its Web API (HTTP basic auth, as ``rbt`` does)."""
+
+    url: str
+    user: str
+    password: str
+    log: Path | None = None
+    """The server's log, whose end a failed call shows."""
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(
+            base_url=self.url,
+            auth=(self.user, self.password),
+            headers={"Accept": "application/json"},
+            timeout=60.0,
+        )
+
+    def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = self.client.request(method, path, **kwargs)
+        if response.status_code >= 300:
+            said = self.log.read_text()[-3000:] if self.log and response.status_code >= 500 else ""
+            raise AssertionError(
+                f"{method} {path}: {response.status_code} {response.text[:500]}\n{said}"
+            )
+        payload = response.json()
+        assert isinstance(payload, dict)
+        return payload
+
+    def add_repository(self, name: str, path: Path) -> int:
+        """A Git repository entry for a local repository (its ``.git`` dir)."""
+        found = self.call(
+            "POST", "/api/repositories/", data={"name": name, "path": str(path / ".git"),
+                                                "tool": "Git"},
+        )  # fmt: skip
+        return int(found["repository"]["id"])
+
+    def post_review_request(
+        self,
+        repository: str,
+        diff: str,
+        base_commit: str | None,
+        *,
+        summary: str,
+        branch: str = "",
+    ) -> int:
+        """A review request with one diff, published; its id."""
+        made = self.call("POST", "/api/review-requests/", data={"repository": repository})
+        rr = int(made["review_request"]["id"])
+        self.upload_diff(rr, diff, base_commit)
+        self.publish(rr, summary=summary, description=f"{summary}.", target_people=ADMIN,
+                     branch=branch)  # fmt: skip
+        return rr
+
+    def upload_diff(self, rr: int, diff: str, base_commit: str | None) -> None:
+        data = {"base_commit_id": base_commit} if base_commit else {}
+        self.call(
+            "POST",
+            f"/api/review-requests/{rr}/diffs/",
+            files={"path": ("change.diff", diff.encode())},
+            data=data,
+        )
+
+    def publish(self, rr: int, **fields: str) -> None:
+        self.call("PUT", f"/api/review-requests/{rr}/draft/", data={**fields, "public": "1"})
+
+    def post_diff(self, rr: int, diff: str, base_commit: str | None) -> None:
+        """A new diff revision of the request, published."""
+        self.upload_diff(rr, diff, base_commit)
+        self.publish(rr)
+
+    def review(self, rr: int, text: str) -> int:
+        made = self.call(
+            "POST", f"/api/review-requests/{rr}/reviews/", data={"body_top": text, "public": "1"}
+        )
+        return int(made["review"]["id"])
+
+    def status_updates(self, rr: int) -> list[dict[str, Any]]:
+        found = self.call("GET", f"/api/review-requests/{rr}/status-updates/")
+        return list(found["status_updates"])
+
+    def reviews(self, rr: int) -> list[dict[str, Any]]:
+        return list(self.call("GET", f"/api/review-requests/{rr}/reviews/")["reviews"])
+
+
+@dataclass
+class ReviewBoard:
+    """A running Review Board site."""
+
+    url: str
+    site: Path
+    process: subprocess.Popen[bytes]
+    admin_password: str
+    log: Path
+
+    def person(self, user: str = ADMIN, password: str | None = None) -> Person:
+        return Person(self.url, user, password or self.admin_password, self.log)
+
+    def add_user(self, user: str) -> str:
+        """A new user (made by the admin); its password."""
+        password = secrets.token_hex(12)
+        self.person().call(
+            "POST",
+            "/api/users/",
+            data={"username": user, "password": password, "email": f"{user}@example.org"},
+        )
+        return password
+
+    def api_token(self, user: str, password: str) -> str:
+        made = self.person(user, password).call(
+            "POST", f"/api/users/{user}/api-tokens/", data={"note": "labgate", "policy": "{}"}
+        )
+        return str(made["api_token"]["token"])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.site, ignore_errors=True)
+
+
+def start_reviewboard() -> ReviewBoard:
+    """Install a site in a new temp dir and serve it; ReviewBoardUnavailable when it cannot.
+
+    One request at a time (``--nothreading``): the site's SQLite fails a request that writes
+    while another thread's transaction holds the database ("database is locked"), and Django
+    4.2 cannot begin its transactions IMMEDIATE."""
+    venv = reviewboard_venv()
+    site = Path(tempfile.mkdtemp(prefix="labgate-reviewboard-"))
+    password = secrets.token_hex(12)
+    install = [
+        str(venv / "bin" / "rb-site"), "install", "--noinput", "--domain-name=127.0.0.1",
+        "--site-root=/", "--db-type=sqlite3", f"--db-name={site / 'site' / 'data' / 'rb.db'}",
+        "--cache-type=file", f"--cache-info={site / 'site' / 'cache'}", "--web-server-type=apache",
+        f"--admin-user={ADMIN}", f"--admin-password={password}",
+        "--admin-email=admin@example.org", "--opt-out-support-data",
+        "--allowed-host=127.0.0.1", str(site / "site"),
+    ]  # fmt: skip
+    proc = subprocess.run(install, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        shutil.rmtree(site, ignore_errors=True)
+        raise ReviewBoardUnavailable(f"rb-site install failed: {proc.stdout[-2000:]}{proc.stderr}")
+    log = site / "runserver.log"
+    for _ in range(START_ATTEMPTS):
+        port = _free_port()
+        with open(log, "wb") as out:
+            server = subprocess.Popen(
+                [str(venv / "bin" / "rb-site"), "manage", str(site / "site"), "runserver",
+                 f"127.0.0.1:{port}", "--noreload", "--nothreading"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        if _answers(url, server):
+            return ReviewBoard(url, site, server, password, log)
+        server.kill()
+        server.wait()
+    why = log.read_text()[-2000:]
+    shutil.rmtree(site, ignore_errors=True)
+    raise ReviewBoardUnavailable(f"runserver did not answer: {why}")
+
+
+def _answers(url: str, server: subprocess.Popen[bytes]) -> bool:
+    """Whether the server answers ``/api/`` before it exits (a taken port) or READY_S pass."""
+    deadline = time.monotonic() + READY_S
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/", timeout=5).status_code == 200:
+                return True
+        except httpx.TransportError:
+            time.sleep(0.1)
+    return False
+
+
+_server: ReviewBoard | None = None
+
+
+def session_server(request: pytest.FixtureRequest) -> ReviewBoard:
+    """The session's Review Board server, started on first use and stopped when the session
+    ends. Without it the test fails under CI and is skipped elsewhere."""
+    global _server
+    if _server is None:
+        try:
+            _server = start_reviewboard()
+        except ReviewBoardUnavailable as error:
+            if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+                pytest.fail(f"Review Board is required under CI: {error}", pytrace=False)
+            pytest.skip(f"no Review Board: {error}")
+        request.config.add_cleanup(_stop)
+    return _server
+
+
+def _stop() -> None:
+    global _server
+    if _server is not None:
+        _server.stop()
+        _server = None
+
+
+def diff_of(repo: GitRepo, files: Files) -> str:
+    """The git diff that would change ``files`` at the repository's HEAD (HEAD is not moved)."""
+    repo.write(files)
+    diff = repo.git("diff", "--cached")
+    repo.git("reset", "-q", "--hard")
+    return diff + "\n"
+
+
+def reviewboard_lab(
+    path: Path, server: ReviewBoard, repository: str, *, retries: int = 2, lab_keys: str = ""
+) -> tuple[Path, GitRepo]:
+    """A lab whose tree `xen` has check.sh (passes, fails or breaks by its `result` file) and
+    a Review Board [[review]] of the repository entry `repository` (added here)."""
+    lab = write_lab(
+        path,
+        trees={"xen": {"check.sh": CHECK, "result": "pass\n", "README": "xen\n"}},
+        jobs=job("test", step("check", "sh xen/check.sh")) + job("doc", step("html", "true")),
+        hosts=local_host(slots=2),
+        lab_keys=lab_keys,
+    )
+    with lab.toml.open("a") as toml:
+        toml.write(
+            f"""
+[[review]]
+name = "rb"
+driver = "reviewboard"
+server = {toml_str(server.url)}
+project = {toml_str(repository)}
+branch = "main"
+web_url = {toml_str(WEB_URL)}
+token_env = "{TOKEN_ENV}"
+retries = {retries}
+poll_interval = 0.2
+
+[[disable]]
+job = "doc"
+reason = "no sphinx on the hosts"
+"""
+        )
+    server.person().add_repository(repository, lab.trees["xen"].path)
+    return lab.path, lab.trees["xen"]
+
+
+def ours(person: Person, rr: int) -> list[dict[str, Any]]:
+    return [u for u in person.status_updates(rr) if u["service_id"] == "labgate"]

@@ -125,22 +125,9 @@ def bench_store(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--flights", type=int, default=10_000)
-    parser.add_argument("--jobs", type=int, default=50)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--requests", type=int, default=200, help="per page and viewer")
-    parser.add_argument("--stores", default="sqlite,postgresql")
+    web.store_arguments(parser)
     args = parser.parse_args()
-    report = {}
-    for store in filter(None, args.stores.split(",")):
-        if store == "sqlite":
-            with tempfile.TemporaryDirectory(prefix="labgate-bench-db-") as tmp:
-                report[store] = bench_store(store, f"sqlite:///{tmp}/labgate.db", args)
-        elif store == "postgresql":
-            with web.postgres_url() as url:
-                report[store] = bench_store(store, url, args)
-        else:
-            raise SystemExit(f"--stores: unknown store {store!r} (sqlite, postgresql)")
+    report = web.each_store(args.stores, lambda name, url: bench_store(name, url, args))
     print()
     print(f"{'store':<11} {'viewer':<10} {'page':<32} {'p50 ms':>8} {'p95 ms':>8}   p95 < 100 ms")
     for store, result in report.items():

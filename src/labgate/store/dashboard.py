@@ -43,7 +43,7 @@ from labgate.store import schema as t
 from labgate.store.bisections import bisection_from_row
 from labgate.store.branches import push_from_row
 from labgate.store.hosts import HostEvent, HostRegistry, HostStatus
-from labgate.store.users import Viewer, visible
+from labgate.store.users import Users, Viewer, visible
 
 PAGE_SIZE = 50
 
@@ -483,11 +483,7 @@ def _hidden_jobs(store: Store, viewer: Viewer, job_ids: Sequence[int]) -> set[in
 def flight(store: Store, viewer: Viewer, flight_id: int) -> FlightResult:
     """The whole flight; FlightNotFound when it does not exist or the viewer may not see it
     (one exception, one message: a hidden flight is a missing one)."""
-    with store.engine.connect() as conn:
-        seen = conn.execute(
-            select(t.flight.c.id).where(t.flight.c.id == flight_id, visible(viewer))
-        ).first()
-    if seen is None:
+    if not Users(store.engine).may_see(viewer, flight_id):
         raise FlightNotFound(flight_id)
     return store.get_flight(flight_id)
 
@@ -519,13 +515,9 @@ def pushes(
 def baseline(store: Store, viewer: Viewer, branch: str) -> int | None:
     """The branch's baseline flight, None when there is none the viewer may see."""
     found = store.baseline(branch)
-    if found is None:
+    if found is None or not Users(store.engine).may_see(viewer, found):
         return None
-    with store.engine.connect() as conn:
-        seen = conn.execute(
-            select(t.flight.c.id).where(t.flight.c.id == found, visible(viewer))
-        ).first()
-    return found if seen is not None else None
+    return found
 
 
 def _seen_bisections(viewer: Viewer) -> Select[Any]:

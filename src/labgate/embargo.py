@@ -48,7 +48,7 @@ def _users(store: Store) -> Users:
 
 @click.group("user", cls=LabgateGroup)
 def user_group() -> None:
-    """The lab's users: who may see the embargoed work of their groups."""
+    """The lab's users and their groups (who sees embargoed work)."""
 
 
 @user_group.command("add")
@@ -96,7 +96,7 @@ def user_list(lab_dir: Path, json_to: str | None) -> None:
 
 @click.group("token", cls=LabgateGroup)
 def token_group() -> None:
-    """API tokens of the lab's users (for the API's Bearer header and the login form)."""
+    """API tokens of the lab's users: create, revoke."""
 
 
 @token_group.command("create")
@@ -141,7 +141,7 @@ def token_revoke(lab_dir: Path, name: str, token: str | None) -> None:
 
 @click.group("embargo", cls=LabgateGroup)
 def embargo_group() -> None:
-    """Lift an embargo; read who saw the embargoed work."""
+    """Lift an embargo; read who saw embargoed work."""
 
 
 @embargo_group.command("lift")
@@ -151,9 +151,9 @@ def embargo_group() -> None:
 def embargo_lift(lab_dir: Path, group: str | None, flight_id: int | None) -> None:
     """Make embargoed flights public now, in one step (one UPDATE of the store). A branch whose
     lab.toml still has an embargo keeps planning embargoed flights: remove it there too."""
+    lab = open_lab(lab_dir)
     if (group is None) == (flight_id is None):
         fail("give --group G or --flight N (one of them)")
-    lab = open_lab(lab_dir)
     with open_store(lab) as store:
         lifted = _users(store).lift(group=group, flight_id=flight_id)
     click.echo(f"{len(lifted)} flight(s) public now: {' '.join(map(str, lifted)) or '-'}")

@@ -122,6 +122,10 @@ def test_embargo_options_are_checked(lab: LabDir) -> None:
                          "--until", "2099-01-01T00:00:00"))  # fmt: skip
     assert naive.returncode == 2
     assert '--until: "2099-01-01T00:00:00" is not an RFC 3339 time with an offset' in naive.stderr
+    real = run(*labgate(lab.path, "flight", "run", lab.branch, "--embargo", "security",
+                        "--until", UNTIL, "--blessing", "real"))  # fmt: skip
+    assert real.returncode == 2
+    assert "--embargo takes an adhoc or play flight, not real" in real.stderr
 
 
 def test_a_branch_embargo_in_lab_toml_embargoes_every_flight_of_the_branch(lab: LabDir) -> None:

@@ -247,6 +247,12 @@ def flight_run(
     """Plan and run a flight of BRANCH's jobs (under embargo with --embargo and --until: only on
     hosts with the embargo-ok flag, seen only by the group)."""
     embargo = embargo_option(group, until)
+    if embargo is not None and wanted.blessing in ("real", "bisect"):
+        # real and bisect flights are the branch's evidence: its public verdicts would read them
+        fail(
+            f"--embargo takes an adhoc or play flight, not {wanted.blessing}: "
+            "put the branch itself under embargo in lab.toml instead"
+        )
     lab = open_lab(lab_dir)
     out = console(stderr=json_on_stdout(json_to))
     with open_store(lab) as store:

@@ -8,8 +8,9 @@ timing), then every tenth flight is put under embargo of group ``security``; a m
 a user of another group get API tokens. The pages are timed as anonymous, as the outsider and as
 the member (each request with its Bearer token, one keep-alive connection, after a warm-up):
 the flight list (first page; a filtered, deep page), a flight page (a random flight the viewer
-may see), a job's history, the hosts page. Printed: p50 and p95 in milliseconds, target p95 <
-100 ms.
+may see), a job's history, the hosts page; for those outside the group also the 404 of a
+hidden flight beside the 404 of a flight that does not exist (their times should not differ).
+Printed: p50 and p95 in milliseconds, target p95 < 100 ms.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def bench_store(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]
         flush=True,
     )
     names = web.job_names(args.jobs)
+    count = args.flights // EVERY
     results: dict[str, dict[str, tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="labgate-bench-embargo-") as tmp:
         lab_dir = Path(tmp)
@@ -120,6 +122,22 @@ def bench_store(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]
                         page: web.measure(client, paths, args.requests)
                         for page, paths in pages.items()
                     }
+                    if not sees_all:
+                        # the 404 of a hidden flight and of one that does not exist, timed alike
+                        results[viewer] |= {
+                            "404: hidden flight": web.measure(
+                                client,
+                                lambda rng=rng: f"/flights/{EVERY * rng.randint(1, count)}",
+                                args.requests,
+                                404,
+                            ),
+                            "404: no such flight": web.measure(
+                                client,
+                                lambda rng=rng: f"/flights/{args.flights + rng.randint(1, count)}",
+                                args.requests,
+                                404,
+                            ),
+                        }
     return {"fill_s": seconds, "viewers": results}
 
 

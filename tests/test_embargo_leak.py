@@ -302,6 +302,8 @@ def test_lifting_the_embargo_makes_it_all_public_at_once(leak: Leak) -> None:
     for path in [f"/flights/{leak.hidden}", f"/bisections/{leak.bisection}", "/flights"]:
         response = leak.get("anonymous", path)
         assert response.status_code == 200 and CANARY in response.text, path
+    leak.get("member", f"/flights/{leak.hidden}")
+    assert leak.users.audit(GROUP) == []  # public work: no one's sight of it is recorded
     assert leak.users.lift(group=GROUP) == []  # nothing left to lift
 
 

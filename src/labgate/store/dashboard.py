@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Select, func, select
 
 from labgate.model import (
     BisectionRecord,
+    Embargo,
     FlightResult,
     FlightState,
     JobResult,
@@ -480,12 +481,14 @@ def _hidden_jobs(store: Store, viewer: Viewer, job_ids: Sequence[int]) -> set[in
 # --- one flight, its pushes, bisections ---------------------------------------------------
 
 
-def flight(store: Store, viewer: Viewer, flight_id: int) -> FlightResult:
-    """The whole flight; FlightNotFound when it does not exist or the viewer may not see it
-    (one exception, one message: a hidden flight is a missing one)."""
-    if not Users(store.engine).may_see(viewer, flight_id):
+def flight(store: Store, viewer: Viewer, flight_id: int) -> tuple[FlightResult, Embargo | None]:
+    """The whole flight and its embargo while it lasts; FlightNotFound when it does not exist
+    or the viewer may not see it (one exception, one message: a hidden flight is a missing
+    one)."""
+    sight = Users(store.engine).sight(viewer, flight_id)
+    if sight is None:
         raise FlightNotFound(flight_id)
-    return store.get_flight(flight_id)
+    return store.get_flight(flight_id), sight.embargo
 
 
 def pushes(

@@ -89,6 +89,22 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def _viewer(name: str, groups: Sequence[Any]) -> Viewer:
+    """A user and the rows of their groups (``group``, ``admin``; a NULL group for none)."""
+    return Viewer(
+        user=name,
+        groups=frozenset(r.group for r in groups if r.group is not None),
+        admin_of=frozenset(r.group for r in groups if r.group is not None and r.admin),
+    )
+
+
+@dataclass(frozen=True)
+class Sight:
+    """A flight a viewer may see, and its embargo while it lasts (None: public)."""
+
+    embargo: Embargo | None
+
+
 @dataclass(frozen=True)
 class UserRecord:
     name: str
@@ -210,25 +226,23 @@ class Users:
             return conn.execute(query.values(revoked=now())).rowcount
 
     def viewer_for_token(self, token: str) -> Viewer | None:
-        """The user a live token belongs to, None for any other string."""
+        """The user a live token belongs to, None for any other string (one query: every
+        request with a token asks)."""
         if not token.startswith(TOKEN_PREFIX):
             return None
+        query = (
+            select(t.api_token.c.user, t.user_group.c.group, t.user_group.c.admin)
+            .outerjoin(t.user_group, t.user_group.c.user == t.api_token.c.user)
+            .where(t.api_token.c.digest == digest(token), t.api_token.c.revoked.is_(None))
+        )
         with self.engine.connect() as conn:
-            user = conn.execute(
-                select(t.api_token.c.user).where(
-                    t.api_token.c.digest == digest(token), t.api_token.c.revoked.is_(None)
-                )
-            ).scalar()
-        return None if user is None else self.viewer(user)
+            rows = conn.execute(query).all()
+        return _viewer(rows[0].user, rows) if rows else None
 
     def viewer(self, name: str) -> Viewer:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.user_group).where(t.user_group.c.user == name)).all()
-        return Viewer(
-            user=name,
-            groups=frozenset(r.group for r in rows),
-            admin_of=frozenset(r.group for r in rows if r.admin),
-        )
+        return _viewer(name, rows)
 
     def addresses(self, group: str) -> list[str]:
         """The mail addresses of the group's members (those who gave one)."""
@@ -253,13 +267,25 @@ class Users:
             ).first()
         return None if row is None else Embargo(row.embargo_group, aware(row.embargo_until))
 
+    def sight(self, viewer: Viewer, flight_id: int) -> Sight | None:
+        """What the viewer sees of the flight: None when it does not exist or is hidden from
+        them, else its embargo while it lasts (one query)."""
+        stamp = now()
+        columns = (t.flight.c.embargo_group, t.flight.c.embargo_until)
+        query = select(under_embargo(stamp).label("embargoed"), *columns).where(
+            t.flight.c.id == flight_id, visible(viewer, stamp)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        if not row.embargoed:
+            return Sight(None)
+        return Sight(Embargo(row.embargo_group, aware(row.embargo_until)))
+
     def may_see(self, viewer: Viewer, flight_id: int) -> bool:
         """True when the flight exists and the viewer may see it."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.flight.c.id).where(t.flight.c.id == flight_id, visible(viewer))
-            ).first()
-        return row is not None
+        return self.sight(viewer, flight_id) is not None
 
     def lift(self, *, group: str | None = None, flight_id: int | None = None) -> list[int]:
         """End the embargo of the group's flights (or of one flight) now, in one UPDATE: every
@@ -282,17 +308,14 @@ class Users:
 
     # --- the audit log -----------------------------------------------------------------------
 
-    def record_view(self, viewer: Viewer, flight_id: int, what: str) -> None:
-        """Note that the viewer saw the flight (``what``: the page) when it is under embargo."""
-        embargo = self.embargo(flight_id)
-        if embargo is None:
-            return
+    def record_view(self, viewer: Viewer, flight_id: int, group: str, what: str) -> None:
+        """Note that the viewer saw the flight, under embargo of ``group`` (``what``: the page)."""
         with self.engine.begin() as conn:
             conn.execute(
                 t.embargo_audit.insert().values(
                     user=viewer.user or "anonymous",
                     flight_id=flight_id,
-                    group=embargo.group,
+                    group=group,
                     what=what[:2000],
                     created=now(),
                 )

@@ -139,8 +139,9 @@ def flight_or_404(web: Web, request: Request, flight_id: int) -> FlightResult:
     """The flight, if the viewer may see it (FlightNotFound, a 404, for a hidden one as for a
     missing one); a look at embargoed work goes to the audit log."""
     viewer = viewer_of(request)
-    flight = queries.flight(web.store, viewer, flight_id)
-    web.users.record_view(viewer, flight_id, request.url.path)
+    flight, embargo = queries.flight(web.store, viewer, flight_id)
+    if embargo is not None:
+        web.users.record_view(viewer, flight_id, embargo.group, request.url.path)
     return flight
 
 

@@ -40,6 +40,8 @@ SHOWS_RESULTS = {
     "host queue",
     "review run",
     "review discrepancies",
+    "user list",
+    "embargo audit",
 }
 OWN_JSON = {"bisect run"}
 # commands that act or stream, and why they print no JSON document
@@ -53,6 +55,10 @@ NO_RESULT = {
     "host power": "prints the power command's own output",
     "host worker": "a daemon: runs the pool's jobs",
     "perf changepoints": "a filter: JSON lines in on stdin, JSON lines out, always",
+    "user add": "an action: one confirmation line",
+    "token create": "prints the new token alone on stdout, for a script to take",
+    "token revoke": "an action: one confirmation line",
+    "embargo lift": "an action: the flights it made public, on one line",
 }
 
 
@@ -194,6 +200,8 @@ def _invocation(path: str, lab: dict[str, str]) -> list[str]:
         "host queue": ["main"],
         "review run": ["--once"],
         "review discrepancies": [],
+        "user list": [],
+        "embargo audit": ["security"],
     }[path]
     where = lab["review"] if path.startswith("review") else lab["lab"]
     return labgate(Path(where), *path.split(), *args)

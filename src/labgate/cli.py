@@ -35,6 +35,7 @@ from labgate.commandline import (
     parse_revs,
     plan_from_options,
 )
+from labgate.model import Embargo
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -71,6 +72,18 @@ class TopGroup(LabgateGroup):
         "review": (
             "labgate.review.cli:review_group",
             "Test the proposed patches of the lab's [[review]] entries and vote on them.",
+        ),
+        "user": (
+            "labgate.embargo:user_group",
+            "The lab's users and their groups (who sees embargoed work).",
+        ),
+        "token": (
+            "labgate.embargo:token_group",
+            "API tokens of the lab's users: create, revoke.",
+        ),
+        "embargo": (
+            "labgate.embargo:embargo_group",
+            "Lift an embargo; read who saw embargoed work.",
         ),
         "serve": (
             "labgate.serve:serve_command",
@@ -218,13 +231,32 @@ def testing_lines(flight: FlightResult, refs: dict[str, str]) -> list[str]:
 @lab_option
 @click.argument("branch")
 @flight_options
+@click.option(
+    "--embargo", "group", metavar="GROUP", help="Only GROUP's members see the flight until --until."
+)
+@click.option("--until", metavar="TIME", help="When the embargo ends (RFC 3339, with its offset).")
 @json_option
-def flight_run(lab_dir: Path, branch: str, wanted: FlightWanted, json_to: str | None) -> None:
-    """Plan and run a flight of BRANCH's jobs."""
+def flight_run(
+    lab_dir: Path,
+    branch: str,
+    wanted: FlightWanted,
+    group: str | None,
+    until: str | None,
+    json_to: str | None,
+) -> None:
+    """Plan and run a flight of BRANCH's jobs (under embargo with --embargo and --until: only on
+    hosts with the embargo-ok flag, seen only by the group)."""
+    embargo = embargo_option(group, until)
+    if embargo is not None and wanted.blessing in ("real", "bisect"):
+        # real and bisect flights are the branch's evidence: its public verdicts would read them
+        fail(
+            f"--embargo takes an adhoc or play flight, not {wanted.blessing}: "
+            "put the branch itself under embargo in lab.toml instead"
+        )
     lab = open_lab(lab_dir)
     out = console(stderr=json_on_stdout(json_to))
     with open_store(lab) as store:
-        flight_id = plan_from_options(lab, store, branch, wanted)
+        flight_id = plan_from_options(lab, store, branch, wanted, embargo)
         planned = store.get_flight(flight_id)
         refs = {**lab.revision_refs(branch), **parse_revs(wanted.revs)}
         out.print(
@@ -236,6 +268,20 @@ def flight_run(lab_dir: Path, branch: str, wanted: FlightWanted, json_to: str | 
             out.print(line, markup=False)
         result = run_to_end(lab, store, flight_id, out)
         finish(result, out, json_to)
+
+
+def embargo_option(group: str | None, until: str | None) -> Embargo | None:
+    """The embargo ``--embargo GROUP --until TIME`` ask for; both or neither."""
+    if group is None and until is None:
+        return None
+    if group is None or until is None:
+        fail("--embargo GROUP and --until TIME go together")
+    from labgate.config import rfc3339
+
+    try:
+        return Embargo(group, rfc3339(until))
+    except ValueError as error:
+        fail(f"--until: {getattr(error, 'message', error)}")
 
 
 def get_flight(store: Store, flight_id: int) -> FlightResult:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from labgate.model import Blessing
+from labgate.model import Blessing, Embargo
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -247,8 +247,11 @@ def known_branch(lab: Lab, branch: str) -> None:
         fail(f"unknown branch {branch!r} (branches: {', '.join(lab.branches) or 'none'})")
 
 
-def plan_from_options(lab: Lab, store: Store, branch: str, wanted: FlightWanted) -> int:
-    """Plan the flight that :func:`flight_options` describe; a bad option ends the command."""
+def plan_from_options(
+    lab: Lab, store: Store, branch: str, wanted: FlightWanted, embargo: Embargo | None = None
+) -> int:
+    """Plan the flight that :func:`flight_options` describe (under ``embargo`` if given); a bad
+    option ends the command."""
     from labgate.flight import FlightError, plan_flight
 
     known_branch(lab, branch)
@@ -260,6 +263,7 @@ def plan_from_options(lab: Lab, store: Store, branch: str, wanted: FlightWanted)
             overrides=parse_revs(wanted.revs),
             job_globs=wanted.jobs,
             blessing=Blessing(wanted.blessing),
+            embargo=embargo,
         )
     except (FlightError, LookupError) as error:
         fail(str(error))

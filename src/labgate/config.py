@@ -37,6 +37,7 @@ import tomllib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -64,6 +65,7 @@ from labgate.model import (
     AllowedFailure,
     BranchSpec,
     DisabledTest,
+    Embargo,
     GateSettings,
     HostSpec,
     JobSpec,
@@ -165,6 +167,8 @@ class Lab:
     """``[web] token``: what the dashboard's actions (cancel, retest) need; None: read-only."""
     web_hosts: tuple[str, ...] = ()
     """``[web] hosts``: the names the dashboard answers to besides loopback and review web_urls."""
+    web_anonymous: bool = True
+    """``[web] anonymous``: False when every page and the API need a user's token or a login."""
     step_env: Mapping[str, str] = field(default_factory=dict)
     """``[lab] env``: variables every step gets (see ``labgate.executor.step_environment``)."""
     pass_env: tuple[str, ...] = ()
@@ -270,6 +274,7 @@ class RawWeb(_Raw):
 
     token: Text | None = None
     hosts: list[Text] = Field(default_factory=list)
+    anonymous: bool = True
 
     @field_validator("token")
     @classmethod
@@ -307,6 +312,38 @@ def _check_ref(value: str) -> str:
     return value
 
 
+def rfc3339(value: datetime | str) -> datetime:
+    """An RFC 3339 time with its offset (a TOML datetime or a string), as an aware datetime."""
+    when = value
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            when = None  # type: ignore[assignment]
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise _Invalid(
+            f"{_show(str(value))} is not an RFC 3339 time with an offset",
+            'write e.g. until = "2026-12-15T12:00:00Z" (Z or +01:00 says which time zone)',
+        )
+    return when
+
+
+class RawEmbargo(_Raw):
+    """``embargo = { group = "security", until = "2026-12-15T12:00:00Z" }`` on a branch."""
+
+    group: Name
+    until: datetime | Text
+
+    @field_validator("until")
+    @classmethod
+    def _until(cls, value: datetime | str) -> datetime:
+        return rfc3339(value)
+
+    def to_embargo(self) -> Embargo:
+        assert isinstance(self.until, datetime)
+        return Embargo(self.group, self.until)
+
+
 class RawBranch(_Raw):
     name: Name
     tree: Text
@@ -314,6 +351,7 @@ class RawBranch(_Raw):
     tested: Text = "master"
     pin: dict[str, Text] = Field(default_factory=dict)
     allow: list[RawAllow] = Field(default_factory=list)
+    embargo: RawEmbargo | None = None
 
     @field_validator("staging", "tested")
     @classmethod
@@ -795,6 +833,7 @@ class _Loader:
                 tested=b.tested,
                 pin=tuple(b.pin.items()),
                 allow=tuple(AllowedFailure(a.job, a.step, a.reason) for a in b.allow),
+                embargo=b.embargo.to_embargo() if b.embargo else None,
             )
             for b in self.unique("branch", raw).values()
         }
@@ -1142,6 +1181,7 @@ class _Loader:
             mail=mail,
             web_token=web.token if web is not None else None,
             web_hosts=tuple(web.hosts) if web is not None else (),
+            web_anonymous=web.anonymous if web is not None else True,
             step_env=lab.env,
             pass_env=tuple(lab.pass_env),
         )

@@ -32,8 +32,10 @@ from labgate.executor import (
 )
 from labgate.git import GitError, Mirrors, ensure_commit
 from labgate.model import (
+    EMBARGO_HOST_FLAG,
     Blessing,
     DisabledTest,
+    Embargo,
     FlightResult,
     HostSpec,
     JobSpec,
@@ -158,18 +160,24 @@ def plan_flight(
     job_globs: Sequence[str] = (),
     blessing: Blessing = Blessing.ADHOC,
     mirrors: Mirrors | None = None,
+    embargo: Embargo | None = None,
 ) -> int:
     """Store a queued flight of the branch's jobs; returns its id.
 
     ``revisions`` gives the whole tuple as full shas (the gate and bisection know it); otherwise
-    it is resolved from the branch's refs, with ``overrides`` (tree → any rev) applied.
+    it is resolved from the branch's refs, with ``overrides`` (tree → any rev) applied. A flight
+    is under ``embargo``, or else the branch's (lab.toml): then every job requires the
+    ``embargo-ok`` host flag, so only hosts set aside for embargoed work run it.
     """
     jobs = select_jobs(without_disabled(lab.jobs_for(branch), lab.disabled), job_globs)
     if revisions is None:
         revisions = resolve_revisions(
             lab, mirrors or mirrors_for(lab), lab.revision_refs(branch), overrides
         )
-    return store.create_flight(branch, blessing, revisions, jobs)
+    embargo = embargo or lab.branch(branch).embargo
+    if embargo is not None:
+        jobs = [replace(j, requires=(*j.requires, EMBARGO_HOST_FLAG)) for j in jobs]
+    return store.create_flight(branch, blessing, revisions, jobs, embargo)
 
 
 # A job whose host is lost goes to another host, up to this many attempts in all.
@@ -286,6 +294,12 @@ class JobRunner:
         workdir: Path,
         artifacts: Path,
     ) -> None:
+        for root in (self.lab.log_dir, self.lab.artifacts_dir, self.lab.work_dir):
+            # the lab's user alone reads a flight's logs, artifacts and trees (an embargoed
+            # flight's hold an undisclosed fix); the dashboard serves them to who may see them
+            private = root / str(flight.id)
+            private.mkdir(parents=True, exist_ok=True)
+            private.chmod(0o700)
         for path in (workdir, artifacts):
             shutil.rmtree(path, ignore_errors=True)
         workdir.mkdir(parents=True)

@@ -31,6 +31,7 @@ from typing import Any
 
 from labgate.bisect.lab import BisectionResult, LabBisection
 from labgate.config import Lab
+from labgate.embargo import mail_recipients
 from labgate.evidence import branch_evidence, judge
 from labgate.flight import FlightWatcher, mirrors_for
 from labgate.flights import Flights
@@ -394,11 +395,20 @@ class Gate:
         config = self.lab.mail
         if config is None:
             return
+        only_to = mail_recipients(self.store, flight.id)  # an embargo's group, or None
+        if only_to == []:
+            self.say(f"mail: flight {flight.id} is under embargo and its group has no address")
+            return
         outbox = Outbox(self.lab.dir / "outbox")
         subject = report_subject(flight, verdict, pushed=pushed)
-        outbox.enqueue(build_flight_mail(config, flight=flight.id, subject=subject, body=report))
+        outbox.enqueue(
+            build_flight_mail(
+                config, flight=flight.id, subject=subject, body=report, only_to=only_to
+            )
+        )
         for b in bisections:
-            outbox.enqueue(build_bisection_mail(config, b.summary(branch), flight=flight.id))
+            summary = b.summary(branch)
+            outbox.enqueue(build_bisection_mail(config, summary, flight=flight.id, only_to=only_to))
         result = outbox.flush(config)
         if result.kept:
             self.say(

@@ -30,7 +30,7 @@ import smtplib
 import ssl
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
@@ -211,13 +211,18 @@ def _message(
 
 
 def build_flight_mail(
-    config: MailConfig, *, flight: int, subject: str, body: str, date: datetime | None = None
+    config: MailConfig,
+    *,
+    flight: int,
+    subject: str,
+    body: str,
+    date: datetime | None = None,
+    only_to: Sequence[str] | None = None,
 ) -> EmailMessage:
     """A flight report to the list (``report_subject`` and ``render_flight_report`` give the
-    subject and body)."""
-    return _message(
-        config, to=list(config.to), cc=[], subject=subject, body=body, flight=flight, date=date
-    )
+    subject and body); to ``only_to`` alone when given (an embargoed flight's group)."""
+    to = list(config.to) if only_to is None else list(only_to)
+    return _message(config, to=to, cc=[], subject=subject, body=body, flight=flight, date=date)
 
 
 def build_bisection_mail(
@@ -226,12 +231,17 @@ def build_bisection_mail(
     *,
     flight: int | None = None,
     date: datetime | None = None,
+    only_to: Sequence[str] | None = None,
 ) -> EmailMessage:
     """A bisection report to the culprit's author with the list in Cc; to the list alone when
-    there is no culprit or its address is unusable. ``flight`` is the flight whose regression was
-    bisected (``X-Labgate-Flight``; default: the last flight the bisection used)."""
+    there is no culprit or its address is unusable; to ``only_to`` alone when given (an
+    embargoed flight's group: the author may be outside it). ``flight`` is the flight whose
+    regression was bisected (``X-Labgate-Flight``; default: the last flight the bisection
+    used)."""
     author = _author_address(summary)
     to, cc = ([author], list(config.to)) if author else (list(config.to), [])
+    if only_to is not None:
+        to, cc = list(only_to), []
     if flight is None and summary.flights:
         flight = summary.flights[-1]
     body = render_bisection_report(summary)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -147,6 +148,19 @@ class AllowedFailure:
     reason: str
 
 
+EMBARGO_HOST_FLAG = "embargo-ok"
+"""The host flag of hosts that may run embargoed jobs: every job of an embargoed flight
+requires it, so a shared host never holds one."""
+
+
+@dataclass(frozen=True)
+class Embargo:
+    """Work seen only by ``group``'s members until ``until`` (an aware time), then public."""
+
+    group: str
+    until: datetime
+
+
 @dataclass(frozen=True)
 class BranchSpec:
     """A test stream: ``tree`` is under test (``staging`` is tested, ``tested`` is pushed to);
@@ -159,6 +173,8 @@ class BranchSpec:
     tested: str = "master"
     pin: tuple[tuple[str, str], ...] = ()
     allow: tuple[AllowedFailure, ...] = ()
+    embargo: Embargo | None = None
+    """Every flight of the branch is planned under this embargo (lab.toml ``embargo``)."""
 
     @property
     def pin_dict(self) -> dict[str, str]:

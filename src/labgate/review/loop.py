@@ -43,6 +43,10 @@ from labgate.review.base import (
 from labgate.review.vote import error_vote, flight_url, summary_of, vote_for
 from labgate.store import Store, owner_is_dead, process_owner
 from labgate.store.review import ERROR, INTENT, SUPERSEDED
+from labgate.store.users import Users
+
+EMBARGOED = "embargoed"
+"""A run whose flight is under embargo: tested, never voted on."""
 
 log = logging.getLogger("labgate.review")
 
@@ -231,6 +235,11 @@ class ReviewLoop:
             return
         self.queue.set_flight(run.id, flight_id)
         run = self.queue.get(run.id)
+        if Users(self.store.engine).embargo(flight_id) is not None:
+            # an embargoed flight's results are its group's: nothing goes to a public review
+            await self._run_flight(run, flight_id)
+            self.queue.finish(run.id, EMBARGOED, f"flight {flight_id} is under embargo: no vote")
+            return
         try:
             report_id = await connector.started(run, flight_url(spec.web_url, flight_id))
         except Exception as error:  # a pending status is a courtesy; the vote is what counts

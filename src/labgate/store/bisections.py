@@ -91,7 +91,7 @@ class BisectionTables(Tables):
             row = conn.execute(select(t.bisection).where(t.bisection.c.id == bisection_id)).first()
         if row is None:
             raise StoreError(f"bisection {bisection_id} does not exist in this lab's store")
-        return _bisection(row)
+        return bisection_from_row(row)
 
     def bisections(
         self, branch: str | None = None, *, flight_id: int | None = None, limit: int = 50
@@ -102,10 +102,11 @@ class BisectionTables(Tables):
         if flight_id is not None:
             query = query.where(t.bisection.c.flight_id == flight_id)
         with self.engine.connect() as conn:
-            return [_bisection(r) for r in conn.execute(query)]
+            return [bisection_from_row(r) for r in conn.execute(query)]
 
 
-def _bisection(row: Any) -> BisectionRecord:
+def bisection_from_row(row: Any) -> BisectionRecord:
+    """A stored bisection (a row of ``bisection``)."""
     return BisectionRecord(
         id=row.id,
         branch=row.branch,

@@ -116,20 +116,7 @@ class BranchTables(Tables):
             query = query.where(t.push.c.flight_id == flight_id)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [
-            PushRecord(
-                r.id,
-                r.branch,
-                r.flight_id,
-                r.tree,
-                r.sha,
-                r.previous_sha,
-                r.status,
-                r.message,
-                iso(r.created) or "",
-            )
-            for r in rows
-        ]
+        return [push_from_row(r) for r in rows]
 
     def record_verdict(
         self, flight_id: int, baseline_flight_id: int | None, push_allowed: bool, data: Any
@@ -158,3 +145,18 @@ class BranchTables(Tables):
             "push_allowed": bool(row.push_allowed),
             "data": json.loads(row.data),
         }
+
+
+def push_from_row(r: Any) -> PushRecord:
+    """A stored push decision (a row of ``push``)."""
+    return PushRecord(
+        r.id,
+        r.branch,
+        r.flight_id,
+        r.tree,
+        r.sha,
+        r.previous_sha,
+        r.status,
+        r.message,
+        iso(r.created) or "",
+    )

@@ -1,4 +1,9 @@
-"""The dashboard's reads that the Store does not have: one page, a few indexed queries.
+"""The dashboard's reads: one page, a few indexed queries, each for one viewer.
+
+Every read takes the :class:`~labgate.store.users.Viewer` and applies the one visibility
+predicate (:func:`labgate.store.users.visible`) in its SQL: a flight under embargo is, for
+whoever is outside its group, exactly a flight that does not exist (same exception, same
+message), and it counts nowhere (lists, pages, histories, rates, hosts, pushes, bisections).
 
 SQLAlchemy Core over ``labgate.store.schema``; results are the model's values (`FlightResult`,
 `JobResult`, `StepResult`, `PushRecord`) or small frozen dataclasses of this module, each with the
@@ -13,9 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Select, func, select
 
 from labgate.model import (
+    BisectionRecord,
+    Embargo,
     FlightResult,
     FlightState,
     JobResult,
@@ -24,7 +31,9 @@ from labgate.model import (
     StepResult,
 )
 from labgate.store import (
+    FlightNotFound,
     Store,
+    StoreError,
     finished_flight_ids,
     flight_from_row,
     iso,
@@ -32,7 +41,10 @@ from labgate.store import (
     step_from_row,
 )
 from labgate.store import schema as t
+from labgate.store.bisections import bisection_from_row
+from labgate.store.branches import push_from_row
 from labgate.store.hosts import HostEvent, HostRegistry, HostStatus
+from labgate.store.users import Users, Viewer, visible
 
 PAGE_SIZE = 50
 
@@ -94,6 +106,7 @@ class FlightPage:
 
 def flight_page(
     store: Store,
+    viewer: Viewer,
     *,
     branch: str | None = None,
     blessing: str | None = None,
@@ -101,8 +114,8 @@ def flight_page(
     before: int | None = None,
     limit: int = PAGE_SIZE,
 ) -> FlightPage:
-    """Flights newest first, filtered, keyset-paginated by id."""
-    query = select(t.flight).order_by(t.flight.c.id.desc()).limit(limit + 1)
+    """The flights the viewer may see, newest first, filtered, keyset-paginated by id."""
+    query = select(t.flight).where(visible(viewer)).order_by(t.flight.c.id.desc()).limit(limit + 1)
     if branch:
         query = query.where(t.flight.c.branch == branch)
     if blessing:
@@ -138,9 +151,11 @@ def _job_counts(conn: Connection, flight_ids: Sequence[int]) -> dict[int, dict[s
     return counts
 
 
-def branch_names(store: Store) -> list[str]:
+def branch_names(store: Store, viewer: Viewer) -> list[str]:
     with store.engine.connect() as conn:
-        query = select(t.flight.c.branch).distinct().order_by(t.flight.c.branch)
+        query = (
+            select(t.flight.c.branch).where(visible(viewer)).distinct().order_by(t.flight.c.branch)
+        )
         return list(conn.execute(query).scalars())
 
 
@@ -198,13 +213,15 @@ def _job_runs(
     return out
 
 
-def job_runs(store: Store, branch: str, job: str, *, limit: int = 100) -> list[JobRun]:
-    """The job in the branch's flights, newest first."""
+def job_runs(
+    store: Store, viewer: Viewer, branch: str, job: str, *, limit: int = 100
+) -> list[JobRun]:
+    """The job in the branch's flights the viewer may see, newest first."""
     # ordered by flight.id: both stores then walk ix_flight_branch backwards and stop early
     query = (
         select(t.job)
         .join(t.flight, t.flight.c.id == t.job.c.flight_id)
-        .where(t.job.c.name == job, t.flight.c.branch == branch)
+        .where(t.job.c.name == job, t.flight.c.branch == branch, visible(viewer))
         .order_by(t.flight.c.id.desc())
         .limit(limit)
     )
@@ -215,9 +232,15 @@ def job_runs(store: Store, branch: str, job: str, *, limit: int = 100) -> list[J
         return _job_runs(conn, job_rows, flights)
 
 
-def host_runs(store: Store, host: str, *, limit: int = 100) -> list[JobRun]:
-    """The jobs that ran on the host, newest first."""
-    query = select(t.job).where(t.job.c.host == host).order_by(t.job.c.id.desc()).limit(limit)
+def host_runs(store: Store, viewer: Viewer, host: str, *, limit: int = 100) -> list[JobRun]:
+    """The jobs of flights the viewer may see that ran on the host, newest first."""
+    query = (
+        select(t.job)
+        .join(t.flight, t.flight.c.id == t.job.c.flight_id)
+        .where(t.job.c.host == host, visible(viewer))
+        .order_by(t.job.c.id.desc())
+        .limit(limit)
+    )
     with store.engine.connect() as conn:
         job_rows = conn.execute(query).all()
         flights = _flight_rows(conn, sorted({j.flight_id for j in job_rows}))
@@ -253,6 +276,8 @@ class HostState:
     slots: int
     executor: str
     busy: tuple[Busy, ...] = ()
+    held: bool = False
+    """Busy with work the viewer may not see (an embargoed job): shown as ``reserved``."""
     in_lab: bool = True
     status: HostStatus | None = None
     """Quarantine and reservation, from the host registry (``labgate.hosts``)."""
@@ -262,6 +287,8 @@ class HostState:
         """``quarantined`` or ``reserved`` (no new job goes there), else ``busy`` or ``free``."""
         if self.status is not None and self.status.state != "in service":
             return self.status.state
+        if self.held:
+            return "reserved"
         return "busy" if self.busy else "free"
 
     def to_json(self) -> dict[str, Any]:
@@ -277,22 +304,34 @@ class HostState:
         }
 
 
-def host_states(store: Store, declared: Sequence[Any]) -> list[HostState]:
+def host_states(store: Store, viewer: Viewer, declared: Sequence[Any]) -> list[HostState]:
     """Every host of lab.toml (``declared``: HostSpec) and every host the store knows, with the
-    jobs holding it now (allocations not released)."""
+    jobs holding it now (allocations not released); a host held by a job the viewer may not see
+    is ``reserved``, without the job."""
     with store.engine.connect() as conn:
         known = {r.name: r for r in conn.execute(select(t.host))}
         names = [h.name for h in declared] + sorted(set(known) - {h.name for h in declared})
         busy: dict[str, list[Busy]] = {n: [] for n in names}
+        held: set[str] = set()
         if names:
             query = (
-                select(t.allocation.c.host, t.allocation.c.started, t.job.c.name, t.job.c.flight_id)
+                select(
+                    t.allocation.c.host,
+                    t.allocation.c.started,
+                    t.job.c.name,
+                    t.job.c.flight_id,
+                    visible(viewer).label("seen"),
+                )
                 .join(t.job, t.job.c.id == t.allocation.c.job_id)
+                .join(t.flight, t.flight.c.id == t.job.c.flight_id)
                 .where(t.allocation.c.host.in_(names), t.allocation.c.released.is_(None))
                 .order_by(t.allocation.c.id)
             )
             for r in conn.execute(query):
-                busy[r.host].append(Busy(r.flight_id, r.name, iso(r.started)))
+                if r.seen:
+                    busy[r.host].append(Busy(r.flight_id, r.name, iso(r.started)))
+                else:
+                    held.add(r.host)
     statuses = HostRegistry(store.engine).statuses(names)
     out = []
     for spec in declared:
@@ -303,6 +342,7 @@ def host_states(store: Store, declared: Sequence[Any]) -> list[HostState]:
                 spec.slots,
                 spec.executor,
                 tuple(busy[spec.name]),
+                held=spec.name in held,
                 status=statuses.get(spec.name),
             )
         )
@@ -315,6 +355,7 @@ def host_states(store: Store, declared: Sequence[Any]) -> list[HostState]:
                 row.slots,
                 row.executor,
                 tuple(busy[name]),
+                held=name in held,
                 in_lab=False,
                 status=statuses.get(name),
             )
@@ -353,10 +394,11 @@ class BranchState:
         }
 
 
-def last_flight(store: Store, branch: str) -> FlightResult | None:
-    """The branch's newest flight (without its jobs), None before its first."""
-    newest = store.list_flights(branch, limit=1)
-    return newest[0] if newest else None
+def last_flight(store: Store, viewer: Viewer, branch: str) -> FlightResult | None:
+    """The branch's newest flight the viewer may see (without its jobs), None before its
+    first."""
+    newest = flight_page(store, viewer, branch=branch, limit=1).rows
+    return newest[0].flight if newest else None
 
 
 # --- trends -----------------------------------------------------------------------------------
@@ -373,10 +415,12 @@ class FlightPassRate:
         return self.passed / self.finished if self.finished else None
 
 
-def pass_rates(store: Store, branch: str, *, limit: int = 200) -> list[FlightPassRate]:
+def pass_rates(
+    store: Store, viewer: Viewer, branch: str, *, limit: int = 200
+) -> list[FlightPassRate]:
     """For the branch's last finished flights (oldest first): jobs passed out of jobs finished
     (skipped jobs count as passed, blocked ones are left out: their dependency is counted)."""
-    ids_query = finished_flight_ids(branch).limit(limit)
+    ids_query = finished_flight_ids(branch).where(visible(viewer)).limit(limit)
     with store.engine.connect() as conn:
         ids = sorted(conn.execute(ids_query).scalars())
         counts = _job_counts(conn, ids)
@@ -389,11 +433,12 @@ def pass_rates(store: Store, branch: str, *, limit: int = 200) -> list[FlightPas
     return out
 
 
-def job_names(store: Store, branch: str) -> list[str]:
-    """The job names of the branch's newest flight (what the trends page offers)."""
+def job_names(store: Store, viewer: Viewer, branch: str) -> list[str]:
+    """The job names of the branch's newest flight the viewer may see (what the trends page
+    offers)."""
     with store.engine.connect() as conn:
         newest = conn.execute(
-            select(func.max(t.flight.c.id)).where(t.flight.c.branch == branch)
+            select(func.max(t.flight.c.id)).where(t.flight.c.branch == branch, visible(viewer))
         ).scalar()
         if newest is None:
             return []
@@ -414,6 +459,103 @@ def step_state(store: Store, step_id: int) -> tuple[Outcome, str | None, int | N
     return Outcome(row.outcome), row.log, row.exit_status, row.duration_s
 
 
-def host_events(store: Store, host: str, *, limit: int = 50) -> list[HostEvent]:
-    """The host's quarantines, releases, reservations and health checks, newest first."""
-    return HostRegistry(store.engine).history(host, limit=limit)
+def host_events(store: Store, viewer: Viewer, host: str, *, limit: int = 50) -> list[HostEvent]:
+    """The host's quarantines, releases, reservations and health checks, newest first; those of
+    jobs the viewer may not see are left out."""
+    events = HostRegistry(store.engine).history(host, limit=limit)
+    hidden = _hidden_jobs(store, viewer, [e.job_id for e in events if e.job_id is not None])
+    return [e for e in events if e.job_id not in hidden]
+
+
+def _hidden_jobs(store: Store, viewer: Viewer, job_ids: Sequence[int]) -> set[int]:
+    if not job_ids or viewer.admin:
+        return set()
+    query = (
+        select(t.job.c.id)
+        .join(t.flight, t.flight.c.id == t.job.c.flight_id)
+        .where(t.job.c.id.in_(sorted(set(job_ids))), ~visible(viewer))
+    )
+    with store.engine.connect() as conn:
+        return set(conn.execute(query).scalars())
+
+
+# --- one flight, its pushes, bisections ---------------------------------------------------
+
+
+def flight(store: Store, viewer: Viewer, flight_id: int) -> tuple[FlightResult, Embargo | None]:
+    """The whole flight and its embargo while it lasts; FlightNotFound when it does not exist
+    or the viewer may not see it (one exception, one message: a hidden flight is a missing
+    one)."""
+    sight = Users(store.engine).sight(viewer, flight_id)
+    if sight is None:
+        raise FlightNotFound(flight_id)
+    return store.get_flight(flight_id), sight.embargo
+
+
+def pushes(
+    store: Store,
+    viewer: Viewer,
+    branch: str | None = None,
+    *,
+    flight_id: int | None = None,
+    limit: int = 50,
+) -> list[PushRecord]:
+    """Push decisions of flights the viewer may see, newest first, of a branch or a flight."""
+    query = (
+        select(t.push)
+        .join(t.flight, t.flight.c.id == t.push.c.flight_id)
+        .where(visible(viewer))
+        .order_by(t.push.c.id.desc())
+        .limit(limit)
+    )
+    if branch is not None:
+        query = query.where(t.push.c.branch == branch)
+    if flight_id is not None:
+        query = query.where(t.push.c.flight_id == flight_id)
+    with store.engine.connect() as conn:
+        return [push_from_row(r) for r in conn.execute(query).all()]
+
+
+def baseline(store: Store, viewer: Viewer, branch: str) -> int | None:
+    """The branch's baseline flight, None when there is none the viewer may see."""
+    found = store.baseline(branch)
+    if found is None or not Users(store.engine).may_see(viewer, found):
+        return None
+    return found
+
+
+def _seen_bisections(viewer: Viewer) -> Select[Any]:
+    return (
+        select(t.bisection)
+        .join(t.flight, t.flight.c.id == t.bisection.c.flight_id)
+        .where(visible(viewer))
+    )
+
+
+def bisections(
+    store: Store,
+    viewer: Viewer,
+    branch: str | None = None,
+    *,
+    flight_id: int | None = None,
+    limit: int = 50,
+) -> list[BisectionRecord]:
+    """Bisections of regressions in flights the viewer may see, newest first."""
+    query = _seen_bisections(viewer).order_by(t.bisection.c.id.desc()).limit(limit)
+    if branch is not None:
+        query = query.where(t.bisection.c.branch == branch)
+    if flight_id is not None:
+        query = query.where(t.bisection.c.flight_id == flight_id)
+    with store.engine.connect() as conn:
+        return [bisection_from_row(r) for r in conn.execute(query).all()]
+
+
+def bisection(store: Store, viewer: Viewer, bisection_id: int) -> BisectionRecord:
+    """One bisection; StoreError when it does not exist or the viewer may not see it (one
+    message for both)."""
+    query = _seen_bisections(viewer).where(t.bisection.c.id == bisection_id)
+    with store.engine.connect() as conn:
+        row = conn.execute(query).first()
+    if row is None:
+        raise StoreError(f"bisection {bisection_id} does not exist in this lab's store")
+    return bisection_from_row(row)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Select, Update, case, literal, select, update
 
 from labgate.model import (
     Blessing,
+    Embargo,
     FlightResult,
     FlightState,
     JobResult,
@@ -41,8 +42,10 @@ class FlightTables(Tables):
         blessing: Blessing,
         revisions: Mapping[str, str],
         jobs: Sequence[JobSpec],
+        embargo: Embargo | None = None,
     ) -> int:
-        """Store a new queued flight with all its jobs and steps, in one transaction."""
+        """Store a new queued flight with all its jobs and steps, in one transaction; under
+        ``embargo``, only its group sees it until then (see ``labgate.store.users``)."""
         with self.engine.begin() as conn:
             flight_id = conn.execute(
                 t.flight.insert().values(
@@ -50,6 +53,9 @@ class FlightTables(Tables):
                     blessing=str(blessing),
                     state=str(FlightState.QUEUED),
                     created=now(),
+                    embargo_group=embargo.group if embargo else None,
+                    # in UTC, as every stored time: SQLite compares them as text
+                    embargo_until=embargo.until.astimezone(UTC) if embargo else None,
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
             if revisions:

@@ -32,6 +32,10 @@ flight = Table(
     Column("started", DateTime(timezone=True)),
     Column("finished", DateTime(timezone=True)),
     Index("ix_flight_branch", "branch", "id"),
+    # under embargo (migration 0011): seen only by the group's members until embargo_until
+    # (lifting the embargo sets it to now); both NULL for a public flight
+    Column("embargo_group", String(200)),
+    Column("embargo_until", DateTime(timezone=True)),
 )
 
 flight_revision = Table(
@@ -314,3 +318,44 @@ pool_flight = Table(
 
 Index("ix_host_event_job", host_event.c.job_id)
 Index("ix_job_flight_outcome", job.c.flight_id, job.c.outcome)
+
+# --- embargoed flights, users, groups, tokens (migration 0011) -------------------------------
+
+lab_user = Table(
+    "lab_user",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("email", String(300)),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+user_group = Table(
+    "user_group",
+    metadata,
+    Column("user", String(200), ForeignKey("lab_user.name", ondelete="CASCADE"), primary_key=True),
+    Column("group", String(200), primary_key=True),
+    Column("admin", Boolean, nullable=False, default=False),
+    Index("ix_user_group_group", "group"),
+)
+
+api_token = Table(
+    "api_token",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user", String(200), ForeignKey("lab_user.name", ondelete="CASCADE"), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),  # SHA-256 of the token, hex
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("revoked", DateTime(timezone=True)),
+)
+
+embargo_audit = Table(
+    "embargo_audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user", String(200), nullable=False),
+    Column("flight_id", Integer, ForeignKey("flight.id", ondelete="CASCADE"), nullable=False),
+    Column("group", String(200), nullable=False),
+    Column("what", Text, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ix_embargo_audit_group", "group", "id"),
+)

@@ -22,6 +22,7 @@ from labgate.web.pages import Web
 def flights(web: Web, request: Request) -> Response:
     page = queries.flight_page(
         web.store,
+        pages.viewer_of(request),
         branch=request.query_params.get("branch") or None,
         blessing=pages.choice_param(request, "blessing", {b.value for b in Blessing}),
         outcome=pages.choice_param(request, "outcome", set(queries.FLIGHT_FILTERS)),
@@ -32,12 +33,13 @@ def flights(web: Web, request: Request) -> Response:
 
 
 def flight(web: Web, request: Request) -> Response:
-    return JSONResponse(pages.flight_or_404(web, request.path_params["flight_id"]).to_json())
+    flight = pages.flight_or_404(web, request, request.path_params["flight_id"])
+    return JSONResponse(flight.to_json())
 
 
 def verdict(web: Web, request: Request) -> Response:
     flight_id = request.path_params["flight_id"]
-    pages.flight_or_404(web, flight_id)
+    pages.flight_or_404(web, request, flight_id)
     stored = web.store.verdict(flight_id)
     if stored is None:
         raise HTTPException(404, f"flight {flight_id} has no verdict yet")
@@ -47,7 +49,11 @@ def verdict(web: Web, request: Request) -> Response:
 def history(web: Web, request: Request) -> Response:
     branch, job = request.path_params["branch"], request.path_params["job"]
     runs = queries.job_runs(
-        web.store, branch, job, limit=min(pages.int_param(request, "limit") or 100, 500)
+        web.store,
+        pages.viewer_of(request),
+        branch,
+        job,
+        limit=min(pages.int_param(request, "limit") or 100, 500),
     )
     return JSONResponse(
         {
@@ -62,31 +68,46 @@ def history(web: Web, request: Request) -> Response:
 
 
 def hosts(web: Web, request: Request) -> Response:
-    return JSONResponse([h.to_json() for h in queries.host_states(web.store, web.lab.hosts)])
+    states = queries.host_states(web.store, pages.viewer_of(request), web.lab.hosts)
+    return JSONResponse([h.to_json() for h in states])
 
 
 def host_jobs(web: Web, request: Request) -> Response:
-    runs = queries.host_runs(web.store, request.path_params["name"], limit=100)
+    name = request.path_params["name"]
+    runs = queries.host_runs(web.store, pages.viewer_of(request), name, limit=100)
     return JSONResponse([r.to_json() for r in runs])
 
 
 def branches(web: Web, request: Request) -> Response:
-    return JSONResponse([b.to_json() for b in pages.branch_states(web)])
+    return JSONResponse([b.to_json() for b in pages.branch_states(web, pages.viewer_of(request))])
 
 
 def pushes(web: Web, request: Request) -> Response:
     name = request.path_params["name"]
-    return JSONResponse([p.to_json() for p in web.store.pushes(name, limit=100)])
+    found = queries.pushes(web.store, pages.viewer_of(request), name, limit=100)
+    return JSONResponse([p.to_json() for p in found])
 
 
 def bisections(web: Web, request: Request) -> Response:
     branch = request.query_params.get("branch") or None
-    return JSONResponse([b.to_json() for b in web.store.bisections(branch, limit=100)])
+    found = queries.bisections(web.store, pages.viewer_of(request), branch, limit=100)
+    return JSONResponse([b.to_json() for b in found])
 
 
 def bisection(web: Web, request: Request) -> Response:
-    record = web.store.bisection(request.path_params["bisection_id"])
+    viewer = pages.viewer_of(request)
+    record = queries.bisection(web.store, viewer, request.path_params["bisection_id"])
     return JSONResponse({**record.to_json(), "graph": dict(record.graph)})
+
+
+def audit(web: Web, request: Request) -> Response:
+    """Who saw the group's embargoed work: for the group's admins and the lab admin; the same
+    404 as an unknown group for anyone else."""
+    group = request.path_params["group"]
+    viewer = pages.viewer_of(request)
+    if not (viewer.admin or group in viewer.admin_of):
+        raise HTTPException(404, f"no audit log of group {group!r} for you")
+    return JSONResponse([e.to_json() for e in web.users.audit(group)])
 
 
 async def cancel(web: Web, request: Request) -> Response:
@@ -277,6 +298,7 @@ SCHEMAS: dict[str, Any] = {
         },
         optional=("graph",),
     ),
+    "Audit": obj({"user": S, "flight": INT, "group": S, "what": S, "created": S}),
     "Error": obj({"error": S}),
 }
 
@@ -355,6 +377,9 @@ OPENAPI: dict[str, Any] = {
         "/api/bisections/{bisection_id}": _get(
             "a bisection with its graph", ref("Bisection"), ("bisection_id",)
         ),
+        "/api/embargo/{group}/audit": _get(
+            "who saw the group's embargoed work (its admins only)", array(ref("Audit")), ("group",)
+        ),
     },
 }
 
@@ -374,6 +399,7 @@ def routes(web: Web) -> list[Route]:
         ("/api/branches/{name}/pushes", pushes, "GET"),
         ("/api/bisections", bisections, "GET"),
         ("/api/bisections/{bisection_id:int}", bisection, "GET"),
+        ("/api/embargo/{group}/audit", audit, "GET"),
     ]
     return [
         Route(path, pages.bind(web, endpoint), methods=[method]) for path, endpoint, method in table

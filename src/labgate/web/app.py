@@ -31,6 +31,7 @@ from labgate.config import Lab
 from labgate.model import Outcome
 from labgate.review.drivers import review_routes
 from labgate.store import FlightNotFound, Store, StoreError
+from labgate.store.users import Users
 from labgate.web import api, pages
 from labgate.web.auth import Access
 
@@ -204,7 +205,7 @@ def create_app(
 ) -> Starlette:
     """The dashboard of ``lab`` over ``store``. ``token`` overrides lab.toml's ``[web] token``;
     ``hosts`` are names it answers to besides those of :func:`host_names`."""
-    access = Access(token if token is not None else lab.web_token)
+    access = Access(token if token is not None else lab.web_token, Users(store.engine))
     web = pages.Web(lab, store, access, templates())
     routes: list[Any] = [
         *pages.routes(web),

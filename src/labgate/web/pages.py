@@ -1,5 +1,8 @@
 """The HTML pages: flights, a flight, a job, a step's log (live), history, hosts, branches,
-bisections, trends; and the two actions (cancel, retest) behind the token."""
+bisections, trends; and the two actions (cancel, retest) behind the lab's token.
+
+Each request's viewer (see ``auth``) is found once, in :func:`bind`, and every read goes through
+``labgate.store.dashboard`` with it: what the viewer may not see is what does not exist."""
 
 from __future__ import annotations
 
@@ -26,9 +29,10 @@ from labgate.git import GitError, Mirrors
 from labgate.model import Blessing, FlightResult, JobResult, Outcome, StepResult
 from labgate.store import Store
 from labgate.store import dashboard as queries
+from labgate.store.users import ANONYMOUS, Users, Viewer
 from labgate.verdict import FlakeRate, flake_rates
 from labgate.web import graph, plots
-from labgate.web.auth import SESSION_COOKIE, Access, same_origin
+from labgate.web.auth import SESSION_COOKIE, Access, BadToken, same_origin
 from labgate.web.logs import (
     LiveStep,
     LogOutsideLogDir,
@@ -59,22 +63,30 @@ class Web:
     access: Access
     templates: Jinja2Templates
     mirrors: Mirrors = field(init=False)
+    users: Users = field(init=False)
 
     def __post_init__(self) -> None:
         self.mirrors = mirrors_for(self.lab)
+        self.users = Users(self.store.engine)
 
     def render(
         self, request: Request, name: str, context: Mapping[str, Any], status: int = 200
     ) -> Response:
+        viewer = viewer_of(request)
         base = {
             "lab": self.lab,
             "writable": self.access.enabled,
             "csrf": self.access.csrf_for(request),
-            "branches": sorted(self.lab.branches),
+            "viewer": viewer,
+            "branches": visible_branches(self, viewer) if self.open_to(viewer) else [],
         }
         return self.templates.TemplateResponse(
             request, name, {**base, **context}, status_code=status
         )
+
+    def open_to(self, viewer: Viewer) -> bool:
+        """False for anonymous under ``[web] anonymous = false``: they see the login form only."""
+        return self.lab.web_anonymous or not viewer.anonymous
 
     def commit(self, tree: str, sha: str) -> Any:
         """Author and subject of a tested commit from the lab's mirror, None when unknown."""
@@ -117,8 +129,26 @@ def choice_param(request: Request, name: str, allowed: set[str]) -> str | None:
     return value
 
 
-def flight_or_404(web: Web, flight_id: int) -> FlightResult:
-    return web.store.get_flight(flight_id)  # FlightNotFound is a 404
+def viewer_of(request: Request) -> Viewer:
+    """Who the request comes from (found by :func:`bind`)."""
+    # an error page may come before bind() found the viewer (no such route, a bad token)
+    viewer: Viewer = getattr(request.state, "viewer", ANONYMOUS)
+    return viewer
+
+
+def flight_or_404(web: Web, request: Request, flight_id: int) -> FlightResult:
+    """The flight, if the viewer may see it (FlightNotFound, a 404, for a hidden one as for a
+    missing one); a look at embargoed work goes to the audit log."""
+    viewer = viewer_of(request)
+    flight, embargo = queries.flight(web.store, viewer, flight_id)
+    if embargo is not None:
+        web.users.record_view(viewer, flight_id, embargo.group, request.url.path)
+    return flight
+
+
+def visible_branches(web: Web, viewer: Viewer) -> list[str]:
+    """The lab's branches the viewer may see: an embargoed branch only for its group."""
+    return sorted(name for name, spec in web.lab.branches.items() if viewer.sees(spec.embargo))
 
 
 def job_or_404(flight: FlightResult, name: str) -> JobResult:
@@ -143,6 +173,7 @@ def flight_list(web: Web, request: Request) -> Response:
     outcome = choice_param(request, "outcome", set(queries.FLIGHT_FILTERS))
     page = queries.flight_page(
         web.store,
+        viewer_of(request),
         branch=branch,
         blessing=blessing,
         outcome=outcome,
@@ -210,7 +241,8 @@ def verdict_view(stored: Mapping[str, Any] | None) -> VerdictView | None:
 
 
 def flight_page(web: Web, request: Request) -> Response:
-    flight = flight_or_404(web, request.path_params["flight_id"])
+    flight = flight_or_404(web, request, request.path_params["flight_id"])
+    viewer = viewer_of(request)
     commits = {tree: web.commit(tree, sha) for tree, sha in flight.revisions.items()}
     steps = max((len(j.steps) for j in flight.jobs), default=0)
     return web.render(
@@ -221,8 +253,8 @@ def flight_page(web: Web, request: Request) -> Response:
             "commits": commits,
             "max_steps": steps,
             "verdict": verdict_view(web.store.verdict(flight.id)),
-            "pushes": web.store.pushes(flight_id=flight.id)[::-1],
-            "bisections": web.store.bisections(flight_id=flight.id),
+            "pushes": queries.pushes(web.store, viewer, flight_id=flight.id)[::-1],
+            "bisections": queries.bisections(web.store, viewer, flight_id=flight.id),
             "cancel_requested": web.store.cancel_requested(flight.id),
             "durations": {j.name: _job_seconds(j) for j in flight.jobs},
         },
@@ -235,7 +267,7 @@ def _job_seconds(job: JobResult) -> float | None:
 
 
 def job_page(web: Web, request: Request) -> Response:
-    flight = flight_or_404(web, request.path_params["flight_id"])
+    flight = flight_or_404(web, request, request.path_params["flight_id"])
     job = job_or_404(flight, request.path_params["job"])
     return web.render(request, "job.html", {"flight": flight, "job": job})
 
@@ -246,7 +278,7 @@ def job_page(web: Web, request: Request) -> Response:
 def _step_log(
     web: Web, request: Request
 ) -> tuple[FlightResult, JobResult, StepResult, Path | None]:
-    flight = flight_or_404(web, request.path_params["flight_id"])
+    flight = flight_or_404(web, request, request.path_params["flight_id"])
     job = job_or_404(flight, request.path_params["job"])
     step = step_or_404(job, request.path_params["seq"])
     if not step.log:
@@ -374,6 +406,7 @@ def retest(web: Web, flight: FlightResult, job: str) -> int:
             revisions=flight.revisions,
             job_globs=[glob_literal(job)],
             blessing=Blessing.ADHOC,
+            embargo=web.users.embargo(flight.id),  # a retest stays under the flight's embargo
         )
     except (FlightError, LookupError) as error:
         raise HTTPException(409, f"cannot retest {job!r}: {error}") from None
@@ -384,7 +417,7 @@ def retest(web: Web, flight: FlightResult, job: str) -> int:
 async def retest_action(web: Web, request: Request) -> int:
     """The retest action of a page's form or the API: the new flight's id."""
     await authorize(web, request)
-    flight = await asyncio.to_thread(flight_or_404, web, request.path_params["flight_id"])
+    flight = await asyncio.to_thread(flight_or_404, web, request, request.path_params["flight_id"])
     job = job_or_404(flight, request.path_params["job"]).name
     return await asyncio.to_thread(retest, web, flight, job)
 
@@ -400,14 +433,14 @@ def login_form(web: Web, request: Request) -> Response:
 
 async def login(web: Web, request: Request) -> Response:
     form = await _form(request)
-    if not web.access.enabled:
-        raise HTTPException(403, "this dashboard is read-only: lab.toml has no [web] token")
-    if not same_origin(request) or not web.access.check_token(form.get("token", "")):
+    token = form.get("token", "")
+    known = await asyncio.to_thread(web.access.viewer_for, token)
+    if not same_origin(request) or known is None:
         return web.render(request, "login.html", {"error": "wrong token"}, 403)
     response = RedirectResponse("/flights", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        web.access.new_session(),
+        web.access.new_session(token),
         max_age=int(web.access.ttl_s),
         httponly=True,
         samesite="strict",
@@ -429,7 +462,7 @@ async def logout(web: Web, request: Request) -> Response:
 def history_page(web: Web, request: Request) -> Response:
     branch, job = request.path_params["branch"], request.path_params["job"]
     step = request.query_params.get("step") or None
-    runs = queries.job_runs(web.store, branch, job, limit=100)
+    runs = queries.job_runs(web.store, viewer_of(request), branch, job, limit=100)
     step_names = _step_names(runs)
     shown = [step] if step else step_names
     # per run, per shown step: (the step, its index in the job) or None; built here, as a
@@ -461,29 +494,31 @@ def _step_names(runs: Sequence[queries.JobRun]) -> list[str]:
 
 
 def hosts_page(web: Web, request: Request) -> Response:
-    hosts = queries.host_states(web.store, web.lab.hosts)
+    hosts = queries.host_states(web.store, viewer_of(request), web.lab.hosts)
     return web.render(request, "hosts.html", {"hosts": hosts, "state_class": STATE_CLASS})
 
 
 def host_page(web: Web, request: Request) -> Response:
     name = request.path_params["name"]
-    hosts = {h.name: h for h in queries.host_states(web.store, web.lab.hosts)}
+    viewer = viewer_of(request)
+    hosts = {h.name: h for h in queries.host_states(web.store, viewer, web.lab.hosts)}
     if name not in hosts:
         raise HTTPException(404, f"no host {name!r} in this lab")
-    runs = queries.host_runs(web.store, name, limit=100)
-    events = queries.host_events(web.store, name)
+    runs = queries.host_runs(web.store, viewer, name, limit=100)
+    events = queries.host_events(web.store, viewer, name)
     context = {"host": hosts[name], "runs": runs, "events": events, "state_class": STATE_CLASS}
     return web.render(request, "host.html", context)
 
 
-def branch_states(web: Web) -> list[queries.BranchState]:
-    return [branch_state(web, name) for name in web.lab.branches]
+def branch_states(web: Web, viewer: Viewer) -> list[queries.BranchState]:
+    return [branch_state(web, viewer, name) for name in web.lab.branches if name in
+            visible_branches(web, viewer)]  # fmt: skip
 
 
-def branch_state(web: Web, name: str, with_pushes: int = 1) -> queries.BranchState:
-    """A branch of lab.toml with its last ``with_pushes`` pushes."""
+def branch_state(web: Web, viewer: Viewer, name: str, with_pushes: int = 1) -> queries.BranchState:
+    """A branch of lab.toml with its last ``with_pushes`` pushes (those the viewer may see)."""
     spec = web.lab.branches[name]
-    recent = web.store.pushes(name, limit=max(with_pushes, 20))
+    recent = queries.pushes(web.store, viewer, name, limit=max(with_pushes, 20))
     pushes = recent[:with_pushes]
     pushed = next((p for p in recent[:20] if p.status == "pushed"), None)
     return queries.BranchState(
@@ -494,8 +529,8 @@ def branch_state(web: Web, name: str, with_pushes: int = 1) -> queries.BranchSta
         staging_sha=_ref(web, spec.tree, spec.staging),
         # what labgate last pushed there (the mirror may predate the push)
         tested_sha=pushed.sha if pushed else _ref(web, spec.tree, spec.tested),
-        baseline=web.store.baseline(name),
-        last_flight=queries.last_flight(web.store, name),
+        baseline=queries.baseline(web.store, viewer, name),
+        last_flight=queries.last_flight(web.store, viewer, name),
         last_push=pushes[0] if pushes else None,
         pushes=tuple(pushes),
     )
@@ -512,15 +547,18 @@ def _ref(web: Web, tree: str, ref: str) -> str | None:
 
 
 def branches_page(web: Web, request: Request) -> Response:
-    return web.render(request, "branches.html", {"branches": branch_states(web)})
+    return web.render(
+        request, "branches.html", {"branches": branch_states(web, viewer_of(request))}
+    )
 
 
 def branch_page(web: Web, request: Request) -> Response:
     name = request.path_params["name"]
-    if name not in web.lab.branches:
+    viewer = viewer_of(request)
+    if name not in visible_branches(web, viewer):
         raise HTTPException(404, f"no branch {name!r} in this lab")
-    state = branch_state(web, name, with_pushes=100)
-    recent = queries.flight_page(web.store, branch=name, limit=20)
+    state = branch_state(web, viewer, name, with_pushes=100)
+    recent = queries.flight_page(web.store, viewer, branch=name, limit=20)
     return web.render(request, "branch.html", {"branch": state, "recent": recent})
 
 
@@ -532,12 +570,15 @@ def bisections_page(web: Web, request: Request) -> Response:
     return web.render(
         request,
         "bisections.html",
-        {"bisections": web.store.bisections(branch, limit=100), "branch": branch},
+        {
+            "bisections": queries.bisections(web.store, viewer_of(request), branch, limit=100),
+            "branch": branch,
+        },
     )
 
 
 def bisection_page(web: Web, request: Request) -> Response:
-    record = web.store.bisection(request.path_params["bisection_id"])
+    record = queries.bisection(web.store, viewer_of(request), request.path_params["bisection_id"])
     svg, error = None, None
     try:
         svg = graph.render_svg(graph.to_dot(record.graph, record.culprit_commit))
@@ -561,14 +602,15 @@ def bisection_page(web: Web, request: Request) -> Response:
 
 
 def trends_page(web: Web, request: Request) -> Response:
-    branches = sorted(web.lab.branches) or queries.branch_names(web.store)
+    viewer = viewer_of(request)
+    branches = visible_branches(web, viewer) or queries.branch_names(web.store, viewer)
     branch = request.query_params.get("branch") or (branches[0] if branches else None)
     job = request.query_params.get("job") or None
     charts: list[str] = []
     jobs: list[str] = []
     if branch:
-        jobs = queries.job_names(web.store, branch)
-        rates = queries.pass_rates(web.store, branch)
+        jobs = queries.job_names(web.store, viewer, branch)
+        rates = queries.pass_rates(web.store, viewer, branch)
         charts.append(
             plots.line_chart(
                 [plots.Series("jobs passed", tuple((r.flight, r.rate) for r in rates))],
@@ -578,7 +620,7 @@ def trends_page(web: Web, request: Request) -> Response:
             )
         )
         if job:
-            charts += _job_charts(web, branch, job)
+            charts += _job_charts(web, viewer, branch, job)
     return web.render(
         request,
         "trends.html",
@@ -586,8 +628,8 @@ def trends_page(web: Web, request: Request) -> Response:
     )
 
 
-def _job_charts(web: Web, branch: str, job: str) -> list[str]:
-    runs = list(reversed(queries.job_runs(web.store, branch, job, limit=200)))
+def _job_charts(web: Web, viewer: Viewer, branch: str, job: str) -> list[str]:
+    runs = list(reversed(queries.job_runs(web.store, viewer, branch, job, limit=200)))
     names = _step_names(runs)
     steps_by_name = [{s.name: s for s in run.job.steps} for run in runs]
     durations = []
@@ -625,18 +667,37 @@ def robots(web: Web, request: Request) -> Response:
     return PlainTextResponse("User-agent: *\nDisallow: /\n")
 
 
+OPEN = frozenset({"home", "robots", "login_form", "login", "logout"})
+"""Endpoints anyone reaches, even under ``[web] anonymous = false`` (to log in)."""
+
+
+def find_viewer(web: Web, request: Request, endpoint: Any) -> None:
+    """Who the request comes from, on ``request.state.viewer``; 401 for a bearer token that is
+    no one's, and for anonymous requests when the lab wants none."""
+    try:
+        viewer = web.access.viewer(request)
+    except BadToken:
+        raise HTTPException(403, "the bearer token is not valid (revoked, or never made)") from None
+    if not web.open_to(viewer) and endpoint.__name__ not in OPEN:
+        raise HTTPException(401, "log in first: this lab's dashboard is not open to anonymous")
+    request.state.viewer = viewer
+
+
 def bind(web: Web, endpoint: Any) -> Any:
-    """A Starlette endpoint of ``endpoint(web, request)``, async when it is (pages and API)."""
+    """A Starlette endpoint of ``endpoint(web, request)``, async when it is (pages and API),
+    that knows its viewer."""
     if asyncio.iscoroutinefunction(endpoint):
 
         async def async_page(request: Request) -> Response:
             _ids_in_range(request)
+            await asyncio.to_thread(find_viewer, web, request, endpoint)
             return await endpoint(web, request)
 
         return async_page
 
     def page(request: Request) -> Response:
         _ids_in_range(request)
+        find_viewer(web, request, endpoint)
         return endpoint(web, request)
 
     return page

@@ -1,0 +1,170 @@
+"""Embargoed flights end to end through the command line (a real lab, real git trees, the
+lab's SQLite store): users, groups and tokens; ``flight run --embargo`` only on hosts with the
+``embargo-ok`` flag, its logs and artifacts private to the lab's user; lab.toml's branch
+embargo and its errors; ``labgate embargo lift`` and ``audit``."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from labgate.config import ConfigError, load_lab
+from labgate.flight import plan_flight
+from labgate.model import EMBARGO_HOST_FLAG
+from labgate.store import Store
+from labgate.store.users import ANONYMOUS, TOKEN_PREFIX, Sight, Users, Viewer, digest
+from labs import LabDir, job, labgate, local_host, step, write_lab
+
+UNTIL = "2099-01-01T00:00:00Z"
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ))
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> LabDir:
+    return write_lab(
+        tmp_path / "lab",
+        trees={"xen": {"README": "xen\n"}},
+        hosts=local_host("shared0") + local_host("private0", flags=[EMBARGO_HOST_FLAG]),
+        jobs=job("build", step("build", 'echo built > "$LABGATE_ARTIFACTS/xen.img"; echo log')),
+    )
+
+
+def test_users_and_tokens_from_the_command_line(lab: LabDir) -> None:
+    added = run(*labgate(lab.path, "user", "add", "alice", "--email", "a@sec.example",
+                         "--group", "security", "--admin-of", "security"))  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    again = run(*labgate(lab.path, "user", "add", "alice"))
+    assert again.returncode == 2 and "user 'alice' exists already" in again.stderr
+    bad = run(*labgate(lab.path, "user", "add", "-x", "--group", "a b"))
+    assert bad.returncode == 2
+    created = run(*labgate(lab.path, "token", "create", "alice"))
+    assert created.returncode == 0, created.stderr
+    token = created.stdout
+    assert token.startswith(TOKEN_PREFIX) and token.count("\n") == 1  # the token alone
+    token = token.strip()
+    listed = json.loads(run(*labgate(lab.path, "user", "list", "--json")).stdout)
+    assert listed == [
+        {
+            "name": "alice",
+            "email": "a@sec.example",
+            "groups": ["security"],
+            "admin_of": ["security"],
+            "tokens": 1,
+            "created": listed[0]["created"],
+        }
+    ]
+    with Store.open(load_lab(lab.path).database_url) as store:
+        users = Users(store.engine)
+        assert users.viewer_for_token(token) == Viewer(
+            "alice", frozenset({"security"}), admin_of=frozenset({"security"})
+        )
+        stored = store.engine.connect().exec_driver_sql("SELECT digest FROM api_token").scalar()
+        assert stored == digest(token) and token not in str(stored)  # only its hash is kept
+    unknown = run(*labgate(lab.path, "token", "create", "nobody"))
+    assert unknown.returncode == 2 and "no user 'nobody'" in unknown.stderr
+    revoked = run(*labgate(lab.path, "token", "revoke", "alice"))
+    assert revoked.returncode == 0 and "1 token(s) of alice revoked" in revoked.stderr
+    with Store.open(load_lab(lab.path).database_url) as store:
+        assert Users(store.engine).viewer_for_token(token) is None
+
+
+def test_an_embargoed_flight_runs_only_on_embargo_ok_hosts_and_keeps_its_files_private(
+    lab: LabDir,
+) -> None:
+    proc = run(*labgate(lab.path, "flight", "run", lab.branch, "--embargo", "security",
+                        "--until", UNTIL, "--json"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    flight = json.loads(proc.stdout)
+    assert [j["host"] for j in flight["jobs"]] == ["private0"]
+    assert json.loads(proc.stdout)["jobs"][0]["outcome"] == "pass"
+    loaded = load_lab(lab.path)
+    with Store.open(loaded.database_url) as store:
+        users = Users(store.engine)
+        embargo = users.embargo(flight["id"])
+        assert embargo is not None and embargo.group == "security"
+        assert embargo.until == datetime(2099, 1, 1, tzinfo=UTC)
+        assert EMBARGO_HOST_FLAG in store.flight_jobs(flight["id"])[0].spec.requires
+        assert not users.may_see(ANONYMOUS, flight["id"])
+        assert users.may_see(Viewer("alice", frozenset({"security"})), flight["id"])
+    for root in (loaded.log_dir, loaded.artifacts_dir, loaded.work_dir):
+        mode = stat.S_IMODE((root / str(flight["id"])).stat().st_mode)
+        assert mode == 0o700, (root, oct(mode))
+    assert (loaded.artifacts_dir / str(flight["id"]) / "build" / "xen.img").exists()
+    public = json.loads(run(*labgate(lab.path, "flight", "run", lab.branch, "--json")).stdout)
+    assert public["jobs"][0]["host"] in ("shared0", "private0")
+    with Store.open(loaded.database_url) as store:
+        assert Users(store.engine).may_see(ANONYMOUS, public["id"])
+
+
+def test_without_an_embargo_ok_host_the_embargoed_job_never_runs(tmp_path: Path) -> None:
+    lab = write_lab(tmp_path / "lab", trees={"xen": {"a": "1\n"}}, hosts=local_host("shared0"),
+                    jobs=job("build", step("build", "true")))  # fmt: skip
+    proc = run(*labgate(lab.path, "flight", "run", lab.branch, "--embargo", "security",
+                        "--until", UNTIL, "--json"))  # fmt: skip
+    flight = json.loads(proc.stdout)
+    assert flight["jobs"][0]["outcome"] == "broken" and flight["jobs"][0]["host"] is None
+    assert flight["jobs"][0]["reason"] == "no host of the lab has the flags it requires"
+
+
+def test_embargo_options_are_checked(lab: LabDir) -> None:
+    alone = run(*labgate(lab.path, "flight", "run", lab.branch, "--embargo", "security"))
+    assert alone.returncode == 2 and "--embargo GROUP and --until TIME go together" in alone.stderr
+    naive = run(*labgate(lab.path, "flight", "run", lab.branch, "--embargo", "security",
+                         "--until", "2099-01-01T00:00:00"))  # fmt: skip
+    assert naive.returncode == 2
+    assert '--until: "2099-01-01T00:00:00" is not an RFC 3339 time with an offset' in naive.stderr
+    real = run(*labgate(lab.path, "flight", "run", lab.branch, "--embargo", "security",
+                        "--until", UNTIL, "--blessing", "real"))  # fmt: skip
+    assert real.returncode == 2
+    assert "--embargo takes an adhoc or play flight, not real" in real.stderr
+
+
+def test_a_branch_embargo_in_lab_toml_embargoes_every_flight_of_the_branch(lab: LabDir) -> None:
+    text = lab.toml.read_text().replace(
+        '[[branch]]\nname = "main"\ntree = "xen"\n',
+        '[[branch]]\nname = "main"\ntree = "xen"\n'
+        'embargo = { group = "security", until = 2099-01-01T01:00:00+01:00 }\n',
+    )
+    lab.toml.write_text(text)
+    loaded = load_lab(lab.path)
+    assert loaded.branches["main"].embargo is not None
+    with Store.open(loaded.database_url) as store:
+        flight_id = plan_flight(loaded, store, "main")
+        embargo = Users(store.engine).embargo(flight_id)
+        assert embargo is not None and embargo.until == datetime(2099, 1, 1, tzinfo=UTC)
+        assert store.flight_jobs(flight_id)[0].spec.requires == (EMBARGO_HOST_FLAG,)
+    lab.toml.write_text(text.replace("2099-01-01T01:00:00+01:00", '"next week"'))
+    with pytest.raises(ConfigError) as error:
+        load_lab(lab.path)
+    assert "branch[0].embargo.until" in str(error.value)
+    assert '"next week" is not an RFC 3339 time with an offset' in str(error.value)
+
+
+def test_lift_and_audit_from_the_command_line(lab: LabDir) -> None:
+    proc = run(*labgate(lab.path, "flight", "run", lab.branch, "--embargo", "security",
+                        "--until", UNTIL, "--json"))  # fmt: skip
+    flight_id = json.loads(proc.stdout)["id"]
+    loaded = load_lab(lab.path)
+    with Store.open(loaded.database_url) as store:
+        Users(store.engine).add("alice", groups=["security"])
+        users = Users(store.engine)
+        users.record_view(Viewer("alice"), flight_id, "security", f"/flights/{flight_id}")
+    audit = json.loads(run(*labgate(lab.path, "embargo", "audit", "security", "--json")).stdout)
+    assert [(a["user"], a["flight"], a["what"]) for a in audit] == [
+        ("alice", flight_id, f"/flights/{flight_id}")
+    ]
+    neither = run(*labgate(lab.path, "embargo", "lift"))
+    assert neither.returncode == 2 and "give --group G or --flight N" in neither.stderr
+    lifted = run(*labgate(lab.path, "embargo", "lift", "--group", "security"))
+    assert lifted.returncode == 0 and f"1 flight(s) public now: {flight_id}" in lifted.stdout
+    with Store.open(loaded.database_url) as store:
+        assert Users(store.engine).sight(ANONYMOUS, flight_id) == Sight(None)

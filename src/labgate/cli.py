@@ -72,6 +72,11 @@ class TopGroup(LabgateGroup):
             "labgate.review.cli:review_group",
             "Test the proposed patches of the lab's [[review]] entries and vote on them.",
         ),
+        "findings": (
+            "labgate.findings.cli:findings_group",
+            "Static analysis findings: a flight's against its baseline (`labgate findings "
+            "FLIGHT`), triage, trends.",
+        ),
         "serve": (
             "labgate.serve:serve_command",
             "Serve the lab's dashboard and JSON API (one JSON line per request on stderr), "

@@ -1,0 +1,78 @@
+"""A flight's findings against its baseline, as the CLI, the web, the gate and mail show them.
+
+`flight_comparison` reads what the store holds (the flight's findings and its baseline's, the
+triage, the commits blamed) and compares them; a finding whose identity changed but that matched a
+triaged one takes its triage for good (`labgate.store.findings.FindingTables.carry_triage`).
+`lines` is the one text form (the CLI and the flight report's mail).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from labgate.findings.compare import Comparison, Policy, Row, State, compare
+from labgate.store import Store
+
+__all__ = ["flight_comparison", "lines", "location"]
+
+
+def flight_comparison(store: Store, flight_id: int, policy: Policy | None = None) -> Comparison:
+    """The findings of a stored flight against its baseline (see ``findings_baseline``)."""
+    store.get_flight(flight_id)  # FlightNotFound for an unknown flight
+    current = store.flight_findings(flight_id)
+    baseline = store.findings_baseline(flight_id)
+    before = store.flight_findings(baseline) if baseline is not None else []
+    identities = [f.identity for f in current] + [f.identity for f in before]
+    first = compare(flight_id, current, baseline, before, triage=store.triage_of(identities))
+    store.carry_triage(
+        (r.finding.identity, r.before.identity)
+        for r in first.rows
+        if r.before is not None and r.triage is not None
+    )
+    return compare(
+        flight_id, current, baseline, before,
+        policy=policy, triage=store.triage_of(identities + [f.identity for f in current]),
+        blamed=store.blames(flight_id),
+    )  # fmt: skip
+
+
+def location(row: Row, revisions: Mapping[str, str]) -> str:
+    """``file:line`` at the flight's revision (the baseline's for a fixed finding), with the
+    tree's commit: ``xen/common/sched.c:120 @ 3f2a1b2c0d``."""
+    f = row.finding
+    sha = revisions.get(f.tree or "", "")
+    return f"{f.where} @ {sha[:12]}" if sha else f.where
+
+
+def lines(
+    comparison: Comparison,
+    revisions: Mapping[str, str],
+    baseline_revisions: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The text form: a summary line, then one line a new or fixed finding (unchanged ones are
+    counted), each with its identity, rule, level, place, message, triage and blame."""
+    counts = comparison.counts()
+    base = f"baseline flight {comparison.baseline}" if comparison.baseline else "no baseline"
+    out = [
+        f"findings of flight {comparison.flight} against {base}: {counts['new']} new"
+        f" ({len(comparison.blocking)} blocking), {counts['fixed']} fixed,"
+        f" {counts['unchanged']} unchanged"
+    ]
+    for row in comparison.rows:
+        if row.state is State.UNCHANGED:
+            continue
+        at = revisions if row.state is State.NEW else (baseline_revisions or {})
+        f = row.finding
+        text = (
+            f"  {row.state:<5} {f.identity[:12]} {f.rule} ({f.level}) {location(row, at)}:"
+            f" {f.message}"
+        )
+        if row.state is State.NEW:
+            text += " [blocks]" if row.blocks else f" [{row.action}]"
+        if row.triage is not None:
+            text += f" [{row.triage.state} by {row.triage.by}: {row.triage.reason}]"
+        if row.blamed:
+            b = row.blamed
+            text += f" [introduced by {b['tree']} {b['commit'][:12]} {b['author']}: {b['subject']}]"
+        out.append(text)
+    return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -94,7 +94,9 @@ def test_cppcheck_findings_are_read_with_rule_level_place_and_function(tmp_path:
         ),
     ],
 )
-def test_a_moved_cppcheck_finding_is_unchanged_not_new_and_fixed(tmp_path: Path, change) -> None:  # type: ignore[no-untyped-def]
+def test_a_moved_cppcheck_finding_is_unchanged_not_new_and_fixed(
+    tmp_path: Path, change: Callable[[str], str]
+) -> None:
     write(tmp_path, {"a.c": LEAK + OOB})
     before = cppcheck(tmp_path)
     write(tmp_path, {"a.c": change(LEAK + OOB)})

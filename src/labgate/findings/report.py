@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from labgate.findings.compare import Comparison, Policy, Row, State, compare
 from labgate.store import Store
 
-__all__ = ["flight_comparison", "lines", "location"]
+__all__ = ["findings_json", "flight_comparison", "lines", "location"]
 
 
 def flight_comparison(store: Store, flight_id: int, policy: Policy | None = None) -> Comparison:
@@ -34,6 +34,15 @@ def flight_comparison(store: Store, flight_id: int, policy: Policy | None = None
         policy=policy, triage=store.triage_of(identities + [f.identity for f in current]),
         blamed=store.blames(flight_id),
     )  # fmt: skip
+
+
+def findings_json(comparison: Comparison) -> dict[str, object]:
+    """The findings part of a stored verdict: counts, and the identities of the blocking ones."""
+    return {
+        "baseline": comparison.baseline,
+        "counts": comparison.counts(),
+        "blocking": [r.finding.identity for r in comparison.blocking],
+    }
 
 
 def location(row: Row, revisions: Mapping[str, str]) -> str:

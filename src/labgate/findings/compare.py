@@ -87,8 +87,10 @@ class Comparison:
     baseline: int | None
     rows: tuple[Row, ...]
 
-    def of(self, state: State) -> list[Row]:
-        return [r for r in self.rows if r.state is state]
+    def of(self, state: State | str) -> list[Row]:
+        """The rows in ``state`` (``new``, ``unchanged`` or ``fixed``)."""
+        wanted = State(state)
+        return [r for r in self.rows if r.state is wanted]
 
     @property
     def blocking(self) -> list[Row]:

@@ -43,7 +43,8 @@ class FindingTables(Tables):
     def findings_baseline(self, flight_id: int) -> int | None:
         """The flight a flight's findings are compared with: its verdict's baseline; else the
         branch's baseline when it is an earlier flight; else the branch's newest earlier
-        finished ``real`` flight that ran an analysis step (``results = "sarif:..."``)."""
+        finished ``real`` flight that ran an analysis step (``results = "sarif:..."``) or has
+        findings."""
         with self.engine.connect() as conn:
             given = conn.execute(
                 select(t.verdict.c.baseline_flight_id).where(t.verdict.c.flight_id == flight_id)
@@ -58,19 +59,25 @@ class FindingTables(Tables):
             ).scalar()
             if base is not None and base < flight_id:
                 return int(base)
-            earlier = conn.execute(
+            earlier = (
+                t.flight.c.branch == branch,
+                t.flight.c.id < flight_id,
+                t.flight.c.blessing == str(Blessing.REAL),
+                t.flight.c.state == str(FlightState.FINISHED),
+            )
+            analysed = conn.execute(
                 select(func.max(t.flight.c.id))
                 .join(t.job, t.job.c.flight_id == t.flight.c.id)
                 .join(t.step, t.step.c.job_id == t.job.c.id)
-                .where(
-                    t.flight.c.branch == branch,
-                    t.flight.c.id < flight_id,
-                    t.flight.c.blessing == str(Blessing.REAL),
-                    t.flight.c.state == str(FlightState.FINISHED),
-                    t.step.c.results.like("sarif:%"),
-                )
+                .where(*earlier, t.step.c.results.like("sarif:%"))
             ).scalar()
-            return int(earlier) if earlier is not None else None
+            with_findings = conn.execute(
+                select(func.max(t.finding.c.flight_id))
+                .join(t.flight, t.flight.c.id == t.finding.c.flight_id)
+                .where(*earlier)
+            ).scalar()
+            found = [int(i) for i in (analysed, with_findings) if i is not None]
+            return max(found) if found else None
 
     def identities_like(self, prefix: str, limit: int = 10) -> list[str]:
         """Stored finding identities starting with ``prefix`` (at most ``limit``)."""

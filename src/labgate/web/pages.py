@@ -21,6 +21,7 @@ from starlette.templating import Jinja2Templates
 
 from labgate.commandline import MAX_ID
 from labgate.config import Lab
+from labgate.findings.web import routes as findings_routes
 from labgate.flight import FlightError, mirrors_for, plan_flight
 from labgate.git import GitError, Mirrors
 from labgate.model import Blessing, FlightResult, JobResult, Outcome, StepResult
@@ -222,6 +223,7 @@ def flight_page(web: Web, request: Request) -> Response:
             "verdict": verdict_view(web.store.verdict(flight.id)),
             "pushes": web.store.pushes(flight_id=flight.id)[::-1],
             "bisections": web.store.bisections(flight_id=flight.id),
+            "findings": web.store.flight_findings(flight.id),
             "cancel_requested": web.store.cancel_requested(flight.id),
             "durations": {j.name: _job_seconds(j) for j in flight.jobs},
         },
@@ -659,6 +661,7 @@ def routes(web: Web) -> list[Route]:
         ("/bisections", bisections_page, ["GET"]),
         ("/bisections/{bisection_id:int}", bisection_page, ["GET"]),
         ("/trends", trends_page, ["GET"]),
+        *findings_routes(),
         ("/login", login_form, ["GET"]),
         ("/login", login, ["POST"]),
         ("/logout", logout, ["POST"]),

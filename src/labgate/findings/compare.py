@@ -12,7 +12,7 @@ alike findings the one left unmatched is the one nearest the end.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -129,19 +129,23 @@ def match(
     left_now = sorted(current, key=_place)
     left_before = sorted(before, key=_place)
     for key in PASSES:
-        waiting: dict[Hashable, list[Finding]] = defaultdict(list)
+        waiting: dict[Hashable, deque[Finding]] = defaultdict(deque)
         for f in left_before:
             waiting[key(f)].append(f)
         unmatched = []
+        matched: set[int] = set()
         for f in left_now:
             queue = waiting.get(key(f))
             if queue:
-                pairs.append((f, queue.pop(0)))
+                was = queue.popleft()
+                pairs.append((f, was))
+                matched.add(id(was))
             else:
                 unmatched.append(f)
-        matched = {id(b) for _, b in pairs}
         left_now = unmatched
         left_before = [f for f in left_before if id(f) not in matched]
+        if not left_now or not left_before:
+            break
     return pairs, left_now, left_before
 
 

@@ -22,18 +22,17 @@ def flight_comparison(store: Store, flight_id: int, policy: Policy | None = None
     current = store.flight_findings(flight_id)
     baseline = store.findings_baseline(flight_id)
     before = store.flight_findings(baseline) if baseline is not None else []
-    identities = [f.identity for f in current] + [f.identity for f in before]
-    first = compare(flight_id, current, baseline, before, triage=store.triage_of(identities))
+    triage = store.triage_of([f.identity for f in current] + [f.identity for f in before])
+    comparison = compare(
+        flight_id, current, baseline, before,
+        policy=policy, triage=triage, blamed=store.blames(flight_id),
+    )  # fmt: skip
     store.carry_triage(
         (r.finding.identity, r.before.identity)
-        for r in first.rows
-        if r.before is not None and r.triage is not None
+        for r in comparison.rows
+        if r.before is not None and r.triage is not None and r.finding.identity not in triage
     )
-    return compare(
-        flight_id, current, baseline, before,
-        policy=policy, triage=store.triage_of(identities + [f.identity for f in current]),
-        blamed=store.blames(flight_id),
-    )  # fmt: skip
+    return comparison
 
 
 def findings_json(comparison: Comparison) -> dict[str, object]:

@@ -31,11 +31,11 @@ class FindingTables(Tables):
                 conn.execute(t.finding.insert(), rows)
 
     def flight_findings(self, flight_id: int) -> list[Finding]:
-        """Every finding stored for a flight, in job, step, file and line order."""
+        """Every finding stored for a flight, in the order its steps recorded them."""
         query = (
-            select(t.finding)
+            select(*(t.finding.c[name] for name in _COLUMNS))
             .where(t.finding.c.flight_id == flight_id)
-            .order_by(t.finding.c.job, t.finding.c.step, t.finding.c.path, t.finding.c.line)
+            .order_by(t.finding.c.id)
         )
         with self.engine.connect() as conn:
             return [_finding(r) for r in conn.execute(query)]
@@ -115,17 +115,19 @@ class FindingTables(Tables):
 
     def triage_of(self, identities: Iterable[str]) -> dict[str, Triage]:
         """The triage given to any of these identities."""
-        wanted = sorted(set(identities))
-        out: dict[str, Triage] = {}
+        wanted = set(identities)
+        query = select(t.finding_triage)
+        if len(wanted) <= 500:
+            query = query.where(t.finding_triage.c.identity.in_(sorted(wanted)))
+        # else: every triage (people triage far fewer findings than a flight has), kept below
         with self.engine.connect() as conn:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                query = select(t.finding_triage).where(t.finding_triage.c.identity.in_(chunk))
-                for r in conn.execute(query):
-                    out[r.identity] = Triage(
-                        r.identity, TriageState(r.state), r.reason, r.by, iso(r.at) or ""
-                    )
-        return out
+            return {
+                r.identity: Triage(
+                    r.identity, TriageState(r.state), r.reason, r.by, iso(r.at) or ""
+                )
+                for r in conn.execute(query)
+                if r.identity in wanted
+            }
 
     def carry_triage(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Give each new identity the triage of the old one it was matched to (a finding whose
@@ -234,18 +236,13 @@ def _row(flight_id: int, step_id: int, f: Finding) -> dict[str, Any]:
     }
 
 
+_LEVELS = {str(level): level for level in Level}
+_COLUMNS = ("job", "step", "rule", "level", "message", "path", "line", "col", "function",
+            "identity", "snippet_key", "tool")  # fmt: skip
+
+
 def _finding(r: Any) -> Finding:
     return Finding(
-        job=r.job,
-        step=r.step,
-        rule=r.rule,
-        level=Level(r.level),
-        message=r.message,
-        path=r.path,
-        line=r.line,
-        column=r.col,
-        function=r.function,
-        identity=r.identity,
-        snippet_key=r.snippet_key,
-        tool=r.tool,
-    )
+        r.job, r.step, r.rule, _LEVELS[r.level], r.message, r.path, r.line, r.col, r.function,
+        r.identity, r.snippet_key, r.tool,
+    )  # fmt: skip

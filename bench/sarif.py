@@ -420,7 +420,7 @@ def main() -> None:
         sizes = [len(r.findings) for r in history]
         print(f"history: {args.commits} commits of {len(SOURCES)} mypyc runtime files "
               f"({', '.join(f'{a} {n}' for a, n in sorted(actions.items()))}); cppcheck "
-              f"{CPPCHECK.name} findings a revision {min(sizes)}-{max(sizes)}; built and "
+              f"findings a revision {min(sizes)}-{max(sizes)}; built and "
               f"analysed in {built:.1f} s")  # fmt: skip
         matching = score_matching(history)
         print(f"matching: {matching.revisions} revisions, {matching.findings} findings compared, "

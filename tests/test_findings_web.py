@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from labgate.findings.model import Finding, Level
-from test_web import EVIL, Fixture, _login, _post, web  # noqa: F401
+from test_web import EVIL, TOKEN, Fixture, _login, _post, web  # noqa: F401
 
 
 def record(fixture: Fixture, flight: int, rule: str, identity: str) -> Finding:
@@ -68,3 +68,17 @@ def test_triage_from_the_web_needs_the_token_and_is_kept(web: Fixture) -> None: 
     assert "(1 blocking)" not in page
     cleared = _post(web.client, action, f"csrf={csrf}&flight={flight}&state=none")
     assert cleared.status_code == 303 and web.store.triage_of([new.identity]) == {}
+
+
+def test_a_program_triages_with_the_bearer_token(web: Fixture) -> None:  # noqa: F811
+    flight = web.flights[1]
+    new = record(web, flight, "nullPointer", "d" * 20)
+    form = f"flight={flight}&state=intentional&reason=a+test+of+the+checker&by=ci-bot"
+    action = f"/findings/{new.identity}/triage"
+    wrong = _post(web.client, action, form, authorization="Bearer " + "x" * 24)
+    assert wrong.status_code == 403 and web.store.triage_of([new.identity]) == {}
+    done = _post(web.client, action, form, authorization=f"Bearer {TOKEN}")
+    assert done.status_code == 303
+    assert web.store.triage_of([new.identity])[new.identity].by == "ci-bot"
+    unknown = _post(web.client, "/findings/nothex/triage", form, authorization=f"Bearer {TOKEN}")
+    assert unknown.status_code == 404

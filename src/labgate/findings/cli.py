@@ -136,6 +136,6 @@ def _identity(store: Any, given: str) -> str:
         fail(f"identity {given!r}: give at least 8 characters of it")
     found = store.identities_like(given)
     if len(found) != 1:
-        what = "no finding" if not found else f"{len(found)} findings"
-        fail(f"identity {given!r}: {what} in the store start with it")
+        what = "no finding in the store starts" if not found else "several findings start"
+        fail(f"identity {given!r}: {what} with it")
     return str(found[0])

@@ -267,3 +267,28 @@ def test_a_result_without_a_readable_source_uses_the_snippet_sarif_gives(tmp_pat
     (tmp_path / "t.sarif").write_text(json.dumps(moved))
     [g] = parse_sarif(tmp_path / "t.sarif", tmp_path, "j", "s")
     assert g.identity == f.identity and g.line == 30
+
+
+def test_the_findings_policy_in_lab_toml_is_validated_with_its_key_path(tmp_path: Path) -> None:
+    from labgate.config import ConfigError, load_lab
+    from labs import job, step, write_lab
+
+    lab = write_lab(
+        tmp_path / "lab", trees={"xen": {"a.c": LEAK}}, jobs=job("a", step("s", "true"))
+    )
+    text = lab.toml.read_text()
+    lab.toml.write_text(
+        text + '\n[findings]\nblock = ["error", "warning"]\nrules = { memleak = "ignore" }\n'
+    )
+    policy = load_lab(lab.path).findings
+    assert policy.block == {Level.ERROR, Level.WARNING}
+    assert policy.rules == {"memleak": Action.IGNORE}
+    for bad, where in [
+        ('block = ["fatal"]', "findings.block[0]: Input should be 'note', 'warning' or 'error'"),
+        ('rules = { memleak = "panic" }', "findings.rules.memleak"),
+        ("blocks = []", "findings.blocks"),
+    ]:
+        lab.toml.write_text(text + f"\n[findings]\n{bad}\n")
+        with pytest.raises(ConfigError) as error:
+            load_lab(lab.path)
+        assert where in str(error.value), str(error.value)

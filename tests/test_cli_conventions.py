@@ -40,6 +40,8 @@ SHOWS_RESULTS = {
     "host queue",
     "review run",
     "review discrepancies",
+    "findings show",
+    "findings trend",
 }
 OWN_JSON = {"bisect run"}
 # commands that act or stream, and why they print no JSON document
@@ -53,6 +55,8 @@ NO_RESULT = {
     "host power": "prints the power command's own output",
     "host worker": "a daemon: runs the pool's jobs",
     "perf changepoints": "a filter: JSON lines in on stdin, JSON lines out, always",
+    "findings triage": "an action: one confirmation line",
+    "findings untriage": "an action: one confirmation line",
 }
 
 
@@ -100,7 +104,8 @@ def _dummy_args(command: click.Command) -> list[str]:
     args = []
     for param in command.params:
         if isinstance(param, click.Option) and param.required:
-            args += [param.opts[0], "x"]
+            choice = isinstance(param.type, click.Choice)
+            args += [param.opts[0], str(param.type.choices[0]) if choice else "x"]
         elif isinstance(param, click.Argument) and param.required:
             if isinstance(param.type, click.Choice):
                 args.append(str(param.type.choices[0]))
@@ -194,6 +199,8 @@ def _invocation(path: str, lab: dict[str, str]) -> list[str]:
         "host queue": ["main"],
         "review run": ["--once"],
         "review discrepancies": [],
+        "findings show": [flight],
+        "findings trend": ["main"],
     }[path]
     where = lab["review"] if path.startswith("review") else lab["lab"]
     return labgate(Path(where), *path.split(), *args)

@@ -191,6 +191,9 @@ def test_triage_follows_a_finding_whose_identity_changed_and_new_ones_block_by_p
     assert compare(2, after, 1, before, policy=relaxed).blocking == []
     strict = Policy(block=frozenset({Level.ERROR, Level.WARNING}))
     assert len(compare(2, after, 1, [], policy=strict).blocking) == 2
+    first_time = compare(2, after, 1, [], analysed_before=set())  # the baseline never analysed
+    assert first_time.counts()["new"] == 2 and first_time.blocking == []
+    assert {str(r.action) for r in first_time.rows} == {"report"}
 
 
 def test_enclosing_function_of_c_and_python() -> None:

@@ -82,3 +82,15 @@ def test_a_program_triages_with_the_bearer_token(web: Fixture) -> None:  # noqa:
     assert web.store.triage_of([new.identity])[new.identity].by == "ci-bot"
     unknown = _post(web.client, "/findings/nothex/triage", form, authorization=f"Bearer {TOKEN}")
     assert unknown.status_code == 404
+
+
+def test_unchanged_findings_are_counted_and_listed_on_demand(web: Fixture) -> None:  # noqa: F811
+    before, after = web.flights[0], web.flights[1]
+    record(web, before, "memleak", "e" * 20)
+    record(web, after, "memleak", "e" * 20)
+    page = web.client.get(f"/flights/{after}/findings").text
+    assert "0 fixed · 1 unchanged" in page and 'id="f-eeee' not in page
+    assert f'href="/flights/{after}/findings?unchanged=1">show them</a>' in page
+    shown = web.client.get(f"/flights/{after}/findings?unchanged=1").text
+    assert 'id="f-eeeeeeeeeeeeeeeeeeee" class="state-unchanged"' in shown
+    assert "hide them</a>" in shown

@@ -13,7 +13,7 @@ alike findings the one left unmatched is the one nearest the end.
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -162,12 +162,15 @@ def compare(
     policy: Policy | None = None,
     triage: Mapping[str, Triage] | None = None,
     blamed: Mapping[str, Mapping[str, str]] | None = None,
+    analysed_before: Collection[tuple[str, str]] | None = None,
 ) -> Comparison:
     """Compare a flight's findings with its baseline's (none: every finding is new).
 
     ``triage`` (by identity) applies to a finding through its own identity or that of the
     baseline finding it matched (so a triage survives the identity changing); ``blamed`` gives
-    the commit blamed for a new finding, by identity."""
+    the commit blamed for a new finding, by identity. ``analysed_before`` names the (job, step)s
+    the baseline ran (None: all): a step it did not run (an analysis just added to the lab) has
+    nothing to compare with, so its findings are new but reported, never blocking."""
     policy, triage, blamed = policy or Policy(), triage or {}, blamed or {}
     by_step_now: dict[tuple[str, str], list[Finding]] = defaultdict(list)
     by_step_before: dict[tuple[str, str], list[Finding]] = defaultdict(list)
@@ -178,14 +181,17 @@ def compare(
     rows: list[Row] = []
     for step in sorted(set(by_step_now) | set(by_step_before)):
         pairs, new, fixed = match(by_step_now.get(step, []), by_step_before.get(step, []))
+        first_time = analysed_before is not None and step not in analysed_before
         for now, was in pairs:
             said = triage.get(now.identity) or triage.get(was.identity)
             rows.append(Row(State.UNCHANGED, now, was, said, policy.action(now)))
         for f in new:
+            action = policy.action(f)
+            if first_time and action is Action.BLOCK:
+                action = Action.REPORT
             rows.append(
-                Row(State.NEW, f, None, triage.get(f.identity), policy.action(f),
-                    blamed.get(f.identity))
-            )  # fmt: skip
+                Row(State.NEW, f, None, triage.get(f.identity), action, blamed.get(f.identity))
+            )
         for f in fixed:
             rows.append(Row(State.FIXED, f, None, triage.get(f.identity), policy.action(f)))
     order = {State.NEW: 0, State.FIXED: 1, State.UNCHANGED: 2}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from labgate.findings.compare import Comparison, Policy, Row, State, compare
+from labgate.model import Outcome as StepOutcome
 from labgate.store import Store
 
 __all__ = ["findings_json", "flight_comparison", "lines", "location"]
@@ -22,10 +23,19 @@ def flight_comparison(store: Store, flight_id: int, policy: Policy | None = None
     current = store.flight_findings(flight_id)
     baseline = store.findings_baseline(flight_id)
     before = store.flight_findings(baseline) if baseline is not None else []
+    analysed = None
+    if baseline is not None:
+        ran = (StepOutcome.PASS, StepOutcome.FAIL)
+        analysed = {
+            (j.name, s.name)
+            for j in store.get_flight(baseline).jobs
+            for s in j.steps
+            if s.outcome in ran
+        }
     triage = store.triage_of([f.identity for f in current] + [f.identity for f in before])
     comparison = compare(
         flight_id, current, baseline, before,
-        policy=policy, triage=triage, blamed=store.blames(flight_id),
+        policy=policy, triage=triage, blamed=store.blames(flight_id), analysed_before=analysed,
     )  # fmt: skip
     store.carry_triage(
         (r.finding.identity, r.before.identity)

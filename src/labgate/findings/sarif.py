@@ -57,6 +57,8 @@ class _Reader:
     def __init__(self, path: Path, workdir: Path, job: str, step: str) -> None:
         self.path, self.workdir, self.job, self.step = path, workdir.resolve(), job, step
         self.sources: dict[str, list[str] | None] = {}
+        self.roots = [path.parent, self.workdir]
+        self.roots += sorted(p for p in self.workdir.iterdir() if p.is_dir())
 
     def fail(self, where: str, problem: str) -> SarifError:
         return SarifError(f"{self.path}: {where}: {problem}")
@@ -144,8 +146,7 @@ class _Reader:
             base_uri = _get(bases, base, "uri") if isinstance(base, str) else None
             if isinstance(base_uri, str):
                 roots.append(Path(unquote(urlparse(base_uri).path)))
-            roots += [self.path.parent, self.workdir]
-            roots += sorted(p for p in self.workdir.iterdir() if p.is_dir())
+            roots += self.roots
             candidates = [root / rel for root in roots]
         for candidate in candidates:
             try:

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from labgate.findings.compare import State
 from labgate.findings.model import TriageState
 from labgate.findings.report import flight_comparison
 from labgate.git import GitError, git
@@ -25,12 +26,15 @@ _SHA = re.compile(r"^[0-9a-f]{7,64}$")
 
 
 def findings_page(web: Web, request: Request) -> Response:
-    """``/flights/{id}/findings``: new, fixed and unchanged findings against the baseline."""
+    """``/flights/{id}/findings``: new and fixed findings against the baseline (and the
+    unchanged ones with ``?unchanged=1``)."""
     from labgate.web.pages import flight_or_404
 
     flight = flight_or_404(web, request.path_params["flight_id"])
     comparison = flight_comparison(web.store, flight.id, web.lab.findings)
     baseline = web.store.get_flight(comparison.baseline) if comparison.baseline else None
+    unchanged = request.query_params.get("unchanged") == "1"
+    rows = [r for r in comparison.rows if unchanged or r.state is not State.UNCHANGED]
     return web.render(
         request,
         "findings.html",
@@ -38,6 +42,8 @@ def findings_page(web: Web, request: Request) -> Response:
             "flight": flight,
             "baseline": baseline,
             "comparison": comparison,
+            "rows": rows,
+            "show_unchanged": unchanged,
             "counts": comparison.counts(),
             "states": [str(s) for s in TriageState],
         },

@@ -223,7 +223,7 @@ def flight_page(web: Web, request: Request) -> Response:
             "verdict": verdict_view(web.store.verdict(flight.id)),
             "pushes": web.store.pushes(flight_id=flight.id)[::-1],
             "bisections": web.store.bisections(flight_id=flight.id),
-            "findings": web.store.flight_findings(flight.id),
+            "findings": web.store.count_findings(flight.id),
             "cancel_requested": web.store.cancel_requested(flight.id),
             "durations": {j.name: _job_seconds(j) for j in flight.jobs},
         },

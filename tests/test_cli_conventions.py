@@ -42,6 +42,8 @@ SHOWS_RESULTS = {
     "review discrepancies",
     "user list",
     "embargo audit",
+    "findings show",
+    "findings trend",
 }
 OWN_JSON = {"bisect run"}
 # commands that act or stream, and why they print no JSON document
@@ -59,6 +61,8 @@ NO_RESULT = {
     "token create": "prints the new token alone on stdout, for a script to take",
     "token revoke": "an action: one confirmation line",
     "embargo lift": "an action: the flights it made public, on one line",
+    "findings triage": "an action: one confirmation line",
+    "findings untriage": "an action: one confirmation line",
 }
 
 
@@ -106,7 +110,8 @@ def _dummy_args(command: click.Command) -> list[str]:
     args = []
     for param in command.params:
         if isinstance(param, click.Option) and param.required:
-            args += [param.opts[0], "x"]
+            choice = isinstance(param.type, click.Choice)
+            args += [param.opts[0], str(param.type.choices[0]) if choice else "x"]
         elif isinstance(param, click.Argument) and param.required:
             if isinstance(param.type, click.Choice):
                 args.append(str(param.type.choices[0]))
@@ -202,6 +207,8 @@ def _invocation(path: str, lab: dict[str, str]) -> list[str]:
         "review discrepancies": [],
         "user list": [],
         "embargo audit": ["security"],
+        "findings show": [flight],
+        "findings trend": ["main"],
     }[path]
     where = lab["review"] if path.startswith("review") else lab["lab"]
     return labgate(Path(where), *path.split(), *args)

@@ -85,6 +85,11 @@ class TopGroup(LabgateGroup):
             "labgate.embargo:embargo_group",
             "Lift an embargo; read who saw embargoed work.",
         ),
+        "findings": (
+            "labgate.findings.cli:findings_group",
+            "Static analysis findings: a flight's against its baseline (`labgate findings "
+            "FLIGHT`), triage, trends.",
+        ),
         "serve": (
             "labgate.serve:serve_command",
             "Serve the lab's dashboard and JSON API (one JSON line per request on stderr), "

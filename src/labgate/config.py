@@ -49,6 +49,8 @@ from pydantic import (
     field_validator,
 )
 
+from labgate.findings.compare import Policy
+from labgate.findings.config import RawFindings
 from labgate.mailconfig import MailConfig
 from labgate.matrix import (
     MAX_JOBS,
@@ -89,7 +91,7 @@ from labgate.rawconfig import (
 
 LAB_FILE = "lab.toml"
 UNPINNED_REF = "HEAD"
-RESULT_FORMATS = ("junit", "tap")
+RESULT_FORMATS = ("junit", "tap", "sarif")
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -163,6 +165,8 @@ class Lab:
     gate: GateSettings = field(default_factory=GateSettings)
     mail: MailConfig | None = None
     """``[mail]``: where reports are sent (None: reports are not mailed)."""
+    findings: Policy = field(default_factory=Policy)
+    """``[findings]``: what new static analysis findings do to the push."""
     web_token: str | None = None
     """``[web] token``: what the dashboard's actions (cancel, retest) need; None: read-only."""
     web_hosts: tuple[str, ...] = ()
@@ -380,8 +384,8 @@ class RawStep(_Raw):
         kind, sep, glob = value.partition(":")
         if not sep or kind not in RESULT_FORMATS or not glob:
             raise _Invalid(
-                f"must be junit:<glob> or tap:<glob> (got {_show(value)})",
-                'write e.g. results = "junit:out/*.xml" or results = "tap:results.tap"',
+                f"must be junit:<glob>, tap:<glob> or sarif:<glob> (got {_show(value)})",
+                'write e.g. results = "junit:out/*.xml", "tap:results.tap" or "sarif:*.sarif"',
             )
         return value
 
@@ -418,6 +422,7 @@ _SECTION_MODELS: dict[str, type[BaseModel]] = {
     "gate": RawGate,
     "mail": MailConfig,
     "web": RawWeb,
+    "findings": RawFindings,
     "review": RawReview,
     "disable": RawDisable,
 }
@@ -431,6 +436,7 @@ _TOP_LEVEL = (
     "gate",
     "mail",
     "web",
+    "findings",
     "review",
     "disable",
 )
@@ -760,7 +766,7 @@ class _Loader:
                     f"unknown top-level key{_did_you_mean(key, _TOP_LEVEL)}",
                     "a lab file has [lab], [[tree]], [[branch]], [[host]], [[host_class]], [[job]],"
                     " [gate],"
-                    " [mail], [web], [[review]] and [[disable]] only",
+                    " [mail], [web], [findings], [[review]] and [[disable]] only",
                 )
 
     def host_classes(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -783,6 +789,12 @@ class _Loader:
             return None
         section, _ = self.validate(MailConfig, data["mail"], ("mail",))
         return section if isinstance(section, MailConfig) else None
+
+    def findings_section(self, data: dict[str, Any]) -> Policy:
+        if "findings" not in data:
+            return Policy()
+        section, _ = self.validate(RawFindings, data["findings"], ("findings",))
+        return section.to_policy() if isinstance(section, RawFindings) else Policy()
 
     def web_section(self, data: dict[str, Any]) -> RawWeb | None:
         if "web" not in data:
@@ -1156,6 +1168,7 @@ class _Loader:
         gate = self.gate_section(data)
         mail = self.mail_section(data)
         web = self.web_section(data)
+        findings = self.findings_section(data)
         if lab is not None:
             self.check_step_env(lab, reviews, mail)
         if self.problems or lab is None:
@@ -1179,6 +1192,7 @@ class _Loader:
             disabled=tuple(disabled),
             gate=gate,
             mail=mail,
+            findings=findings,
             web_token=web.token if web is not None else None,
             web_hosts=tuple(web.hosts) if web is not None else (),
             web_anonymous=web.anonymous if web is not None else True,

@@ -40,6 +40,7 @@ from labgate.model import (
     HostSpec,
     JobSpec,
     Outcome,
+    StepSpec,
     TestCaseResult,
 )
 from labgate.store import Store, StoredJob
@@ -362,6 +363,8 @@ class JobRunner:
                 self.store.set_steps(job.step_ids[index + 1 :], Outcome.CANCELLED)
                 raise
             result, cases = _with_results(result, step.results, workdir)
+            if step.results and result.outcome is not Outcome.BROKEN:
+                result = self._record_findings(result, step_id, step.results, workdir, job, step)
             following = index + 1 < len(job.step_ids) and result.outcome is Outcome.PASS
             self.store.finish_step(
                 step_id,
@@ -417,6 +420,27 @@ class JobRunner:
             env[f"LABGATE_RUNVAR_{env_name(name)}"] = value
         lab = self.lab
         return step_environment(os.environ, env, lab.step_env, lab.pass_env, lab.secret_env_names)
+
+    def _record_findings(
+        self,
+        result: StepRun,
+        step_id: int,
+        spec: str,
+        workdir: Path,
+        job: StoredJob,
+        step: StepSpec,
+    ) -> StepRun:
+        """Store the static analysis findings a step declares (``results = "sarif:..."``); a
+        SARIF file that cannot be read makes the step ``broken`` with the reason."""
+        from labgate.results import ResultsError, collect_findings
+
+        try:
+            findings = collect_findings(spec, workdir, job.spec.name, step.name)
+        except ResultsError as error:
+            return StepRun(Outcome.BROKEN, result.exit_status, result.duration_s, str(error))
+        if findings is not None:
+            self.store.record_findings(step_id, findings)
+        return result
 
 
 def _with_results(

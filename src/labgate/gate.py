@@ -33,6 +33,10 @@ from labgate.bisect.lab import BisectionResult, LabBisection
 from labgate.config import Lab
 from labgate.embargo import mail_recipients
 from labgate.evidence import branch_evidence, judge
+from labgate.findings.blame import Blame, FindingBlame, blame_findings
+from labgate.findings.compare import Action, Comparison, State
+from labgate.findings.report import findings_json, flight_comparison
+from labgate.findings.report import lines as findings_lines
 from labgate.flight import FlightWatcher, mirrors_for
 from labgate.flights import Flights
 from labgate.git import GitError, Mirrors, PushResult, authors, push_fast_forward
@@ -40,6 +44,7 @@ from labgate.heartbeat import renew_every
 from labgate.mail import Outbox, build_bisection_mail, build_flight_mail
 from labgate.model import Blessing, FlightResult, FlightState, Outcome
 from labgate.report import (
+    BisectionSummary,
     render_bisection_report,
     render_flight_report,
     report_subject,
@@ -220,23 +225,30 @@ class Gate:
         baseline = self.store.get_flight(baseline_id)
         flight = await self._real_flight(branch, staging, "staging")
         verdict = await self._judge(branch, flight, baseline)
+        findings = flight_comparison(self.store, flight.id, self.lab.findings)
+        push_allowed = verdict.push_allowed and not findings.blocking
         self.store.record_verdict(
-            flight.id, baseline.id, verdict.push_allowed, verdict_json(verdict)
-        )
+            flight.id, baseline.id, push_allowed,
+            {**verdict_json(verdict), "findings": findings_json(findings)},
+        )  # fmt: skip
         pushed, pushed_revision, message = False, None, ""
         push_failure: PushResult | None = None
         bisections: list[BisectionResult] = []
-        if verdict.push_allowed:
+        if push_allowed:
             push = await asyncio.to_thread(self._push, branch, flight)
             pushed = push.status == "pushed"
             pushed_revision = flight.revisions[spec.tree] if pushed else None
             message = push.message if pushed else f"{push.status}: {push.summary}"
             push_failure = None if pushed else push
         else:
-            message = f"not pushing: {verdict_word(verdict)}"
+            word = verdict_word(verdict) if not verdict.push_allowed else "new findings"
+            message = f"not pushing: {word}"
             self.say(f"{branch}: flight {flight.id}: {message}")
             for group in group_regressions(verdict):
                 bisections.append(await self.bisect(branch, flight, baseline, group))
+        blames = await self._blame(branch, flight, baseline, findings)
+        if blames:  # the report names the commits blamed
+            findings = flight_comparison(self.store, flight.id, self.lab.findings)
         people = self._people(baseline, flight)
         report = render_flight_report(
             flight,
@@ -248,7 +260,14 @@ class Gate:
             lab_name=self.lab.name,
             push_failure=(push_failure.summary, push_failure.message) if push_failure else None,
         )
-        self._mail(flight, verdict, pushed, report, bisections, branch)
+        if findings.rows:
+            report += "\n" + "\n".join(
+                findings_lines(findings, flight.revisions, baseline.revisions)
+            )
+            report += "\n"
+        bisections_and_blames = [*(b.summary(branch) for b in bisections),
+                                 *(b.summary(branch) for b in blames)]  # fmt: skip
+        self._mail(flight, verdict, pushed, report, bisections_and_blames, branch)
         return GateResult(
             branch,
             "pushed" if pushed else "not-pushed",
@@ -262,7 +281,7 @@ class Gate:
             bisections=tuple(bisections),
             message=message,
             report=report
-            + "".join("\n" + render_bisection_report(b.summary(branch)) for b in bisections),
+            + "".join("\n" + render_bisection_report(b) for b in bisections_and_blames),
         )
 
     async def _real_flight(
@@ -383,13 +402,29 @@ class Gate:
                     continue
         return list(dict.fromkeys(people))
 
+    async def _blame(
+        self, branch: str, flight: FlightResult, baseline: FlightResult, findings: Comparison
+    ) -> list[Blame]:
+        """Blame each new finding (not triaged, not ignored) on the commit that introduced it."""
+        wanted = [
+            r.finding
+            for r in findings.of(State.NEW)
+            if r.triage is None and r.action is not Action.IGNORE and not r.blamed
+        ]
+        if not wanted:
+            return []
+        blame = FindingBlame(
+            self.lab, self.store, self._service(), self._mirrors(), self.say, self._run
+        )
+        return await blame_findings(blame, branch, flight, baseline, wanted)
+
     def _mail(
         self,
         flight: FlightResult,
         verdict: Verdict,
         pushed: bool,
         report: str,
-        bisections: Sequence[BisectionResult],
+        bisections: Sequence[BisectionSummary],
         branch: str,
     ) -> None:
         config = self.lab.mail
@@ -407,8 +442,7 @@ class Gate:
             )
         )
         for b in bisections:
-            summary = b.summary(branch)
-            outbox.enqueue(build_bisection_mail(config, summary, flight=flight.id, only_to=only_to))
+            outbox.enqueue(build_bisection_mail(config, b, flight=flight.id, only_to=only_to))
         result = outbox.flush(config)
         if result.kept:
             self.say(

@@ -1,9 +1,10 @@
 """Test case results a step leaves behind: JUnit XML (read with junitparser) and TAP 13/14.
 
 A step declares them in lab.toml as ``results = "junit:<glob>"`` or ``"tap:<glob>"``, the glob
-relative to the job's work dir. `collect_results` reads every matching file, in name order, into
-`labgate.model.TestCaseResult` values; a file that cannot be read raises `ResultsError` naming it
-(the runner then marks the step broken with that message).
+relative to the job's work dir (``"sarif:<glob>"`` declares static analysis findings instead:
+`collect_findings`, see `labgate.findings`). `collect_results` reads every matching file, in
+name order, into `labgate.model.TestCaseResult` values; a file that cannot be read raises
+`ResultsError` naming it (the runner then marks the step broken with that message).
 
 Outcomes: a JUnit ``<failure>`` or ``<error>`` is ``fail`` (an error is the code under test
 erroring, not the lab), ``<skipped>`` is ``skip``. In TAP, ``not ok`` is ``fail``; ``# SKIP`` is
@@ -20,12 +21,16 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from junitparser import Error, Failure, JUnitXml, JUnitXmlError, Skipped
 
 from labgate.model import Outcome, TestCaseResult
 
-__all__ = ["ResultsError", "collect_results", "parse_junit", "parse_tap"]
+if TYPE_CHECKING:
+    from labgate.findings.model import Finding
+
+__all__ = ["ResultsError", "collect_findings", "collect_results", "parse_junit", "parse_tap"]
 
 
 class ResultsError(Exception):
@@ -218,17 +223,51 @@ _PARSERS = {"junit": parse_junit, "tap": parse_tap}
 def collect_results(spec: str, root: Path) -> tuple[TestCaseResult, ...]:
     """The test cases of every file matching ``spec`` (``"junit:<glob>"`` or ``"tap:<glob>"``,
     the glob relative to ``root``), files in name order. No matching file gives ``()``: the step's
-    own outcome says whether it ran."""
-    kind, sep, pattern = spec.partition(":")
-    if not sep or kind not in _PARSERS or not pattern:
-        raise ResultsError(f"results {spec!r}: expected 'junit:<glob>' or 'tap:<glob>'")
-    if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
-        raise ResultsError(f"results {spec!r}: the glob must stay inside the job's work dir")
+    own outcome says whether it ran. A ``"sarif:<glob>"`` spec has no test cases: ``()``."""
+    kind, pattern = _split(spec)
+    if kind == SARIF:
+        return ()
     parse = _PARSERS[kind]
     cases: list[TestCaseResult] = []
-    for path in sorted(p for p in root.glob(pattern) if p.is_file()):
+    for path in _files(root, pattern):
         cases += parse(path)
     return _unique(cases)
+
+
+SARIF = "sarif"
+
+
+def collect_findings(spec: str, root: Path, job: str, step: str) -> list[Finding] | None:
+    """The static analysis findings of every SARIF file matching ``spec`` (``"sarif:<glob>"``,
+    relative to ``root``, the job's work dir, whose files give each finding's snippet), files in
+    name order; None for a spec of another kind."""
+    kind, pattern = _split(spec)
+    if kind != SARIF:
+        return None
+    from labgate.findings.sarif import SarifError, parse_sarif
+
+    findings: list[Finding] = []
+    for path in _files(root, pattern):
+        try:
+            findings += parse_sarif(path, root, job, step)
+        except SarifError as error:
+            raise ResultsError(str(error)) from error
+    return findings
+
+
+def _split(spec: str) -> tuple[str, str]:
+    kind, sep, pattern = spec.partition(":")
+    if not sep or (kind not in _PARSERS and kind != SARIF) or not pattern:
+        raise ResultsError(
+            f"results {spec!r}: expected 'junit:<glob>', 'tap:<glob>' or 'sarif:<glob>'"
+        )
+    if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+        raise ResultsError(f"results {spec!r}: the glob must stay inside the job's work dir")
+    return kind, pattern
+
+
+def _files(root: Path, pattern: str) -> list[Path]:
+    return sorted(p for p in root.glob(pattern) if p.is_file())
 
 
 def _unique(cases: list[TestCaseResult]) -> tuple[TestCaseResult, ...]:

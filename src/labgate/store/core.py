@@ -1,6 +1,6 @@
 """Opening the store (the engine, the migrations) and :class:`Store`, made of one group of
-methods per group of tables: ``flights``, ``branches``, ``bisections``, ``pool`` (and, reached
-from it, ``hosts``, ``slots`` and ``review``).
+methods per group of tables: ``flights``, ``branches``, ``bisections``, ``pool``, ``findings``
+(and, reached from it, ``hosts``, ``slots`` and ``review``).
 
 SQLAlchemy 2 Core over the tables in ``schema``; the schema is created and upgraded by the Alembic
 migrations in ``migrations`` (beside this file) when a store is opened. Every write is one
@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from labgate.model import HostSpec, Outcome
 from labgate.store.bisections import BisectionTables
 from labgate.store.branches import BranchTables
+from labgate.store.findings import FindingTables
 from labgate.store.flights import FlightTables, set_job_and_steps
 from labgate.store.pool import PoolTables
 from labgate.store.values import StoreError, autocommit
@@ -131,7 +132,7 @@ def migrate(engine: Engine) -> None:
         connection.commit()
 
 
-class Store(FlightTables, BranchTables, BisectionTables, PoolTables):
+class Store(FlightTables, BranchTables, BisectionTables, PoolTables, FindingTables):
     """Reads and writes everything labgate records. Open one with :meth:`open`; close it when
     done."""
 

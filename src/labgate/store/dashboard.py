@@ -492,6 +492,23 @@ def flight(store: Store, viewer: Viewer, flight_id: int) -> tuple[FlightResult, 
     return store.get_flight(flight_id), sight.embargo
 
 
+def revision_seen(store: Store, viewer: Viewer, tree: str, sha: str) -> bool:
+    """Whether a flight the viewer may see tested ``tree`` at ``sha`` (a prefix will do): the
+    source of an embargoed revision is shown to its group only."""
+    query = (
+        select(t.flight_revision.c.flight_id)
+        .join(t.flight, t.flight.c.id == t.flight_revision.c.flight_id)
+        .where(
+            t.flight_revision.c.tree == tree,
+            t.flight_revision.c.sha.startswith(sha, autoescape=True),
+            visible(viewer),
+        )
+        .limit(1)
+    )
+    with store.engine.connect() as conn:
+        return conn.execute(query).first() is not None
+
+
 def pushes(
     store: Store,
     viewer: Viewer,

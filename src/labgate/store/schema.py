@@ -359,3 +359,54 @@ embargo_audit = Table(
     Column("created", DateTime(timezone=True), nullable=False),
     Index("ix_embargo_audit_group", "group", "id"),
 )
+
+
+# --- static analysis findings (migration 0010) ----------------------------------------------
+
+finding = Table(
+    "finding",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("flight_id", Integer, ForeignKey("flight.id", ondelete="CASCADE"), nullable=False),
+    Column("step_id", Integer, ForeignKey("step.id", ondelete="CASCADE"), nullable=False),
+    Column("job", String(300), nullable=False),
+    Column("step", String(300), nullable=False),
+    Column("tool", String(200), nullable=False),
+    Column("rule", String(300), nullable=False),
+    Column("level", String(20), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("line", Integer),
+    Column("col", Integer),
+    Column("function", Text, nullable=False),
+    Column("identity", String(64), nullable=False),
+    Column("snippet_key", String(64), nullable=False),
+    Index("ix_finding_flight", "flight_id", "job", "step"),
+    Index("ix_finding_step", "step_id"),
+    Index("ix_finding_identity", "identity"),
+)
+
+finding_triage = Table(
+    "finding_triage",
+    metadata,
+    Column("identity", String(64), primary_key=True),
+    Column("state", String(40), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("by", String(200), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+finding_blame = Table(
+    "finding_blame",
+    metadata,
+    Column("flight_id", Integer, ForeignKey("flight.id", ondelete="CASCADE"), primary_key=True),
+    Column("identity", String(64), primary_key=True),
+    Column("tree", String(200), nullable=False),
+    Column("commit", String(64), nullable=False),
+    Column("author", Text, nullable=False),
+    Column("email", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("flights", Text, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+)

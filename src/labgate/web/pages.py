@@ -24,6 +24,7 @@ from starlette.templating import Jinja2Templates
 
 from labgate.commandline import MAX_ID
 from labgate.config import Lab
+from labgate.findings.web import routes as findings_routes
 from labgate.flight import FlightError, mirrors_for, plan_flight
 from labgate.git import GitError, Mirrors
 from labgate.model import Blessing, FlightResult, JobResult, Outcome, StepResult
@@ -255,6 +256,7 @@ def flight_page(web: Web, request: Request) -> Response:
             "verdict": verdict_view(web.store.verdict(flight.id)),
             "pushes": queries.pushes(web.store, viewer, flight_id=flight.id)[::-1],
             "bisections": queries.bisections(web.store, viewer, flight_id=flight.id),
+            "findings": web.store.count_findings(flight.id),
             "cancel_requested": web.store.cancel_requested(flight.id),
             "durations": {j.name: _job_seconds(j) for j in flight.jobs},
         },
@@ -726,6 +728,7 @@ def routes(web: Web) -> list[Route]:
         ("/bisections/{bisection_id:int}", bisection_page, ["GET"]),
         ("/trends", trends_page, ["GET"]),
         ("/review", review_page, ["GET"]),
+        *findings_routes(),
         ("/login", login_form, ["GET"]),
         ("/login", login, ["POST"]),
         ("/logout", logout, ["POST"]),

@@ -25,6 +25,7 @@ from labgate.model import HostSpec, Outcome
 from labgate.store.bisections import BisectionTables
 from labgate.store.branches import BranchTables
 from labgate.store.flights import FlightTables, set_job_and_steps
+from labgate.store.metrics import MetricTables
 from labgate.store.pool import PoolTables
 from labgate.store.values import StoreError, autocommit
 
@@ -131,7 +132,7 @@ def migrate(engine: Engine) -> None:
         connection.commit()
 
 
-class Store(FlightTables, BranchTables, BisectionTables, PoolTables):
+class Store(FlightTables, BranchTables, BisectionTables, PoolTables, MetricTables):
     """Reads and writes everything labgate records. Open one with :meth:`open`; close it when
     done."""
 

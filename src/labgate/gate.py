@@ -38,6 +38,7 @@ from labgate.git import GitError, Mirrors, PushResult, authors, push_fast_forwar
 from labgate.heartbeat import renew_every
 from labgate.mail import Outbox, build_bisection_mail, build_flight_mail
 from labgate.model import Blessing, FlightResult, FlightState, Outcome
+from labgate.perf.verdict import MetricVerdict, judge_metrics, retest_jobs
 from labgate.report import (
     render_bisection_report,
     render_flight_report,
@@ -67,6 +68,8 @@ class GateResult:
     verdict: str = "none"
     regressions: tuple[Classification, ...] = ()
     bisections: tuple[BisectionResult, ...] = ()
+    perf: tuple[MetricVerdict, ...] = ()
+    """The flight's metrics judged against the baseline's."""
     message: str = ""
     report: str = ""
 
@@ -88,6 +91,7 @@ class GateResult:
                 {"job": c.job, "step": c.step, "testcase": c.testcase} for c in self.regressions
             ],
             "bisections": [b.to_json() for b in self.bisections],
+            "perf": [v.to_json() for v in self.perf],
             "message": self.message,
         }
 
@@ -219,20 +223,25 @@ class Gate:
         baseline = self.store.get_flight(baseline_id)
         flight = await self._real_flight(branch, staging, "staging")
         verdict = await self._judge(branch, flight, baseline)
+        perf = await self._judge_perf(branch, flight, baseline)
+        slower = any(v.blocking for v in perf)
+        push_allowed = verdict.push_allowed and not slower
+        word = "regression" if slower else verdict_word(verdict)
+        judged = {**verdict_json(verdict), "push_allowed": push_allowed}
         self.store.record_verdict(
-            flight.id, baseline.id, verdict.push_allowed, verdict_json(verdict)
+            flight.id, baseline.id, push_allowed, {**judged, "perf": [v.to_json() for v in perf]}
         )
         pushed, pushed_revision, message = False, None, ""
         push_failure: PushResult | None = None
         bisections: list[BisectionResult] = []
-        if verdict.push_allowed:
+        if push_allowed:
             push = await asyncio.to_thread(self._push, branch, flight)
             pushed = push.status == "pushed"
             pushed_revision = flight.revisions[spec.tree] if pushed else None
             message = push.message if pushed else f"{push.status}: {push.summary}"
             push_failure = None if pushed else push
         else:
-            message = f"not pushing: {verdict_word(verdict)}"
+            message = f"not pushing: {word}"
             self.say(f"{branch}: flight {flight.id}: {message}")
             for group in group_regressions(verdict):
                 bisections.append(await self.bisect(branch, flight, baseline, group))
@@ -246,6 +255,7 @@ class Gate:
             people=people,
             lab_name=self.lab.name,
             push_failure=(push_failure.summary, push_failure.message) if push_failure else None,
+            perf=perf,
         )
         self._mail(flight, verdict, pushed, report, bisections, branch)
         return GateResult(
@@ -256,8 +266,9 @@ class Gate:
             pushed=pushed,
             pushed_revision=pushed_revision,
             revisions=dict(flight.revisions),
-            verdict=verdict_word(verdict),
+            verdict=word,
             regressions=verdict.blocking,
+            perf=perf,
             bisections=tuple(bisections),
             message=message,
             report=report
@@ -336,6 +347,30 @@ class Gate:
             current = take_retest(current, retest, untested)
             verdict = judged()
         return verdict
+
+    async def _judge_perf(
+        self, branch: str, flight: FlightResult, baseline: FlightResult
+    ) -> tuple[MetricVerdict, ...]:
+        """The flight's metrics against the baseline's, per host class; a metric that more runs
+        would decide has its job run again (a retest flight at the same revisions) until it is
+        decided or has ``max_repeats`` values."""
+        before = self.store.flight_metrics([baseline.id])
+        flights = [flight.id]
+        measured = self.store.flight_metrics(flights)
+        verdicts = judge_metrics(measured, before, self.lab.perf_for)
+        while jobs := retest_jobs(verdicts):
+            self.say(f"{branch}: measuring {' '.join(jobs)} again (performance not decided)")
+            retest_id = self._service().plan(
+                branch, revisions=flight.revisions, job_globs=jobs, blessing=Blessing.REAL
+            )
+            await self._run(retest_id, "perf retest")
+            flights.append(retest_id)
+            more = self.store.flight_metrics(flights)
+            if len(more) == len(measured):  # the retest measured nothing: stop asking
+                break
+            measured = more
+            verdicts = judge_metrics(measured, before, self.lab.perf_for)
+        return verdicts
 
     async def bisect(
         self,

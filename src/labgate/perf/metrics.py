@@ -57,6 +57,33 @@ class Metric:
         }
 
 
+@dataclass(frozen=True)
+class StoredMetric:
+    """One stored value: which flight, job and step measured it, on which host."""
+
+    flight: int
+    job: str
+    step: str
+    host: str
+    host_class: str
+    metric: Metric
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """(job, step, metric, host class): what is compared with what."""
+        return (self.job, self.step, self.metric.name, self.host_class)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "flight": self.flight,
+            "job": self.job,
+            "step": self.step,
+            "host": self.host,
+            "host_class": self.host_class,
+            **self.metric.to_json(),
+        }
+
+
 def host_class(host: HostSpec) -> str:
     """The host's ``equiv-*`` flags, sorted and joined with ``,``; its name when it has none."""
     equiv = sorted(f for f in host.flags if f.startswith("equiv-"))

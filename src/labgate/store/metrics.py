@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, select
 
 from labgate.model import Blessing, FlightState
-from labgate.perf.metrics import Metric
+from labgate.perf.metrics import Metric, StoredMetric
 from labgate.store import schema as t
 from labgate.store.values import Tables
 
@@ -22,33 +22,6 @@ class StepMetrics:
     host: str
     host_class: str
     metrics: Sequence[Metric]
-
-
-@dataclass(frozen=True)
-class StoredMetric:
-    """One stored value: which flight, job and step measured it, on which host."""
-
-    flight: int
-    job: str
-    step: str
-    host: str
-    host_class: str
-    metric: Metric
-
-    @property
-    def key(self) -> tuple[str, str, str, str]:
-        """(job, step, metric, host class): what is compared with what."""
-        return (self.job, self.step, self.metric.name, self.host_class)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "flight": self.flight,
-            "job": self.job,
-            "step": self.step,
-            "host": self.host,
-            "host_class": self.host_class,
-            **self.metric.to_json(),
-        }
 
 
 def replace_metrics(conn: Connection, step_id: int, measured: StepMetrics) -> None:

@@ -223,13 +223,16 @@ class Gate:
         baseline = self.store.get_flight(baseline_id)
         flight = await self._real_flight(branch, staging, "staging")
         verdict = await self._judge(branch, flight, baseline)
-        perf = await self._judge_perf(branch, flight, baseline)
+        perf, measured = await self._judge_perf(branch, flight, baseline)
         slower = any(v.blocking for v in perf)
         push_allowed = verdict.push_allowed and not slower
         word = "regression" if slower else verdict_word(verdict)
         judged = {**verdict_json(verdict), "push_allowed": push_allowed}
         self.store.record_verdict(
-            flight.id, baseline.id, push_allowed, {**judged, "perf": [v.to_json() for v in perf]}
+            flight.id,
+            baseline.id,
+            push_allowed,
+            {**judged, "perf": [v.to_json() for v in perf], "perf_flights": measured},
         )
         pushed, pushed_revision, message = False, None, ""
         push_failure: PushResult | None = None
@@ -350,10 +353,11 @@ class Gate:
 
     async def _judge_perf(
         self, branch: str, flight: FlightResult, baseline: FlightResult
-    ) -> tuple[MetricVerdict, ...]:
+    ) -> tuple[tuple[MetricVerdict, ...], list[int]]:
         """The flight's metrics against the baseline's, per host class; a metric that more runs
         would decide has its job run again (a retest flight at the same revisions) until it is
-        decided or has ``max_repeats`` values."""
+        decided or has ``max_repeats`` values. Returns the verdicts and the flights measured
+        (the flight, then its retests)."""
         before = self.store.flight_metrics([baseline.id])
         flights = [flight.id]
         measured = self.store.flight_metrics(flights)
@@ -370,7 +374,7 @@ class Gate:
                 break
             measured = more
             verdicts = judge_metrics(measured, before, self.lab.perf_for)
-        return verdicts
+        return verdicts, flights
 
     async def bisect(
         self,

@@ -379,15 +379,7 @@ class RawStep(_Raw):
     @field_validator("metrics")
     @classmethod
     def _metrics_format(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        kind, sep, glob = value.partition(":")
-        if kind != "json" or not sep or not glob:
-            raise _Invalid(
-                f"must be json:<glob> (got {_show(value)})",
-                'write e.g. metrics = "json:out/metrics.json"',
-            )
-        return value
+        return _file_spec(value, ("json",), 'write e.g. metrics = "json:out/metrics.json"')
 
     def perf(self, lab: PerfSettings) -> PerfSettings | None:
         """The step's own judging settings over ``[perf]``'s (None: it gives none)."""
@@ -401,15 +393,19 @@ class RawStep(_Raw):
     @field_validator("results")
     @classmethod
     def _results_format(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        kind, sep, glob = value.partition(":")
-        if not sep or kind not in RESULT_FORMATS or not glob:
-            raise _Invalid(
-                f"must be junit:<glob> or tap:<glob> (got {_show(value)})",
-                'write e.g. results = "junit:out/*.xml" or results = "tap:results.tap"',
-            )
+        fix = 'write e.g. results = "junit:out/*.xml" or results = "tap:results.tap"'
+        return _file_spec(value, RESULT_FORMATS, fix)
+
+
+def _file_spec(value: str | None, formats: Sequence[str], fix: str) -> str | None:
+    """A step's ``<format>:<glob>`` key (``results``, ``metrics``), checked."""
+    if value is None:
         return value
+    kind, sep, glob = value.partition(":")
+    if not sep or kind not in formats or not glob:
+        wanted = " or ".join(f"{f}:<glob>" for f in formats)
+        raise _Invalid(f"must be {wanted} (got {_show(value)})", fix)
+    return value
 
 
 class RawJob(_Raw):

@@ -104,3 +104,28 @@ def test_an_undecided_metric_is_reported_unknown_once_max_repeats_is_reached(
     assert [v.word for v in result.perf] == ["unknown"]
     assert real_flights(lab_dir) == [["build", "perf", "test"], ["build", "perf", "test"]]
     assert "Performance not decided (no more runs allowed: max_repeats):" in result.report
+
+
+def test_a_blocking_slowdown_is_bisected_to_the_commit_that_planted_it(tmp_path: Path) -> None:
+    upstream = Upstream(tmp_path)
+    base = upstream.commit("base", {"VERSION": "1\n", "COST": "100\n"}, ANN)
+    upstream.push(base, "master")
+    commits = []
+    for k in range(1, 7):
+        files = {f"file{k}": f"{k}\n", **({"COST": "125\n"} if k == 4 else {})}
+        commits.append(upstream.commit(f"change {k}", files, ANN))
+    upstream.push(commits[-1], "staging")
+    # the bisected item is a metric: no flake history; the lab says the slowdown is not noise
+    gate_keys = 'bisect_flaky = "no"\nbisect_intermittent = "no"\n'
+    lab_dir = write_gate_lab(
+        tmp_path, upstream, database=None,
+        extra=gate_keys + "\n[perf]\nblock = true\n\n"
+        + job("perf", step("bench", BENCH) + "repeat = 5\n"),
+    )  # fmt: skip
+    result = cycle(lab_dir)
+    assert result.action == "not-pushed" and [v.word for v in result.perf] == ["regression"]
+    (bisection,) = result.bisections
+    assert bisection.culprit is not None and bisection.culprit.commit == commits[3]
+    assert (bisection.job, bisection.step) == ("perf", "bench")
+    assert bisection.testcase == "metric time on h0"
+    assert "change 4" in result.report

@@ -38,6 +38,7 @@ from labgate.git import GitError, Mirrors, PushResult, authors, push_fast_forwar
 from labgate.heartbeat import renew_every
 from labgate.mail import Outbox, build_bisection_mail, build_flight_mail
 from labgate.model import Blessing, FlightResult, FlightState, Outcome
+from labgate.perf.bisect import bisect_slowdown
 from labgate.perf.verdict import MetricVerdict, judge_metrics, retest_jobs
 from labgate.report import (
     render_bisection_report,
@@ -248,6 +249,10 @@ class Gate:
             self.say(f"{branch}: flight {flight.id}: {message}")
             for group in group_regressions(verdict):
                 bisections.append(await self.bisect(branch, flight, baseline, group))
+            for regressed in (v for v in perf if v.blocking):
+                bisections.append(
+                    await bisect_slowdown(self._bisection(), branch, flight, baseline, regressed)
+                )
         people = self._people(baseline, flight)
         report = render_flight_report(
             flight,
@@ -385,10 +390,12 @@ class Gate:
     ) -> BisectionResult:
         """Find the culprit of one regression (the first item of ``group`` stands for all) with
         bisect flights (:mod:`labgate.bisect.lab`)."""
-        bisection = LabBisection(
+        return await self._bisection().run(branch, flight, baseline, group)
+
+    def _bisection(self) -> LabBisection:
+        return LabBisection(
             self.lab, self.store, self._service(), self._mirrors(), self.say, self._run
         )
-        return await bisection.run(branch, flight, baseline, group)
 
     def _push_failed(self, flight_id: int) -> bool:
         """Whether the flight was allowed to push and its last push failed: its revision is

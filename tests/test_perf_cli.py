@@ -135,12 +135,17 @@ def test_history_prints_each_flights_median_with_the_change_points(
     ).stdout  # fmt: skip
     assert text.splitlines()[0] == "perf bench time [equiv-small] on main"
     assert f" flight {ids[7]:>6}         132 s  (5 runs)  <- change +29.4% (102 -> 132)" in text
-    unknown = subprocess.run(
+    none = subprocess.run(
         labgate(lab_dir, "perf", "history", "main", "perf", "bench", "boot"),
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert none.stdout == "perf bench: no values of boot on main\n"
+    typo = subprocess.run(
+        labgate(lab_dir, "perf", "history", "main", "perf", "bnch", "time"),
         capture_output=True, text=True,
     )  # fmt: skip
-    assert unknown.returncode == 2
-    assert "branch 'main' has no metric 'boot' of job 'perf' step 'bench'" in unknown.stderr
+    assert typo.returncode == 2
+    assert "branch 'main' has no job 'perf' with a step 'bnch'" in typo.stderr
 
 
 def test_metrics_judges_a_flight_against_the_branch_baseline(

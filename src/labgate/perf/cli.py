@@ -27,8 +27,7 @@ from labgate.perf.changepoint import DEFAULT_ALPHA, DEFAULT_MIN_SEGMENT, change_
 
 @click.group("perf", cls=LabgateGroup)
 def perf_group() -> None:
-    """Performance metrics: a flight's against its baseline's, a metric's history, change
-    points over any series."""
+    """Performance metrics: a flight's against its baseline's, histories, change points."""
 
 
 @perf_group.command("changepoints")
@@ -147,7 +146,8 @@ def history_command(
     lab_dir: Path, branch: str, job: str, step: str, metric: str, limit: int, json_to: str | None
 ) -> None:
     """METRIC of JOB's STEP over BRANCH's flights (real and bisect), one value a flight (the
-    median of its runs) per host class, with the change points found in it."""
+    median of its runs) per host class, with the change points found in it. A job or step
+    that neither lab.toml nor the history knows is an error (exit 2)."""
     from labgate.perf.history import metric_series
     from labgate.report import data
 
@@ -155,10 +155,13 @@ def history_command(
     known_branch(lab, branch)
     with open_store(lab) as store:
         stored = store.metric_history(branch, job, step, metric, limit=limit)
-    if not stored:
-        fail(f"branch {branch!r} has no metric {metric!r} of job {job!r} step {step!r}")
+    known = any(j.name == job and step in {s.name for s in j.steps} for j in lab.jobs_for(branch))
+    if not stored and not known:
+        fail(f"branch {branch!r} has no job {job!r} with a step {step!r} (lab.toml nor history)")
     series = metric_series(stored, min_change=lab.perf_for(job, step).min_change)
     if not json_on_stdout(json_to):
+        if not series:
+            click.echo(data(f"{job} {step}: no values of {metric} on {branch}"))
         for one in series:
             click.echo(data(f"{job} {step} {metric} [{one.host_class}] on {branch}"))
             changes = {c.index: c for c in one.changes}

@@ -22,7 +22,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from labgate.model import HostSpec
 
@@ -47,15 +46,6 @@ class Metric:
     lower_is_better: bool = True
     run: int = 1
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "value": self.value,
-            "unit": self.unit,
-            "direction": LOWER if self.lower_is_better else HIGHER,
-            "run": self.run,
-        }
-
 
 @dataclass(frozen=True)
 class StoredMetric:
@@ -72,16 +62,6 @@ class StoredMetric:
     def key(self) -> tuple[str, str, str, str]:
         """(job, step, metric, host class): what is compared with what."""
         return (self.job, self.step, self.metric.name, self.host_class)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "flight": self.flight,
-            "job": self.job,
-            "step": self.step,
-            "host": self.host,
-            "host_class": self.host_class,
-            **self.metric.to_json(),
-        }
 
 
 def host_class(host: HostSpec) -> str:

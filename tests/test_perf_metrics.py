@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from labgate.config import ConfigError, load_lab
 from labgate.flight import plan_flight
@@ -15,6 +16,7 @@ from labgate.flights import Flights
 from labgate.model import FlightResult, Outcome
 from labgate.perf.metrics import Metric, parse_metric_file, parse_metric_line
 from labgate.store import Store
+from labgate.store.metrics import StepMetrics
 from labs import job, local_host, step, write_lab
 
 # Each run appends to a counter file in the work dir, so run k reports k-dependent values.
@@ -187,3 +189,31 @@ def test_bad_step_metric_keys_are_config_errors_naming_the_key(
     found = [p for p in caught.value.problems if p.key == where]
     assert found, caught.value.problems
     assert problem in found[0].message
+
+
+def test_a_step_without_metrics_ends_in_one_statement_and_metrics_share_its_transaction(
+    tmp_path: Path, database_url: str
+) -> None:
+    lab_dir = write_lab(
+        tmp_path / "lab", trees={"t": {"f": "x"}}, database=database_url,
+        jobs=job("perf", step("plain", "true"), step("bench", "echo LABGATE-METRIC t=1 s")),
+    )  # fmt: skip
+    lab = load_lab(lab_dir.path)
+    with Store.open(lab.database_url) as store:
+        flight_id = plan_flight(lab, store, "main")
+        plain, bench = store.flight_jobs(flight_id)[0].step_ids
+        statements: list[str] = []
+
+        def seen(*args: object) -> None:
+            statements.append(str(args[2]).split()[0].upper())
+
+        sa.event.listen(store.engine, "before_cursor_execute", seen)
+        store.finish_step(plain, Outcome.PASS, exit_status=0, duration_s=0.1)
+        assert statements == ["UPDATE"]
+        statements.clear()
+        measured = StepMetrics("local0", "local0", [Metric("t", 1.0, "s")])
+        store.finish_step(bench, Outcome.PASS, exit_status=0, duration_s=0.1, metrics=measured)
+        assert statements == ["UPDATE", "DELETE", "INSERT"]
+        # again (a later attempt): the earlier attempt's values are replaced, not added to
+        store.finish_step(bench, Outcome.PASS, exit_status=0, duration_s=0.1, metrics=measured)
+        assert [m.metric for m in store.flight_metrics([flight_id])] == [Metric("t", 1.0, "s")]

@@ -403,7 +403,8 @@ def _file_spec(value: str | None, formats: Sequence[str], fix: str) -> str | Non
         return value
     kind, sep, glob = value.partition(":")
     if not sep or kind not in formats or not glob:
-        wanted = " or ".join(f"{f}:<glob>" for f in formats)
+        kinds = [f"{f}:<glob>" for f in formats]
+        wanted = " or ".join(filter(None, [", ".join(kinds[:-1]), kinds[-1]]))
         raise _Invalid(f"must be {wanted} (got {_show(value)})", fix)
     return value
 

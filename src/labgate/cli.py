@@ -63,7 +63,7 @@ class TopGroup(LabgateGroup):
         ),
         "perf": (
             "labgate.perf.cli:perf_group",
-            "Performance metrics: change points over a history.",
+            "Performance metrics: a flight's against its baseline's, histories, change points.",
         ),
         "host": (
             "labgate.hosts.cli:host_group",

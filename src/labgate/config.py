@@ -30,6 +30,7 @@ Defaults decided here:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import re
@@ -72,6 +73,7 @@ from labgate.model import (
     HostSpec,
     JobSpec,
     Knowledge,
+    PerfSettings,
     ReviewSpec,
     TreeSpec,
 )
@@ -163,6 +165,8 @@ class Lab:
     disabled: tuple[DisabledTest, ...] = ()
     """``[[disable]]``: tests not run, listed in every vote (see ``labgate.flight``)."""
     gate: GateSettings = field(default_factory=GateSettings)
+    perf: PerfSettings = field(default_factory=PerfSettings)
+    """``[perf]``: how metrics are judged (a step's own keys win: :meth:`perf_for`)."""
     mail: MailConfig | None = None
     """``[mail]``: where reports are sent (None: reports are not mailed)."""
     findings: Policy = field(default_factory=Policy)
@@ -208,6 +212,16 @@ class Lab:
             tree: spec.staging if tree == spec.tree else pins.get(tree, UNPINNED_REF)
             for tree in self.trees
         }
+
+    def perf_for(self, job: str, step: str) -> PerfSettings:
+        """How the metrics of ``job``'s step ``step`` are judged: its own keys, else ``[perf]``
+        (also for a job or step no longer in lab.toml)."""
+        for spec in self.jobs:
+            if spec.name == job:
+                for s in spec.steps:
+                    if s.name == step and s.perf is not None:
+                        return s.perf
+        return self.perf
 
     def host(self, name: str) -> HostSpec:
         """The host called ``name``; UnknownNameError lists the known ones."""
@@ -271,6 +285,21 @@ class RawGate(_Raw):
 
     def to_settings(self) -> GateSettings:
         return GateSettings(**self.model_dump())
+
+
+_PERF = PerfSettings()
+
+
+class RawPerf(_Raw):
+    """``[perf]``: how metrics are judged against the baseline (a step's own keys win)."""
+
+    min_change: float = Field(default=_PERF.min_change, gt=0, lt=10)
+    alpha: float = Field(default=_PERF.alpha, gt=0, lt=1)
+    max_repeats: int = Field(default=_PERF.max_repeats, ge=2, le=1000)
+    block: bool = _PERF.block
+
+    def to_settings(self) -> PerfSettings:
+        return PerfSettings(**self.model_dump())
 
 
 class RawWeb(_Raw):
@@ -375,19 +404,44 @@ class RawStep(_Raw):
     run: Text
     timeout: float | None = Field(default=None, gt=0)
     results: Text | None = None
+    metrics: Text | None = None
+    repeat: int = Field(default=1, ge=1, le=1000)
+    min_change: float | None = Field(default=None, gt=0, lt=10)
+    alpha: float | None = Field(default=None, gt=0, lt=1)
+    max_repeats: int | None = Field(default=None, ge=2, le=1000)
+    block: bool | None = None
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_format(cls, value: str | None) -> str | None:
+        return _file_spec(value, ("json",), 'write e.g. metrics = "json:out/metrics.json"')
+
+    def perf(self, lab: PerfSettings) -> PerfSettings | None:
+        """The step's own judging settings over ``[perf]``'s (None: it gives none)."""
+        own = {
+            key: value
+            for key in ("min_change", "alpha", "max_repeats", "block")
+            if (value := getattr(self, key)) is not None
+        }
+        return dataclasses.replace(lab, **own) if own else None
 
     @field_validator("results")
     @classmethod
     def _results_format(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        kind, sep, glob = value.partition(":")
-        if not sep or kind not in RESULT_FORMATS or not glob:
-            raise _Invalid(
-                f"must be junit:<glob>, tap:<glob> or sarif:<glob> (got {_show(value)})",
-                'write e.g. results = "junit:out/*.xml", "tap:results.tap" or "sarif:*.sarif"',
-            )
+        fix = 'write e.g. results = "junit:out/*.xml", "tap:results.tap" or "sarif:*.sarif"'
+        return _file_spec(value, RESULT_FORMATS, fix)
+
+
+def _file_spec(value: str | None, formats: Sequence[str], fix: str) -> str | None:
+    """A step's ``<format>:<glob>`` key (``results``, ``metrics``), checked."""
+    if value is None:
         return value
+    kind, sep, glob = value.partition(":")
+    if not sep or kind not in formats or not glob:
+        kinds = [f"{f}:<glob>" for f in formats]
+        wanted = " or ".join(filter(None, [", ".join(kinds[:-1]), kinds[-1]]))
+        raise _Invalid(f"must be {wanted} (got {_show(value)})", fix)
+    return value
 
 
 class RawJob(_Raw):
@@ -420,6 +474,7 @@ _SECTION_MODELS: dict[str, type[BaseModel]] = {
     "job": RawJob,
     "step": RawStep,
     "gate": RawGate,
+    "perf": RawPerf,
     "mail": MailConfig,
     "web": RawWeb,
     "findings": RawFindings,
@@ -434,6 +489,7 @@ _TOP_LEVEL = (
     "host_class",
     "job",
     "gate",
+    "perf",
     "mail",
     "web",
     "findings",
@@ -626,6 +682,7 @@ class _Loader:
         self.incomplete: set[str] = set()  # sections with invalid entries: skip cascades
         self.branch_names: frozenset[str] = frozenset()
         self.job_names: dict[int, str] = {}  # each [[job]]'s name as written, by index
+        self.perf = PerfSettings()  # [perf], read before the jobs (their steps' keys win)
 
     def problem(self, key: str, message: str, fix: str | None = None) -> None:
         item = Problem(self.file, self.named(key), message, fix)
@@ -784,6 +841,12 @@ class _Loader:
         section, _ = self.validate(RawGate, data["gate"], ("gate",))
         return section.to_settings() if isinstance(section, RawGate) else GateSettings()
 
+    def perf_section(self, data: dict[str, Any]) -> PerfSettings:
+        if "perf" not in data:
+            return PerfSettings()
+        section, _ = self.validate(RawPerf, data["perf"], ("perf",))
+        return section.to_settings() if isinstance(section, RawPerf) else PerfSettings()
+
     def mail_section(self, data: dict[str, Any]) -> MailConfig | None:
         if "mail" not in data:
             return None
@@ -903,6 +966,11 @@ class _Loader:
                 results=parse(s.results, f"step[{i}].results", all_vars, "results")
                 if s.results is not None
                 else None,
+                metrics=parse(s.metrics, f"step[{i}].metrics", all_vars, "metrics")
+                if s.metrics is not None
+                else None,
+                repeat=s.repeat,
+                perf=s.perf(self.perf),
             )
             for i, s in enumerate(job.step)
         )
@@ -1157,6 +1225,7 @@ class _Loader:
         raw_branches = self.section(data, "branch")
         raw_hosts = self.section(data, "host")
         raw_jobs = self.section(data, "job")
+        self.perf = self.perf_section(data)
         trees = self.trees(self.unique("tree", raw_trees))
         branches = self.branches(raw_branches, trees)
         hosts = tuple(h.to_spec(self.lab_dir) for h in self.unique("host", raw_hosts).values())
@@ -1191,6 +1260,7 @@ class _Loader:
             reviews=reviews,
             disabled=tuple(disabled),
             gate=gate,
+            perf=self.perf,
             mail=mail,
             findings=findings,
             web_token=web.token if web is not None else None,
@@ -1382,6 +1452,8 @@ def _render_job(job: JobSpec) -> list[str]:
         extra = [
             f"timeout {step.timeout:g}s" if step.timeout is not None else "",
             f"results {step.results}" if step.results else "",
+            f"metrics {step.metrics}" if step.metrics else "",
+            f"repeat {step.repeat}" if step.repeat > 1 else "",
         ]
         shown = "  ".join(filter(None, extra))
         lines.append(f"      step {step.name}: {step.run}" + (f"  ({shown})" if shown else ""))

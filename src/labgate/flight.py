@@ -43,7 +43,10 @@ from labgate.model import (
     StepSpec,
     TestCaseResult,
 )
+from labgate.perf.metrics import host_class
+from labgate.perf.runs import run_step
 from labgate.store import Store, StoredJob
+from labgate.store.metrics import StepMetrics
 
 
 class FlightError(Exception):
@@ -325,6 +328,7 @@ class JobRunner:
         progress: FlightWatcher,
     ) -> tuple[Outcome, str | None]:
         env = self._env(flight, job.spec, host, attempt, Path(session.artifacts))
+        equiv = host_class(self.lab.host(host))  # metrics are compared within the host's class
         suffix = "" if attempt <= 1 else f".{attempt}"
         logs = [
             f"{flight.id}/{safe_name(job.spec.name)}/{safe_name(step.name)}{suffix}.log"
@@ -343,9 +347,8 @@ class JobRunner:
                 "LABGATE_BROKEN_FILE": f"{session.workdir}/.labgate/broken-{index}",
             }
             try:
-                result = await session.run_step(
-                    step.run, env=step_env, log=log, timeout=step.timeout
-                )
+                runs = await run_step(session, step, step_env, log, workdir, logs[index])
+                result = runs.run
                 if step.results and result.outcome is not Outcome.BROKEN:
                     await session.fetch_results(step.results.partition(":")[2])
             except HostLost as error:
@@ -365,6 +368,8 @@ class JobRunner:
             result, cases = _with_results(result, step.results, workdir)
             if step.results and result.outcome is not Outcome.BROKEN:
                 result = self._record_findings(result, step_id, step.results, workdir, job, step)
+            # a later attempt replaces what an earlier one (on a lost host) recorded
+            metrics = runs.metrics if runs.metrics or attempt > 1 else None
             following = index + 1 < len(job.step_ids) and result.outcome is Outcome.PASS
             self.store.finish_step(
                 step_id,
@@ -373,6 +378,7 @@ class JobRunner:
                 duration_s=round(result.duration_s, 4),
                 reason=result.reason,
                 testcases=cases if step.results else None,
+                metrics=StepMetrics(host, equiv, metrics) if metrics is not None else None,
                 then_start=(job.step_ids[index + 1], logs[index + 1]) if following else None,
             )
             if result.outcome is not Outcome.PASS:

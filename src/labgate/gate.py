@@ -43,6 +43,8 @@ from labgate.git import GitError, Mirrors, PushResult, authors, push_fast_forwar
 from labgate.heartbeat import renew_every
 from labgate.mail import Outbox, build_bisection_mail, build_flight_mail
 from labgate.model import Blessing, FlightResult, FlightState, Outcome
+from labgate.perf.bisect import bisect_slowdown
+from labgate.perf.verdict import MetricVerdict, judge_metrics, retest_jobs
 from labgate.report import (
     BisectionSummary,
     render_bisection_report,
@@ -73,6 +75,8 @@ class GateResult:
     verdict: str = "none"
     regressions: tuple[Classification, ...] = ()
     bisections: tuple[BisectionResult, ...] = ()
+    perf: tuple[MetricVerdict, ...] = ()
+    """The flight's metrics judged against the baseline's."""
     message: str = ""
     report: str = ""
 
@@ -94,6 +98,7 @@ class GateResult:
                 {"job": c.job, "step": c.step, "testcase": c.testcase} for c in self.regressions
             ],
             "bisections": [b.to_json() for b in self.bisections],
+            "perf": [v.to_json() for v in self.perf],
             "message": self.message,
         }
 
@@ -226,11 +231,25 @@ class Gate:
         flight = await self._real_flight(branch, staging, "staging")
         verdict = await self._judge(branch, flight, baseline)
         findings = flight_comparison(self.store, flight.id, self.lab.findings)
-        push_allowed = verdict.push_allowed and not findings.blocking
+        perf, measured = await self._judge_perf(branch, flight, baseline)
+        slower = any(v.blocking for v in perf)
+        push_allowed = verdict.push_allowed and not findings.blocking and not slower
+        if not verdict.push_allowed:
+            word = verdict_word(verdict)
+        else:
+            word = "regression" if slower else "new findings"
+        judged = {**verdict_json(verdict), "push_allowed": push_allowed}
         self.store.record_verdict(
-            flight.id, baseline.id, push_allowed,
-            {**verdict_json(verdict), "findings": findings_json(findings)},
-        )  # fmt: skip
+            flight.id,
+            baseline.id,
+            push_allowed,
+            {
+                **judged,
+                "findings": findings_json(findings),
+                "perf": [v.to_json() for v in perf],
+                "perf_flights": measured,
+            },
+        )
         pushed, pushed_revision, message = False, None, ""
         push_failure: PushResult | None = None
         bisections: list[BisectionResult] = []
@@ -241,11 +260,14 @@ class Gate:
             message = push.message if pushed else f"{push.status}: {push.summary}"
             push_failure = None if pushed else push
         else:
-            word = verdict_word(verdict) if not verdict.push_allowed else "new findings"
             message = f"not pushing: {word}"
             self.say(f"{branch}: flight {flight.id}: {message}")
             for group in group_regressions(verdict):
                 bisections.append(await self.bisect(branch, flight, baseline, group))
+            for regressed in (v for v in perf if v.blocking):
+                bisections.append(
+                    await bisect_slowdown(self._bisection(), branch, flight, baseline, regressed)
+                )
         blames = await self._blame(branch, flight, baseline, findings)
         if blames:  # the report names the commits blamed
             findings = flight_comparison(self.store, flight.id, self.lab.findings)
@@ -259,6 +281,7 @@ class Gate:
             people=people,
             lab_name=self.lab.name,
             push_failure=(push_failure.summary, push_failure.message) if push_failure else None,
+            perf=perf,
         )
         if findings.rows:
             report += "\n" + "\n".join(
@@ -276,8 +299,9 @@ class Gate:
             pushed=pushed,
             pushed_revision=pushed_revision,
             revisions=dict(flight.revisions),
-            verdict=verdict_word(verdict),
+            verdict=word,
             regressions=verdict.blocking,
+            perf=perf,
             bisections=tuple(bisections),
             message=message,
             report=report
@@ -357,6 +381,31 @@ class Gate:
             verdict = judged()
         return verdict
 
+    async def _judge_perf(
+        self, branch: str, flight: FlightResult, baseline: FlightResult
+    ) -> tuple[tuple[MetricVerdict, ...], list[int]]:
+        """The flight's metrics against the baseline's, per host class; a metric that more runs
+        would decide has its job run again (a retest flight at the same revisions) until it is
+        decided or has ``max_repeats`` values. Returns the verdicts and the flights measured
+        (the flight, then its retests)."""
+        before = self.store.flight_metrics([baseline.id])
+        flights = [flight.id]
+        measured = self.store.flight_metrics(flights)
+        verdicts = judge_metrics(measured, before, self.lab.perf_for)
+        while jobs := retest_jobs(verdicts):
+            self.say(f"{branch}: measuring {' '.join(jobs)} again (performance not decided)")
+            retest_id = self._service().plan(
+                branch, revisions=flight.revisions, job_globs=jobs, blessing=Blessing.REAL
+            )
+            await self._run(retest_id, "perf retest")
+            flights.append(retest_id)
+            more = self.store.flight_metrics(flights)
+            if len(more) == len(measured):  # the retest measured nothing: stop asking
+                break
+            measured = more
+            verdicts = judge_metrics(measured, before, self.lab.perf_for)
+        return verdicts, flights
+
     async def bisect(
         self,
         branch: str,
@@ -366,10 +415,12 @@ class Gate:
     ) -> BisectionResult:
         """Find the culprit of one regression (the first item of ``group`` stands for all) with
         bisect flights (:mod:`labgate.bisect.lab`)."""
-        bisection = LabBisection(
+        return await self._bisection().run(branch, flight, baseline, group)
+
+    def _bisection(self) -> LabBisection:
+        return LabBisection(
             self.lab, self.store, self._service(), self._mirrors(), self.say, self._run
         )
-        return await bisection.run(branch, flight, baseline, group)
 
     def _push_failed(self, flight_id: int) -> bool:
         """Whether the flight was allowed to push and its last push failed: its revision is

@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from labgate.model import JobSpec, StepSpec
+from labgate.model import JobSpec, PerfSettings, StepSpec
 
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_JOBS = 10_000
@@ -141,6 +141,9 @@ class StepTemplate:
     run: Template
     timeout: float | None = None
     results: Template | None = None
+    metrics: Template | None = None
+    repeat: int = 1
+    perf: PerfSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,9 @@ def expand_job(job: JobTemplate, combination: Mapping[str, str]) -> JobSpec:
             run=s.run.render(runvars),
             timeout=s.timeout,
             results=s.results.render(runvars) if s.results is not None else None,
+            metrics=s.metrics.render(runvars) if s.metrics is not None else None,
+            repeat=s.repeat,
+            perf=s.perf,
         )
         for s in job.steps
     )

@@ -79,6 +79,13 @@ class StepSpec:
     timeout: float | None = None
     results: str | None = None
     """Where the step leaves test case results: ``"junit:<glob>"`` or ``"tap:<glob>"``."""
+    metrics: str | None = None
+    """Where the step leaves metric files: ``"json:<glob>"`` (see ``labgate.perf.metrics``);
+    ``LABGATE-METRIC`` lines in its output are read whatever this says."""
+    repeat: int = 1
+    """How many times the step runs in one job (each run's metrics are kept)."""
+    perf: PerfSettings | None = None
+    """The step's own ``min_change``/``alpha``/``max_repeats``/``block``; None: ``[perf]``'s."""
 
 
 @dataclass(frozen=True)
@@ -419,6 +426,22 @@ class GateSettings:
     lease_s: float = 60.0
     """How long a gate's hold on a branch lasts without a heartbeat (another gate may take over
     after that, when the holder was killed)."""
+
+
+@dataclass(frozen=True)
+class PerfSettings:
+    """``[perf]`` in lab.toml (or a step's own keys): how a step's metrics are judged against the
+    baseline's on the same host class (see ``labgate.perf.compare``)."""
+
+    min_change: float = 0.05
+    """The smallest relative change that matters (0.05: 5%)."""
+    alpha: float = 0.01
+    """The largest doubled p-value of a difference."""
+    max_repeats: int = 20
+    """The most values the gate gathers for one metric (retests included) before it reports
+    the metric unknown."""
+    block: bool = False
+    """Whether a performance regression stops the push (default: report only)."""
 
 
 # --- code review: lab.toml's [[review]] and [[disable]] --------------------------------------

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from labgate.model import FlightResult, Outcome
+from labgate.perf.ranks import median
+from labgate.perf.verdict import MetricVerdict
 from labgate.verdict import Classification, FlakeRate, HistoryRow, Kind, Verdict
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "render_bisection_report",
     "render_flight_report",
     "render_history",
+    "render_perf_lines",
     "report_subject",
     "verdict_json",
 ]
@@ -124,6 +127,7 @@ def render_flight_report(
     lab_name: str = "labgate",
     same_since: int | None = None,
     push_failure: tuple[str, str] | None = None,
+    perf: Sequence[MetricVerdict] = (),
 ) -> str:
     """The text of a flight report (the body of the mail; ``labgate report`` prints it).
 
@@ -131,7 +135,7 @@ def render_flight_report(
     the flight could not push (not ``real``). ``people``: who touched the revisions under test.
     ``same_since``: the first flight of this revision tuple, when the caller knows it.
     ``push_failure``: (one line with the fix, git's own text) when the push was allowed and
-    failed."""
+    failed. ``perf``: the flight's metrics judged against the baseline's."""
     details = verdict.details
     not_tested = list(verdict.not_tested)
     tolerated = (Kind.FAIL_LIKE_BASELINE, Kind.FAIL_NEVER_PASSED, Kind.ALLOWED, Kind.BLOCKED)
@@ -157,10 +161,11 @@ def render_flight_report(
     )
     lines = [f"flight {flight.id} {data(flight.branch)} {flight.blessing} [{flight.blessing}]"]
     lines += [f"{data(lab_name)}", ""]
-    if verdict.blocking:
+    if verdict.blocking or any(v.blocking for v in perf):
         lines += ["Regressions :-(", ""]
     for (title, _), section_rows in zip(sections, rows, strict=True):
         lines += _section(title, _item_lines(section_rows, widths))
+    lines += render_perf_lines(perf)
     lines += _versions("version targeted for testing:", flight.revisions)
     lines += _versions("baseline version:", baseline.revisions if baseline else {})
     lines += [""]
@@ -181,8 +186,44 @@ def render_flight_report(
         lines += [f"  {data(line)}" for line in detail.splitlines()]
         lines += ["", "The next cycle pushes this tested revision without testing it again."]
     else:
-        lines += _push_paragraph(flight, verdict, pushed, pushed_revision)
+        slower = sum(v.blocking for v in perf)
+        lines += _push_paragraph(flight, verdict, pushed, pushed_revision, slower)
     return "\n".join(lines) + "\n"
+
+
+def render_perf_lines(verdicts: Sequence[MetricVerdict]) -> list[str]:
+    """The flight report's performance sections (none when nothing is worth saying)."""
+    sections = [
+        ("Performance regressions, blocking:", [v for v in verdicts if v.blocking]),
+        (
+            "Performance regressions, not blocking (lab.toml: block = false):",
+            [v for v in verdicts if v.word == "regression" and not v.blocking],
+        ),
+        ("Performance improvements:", [v for v in verdicts if v.word == "improvement"]),
+        (
+            "Performance not decided (no more runs allowed: max_repeats):",
+            [v for v in verdicts if v.word == "unknown"],
+        ),
+        ("Performance without a baseline:", [v for v in verdicts if v.word == "no-baseline"]),
+    ]
+    lines: list[str] = []
+    for title, items in sections:
+        if items:
+            lines += [title, *(f" {data(metric_line(v))}" for v in items), ""]
+    return lines
+
+
+def metric_line(v: MetricVerdict) -> str:
+    """``job step metric [class]  +12.0% (10 -> 11.2 s, p=0.0004, 5 vs 5 runs)``."""
+    where = f"{v.job} {v.step} {v.metric} [{v.host_class}]"
+    now = median(v.current)
+    if v.comparison is None:
+        return f"{where}  {now:g} {v.unit} ({len(v.current)} runs; {v.note})"
+    c = v.comparison
+    return (
+        f"{where}  {c.change:+.1%} ({median(v.baseline):g} -> {now:g} {v.unit}, "
+        f"p={c.p_value:.2g}, {len(v.baseline)} vs {len(v.current)} runs)"
+    )
 
 
 def _jobs_table(flight: FlightResult) -> list[str]:
@@ -191,7 +232,11 @@ def _jobs_table(flight: FlightResult) -> list[str]:
 
 
 def _push_paragraph(
-    flight: FlightResult, verdict: Verdict, pushed: bool | None, revision: str | None
+    flight: FlightResult,
+    verdict: Verdict,
+    pushed: bool | None,
+    revision: str | None,
+    perf_regressions: int = 0,
 ) -> list[str]:
     if pushed is None:
         return [f"Not pushing ({flight.blessing} flight: only real flights push)."]
@@ -200,6 +245,8 @@ def _push_paragraph(
     why = []
     if verdict.blocking:
         why.append(f"{len(verdict.blocking)} regression(s)")
+    if perf_regressions:
+        why.append(f"{perf_regressions} performance regression(s)")
     if verdict.not_tested:
         why.append(f"{len(verdict.not_tested)} not tested")
     if verdict.retest:

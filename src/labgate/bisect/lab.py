@@ -150,8 +150,11 @@ class LabBisection:
         flight: FlightResult,
         baseline: FlightResult,
         group: Sequence[Classification],
+        classify: Callable[[FlightResult], Answer | None] | None = None,
     ) -> BisectionResult:
-        """Find the culprit of one regression (the first item of ``group`` stands for all)."""
+        """Find the culprit of one regression (the first item of ``group`` stands for all).
+        ``classify`` reads a flight's answer when the item's outcome does not (a slowdown:
+        ``labgate.perf.bisect``)."""
         item = group[0]
         jobs = tuple(c.job for c in group)
         bisection_id = self.store.create_bisection(
@@ -176,7 +179,7 @@ class LabBisection:
             self.say(f"{branch}: {reason}")
             return BisectionResult(bisection_id, item.job, item.step, item.testcase, None, 0.0,
                                    0, 0, (), reason, jobs)  # fmt: skip
-        run = _Search(self, branch, flight, baseline, item, search, ranges, bisection_id)
+        run = _Search(self, branch, flight, baseline, item, search, ranges, bisection_id, classify)
         return await run.search(jobs)
 
     def _noise(self, branch: str, item: Classification) -> tuple[Noise, ...]:
@@ -223,6 +226,7 @@ class _Search:
     engine: Search
     ranges: list[TreeRange]
     bisection_id: int
+    classify: Callable[[FlightResult], Answer | None] | None = None
     observations: list[Observation] = field(default_factory=list)
     flights: list[int] = field(default_factory=list)
     used: set[int] = field(default_factory=set)
@@ -239,6 +243,8 @@ class _Search:
         if flight.id in self.used:
             return None
         self.used.add(flight.id)
+        if self.classify is not None:
+            return self.classify(flight)
         return item_outcome(flight, self.item.job, self.item.step, self.item.testcase)
 
     def stored_answer(self, stored: FlightResult) -> Answer | None:

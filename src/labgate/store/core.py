@@ -26,6 +26,7 @@ from labgate.store.bisections import BisectionTables
 from labgate.store.branches import BranchTables
 from labgate.store.findings import FindingTables
 from labgate.store.flights import FlightTables, set_job_and_steps
+from labgate.store.metrics import MetricTables
 from labgate.store.pool import PoolTables
 from labgate.store.values import StoreError, autocommit
 
@@ -132,7 +133,7 @@ def migrate(engine: Engine) -> None:
         connection.commit()
 
 
-class Store(FlightTables, BranchTables, BisectionTables, PoolTables, FindingTables):
+class Store(FlightTables, BranchTables, BisectionTables, PoolTables, FindingTables, MetricTables):
     """Reads and writes everything labgate records. Open one with :meth:`open`; close it when
     done."""
 

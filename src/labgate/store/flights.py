@@ -22,6 +22,7 @@ from labgate.model import (
     TestCaseResult,
 )
 from labgate.store import schema as t
+from labgate.store.metrics import StepMetrics, replace_metrics
 from labgate.store.values import (
     FlightNotFound,
     StoredJob,
@@ -95,6 +96,8 @@ class FlightTables(Tables):
                     "command": s.run,
                     "timeout": s.timeout,
                     "results": s.results,
+                    "metrics": s.metrics,
+                    "repeat": s.repeat if s.repeat > 1 else None,
                     "outcome": str(Outcome.QUEUED),
                 }
                 for i, s in enumerate(spec.steps)
@@ -248,7 +251,8 @@ class FlightTables(Tables):
                 spec=JobSpec(
                     name=j.name,
                     steps=tuple(
-                        StepSpec(s.name, s.command, s.timeout, s.results) for s in steps[j.id]
+                        StepSpec(s.name, s.command, s.timeout, s.results, s.metrics, s.repeat or 1)
+                        for s in steps[j.id]
                     ),
                     requires=tuple(json.loads(j.requires)),
                     depends=tuple(json.loads(j.depends)),
@@ -331,19 +335,25 @@ class FlightTables(Tables):
         duration_s: float | None,
         reason: str | None = None,
         testcases: Iterable[TestCaseResult] | None = None,
+        metrics: StepMetrics | None = None,
         then_start: tuple[int, str] | None = None,
     ) -> None:
         """Record how a step ended. ``testcases`` (for a step that declares ``results``)
-        replace any an earlier attempt left; None leaves the step's test cases alone.
+        replace any an earlier attempt left; None leaves the step's test cases alone. So do
+        ``metrics``, in the same transaction.
         ``then_start`` (step id, log) starts the next step at once: one statement for both
         (the controller's commonest write, one round trip without test cases)."""
         ended = _step_transition(step_id, outcome, exit_status, duration_s, reason, then_start)
-        if testcases is None:
+        if testcases is None and metrics is None:
             with self.reader.connect() as conn:  # one statement: atomic without a transaction
                 conn.execute(ended)
             return
         with self.engine.begin() as conn:
             conn.execute(ended)
+            if metrics is not None:
+                replace_metrics(conn, step_id, metrics)
+            if testcases is None:
+                return
             conn.execute(t.testcase.delete().where(t.testcase.c.step_id == step_id))
             rows = [
                 {

@@ -92,6 +92,8 @@ step = Table(
     Column("started", DateTime(timezone=True)),
     Column("finished", DateTime(timezone=True)),
     UniqueConstraint("job_id", "seq", name="uq_step_job_seq"),
+    Column("metrics", Text),  # migration 0012: "json:<glob>"
+    Column("repeat", Integer),  # migration 0012: runs in one job; NULL: 1
 )
 
 testcase = Table(
@@ -409,4 +411,23 @@ finding_blame = Table(
     Column("confidence", Float, nullable=False),
     Column("flights", Text, nullable=False),
     Column("created", DateTime(timezone=True), nullable=False),
+)
+
+
+# --- performance metrics (migration 0012) --------------------------------------------------
+
+metric = Table(
+    "metric",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("step_id", Integer, ForeignKey("step.id", ondelete="CASCADE"), nullable=False),
+    Column("run", Integer, nullable=False),  # which of the step's repeats, from 1
+    Column("name", String(200), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("unit", String(40), nullable=False),
+    Column("lower_is_better", Boolean, nullable=False),
+    Column("host", String(200), nullable=False),
+    Column("host_class", String(400), nullable=False),  # the host's equiv-* flags, or its name
+    Index("ix_metric_step", "step_id"),
+    Index("ix_metric_name", "name", "host_class"),
 )

@@ -234,10 +234,11 @@ class Gate:
         perf, measured = await self._judge_perf(branch, flight, baseline)
         slower = any(v.blocking for v in perf)
         push_allowed = verdict.push_allowed and not findings.blocking and not slower
-        if not verdict.push_allowed:
-            word = verdict_word(verdict)
-        else:
-            word = "regression" if slower else "new findings"
+        word = verdict_word(verdict)  # one word for the flight; what else stops its push
+        if verdict.push_allowed and slower:
+            word = "regression"
+        elif verdict.push_allowed and findings.blocking:
+            word = "new findings"
         judged = {**verdict_json(verdict), "push_allowed": push_allowed}
         self.store.record_verdict(
             flight.id,

@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from labgate.model import HostSpec, Lifecycle, ReviewSettings, ReviewSpec
 
 Text = Annotated[str, StringConstraints(min_length=1)]
+S = TypeVar("S")
 # Names become file names and URL parts (logs/<flight>/<job>/<step>.log, /host/<name>).
 NAME = re.compile(r"[A-Za-z0-9_+=@,-][A-Za-z0-9_.+=@,-]*")
 NAME_FIX = "use letters, digits and - _ . + = @ , only (names become file names and URLs)"
@@ -126,6 +127,13 @@ class RawReview(_Raw):
 def under(lab_dir: Path, value: str) -> Path:
     """``value`` as an absolute, normalised path; relative ones are taken from the lab dir."""
     return Path(os.path.normpath(lab_dir / Path(value).expanduser()))
+
+
+def settings_of(spec: ReviewSpec, kind: type[S]) -> S:
+    """The driver settings of ``spec``, which must be of ``kind`` (a connector's own)."""
+    if not isinstance(spec.settings, kind):
+        raise TypeError(f"[[review]] {spec.name}: driver {spec.driver}, not {kind.__name__}")
+    return spec.settings
 
 
 # A code review driver adds its RawReview subclass here (its module is imported by the loader).

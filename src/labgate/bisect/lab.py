@@ -163,12 +163,8 @@ class LabBisection:
         what = f"{item.job} {item.step or ''} {item.testcase or ''}".strip()
         self.say(f"{branch}: bisecting {what} between flights {baseline.id} and {flight.id}")
         try:
-            ranges = await asyncio.to_thread(self._ranges, baseline, flight)
-            search = Search(
-                ranges,
-                confidence=self.lab.gate.bisect_confidence,
-                max_executions=self.lab.gate.bisect_max_flights + 2,
-                noise=self._noise(branch, item),
+            ranges, search = await self.search_between(
+                baseline, flight, noise=self._noise(branch, item)
             )
         except (BisectError, GitError) as error:
             reason = f"cannot bisect: {error}"
@@ -181,6 +177,22 @@ class LabBisection:
                                    0, 0, (), reason, jobs)  # fmt: skip
         run = _Search(self, branch, flight, baseline, item, search, ranges, bisection_id, classify)
         return await run.search(jobs)
+
+    async def search_between(
+        self, baseline: FlightResult, flight: FlightResult, **knowledge: Any
+    ) -> tuple[list[TreeRange], Search]:
+        """The ranges between the two flights' revisions and the engine's search over them,
+        with the lab's confidence and budget; ``knowledge``: what the engine is told of the
+        test's noise (``noise``, or ``flaky`` and ``intermittent``). BisectError or GitError
+        when there is nothing to bisect."""
+        ranges = await asyncio.to_thread(self._ranges, baseline, flight)
+        search = Search(
+            ranges,
+            confidence=self.lab.gate.bisect_confidence,
+            max_executions=self.lab.gate.bisect_max_flights + 2,
+            **knowledge,
+        )
+        return ranges, search
 
     def _noise(self, branch: str, item: Classification) -> tuple[Noise, ...]:
         """What the lab knows of the test's noise: ``[gate] bisect_flaky`` and

@@ -11,11 +11,10 @@ ran and it is not, ``skip`` when the step did not run, and nothing when the lab 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from labgate.bisect.engine import Answer, BisectError, Observation, Search, TreeRange
+from labgate.bisect.engine import Answer, BisectError, Observation, TreeRange
 from labgate.bisect.lab import LabBisection
 from labgate.bisect.loop import drive
 from labgate.evidence import EVIDENCE
@@ -86,14 +85,9 @@ class FindingBlame(LabBisection):
         self, branch: str, flight: FlightResult, baseline: FlightResult, finding: Finding
     ) -> Blame:
         """Find the commit that introduced ``finding`` between the baseline and the flight."""
-        try:
-            ranges = await asyncio.to_thread(self._ranges, baseline, flight)
-            search = Search(
-                ranges,
-                confidence=self.lab.gate.bisect_confidence,
-                max_executions=self.lab.gate.bisect_max_flights + 2,
-                flaky="no",
-                intermittent="no",
+        try:  # a finding is there or not: a deterministic test
+            ranges, search = await self.search_between(
+                baseline, flight, flaky="no", intermittent="no"
             )
         except (BisectError, GitError) as error:
             return Blame(finding, None, 0.0, (), f"cannot bisect: {error}")

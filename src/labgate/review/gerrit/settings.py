@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from labgate.model import ReviewSpec
-from labgate.rawconfig import REVIEW_MODELS, RawReview, Text, under
+from labgate.rawconfig import REVIEW_MODELS, RawReview, Text, settings_of, under
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,8 @@ class GerritSettings:
 
 
 def gerrit_settings(spec: ReviewSpec) -> GerritSettings:
-    """The Gerrit settings of a ``[[review]]`` of this driver."""
-    if not isinstance(spec.settings, GerritSettings):
-        raise TypeError(f"[[review]] {spec.name} is not a gerrit entry")
-    return spec.settings
+    """The settings of a ``[[review]]`` of this driver."""
+    return settings_of(spec, GerritSettings)
 
 
 class RawGerritReview(RawReview):

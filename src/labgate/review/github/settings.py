@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from labgate.model import ReviewSpec
-from labgate.rawconfig import REVIEW_MODELS, RawReview, Text, _Invalid
+from labgate.rawconfig import REVIEW_MODELS, RawReview, Text, _Invalid, settings_of
 
 GITHUB_API = "https://api.github.com"
 
@@ -32,10 +32,8 @@ class GitHubSettings:
 
 
 def github_settings(spec: ReviewSpec) -> GitHubSettings:
-    """The GitHub settings of a ``[[review]]`` of this driver."""
-    if not isinstance(spec.settings, GitHubSettings):
-        raise TypeError(f"[[review]] {spec.name} is not a github entry")
-    return spec.settings
+    """The settings of a ``[[review]]`` of this driver."""
+    return settings_of(spec, GitHubSettings)
 
 
 class RawGitHubReview(RawReview):

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from labgate.model import ReviewSpec
-from labgate.rawconfig import REVIEW_MODELS, RawReview, Text
+from labgate.rawconfig import REVIEW_MODELS, RawReview, Text, settings_of
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,8 @@ class ReviewBoardSettings:
 
 
 def reviewboard_settings(spec: ReviewSpec) -> ReviewBoardSettings:
-    """The Review Board settings of a ``[[review]]`` of this driver."""
-    if not isinstance(spec.settings, ReviewBoardSettings):
-        raise TypeError(f"[[review]] {spec.name} is not a reviewboard entry")
-    return spec.settings
+    """The settings of a ``[[review]]`` of this driver."""
+    return settings_of(spec, ReviewBoardSettings)
 
 
 class RawReviewBoardReview(RawReview):

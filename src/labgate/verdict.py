@@ -274,7 +274,8 @@ class FlakeRate:
     def __str__(self) -> str:
         if not self.known:
             return "unknown (no run where it passes)"
-        return f"{self.flakes / self.runs:.1%} ({self.flakes} of {self.runs} runs)"
+        runs = "1 run" if self.runs == 1 else f"{self.runs} runs"
+        return f"{self.flakes / self.runs:.1%} ({self.flakes} of {runs})"
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -200,13 +200,14 @@ class LabBisection:
         flake rates it contradicts (see :func:`history_noise_prior`)."""
         history = branch_evidence(self.store, branch)
         evidence = flake_evidence(history, item.job, item.step, item.testcase)
-        flakes, runs = evidence.flakes, evidence.runs
         gate = self.lab.gate
-        noise = history_noise_prior(flakes, runs, gate.bisect_flaky, gate.bisect_intermittent)
+        noise = history_noise_prior(
+            evidence.flakes, evidence.runs, gate.bisect_flaky, gate.bisect_intermittent
+        )
         rates = ", ".join(f"{p:g}" for p in sorted({h.p for h in noise}))
         self.say(
-            f"{branch}: its history: {flakes} failures in {runs} runs where it passes; "
-            f"flake rates still possible: {rates}"
+            f"{branch}: flake rate at revisions that pass it: {evidence}; "
+            f"flake rates the bisection still allows: {rates}"
         )
         return noise
 

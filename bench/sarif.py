@@ -66,7 +66,7 @@ from itertools import pairwise
 
 import mypyc
 
-from labgate.bisect.engine import Observation, Outcome, Search
+from labgate.bisect.engine import Answer, Observation, Search
 from labgate.bisect.gitgraph import read_range
 from labgate.bisect.loop import drive
 from labgate.findings.compare import State, compare, match
@@ -368,7 +368,7 @@ async def _bisect(
     search = Search(ranges, flaky="no", intermittent="no")
     runs = 0
 
-    async def test(point: Mapping[str, str]) -> Outcome:
+    async def test(point: Mapping[str, str]) -> Answer:
         nonlocal runs
         runs += 1
         pairs, _, _ = match([finding], by_sha[point["src"]].findings)

@@ -12,6 +12,7 @@ from labgate.model import (
     BisectionRecord,
 )
 from labgate.store import schema as t
+from labgate.store.users import Viewer, seen_by
 from labgate.store.values import (
     StoreError,
     Tables,
@@ -86,17 +87,28 @@ class BisectionTables(Tables):
                 update(t.bisection).where(t.bisection.c.id == bisection_id).values(**values)
             )
 
-    def bisection(self, bisection_id: int) -> BisectionRecord:
+    def bisection(self, bisection_id: int, *, viewer: Viewer | None = None) -> BisectionRecord:
+        """One bisection; StoreError when it does not exist or (with ``viewer``) the viewer
+        may not see its flight: one message for both."""
+        query = seen_by(select(t.bisection), t.bisection.c.flight_id, viewer)
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.bisection).where(t.bisection.c.id == bisection_id)).first()
+            row = conn.execute(query.where(t.bisection.c.id == bisection_id)).first()
         if row is None:
             raise StoreError(f"bisection {bisection_id} does not exist in this lab's store")
         return bisection_from_row(row)
 
     def bisections(
-        self, branch: str | None = None, *, flight_id: int | None = None, limit: int = 50
+        self,
+        branch: str | None = None,
+        *,
+        flight_id: int | None = None,
+        limit: int = 50,
+        viewer: Viewer | None = None,
     ) -> list[BisectionRecord]:
-        query = select(t.bisection).order_by(t.bisection.c.id.desc()).limit(limit)
+        """Bisections, newest first, of a branch or of one flight; with ``viewer``, only those
+        of flights the viewer may see."""
+        query = seen_by(select(t.bisection), t.bisection.c.flight_id, viewer)
+        query = query.order_by(t.bisection.c.id.desc()).limit(limit)
         if branch is not None:
             query = query.where(t.bisection.c.branch == branch)
         if flight_id is not None:

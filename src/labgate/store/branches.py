@@ -13,6 +13,7 @@ from labgate.model import (
 )
 from labgate.store import schema as t
 from labgate.store.leases import GATE
+from labgate.store.users import Viewer, seen_by
 from labgate.store.values import (
     Tables,
     iso,
@@ -106,10 +107,17 @@ class BranchTables(Tables):
         return int(push_id)
 
     def pushes(
-        self, branch: str | None = None, *, flight_id: int | None = None, limit: int = 50
+        self,
+        branch: str | None = None,
+        *,
+        flight_id: int | None = None,
+        limit: int = 50,
+        viewer: Viewer | None = None,
     ) -> list[PushRecord]:
-        """Push decisions, newest first, of a branch or of one flight."""
-        query = select(t.push).order_by(t.push.c.id.desc()).limit(limit)
+        """Push decisions, newest first, of a branch or of one flight; with ``viewer``, only
+        those of flights the viewer may see."""
+        query = seen_by(select(t.push), t.push.c.flight_id, viewer)
+        query = query.order_by(t.push.c.id.desc()).limit(limit)
         if branch is not None:
             query = query.where(t.push.c.branch == branch)
         if flight_id is not None:

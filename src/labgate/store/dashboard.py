@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import Connection, func, select
 
 from labgate.model import (
-    BisectionRecord,
     Embargo,
     FlightResult,
     FlightState,
@@ -33,7 +32,6 @@ from labgate.model import (
 from labgate.store import (
     FlightNotFound,
     Store,
-    StoreError,
     finished_flight_ids,
     flight_from_row,
     iso,
@@ -41,8 +39,6 @@ from labgate.store import (
     step_from_row,
 )
 from labgate.store import schema as t
-from labgate.store.bisections import bisection_from_row
-from labgate.store.branches import push_from_row
 from labgate.store.hosts import HostEvent, HostRegistry, HostStatus
 from labgate.store.users import Users, Viewer, visible
 
@@ -509,70 +505,9 @@ def revision_seen(store: Store, viewer: Viewer, tree: str, sha: str) -> bool:
         return conn.execute(query).first() is not None
 
 
-def pushes(
-    store: Store,
-    viewer: Viewer,
-    branch: str | None = None,
-    *,
-    flight_id: int | None = None,
-    limit: int = 50,
-) -> list[PushRecord]:
-    """Push decisions of flights the viewer may see, newest first, of a branch or a flight."""
-    query = (
-        select(t.push)
-        .join(t.flight, t.flight.c.id == t.push.c.flight_id)
-        .where(visible(viewer))
-        .order_by(t.push.c.id.desc())
-        .limit(limit)
-    )
-    if branch is not None:
-        query = query.where(t.push.c.branch == branch)
-    if flight_id is not None:
-        query = query.where(t.push.c.flight_id == flight_id)
-    with store.engine.connect() as conn:
-        return [push_from_row(r) for r in conn.execute(query).all()]
-
-
 def baseline(store: Store, viewer: Viewer, branch: str) -> int | None:
     """The branch's baseline flight, None when there is none the viewer may see."""
     found = store.baseline(branch)
     if found is None or not Users(store.engine).may_see(viewer, found):
         return None
     return found
-
-
-def _seen_bisections(viewer: Viewer) -> Select[Any]:
-    return (
-        select(t.bisection)
-        .join(t.flight, t.flight.c.id == t.bisection.c.flight_id)
-        .where(visible(viewer))
-    )
-
-
-def bisections(
-    store: Store,
-    viewer: Viewer,
-    branch: str | None = None,
-    *,
-    flight_id: int | None = None,
-    limit: int = 50,
-) -> list[BisectionRecord]:
-    """Bisections of regressions in flights the viewer may see, newest first."""
-    query = _seen_bisections(viewer).order_by(t.bisection.c.id.desc()).limit(limit)
-    if branch is not None:
-        query = query.where(t.bisection.c.branch == branch)
-    if flight_id is not None:
-        query = query.where(t.bisection.c.flight_id == flight_id)
-    with store.engine.connect() as conn:
-        return [bisection_from_row(r) for r in conn.execute(query).all()]
-
-
-def bisection(store: Store, viewer: Viewer, bisection_id: int) -> BisectionRecord:
-    """One bisection; StoreError when it does not exist or the viewer may not see it (one
-    message for both)."""
-    query = _seen_bisections(viewer).where(t.bisection.c.id == bisection_id)
-    with store.engine.connect() as conn:
-        row = conn.execute(query).first()
-    if row is None:
-        raise StoreError(f"bisection {bisection_id} does not exist in this lab's store")
-    return bisection_from_row(row)

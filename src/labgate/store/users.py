@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, true, update
+from sqlalchemy import ColumnElement, Engine, Select, and_, func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 
 from labgate.model import Embargo
@@ -69,6 +69,14 @@ def visible(viewer: Viewer, at: datetime | None = None) -> ColumnElement[bool]:
     if viewer.groups:
         return or_(public, t.flight.c.embargo_group.in_(sorted(viewer.groups)))
     return public
+
+
+def seen_by(query: Select[Any], flight_id: Any, viewer: Viewer | None) -> Select[Any]:
+    """``query`` (of rows that belong to a flight, by the column ``flight_id``) kept to the
+    flights ``viewer`` may see; None: every row."""
+    if viewer is None:
+        return query
+    return query.join(t.flight, t.flight.c.id == flight_id).where(visible(viewer))
 
 
 def under_embargo(at: datetime | None = None) -> ColumnElement[bool]:

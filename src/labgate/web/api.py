@@ -84,19 +84,19 @@ def branches(web: Web, request: Request) -> Response:
 
 def pushes(web: Web, request: Request) -> Response:
     name = request.path_params["name"]
-    found = queries.pushes(web.store, pages.viewer_of(request), name, limit=100)
+    found = web.store.pushes(name, limit=100, viewer=pages.viewer_of(request))
     return JSONResponse([p.to_json() for p in found])
 
 
 def bisections(web: Web, request: Request) -> Response:
     branch = request.query_params.get("branch") or None
-    found = queries.bisections(web.store, pages.viewer_of(request), branch, limit=100)
+    found = web.store.bisections(branch, limit=100, viewer=pages.viewer_of(request))
     return JSONResponse([b.to_json() for b in found])
 
 
 def bisection(web: Web, request: Request) -> Response:
     viewer = pages.viewer_of(request)
-    record = queries.bisection(web.store, viewer, request.path_params["bisection_id"])
+    record = web.store.bisection(request.path_params["bisection_id"], viewer=viewer)
     return JSONResponse({**record.to_json(), "graph": dict(record.graph)})
 
 

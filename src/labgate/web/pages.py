@@ -254,8 +254,8 @@ def flight_page(web: Web, request: Request) -> Response:
             "commits": commits,
             "max_steps": steps,
             "verdict": verdict_view(web.store.verdict(flight.id)),
-            "pushes": queries.pushes(web.store, viewer, flight_id=flight.id)[::-1],
-            "bisections": queries.bisections(web.store, viewer, flight_id=flight.id),
+            "pushes": web.store.pushes(flight_id=flight.id, viewer=viewer)[::-1],
+            "bisections": web.store.bisections(flight_id=flight.id, viewer=viewer),
             "findings": web.store.count_findings(flight.id),
             "cancel_requested": web.store.cancel_requested(flight.id),
             "durations": {j.name: _job_seconds(j) for j in flight.jobs},
@@ -520,7 +520,7 @@ def branch_states(web: Web, viewer: Viewer) -> list[queries.BranchState]:
 def branch_state(web: Web, viewer: Viewer, name: str, with_pushes: int = 1) -> queries.BranchState:
     """A branch of lab.toml with its last ``with_pushes`` pushes (those the viewer may see)."""
     spec = web.lab.branches[name]
-    recent = queries.pushes(web.store, viewer, name, limit=max(with_pushes, 20))
+    recent = web.store.pushes(name, limit=max(with_pushes, 20), viewer=viewer)
     pushes = recent[:with_pushes]
     pushed = next((p for p in recent[:20] if p.status == "pushed"), None)
     return queries.BranchState(
@@ -573,14 +573,14 @@ def bisections_page(web: Web, request: Request) -> Response:
         request,
         "bisections.html",
         {
-            "bisections": queries.bisections(web.store, viewer_of(request), branch, limit=100),
+            "bisections": web.store.bisections(branch, limit=100, viewer=viewer_of(request)),
             "branch": branch,
         },
     )
 
 
 def bisection_page(web: Web, request: Request) -> Response:
-    record = queries.bisection(web.store, viewer_of(request), request.path_params["bisection_id"])
+    record = web.store.bisection(request.path_params["bisection_id"], viewer=viewer_of(request))
     svg, error = None, None
     try:
         svg = graph.render_svg(graph.to_dot(record.graph, record.culprit_commit))

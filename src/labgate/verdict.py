@@ -334,12 +334,16 @@ def flake_evidence(
 
 def flake_rates(history: Sequence[FlightResult], job: str) -> dict[str, FlakeRate]:
     """The flake rate of the job (key ``""``) and of each of its steps, with their evidence."""
-    return {"": flake_evidence(history, job), **step_flake_rates(history, job)}
+    observed = _observe(history)
+    return {"": _evidence(observed, (job, None, None)), **_step_rates(observed, job)}
 
 
 def step_flake_rates(history: Sequence[FlightResult], job: str) -> dict[str, FlakeRate]:
     """The flake rate of every step the job ever had in ``history``, in first-seen order."""
-    observed = _observe(history)
+    return _step_rates(_observe(history), job)
+
+
+def _step_rates(observed: Sequence[_Observed], job: str) -> dict[str, FlakeRate]:
     names: dict[str, None] = {}
     for o in observed:
         for key in o.index:

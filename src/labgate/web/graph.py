@@ -73,11 +73,6 @@ def nodes_of(graph: Mapping[str, Any]) -> list[Node]:
     return out
 
 
-def outline_nodes(graph: Mapping[str, Any], culprit: str | None) -> list[Node]:
-    """The nodes of the graph's outline as the page draws it (see :func:`to_dot`)."""
-    return nodes_of(outline(graph, culprit, limit=PAGE_NODES))
-
-
 def dot_string(text: str) -> str:
     """``text`` as a DOT quoted string: one line, quotes and backslashes escaped."""
     one_line = re.sub(r"[\x00-\x1f\x7f]+", " ", text)
@@ -106,10 +101,15 @@ def _label(node: Node) -> str:
     return f"{node.tree} {node.commit[:12]}\n{subject}\n{runs}{probability}"
 
 
+def page_outline(graph: Mapping[str, Any], culprit: str | None) -> dict[str, Any]:
+    """The graph as the page shows it, drawn or listed: its outline past ``PAGE_NODES`` (see
+    :func:`labgate.bisect.outline.outline`)."""
+    return outline(graph, culprit, limit=PAGE_NODES)
+
+
 def to_dot(graph: Mapping[str, Any], culprit: str | None) -> str:
-    """The DOT text of the graph (an outline of it: see :func:`labgate.bisect.outline.outline`);
-    ``culprit`` is the culprit's commit (full or prefix)."""
-    graph = outline(graph, culprit, limit=PAGE_NODES)
+    """The DOT text of the graph (gap nodes of an outline drawn as such); ``culprit`` is the
+    culprit's commit (full or prefix)."""
     nodes = nodes_of(graph)[:MAX_NODES]
     ids = {n.key: f"n{i}" for i, n in enumerate(nodes)}
     lines = [

@@ -581,9 +581,10 @@ def bisections_page(web: Web, request: Request) -> Response:
 
 def bisection_page(web: Web, request: Request) -> Response:
     record = web.store.bisection(request.path_params["bisection_id"], viewer=viewer_of(request))
+    shown = graph.page_outline(record.graph, record.culprit_commit)
     svg, error = None, None
     try:
-        svg = graph.render_svg(graph.to_dot(record.graph, record.culprit_commit))
+        svg = graph.render_svg(graph.to_dot(shown, record.culprit_commit))
     except graph.GraphError as problem:
         error = str(problem)
     nodes = graph.nodes_of(record.graph)
@@ -591,7 +592,7 @@ def bisection_page(web: Web, request: Request) -> Response:
         (n for n in nodes if n.probability), key=lambda n: n.probability or 0.0, reverse=True
     )
     # without Graphviz, the same outline as a list, newest first
-    listed = [] if svg else graph.outline_nodes(record.graph, record.culprit_commit)
+    listed = [] if svg else graph.nodes_of(shown)
     return web.render(
         request,
         "bisection.html",

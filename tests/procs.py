@@ -1,9 +1,32 @@
-"""Looking at real processes from tests (through /proc)."""
+"""Looking at real processes from tests (through /proc), and waiting for what they do."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], T | None],
+    timeout: float = 120.0,
+    detail: Callable[[], str] = str,
+) -> T:
+    """``check()``'s first answer that is neither None nor False, asked until ``timeout``: a
+    state seen from outside (a store, a server, /proc), each poll a real look, not a sleep
+    standing in for one. AssertionError naming ``what`` (and ``detail()``) when time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found is not None and found is not False:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail()}")
+        time.sleep(0.05)
 
 
 def running(pid: int) -> bool:

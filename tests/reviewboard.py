@@ -31,10 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -49,7 +48,6 @@ WEB_URL = "https://lab.example.org"
 ADMIN = "admin"
 START_ATTEMPTS = 5
 READY_S = 120.0
-T = TypeVar("T")
 
 
 class ReviewBoardUnavailable(RuntimeError):
@@ -90,19 +88,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float = 120.0) -> T:
-    """``check()``'s first answer that is not None, asked until ``timeout`` (a server's state
-    seen from outside, as a person refreshing the page would); AssertionError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.1)
 
 
 @dataclass

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from labgate.executor import KILL_GRACE_S, LocalExecutor, StepRun
 from labgate.model import FlightResult, FlightState, Outcome
 from labgate.store import Store, StoredJob
 from labs import LabDir, job, labgate, local_host, step, write_lab
+from procs import wait_for
 
 TOKEN_VAR = "LABGATE_TEST_TOKEN"
 WAIT_S = 20.0
@@ -95,17 +96,6 @@ def describe(pids: list[int]) -> str:
         except OSError as error:
             lines.append(f"{pid}: {error}")
     return "\n".join(lines)
-
-
-def wait_until(
-    condition: Callable[[], bool], timeout: float, what: str, detail: Callable[[], str] = str
-) -> None:
-    """Poll an observable condition (no event exists for it) until it holds or time runs out."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail()}")
-        time.sleep(0.02)
 
 
 def kill_groups(pids: list[int]) -> None:
@@ -336,7 +326,7 @@ def test_kill_9_then_resume_keeps_finished_jobs_and_reruns_interrupted(
     # runs the interrupted jobs again
     resumed = r.start("flight", "resume", str(killed.id))
     assert resumed.wait() == 0, resumed.output()
-    wait_until(lambda: not processes_with(r.token), 5, "the orphaned steps to be killed")
+    wait_for("the orphaned steps to be killed", lambda: not processes_with(r.token), 5)
 
     final, stored = r.flight()
     assert (final.id, final.state, final.outcome) == (killed.id, FlightState.FINISHED, Outcome.PASS)
@@ -392,10 +382,10 @@ def test_ctrl_c_kills_running_steps_and_resume_completes(rig: Rig) -> None:
     ) in " ".join(controller.output().split())
 
     # killed before the controller exited; the kernel may take a moment to finish them off
-    wait_until(
+    wait_for(
+        "no process of the flight to remain",
         lambda: not processes_with(r.token),
         5,
-        "no process of the flight to remain",
         lambda: f":\n{describe(processes_with(r.token))}\n{controller.output()}",
     )
     cancelled, planned = r.flight()
@@ -458,10 +448,10 @@ def test_cancel_while_a_step_starts_kills_its_group(
     try:
         asyncio.run(cancel_while_starting())
         assert step_task[0].cancelled()
-        wait_until(
+        wait_for(
+            "the step's group to be killed",
             lambda: not processes_with(token),
             5,
-            "the step's group to be killed",
             lambda: f":\n{describe(processes_with(token))}",
         )
     finally:

@@ -15,9 +15,7 @@ import queue
 import re
 import subprocess
 import threading
-import time
 import urllib.request
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,19 +27,10 @@ from labgate.model import FlightResult, FlightState, Outcome
 from labgate.store import Store
 from labgate.store import schema as t
 from labs import job, labgate, local_host, step, toml_str, write_lab
+from procs import wait_for
 from test_gate import Upstream, one_change
 
 WAIT_S = 120.0
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    """Poll a condition of the store until it holds (each poll is a real read, not a sleep
-    standing in for one)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_flight_run_gate_and_two_workers_never_share_a_one_slot_host(
@@ -87,9 +76,10 @@ def test_flight_run_gate_and_two_workers_never_share_a_one_slot_host(
         assert gate.returncode == 0, gate_out
         lab = load_lab(lab_dir)
         with Store.open(lab.database_url) as store:
-            wait_until(
-                lambda: all(store.get_flight(f).state is FlightState.FINISHED for f in queued),
+            wait_for(
                 "the pool's flights to finish",
+                lambda: all(store.get_flight(f).state is FlightState.FINISHED for f in queued),
+                WAIT_S,
             )
             flights = store.list_flights("xen-unstable", limit=10)
             with store.engine.connect() as conn:
@@ -161,7 +151,7 @@ def test_a_web_retest_runs_to_its_end_under_serve_alone(tmp_path: Path) -> None:
         def finished() -> bool:
             return bool(api(base, f"/api/flights/{retest}")["state"] == "finished")
 
-        wait_until(finished, f"flight {retest} to finish under serve")
+        wait_for(f"flight {retest} to finish under serve", finished, WAIT_S)
         shown = api(base, f"/api/flights/{retest}")
     finally:
         serve.terminate()

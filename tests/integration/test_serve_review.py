@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from labs import labgate, toml_str
-from procs import gone_within, pids_with
+from procs import gone_within, pids_with, wait_for
 from reviewboard import (
     TOKEN_ENV,
     ReviewBoard,
@@ -26,7 +26,6 @@ from reviewboard import (
     ours,
     reviewboard_lab,
     session_server,
-    wait_for,
 )
 
 HELD = ("wait-a", "wait-b")

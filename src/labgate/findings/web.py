@@ -120,7 +120,7 @@ def findings_trend_page(web: Web, request: Request) -> Response:
         raise HTTPException(404, f"no branch {branch!r} in this lab")
     chart = None
     if branch:
-        counts = web.store.rule_counts(branch, limit=200)
+        counts = web.store.rule_counts(branch, limit=200, viewer=viewer_of(request))
         flights = sorted({f for f, _, _ in counts})
         by_rule: dict[str, dict[int, float]] = {}
         for flight_id, rule, n in counts:

@@ -6,11 +6,12 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 
 from labgate.findings.model import Finding, Level, Triage, TriageState
 from labgate.model import Blessing, FlightState
 from labgate.store import schema as t
+from labgate.store.users import Viewer, visible
 from labgate.store.values import Tables, iso, now
 
 
@@ -200,13 +201,20 @@ class FindingTables(Tables):
 
     # --- trend ------------------------------------------------------------------------------
 
-    def rule_counts(self, branch: str, limit: int = 50) -> list[tuple[int, str, int]]:
+    def rule_counts(
+        self, branch: str, limit: int = 50, *, viewer: Viewer | None = None
+    ) -> list[tuple[int, str, int]]:
         """(flight, rule, findings) for the branch's newest ``limit`` real flights that have
-        findings, oldest first: each rule's count over history."""
+        findings (with ``viewer``, those it may see), oldest first: each rule's count over
+        history."""
         flights = (
             select(t.finding.c.flight_id)
             .join(t.flight, t.flight.c.id == t.finding.c.flight_id)
-            .where(t.flight.c.branch == branch, t.flight.c.blessing == str(Blessing.REAL))
+            .where(
+                t.flight.c.branch == branch,
+                t.flight.c.blessing == str(Blessing.REAL),
+                visible(viewer) if viewer is not None else true(),
+            )
             .group_by(t.finding.c.flight_id)
             .order_by(t.finding.c.flight_id.desc())
             .limit(limit)

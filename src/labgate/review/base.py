@@ -10,6 +10,7 @@ the commit to test itself (:class:`PatchSource`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from labgate.git import Mirrors
+    from labgate.model import ReviewSpec
 
 EventKind = Literal["patchset", "recheck"]
 VoteValue = Literal[-1, 0, 1]
@@ -186,3 +188,15 @@ class QueueAcknowledger(Protocol):
         """Say that the run is queued; what it returns is stored as the run's ``report_id``
         (for :meth:`Connector.started` and :meth:`Connector.report` to update)."""
         ...
+
+
+def secret(spec: ReviewSpec, name: str, what: str, error: type[Exception]) -> str:
+    """A driver's secret (``what``: "API token"...), from the environment variable ``name``
+    that its ``*_env`` key names; ``error`` (the driver's) naming both when it is not set."""
+    value = os.environ.get(name)
+    if not value:
+        raise error(
+            f"[[review]] {spec.name}: the {what} is read from the environment variable {name}, "
+            "which is not set"
+        )
+    return value

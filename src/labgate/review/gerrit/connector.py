@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +21,7 @@ import asyncssh
 import httpx
 
 from labgate.model import ReviewSpec
-from labgate.review.base import ChangeEvent, Refused, ReviewRun, Vote
+from labgate.review.base import ChangeEvent, Refused, ReviewRun, Vote, secret
 from labgate.review.gerrit.events import StreamError, dropped_output, parse_event
 from labgate.review.gerrit.rest import (
     Request,
@@ -83,14 +82,7 @@ class GerritConnector:
     # --- REST --------------------------------------------------------------------------
 
     def _password(self) -> str:
-        name = self.settings.password_env
-        value = os.environ.get(name)
-        if not value:
-            raise GerritError(
-                f"[[review]] {self.spec.name}: the HTTP password is read from the environment "
-                f"variable {name or '(none named)'}, which is not set"
-            )
-        return value
+        return secret(self.spec, self.settings.password_env, "HTTP password", GerritError)
 
     async def _call(self, request: Request) -> Any:
         url = f"{self.spec.server}{request.path}"

@@ -21,7 +21,6 @@ up by the run's marker before it is posted again.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import httpx
 
 from labgate.model import ReviewSpec
-from labgate.review.base import ChangeEvent, ReviewRun, Vote
+from labgate.review.base import ChangeEvent, ReviewRun, Vote, secret
 from labgate.review.github.events import PayloadError, event_from_pull_request
 from labgate.review.github.settings import github_settings
 
@@ -44,19 +43,9 @@ class GitHubError(Exception):
     """A GitHub API call failed or the connector is not configured; the message says which."""
 
 
-def _env(name: str | None, what: str, spec: ReviewSpec) -> str:
-    value = os.environ.get(name or "")
-    if not name or not value:
-        raise GitHubError(
-            f"[[review]] {spec.name}: the {what} is read from the environment variable "
-            f"{name or '(none named)'}, which is not set"
-        )
-    return value
-
-
 def webhook_secret(spec: ReviewSpec) -> str:
     """The webhook secret, from the environment variable ``secret_env`` names."""
-    return _env(github_settings(spec).secret_env, "webhook secret", spec)
+    return secret(spec, github_settings(spec).secret_env, "webhook secret", GitHubError)
 
 
 class GitHubConnector:
@@ -69,7 +58,7 @@ class GitHubConnector:
         self._transport = transport
 
     def _client(self) -> httpx.AsyncClient:
-        token = _env(self.settings.token_env, "API token", self.spec)
+        token = secret(self.spec, self.settings.token_env, "API token", GitHubError)
         return httpx.AsyncClient(
             base_url=self.spec.server,
             headers={

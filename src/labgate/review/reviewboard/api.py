@@ -3,13 +3,13 @@ form fields, an API token in ``Authorization: token ...``, lists paged by ``link
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from labgate.model import ReviewSpec
+from labgate.review.base import secret
 from labgate.review.reviewboard.settings import reviewboard_settings
 
 PAGE = 200
@@ -23,14 +23,7 @@ class ReviewBoardError(Exception):
 
 def api_token(spec: ReviewSpec) -> str:
     """The API token, from the environment variable ``token_env`` names."""
-    name = reviewboard_settings(spec).token_env
-    value = os.environ.get(name)
-    if not value:
-        raise ReviewBoardError(
-            f"[[review]] {spec.name}: the API token is read from the environment variable "
-            f"{name}, which is not set"
-        )
-    return value
+    return secret(spec, reviewboard_settings(spec).token_env, "API token", ReviewBoardError)
 
 
 class ReviewBoardAPI:

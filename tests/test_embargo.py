@@ -168,3 +168,52 @@ def test_lift_and_audit_from_the_command_line(lab: LabDir) -> None:
     assert lifted.returncode == 0 and f"1 flight(s) public now: {flight_id}" in lifted.stdout
     with Store.open(loaded.database_url) as store:
         assert Users(store.engine).sight(ANONYMOUS, flight_id) == Sight(None)
+
+
+def test_a_private_tree_is_checked_out_only_by_embargoed_flights_of_the_branches_using_it(
+    tmp_path: Path,
+) -> None:
+    lab = write_lab(
+        tmp_path / "lab",
+        trees={"xen": {"README": "xen\n"}, "xsa": {"fix.patch": "the undisclosed fix\n"}},
+        hosts=local_host("shared0") + local_host("private0", flags=[EMBARGO_HOST_FLAG]),
+        jobs=job("build", step("build", "ls > trees.txt; cat trees.txt")),
+    )
+    xsa_url = f'url = "{lab.trees["xsa"].path}"\n'
+    text = lab.toml.read_text().replace(xsa_url, xsa_url + "private = true\n")
+    unembargoed = '\n[[branch]]\nname = "security"\ntree = "xsa"\n'
+    lab.toml.write_text(text + unembargoed)
+    with pytest.raises(ConfigError) as error:
+        load_lab(lab.path)
+    assert "branch[1]: \"security\" tests or pins the private tree \"xsa\" but is not under " \
+        "embargo" in str(error.value)  # fmt: skip
+    lab.toml.write_text(
+        text + unembargoed + f'embargo = {{ group = "security", until = "{UNTIL}" }}\n'
+    )
+    loaded = load_lab(lab.path)
+    assert loaded.revision_refs("main") == {"xen": "staging"}  # no private tree
+    assert set(loaded.revision_refs("security")) == {"xen", "xsa"}
+
+    public = run(*labgate(lab.path, "flight", "run", "main", "--json"))
+    assert public.returncode == 0, public.stderr
+    public_flight = json.loads(public.stdout)
+    assert set(public_flight["revisions"]) == {"xen"}
+    public_log = loaded.log_dir / public_flight["jobs"][0]["steps"][0]["log"]
+    assert "xen" in public_log.read_text() and "xsa" not in public_log.read_text()
+    forced = run(*labgate(lab.path, "flight", "run", "main", "--rev", "xsa=HEAD"))
+    assert forced.returncode == 2
+    assert "tree 'xsa' is private: only a flight under embargo may check it out" in forced.stderr
+
+    secret = run(*labgate(lab.path, "flight", "run", "security", "--json"))
+    assert secret.returncode == 0, secret.stderr
+    flight = json.loads(secret.stdout)
+    assert set(flight["revisions"]) == {"xen", "xsa"}
+    assert [(j["host"], j["outcome"]) for j in flight["jobs"]] == [("private0", "pass")]
+    log = loaded.log_dir / flight["jobs"][0]["steps"][0]["log"]
+    assert "xsa" in log.read_text()  # the embargoed job had the private tree
+    mirror = loaded.mirror_dir
+    private = [p for p in mirror.iterdir() if "xsa" in p.name]
+    assert private and stat.S_IMODE(private[0].stat().st_mode) == 0o700
+    with Store.open(loaded.database_url) as store:
+        assert not Users(store.engine).may_see(ANONYMOUS, flight["id"])
+        assert Users(store.engine).may_see(ANONYMOUS, public_flight["id"])

@@ -210,7 +210,10 @@ class Lab:
         pins = spec.pin_dict
         return {
             tree: spec.staging if tree == spec.tree else pins.get(tree, UNPINNED_REF)
-            for tree in self.trees
+            for tree, t in self.trees.items()
+            # a private tree only where the branch uses it: every other branch's flights would
+            # check it out on hosts and pages open to all
+            if not t.private or tree == spec.tree or tree in pins
         }
 
     def perf_for(self, job: str, step: str) -> PerfSettings:
@@ -323,6 +326,7 @@ class RawWeb(_Raw):
 class RawTree(_Raw):
     name: Name
     url: Text
+    private: bool = False
 
 
 class RawAllow(_Raw):
@@ -873,7 +877,10 @@ class _Loader:
         return section if isinstance(section, RawLabSection) else None
 
     def trees(self, raw: Mapping[str, RawTree]) -> dict[str, TreeSpec]:
-        return {name: TreeSpec(name, _resolve_url(t.url, self.lab_dir)) for name, t in raw.items()}
+        return {
+            name: TreeSpec(name, _resolve_url(t.url, self.lab_dir), t.private)
+            for name, t in raw.items()
+        }
 
     def branches(
         self, raw: Mapping[int, RawBranch], trees: Mapping[str, TreeSpec]
@@ -899,6 +906,15 @@ class _Loader:
                         f"no [[tree]] named {_show(tree)}{_did_you_mean(tree, trees)}",
                         f"pin one of: {', '.join(t for t in trees if t != b.tree) or '(none)'}",
                     )
+            private = [x for x in (b.tree, *b.pin) if x in trees and trees[x].private]
+            if private and b.embargo is None:
+                self.problem(
+                    f"branch[{index}]",
+                    f"{_show(b.name)} tests or pins the private tree {_show(private[0])} but is "
+                    "not under embargo: its flights, logs and pages would show the undisclosed "
+                    "code to everyone",
+                    'add embargo = { group = "...", until = "..." } to the branch',
+                )
         self.branch_names = frozenset(b.name for b in raw.values())
         return {
             b.name: BranchSpec(

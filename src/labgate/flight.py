@@ -88,7 +88,11 @@ def env_name(name: str) -> str:
 
 
 def mirrors_for(lab: Lab) -> Mirrors:
-    return Mirrors(lab.mirror_dir, {name: tree.url for name, tree in lab.trees.items()})
+    return Mirrors(
+        lab.mirror_dir,
+        {name: tree.url for name, tree in lab.trees.items()},
+        frozenset(name for name, tree in lab.trees.items() if tree.private),
+    )
 
 
 def resolve_revisions(
@@ -179,6 +183,12 @@ def plan_flight(
             lab, mirrors or mirrors_for(lab), lab.revision_refs(branch), overrides
         )
     embargo = embargo or lab.branch(branch).embargo
+    private = sorted(tree for tree in revisions if tree in lab.trees and lab.trees[tree].private)
+    if private and embargo is None:
+        raise FlightError(
+            f"tree {private[0]!r} is private: only a flight under embargo may check it out "
+            "(--embargo GROUP --until TIME, or the branch's embargo in lab.toml)"
+        )
     if embargo is not None:
         jobs = [replace(j, requires=(*j.requires, EMBARGO_HOST_FLAG)) for j in jobs]
     return store.create_flight(branch, blessing, revisions, jobs, embargo)

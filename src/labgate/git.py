@@ -100,9 +100,13 @@ class Commit:
 class Mirrors:
     """Bare mirrors of the lab's trees, one per tree, under ``root``."""
 
-    def __init__(self, root: Path, urls: dict[str, str]) -> None:
+    def __init__(
+        self, root: Path, urls: dict[str, str], private: frozenset[str] = frozenset()
+    ) -> None:
         self.root = root
         self.urls = urls
+        self.private = private
+        """Trees whose mirrors only the lab's user may read (undisclosed code)."""
         # the tags each job's work tree gets, read once per fetch of the mirror, not per job
         self._tags: dict[str, str] = {}
 
@@ -124,6 +128,8 @@ class Mirrors:
                 git(["clone", "--mirror", "--quiet", url, str(tmp)])
             except GitError as error:
                 raise GitError(f"tree {tree!r}: cannot clone {url}: {error}") from error
+            if tree in self.private:
+                tmp.chmod(0o700)
             tmp.rename(path)
         else:
             try:

@@ -144,6 +144,9 @@ class TreeSpec:
 
     name: str
     url: str
+    private: bool = False
+    """An undisclosed repository (lab.toml ``private = true``): only flights under embargo check
+    it out, and only the branches that test or pin it have it in their revision tuple."""
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,26 @@ def test_users_and_tokens_from_the_command_line(lab: LabDir) -> None:
     with Store.open(load_lab(lab.path).database_url) as store:
         assert Users(store.engine).viewer_for_token(token) is None
 
+    def groups() -> list[tuple[list[str], list[str]]]:
+        listed = json.loads(run(*labgate(lab.path, "user", "list", "--json")).stdout)
+        return [(u["groups"], u["admin_of"]) for u in listed]
+
+    joined = run(*labgate(lab.path, "user", "join", "alice", "xsa-468"))
+    assert joined.returncode == 0 and "alice is a member of xsa-468" in joined.stderr
+    assert groups() == [(["security", "xsa-468"], ["security"])]
+    again = run(*labgate(lab.path, "user", "join", "alice", "xsa-468"))
+    assert again.returncode == 0 and "a member of xsa-468 already" in again.stderr
+    left = run(*labgate(lab.path, "user", "leave", "alice", "security"))
+    assert left.returncode == 0 and groups() == [(["xsa-468"], [])]
+    not_in = run(*labgate(lab.path, "user", "leave", "alice", "security"))
+    assert not_in.returncode == 2 and "user 'alice' is not in group 'security'" in not_in.stderr
+    assert run(*labgate(lab.path, "token", "create", "alice")).returncode == 0
+    removed = run(*labgate(lab.path, "user", "remove", "alice"))
+    assert removed.returncode == 0 and "(1 live token(s) revoked)" in removed.stderr
+    assert groups() == []
+    gone = run(*labgate(lab.path, "user", "join", "alice", "security"))
+    assert gone.returncode == 2 and "no user 'alice'" in gone.stderr
+
 
 def test_an_embargoed_flight_runs_only_on_embargo_ok_hosts_and_keeps_its_files_private(
     lab: LabDir,

@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 from labgate.config import Lab, load_lab
 from labgate.flight import mirrors_for
 from labgate.model import Blessing, Embargo, FlightState, JobSpec, Outcome, StepSpec
-from labgate.store import Store
+from labgate.store import Store, StoreError
 from labgate.store.users import Users
 from labgate.web import create_app
 from labs import job, local_host, step, write_lab
@@ -348,6 +348,35 @@ def test_a_revoked_token_stops_at_once_in_its_sessions_too(leak: Leak) -> None:
     assert leak.client.get(f"/flights/{leak.hidden}").status_code == 404
     refused = leak.get("member", f"/api/flights/{leak.hidden}")
     assert refused.status_code == 403 and "not valid" in refused.json()["error"]
+
+
+def test_leaving_joining_and_removal_change_what_a_user_sees_on_the_next_request(
+    leak: Leak,
+) -> None:
+    token = leak.tokens["member"].removeprefix("Bearer ")
+    login = leak.client.post("/login", data={"token": token}, follow_redirects=False)
+    assert login.status_code == 303
+    page = f"/flights/{leak.hidden}"
+    assert CANARY in leak.get("member", page).text
+    leak.users.leave("alice", GROUP)
+    assert leak.get("member", page).status_code == 404  # by token
+    assert leak.client.get(page).status_code == 404  # by the session cookie
+    with pytest.raises(StoreError, match="user 'alice' is not in group 'security'"):
+        leak.users.leave("alice", GROUP)
+    assert leak.get("outsider", page).status_code == 404
+    assert leak.users.join("bob", GROUP) is True
+    assert leak.users.join("bob", GROUP) is False  # already a member
+    assert CANARY in leak.get("outsider", page).text
+    assert leak.get("outsider", f"/api/embargo/{GROUP}/audit").status_code == 404
+    assert leak.users.join("bob", GROUP, admin=True) is True
+    assert leak.get("outsider", f"/api/embargo/{GROUP}/audit").status_code == 200
+    assert leak.users.remove("bob") == 1
+    refused = leak.get("outsider", page)
+    assert refused.status_code == 403 and "not valid" in refused.text
+    assert "bob" not in [u.name for u in leak.users.records()]
+    assert ("bob", leak.hidden) in [(e.user, e.flight) for e in leak.users.audit(GROUP)]
+    with pytest.raises(StoreError, match="no user 'bob'"):
+        leak.users.remove("bob")
 
 
 def test_anonymous_false_lets_anonymous_reach_the_login_form_only(leak: Leak) -> None:

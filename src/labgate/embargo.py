@@ -9,8 +9,9 @@ public at once, as if it always had been. The rule itself is one SQL predicate o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import click
 from rich.table import Table
@@ -43,6 +44,20 @@ def _users(store: Store) -> Users:
     return Users(store.engine)
 
 
+T = TypeVar("T")
+
+
+def _change(lab_dir: Path, change: Callable[[Users], T]) -> T:
+    """Apply ``change`` to the lab's users; a refused one (no such user...) ends the command
+    with its reason."""
+    lab = open_lab(lab_dir)
+    with open_store(lab) as store:
+        try:
+            return change(_users(store))
+        except StoreError as error:
+            fail(str(error))
+
+
 # --- labgate user --------------------------------------------------------------------------
 
 
@@ -63,13 +78,40 @@ def user_add(
     lab_dir: Path, name: str, email: str | None, groups: Sequence[str], admin_of: Sequence[str]
 ) -> None:
     """Add a user, in the groups given."""
-    lab = open_lab(lab_dir)
-    with open_store(lab) as store:
-        try:
-            _users(store).add(name, email=email, groups=groups, admin_of=admin_of)
-        except StoreError as error:
-            fail(str(error))
+    _change(lab_dir, lambda users: users.add(name, email=email, groups=groups, admin_of=admin_of))
     click.echo(f"user {name} added", err=True)
+
+
+@user_group.command("join")
+@lab_option
+@click.argument("name")
+@click.argument("group")
+@click.option("--admin", is_flag=True, help="As one of the group's admins (reads its audit log).")
+def user_join(lab_dir: Path, name: str, group: str, admin: bool) -> None:
+    """Put user NAME in GROUP: they see its embargoed work from their next request on."""
+    changed = _change(lab_dir, lambda users: users.join(name, group, admin=admin))
+    role = "an admin" if admin else "a member"
+    click.echo(f"{name} is {role} of {group}{'' if changed else ' already'}", err=True)
+
+
+@user_group.command("leave")
+@lab_option
+@click.argument("name")
+@click.argument("group")
+def user_leave(lab_dir: Path, name: str, group: str) -> None:
+    """Take user NAME out of GROUP: its embargoed work is hidden from them at once."""
+    _change(lab_dir, lambda users: users.leave(name, group))
+    click.echo(f"{name} left {group}", err=True)
+
+
+@user_group.command("remove")
+@lab_option
+@click.argument("name")
+def user_remove(lab_dir: Path, name: str) -> None:
+    """Remove user NAME, their groups and tokens (their sessions end); the audit log keeps
+    their name."""
+    live = _change(lab_dir, lambda users: users.remove(name))
+    click.echo(f"user {name} removed ({live} live token(s) revoked)", err=True)
 
 
 @user_group.command("list")
@@ -105,13 +147,7 @@ def token_group() -> None:
 def token_create(lab_dir: Path, name: str) -> None:
     """Make a token for user NAME and print it alone on stdout (it is stored hashed: this is the
     only time it is shown)."""
-    lab = open_lab(lab_dir)
-    with open_store(lab) as store:
-        try:
-            token = _users(store).create_token(name)
-        except StoreError as error:
-            fail(str(error))
-    click.echo(token)
+    click.echo(_change(lab_dir, lambda users: users.create_token(name)))
 
 
 @token_group.command("revoke")
@@ -125,12 +161,7 @@ def token_create(lab_dir: Path, name: str) -> None:
 )
 def token_revoke(lab_dir: Path, name: str, token: str | None) -> None:
     """Revoke user NAME's tokens: they stop working at once, in live sessions too."""
-    lab = open_lab(lab_dir)
-    with open_store(lab) as store:
-        try:
-            count = _users(store).revoke(name, token)
-        except StoreError as error:
-            fail(str(error))
+    count = _change(lab_dir, lambda users: users.revoke(name, token))
     click.echo(f"{count} token(s) of {name} revoked", err=True)
     if token is not None and count == 0:
         fail(f"user {name} has no such live token", 1)

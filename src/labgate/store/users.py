@@ -18,7 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Select, and_, func, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Select,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from labgate.model import Embargo
@@ -184,6 +195,52 @@ class Users:
                     )
         except IntegrityError:
             raise UserError(f"user {name!r} exists already") from None
+
+    def join(self, name: str, group: str, *, admin: bool = False) -> bool:
+        """Put the user in ``group`` (as one of its admins with ``admin``); False when they
+        already were, as that. Takes effect on their next request: a viewer is read from the
+        store each time."""
+        check_name("group", group)
+        with self.engine.begin() as conn:
+            self._known(conn, name)
+            key = (t.user_group.c.user == name) & (t.user_group.c.group == group)
+            row = conn.execute(select(t.user_group.c.admin).where(key)).first()
+            if row is not None:
+                if row.admin == admin:
+                    return False
+                conn.execute(update(t.user_group).where(key).values(admin=admin))
+                return True
+            conn.execute(t.user_group.insert().values(user=name, group=group, admin=admin))
+            return True
+
+    def leave(self, name: str, group: str) -> None:
+        """Take the user out of ``group``: from their next request on, its embargoed work is
+        hidden from them."""
+        with self.engine.begin() as conn:
+            self._known(conn, name)
+            gone = conn.execute(
+                delete(t.user_group).where(
+                    t.user_group.c.user == name, t.user_group.c.group == group
+                )
+            ).rowcount
+        if not gone:
+            raise UserError(f"user {name!r} is not in group {group!r}")
+
+    def remove(self, name: str) -> int:
+        """Remove the user with their groups and tokens (their sessions end with the tokens);
+        the audit log keeps their name. Returns how many of their tokens were live."""
+        with self.engine.begin() as conn:
+            self._known(conn, name)
+            live = conn.execute(
+                select(func.count()).where(
+                    t.api_token.c.user == name, t.api_token.c.revoked.is_(None)
+                )
+            ).scalar_one()
+            # explicit: SQLite enforces ON DELETE CASCADE only with its foreign keys pragma on
+            conn.execute(delete(t.api_token).where(t.api_token.c.user == name))
+            conn.execute(delete(t.user_group).where(t.user_group.c.user == name))
+            conn.execute(delete(t.lab_user).where(t.lab_user.c.name == name))
+        return int(live)
 
     def records(self) -> list[UserRecord]:
         with self.engine.connect() as conn:

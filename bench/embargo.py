@@ -8,9 +8,10 @@ timing), then every tenth flight is put under embargo of group ``security``; a m
 a user of another group get API tokens. The pages are timed as anonymous, as the outsider and as
 the member (each request with its Bearer token, one keep-alive connection, after a warm-up):
 the flight list (first page; a filtered, deep page), a flight page (a random flight the viewer
-may see), a job's history, the hosts page; for those outside the group also the 404 of a
-hidden flight beside the 404 of a flight that does not exist (their times should not differ).
-Printed: p50 and p95 in milliseconds, target p95 < 100 ms.
+may see), a job's history, the hosts page. Printed: p50 and p95 in milliseconds, target
+p95 < 100 ms. Then, for those outside the group, the 404 of each route of a hidden flight
+against the 404 of a flight that does not exist, interleaved: their timing class must not
+differ (labgate.perf.compare: MWU and KS, and the shift bounded within +-10%).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import argparse
 import importlib.util
 import json
 import random
+import statistics
 import tempfile
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +38,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+from labgate.perf.compare import Comparison, compare
 from labgate.store import schema as t
 from labgate.store.users import Users
 
@@ -81,8 +85,8 @@ def bench_store(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]
         flush=True,
     )
     names = web.job_names(args.jobs)
-    count = args.flights // EVERY
     results: dict[str, dict[str, tuple[float, float]]] = {}
+    classes: dict[str, dict[str, tuple[float, float, Comparison]]] = {}
     with tempfile.TemporaryDirectory(prefix="labgate-bench-embargo-") as tmp:
         lab_dir = Path(tmp)
         (lab_dir / "lab.toml").write_text(
@@ -123,22 +127,47 @@ def bench_store(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]
                         for page, paths in pages.items()
                     }
                     if not sees_all:
-                        # the 404 of a hidden flight and of one that does not exist, timed alike
-                        results[viewer] |= {
-                            "404: hidden flight": web.measure(
-                                client,
-                                lambda rng=rng: f"/flights/{EVERY * rng.randint(1, count)}",
-                                args.requests,
-                                404,
-                            ),
-                            "404: no such flight": web.measure(
-                                client,
-                                lambda rng=rng: f"/flights/{args.flights + rng.randint(1, count)}",
-                                args.requests,
-                                404,
-                            ),
-                        }
-    return {"fill_s": seconds, "viewers": results}
+                        classes[viewer] = timing_classes(client, args, names[0], rng)
+    return {"fill_s": seconds, "viewers": results, "classes": classes}
+
+
+# the routes of one flight whose 404 for a hidden flight is timed against that of a missing one
+HIDDEN_ROUTES = (
+    "/flights/{id}",
+    "/api/flights/{id}",
+    "/flights/{id}/jobs/{job}",
+    "/flights/{id}/jobs/{job}/steps/0/log",
+    "/api/flights/{id}/verdict",
+)
+SAME_CLASS = 0.10  # "the same timing class": the shift is bounded within +-10%
+
+
+def timing_classes(
+    client: httpx.Client, args: argparse.Namespace, job: str, rng: random.Random
+) -> dict[str, tuple[float, float, Comparison]]:
+    """Per route: p50 of hidden and of missing, and their comparison (MWU and KS, and the
+    Hodges-Lehmann shift's 90% interval). Requests alternate hidden/missing in a random order
+    within each pair, so both see the same machine."""
+    out = {}
+    for route in HIDDEN_ROUTES:
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(args.requests):
+            for hidden in rng.sample((True, False), 2):
+                fid = EVERY * rng.randint(1, args.flights // EVERY)
+                if not hidden:
+                    fid += args.flights  # past the last flight: no such flight
+                path = route.format(id=fid, job=job)
+                began = time.perf_counter()
+                response = client.get(path)
+                times[hidden].append((time.perf_counter() - began) * 1000)
+                if response.status_code != 404:
+                    raise SystemExit(f"GET {path}: {response.status_code}, not 404")
+        out[route] = (
+            statistics.median(times[True]),
+            statistics.median(times[False]),
+            compare(times[False], times[True], min_change=SAME_CLASS),
+        )
+    return out
 
 
 def main() -> None:
@@ -153,6 +182,21 @@ def main() -> None:
             for page, (p50, p95) in timings.items():
                 mark = "ok" if p95 < 100 else "SLOW"
                 print(f"{store:<11} {viewer:<10} {page:<32} {p50:>8.1f} {p95:>8.1f}   {mark}")
+    print()
+    print(
+        "404 of a hidden flight against that of a missing one (interleaved): p50 ms, the hidden "
+        f"one's shift with its 90% interval, p (MWU/KS); same class: interval within "
+        f"+-{SAME_CLASS:.0%}"
+    )
+    print(f"{'store':<11} {'viewer':<10} {'route':<40} {'hidden':>7} {'missing':>8}  shift")
+    for store, result in report.items():
+        for viewer, routes in result["classes"].items():
+            for route, (hidden, missing, c) in routes.items():
+                print(
+                    f"{store:<11} {viewer:<10} {route:<40} {hidden:>7.1f} {missing:>8.1f}  "
+                    f"{c.change:+.1%} [{c.change_low:+.1%}, {c.change_high:+.1%}] "
+                    f"p={c.p_value:.2f}  {c.difference}"
+                )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from labgate.commandline import (
     open_store,
     parse_revs,
     plan_from_options,
+    settle,
 )
 from labgate.model import Embargo
 
@@ -203,6 +204,7 @@ def run_to_end(lab: Lab, store: Store, flight_id: int, out: Console) -> FlightRe
         with FlightProgress(out) as progress:
             return await Flights(lab, store).run(flight_id, progress=progress)
 
+    settle()
     try:
         return asyncio.run(go())
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -440,6 +442,7 @@ def gate(lab_dir: Path, branch: str, once: bool, json_to: str | None) -> None:
         raise AssertionError("the gate's cycles never end")
 
     with open_store(lab) as store:
+        settle()
         try:
             status = asyncio.run(cycles(store))
         except (KeyboardInterrupt, asyncio.CancelledError):

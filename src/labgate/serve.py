@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from labgate.commandline import LabgateCommand, lab_option
+from labgate.commandline import LabgateCommand, lab_option, settle
 from labgate.config import ConfigError, Lab, load_lab
 from labgate.store import Store, StoreError
 
@@ -126,6 +126,7 @@ async def serve(
         gates.append(reviews)
     try:
         app = create_app(lab, store)
+        settle()
         config = uvicorn.Config(
             app,
             host=host,

@@ -28,6 +28,7 @@ from labgate.commandline import (
     open_lab,
     open_store,
     plan_from_options,
+    settle,
 )
 from labgate.config import Lab, UnknownNameError
 from labgate.hosts.lifecycle import run_lifecycle_command
@@ -289,6 +290,7 @@ def host_worker(
             poll_s=poll_s,
             priority=order,
         )
+        settle()
         try:
             asyncio.run(flights.serve(until_idle=until_idle))
         except KeyboardInterrupt:

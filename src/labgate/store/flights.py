@@ -7,7 +7,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, Update, case, literal, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Update,
+    bindparam,
+    case,
+    literal,
+    null,
+    select,
+    update,
+)
 
 from labgate.model import (
     Blessing,
@@ -320,11 +330,7 @@ class FlightTables(Tables):
         with self.engine.begin() as conn:
             _start_step(conn, step_id, log)
             if job_running is not None:
-                conn.execute(
-                    update(t.job)
-                    .where(t.job.c.id == job_running)
-                    .values(outcome=str(Outcome.RUNNING))
-                )
+                conn.execute(_JOB_RUNNING, {"job_id": job_running})
 
     def finish_step(
         self,
@@ -343,13 +349,15 @@ class FlightTables(Tables):
         ``metrics``, in the same transaction.
         ``then_start`` (step id, log) starts the next step at once: one statement for both
         (the controller's commonest write, one round trip without test cases)."""
-        ended = _step_transition(step_id, outcome, exit_status, duration_s, reason, then_start)
+        ended, values = _step_transition(
+            step_id, outcome, exit_status, duration_s, reason, then_start
+        )
         if testcases is None and metrics is None:
             with self.reader.connect() as conn:  # one statement: atomic without a transaction
-                conn.execute(ended)
+                conn.execute(ended, values)
             return
         with self.engine.begin() as conn:
-            conn.execute(ended)
+            conn.execute(ended, values)
             if metrics is not None:
                 replace_metrics(conn, step_id, metrics)
             if testcases is None:
@@ -535,6 +543,53 @@ def start_jobs(conn: Connection, hosts: Mapping[int, str]) -> dict[int, int]:
     return {r.id: int(r.attempt) for r in rows}
 
 
+# The controller's commonest writes, built once: making a statement (and its cache key) costs
+# far more than running it (1.5 ms against 0.06 ms for a step's end here); each run then only
+# binds its values.
+_ENDED = {
+    "outcome": bindparam("e_outcome"),
+    "exit_status": bindparam("e_exit_status", type_=t.step.c.exit_status.type),
+    "duration_s": bindparam("e_duration_s", type_=t.step.c.duration_s.type),
+    "reason": bindparam("e_reason", type_=t.step.c.reason.type),
+    "finished": bindparam("e_finished", type_=t.step.c.finished.type),
+}
+_END_STEP = update(t.step).where(t.step.c.id == bindparam("ended_id")).values(**_ENDED)
+_IS_ENDED = t.step.c.id == bindparam("ended_id")
+# one UPDATE that ends a step and starts the next as _START_STEP does
+_END_AND_START = (
+    update(t.step)
+    .where(t.step.c.id.in_([bindparam("ended_id"), bindparam("next_id")]))
+    .values(
+        outcome=case((_IS_ENDED, _ENDED["outcome"]), else_=literal(str(Outcome.RUNNING))),
+        exit_status=case((_IS_ENDED, _ENDED["exit_status"]), else_=null()),
+        duration_s=case((_IS_ENDED, _ENDED["duration_s"]), else_=null()),
+        reason=case((_IS_ENDED, _ENDED["reason"]), else_=null()),
+        finished=case((_IS_ENDED, _ENDED["finished"]), else_=null()),
+        started=case(
+            (_IS_ENDED, t.step.c.started),
+            else_=bindparam("s_started", type_=t.step.c.started.type),
+        ),
+        log=case((_IS_ENDED, t.step.c.log), else_=bindparam("s_log", type_=t.step.c.log.type)),
+    )
+)
+_START_STEP = (
+    update(t.step)
+    .where(t.step.c.id == bindparam("started_id"))
+    .values(
+        outcome=str(Outcome.RUNNING),
+        log=bindparam("s_log"),
+        started=bindparam("s_started", type_=t.step.c.started.type),
+        finished=None,
+        exit_status=None,
+        duration_s=None,
+        reason=None,
+    )
+)
+_JOB_RUNNING = (
+    update(t.job).where(t.job.c.id == bindparam("job_id")).values(outcome=str(Outcome.RUNNING))
+)
+
+
 def _step_transition(
     step_id: int,
     outcome: Outcome,
@@ -542,54 +597,33 @@ def _step_transition(
     duration_s: float | None,
     reason: str | None,
     then_start: tuple[int, str] | None,
-) -> Update:
-    """One UPDATE that ends step ``step_id`` and, with ``then_start`` (step id, log), starts the
-    next step as :func:`_start_step` does."""
+) -> tuple[Update, dict[str, Any]]:
+    """The statement (and its values) that ends step ``step_id`` and, with ``then_start``
+    (step id, log), starts the next step as :func:`_start_step` does."""
     stamp = now()
-    ended: dict[str, Any] = {
-        "outcome": str(outcome),
-        "exit_status": exit_status,
-        "duration_s": duration_s,
-        "reason": reason,
-        "finished": stamp,
+    values: dict[str, Any] = {
+        "ended_id": step_id,
+        "e_outcome": str(outcome),
+        "e_exit_status": exit_status,
+        "e_duration_s": duration_s,
+        "e_reason": reason,
+        "e_finished": stamp,
     }
     if then_start is None:
-        return update(t.step).where(t.step.c.id == step_id).values(**ended)
+        return _END_STEP, values
     next_id, log = then_start
-    started: dict[str, Any] = {
-        "outcome": str(Outcome.RUNNING),
-        "exit_status": None,
-        "duration_s": None,
-        "reason": None,
-        "finished": None,
-    }
-    is_ended = t.step.c.id == step_id
-
-    def either(column: str, if_ended: Any, if_started: Any) -> Any:
-        kind = t.step.c[column].type
-        return case((is_ended, literal(if_ended, kind)), else_=literal(if_started, kind))
-
-    values = {c: either(c, ended[c], started[c]) for c in ended}
-    values["started"] = case(
-        (is_ended, t.step.c.started), else_=literal(stamp, t.step.c.started.type)
-    )
-    values["log"] = case((is_ended, t.step.c.log), else_=literal(log, t.step.c.log.type))
-    return update(t.step).where(t.step.c.id.in_([step_id, next_id])).values(**values)
+    return _END_AND_START, values | {"next_id": next_id, "s_started": stamp, "s_log": log}
 
 
 def _start_step(conn: Connection, step_id: int, log: str) -> None:
     conn.execute(
-        update(t.step)
-        .where(t.step.c.id == step_id)
-        .values(
-            outcome=str(Outcome.RUNNING),
-            log=log,
-            started=now(),
-            finished=None,
-            exit_status=None,
-            duration_s=None,
-            reason=None,
-        )
+        _START_STEP,
+        {
+            "started_id": step_id,
+            "s_outcome": str(Outcome.RUNNING),
+            "s_log": log,
+            "s_started": now(),
+        },
     )
 
 

@@ -89,7 +89,34 @@ def test_in_its_cgroup_a_child_that_clears_its_environment_does_not_outlive_its_
     result, _ = run(tmp_path, f"setsid env -i sleep 300 & echo $! > {pidfile}; exit 0")
     assert result.outcome is Outcome.PASS
     assert gone_within(int(pidfile.read_text()))
-    assert cgroups() <= before  # the step's own cgroup is gone with it
+    # the step's own cgroup is gone with it, or kept empty for the next step
+    for name in cgroups() - before:
+        assert name.startswith(f"{os.getpid()}-")
+        assert (base / name / "cgroup.procs").read_text() == ""
+
+
+@pytest.mark.skipif(cgroup_base() is None, reason="no cgroup v2 this process may use")
+def test_a_cgroup_a_step_left_empty_is_the_next_steps_and_one_left_busy_is_not(
+    tmp_path: Path,
+) -> None:
+    def cgroup_of_step(command: str) -> str:
+        result, log = run(tmp_path, f"cat /proc/self/cgroup; {command}")
+        assert result.outcome is Outcome.PASS
+        return log.splitlines()[-1].rpartition("/")[2]
+
+    first = cgroup_of_step("true")
+    assert first.startswith(f"{os.getpid()}-")  # this controller's own
+    assert cgroup_of_step("true") == first  # kept empty, reused
+    pidfile = tmp_path / "left.pid"
+    # the child writes its pid once in its own session: out of the step's group when it ends
+    left = (
+        f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 300' & while [ ! -s {pidfile} ]; do :; done"
+    )
+    busy = cgroup_of_step(left)
+    assert busy == first and gone_within(int(pidfile.read_text()))
+    assert cgroup_of_step("true") != first  # the killed one's cgroup was removed, not kept
+    base = cgroup_base()
+    assert base is not None and not (base / first).exists()
 
 
 def test_a_timed_out_steps_session_children_are_ended(tmp_path: Path) -> None:

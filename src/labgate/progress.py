@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as Bar
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from labgate.model import Outcome
+
+if TYPE_CHECKING:
+    from rich.console import Console, Group
 
 STYLE = {
     Outcome.PASS: "green",
@@ -34,20 +32,30 @@ class FlightProgress:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.live_mode = console.is_terminal
-        self.bar = Bar(
-            TextColumn("[bold]flight {task.fields[flight]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("jobs"),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        self.task = self.bar.add_task("flight", total=None, flight="?")
         self.flight_id: int | None = None
         self.running: dict[str, tuple[str, str, float]] = {}
-        self.live = Live(self, console=console, refresh_per_second=8, transient=True)
+        self.bar: Any = None
+        self.live: Any = None
+        if self.live_mode:  # only a terminal shows them: elsewhere a flight starts without them
+            from rich.live import Live
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
+
+            self.bar = Bar(
+                TextColumn("[bold]flight {task.fields[flight]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("jobs"),
+                TimeElapsedColumn(),
+                console=console,
+            )
+            self.task = self.bar.add_task("flight", total=None, flight="?")
+            self.live = Live(self, console=console, refresh_per_second=8, transient=True)
 
     def __rich__(self) -> Group:
+        from rich.console import Group
+        from rich.table import Table
+
         table = Table(box=None, show_header=bool(self.running), pad_edge=False)
         table.add_column("job")
         table.add_column("host")
@@ -74,7 +82,8 @@ class FlightProgress:
 
     def flight_started(self, flight_id: int, total: int, done: int) -> None:
         self.flight_id = flight_id
-        self.bar.update(self.task, total=total, completed=done, flight=flight_id)
+        if self.bar is not None:
+            self.bar.update(self.task, total=total, completed=done, flight=flight_id)
 
     def job_started(self, job: str, host: str) -> None:
         self.running[job] = (host, "preparing", time.monotonic())
@@ -85,7 +94,8 @@ class FlightProgress:
 
     def job_finished(self, job: str, outcome: Outcome, host: str | None) -> None:
         self.running.pop(job, None)
-        self.bar.advance(self.task)
+        if self.bar is not None:
+            self.bar.advance(self.task)
         style = STYLE.get(outcome, "white")
         where = f" on {host}" if host else ""
         flight = f"flight {self.flight_id}: " if self.flight_id is not None else ""

@@ -18,7 +18,7 @@ from labgate.config import (
     UnknownNameError,
     load_lab,
     parse_lab,
-    render_plan,
+    render_matrix,
 )
 from labgate.model import AllowedFailure, JobSpec, StepSpec
 
@@ -687,7 +687,7 @@ def test_render_plan() -> None:
         )
         + JOBS
     )
-    out = render_plan(parse(text))
+    out = render_matrix(parse(text))
     assert "branch xen-unstable: tests xen staging, pushes to master" in out
     assert "xen@staging  linux@linux-6.6" in out
     assert "allowed failure  test-* / *: flaky" in out

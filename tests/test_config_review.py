@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from labgate.config import ConfigError, Lab, parse_lab, render_plan
+from labgate.config import ConfigError, Lab, parse_lab, render_matrix
 from labgate.flight import without_disabled
 from labgate.model import DisabledTest, JobSpec, ReviewSpec, StepSpec
 from labgate.review.gerrit.settings import GerritSettings
@@ -198,7 +198,7 @@ def test_nothing_disabled_keeps_every_job() -> None:
 
 def test_labgate_check_shows_reviews_and_disabled_tests() -> None:
     lab = parse(LAB + GITHUB + '[[disable]]\njob = "build"\nreason = "r"\nbug = "https://b/1"\n')
-    text = render_plan(lab)
+    text = render_matrix(lab)
     assert (
         "review xen-github: github https://api.github.com xen-project/xen -> branch "
         "xen-unstable, comments only, recheck /^/retest$/" in text

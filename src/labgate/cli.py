@@ -131,9 +131,9 @@ def main() -> None:
 @json_option
 @click.option("--offline", is_flag=True, help="Check the file alone: do not reach the trees' urls.")
 def check(lab_dir: Path, json_to: str | None, offline: bool) -> None:
-    """Validate lab.toml and print the plan: jobs per branch, hosts, requirements. Unless
+    """Validate lab.toml and print its job matrix: jobs per branch, hosts, requirements. Unless
     --offline, also check that every tree's url answers and every ref a branch names exists."""
-    from labgate.config import ConfigError, render_plan
+    from labgate.config import ConfigError, render_matrix
 
     lab = open_lab(lab_dir)
     if not offline:
@@ -143,12 +143,12 @@ def check(lab_dir: Path, json_to: str | None, offline: bool) -> None:
         if problems:
             fail(str(ConfigError(problems)))
     if not json_on_stdout(json_to):
-        click.echo(render_plan(lab))
+        click.echo(render_matrix(lab))
     emit_json(plan_json(lab), json_to)
 
 
 def plan_json(lab: Lab) -> dict[str, Any]:
-    """``labgate check --json``: the plan ``render_plan`` prints, for programs."""
+    """``labgate check --json``: the job matrix ``render_matrix`` prints, for programs."""
     return {
         "lab": lab.name,
         "file": str(lab.file),

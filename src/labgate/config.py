@@ -1390,7 +1390,7 @@ def load_lab(lab_dir: Path) -> Lab:
 # --- labgate check --------------------------------------------------------------------------
 
 
-def render_plan(lab: Lab) -> str:
+def render_matrix(lab: Lab) -> str:
     """What ``labgate check`` prints: per branch its revision tuple refs and jobs, then the hosts
     and which hosts can run each job."""
     lines = [

@@ -25,7 +25,7 @@ from labgate.store import Store
 from labgate.text import flight_table, heading, print_table
 
 LAB_TOML = """\
-# A demo lab made by `labgate demo`. Edit it and run `labgate check` to see the plan.
+# A demo lab made by `labgate demo`. Edit it and run `labgate check` to see its job matrix.
 [lab]
 name = "demo-lab"
 
@@ -278,7 +278,7 @@ def run_demo(directory: Path | None, console: Console) -> int:
     console.print(
         "\nWhat to try next:\n"
         f"  cd {root}\n"
-        "  labgate check                          # the plan: jobs per branch, hosts\n"
+        "  labgate check                          # the job matrix: jobs per branch, hosts\n"
         "  labgate flight list                    # every flight the story ran\n"
         f"  labgate flight show {first.flight}                 # the flight that regressed\n"
         f"  labgate flight log {first.flight} test-amd64-xl    # its logs\n"

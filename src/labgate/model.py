@@ -67,12 +67,12 @@ class FlightState(StrEnum):
     CANCELLED = "cancelled"
 
 
-# --- the plan: what a flight will run -------------------------------------------------------
+# --- the job matrix: what lab.toml asks to run ---------------------------------------------------
 
 
 @dataclass(frozen=True)
 class StepSpec:
-    """One planned step: a shell command run in the job's work dir."""
+    """One step of a job: a shell command run in the job's work dir."""
 
     name: str
     run: str

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from labgate.cli import main
@@ -275,13 +276,13 @@ def test_flight_list_filters_and_pages(web: Fixture) -> None:
     for _ in range(55):
         web.store.create_flight("main", Blessing.ADHOC, {"xen": web.sha}, _jobs())
     first = web.client.get("/api/flights").json()
-    assert len(first["flights"]) == 50 and first["older"] is not None
-    second = web.client.get(f"/api/flights?before={first['older']}").json()
-    assert [f["id"] for f in second["flights"]] == list(range(8, 0, -1))
-    assert second["older"] is None
-    failed = web.client.get("/api/flights?outcome=fail").json()["flights"]
+    assert len(first["items"]) == 50 and first["next"] == "/api/flights?before=9"
+    second = web.client.get(first["next"]).json()
+    assert [f["id"] for f in second["items"]] == list(range(8, 0, -1))
+    assert second["next"] is None
+    failed = web.client.get("/api/flights?outcome=fail").json()["items"]
     assert [f["id"] for f in failed] == [web.flights[1]]
-    real = web.client.get("/api/flights?blessing=real").json()["flights"]
+    real = web.client.get("/api/flights?blessing=real").json()["items"]
     assert sorted(f["id"] for f in real) == web.flights
     html = web.client.get("/flights?outcome=queued").text
     assert "older flights" in html
@@ -332,6 +333,7 @@ def test_api_matches_its_openapi_description(web: Fixture) -> None:
     assert web.client.get("/api/openapi.json").json() == OPENAPI
     f = web.flights[1]
     paths = {
+        "/api/": "/api/",
         "/api/flights": "/api/flights",
         f"/api/flights/{f}": "/api/flights/{flight_id}",
         f"/api/flights/{f}/verdict": "/api/flights/{flight_id}/verdict",
@@ -342,9 +344,11 @@ def test_api_matches_its_openapi_description(web: Fixture) -> None:
         "/api/branches/main/pushes": "/api/branches/{name}/pushes",
         "/api/bisections": "/api/bisections",
         "/api/bisections/1": "/api/bisections/{bisection_id}",
+        "/api/embargo/admins/audit": "/api/embargo/{group}/audit",
     }
+    lab_admin = {"authorization": f"Bearer {TOKEN}"}  # the audit log is for admins
     for url, template in paths.items():
-        response = web.client.get(url)
+        response = web.client.get(url, headers=lab_admin)
         assert response.status_code == 200, url
         schema = OPENAPI["paths"][template]["get"]["responses"]["200"]["content"]
         _check(schema["application/json"]["schema"], response.json(), url)
@@ -354,6 +358,42 @@ def test_api_matches_its_openapi_description(web: Fixture) -> None:
     assert web.client.get("/api/flights/999").json() == {
         "error": "flight 999 does not exist in this lab's store"
     }
+
+
+def test_api_index_lists_every_api_route_of_the_app(web: Fixture) -> None:
+    index = web.client.get("/api/").json()
+    assert index["next"] is None
+    listed = {(e["path"], tuple(e["methods"])): e["summary"] for e in index["items"]}
+    assert ("/api/flights", ("GET",)) in listed
+    assert ("/api/flights/{flight_id}/cancel", ("POST",)) in listed
+    routes = {
+        (route.path, tuple(sorted(m for m in route.methods if m != "HEAD")))
+        for route in web.client.app.routes  # type: ignore[attr-defined]
+        if isinstance(route, Route) and route.path.startswith("/api/") and route.methods
+    }
+    assert len(listed) == len(routes)  # every route of the app under /api/, once
+    assert {(re.sub(r":\w+", "", p), m) for p, m in routes} == set(listed)
+    assert all(listed.values())  # each described in /api/openapi.json
+    assert set(OPENAPI["paths"]) == {p for p, _ in listed}
+
+
+def test_every_api_list_has_one_shape_and_pages(web: Fixture) -> None:
+    for _ in range(5):
+        web.store.record_push("main", web.flights[0], "xen", web.sha, None, "pushed")
+        web.store.create_bisection("main", "test", "run", None, web.flights[1], None)
+    for path in ["/api/bisections", "/api/branches/main/pushes", "/api/hosts/h0/jobs"]:
+        seen: list[Any] = []
+        url: str | None = f"{path}?limit=2"
+        while url is not None:
+            page = web.client.get(url).json()
+            assert set(page) == {"items", "next"} and len(page["items"]) <= 2, url
+            seen += page["items"]
+            url = page["next"]
+            assert url is None or "limit=2" in url  # the next page keeps the query
+        assert len(seen) == len(web.client.get(path).json()["items"]) >= 5, path
+        assert len({json.dumps(item, sort_keys=True) for item in seen}) == len(seen), path
+    for path in ["/api/hosts", "/api/branches"]:
+        assert set(web.client.get(path).json()) == {"items", "next"}, path
 
 
 def test_api_flight_is_the_cli_json(web: Fixture) -> None:
@@ -613,9 +653,10 @@ def test_hosts_show_quarantine_busy_and_history(web: Fixture) -> None:
     host = web.client.get("/hosts/h0").text
     assert "quarantine" in host and f"/flights/{web.flights[2]}/jobs/test" in host
     api = web.client.get("/api/hosts").json()
-    assert api[0]["state"] == "quarantined"
-    assert api[0]["status"]["quarantined"] == "disk errors <b>sda</b>"
+    assert api["next"] is None
+    assert api["items"][0]["state"] == "quarantined"
+    assert api["items"][0]["status"]["quarantined"] == "disk errors <b>sda</b>"
     running = web.store.create_flight("main", Blessing.ADHOC, {"xen": web.sha}, _jobs())
     web.store.start_job(web.store.flight_jobs(running)[0].id, "h0")
-    busy = web.client.get("/api/hosts").json()[0]["busy"]
+    busy = web.client.get("/api/hosts").json()["items"][0]["busy"]
     assert [(b["flight"], b["job"]) for b in busy] == [(running, "build")]

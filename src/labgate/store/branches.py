@@ -112,12 +112,15 @@ class BranchTables(Tables):
         *,
         flight_id: int | None = None,
         limit: int = 50,
+        before: int | None = None,
         viewer: Viewer | None = None,
     ) -> list[PushRecord]:
-        """Push decisions, newest first, of a branch or of one flight; with ``viewer``, only
-        those of flights the viewer may see."""
+        """Push decisions, newest first, of a branch or of one flight (``before``: of ids below
+        it); with ``viewer``, only those of flights the viewer may see."""
         query = seen_by(select(t.push), t.push.c.flight_id, viewer)
         query = query.order_by(t.push.c.id.desc()).limit(limit)
+        if before is not None:
+            query = query.where(t.push.c.id < before)
         if branch is not None:
             query = query.where(t.push.c.branch == branch)
         if flight_id is not None:

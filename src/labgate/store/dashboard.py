@@ -228,8 +228,11 @@ def job_runs(
         return _job_runs(conn, job_rows, flights)
 
 
-def host_runs(store: Store, viewer: Viewer, host: str, *, limit: int = 100) -> list[JobRun]:
-    """The jobs of flights the viewer may see that ran on the host, newest first."""
+def host_runs(
+    store: Store, viewer: Viewer, host: str, *, limit: int = 100, before: int | None = None
+) -> list[JobRun]:
+    """The jobs of flights the viewer may see that ran on the host, newest first (``before``:
+    of job ids below it)."""
     query = (
         select(t.job)
         .join(t.flight, t.flight.c.id == t.job.c.flight_id)
@@ -237,6 +240,8 @@ def host_runs(store: Store, viewer: Viewer, host: str, *, limit: int = 100) -> l
         .order_by(t.job.c.id.desc())
         .limit(limit)
     )
+    if before is not None:
+        query = query.where(t.job.c.id < before)
     with store.engine.connect() as conn:
         job_rows = conn.execute(query).all()
         flights = _flight_rows(conn, sorted({j.flight_id for j in job_rows}))

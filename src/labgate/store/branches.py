@@ -142,6 +142,7 @@ class BranchTables(Tables):
                     push_allowed=push_allowed,
                     data=json.dumps(data),
                     created=now(),
+                    regressions=regressions_of(data),
                 )
             )
 
@@ -156,6 +157,16 @@ class BranchTables(Tables):
             "push_allowed": bool(row.push_allowed),
             "data": json.loads(row.data),
         }
+
+
+def regressions_of(data: Any) -> int:
+    """How many regressions stop a verdict's push: its blocking items and blocking slowdowns
+    (``perf``)."""
+    if not isinstance(data, dict):
+        return 0
+    perf = data.get("perf") or []
+    slower = sum(1 for v in perf if isinstance(v, dict) and v.get("blocking"))
+    return len(data.get("blocking") or []) + slower
 
 
 def push_from_row(r: Any) -> PushRecord:

@@ -146,10 +146,14 @@ class RequestLog:
             )
 
 
-def duration(seconds: float | None) -> str:
-    """``0.42s``, ``12.3s``, ``4m05s``, ``2h03m``; ``-`` for none."""
+def duration(seconds: float | None, *, whole: bool = False) -> str:
+    """``0.42s``, ``12.3s``, ``4m05s``, ``2h03m``; ``-`` for none. ``whole``: a time measured in
+    whole seconds (a flight's, from its stored start and end) is shown so (``3s``), without
+    digits it does not have."""
     if seconds is None:
         return "-"
+    if whole and seconds < 60:
+        return f"{seconds:.0f}s"
     if seconds < 10:
         return f"{seconds:.2f}s"
     if seconds < 60:

@@ -86,7 +86,7 @@ def history(web: Web, request: Request) -> Response:
         pages.viewer_of(request),
         branch,
         job,
-        limit=min(pages.int_param(request, "limit") or 100, 500),
+        limit=limit_param(request, 100),
     )
     return JSONResponse(
         {

@@ -26,8 +26,11 @@ def upgrade() -> None:
         sa.column("regressions", sa.Integer()),
     )
     conn = op.get_bind()
-    rows = conn.execute(sa.select(verdict.c.flight_id, verdict.c.data)).all()
-    for flight_id, text in rows:
+    # one verdict at a time: a big lab's verdicts are megabytes each
+    for flight_id in conn.execute(sa.select(verdict.c.flight_id)).scalars().all():
+        text = conn.execute(
+            sa.select(verdict.c.data).where(verdict.c.flight_id == flight_id)
+        ).scalar_one()
         data = json.loads(text)
         if not isinstance(data, dict):
             data = {}

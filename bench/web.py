@@ -9,10 +9,11 @@ PostgreSQL; ids given explicitly), then ``labgate serve`` in its own process, an
 this process over loopback (one keep-alive connection, one request at a time, after a warm-up).
 Printed per page: p50 and p95 of the wall time of a request, in milliseconds.
 
-Pages: the flight list (first page; a filtered, deep page), a flight page (a random flight of 50
-jobs x 5 steps), and a job's history (a random job of a random branch: 100 flights with steps and
-learned flake rates). PostgreSQL comes from $LABGATE_TEST_POSTGRES (an admin URL; a database is
-created and dropped), else a throwaway cluster is started (tests/pg.py).
+Pages: the flight list (first page; a filtered, deep page; the API's first page: each real
+flight has a verdict, a passed one its push, each bisect flight its bisection), a flight page (a
+random flight of 50 jobs x 5 steps), and a job's history (a random job of a random branch: 100
+flights with steps and learned flake rates). PostgreSQL comes from $LABGATE_TEST_POSTGRES (an
+admin URL; a database is created and dropped), else a throwaway cluster is started (tests/pg.py).
 
     python bench/web.py --stores ""          # the slow readers' case only
 
@@ -82,7 +83,8 @@ def rows(flights: int, jobs: int, steps: int, seed: int = 1) -> Iterator[dict[st
     names = job_names(jobs)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     job_id = step_id = 0
-    chunk: dict[str, list[tuple]] = {k: [] for k in ("flight", "rev", "job", "runvar", "step")}
+    kinds = ("flight", "rev", "job", "runvar", "step", "verdict", "push", "bisection")
+    chunk: dict[str, list[tuple]] = {k: [] for k in kinds}
     for fid in range(1, flights + 1):
         branch = BRANCHES[fid % len(BRANCHES)]
         blessing = "real" if fid % 5 else "bisect"
@@ -120,9 +122,31 @@ def rows(flights: int, jobs: int, steps: int, seed: int = 1) -> Iterator[dict[st
             (fid, branch, blessing, "finished", outcome, t0, t0, t0 + timedelta(minutes=25))
         )
         chunk["rev"].append((fid, branch.split("-")[0], f"{rng.getrandbits(160):040x}"))
+        gate_rows(chunk, fid, branch, blessing, outcome, t0)
         if fid % CHUNK_FLIGHTS == 0 or fid == flights:
             yield chunk
             chunk = {k: [] for k in chunk}
+
+
+def gate_rows(
+    chunk: dict[str, list[tuple]], fid: int, branch: str, blessing: str, outcome: str, t0: datetime
+) -> None:
+    """What the gate leaves of a flight: a real flight's verdict (a failed one regressed) and,
+    when it passed, its push (one in seven refused); a bisect flight's bisection (of the flight
+    before it)."""
+    end = t0 + timedelta(minutes=25)
+    if blessing == "real":
+        passed = outcome == "pass"
+        chunk["verdict"].append((fid, None, passed, "{}", end, 0 if passed else 1))
+        if passed:
+            status = "not-fast-forward" if fid % 7 == 0 else "pushed"
+            chunk["push"].append((fid, branch, fid, "xen", f"{fid:040x}", None, status, None, end))
+    else:
+        chunk["bisection"].append(
+            (fid, branch, "build-amd64", "build", None, fid - 1, None, "found", "xen",
+             f"{fid:040x}", 0.99, 3, 2, None, json.dumps([fid]), "{}",
+             t0 - timedelta(minutes=1), end)
+        )  # fmt: skip
 
 
 TABLES = {
@@ -134,6 +158,14 @@ TABLES = {
     "runvar": (t.runvar, ["job_id", "name", "value"]),
     "step": (t.step, ["id", "job_id", "seq", "name", "command", "timeout", "results", "outcome",
                       "exit_status", "duration_s", "log", "reason", "started", "finished"]),
+    "verdict": (t.verdict, ["flight_id", "baseline_flight_id", "push_allowed", "data", "created",
+                            "regressions"]),
+    "push": (t.push, ["id", "branch", "flight_id", "tree", "sha", "previous_sha", "status",
+                      "message", "created"]),
+    "bisection": (t.bisection, ["id", "branch", "job", "step", "testcase", "flight_id",
+                                "baseline_flight_id", "state", "culprit_tree", "culprit_commit",
+                                "confidence", "executions", "rounds", "reason", "flights", "graph",
+                                "created", "finished"]),
 }  # fmt: skip
 
 
@@ -146,7 +178,7 @@ def fill(url: str, flights: int, jobs: int, steps: int) -> float:
     try:
         for chunk in rows(flights, jobs, steps):
             with engine.begin() as conn:
-                for key in ("flight", "rev", "job", "runvar", "step"):
+                for key in TABLES:
                     table, columns = TABLES[key]
                     if postgres:
                         _copy(conn, table.name, columns, chunk[key])
@@ -157,7 +189,7 @@ def fill(url: str, flights: int, jobs: int, steps: int) -> float:
                         )
         with engine.begin() as conn:
             if postgres:
-                for table in ("flight", "job", "step"):
+                for table in ("flight", "job", "step", "push", "bisection"):
                     conn.execute(
                         sa.text(
                             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
@@ -233,6 +265,7 @@ def bench_store(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]
             f"&before={rng.randint(1, args.flights)}"
         ),
         "flight page": lambda: f"/flights/{rng.randint(1, args.flights)}",
+        "API flight list": lambda: "/api/flights",
         "job history": lambda: f"/history/{rng.choice(BRANCHES)}/{rng.choice(names)}",
     }
     with tempfile.TemporaryDirectory(prefix="labgate-bench-web-") as tmp:

@@ -271,18 +271,19 @@ def test_members_see_the_embargoed_work(leak: Leak) -> None:
         assert CANARY in response.text, path
     stream = leak.get("member", f"/flights/{h}/jobs/build/steps/0/log/stream")
     assert CANARY in stream.text and "event: end" in stream.text
-    listed = leak.get("member", "/api/flights").json()["flights"]
+    listed = leak.get("member", "/api/flights").json()["items"]
     assert h in [f["id"] for f in listed]
-    assert h not in [f["id"] for f in leak.get("outsider", "/api/flights").json()["flights"]]
+    assert h not in [f["id"] for f in leak.get("outsider", "/api/flights").json()["items"]]
 
 
 def test_a_host_busy_with_an_embargoed_job_is_reserved_to_outsiders(leak: Leak) -> None:
     for who in OUTSIDERS:
-        h0 = next(h for h in leak.get(who, "/api/hosts").json() if h["name"] == "h0")
+        h0 = next(h for h in leak.get(who, "/api/hosts").json()["items"] if h["name"] == "h0")
         assert h0["state"] == "reserved" and h0["busy"] == []
-        assert leak.get(who, "/api/hosts/h0/jobs").json() != []  # the public jobs stay
-        assert all(r["flight"] != leak.hidden for r in leak.get(who, "/api/hosts/h0/jobs").json())
-    h0 = next(h for h in leak.get("member", "/api/hosts").json() if h["name"] == "h0")
+        runs = leak.get(who, "/api/hosts/h0/jobs").json()["items"]
+        assert runs != []  # the public jobs stay
+        assert all(r["flight"] != leak.hidden for r in runs)
+    h0 = next(h for h in leak.get("member", "/api/hosts").json()["items"] if h["name"] == "h0")
     assert h0["state"] == "busy"
     assert h0["busy"] == [{"flight": leak.hidden, "job": "test", "since": h0["busy"][0]["since"]}]
 
@@ -294,15 +295,15 @@ def test_pagination_and_counts_show_no_trace(leak: Leak) -> None:
         ("outsider", leak.public[::-1]),
         ("member", sorted([*leak.public, leak.hidden], reverse=True)),
     ):
-        seen, before = [], ""
+        seen, url = [], "/api/flights?limit=1"
         while True:
-            page = leak.get(who, f"/api/flights?limit=1{before}").json()
-            seen += [f["id"] for f in page["flights"]]
-            if page["older"] is None:
+            page = leak.get(who, url).json()
+            seen += [f["id"] for f in page["items"]]
+            if page["next"] is None:
                 break
             if who == "outsider":
-                assert page["older"] != leak.hidden
-            before = f"&before={page['older']}"
+                assert not page["next"].endswith(f"before={leak.hidden}")
+            url = page["next"]
         assert seen == expected, who
 
 
@@ -326,14 +327,14 @@ def test_an_embargo_ends_by_itself_at_until(leak: Leak) -> None:
 def test_the_audit_log_names_who_saw_embargoed_work_for_the_groups_admins(leak: Leak) -> None:
     leak.get("member", f"/flights/{leak.hidden}/jobs/build/steps/0/log")
     leak.get("outsider", f"/flights/{leak.hidden}")  # refused: not a sight
-    entries = leak.get("member", f"/api/embargo/{GROUP}/audit").json()
+    entries = leak.get("member", f"/api/embargo/{GROUP}/audit").json()["items"]
     assert [(e["user"], e["flight"], e["what"]) for e in entries] == [
         ("alice", leak.hidden, f"/flights/{leak.hidden}/jobs/build/steps/0/log")
     ]
     admin = leak.client.get(
         f"/api/embargo/{GROUP}/audit", headers={"authorization": f"Bearer {LAB_TOKEN}"}
     )
-    assert admin.status_code == 200 and len(admin.json()) == 1
+    assert admin.status_code == 200 and len(admin.json()["items"]) == 1
     leak.users.add("carol", groups=[GROUP])  # a member, not an admin of the group
     carol = {"authorization": "Bearer " + leak.users.create_token("carol")}
     assert leak.client.get(f"/api/embargo/{GROUP}/audit", headers=carol).status_code == 404

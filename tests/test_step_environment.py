@@ -189,7 +189,7 @@ def test_a_review_flight_never_shows_the_labs_secrets(tmp_path: Path) -> None:
 def _every_page(site: str, sha: str) -> list[str]:
     """Every page and API answer about the review flight (and the lists that lead to it)."""
     with httpx.Client(base_url=site, timeout=30) as client:
-        [flight] = client.get("/api/flights", params={"blessing": "review"}).json()["flights"]
+        [flight] = client.get("/api/flights", params={"blessing": "review"}).json()["items"]
         flight_id = flight["id"]
         detail = client.get(f"/api/flights/{flight_id}").json()
         assert detail["revisions"]["xen"] == sha

@@ -11,12 +11,14 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from labgate.cli import main
@@ -26,6 +28,7 @@ from labgate.model import Blessing, FlightState, JobSpec, Outcome, StepSpec
 from labgate.store import Store, schema
 from labgate.web import create_app
 from labgate.web.api import OPENAPI
+from labgate.web.app import when
 from labgate.web.auth import SESSION_COOKIE, SESSION_TTL_S
 from labgate.web.graph import dot_string, render_svg, to_dot
 from labgate.web.logs import LiveStep, stream_log
@@ -143,6 +146,139 @@ def test_flight_page_shows_tuple_grid_and_steps(web: Fixture) -> None:
     assert 'class="o-fail cell step"' in page  # the failed step's cell is coloured
     assert f"/flights/{web.flights[1]}/jobs/test/steps/1/log" in page  # the second step's log
     assert "h0" in page and "2.50s" in page  # host and a step's duration
+
+
+def _row(page: str, flight_id: int) -> str:
+    """The flight list's row of one flight (its HTML)."""
+    start = page.index(f'<tr id="flight-{flight_id}">')
+    return page[start : page.index("</tr>", start)]
+
+
+def _cell(row: str, name: str) -> str:
+    """The text of a row's cell of this class, tags removed."""
+    start = row.index(f'<td class="{name}">')
+    return re.sub(r"<[^>]+>", "", row[start : row.index("</td>", start)]).strip()
+
+
+def test_flight_list_says_what_the_gate_made_of_each_flight(web: Fixture) -> None:
+    pushed, regressed, refused = web.flights
+    web.store.record_verdict(pushed, None, True, {"blocking": []})
+    web.store.record_push("main", pushed, "xen", web.sha, None, "pushed")
+    web.store.record_verdict(regressed, pushed, False, {"blocking": [{"job": "test"}]})
+    web.store.record_verdict(refused, pushed, True, {"blocking": []})
+    web.store.record_push("main", refused, "xen", web.sha, None, "not-fast-forward", "moved")
+    bisection = web.store.create_bisection("main", "test", "run", None, regressed, pushed)
+    probe = web.store.create_flight("main", Blessing.BISECT, {"xen": web.sha}, _jobs())
+    web.store.update_bisection(
+        bisection, state="running", executions=1, rounds=1, flights=[probe], graph={}
+    )
+    page = web.client.get("/flights").text
+    assert _cell(_row(page, pushed), "state") == "pushed"
+    assert _cell(_row(page, regressed), "state") == "regressed (1)"
+    assert _cell(_row(page, refused), "state") == "push failed"  # never like a push
+    assert 'class="oc g-push-failed" title="not-fast-forward: moved"' in _row(page, refused)
+    assert f'href="/bisections/{bisection}"' in _row(page, probe)
+    assert _cell(_row(page, probe), "state") == f"bisection {bisection}"
+    flight_page = web.client.get(f"/flights/{refused}").text
+    assert "push failed" in flight_page and "push allowed" not in flight_page
+    assert "g-pushed" not in flight_page
+    assert f'href="/bisections/{bisection}"' in web.client.get(f"/flights/{probe}").text
+    branch = web.client.get("/branches/main").text
+    assert _cell(_row(branch, refused), "state") == "push failed"
+
+
+def test_a_verdict_stored_before_the_regression_count_is_counted_on_upgrade(
+    tmp_path: Path,
+) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    config = Config()
+    config.set_main_option("script_location", "labgate.store:migrations")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0012")
+        conn.execute(
+            text(
+                "INSERT INTO flight (id, branch, blessing, state, created) "
+                "VALUES (1, 'main', 'real', 'finished', '2026-01-01 00:00:00')"
+            )
+        )
+        verdict = {"blocking": [{"job": "a"}, {"job": "b"}], "perf": [{"blocking": True}]}
+        conn.execute(
+            text("INSERT INTO verdict VALUES (1, NULL, 0, :data, '2026-01-01 00:00:00')"),
+            {"data": json.dumps(verdict)},
+        )
+    engine.dispose()
+    with Store.open(url) as store, store.engine.connect() as conn:
+        assert conn.execute(select(schema.verdict.c.regressions)).scalar_one() == 3
+
+
+def test_flight_list_shows_durations_and_relative_times(web: Fixture) -> None:
+    started = (datetime.now(UTC) - timedelta(hours=3, minutes=10)).replace(microsecond=0)
+    with web.store.engine.begin() as conn:
+        conn.execute(
+            schema.flight.update()
+            .where(schema.flight.c.id == web.flights[0])
+            .values(started=started, finished=started + timedelta(minutes=25, seconds=5))
+        )
+    row = _row(web.client.get("/flights").text, web.flights[0])
+    exact = started.strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f'<time datetime="{started.isoformat()}" title="{exact}">3 h ago</time>' in row
+    assert "25m05s" in row
+    assert "+00:00<" not in row  # no raw ISO string is shown
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(2, "just now"), (42, "42 s ago"), (190, "3 min ago"), (3 * 3600 + 5, "3 h ago"),
+     (47 * 3600, "47 h ago"), (5 * 86400, "5 days ago"), (-7250, "in 2 h")],
+)  # fmt: skip
+def test_relative_times(seconds: int, words: str) -> None:
+    now = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
+    moment = now - timedelta(seconds=seconds)
+    shown = str(when(moment.isoformat(), now))
+    assert shown.endswith(f">{words}</time>")
+    assert f'title="{moment:%Y-%m-%d %H:%M:%S} UTC"' in shown
+    assert str(when(None, now)) == "-"
+
+
+def test_pages_with_job_pills_have_a_legend(web: Fixture) -> None:
+    for path in ["/flights", f"/flights/{web.flights[1]}", "/branches/main"]:
+        page = web.client.get(path).text
+        legend = page[page.index('<p class="legend" id="legend">') :]
+        legend = legend[: legend.index("</p>")]
+        for outcome in ("pass", "fail", "broken", "blocked", "skip", "running", "queued"):
+            assert f'<span class="oc o-{outcome}">{outcome}</span>' in legend, (path, outcome)
+
+
+def test_host_events_link_their_flight_job_and_host(web: Fixture) -> None:
+    stored = web.store.flight_jobs(web.flights[1])[1]
+    web.store.hosts.record_job("h0", stored.id, 1, Outcome.FAIL, "disk full", quarantine_after=1)
+    page = web.client.get("/hosts/h0").text
+    events = page[page.index("<h2>Events</h2>") :]
+    assert f'<a href="/flights/{web.flights[1]}">{web.flights[1]}</a>' in events
+    assert f'<a href="/flights/{web.flights[1]}/jobs/test">test</a>' in events
+    assert '<a href="/hosts/h0">h0</a>' in events
+
+
+def test_the_culprit_is_named_with_its_author_and_subject(web: Fixture) -> None:
+    b = web.store.create_bisection("main", "test", "run", None, web.flights[1], web.flights[0])
+    web.store.update_bisection(
+        b, state="found", executions=3, rounds=2, flights=[], graph={},
+        culprit_tree="xen", culprit_commit=web.sha, confidence=0.97,
+    )  # fmt: skip
+    for path in [f"/bisections/{b}", f"/flights/{web.flights[1]}", "/branches/main"]:
+        page = web.client.get(path).text
+        banner = page[page.index(f'<div class="culprit" id="culprit-{b}">') :]
+        banner = banner[: banner.index("</div>")]
+        assert web.sha[:12] in banner, path
+        assert '<span class="author">Mallory &amp; Eve</span>' in banner, path
+        assert "&lt;script&gt;alert" in banner and "97.0%" in banner, path
+    assert "Mallory &amp; Eve: &lt;script&gt;" in web.client.get("/bisections").text
 
 
 def test_outside_text_is_escaped(web: Fixture) -> None:
@@ -275,13 +411,13 @@ def test_flight_list_filters_and_pages(web: Fixture) -> None:
     for _ in range(55):
         web.store.create_flight("main", Blessing.ADHOC, {"xen": web.sha}, _jobs())
     first = web.client.get("/api/flights").json()
-    assert len(first["flights"]) == 50 and first["older"] is not None
-    second = web.client.get(f"/api/flights?before={first['older']}").json()
-    assert [f["id"] for f in second["flights"]] == list(range(8, 0, -1))
-    assert second["older"] is None
-    failed = web.client.get("/api/flights?outcome=fail").json()["flights"]
+    assert len(first["items"]) == 50 and first["next"] == "/api/flights?before=9"
+    second = web.client.get(first["next"]).json()
+    assert [f["id"] for f in second["items"]] == list(range(8, 0, -1))
+    assert second["next"] is None
+    failed = web.client.get("/api/flights?outcome=fail").json()["items"]
     assert [f["id"] for f in failed] == [web.flights[1]]
-    real = web.client.get("/api/flights?blessing=real").json()["flights"]
+    real = web.client.get("/api/flights?blessing=real").json()["items"]
     assert sorted(f["id"] for f in real) == web.flights
     html = web.client.get("/flights?outcome=queued").text
     assert "older flights" in html
@@ -332,6 +468,7 @@ def test_api_matches_its_openapi_description(web: Fixture) -> None:
     assert web.client.get("/api/openapi.json").json() == OPENAPI
     f = web.flights[1]
     paths = {
+        "/api/": "/api/",
         "/api/flights": "/api/flights",
         f"/api/flights/{f}": "/api/flights/{flight_id}",
         f"/api/flights/{f}/verdict": "/api/flights/{flight_id}/verdict",
@@ -342,9 +479,11 @@ def test_api_matches_its_openapi_description(web: Fixture) -> None:
         "/api/branches/main/pushes": "/api/branches/{name}/pushes",
         "/api/bisections": "/api/bisections",
         "/api/bisections/1": "/api/bisections/{bisection_id}",
+        "/api/embargo/admins/audit": "/api/embargo/{group}/audit",
     }
+    lab_admin = {"authorization": f"Bearer {TOKEN}"}  # the audit log is for admins
     for url, template in paths.items():
-        response = web.client.get(url)
+        response = web.client.get(url, headers=lab_admin)
         assert response.status_code == 200, url
         schema = OPENAPI["paths"][template]["get"]["responses"]["200"]["content"]
         _check(schema["application/json"]["schema"], response.json(), url)
@@ -354,6 +493,42 @@ def test_api_matches_its_openapi_description(web: Fixture) -> None:
     assert web.client.get("/api/flights/999").json() == {
         "error": "flight 999 does not exist in this lab's store"
     }
+
+
+def test_api_index_lists_every_api_route_of_the_app(web: Fixture) -> None:
+    index = web.client.get("/api/").json()
+    assert index["next"] is None
+    listed = {(e["path"], tuple(e["methods"])): e["summary"] for e in index["items"]}
+    assert ("/api/flights", ("GET",)) in listed
+    assert ("/api/flights/{flight_id}/cancel", ("POST",)) in listed
+    routes = {
+        (route.path, tuple(sorted(m for m in route.methods if m != "HEAD")))
+        for route in web.client.app.routes  # type: ignore[attr-defined]
+        if isinstance(route, Route) and route.path.startswith("/api/") and route.methods
+    }
+    assert len(listed) == len(routes)  # every route of the app under /api/, once
+    assert {(re.sub(r":\w+", "", p), m) for p, m in routes} == set(listed)
+    assert all(listed.values())  # each described in /api/openapi.json
+    assert set(OPENAPI["paths"]) == {p for p, _ in listed}
+
+
+def test_every_api_list_has_one_shape_and_pages(web: Fixture) -> None:
+    for _ in range(5):
+        web.store.record_push("main", web.flights[0], "xen", web.sha, None, "pushed")
+        web.store.create_bisection("main", "test", "run", None, web.flights[1], None)
+    for path in ["/api/bisections", "/api/branches/main/pushes", "/api/hosts/h0/jobs"]:
+        seen: list[Any] = []
+        url: str | None = f"{path}?limit=2"
+        while url is not None:
+            page = web.client.get(url).json()
+            assert set(page) == {"items", "next"} and len(page["items"]) <= 2, url
+            seen += page["items"]
+            url = page["next"]
+            assert url is None or "limit=2" in url  # the next page keeps the query
+        assert len(seen) == len(web.client.get(path).json()["items"]) >= 5, path
+        assert len({json.dumps(item, sort_keys=True) for item in seen}) == len(seen), path
+    for path in ["/api/hosts", "/api/branches"]:
+        assert set(web.client.get(path).json()) == {"items", "next"}, path
 
 
 def test_api_flight_is_the_cli_json(web: Fixture) -> None:
@@ -613,9 +788,10 @@ def test_hosts_show_quarantine_busy_and_history(web: Fixture) -> None:
     host = web.client.get("/hosts/h0").text
     assert "quarantine" in host and f"/flights/{web.flights[2]}/jobs/test" in host
     api = web.client.get("/api/hosts").json()
-    assert api[0]["state"] == "quarantined"
-    assert api[0]["status"]["quarantined"] == "disk errors <b>sda</b>"
+    assert api["next"] is None
+    assert api["items"][0]["state"] == "quarantined"
+    assert api["items"][0]["status"]["quarantined"] == "disk errors <b>sda</b>"
     running = web.store.create_flight("main", Blessing.ADHOC, {"xen": web.sha}, _jobs())
     web.store.start_job(web.store.flight_jobs(running)[0].id, "h0")
-    busy = web.client.get("/api/hosts").json()[0]["busy"]
+    busy = web.client.get("/api/hosts").json()["items"][0]["busy"]
     assert [(b["flight"], b["job"]) for b in busy] == [(running, "build")]

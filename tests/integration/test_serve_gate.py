@@ -58,8 +58,7 @@ def test_serve_runs_the_gate_and_shows_its_flights(tmp_path: Path) -> None:
         assert cycles[1]["action"] == "nothing-to-do"
         assert upstream.ref("master") == shas[-1]
         with urllib.request.urlopen(f"{base}/api/flights") as response:
-            listing = json.loads(response.read())
-        flights = listing["flights"] if isinstance(listing, dict) else listing
+            flights = json.loads(response.read())["items"]
         assert {f["id"] for f in flights} >= {cycles[0]["flight"], cycles[0]["baseline_flight"]}
     finally:
         serve.terminate()

@@ -17,9 +17,11 @@ import shlex
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from labgate.store import Store
@@ -92,8 +94,15 @@ def lab(tmp_path: Path) -> Iterator[tuple[Path, str, Path]]:
         f.write(f"\n[web]\ntoken = {toml_str(TOKEN)}\n")
     fifo = tmp_path / "watch.fifo"
     os.mkfifo(fifo)
+    with serve(lab_dir.path) as base:
+        yield lab_dir.path, base, fifo
+
+
+@contextmanager
+def serve(lab_dir: Path) -> Iterator[str]:
+    """`labgate serve` of the lab on a free loopback port: its base URL while it runs."""
     server = subprocess.Popen(
-        labgate(lab_dir.path, "serve", "--listen", "127.0.0.1:0"),
+        labgate(lab_dir, "serve", "--listen", "127.0.0.1:0", "--no-review"),
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -102,7 +111,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[Path, str, Path]]:
         line = read_line(server, WAIT_S)
         match = re.search(r"http://127\.0\.0\.1:\d+", line)
         assert match, line
-        yield lab_dir.path, match.group(0), fifo
+        yield match.group(0)
     finally:
         server.terminate()
         server.wait(WAIT_S)
@@ -209,3 +218,120 @@ def test_flight_to_job_to_live_log_to_bisection(
         expect(page.locator("h1")).to_be_visible()
         page.screenshot(path=artifact_dir / f"{name}.png", full_page=True)
     page.close()
+
+
+# --- every page at 1400x1000, as a lab user asking what regressed, where, and since when --------
+
+WIDTH, HEIGHT = 1400, 1000
+FROZEN = "master is frozen for the release"
+
+
+@pytest.fixture
+def story(tmp_path: Path) -> Path:
+    """The demo's push gate story (a baseline, a regression bisected to its culprit, a fix
+    pushed), then one more change whose push the tree refuses (a git hook): a lab dir."""
+    lab_dir = tmp_path / "demo"
+    made = subprocess.run(labgate(lab_dir, "demo", str(lab_dir))[:-2], capture_output=True)
+    assert made.returncode == 0, made.stderr
+    hook = lab_dir / "trees/xen.git/hooks/update"
+    hook.write_text(f'#!/bin/sh\n[ "$1" = refs/heads/master ] || exit 0\necho "{FROZEN}"\nexit 1\n')
+    hook.chmod(0o755)
+    dev = lab_dir / "dev/xen"
+    for args in (["commit", "-q", "--allow-empty", "-m", "docs: a note"],
+                 ["push", "-q", "origin", "HEAD:staging"]):  # fmt: skip
+        subprocess.run(["git", "-C", str(dev), *args], check=True, capture_output=True)
+    gate = subprocess.run(labgate(lab_dir, "gate", "xen-unstable", "--once"), capture_output=True)
+    assert gate.returncode == 1, gate.stderr  # tested, passed, not pushed
+    return lab_dir
+
+
+def above_the_fold(locator: Any) -> bool:
+    box = locator.bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= HEIGHT
+
+
+def test_every_page_says_what_regressed_where_and_since_when(
+    browser: Any, story: Path, artifact_dir: Path
+) -> None:
+    expect = sync_api.expect
+    with serve(story) as base:
+        flights = httpx.get(f"{base}/api/flights?blessing=real").json()["items"]
+        refused, regressed = flights[0]["id"], flights[-2]["id"]
+        bisection = httpx.get(f"{base}/api/bisections").json()["items"][0]
+        culprit = bisection["culprit"]["commit"]
+        shown = subprocess.run(
+            ["git", "-C", str(story / "trees/xen.git"), "show", "-s", "--format=%an%n%s", culprit],
+            capture_output=True, text=True, check=True,
+        ).stdout.splitlines()  # fmt: skip
+        author, subject = shown[0], shown[1]
+        page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+        pages = {
+            "flights": "/flights",
+            "flight-regressed": f"/flights/{regressed}",
+            "flight-push-failed": f"/flights/{refused}",
+            "flight-bisect": f"/flights/{bisection['flights'][0]}",
+            "job": f"/flights/{regressed}/jobs/{bisection['job']}",
+            "log": f"/flights/{regressed}/jobs/{bisection['job']}/steps/1/log",
+            "history": f"/history/xen-unstable/{bisection['job']}",
+            "bisections": "/bisections",
+            "bisection": f"/bisections/{bisection['id']}",
+            "branches": "/branches",
+            "branch": "/branches/xen-unstable",
+            "hosts": "/hosts",
+            "host": "/hosts/italia0",
+            "trends": f"/trends?branch=xen-unstable&job={bisection['job']}",
+            "review": "/review",
+        }
+        for name, path in pages.items():
+            page.goto(base + path)
+            expect(page.locator("h1")).to_be_visible()
+            page.screenshot(path=artifact_dir / f"{name}.png")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= WIDTH, (name, width)  # no horizontal scroll at 1400 px
+            text = page.locator("main").inner_text()
+            assert "+00:00" not in text, name  # times read as "3 min ago", exact on hover
+
+        page.goto(base + "/flights")
+        expect(page.locator("#legend")).to_contain_text("broken")
+        assert above_the_fold(page.locator("#legend"))
+        expect(page.locator(f"#flight-{refused} td.state")).to_have_text("push failed")
+        expect(page.locator(f"#flight-{regressed} td.state")).to_have_text("regressed (2)")
+        probe = page.locator(f"#flight-{bisection['flights'][0]} td.state a")
+        expect(probe).to_have_text(f"bisection {bisection['id']}")
+        started = page.locator(f"#flight-{regressed} td.time time")
+        expect(started).to_have_attribute(
+            "title", re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$")
+        )
+        expect(started).to_have_text(re.compile(r"(ago|just now)$"))
+
+        page.goto(f"{base}/flights/{regressed}")
+        expect(page.locator("#gate")).to_have_text("regressed")
+        banner = page.locator(f"#culprit-{bisection['id']}")
+        expect(banner).to_contain_text(culprit[:12])
+        expect(banner.locator(".author")).to_have_text(author)
+        expect(banner.locator(".subject")).to_have_text(subject)
+        assert above_the_fold(banner)
+        rows = page.locator("tr.regression")
+        expect(rows).to_have_count(2)
+        for i in range(2):
+            assert above_the_fold(rows.nth(i)), "a regressed job is below the fold"
+
+        page.goto(f"{base}/flights/{refused}")
+        expect(page.locator("#gate")).to_have_text("push failed")
+        expect(page.locator(".g-pushed")).to_have_count(0)  # never the green of a push
+        expect(page.locator("p.push")).to_contain_text(FROZEN)
+        assert above_the_fold(page.locator("p.push"))
+
+        for path in (f"/bisections/{bisection['id']}", "/branches/xen-unstable"):
+            page.goto(base + path)
+            banner = page.locator(f"#culprit-{bisection['id']}")
+            expect(banner.locator(".author")).to_have_text(author)
+            expect(banner.locator(".subject")).to_have_text(subject)
+            assert above_the_fold(banner), path
+
+        page.goto(f"{base}/hosts/italia0")
+        events = page.locator("h2:text-is('Events') + table")
+        expect(events.locator(f"a[href='/flights/{regressed}']").first).to_be_visible()
+        job_link = f"a[href='/flights/{regressed}/jobs/{bisection['job']}']"
+        expect(events.locator(job_link).first).to_be_visible()
+        page.close()

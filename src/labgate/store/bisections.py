@@ -103,12 +103,15 @@ class BisectionTables(Tables):
         *,
         flight_id: int | None = None,
         limit: int = 50,
+        before: int | None = None,
         viewer: Viewer | None = None,
     ) -> list[BisectionRecord]:
-        """Bisections, newest first, of a branch or of one flight; with ``viewer``, only those
-        of flights the viewer may see."""
+        """Bisections, newest first, of a branch or of one flight (``before``: of ids below
+        it); with ``viewer``, only those of flights the viewer may see."""
         query = seen_by(select(t.bisection), t.bisection.c.flight_id, viewer)
         query = query.order_by(t.bisection.c.id.desc()).limit(limit)
+        if before is not None:
+            query = query.where(t.bisection.c.id < before)
         if branch is not None:
             query = query.where(t.bisection.c.branch == branch)
         if flight_id is not None:

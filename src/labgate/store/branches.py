@@ -112,12 +112,15 @@ class BranchTables(Tables):
         *,
         flight_id: int | None = None,
         limit: int = 50,
+        before: int | None = None,
         viewer: Viewer | None = None,
     ) -> list[PushRecord]:
-        """Push decisions, newest first, of a branch or of one flight; with ``viewer``, only
-        those of flights the viewer may see."""
+        """Push decisions, newest first, of a branch or of one flight (``before``: of ids below
+        it); with ``viewer``, only those of flights the viewer may see."""
         query = seen_by(select(t.push), t.push.c.flight_id, viewer)
         query = query.order_by(t.push.c.id.desc()).limit(limit)
+        if before is not None:
+            query = query.where(t.push.c.id < before)
         if branch is not None:
             query = query.where(t.push.c.branch == branch)
         if flight_id is not None:
@@ -139,6 +142,7 @@ class BranchTables(Tables):
                     push_allowed=push_allowed,
                     data=json.dumps(data),
                     created=now(),
+                    regressions=regressions_of(data),
                 )
             )
 
@@ -153,6 +157,16 @@ class BranchTables(Tables):
             "push_allowed": bool(row.push_allowed),
             "data": json.loads(row.data),
         }
+
+
+def regressions_of(data: Any) -> int:
+    """How many regressions stop a verdict's push: its blocking items and blocking slowdowns
+    (``perf``)."""
+    if not isinstance(data, dict):
+        return 0
+    perf = data.get("perf") or []
+    slower = sum(1 for v in perf if isinstance(v, dict) and v.get("blocking"))
+    return len(data.get("blocking") or []) + slower
 
 
 def push_from_row(r: Any) -> PushRecord:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, or_, select
 
 from labgate.model import (
     Embargo,
@@ -39,8 +39,9 @@ from labgate.store import (
     step_from_row,
 )
 from labgate.store import schema as t
+from labgate.store.branches import push_from_row
 from labgate.store.hosts import HostEvent, HostRegistry, HostStatus
-from labgate.store.users import Users, Viewer, visible
+from labgate.store.users import Users, Viewer, seen_by, visible
 
 PAGE_SIZE = 50
 
@@ -56,6 +57,11 @@ def seconds_between(start: datetime | None, end: datetime | None) -> float | Non
     if end.tzinfo is None:
         end = end.replace(tzinfo=UTC)
     return (end - start).total_seconds()
+
+
+def parse_iso(value: str | None) -> datetime | None:
+    """A stored time as the model gives it (ISO 8601), None for none."""
+    return datetime.fromisoformat(value) if value else None
 
 
 def _flight(row: Any, revisions: Mapping[str, str]) -> FlightResult:
@@ -82,15 +88,48 @@ _STEP_COLUMNS = (
 
 
 @dataclass(frozen=True)
+class GateState:
+    """What the push gate made of a flight: its verdict, and its last push if it made one."""
+
+    push_allowed: bool
+    regressions: int
+    push: PushRecord | None = None
+
+    @property
+    def word(self) -> str:
+        """``pushed``, ``push failed`` (the push was made and refused: not-fast-forward,
+        error), ``regressed`` (regressions stop the push), ``not pushed`` (something else
+        stops it: broken or untested jobs, new findings) or ``push allowed`` (no push yet)."""
+        if self.push is not None:
+            return "pushed" if self.push.status == "pushed" else "push failed"
+        if self.regressions:
+            return "regressed"
+        return "push allowed" if self.push_allowed else "not pushed"
+
+
+@dataclass(frozen=True)
 class FlightRow:
-    """A flight in the list (without its jobs) and how many of its jobs ended each way."""
+    """A flight in the list (without its jobs), how many of its jobs ended each way, what the
+    gate made of it and, for a bisect flight, the bisection it served."""
 
     flight: FlightResult
     job_counts: Mapping[str, int]
+    gate: GateState | None = None
+    bisection: int | None = None
 
     @property
     def total(self) -> int:
         return sum(self.job_counts.values())
+
+    def duration_s(self, now: datetime | None = None) -> float | None:
+        """From start to finish; of a flight still running, so far (to ``now``)."""
+        started = parse_iso(self.flight.started)
+        if started is None:
+            return None
+        finished = parse_iso(self.flight.finished)
+        if finished is None and self.flight.state is FlightState.RUNNING:
+            finished = now or datetime.now(UTC)
+        return seconds_between(started, finished)
 
 
 @dataclass(frozen=True)
@@ -129,8 +168,61 @@ def flight_page(
         ids = [r.id for r in rows]
         revisions = revisions_of(conn, ids)
         counts = _job_counts(conn, ids)
-    page = tuple(FlightRow(_flight(r, revisions[r.id]), counts[r.id]) for r in rows)
+        gates = _gate_states(conn, ids)
+        bisect = [r for r in rows if r.blessing == "bisect"]
+        served = _bisections_served(conn, viewer, bisect)
+    page = tuple(
+        FlightRow(_flight(r, revisions[r.id]), counts[r.id], gates.get(r.id), served.get(r.id))
+        for r in rows
+    )
     return FlightPage(page, rows[-1].id if more and rows else None)
+
+
+def _gate_states(conn: Connection, flight_ids: Sequence[int]) -> dict[int, GateState]:
+    """The verdict and last push of each flight that has a verdict (two queries)."""
+    if not flight_ids:
+        return {}
+    query = select(t.verdict.c.flight_id, t.verdict.c.push_allowed, t.verdict.c.regressions)
+    verdicts = conn.execute(query.where(t.verdict.c.flight_id.in_(flight_ids))).all()
+    pushes: dict[int, PushRecord] = {}
+    pushed = select(t.push).where(t.push.c.flight_id.in_(flight_ids)).order_by(t.push.c.id)
+    for row in conn.execute(pushed):
+        pushes[row.flight_id] = push_from_row(row)  # the last one stays
+    return {
+        v.flight_id: GateState(bool(v.push_allowed), v.regressions or 0, pushes.get(v.flight_id))
+        for v in verdicts
+    }
+
+
+def bisection_served(store: Store, viewer: Viewer, flight_id: int) -> int | None:
+    """The bisection a bisect flight served, None when none did (or the viewer may not see
+    it)."""
+    with store.engine.connect() as conn:
+        row = conn.execute(select(t.flight).where(t.flight.c.id == flight_id)).first()
+        return _bisections_served(conn, viewer, [row]).get(flight_id) if row else None
+
+
+def _bisections_served(conn: Connection, viewer: Viewer, flights: Sequence[Any]) -> dict[int, int]:
+    """For each of these bisect flights (rows), the bisection that ran it. A bisection runs its
+    flights between its creation and its end, so only the bisections of those branches whose
+    time overlaps the flights' are read."""
+    if not flights:
+        return {}
+    first = min(f.created for f in flights)
+    last = max(f.created for f in flights)
+    query = seen_by(
+        select(t.bisection.c.id, t.bisection.c.flights), t.bisection.c.flight_id, viewer
+    ).where(
+        t.bisection.c.branch.in_(sorted({f.branch for f in flights})),
+        t.bisection.c.created <= last,
+        or_(t.bisection.c.finished.is_(None), t.bisection.c.finished >= first),
+    )
+    wanted = {f.id for f in flights}
+    served: dict[int, int] = {}
+    for bisection_id, used in conn.execute(query):
+        for flight_id in set(json.loads(used)) & wanted:
+            served.setdefault(flight_id, bisection_id)
+    return served
 
 
 def _job_counts(conn: Connection, flight_ids: Sequence[int]) -> dict[int, dict[str, int]]:
@@ -228,8 +320,11 @@ def job_runs(
         return _job_runs(conn, job_rows, flights)
 
 
-def host_runs(store: Store, viewer: Viewer, host: str, *, limit: int = 100) -> list[JobRun]:
-    """The jobs of flights the viewer may see that ran on the host, newest first."""
+def host_runs(
+    store: Store, viewer: Viewer, host: str, *, limit: int = 100, before: int | None = None
+) -> list[JobRun]:
+    """The jobs of flights the viewer may see that ran on the host, newest first (``before``:
+    of job ids below it)."""
     query = (
         select(t.job)
         .join(t.flight, t.flight.c.id == t.job.c.flight_id)
@@ -237,6 +332,8 @@ def host_runs(store: Store, viewer: Viewer, host: str, *, limit: int = 100) -> l
         .order_by(t.job.c.id.desc())
         .limit(limit)
     )
+    if before is not None:
+        query = query.where(t.job.c.id < before)
     with store.engine.connect() as conn:
         job_rows = conn.execute(query).all()
         flights = _flight_rows(conn, sorted({j.flight_id for j in job_rows}))
@@ -455,24 +552,43 @@ def step_state(store: Store, step_id: int) -> tuple[Outcome, str | None, int | N
     return Outcome(row.outcome), row.log, row.exit_status, row.duration_s
 
 
-def host_events(store: Store, viewer: Viewer, host: str, *, limit: int = 50) -> list[HostEvent]:
-    """The host's quarantines, releases, reservations and health checks, newest first; those of
-    jobs the viewer may not see are left out."""
+@dataclass(frozen=True)
+class HostEventRow:
+    """A host's event, with the flight and name of the job it is about (if any)."""
+
+    event: HostEvent
+    flight_id: int | None = None
+    job: str | None = None
+
+
+def host_events(store: Store, viewer: Viewer, host: str, *, limit: int = 50) -> list[HostEventRow]:
+    """The host's quarantines, releases, reservations and health checks, newest first, each
+    with its job's flight and name; those of jobs the viewer may not see are left out."""
     events = HostRegistry(store.engine).history(host, limit=limit)
-    hidden = _hidden_jobs(store, viewer, [e.job_id for e in events if e.job_id is not None])
-    return [e for e in events if e.job_id not in hidden]
+    jobs = _event_jobs(store, viewer, [e.job_id for e in events if e.job_id is not None])
+    out = []
+    for e in events:
+        job = jobs.get(e.job_id) if e.job_id is not None else None
+        if job is None:  # no job, or one deleted since: the event stays, unlinked
+            out.append(HostEventRow(e))
+        elif job[2]:
+            out.append(HostEventRow(e, job[0], job[1]))
+    return out
 
 
-def _hidden_jobs(store: Store, viewer: Viewer, job_ids: Sequence[int]) -> set[int]:
-    if not job_ids or viewer.admin:
-        return set()
+def _event_jobs(
+    store: Store, viewer: Viewer, job_ids: Sequence[int]
+) -> dict[int, tuple[int, str, bool]]:
+    """The flight id and name of each of these jobs, and whether the viewer may see it."""
+    if not job_ids:
+        return {}
     query = (
-        select(t.job.c.id)
+        select(t.job.c.id, t.job.c.flight_id, t.job.c.name, visible(viewer).label("seen"))
         .join(t.flight, t.flight.c.id == t.job.c.flight_id)
-        .where(t.job.c.id.in_(sorted(set(job_ids))), ~visible(viewer))
+        .where(t.job.c.id.in_(sorted(set(job_ids))))
     )
     with store.engine.connect() as conn:
-        return set(conn.execute(query).scalars())
+        return {r.id: (r.flight_id, r.name, bool(r.seen)) for r in conn.execute(query)}
 
 
 # --- one flight, its pushes, bisections ---------------------------------------------------

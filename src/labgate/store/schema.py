@@ -162,6 +162,8 @@ verdict = Table(
     Column("push_allowed", Boolean, nullable=False),
     Column("data", Text, nullable=False),
     Column("created", DateTime(timezone=True), nullable=False),
+    # migration 0016: how many regressions (and blocking slowdowns) stop the push
+    Column("regressions", Integer),
 )
 
 bisection = Table(

@@ -1,22 +1,55 @@
 """The JSON API under ``/api/``: the same data as the pages, each object in the one JSON form
 its model's ``to_json`` gives (the CLI's ``--json`` prints the same), described by
-``/api/openapi.json``.
+``/api/openapi.json``; ``/api/`` lists the endpoints (read from the app's routes).
+
+Every list answers in one shape, :func:`listing`: ``{"items": [...], "next": URL or null}``,
+newest first where the list has an order; ``next`` is the path and query of the following page
+(the same filters, ``before`` the last item's id), null on the last page.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from labgate import __version__
 from labgate.model import Blessing
 from labgate.store import dashboard as queries
 from labgate.web import pages
 from labgate.web.pages import Web
+
+MAX_LIMIT = 500
+
+
+def limit_param(request: Request, default: int = queries.PAGE_SIZE) -> int:
+    """The page size a list is asked for (``limit``, at most MAX_LIMIT)."""
+    return min(pages.int_param(request, "limit") or default, MAX_LIMIT)
+
+
+def listing(request: Request, items: Sequence[Any], after: int | None = None) -> Response:
+    """The one shape of every list: ``{"items": [...], "next": URL or null}``. ``after``: the
+    ``before`` of the next page (None on the last page); ``next`` keeps the request's other
+    query parameters."""
+    following = None
+    if after is not None:
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "before"]
+        following = f"{request.url.path}?{urlencode([*query, ('before', str(after))])}"
+    return JSONResponse({"items": [i.to_json() for i in items], "next": following})
+
+
+def page_of(rows: Sequence[Any], limit: int, key: Any) -> tuple[Sequence[Any], int | None]:
+    """``rows`` fetched with ``limit + 1``: the page and the ``before`` of the next, if any."""
+    if len(rows) > limit:
+        return rows[:limit], key(rows[limit - 1])
+    return rows, None
 
 
 def flights(web: Web, request: Request) -> Response:
@@ -27,9 +60,9 @@ def flights(web: Web, request: Request) -> Response:
         blessing=pages.choice_param(request, "blessing", {b.value for b in Blessing}),
         outcome=pages.choice_param(request, "outcome", set(queries.FLIGHT_FILTERS)),
         before=pages.int_param(request, "before"),
-        limit=min(pages.int_param(request, "limit") or queries.PAGE_SIZE, 500),
+        limit=limit_param(request),
     )
-    return JSONResponse({"flights": [r.flight.to_json() for r in page.rows], "older": page.older})
+    return listing(request, [r.flight for r in page.rows], page.older)
 
 
 def flight(web: Web, request: Request) -> Response:
@@ -53,7 +86,7 @@ def history(web: Web, request: Request) -> Response:
         pages.viewer_of(request),
         branch,
         job,
-        limit=min(pages.int_param(request, "limit") or 100, 500),
+        limit=limit_param(request, 100),
     )
     return JSONResponse(
         {
@@ -68,30 +101,48 @@ def history(web: Web, request: Request) -> Response:
 
 
 def hosts(web: Web, request: Request) -> Response:
-    states = queries.host_states(web.store, pages.viewer_of(request), web.lab.hosts)
-    return JSONResponse([h.to_json() for h in states])
+    return listing(request, queries.host_states(web.store, pages.viewer_of(request), web.lab.hosts))
 
 
 def host_jobs(web: Web, request: Request) -> Response:
-    name = request.path_params["name"]
-    runs = queries.host_runs(web.store, pages.viewer_of(request), name, limit=100)
-    return JSONResponse([r.to_json() for r in runs])
+    limit = limit_param(request, 100)
+    runs = queries.host_runs(
+        web.store,
+        pages.viewer_of(request),
+        request.path_params["name"],
+        limit=limit + 1,
+        before=pages.int_param(request, "before"),
+    )
+    shown, after = page_of(runs, limit, lambda r: r.job.id)
+    return listing(request, shown, after)
 
 
 def branches(web: Web, request: Request) -> Response:
-    return JSONResponse([b.to_json() for b in pages.branch_states(web, pages.viewer_of(request))])
+    return listing(request, pages.branch_states(web, pages.viewer_of(request)))
 
 
 def pushes(web: Web, request: Request) -> Response:
-    name = request.path_params["name"]
-    found = web.store.pushes(name, limit=100, viewer=pages.viewer_of(request))
-    return JSONResponse([p.to_json() for p in found])
+    limit = limit_param(request, 100)
+    found = web.store.pushes(
+        request.path_params["name"],
+        limit=limit + 1,
+        before=pages.int_param(request, "before"),
+        viewer=pages.viewer_of(request),
+    )
+    shown, after = page_of(found, limit, lambda p: p.id)
+    return listing(request, shown, after)
 
 
 def bisections(web: Web, request: Request) -> Response:
-    branch = request.query_params.get("branch") or None
-    found = web.store.bisections(branch, limit=100, viewer=pages.viewer_of(request))
-    return JSONResponse([b.to_json() for b in found])
+    limit = limit_param(request, 100)
+    found = web.store.bisections(
+        request.query_params.get("branch") or None,
+        limit=limit + 1,
+        before=pages.int_param(request, "before"),
+        viewer=pages.viewer_of(request),
+    )
+    shown, after = page_of(found, limit, lambda b: b.id)
+    return listing(request, shown, after)
 
 
 def bisection(web: Web, request: Request) -> Response:
@@ -107,7 +158,7 @@ def audit(web: Web, request: Request) -> Response:
     viewer = pages.viewer_of(request)
     if not (viewer.admin or group in viewer.admin_of):
         raise HTTPException(404, f"no audit log of group {group!r} for you")
-    return JSONResponse([e.to_json() for e in web.users.audit(group)])
+    return listing(request, web.users.audit(group))
 
 
 async def cancel(web: Web, request: Request) -> Response:
@@ -122,6 +173,44 @@ async def retest(web: Web, request: Request) -> Response:
 
 def openapi(web: Web, request: Request) -> Response:
     return JSONResponse(OPENAPI)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An endpoint of the API as ``/api/`` lists it."""
+
+    path: str
+    methods: tuple[str, ...]
+    summary: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "methods": list(self.methods), "summary": self.summary}
+
+
+def described(path: str) -> str:
+    """A route's path as the OpenAPI description names it (``{flight_id:int}`` is
+    ``{flight_id}``)."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
+
+
+def endpoints(routes: Sequence[BaseRoute]) -> list[Endpoint]:
+    """The app's routes under ``/api/``, each with its summary from the OpenAPI description."""
+    out = []
+    for route in routes:
+        if not (isinstance(route, Route) and route.path.startswith("/api/")):
+            continue
+        path = described(route.path)
+        methods = tuple(sorted(m for m in route.methods or () if m != "HEAD"))
+        operations = OPENAPI["paths"].get(path, {})
+        summary = "; ".join(
+            operations[m.lower()]["summary"] for m in methods if m.lower() in operations
+        )
+        out.append(Endpoint(path, methods, summary))
+    return out
+
+
+def index(web: Web, request: Request) -> Response:
+    return listing(request, endpoints(request.app.routes))
 
 
 # --- the OpenAPI description ------------------------------------------------------------------
@@ -141,6 +230,11 @@ def ref(name: str) -> dict[str, Any]:
 
 def array(items: dict[str, Any]) -> dict[str, Any]:
     return {"type": "array", "items": items}
+
+
+def listed(items: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a list answer (see :func:`listing`)."""
+    return obj({"items": array(items), "next": NS})
 
 
 def obj(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -189,7 +283,6 @@ SCHEMAS: dict[str, Any] = {
             "jobs": array(ref("Job")),
         }
     ),
-    "FlightPage": obj({"flights": array(ref("Flight")), "older": NI}),
     "Verdict": obj(
         {
             "flight": INT,
@@ -299,6 +392,7 @@ SCHEMAS: dict[str, Any] = {
         optional=("graph",),
     ),
     "Audit": obj({"user": S, "flight": INT, "group": S, "what": S, "created": S}),
+    "Endpoint": obj({"path": S, "methods": array(S), "summary": S}),
     "Error": obj({"error": S}),
 }
 
@@ -339,6 +433,9 @@ def _post(summary: str, params: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+PAGED = ("before", "limit")
+
+
 def _query(get: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     get["get"]["parameters"] += [
         {"name": n, "in": "query", "required": False, "schema": S} for n in names
@@ -354,9 +451,11 @@ OPENAPI: dict[str, Any] = {
         "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
     },
     "paths": {
+        "/api/": _get("the API's endpoints", listed(ref("Endpoint"))),
+        "/api/openapi.json": _get("this description", {"type": "object"}),
         "/api/flights": _query(
-            _get("flights, newest first", ref("FlightPage")),
-            ("branch", "blessing", "outcome", "before", "limit"),
+            _get("flights, newest first", listed(ref("Flight"))),
+            ("branch", "blessing", "outcome", *PAGED),
         ),
         "/api/flights/{flight_id}": _get("a flight", ref("Flight"), ("flight_id",)),
         "/api/flights/{flight_id}/verdict": _get(
@@ -369,16 +468,24 @@ OPENAPI: dict[str, Any] = {
         "/api/history/{branch}/{job}": _get(
             "the job across the branch's flights", ref("History"), ("branch", "job")
         ),
-        "/api/hosts": _get("hosts and what they run", array(ref("Host"))),
-        "/api/hosts/{name}/jobs": _get("jobs run on a host", array(ref("JobRun")), ("name",)),
-        "/api/branches": _get("branches", array(ref("Branch"))),
-        "/api/branches/{name}/pushes": _get("a branch's pushes", array(ref("Push")), ("name",)),
-        "/api/bisections": _query(_get("bisections", array(ref("Bisection"))), ("branch",)),
+        "/api/hosts": _get("hosts and what they run", listed(ref("Host"))),
+        "/api/hosts/{name}/jobs": _query(
+            _get("jobs run on a host, newest first", listed(ref("JobRun")), ("name",)), PAGED
+        ),
+        "/api/branches": _get("branches", listed(ref("Branch"))),
+        "/api/branches/{name}/pushes": _query(
+            _get("a branch's pushes, newest first", listed(ref("Push")), ("name",)), PAGED
+        ),
+        "/api/bisections": _query(
+            _get("bisections, newest first", listed(ref("Bisection"))), ("branch", *PAGED)
+        ),
         "/api/bisections/{bisection_id}": _get(
             "a bisection with its graph", ref("Bisection"), ("bisection_id",)
         ),
         "/api/embargo/{group}/audit": _get(
-            "who saw the group's embargoed work (its admins only)", array(ref("Audit")), ("group",)
+            "who saw the group's embargoed work (its admins only)",
+            listed(ref("Audit")),
+            ("group",),
         ),
     },
 }
@@ -386,6 +493,7 @@ OPENAPI: dict[str, Any] = {
 
 def routes(web: Web) -> list[Route]:
     table = [
+        ("/api/", index, "GET"),
         ("/api/openapi.json", openapi, "GET"),
         ("/api/flights", flights, "GET"),
         ("/api/flights/{flight_id:int}", flight, "GET"),

@@ -12,11 +12,13 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -144,10 +146,14 @@ class RequestLog:
             )
 
 
-def duration(seconds: float | None) -> str:
-    """``0.42s``, ``12.3s``, ``4m05s``, ``2h03m``; ``-`` for none."""
+def duration(seconds: float | None, *, whole: bool = False) -> str:
+    """``0.42s``, ``12.3s``, ``4m05s``, ``2h03m``; ``-`` for none. ``whole``: a time measured in
+    whole seconds (a flight's, from its stored start and end) is shown so (``3s``), without
+    digits it does not have."""
     if seconds is None:
         return "-"
+    if whole and seconds < 60:
+        return f"{seconds:.0f}s"
     if seconds < 10:
         return f"{seconds:.2f}s"
     if seconds < 60:
@@ -157,6 +163,39 @@ def duration(seconds: float | None) -> str:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def ago(seconds: float) -> str:
+    """How long ago (positive ``seconds``) or ahead (negative) a moment is, in words a reader
+    takes in at once: ``just now``, ``40 s ago``, ``3 min ago``, ``5 h ago``, ``12 days ago``,
+    ``in 2 h``."""
+    span = abs(seconds)
+    if span < 5:
+        return "just now"
+    if span < 60:
+        amount = f"{span:.0f} s"
+    elif span < 3600:
+        amount = f"{span // 60:.0f} min"
+    elif span < 2 * 86400:
+        amount = f"{span // 3600:.0f} h"
+    else:
+        amount = f"{span // 86400:.0f} days"
+    return f"{amount} ago" if seconds >= 0 else f"in {amount}"
+
+
+def when(moment: str | datetime | None, now: datetime | None = None) -> Markup:
+    """A stored time as pages show it: relative to now, in a ``<time>`` element that carries the
+    exact time (machine form in ``datetime``, UTC in its ``title``, shown on hover); ``-`` for
+    none. Rendered here, so the page is right without a script."""
+    if moment is None or moment == "":
+        return Markup("-")
+    at = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+    if at.tzinfo is None:  # the store keeps UTC
+        at = at.replace(tzinfo=UTC)
+    at = at.astimezone(UTC)
+    words = ago(((now or datetime.now(UTC)) - at).total_seconds())
+    exact = at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(at.isoformat(), exact, words)
 
 
 KNOWN_STATES = frozenset(
@@ -179,6 +218,7 @@ def templates() -> Jinja2Templates:
         lstrip_blocks=True,
     )
     env.filters["dur"] = duration
+    env.filters["when"] = when
     env.filters["short"] = lambda sha: (sha or "")[:12]
     env.filters["q"] = lambda text: quote(str(text), safe="")
     env.filters["oc"] = outcome_class

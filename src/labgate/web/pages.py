@@ -30,6 +30,7 @@ from labgate.git import GitError, Mirrors
 from labgate.model import Blessing, FlightResult, JobResult, Outcome, StepResult
 from labgate.store import Store
 from labgate.store import dashboard as queries
+from labgate.store.branches import regressions_of
 from labgate.store.users import ANONYMOUS, Users, Viewer
 from labgate.verdict import FlakeRate, flake_rates
 from labgate.web import graph, plots
@@ -80,6 +81,7 @@ class Web:
             "csrf": self.access.csrf_for(request),
             "viewer": viewer,
             "branches": visible_branches(self, viewer) if self.open_to(viewer) else [],
+            "commit": self.commit,
         }
         return self.templates.TemplateResponse(
             request, name, {**base, **context}, status_code=status
@@ -89,8 +91,11 @@ class Web:
         """False for anonymous under ``[web] anonymous = false``: they see the login form only."""
         return self.lab.web_anonymous or not viewer.anonymous
 
-    def commit(self, tree: str, sha: str) -> Any:
-        """Author and subject of a tested commit from the lab's mirror, None when unknown."""
+    def commit(self, tree: str | None, sha: str | None) -> Any:
+        """Author, date and subject of a tested commit (or a culprit) from the lab's mirror,
+        None when unknown."""
+        if not tree or not sha:
+            return None
         path = self.mirrors.path(tree)
         if not (path / "HEAD").exists():
             return None
@@ -246,6 +251,19 @@ def flight_page(web: Web, request: Request) -> Response:
     viewer = viewer_of(request)
     commits = {tree: web.commit(tree, sha) for tree, sha in flight.revisions.items()}
     steps = max((len(j.steps) for j in flight.jobs), default=0)
+    stored = web.store.verdict(flight.id)
+    pushes = web.store.pushes(flight_id=flight.id, viewer=viewer)[::-1]
+    gate = None
+    if stored is not None:
+        regressions = regressions_of(stored.get("data"))
+        gate = queries.GateState(
+            bool(stored["push_allowed"]), regressions, pushes[-1] if pushes else None
+        )
+    served = (
+        queries.bisection_served(web.store, viewer, flight.id)
+        if flight.blessing is Blessing.BISECT
+        else None
+    )
     return web.render(
         request,
         "flight.html",
@@ -253,8 +271,10 @@ def flight_page(web: Web, request: Request) -> Response:
             "flight": flight,
             "commits": commits,
             "max_steps": steps,
-            "verdict": verdict_view(web.store.verdict(flight.id)),
-            "pushes": web.store.pushes(flight_id=flight.id, viewer=viewer)[::-1],
+            "verdict": verdict_view(stored),
+            "gate": gate,
+            "served": served,
+            "pushes": pushes,
             "bisections": web.store.bisections(flight_id=flight.id, viewer=viewer),
             "findings": web.store.count_findings(flight.id),
             "cancel_requested": web.store.cancel_requested(flight.id),
@@ -561,7 +581,9 @@ def branch_page(web: Web, request: Request) -> Response:
         raise HTTPException(404, f"no branch {name!r} in this lab")
     state = branch_state(web, viewer, name, with_pushes=100)
     recent = queries.flight_page(web.store, viewer, branch=name, limit=20)
-    return web.render(request, "branch.html", {"branch": state, "recent": recent})
+    bisections = web.store.bisections(name, limit=5, viewer=viewer)
+    context = {"branch": state, "recent": recent, "bisections": bisections}
+    return web.render(request, "branch.html", context)
 
 
 # --- bisections ----------------------------------------------------------------------------

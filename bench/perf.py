@@ -56,12 +56,20 @@ from dataclasses import dataclass, field
 
 from labgate.git import git
 from labgate.perf.changepoint import change_points
+from labgate.perf.ranks import midranks
 
 FLIGHTS = 100
 STEP_SIZES = (0.02, 0.05, 0.10, 0.20)
 NOISE_MODELS = ("normal", "heavy", "bimodal", "spiky")
 REPEATS = (1, 5)
 TOLERANCE = 2
+# labgate's detector constants were tuned on series of this seed; the figures are reported on
+# another (the default --seed), so that they are not the tuning set's.
+TUNING_SEED = 2
+REPORT_SEED = 3
+# z of a two-sided rank-sum test at p = 0.002 (the detector's alpha, before it pays for choosing
+# the split): the oracle bound's threshold.
+ORACLE_Z = 3.09
 MIN_GAP = 10
 SIGMA = 0.025
 
@@ -384,6 +392,33 @@ def report_targets(scores: dict[tuple[str, int], Score]) -> bool:
     return all(ok for _, ok, _ in checks)
 
 
+def report_oracle(data: dict[tuple[str, int], list[Series]]) -> None:
+    """The recall of 5% steps that a rank test could reach if it were told where each change and
+    its neighbours are: the Wilcoxon rank-sum between the two true segments at p 0.002. No
+    rank-based detector, which must also find the place, does better."""
+    print("\noracle bound: recall of 5% steps by a rank-sum test told the true segments (p 0.002)")
+    for (model, repeats), series in data.items():
+        hits = total = 0
+        for one in series:
+            bounds = [0, *sorted(one.changes), FLIGHTS]
+            for k, index in enumerate(bounds[1:-1], start=1):
+                if one.changes[index] == 0.05:
+                    total += 1
+                    before, after = (
+                        one.values[bounds[k - 1] : index],
+                        one.values[index : bounds[k + 1]],
+                    )
+                    hits += abs(rank_sum_z(before, after)) > ORACLE_Z
+        print(f"  {model:<8} r={repeats}: {hits / max(1, total):.2f} of {total}")
+
+
+def rank_sum_z(before: Sequence[float], after: Sequence[float]) -> float:
+    ranks, ties = midranks([*before, *after])
+    size, left = len(ranks), len(before)
+    variance = left * (size - left) / 12 * ((size + 1) - ties / (size * (size - 1)))
+    return (left * (size + 1) / 2 - sum(ranks[:left])) / math.sqrt(variance)
+
+
 def report_null(count: int, seed: int) -> None:
     rng = random.Random(f"{seed}:null")
     alarms = sum(len(change_points([rng.random() for _ in range(FLIGHTS)])) for _ in range(count))
@@ -416,7 +451,12 @@ def report_real(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=200, help="series a cell")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=REPORT_SEED,
+        help=f"series seed (labgate was tuned on {TUNING_SEED}: report on another)",
+    )
     parser.add_argument(
         "--methods", default="labgate,otava,edivisive,last10", help="comma-separated"
     )
@@ -455,10 +495,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{args.series} series a cell of {FLIGHTS} flights, seed {args.seed}, ±{TOLERANCE}"
         f" flights; load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-        f" ({os.cpu_count()} cores, a shared machine)\n"
+        f" ({os.cpu_count()} cores, a shared machine)"
     )
-    scores = report_cells(methods, cells(args.series, args.seed))
+    tuned = "THE TUNING SET: these figures flatter it" if args.seed == TUNING_SEED else "not it"
+    print(f"labgate's constants were tuned on seed {TUNING_SEED}; this seed is {tuned}\n")
+    data = cells(args.series, args.seed)
+    scores = report_cells(methods, data)
     met = report_targets(scores["labgate"]) if "labgate" in scores else True
+    report_oracle(data)
     if "labgate" in methods:
         report_null(1000, args.seed)
     if not args.no_real:

@@ -42,6 +42,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
 import argparse
+import asyncio
 import itertools
 import json
 import math
@@ -54,7 +55,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from labgate.bisect.engine import Answer, Search, TreeRange
+from labgate.bisect.loop import drive
 from labgate.git import git
+from labgate.model import GateSettings
+from labgate.perf.bisect import slowdown_answer
 from labgate.perf.changepoint import change_points
 from labgate.perf.ranks import midranks
 
@@ -344,6 +349,88 @@ def real_series(
     return values, shas
 
 
+# --- slowdown bisection ----------------------------------------------------------------------
+
+BISECT_SIZES = (0.05, 0.10, 0.20)
+BISECT_COMMITS = 100
+# The regressed flight and its baseline: the gate retests an undecided metric, so each side has
+# this many values when the bisection starts, each a flight of its own (so a spike is one value).
+SIDE_VALUES = 10
+SPIKE_CHANCE = 0.03  # a bisect flight's runs all +30% (the spiky model: 3 flights in 100)
+
+
+@dataclass(frozen=True)
+class BisectTrial:
+    right: bool
+    decided: bool  # a culprit named, right or wrong
+    runs: int
+
+
+def bisect_trial(model: str, size: float, repeats: int, seed: str) -> BisectTrial:
+    """One bisection of a slowdown of ``size`` planted at a random commit of a linear history of
+    BISECT_COMMITS commits: the lab's engine (its default confidence, budget and flights at once)
+    driven by `labgate.bisect.loop.drive`, each bisect flight ``repeats`` noisy runs answered by
+    `labgate.perf.bisect.slowdown_answer` against the two sides' values."""
+    rng = random.Random(seed)
+    parents = {f"c{i}": (f"c{i - 1}",) for i in range(1, BISECT_COMMITS + 1)}
+    culprit = rng.randrange(1, BISECT_COMMITS + 1)
+
+    def flight(commit: int, runs: int) -> list[float]:
+        level = 100.0 * (1 + size) if commit >= culprit else 100.0
+        spike = 1.3 if model == "spiky" and rng.random() < SPIKE_CHANCE else 1.0
+        return [level * spike * (1 + noise(model, rng)) for _ in range(runs)]
+
+    good = [v for _ in range(SIDE_VALUES) for v in flight(0, 1)]
+    bad = [v for _ in range(SIDE_VALUES) for v in flight(BISECT_COMMITS, 1)]
+
+    async def test(point: dict[str, str] | object) -> Answer | None:
+        assert isinstance(point, dict)
+        return slowdown_answer(flight(int(point["xen"][1:]), repeats), good, bad)
+
+    gate = GateSettings()
+    search = Search(
+        [TreeRange("xen", parents, ("c0",), f"c{BISECT_COMMITS}")],
+        confidence=gate.bisect_confidence,
+        max_executions=gate.bisect_max_flights + 2,
+    )
+    result = asyncio.run(drive(search, [], test, k=gate.bisect_parallel))
+    found = result.decision.culprit
+    return BisectTrial(
+        right=found is not None and found.commit == f"c{culprit}",
+        decided=found is not None,
+        runs=result.runs,
+    )
+
+
+def report_bisection(trials: int, seed: int) -> None:
+    gate = GateSettings()
+    print(
+        f"\nslowdown bisection: {trials} trials a cell, a linear history of {BISECT_COMMITS}"
+        f" commits, the slowdown planted at a random one; the lab's engine (confidence"
+        f" {gate.bisect_confidence}, {gate.bisect_parallel} flights at once, at most"
+        f" {gate.bisect_max_flights}); sides of {SIDE_VALUES} values; r runs a bisect flight"
+    )
+    print("acc: the planted culprit named; runs: bisect flights a search; wrong: another named")
+    header = f"{'noise':<8} {'r':>1} " + " ".join(
+        f"{f'{round(s * 100)}%: acc runs wrong':>24}" for s in BISECT_SIZES
+    )
+    print(header)
+    print("-" * len(header))
+    for model in NOISE_MODELS:
+        for repeats in REPEATS:
+            cells = []
+            for size in BISECT_SIZES:
+                done = [
+                    bisect_trial(model, size, repeats, f"{seed}:{model}:{repeats}:{size}:{n}")
+                    for n in range(trials)
+                ]
+                accuracy = sum(t.right for t in done) / trials
+                runs = statistics.mean(t.runs for t in done)
+                wrong = sum(t.decided and not t.right for t in done) / trials
+                cells.append(f"{accuracy:>8.3f} {runs:>5.1f} {wrong:>6.3f}")
+            print(f"{model:<8} {repeats:>1}  " + "  ".join(f"{c:>22}" for c in cells), flush=True)
+
+
 # --- the report ------------------------------------------------------------------------------
 
 
@@ -472,10 +559,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--work", type=int, default=1_000_000, help="loop size of the real program")
     parser.add_argument("--no-real", action="store_true", help="skip the real series")
-    parser.add_argument("--quick", action="store_true", help="40 series a cell")
+    parser.add_argument("--bisect-trials", type=int, default=200, help="slowdown bisections a cell")
+    parser.add_argument("--no-bisect", action="store_true", help="skip the slowdown bisections")
+    parser.add_argument("--no-series", action="store_true", help="skip the seeded series")
+    parser.add_argument("--quick", action="store_true", help="40 series and bisections a cell")
     args = parser.parse_args(argv)
     if args.quick:
-        args.series = 40
+        args.series = args.bisect_trials = 40
     methods: dict[str, Detector] = {}
     for name in args.methods.split(","):
         if name == "labgate":
@@ -499,12 +589,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     tuned = "THE TUNING SET: these figures flatter it" if args.seed == TUNING_SEED else "not it"
     print(f"labgate's constants were tuned on seed {TUNING_SEED}; this seed is {tuned}\n")
-    data = cells(args.series, args.seed)
-    scores = report_cells(methods, data)
-    met = report_targets(scores["labgate"]) if "labgate" in scores else True
-    report_oracle(data)
-    if "labgate" in methods:
-        report_null(1000, args.seed)
+    met = True
+    if not args.no_series:
+        data = cells(args.series, args.seed)
+        scores = report_cells(methods, data)
+        met = report_targets(scores["labgate"]) if "labgate" in scores else True
+        report_oracle(data)
+        if "labgate" in methods:
+            report_null(1000, args.seed)
+    if not args.no_bisect:
+        report_bisection(args.bisect_trials, args.seed)
     if not args.no_real:
         report_real(methods, args.commits, args.commits * 3 // 5, args.slowdown, args.work)
     load = os.getloadavg()

@@ -29,9 +29,15 @@ TREND = "/perf/main/perf/bench/time"
 JOBS = [JobSpec("perf", (StepSpec("bench", "true"),))]
 
 
-def record(store: Store, branch: str, values: list[float], embargo: Embargo | None = None) -> int:
+def record(
+    store: Store,
+    branch: str,
+    values: list[float],
+    embargo: Embargo | None = None,
+    host_class: str = "equiv-small",
+) -> int:
     """A finished real flight of ``branch`` whose step perf/bench measured ``values`` (a run
-    each) on host h0 of class equiv-small."""
+    each) on host h0 of ``host_class``."""
     flight = store.create_flight(branch, Blessing.REAL, {}, JOBS, embargo)
     store.set_flight_state(flight, FlightState.RUNNING)
     (stored,) = store.flight_jobs(flight)
@@ -39,7 +45,7 @@ def record(store: Store, branch: str, values: list[float], embargo: Embargo | No
     store.start_step(stored.step_ids[0], f"{flight}/perf/0.log")
     runs = [Metric("time", value, "s", run=n + 1) for n, value in enumerate(values)]
     store.finish_step(stored.step_ids[0], Outcome.PASS, exit_status=0, duration_s=1.0,
-                      metrics=StepMetrics("h0", "equiv-small", runs))  # fmt: skip
+                      metrics=StepMetrics("h0", host_class, runs))  # fmt: skip
     store.finish_job(stored.id, Outcome.PASS, None)
     store.set_flight_state(flight, FlightState.FINISHED, Outcome.PASS)
     return flight

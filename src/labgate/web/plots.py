@@ -101,13 +101,16 @@ def line_chart(
             f'y2="{ly - 4}" stroke="{color}" stroke-width="3"/>'
             f'<text x="{left + plot_w + 32}" y="{ly}" font-size="11">{escape(s.name[:22])}</text>'
         )
-    if not values:
+    return _closed(out, not values, left + plot_w / 2, top + plot_h / 2)
+
+
+def _closed(out: list[str], empty: bool, x: float, y: float) -> str:
+    """The chart's SVG, with "no data" at (x, y) when it has none."""
+    if empty:
         out.append(
-            f'<text x="{left + plot_w / 2}" y="{top + plot_h / 2}" text-anchor="middle" '
-            f'font-size="12" fill="#888">no data</text>'
+            f'<text x="{x}" y="{y}" text-anchor="middle" font-size="12" fill="#888">no data</text>'
         )
-    out.append("</svg>")
-    return "\n".join(out)
+    return "\n".join([*out, "</svg>"])
 
 
 @dataclass(frozen=True)
@@ -201,10 +204,4 @@ def trend_chart(
             f'<circle cx="{pos[p.flight]:.1f}" cy="{y_of(p.value):.1f}" r="4" '
             f'fill="{PALETTE[0]}"/></a>'
         )
-    if not points:
-        out.append(
-            f'<text x="{left + plot_w / 2}" y="{top + plot_h / 2}" text-anchor="middle" '
-            f'font-size="12" fill="#888">no data</text>'
-        )
-    out.append("</svg>")
-    return "\n".join(out)
+    return _closed(out, not points, left + plot_w / 2, top + plot_h / 2)

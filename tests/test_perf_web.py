@@ -27,6 +27,7 @@ GROUP = "security"
 HIDDEN_VALUE = 777.0  # only embargoed flights measure this
 TREND = "/perf/main/perf/bench/time"
 JOBS = [JobSpec("perf", (StepSpec("bench", "true"),))]
+JOB_TOML = job("perf", step("bench", "true"))
 
 
 def record(
@@ -66,7 +67,7 @@ class Perf:
 def perf(tmp_path: Path, database_url: str) -> Iterator[Perf]:
     lab_dir = write_lab(
         tmp_path / "lab", trees={"xen": {"README": "x\n"}}, database=database_url,
-        hosts=local_host("h0", flags=["equiv-small"]), jobs=job("perf", step("bench", "true")),
+        hosts=local_host("h0", flags=["equiv-small"]), jobs=JOB_TOML,
     )  # fmt: skip
     lab = load_lab(lab_dir.path)
     store = Store.open(lab.database_url)
@@ -147,3 +148,16 @@ def test_an_unknown_metric_is_missing(perf: Perf) -> None:
     missing = perf.get("anonymous", "/api/perf/main/perf/bench/boot")
     assert missing.status_code == 404
     assert missing.json() == {"error": "no values of 'boot' of perf bench on branch 'main'"}
+
+
+def test_the_host_of_web_url_is_a_name_of_the_dashboard(tmp_path: Path) -> None:
+    lab_dir = write_lab(tmp_path / "lab", trees={"xen": {"README": "x\n"}}, jobs=JOB_TOML)
+    with lab_dir.toml.open("a") as toml:
+        toml.write('\n[web]\nurl = "https://lab.example.org/"\n')
+    lab = load_lab(lab_dir.path)
+    with Store.open(lab.database_url) as store:
+        app = create_app(lab, store)
+        assert (
+            TestClient(app, base_url="https://lab.example.org").get("/flights").status_code == 200
+        )
+        assert TestClient(app, base_url="https://other.example").get("/flights").status_code == 400

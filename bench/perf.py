@@ -316,8 +316,9 @@ def real_series(
     commits: int, slow_from: int, slowdown: float, repeats: int, size: int
 ) -> tuple[list[float], list[str]]:
     """Median CPU seconds of ``repeats`` runs of a small program at each of ``commits`` commits of a
-    repository made here; from commit ``slow_from`` on, the program does ``slowdown`` (0.1: 10%)
-    more work. Every other commit only edits a README."""
+    repository made here (a worktree each; ``repeats`` rounds over all commits in shuffled
+    orders); from commit ``slow_from`` on, the program does ``slowdown`` (0.1: 10%) more work.
+    Every other commit only edits a README."""
     env = {
         "GIT_AUTHOR_NAME": "Bench",
         "GIT_AUTHOR_EMAIL": "bench@example.org",
@@ -337,22 +338,29 @@ def real_series(
             git(["add", "-A"], cwd=repo)
             git(["commit", "-q", "-m", f"commit {k}"], cwd=repo, env=env)
             shas.append(git(["rev-parse", "HEAD"], cwd=repo))
-        values = []
-        for sha in shas:
-            git(["checkout", "-q", sha], cwd=repo)
-            runs = [
-                float(
-                    subprocess.run(
-                        [sys.executable, "bench.py", str(size)],
-                        cwd=repo,
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    ).stdout
+        trees = []
+        for k, sha in enumerate(shas):
+            trees.append(repo.parent / f"{repo.name}-{k}")
+            git(["worktree", "add", "-q", "--detach", str(trees[-1]), sha], cwd=repo)
+        # each round runs every commit once, in a shuffled order: a change of the machine's load
+        # then spreads over all commits as noise instead of lining up with a range of them
+        runs: list[list[float]] = [[] for _ in shas]
+        order = list(range(commits))
+        rng = random.Random(f"real:{commits}:{slow_from}")
+        for _ in range(repeats):
+            rng.shuffle(order)
+            for k in order:
+                done = subprocess.run(
+                    [sys.executable, "bench.py", str(size)],
+                    cwd=trees[k],
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 )
-                for _ in range(repeats)
-            ]
-            values.append(statistics.median(runs))
+                runs[k].append(float(done.stdout))
+        values = [statistics.median(one) for one in runs]
+        for tree in trees:
+            git(["worktree", "remove", "--force", str(tree)], cwd=repo)
     return values, shas
 
 
@@ -529,7 +537,8 @@ def report_real(
     values, shas = real_series(commits, slow_from, slowdown, 5, size)
     load = os.getloadavg()
     print(
-        f"\nreal series: {commits} commits, the median CPU time of 5 runs at each,"
+        f"\nreal series: {commits} commits, the median CPU time of 5 runs at each (5 rounds over"
+        " the commits in shuffled orders),"
         f" {slowdown:.0%} more work"
         f" from commit {slow_from} ({shas[slow_from][:12]}) on, every other commit a README"
         f" edit; {time.monotonic() - started:.0f} s, load average"

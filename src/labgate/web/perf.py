@@ -9,7 +9,7 @@ metric with nothing the viewer may see is missing (404) like one that does not e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -35,7 +35,9 @@ def _metrics_or_404(web: Web, request: Request) -> tuple[str, list[MetricSummary
     return branch, metrics
 
 
-def _series_or_404(web: Web, request: Request) -> tuple[tuple[str, str, str, str], list[Any]]:
+def _series_or_404(
+    web: Web, request: Request
+) -> tuple[tuple[str, str, str, str], list[MetricSeries]]:
     from labgate.web.pages import viewer_of
 
     p = request.path_params
@@ -135,6 +137,7 @@ def job_trends(web: Web, flight: FlightResult, job: JobResult) -> list[tuple[str
 
 
 def routes(web: Web) -> Sequence[Route]:
+    """The pages and their API, each bound to the request's viewer like every other page."""
     from labgate.web.pages import bind
 
     trend = "/perf/{branch}/{job}/{step}/{metric:path}"

@@ -180,6 +180,8 @@ def fill(leak: Leak, path: str, hidden: bool) -> str:
         "flight_id": str(leak.hidden if hidden else leak.missing),
         "bisection_id": str(leak.bisection if hidden else leak.bisection + 1),
         "job": "build",
+        "step": "compile",
+        "metric": "time",
         "seq": "0",
         "group": GROUP if hidden else "nogroup",
         "branch": HIDDEN_BRANCH if hidden else MISSING_BRANCH,

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from labgate.config import load_lab
+import pytest
+
+from labgate.config import ConfigError, load_lab
 from labgate.model import Blessing
 from labgate.store import Store
 from labs import job, step
 from test_gate import ANN, Upstream, cycle, write_gate_lab
+from test_perf_web import record
 
 # Five runs report COST+1, +2, +3, +4, +0 (the counter file lives in the job's fresh work dir).
 BENCH = (
@@ -129,3 +132,37 @@ def test_a_blocking_slowdown_is_bisected_to_the_commit_that_planted_it(tmp_path:
     assert (bisection.job, bisection.step) == ("perf", "bench")
     assert bisection.testcase == "metric time on h0"
     assert "change 4" in result.report
+
+
+def test_the_report_names_a_change_point_found_with_the_flight_and_links_its_trend(
+    tmp_path: Path,
+) -> None:
+    upstream = Upstream(tmp_path)
+    staging_costs(upstream, 120, 120)
+    lab_dir = perf_lab(tmp_path, upstream, "max_repeats = 10")
+    with (lab_dir / "lab.toml").open("a") as toml:
+        toml.write('\n[web]\nurl = "https://lab.example.org/"\n')
+    lab = load_lab(lab_dir)
+    # the history so far: 8 flights at 102 s, then 3 at 122 s: too few after it for a change
+    # point; the gate's baseline flight makes 4 and its flight 5
+    with Store.open(lab.database_url) as store:
+        runs = [[c + 1.0, c + 2.0, c + 3.0, c + 4.0, c + 0.0] for c in [100] * 8 + [120] * 3]
+        recorded = [record(store, "xen-unstable", values, host_class="h0") for values in runs]
+    result = cycle(lab_dir)
+    assert result.action == "pushed"
+    assert (
+        "Performance change points found with this flight (the trend pages):\n"
+        f" perf bench time [h0]  +19.6% at flight {recorded[8]} (102 -> 122 s)"
+        "  https://lab.example.org/perf/xen-unstable/perf/bench/time\n"
+    ) in result.report
+    again = cycle(lab_dir)  # nothing new to test: no flight, no second mention
+    assert "change points found" not in (again.report or "")
+
+
+def test_web_url_must_be_an_http_url(tmp_path: Path) -> None:
+    upstream = Upstream(tmp_path)
+    lab_dir = perf_lab(tmp_path, upstream, "")
+    with (lab_dir / "lab.toml").open("a") as toml:
+        toml.write('\n[web]\nurl = "lab.example.org"\n')
+    with pytest.raises(ConfigError, match=r"web\.url.*'lab\.example\.org' is not an http\(s\) URL"):
+        load_lab(lab_dir)

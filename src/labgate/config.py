@@ -177,6 +177,8 @@ class Lab:
     """``[web] hosts``: the names the dashboard answers to besides loopback and review web_urls."""
     web_anonymous: bool = True
     """``[web] anonymous``: False when every page and the API need a user's token or a login."""
+    web_url: str | None = None
+    """``[web] url``: the dashboard's public address, the base of the reports' links."""
     step_env: Mapping[str, str] = field(default_factory=dict)
     """``[lab] env``: variables every step gets (see ``labgate.executor.step_environment``)."""
     pass_env: tuple[str, ...] = ()
@@ -311,6 +313,17 @@ class RawWeb(_Raw):
     token: Text | None = None
     hosts: list[Text] = Field(default_factory=list)
     anonymous: bool = True
+    url: Text | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise _Invalid(
+                f"{value!r} is not an http(s) URL",
+                'the dashboard\'s public address, e.g. url = "https://lab.example.org"',
+            )
+        return value
 
     @field_validator("token")
     @classmethod
@@ -1282,6 +1295,7 @@ class _Loader:
             web_token=web.token if web is not None else None,
             web_hosts=tuple(web.hosts) if web is not None else (),
             web_anonymous=web.anonymous if web is not None else True,
+            web_url=web.url if web is not None else None,
             step_env=lab.env,
             pass_env=tuple(lab.pass_env),
         )

@@ -44,6 +44,7 @@ from labgate.heartbeat import renew_every
 from labgate.mail import Outbox, build_bisection_mail, build_flight_mail
 from labgate.model import Blessing, FlightResult, FlightState, Outcome
 from labgate.perf.bisect import bisect_slowdown
+from labgate.perf.trend import found_changes, found_changes_lines
 from labgate.perf.verdict import MetricVerdict, judge_metrics, retest_jobs
 from labgate.report import (
     BisectionSummary,
@@ -284,6 +285,11 @@ class Gate:
             push_failure=(push_failure.summary, push_failure.message) if push_failure else None,
             perf=perf,
         )
+        changes = found_changes_lines(
+            found_changes(self.store, self.lab, branch, flight.id), self.lab.web_url
+        )
+        if changes:
+            report += "\n" + "\n".join(changes)
         if findings.rows:
             report += "\n" + "\n".join(
                 findings_lines(findings, flight.revisions, baseline.revisions)

@@ -1,42 +1,65 @@
-"""A bisection of a slowdown: each run's answer is where its metric falls between the two sides
-(the baseline's values, good; the regressed flight's, bad), as ``labgate.bisect.lab`` reads an
-item's outcome for a failure. `slowdown_answer` is pure; `bisect_slowdown` runs the lab's
-bisection with it."""
+"""A bisection of a slowdown: each run's answer is the side (the baseline's values, good; the
+regressed flight's, bad) whose values make the run's likelier, as ``labgate.bisect.lab`` reads
+an item's outcome for a failure. A wrong answer is a flake to the engine, which learns the test's
+flake rate from the runs: a noisy benchmark is a flaky test. `slowdown_answer` is pure;
+`bisect_slowdown` runs the lab's bisection with it."""
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Callable, Sequence
 
 from labgate.bisect.engine import Answer
 from labgate.bisect.lab import BisectionResult, LabBisection, item_outcome
 from labgate.model import FlightResult, Outcome
-from labgate.perf.ranks import median
 from labgate.perf.verdict import MetricVerdict
 from labgate.store import Store
 from labgate.verdict import Classification, Kind
 
-# A run whose median lies in the middle third between the sides' medians says nothing: the loop
-# runs it again rather than guess.
-DECIDED = 1 / 3
+# Below this log-likelihood ratio a run is exactly between the sides (or they are alike).
+_TIE = 1e-9
 
 
 def slowdown_answer(
     values: Sequence[float], good: Sequence[float], bad: Sequence[float]
 ) -> Answer | None:
-    """``bad`` when the run's median is within the third of the way nearest the bad side's
-    median, ``good`` within the third nearest the good side's (beyond either side counts as that
-    side), None in between or when there is nothing to place (no value, both sides alike)."""
+    """``bad`` when the run's ``values`` are likelier under the bad side's values than under the
+    good side's, ``good`` the other way round; None when there is nothing to place (no value, a
+    side without values) or the run is exactly between sides (or the sides are alike).
+
+    Each side's distribution is its values smoothed by a Cauchy kernel (a density estimate, not
+    a median, so that a run in a bimodal side's slow mode belongs to that side); the kernel's
+    long tails make a value far from both sides, a spike, count little."""
     if not values or not good or not bad:
         return None
-    low, high = median(good), median(bad)
-    if low == high:
+    # sides without spread (one value, or all alike): a kernel far narrower than their distance
+    width = max(_bandwidth(good), _bandwidth(bad)) or (
+        abs(statistics.median(bad) - statistics.median(good)) * 1e-3
+    )
+    if width == 0:
         return None
-    where = (median(values) - low) / (high - low)
-    if where >= 1 - DECIDED:
-        return "bad"
-    if where <= DECIDED:
-        return "good"
-    return None
+    ratio = sum(_log_density(v, bad, width) - _log_density(v, good, width) for v in values)
+    if abs(ratio) < _TIE:
+        return None
+    return "bad" if ratio > 0 else "good"
+
+
+def _bandwidth(side: Sequence[float]) -> float:
+    """Silverman's rule with the smaller of the standard deviation and IQR / 1.34, so that two
+    modes far apart do not widen the kernel of each."""
+    if len(side) < 2:
+        return 0.0
+    quartiles = statistics.quantiles(side, n=4)
+    spread = min(statistics.stdev(side), (quartiles[2] - quartiles[0]) / 1.34)
+    if spread == 0:
+        spread = statistics.stdev(side)
+    return 0.9 * spread * len(side) ** -0.2
+
+
+def _log_density(value: float, side: Sequence[float], width: float) -> float:
+    total = sum(1 / (1 + ((value - x) / width) ** 2) for x in side)
+    return math.log(total / (len(side) * width * math.pi))
 
 
 def slowdown_item(slower: MetricVerdict, baseline: int) -> Classification:

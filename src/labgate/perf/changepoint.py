@@ -5,7 +5,9 @@ Pure: plain numbers in (one value a flight, oldest first: the median of a flight
 step ran several times), frozen `ChangePoint` values out. Whoever stores metrics passes each
 metric's history per host class and draws or reports what comes back.
 
-How: seeded binary segmentation (Kovács, Li, Bühlmann, Haubner, Munk, 2020) over a rank statistic.
+How: first, single-flight spikes (a value far beyond the medians of the flights on both sides
+of it, see _despiked) are left out of the search, replaced by their neighbours' median. Then
+seeded binary segmentation (Kovács, Li, Bühlmann, Haubner, Munk, 2020) over a rank statistic.
 Seeded intervals, at every scale from the whole series down to twice ``min_segment`` and at
 evenly spaced places, are each scanned for their best split by the Wilcoxon rank-sum statistic
 of left against right. The narrowest interval whose best split is significant (its p-value,
@@ -18,6 +20,9 @@ dropped until all stand. Why this shape:
 - Ranks, not means: heavy tails, bimodal noise and single-flight spikes move a rank sum by a
   bounded amount, so a +30% outlier weighs no more than any value above the others, and the
   statistic has the same null distribution whatever the noise, so one ``alpha`` holds for all.
+- Spikes left out: ranks bound a spike's weight but do not remove it; in a segment of ten
+  flights one +30% flight costs a real change most of its evidence, and a run of spikes beside a
+  change pulls its place to them.
 - A minimum segment length: no change point leaves fewer than ``min_segment`` flights on either
   side, so one odd flight cannot become a segment of its own (the complaint about Otava).
 - Short intervals at every position: a change reverted a few flights later is seen by an interval
@@ -27,6 +32,7 @@ dropped until all stand. Why this shape:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +46,10 @@ DEFAULT_MIN_SEGMENT = 5
 # change placed 3 flights off) fall by a third, and by half in the worst noise, for up to 6 points
 # of recall on 5% steps (bench/perf.py, 200 series a cell).
 DEFAULT_ALPHA = 0.002
+# A spike: a value off the medians of this many values on either side of it (so up to two
+# spikes in a row are seen as such) by this many times the typical flight-to-flight difference.
+_SPIKE_REACH = 5
+_SPIKE_FACTOR = 2.5
 # Each scale of seeded intervals is this much shorter than the one above it.
 _DECAY = math.sqrt(0.5)
 # How far a change point may move when it is placed again between its neighbours.
@@ -95,9 +105,38 @@ def change_points(
     for index, value in enumerate(series):
         if not math.isfinite(value):
             raise ValueError(f"value {index} is {value}, not a finite number")
+    searched = _despiked(series)
     found: list[int] = []
-    _narrowest_significant(series, 0, len(series), min_segment, alpha, {}, found)
-    return _confirmed(series, sorted(found), min_segment, alpha, min_change)
+    _narrowest_significant(searched, 0, len(series), min_segment, alpha, {}, found)
+    return _confirmed(searched, series, sorted(found), min_segment, alpha, min_change)
+
+
+def _despiked(series: Sequence[float]) -> list[float]:
+    """``series`` with each spike replaced by the median of its neighbours: a value beyond the
+    medians of the ``_SPIKE_REACH`` values on either side of it, on the same side of both, by
+    more than ``_SPIKE_FACTOR`` times the 90th percentile of the flight-to-flight differences.
+    A value at a step agrees with the side it belongs to, so only spikes move; the percentile is
+    high so that the other mode of bimodal noise (a large share of the differences) stays.
+    Spikes are only left out of the search: the change points' medians are those of the values
+    as given."""
+    steps = sorted(abs(b - a) for a, b in itertools.pairwise(series))
+    if not steps:
+        return list(series)
+    threshold = _SPIKE_FACTOR * steps[min(len(steps) - 1, math.floor(0.9 * len(steps)))]
+    out = list(series)
+    for index, value in enumerate(series):
+        # the values before it as cleaned already: a run of spikes would pull the medians of
+        # the values just after it
+        left = out[max(0, index - _SPIKE_REACH) : index]
+        right = series[index + 1 : index + 1 + _SPIKE_REACH]
+        sides = [median(side) for side in (left, right) if len(side) >= 3]
+        if not sides:
+            continue
+        if all(value - centre > threshold for centre in sides) or all(
+            centre - value > threshold for centre in sides
+        ):
+            out[index] = median([*left, *right])
+    return out
 
 
 def _seeded_intervals(length: int, shortest: int) -> list[tuple[int, int]]:
@@ -217,16 +256,18 @@ def _narrowest_significant(
 
 def _confirmed(
     series: Sequence[float],
+    given: Sequence[float],
     splits: list[int],
     min_segment: int,
     alpha: float,
     min_change: float,
 ) -> tuple[ChangePoint, ...]:
     """Place each split again between its neighbours, test it there, drop the weakest failing
-    one and repeat until every split stands."""
+    one and repeat until every split stands. ``series`` is searched; the medians are those of
+    ``given``."""
     while True:
         splits = _relocated(series, splits, min_segment)
-        points = [_between(series, splits, k, min_segment) for k in range(len(splits))]
+        points = [_between(series, given, splits, k, min_segment) for k in range(len(splits))]
         failing = [
             k
             for k, point in enumerate(points)
@@ -271,14 +312,16 @@ def _deviation(values: Sequence[float]) -> float:
     return sum(abs(value - centre) for value in values)
 
 
-def _between(series: Sequence[float], splits: list[int], k: int, min_segment: int) -> ChangePoint:
+def _between(
+    series: Sequence[float], given: Sequence[float], splits: list[int], k: int, min_segment: int
+) -> ChangePoint:
     start, end = _neighbours(splits, k, len(series))
     split = splits[k]
     _, _, z = next(s for s in _split_statistics(series, start, end, min_segment) if s[0] == split)
     return ChangePoint(
         index=split,
-        before=median(series[start:split]),
-        after=median(series[split:end]),
+        before=median(given[start:split]),
+        after=median(given[split:end]),
         z=z,
     )
 

@@ -148,7 +148,7 @@ def history_command(
     """METRIC of JOB's STEP over BRANCH's flights (real and bisect), one value a flight (the
     median of its runs) per host class, with the change points found in it. A job or step
     that neither lab.toml nor the history knows is an error (exit 2)."""
-    from labgate.perf.history import metric_series
+    from labgate.perf.history import history_json, metric_series
     from labgate.report import data
 
     lab = open_lab(lab_dir)
@@ -173,13 +173,4 @@ def history_command(
                     c = changes[index]
                     line += f"  <- change {c.relative_change:+.1%} ({c.before:g} -> {c.after:g})"
                 click.echo(data(line))
-    emit_json(
-        {
-            "branch": branch,
-            "job": job,
-            "step": step,
-            "metric": metric,
-            "series": [one.to_json() for one in series],
-        },
-        json_to,
-    )
+    emit_json(history_json(branch, job, step, metric, series), json_to)

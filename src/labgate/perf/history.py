@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from labgate.perf.changepoint import ChangePoint, change_points
 from labgate.perf.metrics import StoredMetric
@@ -64,3 +65,24 @@ def metric_series(stored: Sequence[StoredMetric], *, min_change: float = 0.0) ->
         found = change_points([p.value for p in points], min_change=min_change)
         series.append(MetricSeries(host_class, units[host_class], points, found))
     return series
+
+
+def history_json(
+    branch: str, job: str, step: str, metric: str, series: Sequence[MetricSeries]
+) -> dict[str, Any]:
+    """A metric's history as `labgate perf history --json` prints it and the web's API gives
+    it."""
+    return {
+        "branch": branch,
+        "job": job,
+        "step": step,
+        "metric": metric,
+        "series": [one.to_json() for one in series],
+    }
+
+
+def trend_path(branch: str, job: str, step: str, metric: str) -> str:
+    """The dashboard's trend page of a metric (``/perf/BRANCH/JOB/STEP/METRIC``, each part
+    quoted; a metric's name may hold ``/``, which stays)."""
+    parts = (quote(branch, safe=""), quote(job, safe=""), quote(step, safe=""), quote(metric))
+    return "/perf/" + "/".join(parts)

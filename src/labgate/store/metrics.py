@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, Select, func, select
 
 from labgate.model import Blessing, FlightState
 from labgate.perf.metrics import Metric, StoredMetric
 from labgate.store import schema as t
+from labgate.store.users import Viewer, visible
 from labgate.store.values import Tables
 
 
@@ -90,9 +91,11 @@ class MetricTables(Tables):
         *,
         blessings: Sequence[Blessing] = (Blessing.REAL, Blessing.BISECT),
         limit: int = 500,
+        viewer: Viewer | None = None,
     ) -> list[StoredMetric]:
         """One metric of one job's step over the branch's finished flights of these blessings
-        (the branch's evidence), the newest ``limit`` flights, oldest first."""
+        (the branch's evidence), the newest ``limit`` flights, oldest first; with ``viewer``,
+        only flights the viewer may see."""
         flights = (
             select(t.flight.c.id)
             .where(
@@ -108,6 +111,8 @@ class MetricTables(Tables):
             .order_by(t.flight.c.id.desc())
             .limit(limit)
         )
+        if viewer is not None:
+            flights = flights.where(visible(viewer))
         query = _metrics_query().where(
             t.job.c.flight_id.in_(flights),
             t.job.c.name == job,
@@ -116,3 +121,50 @@ class MetricTables(Tables):
         )
         with self.engine.connect() as conn:
             return [_stored(r) for r in conn.execute(query)]
+
+    def branch_metrics(
+        self,
+        branch: str,
+        *,
+        viewer: Viewer,
+        blessings: Sequence[Blessing] = (Blessing.REAL, Blessing.BISECT),
+    ) -> list[MetricSummary]:
+        """Each metric measured in the branch's finished flights of these blessings that the
+        viewer may see: (job, step, metric), with how many flights measured it and the newest,
+        ordered by job, step and metric."""
+        query = (
+            select(
+                t.job.c.name.label("job"),
+                t.step.c.name.label("step"),
+                t.metric.c.name.label("metric"),
+                func.count(func.distinct(t.flight.c.id)).label("flights"),
+                func.max(t.flight.c.id).label("newest"),
+            )
+            .join(t.job, t.job.c.flight_id == t.flight.c.id)
+            .join(t.step, t.step.c.job_id == t.job.c.id)
+            .join(t.metric, t.metric.c.step_id == t.step.c.id)
+            .where(
+                t.flight.c.branch == branch,
+                t.flight.c.state == str(FlightState.FINISHED),
+                t.flight.c.blessing.in_([str(b) for b in blessings]),
+                visible(viewer),
+            )
+            .group_by(t.job.c.name, t.step.c.name, t.metric.c.name)
+            .order_by(t.job.c.name, t.step.c.name, t.metric.c.name)
+        )
+        with self.engine.connect() as conn:
+            return [
+                MetricSummary(r.job, r.step, r.metric, r.flights, r.newest)
+                for r in conn.execute(query)
+            ]
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """A metric of a branch: its job's step and name, the flights that measured it, the newest."""
+
+    job: str
+    step: str
+    metric: str
+    flights: int
+    newest: int

@@ -34,7 +34,7 @@ from labgate.model import Outcome
 from labgate.review.drivers import review_routes
 from labgate.store import FlightNotFound, Store, StoreError
 from labgate.store.users import Users
-from labgate.web import api, pages
+from labgate.web import api, pages, perf
 from labgate.web.auth import Access
 
 HERE = Path(__file__).parent
@@ -57,8 +57,9 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 def host_names(lab: Lab) -> frozenset[str]:
     """The names the dashboard answers to: loopback, ``[web] hosts``, and the host of each
-    ``[[review]] web_url`` (the public name votes link to)."""
-    public = [urlsplit(r.web_url).hostname for r in lab.reviews if r.web_url]
+    ``[[review]] web_url`` (the public name votes link to) and of ``[web] url``."""
+    urls = [r.web_url for r in lab.reviews if r.web_url] + [lab.web_url or ""]
+    public = [urlsplit(url).hostname for url in urls if url]
     names = [*LOOPBACK_NAMES, *lab.web_hosts, *(name for name in public if name)]
     return frozenset(name.lower() for name in names)
 
@@ -251,6 +252,7 @@ def create_app(
         *pages.routes(web),
         *api.routes(web),
         *review_routes(lab, store),
+        *perf.routes(web),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     handlers: dict[Any, Callable[..., Any]] = {

@@ -33,7 +33,7 @@ from labgate.store import dashboard as queries
 from labgate.store.branches import regressions_of
 from labgate.store.users import ANONYMOUS, Users, Viewer
 from labgate.verdict import FlakeRate, flake_rates
-from labgate.web import graph, plots
+from labgate.web import graph, perf, plots
 from labgate.web.auth import SESSION_COOKIE, Access, BadToken, same_origin
 from labgate.web.logs import (
     LiveStep,
@@ -291,7 +291,8 @@ def _job_seconds(job: JobResult) -> float | None:
 def job_page(web: Web, request: Request) -> Response:
     flight = flight_or_404(web, request, request.path_params["flight_id"])
     job = job_or_404(flight, request.path_params["job"])
-    return web.render(request, "job.html", {"flight": flight, "job": job})
+    trends = perf.job_trends(web, flight, job)
+    return web.render(request, "job.html", {"flight": flight, "job": job, "trends": trends})
 
 
 # --- logs ----------------------------------------------------------------------------------

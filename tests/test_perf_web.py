@@ -98,11 +98,11 @@ def test_the_branch_index_lists_its_metrics_with_links_to_their_trends(perf: Per
     assert page.status_code == 200
     assert f'<a href="{TREND}">time</a>' in page.text
     api = perf.get("anonymous", "/api/perf/main").json()
-    assert api["metrics"] == [
+    assert api["next"] is None and api["items"] == [
         {"job": "perf", "step": "bench", "metric": "time", "flights": 16,
          "newest": perf.public[-1], "trend": TREND},
     ]  # fmt: skip
-    assert perf.get("member", "/api/perf/main").json()["metrics"][0]["flights"] == 22
+    assert perf.get("member", "/api/perf/main").json()["items"][0]["flights"] == 22
 
 
 def test_the_trend_marks_the_change_point_and_links_points_to_flights(perf: Perf) -> None:

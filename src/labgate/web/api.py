@@ -218,6 +218,7 @@ def index(web: Web, request: Request) -> Response:
 S: dict[str, Any] = {"type": "string"}
 NS: dict[str, Any] = {"type": ["string", "null"]}
 INT: dict[str, Any] = {"type": "integer"}
+F: dict[str, Any] = {"type": "number"}
 NI: dict[str, Any] = {"type": ["integer", "null"]}
 NF: dict[str, Any] = {"type": ["number", "null"]}
 B: dict[str, Any] = {"type": "boolean"}
@@ -393,6 +394,35 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Audit": obj({"user": S, "flight": INT, "group": S, "what": S, "created": S}),
     "Endpoint": obj({"path": S, "methods": array(S), "summary": S}),
+    "Metric": obj({"job": S, "step": S, "metric": S, "flights": INT, "newest": INT, "trend": S}),
+    "Trend": obj(
+        {
+            "branch": S,
+            "job": S,
+            "step": S,
+            "metric": S,
+            "series": array(
+                obj(
+                    {
+                        "host_class": S,
+                        "unit": S,
+                        "flights": array(obj({"flight": INT, "value": F, "runs": INT})),
+                        "change_points": array(
+                            obj(
+                                {
+                                    "flight": INT,
+                                    "index": INT,
+                                    "before": F,
+                                    "after": F,
+                                    "change": F,
+                                }
+                            )
+                        ),
+                    }
+                )
+            ),
+        }
+    ),
     "Error": obj({"error": S}),
 }
 
@@ -481,6 +511,14 @@ OPENAPI: dict[str, Any] = {
         ),
         "/api/bisections/{bisection_id}": _get(
             "a bisection with its graph", ref("Bisection"), ("bisection_id",)
+        ),
+        "/api/perf/{branch}": _get(
+            "the metrics a branch's flights measured", listed(ref("Metric")), ("branch",)
+        ),
+        "/api/perf/{branch}/{job}/{step}/{metric}": _get(
+            "a metric's values per flight and host class, with its change points",
+            ref("Trend"),
+            ("branch", "job", "step", "metric"),
         ),
         "/api/embargo/{group}/audit": _get(
             "who saw the group's embargoed work (its admins only)",

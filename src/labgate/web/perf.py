@@ -99,22 +99,18 @@ def trend_chart(branch: str, job: str, step: str, metric: str, series: MetricSer
 
 def api_index(web: Web, request: Request) -> Response:
     branch, metrics = _metrics_or_404(web, request)
-    return JSONResponse(
+    items = [
         {
-            "branch": branch,
-            "metrics": [
-                {
-                    "job": m.job,
-                    "step": m.step,
-                    "metric": m.metric,
-                    "flights": m.flights,
-                    "newest": m.newest,
-                    "trend": trend_path(branch, m.job, m.step, m.metric),
-                }
-                for m in metrics
-            ],
+            "job": m.job,
+            "step": m.step,
+            "metric": m.metric,
+            "flights": m.flights,
+            "newest": m.newest,
+            "trend": trend_path(branch, m.job, m.step, m.metric),
         }
-    )
+        for m in metrics
+    ]
+    return JSONResponse({"items": items, "next": None})  # the API's one list shape, one page
 
 
 def api_trend(web: Web, request: Request) -> Response:

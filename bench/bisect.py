@@ -2,7 +2,7 @@
 
     python bench/bisect.py --quick            # a few trials, 1,000 commits: under ~3 minutes
     python bench/bisect.py                    # the full table: 100 trials a cell, 1,000 commits,
-                                              # 2 processes (about half an hour on 2 cores)
+                                              # 2 processes (65 minutes on 2 shared cores)
     python bench/bisect.py --sizes 1000,5000  # also 5,000 commits (several times longer)
 
 For every trial a history is generated with ``git fast-import`` (linear, or merge-heavy: topic

@@ -1,7 +1,9 @@
 """Benchmark: ``labgate bisect`` side by side with ``git bisect run`` on the same histories.
 
     python bench/bisect.py --quick            # a few trials, 1,000 commits: under ~3 minutes
-    python bench/bisect.py --trials 50        # the full table (long: see --workers)
+    python bench/bisect.py                    # the full table: 100 trials a cell, 1,000 commits,
+                                              # 2 processes (65 minutes on 2 shared cores)
+    python bench/bisect.py --sizes 1000,5000  # also 5,000 commits (several times longer)
 
 For every trial a history is generated with ``git fast-import`` (linear, or merge-heavy: topic
 branches forked from and merged back into the mainline), a culprit is planted (a file ``bad`` exists
@@ -114,9 +116,13 @@ class History:
         return bad
 
     def tree_range(self) -> TreeRange:
-        """The range with synthetic commit names, for the simulator."""
+        """The range with synthetic commit names, for the simulator, newest first as ``git
+        rev-list`` lists the real repository's (its commit dates follow the indices)."""
         names = [f"c{i:06d}" for i in range(len(self.parents))]
-        parents = {names[i]: tuple(names[p] for p in ps) for i, ps in enumerate(self.parents)}
+        parents = {
+            names[i]: tuple(names[p] for p in self.parents[i])
+            for i in reversed(range(len(self.parents)))
+        }
         del parents[names[0]]
         return TreeRange(tree="", parents=parents, good=(names[0],), bad=names[-1])
 
@@ -672,8 +678,8 @@ def engine_version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=50, help="histories per shape and size")
-    parser.add_argument("--sizes", default="1000,5000", help="history sizes, comma-separated")
+    parser.add_argument("--trials", type=int, default=100, help="histories per shape and size")
+    parser.add_argument("--sizes", default="1000", help="history sizes, comma-separated")
     parser.add_argument("--shapes", default=",".join(SHAPES), help="linear,merges")
     parser.add_argument(
         "--real-trials",
@@ -681,7 +687,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=3,
         help="trials per shape and size where labgate runs for real (worktrees)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="trials run at once (processes)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="trials run at once (processes; 2 at most)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-timing", action="store_true", help="skip the 10,000-commit timing")
     parser.add_argument(
@@ -700,6 +708,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.sizes, args.real_trials = 5, "1000", 1
+    if not 1 <= args.workers <= 2:
+        parser.error(f"--workers {args.workers}: 1 or 2 (the machine's cores are shared)")
     sizes = [int(s) for s in args.sizes.split(",")]
     shapes = args.shapes.split(",")
     if shutil.which("git") is None:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gitrepos import GitRepo
 from labgate.bisect.engine import (
     BisectError,
     Culprit,
@@ -21,6 +22,7 @@ from labgate.bisect.engine import (
     Search,
     TreeRange,
 )
+from labgate.bisect.gitgraph import read_range
 from labgate.bisect.graph import Graph
 from labgate.bisect.posterior import (
     Lookahead,
@@ -552,32 +554,72 @@ def test_a_culprit_next_to_an_end_is_confirmed_by_running_that_end(culprit: str,
 # --- what the user knows: --flaky / --intermittent ---------------------------------------------
 
 
-def git_bisect_runs(n: int, culprit: int) -> int:
-    """Runs of git bisect on a linear range good=0 .. bad=n: halving, ends never run."""
-    low, high, runs = 0, n, 0  # low is good, high is bad
-    while high - low > 1:
-        mid = (low + high) // 2
-        runs += 1
-        if mid >= culprit:
-            high = mid
+def seeded_history(path: Path, rng: random.Random, commits: int, merges: bool) -> GitRepo:
+    """A real repository: a good base, then ``commits`` commits on master, or with ``merges``
+    topic branches forked from master, given a few commits and merged back (--no-ff)."""
+    repo = GitRepo.init(path)
+    repo.commit("base")
+    repo.branch("good")
+    open_topics: list[str] = []
+    for i in range(commits):
+        roll = rng.random() if merges else 1.0
+        if roll < 0.15 and len(open_topics) < 3:
+            repo.branch(f"t{i}")
+            open_topics.append(f"t{i}")
+        elif roll < 0.45 and open_topics:
+            topic = rng.choice(open_topics)
+            repo.checkout(topic)
+            repo.commit(f"{topic} {i}", files={f"{topic}.txt": f"{i}\n"})
+            repo.checkout("master")
+        elif roll < 0.55 and open_topics:
+            repo.merge(open_topics.pop(rng.randrange(len(open_topics))))
         else:
-            low = mid
-    return runs
+            repo.commit(f"master {i}", files={"master.txt": f"{i}\n"})
+    for topic in open_topics:
+        repo.merge(topic)
+    return repo
 
 
-def test_told_deterministic_costs_git_bisects_runs_plus_at_most_one() -> None:
+def git_bisect_run(repo: GitRepo, culprit: str, counter: Path) -> int:
+    """The runs a real ``git bisect run`` makes from good to master, the test failing exactly
+    where ``culprit`` is an ancestor (itself included)."""
+    counter.unlink(missing_ok=True)
+    test = 'echo . >> "$COUNTER"; git merge-base --is-ancestor "$CULPRIT" HEAD && exit 1; exit 0'
+    env = {"COUNTER": str(counter), "CULPRIT": culprit}
+    repo.git("bisect", "start", "master", "good", env=env)
+    done = repo.git("bisect", "run", "sh", "-c", test, env=env)
+    repo.git("bisect", "reset")
+    assert f"{culprit} is the first bad commit" in done
+    return len(counter.read_text().splitlines()) if counter.exists() else 0
+
+
+@pytest.mark.parametrize(("commits", "merges"), [(7, False), (40, False), (60, True)])
+def test_told_deterministic_makes_git_bisects_runs_plus_an_end(
+    tmp_path: Path, commits: int, merges: bool
+) -> None:
+    """Told the test is deterministic, the search makes the runs ``git bisect run`` makes on the
+    same real repository, plus one at an end where git's answer rests on an end it never ran."""
+    repo = seeded_history(tmp_path / "repo", random.Random(commits), commits, merges)
+    r = read_range(repo.path, ["good"], "master")
+    assert merges == any(len(ps) > 1 for ps in r.parents.values())
+    names = sorted(r.parents)
+    for culprit in {r.bad, *random.Random(5).sample(names, min(len(names), 8))}:
+        search = Search([r], flaky="no", intermittent="no")
+        observations: list[Observation] = []
+        oracle = deterministic([r], Culprit("", culprit))
+        while (d := search.decide(observations)).kind == "test":
+            observations += [Observation(t, oracle(t)) for t in d.tests]  # type: ignore[misc]
+        assert d.culprit == Culprit("", culprit)
+        ends = [o for o in observations if o.point[""] in (r.bad, *r.good)]
+        git_runs = git_bisect_run(repo, culprit, tmp_path / "counter")
+        assert len(observations) == git_runs + len(ends), (culprit, observations)
+        assert len(ends) <= 1
+
+
+def test_told_deterministic_on_one_commit_runs_both_ends() -> None:
     """Only a range of one commit, where git bisect runs nothing, needs both ends run."""
-    rng = random.Random(7)
-    r = linear(1)
-    d, runs = bisect(Search([r], flaky="no", intermittent="no"), constant("bad"))
+    d, runs = bisect(Search([linear(1)], flaky="no", intermittent="no"), constant("bad"))
     assert d.reason_code == "good-end-fails" and runs == 2
-    for n in (2, 7, 100, 1000):
-        for culprit in {1, n, *(rng.randint(1, n) for _ in range(6))}:
-            r = linear(n)
-            search = Search([r], flaky="no", intermittent="no")
-            d, runs = bisect(search, deterministic([r], Culprit("", f"c{culprit}")))
-            assert d.culprit == Culprit("", f"c{culprit}")
-            assert runs <= git_bisect_runs(n, culprit) + 1, (n, culprit, runs)
 
 
 def test_told_deterministic_keeps_merges_skips_and_k_at_once() -> None:

@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from labgate.bisect.design import git_bisection
 from labgate.bisect.engine import Observation, Search, TreeRange
 from labgate.bisect.graph import Graph
 
@@ -64,19 +65,14 @@ def merge_history(n: int, rng: random.Random) -> TreeRange:
 
 
 def git_bisect_runs(graph: Graph, culprit: int) -> int:
-    """git bisect with a deterministic test: halve the candidates by ancestor count, no retests."""
+    """git bisect with a deterministic test: its choice of commit (``design.git_bisection``)
+    until one commit is left, no retests."""
     cand = graph.all
     runs = 0
     while cand.bit_count() > 1:
-        n = cand.bit_count()
-        best = max(
-            (i for i in range(graph.size) if cand >> i & 1),
-            key=lambda i: min(
-                (graph.anc[i] & cand).bit_count(), n - (graph.anc[i] & cand).bit_count()
-            ),
-        )
+        x = git_bisection(graph, cand)
         runs += 1
-        cand = cand & graph.anc[best] if graph.anc[best] >> culprit & 1 else cand & ~graph.anc[best]
+        cand = cand & graph.anc[x] if graph.anc[x] >> culprit & 1 else cand & ~graph.anc[x]
     return runs
 
 

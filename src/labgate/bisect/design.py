@@ -9,6 +9,9 @@ a short list spanning the range of bad-probabilities, so that k picks at once sp
 into k + 1 parts rather than hitting one midpoint k times.
 
 The work per scored point is one ``AND`` and one popcount per class of weight.
+
+:func:`git_bisection` is the other way to choose, for a test the user says is deterministic:
+git bisect's own choice, so that such a search makes the runs ``git bisect run`` makes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, replace
 from labgate.bisect.graph import Graph, members
 from labgate.bisect.posterior import Posterior
 
-__all__ = ["choose"]
+__all__ = ["choose", "git_bisection"]
 
 _MASS = 1.0 - 1e-3  # the classes scored one by one hold this much of the posterior
 _POOL = 200  # about this many candidate points are scored for the first pick
@@ -107,6 +110,43 @@ def choose(
     if len(quantiles) > 1 and _batch_info(graph, pieces, quantiles) > greedy_info:
         return quantiles
     return greedy
+
+
+def git_bisection(graph: Graph, candidates: int) -> int:
+    """The commit ``git bisect`` tests next when ``candidates`` (a bitset of commits, two or more)
+    are its commits left: reachable from its current bad commit and from no good one.
+
+    git's ``find_bisection`` (bisect.c) gives each commit its *weight*, the candidates among its
+    ancestors (itself included), and takes the first commit of its list whose weight is within one
+    of half the candidates (``approx_halfway``), checking the merges first and then the others in
+    the order their weights are filled in; failing that, the first of the list whose
+    ``min(weight, candidates - weight)`` is largest. Its list is :attr:`Graph.listed`. Weights
+    are counted here with bitsets; only the order of the checks is git's. Exact on one tree
+    whose commits' dates follow their order in the range, as ``git rev-list`` lists them.
+    """
+    order = [i for i in graph.listed if candidates >> i & 1]
+    nr = len(order)
+    weight = {i: (graph.anc[i] & candidates).bit_count() for i in order}
+    inside = {i: [p for p in graph.parents[i] if candidates >> p & 1] for i in order}
+
+    def halfway(i: int) -> bool:
+        diff = 2 * weight[i] - nr
+        return abs(diff) <= 1 or abs(diff) < nr // 1024
+
+    known = {i for i in order if not inside[i]}  # git's roots: weight 1, never checked
+    for i in order:
+        if len(inside[i]) >= 2:
+            if halfway(i):
+                return i
+            known.add(i)
+    while len(known) < nr:
+        for i in order:
+            if i not in known and inside[i][0] in known:
+                if halfway(i):
+                    return i
+                known.add(i)
+    at = {i: j for j, i in enumerate(order)}
+    return max(order, key=lambda i: (min(weight[i], nr - weight[i]), -at[i]))
 
 
 def _extend(

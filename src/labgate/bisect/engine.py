@@ -50,7 +50,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from labgate.bisect.design import choose
+from labgate.bisect.design import choose, git_bisection
 from labgate.bisect.graph import BisectError, Graph, TreeRange, members
 from labgate.bisect.posterior import (
     Knowledge,
@@ -168,6 +168,9 @@ class Search:
         if not self.noise or any(h.prior <= 0.0 for h in self.noise):
             raise BisectError("the noise prior needs at least one hypothesis, each of weight > 0")
         self._partition = Partition(self.graph)
+        # told (or given a prior that says) the test is deterministic: git bisect's choices, and
+        # a culprit needs no run of its own or of its parents beyond what implies them
+        self._deterministic = all(h.p == 0.0 and h.q == 1.0 for h in self.noise)
 
     def decide(
         self,
@@ -236,7 +239,10 @@ class Search:
         k = min(k, self.max_executions - len(observations) - len(pending))
         if k < 1:
             return base
-        if ranked[0][1] >= SETTLE and top not in skipped:
+        git = self._git_bisection(fails, passes, k, skipped, busy)
+        if git is not None:
+            picks = [git]
+        elif ranked[0][1] >= SETTLE and top not in skipped:
             picks = self._settle(post, top, fails, passes, k, skipped, busy)
         else:
             picks = choose(g, post, k, exclude=skipped | set(busy) | {g.no_culprit}, seeds=busy)
@@ -322,6 +328,34 @@ class Search:
             expect(best)
         return picks
 
+    def _git_bisection(
+        self,
+        fails: Counter[int],
+        passes: Counter[int],
+        k: int,
+        skipped: set[int],
+        busy: list[int],
+    ) -> int | None:
+        """git bisect's next commit (``design.git_bisection``) for a deterministic test run one
+        at a time, while the runs leave what git bisect would: two or more commits, all the
+        ancestors of one of them (its current bad commit) that no passing point reaches. Else
+        None: the ends are still to verify, or skips, several runs at once or resumed runs that
+        git would not have made leave the choice to :func:`choose`."""
+        if not self._deterministic or k != 1 or busy or skipped:
+            return None
+        g = self.graph
+        left = g.all
+        for x in passes:
+            left &= ~g.anc[x]
+        for x in fails:
+            left &= g.anc[x]
+        if left.bit_count() < 2:
+            return None
+        tops = [i for i in members(left) if g.desc[i] & left == 1 << i]
+        if len(tops) != 1 or g.anc[tops[0]] & left != left:
+            return None
+        return git_bisection(g, left)
+
     def _posterior(self, fails: Counter[int], passes: Counter[int]) -> Posterior:
         points = set(fails) | set(passes)
         # points of another history (or of a settling lookahead) carry no runs here and change no
@@ -356,13 +390,16 @@ class Search:
         return [top, *g.confirm_parents[top]]
 
     def _unconfirmed(self, top: int, fails: Counter[int], passes: Counter[int]) -> list[int]:
-        """The points still to see directly: the top candidate failing and its parents passing;
-        for an end hypothesis, the bad end passing or the good end failing."""
+        """The points still to see directly: the top candidate failing and its parents passing
+        (none for a deterministic test, whose runs elsewhere imply them); for an end hypothesis,
+        the bad end passing or the good end failing."""
         g = self.graph
         if top == g.no_culprit:
             return [] if passes[g.size - 1] else [g.size - 1]
         if top == g.good_end:
             return [] if fails[top] else [top]
+        if self._deterministic:
+            return []
         need = [] if fails[top] else [top]
         return need + [p for p in g.confirm_parents[top] if not passes[p]]
 

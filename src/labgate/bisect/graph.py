@@ -12,6 +12,10 @@ already fails at the good end, is found out instead of blamed on a commit: ``goo
 ``size``: the good side already fails; bad at every point, the good end's own point included) and
 ``no_culprit`` (index ``size + 1``: the bad end does not fail; bad at no point). The good end is
 also a point, of index ``good_end``.
+
+``listed`` is the order git bisect walks the commits in: the reverse of the order the range's
+``parents`` give them, which for :func:`labgate.bisect.gitgraph.read_range` is ``git rev-list``'s
+(newest first), so ``listed`` is oldest first, as git's ``find_bisection`` reverses its list.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class Graph:
         self.anc: list[int] = []  # index -> bitset of in-range ancestors, itself included
         self.tree_of: list[int] = []
         self.index: dict[tuple[str, str], int] = {}
+        self.listed: list[int] = []  # git bisect's walking order (see the module's docstring)
         self._bad = {r.tree: r.bad for r in ranges}
         self._goods = {r.tree: frozenset(r.good) for r in ranges}
         self._first_good = {r.tree: r.good[0] for r in ranges}
@@ -85,6 +90,7 @@ class Graph:
                 self.anc.append(a | below if not inside else a)
                 self.tree_of.append(t)
                 self.index[(r.tree, c)] = i
+            self.listed += [local[c] for c in reversed(list(r.parents)) if c in local]
             below |= (1 << len(self.commits)) - 1
         self.size = len(self.commits)
         self.good_end = self.size  # the point of the good end, and the hypothesis it fails

@@ -5,10 +5,11 @@ Each slot of each host is a row of ``slot_lease``. A controller claims slots for
 one short transaction:
 
 1. candidates: queued jobs of the pool's active flights, in priority order — by blessing
-   (``real`` before ``review`` before ``adhoc`` before ``bisect`` before ``play``, configurable),
-   fair among branches (round robin: the n-th queued job of every branch before the n+1-th of
-   any) — then locked with ``SELECT ... FOR UPDATE SKIP LOCKED``, so two controllers never hold
-   the same job;
+   (``real`` before ``review`` before ``adhoc`` before ``bisect`` before ``play``, configurable;
+   a community user's on-demand flight after all of the lab's own, the user with the fewest jobs
+   on hosts first), fair among branches (round robin: the n-th queued job of every branch
+   before the n+1-th of any) — then locked with ``SELECT ... FOR UPDATE SKIP LOCKED``, so two
+   controllers never hold the same job;
 2. ready ones (dependencies passed), each with the hosts it avoids (lost under it before) and,
    for a bisect flight, a preference for the host where the regression was seen;
 3. free slots of in-service hosts (not quarantined, not reserved), read on a random sample of
@@ -202,7 +203,7 @@ class Allocator:
             .exists()
         )
         query = (
-            select(t.flight.c.id, t.flight.c.branch, t.flight.c.blessing)
+            select(t.flight.c.id, t.flight.c.branch, t.flight.c.blessing, t.flight.c.owner)
             .join(t.pool_flight, t.pool_flight.c.flight_id == t.flight.c.id)
             .where(t.flight.c.state.in_(ACTIVE_FLIGHT_STATES), has_queued)
         )
@@ -218,7 +219,7 @@ class Allocator:
                     t.job.c.flight_id.in_(chunk), t.job.c.outcome == str(Outcome.QUEUED)
                 )
             ).all()
-            candidates += self._interleave(rows, flights)
+            candidates += self._interleave(rows, flights, conn)
             if len(candidates) >= CANDIDATES * self.batch:
                 break
         locked: list[dict[str, Any]] = []
@@ -256,11 +257,19 @@ class Allocator:
         except ValueError:
             return len(self.priority)
 
+    def _group(self, flight: Any) -> tuple[int, str]:
+        """A flight's turn group: its blessing's rank and its branch; a community user's
+        on-demand flight (it has an owner) comes after all of the lab's own work, one group per
+        user."""
+        if flight.owner is not None:
+            return (len(self.priority) + 1, flight.owner)
+        return (self._rank(flight.blessing), flight.branch)
+
     def _order(self, flights: Sequence[Any]) -> list[int]:
         """The flights by blessing, then round robin among branches, oldest first."""
         groups: dict[tuple[int, str], list[int]] = {}
         for f in sorted(flights, key=lambda f: f.id):
-            groups.setdefault((self._rank(f.blessing), f.branch), []).append(f.id)
+            groups.setdefault(self._group(f), []).append(f.id)
         ordered: list[int] = []
         for rank in sorted({r for r, _ in groups}):
             lists = [ids for (r, _), ids in sorted(groups.items()) if r == rank]
@@ -268,16 +277,32 @@ class Allocator:
                 ordered += [ids[turn] for ids in lists if turn < len(ids)]
         return ordered
 
-    def _interleave(self, rows: Sequence[Any], flights: Sequence[Any]) -> list[int]:
+    def _interleave(
+        self, rows: Sequence[Any], flights: Sequence[Any], conn: Connection
+    ) -> list[int]:
         """Queued jobs in order: by blessing, then round robin among branches (a branch this
         controller served less goes first; then the n-th job of every branch before the n+1-th
-        of any), oldest first."""
+        of any), oldest first. Among on-demand users, the one with the fewest jobs on hosts now
+        (any controller's) and given a host by this one goes first: a fair share of what the
+        lab's work leaves."""
         flight = {f.id: f for f in flights}
         turns = Counter(self._served)
+        owners = {f.owner for f in flights if f.owner is not None}
+        if owners:
+            live: dict[str, int] = dict(
+                conn.execute(
+                    select(t.flight.c.owner, func.count())
+                    .join(t.job, t.job.c.flight_id == t.flight.c.id)
+                    .where(t.flight.c.owner.in_(owners), t.job.c.outcome.in_(LIVE))
+                    .group_by(t.flight.c.owner)
+                ).all()
+            )
+            for owner in owners:
+                turns[(len(self.priority) + 1, owner)] += live.get(owner, 0)
         keyed = []
         for r in sorted(rows, key=lambda r: r.id):
             f = flight[r.flight_id]
-            group = (self._rank(f.blessing), f.branch)
+            group = self._group(f)
             self._group_of[r.id] = group
             keyed.append((group[0], turns[group], r.id))
             turns[group] += 1

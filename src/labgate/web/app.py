@@ -33,6 +33,7 @@ from labgate.review.drivers import review_routes
 from labgate.store import FlightNotFound, Store, StoreError
 from labgate.store.users import Users
 from labgate.web import api, pages
+from labgate.web.access import routes as access_routes
 from labgate.web.auth import Access
 
 HERE = Path(__file__).parent
@@ -211,6 +212,7 @@ def create_app(
         *pages.routes(web),
         *api.routes(web),
         *review_routes(lab, store),
+        *access_routes(web),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     handlers: dict[Any, Callable[..., Any]] = {

@@ -2,7 +2,7 @@
 `labgate serve` (its pool runs the flights): three people apply on the public page, the lab
 admin approves two and refuses one on the admin page, one approved user submits a flight of
 their own tree from the form and watches it pass, the other cannot see it until its owner makes
-it public through the API, and is refused a tree URL outside `[access] allow_urls`.
+it public on the form page, and is refused a tree URL outside `[access] allow_urls`.
 Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
@@ -113,11 +113,14 @@ def test_two_users_and_an_admin(
     expect(bob.locator("#refused")).to_contain_text("is not allowed ([access] allow_urls")
     bob.screenshot(path=artifact_dir / "4-refused.png", full_page=True)
 
-    made = httpx.post(
-        base + "/api/ondemand/flights/1/public",
-        headers={"authorization": f"Bearer {tokens['ada']}"},
-    )
-    assert made.json() == {"id": 1, "public": True}
+    me = httpx.get(base + "/api/ondemand", headers={"authorization": f"Bearer {tokens['ada']}"})
+    assert me.json()["usage"]["flights"] == 0  # it ended
+    ada.goto(base + "/ondemand")
+    expect(ada.locator("#mine-1")).to_contain_text("pass")
+    ada.click("#mine-1 button:text-is('make public')")
+    expect(ada.locator("h1")).to_contain_text("Flight 1")
+    ada.goto(base + "/ondemand")
+    expect(ada.locator("#mine-1")).to_contain_text("everyone")
     bob.goto(base + "/flights/1")
     expect(bob.locator("h1")).to_contain_text("pass")
     for page in (ada, bob, admin):

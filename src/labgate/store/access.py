@@ -293,6 +293,23 @@ class AccessRequests:
             query = select(t.slot_lease.c.host).where(t.slot_lease.c.job_id.is_(None)).distinct()
             return set(conn.execute(query).scalars())
 
+    def owned(self, user: str, limit: int = 50) -> list[Any]:
+        """The user's on-demand flights, newest first: id, branch, state, outcome, owner_only."""
+        query = (
+            select(
+                t.flight.c.id,
+                t.flight.c.branch,
+                t.flight.c.state,
+                t.flight.c.outcome,
+                t.flight.c.owner_only,
+            )
+            .where(t.flight.c.owner == user)
+            .order_by(t.flight.c.id.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).all())
+
     def make_public(self, flight_id: int, user: str) -> bool:
         """The owner shows their on-demand flight to everyone; False when it is not theirs."""
         with self.engine.begin() as conn:

@@ -149,7 +149,14 @@ def _ondemand_page(
     viewer = viewer_of(request)
     branches = pages.visible_branches(web, viewer)
     approved = viewer.user is not None and web.lab.access.approved(viewer.groups)
-    context = {"error": error, "form": form, "approved": approved, "choices": branches}
+    mine = _requests(web).owned(viewer.user) if approved and viewer.user else []
+    context = {
+        "error": error,
+        "form": form,
+        "approved": approved,
+        "choices": branches,
+        "mine": mine,
+    }
     return web.render(request, "access_ondemand.html", context, status)
 
 

@@ -34,6 +34,7 @@ from labgate.store.access import AccessRequests
 from labgate.store.users import Users
 from labgate.web import create_app
 from labs import job, labgate, local_host, step, toml_str, write_lab
+from procs import wait_for
 
 LAB_TOKEN = "lab-admin-token-0123456789"
 
@@ -72,7 +73,10 @@ def access_lab(root: Path, database_url: str, access: str = "") -> tuple[Path, G
     lab_dir = write_lab(
         root / "lab",
         trees={"xen": {"README": "xen\n"}},
-        hosts=local_host("x86-0", flags=["arch-amd64"]) + local_host("arm-0", flags=["arch-arm64"]),
+        hosts=local_host("x86-0", flags=["arch-amd64"])
+        + local_host("arm-0", flags=["arch-arm64"])
+        + 'console = "echo console of $LABGATE_HOST; exec sleep 60"\n'
+        + f"power_cycle = {toml_str(f'echo cycled $LABGATE_HOST >> {root}/power.log')}\n",
         jobs=job("build", step("compile", "cat xen/README; test ! -e xen/fix.c || cat xen/fix.c"))
         + job("test", step("run", "true"), depends=["build"]),
         database=database_url,
@@ -431,3 +435,63 @@ def test_the_queue_says_where_each_flight_stands_and_why(acc: Access) -> None:
     assert whys[ada].startswith(("next:", "busy:"))
     listed = json.loads(run(*labgate(acc.lab.dir, "access", "queue", "--json")).stdout)
     assert [r["flight"] for r in listed] == [ada, bob]
+
+
+# --- host time ------------------------------------------------------------------------------
+
+
+def test_host_time_reserves_a_host_and_gives_its_console_and_power_for_the_window_only(
+    acc: Access,
+) -> None:
+    reserve = "/api/ondemand/hosts/arm-0/reserve"
+    held = acc.client.post(reserve, json={"for": "1h"}, headers=acc.as_("ada"))
+    assert held.status_code == 201 and held.json()["user"] == "ada", held.text
+    taken = acc.client.post(reserve, json={"for": "1h"}, headers=acc.as_("bob"))
+    assert taken.status_code == 409 and "reserved by ada" in taken.json()["error"]
+    for who, status in (("bob", 403), ("eve", 403), ("anon", 403)):
+        console = acc.client.get("/api/ondemand/hosts/arm-0/console", headers=acc.as_(who))
+        assert console.status_code == status, who
+    console = acc.client.get("/api/ondemand/hosts/arm-0/console?seconds=1", headers=acc.as_("ada"))
+    assert console.status_code == 200 and console.text == "console of arm-0\n"
+    cycled = acc.client.post("/api/ondemand/hosts/arm-0/power-cycle", headers=acc.as_("ada"))
+    assert cycled.json() == {"ok": True, "output": ""}
+    assert (acc.lab.dir.parent / "power.log").read_text() == "cycled arm-0\n"
+    nopower = acc.client.post(reserve.replace("arm-0", "x86-0"), json={"for": "30m"},
+                              headers=acc.as_("bob"))  # fmt: skip
+    assert nopower.status_code == 201
+    refused = acc.client.post("/api/ondemand/hosts/x86-0/power-cycle", headers=acc.as_("bob"))
+    assert refused.status_code == 409 and refused.json()["rule"] == "power_cycle"
+
+    # the reserved host is out of the pool: a job that needs it waits, and says why
+    fid = acc.submit("bob", branch="main", jobs=["build"], flags=["arch-arm64"]).json()["id"]
+    (place,) = [p for p in standing(acc.lab, acc.store) if p.flight == fid]
+    assert place.why == "no host: every host with arch-arm64 is quarantined or reserved"
+
+    # a window that ends ends by itself: the console is refused, the pool takes the host back
+    short = acc.client.post(reserve, json={"for": "1s"}, headers=acc.as_("ada"))
+    assert short.status_code == 201
+    wait_for("the reservation to end", lambda: acc.store.hosts.statuses(["arm-0"])["arm-0"]
+             .reserved_by is None, timeout=30)  # fmt: skip
+    after = acc.client.get("/api/ondemand/hosts/arm-0/console", headers=acc.as_("ada"))
+    assert after.status_code == 403 and after.json()["rule"] == "reservation"
+    asyncio.run(Flights(acc.lab, acc.store, poll_s=0.05).serve(until_idle=True))
+    done = acc.store.get_flight(fid)
+    assert done.outcome is Outcome.PASS and done.jobs[0].host == "arm-0"
+
+
+def test_host_time_refusals(acc: Access) -> None:
+    reserve = "/api/ondemand/hosts/{}/reserve"
+    cases = [
+        ("arm-0", {"for": "two hours"}, "ada", 400, "for"),
+        ("arm-0", {"for": "21h"}, "ada", 429, "quota"),  # quota: 20 host-hours a week
+        ("nohost", {"for": "1h"}, "ada", 404, "host"),
+        ("arm-0", {"for": "1h"}, "eve", 403, "approved user"),
+        ("arm-0", {}, "ada", 400, "request"),
+    ]
+    for host, body, who, status, rule in cases:
+        answer = acc.client.post(reserve.format(host), json=body, headers=acc.as_(who))
+        assert (answer.status_code, answer.json()["rule"]) == (status, rule), (host, body, who)
+    acc.store.hosts.quarantine("arm-0", "disk on fire")
+    sick = acc.client.post(reserve.format("arm-0"), json={"for": "1h"}, headers=acc.as_("ada"))
+    assert sick.status_code == 409 and "disk on fire" in sick.json()["error"]
+    assert acc.store.hosts.statuses(["arm-0"])["arm-0"].reserved_by is None

@@ -2,7 +2,8 @@
 `labgate serve` (its pool runs the flights): three people apply on the public page, the lab
 admin approves two and refuses one on the admin page, one approved user submits a flight of
 their own tree from the form and watches it pass, the other cannot see it until its owner makes
-it public on the form page, and is refused a tree URL outside `[access] allow_urls`.
+it public on the form page, and is refused a tree URL outside `[access] allow_urls`; then the
+first reserves a host, power-cycles it and reads its console, which the other may not.
 Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
@@ -123,5 +124,17 @@ def test_two_users_and_an_admin(
     expect(ada.locator("#mine-1")).to_contain_text("everyone")
     bob.goto(base + "/flights/1")
     expect(bob.locator("h1")).to_contain_text("pass")
+
+    ada.select_option("select[name=host]", "arm-0")  # host time, on the same page
+    ada.fill("input[name=for]", "1h")
+    ada.click("button:text-is('reserve')")
+    expect(ada.locator("#reserved-arm-0")).to_be_visible()
+    ada.click("#reserved-arm-0 button:text-is('power cycle')")
+    expect(ada.locator("#said")).to_have_text("power cycle done: ")
+    ada.screenshot(path=artifact_dir / "5-host-time.png", full_page=True)
+    ada.goto(base + "/ondemand/hosts/arm-0/console?seconds=1")
+    expect(ada.locator("body")).to_have_text("console of arm-0")
+    bob.goto(base + "/ondemand/hosts/arm-0/console?seconds=1")
+    expect(bob.locator("h1")).to_have_text("403")
     for page in (ada, bob, admin):
         page.close()

@@ -1,6 +1,7 @@
 """On-demand testing on the dashboard: the public access request form, the lab admin's page of
 requests (approve, refuse), the on-demand flight form of an approved user, making a flight
-public, and the queue; each with its JSON API twin.
+public, the queue, and host time (reserve a host; its console and power cycle while reserved);
+each with its JSON API twin.
 
 The person applying is anonymous: their form is refused from another site (as the login form
 is). Every other action is a logged-in browser's form carrying its CSRF value, or an API call
@@ -15,9 +16,10 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from labgate.access import hosttime
 from labgate.access.fetch import Refused
 from labgate.access.ondemand import OnDemand, check_approved, submit
 from labgate.access.queue import standing
@@ -144,18 +146,26 @@ def ondemand_form(web: Web, request: Request) -> Response:
 
 
 def _ondemand_page(
-    web: Web, request: Request, error: str | None, form: dict[str, str], status: int
+    web: Web,
+    request: Request,
+    error: str | None,
+    form: dict[str, str],
+    status: int,
+    said: str | None = None,
 ) -> Response:
     viewer = viewer_of(request)
     branches = pages.visible_branches(web, viewer)
     approved = viewer.user is not None and web.lab.access.approved(viewer.groups)
-    mine = _requests(web).owned(viewer.user) if approved and viewer.user else []
+    user = viewer.user if approved else None
     context = {
         "error": error,
         "form": form,
         "approved": approved,
         "choices": branches,
-        "mine": mine,
+        "mine": _requests(web).owned(user) if user else [],
+        "hosts": [h.name for h in web.lab.hosts],
+        "reservations": hosttime.mine(web.lab, web.store, user) if user else [],
+        "said": said,
     }
     return web.render(request, "access_ondemand.html", context, status)
 
@@ -208,6 +218,75 @@ async def api_ondemand_public(web: Web, request: Request) -> Response:
     return JSONResponse({"id": flight_id, "public": True})
 
 
+# --- host time --------------------------------------------------------------------------------
+
+
+async def hosts_reserve(web: Web, request: Request) -> Response:
+    form = await user_form(web, request)
+    name, wanted = form.get("host", ""), form.get("for", "")
+    viewer = viewer_of(request)
+    try:
+        await asyncio.to_thread(hosttime.reserve, web.lab, web.store, viewer, name, wanted)
+    except Refused as refused:
+        return _ondemand_page(web, request, refused.message, form, refused.status)
+    return RedirectResponse("/ondemand", status_code=303)
+
+
+async def api_host_reserve(web: Web, request: Request) -> Response:
+    body = await _json_body(request)
+    wanted = body.get("for") if isinstance(body, dict) else None
+    if not isinstance(wanted, str):
+        refused = Refused("request", 'the body is {"for": "2h"}', 400)
+        return JSONResponse(refused.to_json(), status_code=refused.status)
+    name: str = request.path_params["name"]
+    viewer = viewer_of(request)
+    try:
+        held = await asyncio.to_thread(hosttime.reserve, web.lab, web.store, viewer, name, wanted)
+    except Refused as refused:
+        return JSONResponse(refused.to_json(), status_code=refused.status)
+    return JSONResponse(held.to_json(), status_code=201)
+
+
+def _seconds(request: Request) -> float:
+    return float(pages.int_param(request, "seconds") or 5)
+
+
+async def host_console(web: Web, request: Request) -> Response:
+    """The host's console for a few seconds (``?seconds=N``, at most 30), as text."""
+    name: str = request.path_params["name"]
+    viewer = viewer_of(request)
+    try:
+        text = await hosttime.console(web.lab, web.store, viewer, name, _seconds(request))
+    except Refused as refused:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse(refused.to_json(), status_code=refused.status)
+        raise HTTPException(refused.status, refused.message) from None
+    return PlainTextResponse(text)
+
+
+async def _power_cycle(web: Web, request: Request) -> tuple[bool, str]:
+    name: str = request.path_params["name"]
+    return await hosttime.power_cycle(web.lab, web.store, viewer_of(request), name)
+
+
+async def host_power_cycle(web: Web, request: Request) -> Response:
+    await user_form(web, request)
+    try:
+        ok, output = await _power_cycle(web, request)
+    except Refused as refused:
+        return _ondemand_page(web, request, refused.message, {}, refused.status)
+    said = f"power cycle {'done' if ok else 'failed'}: {output}"
+    return _ondemand_page(web, request, None, {}, 200 if ok else 502, said)
+
+
+async def api_host_power_cycle(web: Web, request: Request) -> Response:
+    try:
+        ok, output = await _power_cycle(web, request)
+    except Refused as refused:
+        return JSONResponse(refused.to_json(), status_code=refused.status)
+    return JSONResponse({"ok": ok, "output": output}, status_code=200 if ok else 502)
+
+
 def queue_page(web: Web, request: Request) -> Response:
     found = standing(web.lab, web.store, viewer_of(request))
     return web.render(request, "access_queue.html", {"places": found})
@@ -238,6 +317,7 @@ def api_approved(web: Web, request: Request) -> Response:
 def routes(web: Web) -> list[Route]:
     request = "/access/requests/{request_id:int}"
     public = "/ondemand/flights/{flight_id:int}/public"
+    host = "/ondemand/hosts/{name}"
     table = [
         ("/access", access_form, ["GET"]),
         ("/access", access_apply, ["POST"]),
@@ -251,6 +331,12 @@ def routes(web: Web) -> list[Route]:
         ("/ondemand", ondemand_submit, ["POST"]),
         (public, ondemand_public, ["POST"]),
         ("/ondemand/queue", queue_page, ["GET"]),
+        ("/ondemand/hosts", hosts_reserve, ["POST"]),
+        (host + "/console", host_console, ["GET"]),
+        (host + "/power-cycle", host_power_cycle, ["POST"]),
+        ("/api" + host + "/reserve", api_host_reserve, ["POST"]),
+        ("/api" + host + "/console", host_console, ["GET"]),
+        ("/api" + host + "/power-cycle", api_host_power_cycle, ["POST"]),
         ("/api/ondemand", api_approved, ["GET"]),
         ("/api/ondemand/flights", api_ondemand_submit, ["POST"]),
         ("/api" + public, api_ondemand_public, ["POST"]),

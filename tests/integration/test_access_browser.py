@@ -8,8 +8,6 @@ Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from integration.test_web_browser import WAIT_S, browser, read_line  # noqa: F401
-from labs import labgate
+from integration.test_web_browser import WAIT_S, browser, serving  # noqa: F401
 from test_access import LAB_TOKEN, access_lab
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -28,20 +25,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 def served(tmp_path: Path, database_url: str) -> Iterator[tuple[str, Path]]:
     """`labgate serve` of an access lab on each store: (base URL, the applicant's own tree)."""
     lab_dir, fork = access_lab(tmp_path, database_url)
-    server = subprocess.Popen(
-        labgate(lab_dir, "serve", "--listen", "127.0.0.1:0"),
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        line = read_line(server, WAIT_S)
-        match = re.search(r"http://127\.0\.0\.1:\d+", line)
-        assert match, line
-        yield match.group(0), fork.path
-    finally:
-        server.terminate()
-        server.wait(WAIT_S)
+    with serving(lab_dir) as base:
+        yield base, fork.path
 
 
 def apply(page: Any, base: str, name: str, email: str) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from labgate.model import Outcome
 from labgate.store import schema as t
@@ -279,13 +279,7 @@ class AccessRequests:
     def live_jobs(self) -> dict[str, int]:
         """Jobs of on-demand flights on a host now, per owner."""
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(t.flight.c.owner, func.count())
-                .join(t.job, t.job.c.flight_id == t.flight.c.id)
-                .where(t.flight.c.owner.is_not(None), t.job.c.outcome.in_(LIVE))
-                .group_by(t.flight.c.owner)
-            ).all()
-        return {owner: int(n) for owner, n in rows}
+            return live_jobs_on(conn)
 
     def free_hosts(self) -> set[str]:
         """The hosts with a free slot now."""
@@ -324,3 +318,17 @@ class AccessRequests:
 
 LIVE = (str(Outcome.PREPARING), str(Outcome.RUNNING))
 WAITING_OR_LIVE = (str(Outcome.QUEUED), *LIVE)
+
+
+def live_jobs_on(conn: Connection, owners: Collection[str] | None = None) -> dict[str, int]:
+    """Jobs of on-demand flights on a host now, per owner (of ``owners``, or all), in the
+    caller's transaction (the allocator's fair share)."""
+    owner = t.flight.c.owner
+    rows = conn.execute(
+        select(owner, func.count())
+        .join(t.job, t.job.c.flight_id == t.flight.c.id)
+        .where(owner.is_not(None) if owners is None else owner.in_(owners))
+        .where(t.job.c.outcome.in_(LIVE))
+        .group_by(owner)
+    ).all()
+    return {name: int(n) for name, n in rows}

@@ -57,6 +57,7 @@ from labgate.model import Blessing, HostSpec, Outcome
 from labgate.schedule import Allocation, HostSlots, ReadyJob, allocate
 from labgate.store import ACTIVE_FLIGHT_STATES, now
 from labgate.store import schema as t
+from labgate.store.access import live_jobs_on
 from labgate.store.flights import start_jobs
 from labgate.store.hosts import add_event, lost_hosts_on, unavailable_on
 from labgate.store.leases import SLOT
@@ -282,15 +283,7 @@ class Allocator:
         their fair share goes by what runs now, not by what ran (no user pays later for a time
         the lab was idle)."""
         owners = {f.owner for f in flights if f.owner is not None}
-        if not owners:
-            return {}
-        rows = conn.execute(
-            select(t.flight.c.owner, func.count())
-            .join(t.job, t.job.c.flight_id == t.flight.c.id)
-            .where(t.flight.c.owner.in_(owners), t.job.c.outcome.in_(LIVE))
-            .group_by(t.flight.c.owner)
-        ).all()
-        return {owner: int(n) for owner, n in rows}
+        return live_jobs_on(conn, owners) if owners else {}
 
     def _order(self, flights: Sequence[Any], live: Mapping[str, int]) -> list[int]:
         """The flights by blessing, then round robin among branches, oldest first; on-demand

@@ -27,7 +27,7 @@ from labgate.text import print_table
 
 @click.group("access", cls=LabgateGroup)
 def access_group() -> None:
-    """Access requests of community members (list, approve, refuse) and the on-demand queue."""
+    """Community members' access requests (approve, refuse) and the on-demand queue."""
 
 
 @access_group.command("list")

@@ -10,7 +10,6 @@ step has opened it); the browser waits for text to appear (Playwright's auto-wai
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import selectors
@@ -59,25 +58,6 @@ def read_line(proc: subprocess.Popen[str], deadline_s: float) -> str:
     return proc.stderr.readline()
 
 
-@contextlib.contextmanager
-def serving(lab_dir: Path) -> Iterator[str]:
-    """`labgate serve` of the lab on a free port: its base URL, once it listens."""
-    server = subprocess.Popen(
-        labgate(lab_dir, "serve", "--listen", "127.0.0.1:0"),
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        line = read_line(server, WAIT_S)
-        match = re.search(r"http://127\.0\.0\.1:\d+", line)
-        assert match, line
-        yield match.group(0)
-    finally:
-        server.terminate()
-        server.wait(WAIT_S)
-
-
 def open_fifo_when_read(fifo: Path) -> int:
     """Open the FIFO for writing: returns once the step has opened it for reading."""
     fds: list[int] = []
@@ -112,8 +92,20 @@ def lab(tmp_path: Path) -> Iterator[tuple[Path, str, Path]]:
         f.write(f"\n[web]\ntoken = {toml_str(TOKEN)}\n")
     fifo = tmp_path / "watch.fifo"
     os.mkfifo(fifo)
-    with serving(lab_dir.path) as base:
-        yield lab_dir.path, base, fifo
+    server = subprocess.Popen(
+        labgate(lab_dir.path, "serve", "--listen", "127.0.0.1:0"),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = read_line(server, WAIT_S)
+        match = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert match, line
+        yield lab_dir.path, match.group(0), fifo
+    finally:
+        server.terminate()
+        server.wait(WAIT_S)
 
 
 def test_flight_to_job_to_live_log_to_bisection(

@@ -46,6 +46,8 @@ SHOWS_RESULTS = {
     "embargo audit",
     "findings show",
     "findings trend",
+    "access list",
+    "access queue",
 }
 OWN_JSON = {"bisect run"}
 # commands that act or stream, and why they print no JSON document
@@ -68,6 +70,8 @@ NO_RESULT = {
     "embargo lift": "an action: the flights it made public, on one line",
     "findings triage": "an action: one confirmation line",
     "findings untriage": "an action: one confirmation line",
+    "access approve": "prints the new user's token alone on stdout, for a script to take",
+    "access refuse": "an action: one confirmation line",
 }
 
 
@@ -216,6 +220,8 @@ def _invocation(path: str, lab: dict[str, str]) -> list[str]:
         "embargo audit": ["security"],
         "findings show": [flight],
         "findings trend": ["main"],
+        "access list": [],
+        "access queue": [],
     }[path]
     where = lab["review"] if path.startswith("review") else lab["lab"]
     return labgate(Path(where), *path.split(), *args)

@@ -191,6 +191,7 @@ def fill(leak: Leak, path: str, hidden: bool) -> str:
         "sha": leak.secret if hidden else MISSING_SHA,
         "path": "fix.c",
         "identity": "0" * 20,  # a finding: triage is the lab admin's, hidden or not
+        "request_id": "1" if hidden else "2",  # an access request: the lab admin's alone
     }  # fmt: skip
     for part in path.split("{")[1:]:
         name = part.split("}")[0].split(":")[0]

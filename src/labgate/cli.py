@@ -82,6 +82,10 @@ class TopGroup(LabgateGroup):
             "labgate.embargo:token_group",
             "API tokens of the lab's users: create, revoke.",
         ),
+        "access": (
+            "labgate.access.cli:access_group",
+            "Community members' access requests (approve, refuse) and the on-demand queue.",
+        ),
         "embargo": (
             "labgate.embargo:embargo_group",
             "Lift an embargo; read who saw embargoed work.",

@@ -50,6 +50,7 @@ from pydantic import (
     field_validator,
 )
 
+from labgate.access.settings import AccessSettings, RawAccess
 from labgate.findings.compare import Policy
 from labgate.findings.config import RawFindings
 from labgate.mailconfig import MailConfig
@@ -183,6 +184,8 @@ class Lab:
     """``[lab] env``: variables every step gets (see ``labgate.executor.step_environment``)."""
     pass_env: tuple[str, ...] = ()
     """``[lab] pass_env``: the controller's variables every step gets, by name."""
+    access: AccessSettings = field(default_factory=AccessSettings)
+    """``[access]``: on-demand testing for community members (see ``labgate.access``)."""
 
     @property
     def secret_env_names(self) -> frozenset[str]:
@@ -495,6 +498,7 @@ _SECTION_MODELS: dict[str, type[BaseModel]] = {
     "mail": MailConfig,
     "web": RawWeb,
     "findings": RawFindings,
+    "access": RawAccess,
     "review": RawReview,
     "disable": RawDisable,
 }
@@ -510,6 +514,7 @@ _TOP_LEVEL = (
     "mail",
     "web",
     "findings",
+    "access",
     "review",
     "disable",
 )
@@ -875,6 +880,12 @@ class _Loader:
             return Policy()
         section, _ = self.validate(RawFindings, data["findings"], ("findings",))
         return section.to_policy() if isinstance(section, RawFindings) else Policy()
+
+    def access_section(self, data: dict[str, Any]) -> AccessSettings:
+        if "access" not in data:
+            return AccessSettings()
+        section, _ = self.validate(RawAccess, data["access"], ("access",))
+        return section.to_settings() if isinstance(section, RawAccess) else AccessSettings()
 
     def web_section(self, data: dict[str, Any]) -> RawWeb | None:
         if "web" not in data:
@@ -1267,6 +1278,7 @@ class _Loader:
         mail = self.mail_section(data)
         web = self.web_section(data)
         findings = self.findings_section(data)
+        access = self.access_section(data)
         if lab is not None:
             self.check_step_env(lab, reviews, mail)
         if self.problems or lab is None:
@@ -1298,6 +1310,7 @@ class _Loader:
             web_url=web.url if web is not None else None,
             step_env=lab.env,
             pass_env=tuple(lab.pass_env),
+            access=access,
         )
 
     def check_step_env(

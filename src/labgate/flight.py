@@ -40,6 +40,7 @@ from labgate.model import (
     HostSpec,
     JobSpec,
     Outcome,
+    Owner,
     StepSpec,
     TestCaseResult,
 )
@@ -169,13 +170,17 @@ def plan_flight(
     blessing: Blessing = Blessing.ADHOC,
     mirrors: Mirrors | None = None,
     embargo: Embargo | None = None,
+    owner: Owner | None = None,
+    requires: Sequence[str] = (),
 ) -> int:
     """Store a queued flight of the branch's jobs; returns its id.
 
     ``revisions`` gives the whole tuple as full shas (the gate and bisection know it); otherwise
     it is resolved from the branch's refs, with ``overrides`` (tree → any rev) applied. A flight
     is under ``embargo``, or else the branch's (lab.toml): then every job requires the
-    ``embargo-ok`` host flag, so only hosts set aside for embargoed work run it.
+    ``embargo-ok`` host flag, so only hosts set aside for embargoed work run it. Every job also
+    requires the host flags of ``requires``; an ``owner``'s flight is on-demand work (see
+    ``labgate.access``).
     """
     jobs = select_jobs(without_disabled(lab.jobs_for(branch), lab.disabled), job_globs)
     if revisions is None:
@@ -189,9 +194,10 @@ def plan_flight(
             f"tree {private[0]!r} is private: only a flight under embargo may check it out "
             "(--embargo GROUP --until TIME, or the branch's embargo in lab.toml)"
         )
-    if embargo is not None:
-        jobs = [replace(j, requires=(*j.requires, EMBARGO_HOST_FLAG)) for j in jobs]
-    return store.create_flight(branch, blessing, revisions, jobs, embargo)
+    extra = (*requires, *([EMBARGO_HOST_FLAG] if embargo is not None else []))
+    if extra:
+        jobs = [replace(j, requires=(*j.requires, *extra)) for j in jobs]
+    return store.create_flight(branch, blessing, revisions, jobs, embargo, owner)
 
 
 # A job whose host is lost goes to another host, up to this many attempts in all.

@@ -40,10 +40,12 @@ def run_git(
     git_dir: Path | None = None,
     input: str | None = None,
     env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``git ARGS`` and return how it went, whatever its exit status: the one place labgate
     starts git. git runs in a session of its own, so a Ctrl-C at the terminal reaches labgate,
-    which finishes or undoes its git work itself, instead of killing git halfway."""
+    which finishes or undoes its git work itself, instead of killing git halfway. Past
+    ``timeout`` seconds git is killed and GitError says so."""
     cmd = ["git"]
     if git_dir is not None:
         cmd += ["--git-dir", str(git_dir)]
@@ -59,9 +61,12 @@ def run_git(
             text=True,
             check=False,
             start_new_session=True,
+            timeout=timeout,
         )
     except FileNotFoundError as error:
         raise GitError("git is not installed (no `git` on PATH)") from error
+    except subprocess.TimeoutExpired:
+        raise GitError(f"`git {' '.join(args)}` took longer than {timeout:g}s") from None
 
 
 def git(
@@ -72,10 +77,11 @@ def git(
     check: bool = True,
     input: str | None = None,
     env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
 ) -> str:
     """Run ``git ARGS`` and return its standard output (stripped of the final newline); a
     failure raises GitError with git's message when ``check``."""
-    proc = run_git(args, cwd=cwd, git_dir=git_dir, input=input, env=env)
+    proc = run_git(args, cwd=cwd, git_dir=git_dir, input=input, env=env, timeout=timeout)
     if check and proc.returncode != 0:
         where = f" (in {git_dir or cwd})" if (git_dir or cwd) else ""
         raise GitError(

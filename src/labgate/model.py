@@ -172,6 +172,15 @@ class Embargo:
 
 
 @dataclass(frozen=True)
+class Owner:
+    """The community user an on-demand flight is for; ``only``: no one else sees it (but the lab
+    admin) until they make it public."""
+
+    user: str
+    only: bool = True
+
+
+@dataclass(frozen=True)
 class BranchSpec:
     """A test stream: ``tree`` is under test (``staging`` is tested, ``tested`` is pushed to);
     every other tree is taken at the ref ``pin`` gives it (default: its ``tested`` ref name is not

@@ -6,7 +6,8 @@ controller (they drive a PDU, a BMC, a serial console server, an installer).
 - ``install`` re-images the host before an exclusive job (osstest's host-install); failing
   quarantines it too.
 - ``console`` runs while a job runs; its output is the job's ``console.log``.
-- ``power_on``/``power_off``/``power_cycle`` are run by ``labgate host power``.
+- ``power_on``/``power_off``/``power_cycle`` are run by ``labgate host power`` (and
+  ``power_cycle`` for a community member during their reservation, see ``labgate.access``).
 
 Each command gets ``LABGATE_HOST`` and, for an SSH host, ``LABGATE_HOST_ADDRESS``.
 """
@@ -77,6 +78,31 @@ async def run_lifecycle_command(
         last = text.splitlines()[-1] if text else ""
         return False, f"{command!r} exited {proc.returncode}" + (f": {last}" if last else "")
     return True, text
+
+
+async def console_output(host: HostSpec, seconds: float, *, cwd: Path) -> str:
+    """What the host's console command prints in ``seconds`` (it is then stopped); "" when the
+    host declares none."""
+    command = host.lifecycle.console
+    if not command:
+        return ""
+    proc = await _start(host, command, cwd=cwd, output=asyncio.subprocess.PIPE)
+    stdout = proc.stdout
+    assert stdout is not None
+    chunks: list[bytes] = []
+
+    async def read() -> None:
+        while chunk := await stdout.read(65536):
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), seconds)
+    except TimeoutError:
+        pass
+    finally:
+        kill_group(proc.pid, signal.SIGKILL)
+        await asyncio.shield(proc.wait())
+    return b"".join(chunks).decode(errors="replace")
 
 
 async def before_job(host: HostSpec, *, exclusive: bool, cwd: Path) -> str | None:

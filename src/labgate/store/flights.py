@@ -27,6 +27,7 @@ from labgate.model import (
     JobResult,
     JobSpec,
     Outcome,
+    Owner,
     StepResult,
     StepSpec,
     TestCaseResult,
@@ -54,9 +55,11 @@ class FlightTables(Tables):
         revisions: Mapping[str, str],
         jobs: Sequence[JobSpec],
         embargo: Embargo | None = None,
+        owner: Owner | None = None,
     ) -> int:
         """Store a new queued flight with all its jobs and steps, in one transaction; under
-        ``embargo``, only its group sees it until then (see ``labgate.store.users``)."""
+        ``embargo``, only its group sees it until then, and an ``owner`` who keeps it to
+        themselves alone sees it (see ``labgate.store.users``)."""
         with self.engine.begin() as conn:
             flight_id = conn.execute(
                 t.flight.insert().values(
@@ -67,6 +70,8 @@ class FlightTables(Tables):
                     embargo_group=embargo.group if embargo else None,
                     # in UTC, as every stored time: SQLite compares them as text
                     embargo_until=embargo.until.astimezone(UTC) if embargo else None,
+                    owner=owner.user if owner else None,
+                    owner_only=owner.only if owner else False,
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
             if revisions:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -36,6 +37,11 @@ flight = Table(
     # (lifting the embargo sets it to now); both NULL for a public flight
     Column("embargo_group", String(200)),
     Column("embargo_until", DateTime(timezone=True)),
+    # on-demand work (migration 0013): the community user who submitted it (NULL: the lab's
+    # own), and whether only they (and the lab admin) see it
+    Column("owner", String(200)),
+    Column("owner_only", Boolean, nullable=False, server_default=false()),
+    Index("ix_flight_owner", "owner", "id"),
 )
 
 flight_revision = Table(
@@ -350,6 +356,7 @@ api_token = Table(
     Column("digest", String(64), nullable=False, unique=True),  # SHA-256 of the token, hex
     Column("created", DateTime(timezone=True), nullable=False),
     Column("revoked", DateTime(timezone=True)),
+    Column("expires", DateTime(timezone=True)),  # migration 0013; NULL: never
 )
 
 embargo_audit = Table(
@@ -432,4 +439,26 @@ metric = Table(
     Column("host_class", String(400), nullable=False),  # the host's equiv-* flags, or its name
     Index("ix_metric_step", "step_id"),
     Index("ix_metric_name", "name", "host_class"),
+)
+
+
+# --- access requests (migration 0013) --------------------------------------------------------
+
+access_request = Table(
+    "access_request",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(300), nullable=False),
+    Column("affiliation", String(300), nullable=False),
+    Column("why", Text, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    # pending, approved or refused; a decision is written once, with who, when and why
+    Column("state", String(20), nullable=False),
+    Column("decided_by", String(200)),
+    Column("decided", DateTime(timezone=True)),
+    Column("decision_why", Text),
+    Column("user", String(200)),  # the user an approval made
+    Column("group", String(200)),
+    Index("ix_access_request_state", "state", "id"),
 )

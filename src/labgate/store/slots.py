@@ -5,10 +5,11 @@ Each slot of each host is a row of ``slot_lease``. A controller claims slots for
 one short transaction:
 
 1. candidates: queued jobs of the pool's active flights, in priority order — by blessing
-   (``real`` before ``review`` before ``adhoc`` before ``bisect`` before ``play``, configurable),
-   fair among branches (round robin: the n-th queued job of every branch before the n+1-th of
-   any) — then locked with ``SELECT ... FOR UPDATE SKIP LOCKED``, so two controllers never hold
-   the same job;
+   (``real`` before ``review`` before ``adhoc`` before ``bisect`` before ``play``, configurable;
+   a community user's on-demand flight after all of the lab's own, the user with the fewest jobs
+   on hosts first), fair among branches (round robin: the n-th queued job of every branch
+   before the n+1-th of any) — then locked with ``SELECT ... FOR UPDATE SKIP LOCKED``, so two
+   controllers never hold the same job;
 2. ready ones (dependencies passed), each with the hosts it avoids (lost under it before) and,
    for a bisect flight, a preference for the host where the regression was seen;
 3. free slots of in-service hosts (not quarantined, not reserved), read on a random sample of
@@ -56,6 +57,7 @@ from labgate.model import Blessing, HostSpec, Outcome
 from labgate.schedule import Allocation, HostSlots, ReadyJob, allocate
 from labgate.store import ACTIVE_FLIGHT_STATES, now
 from labgate.store import schema as t
+from labgate.store.access import live_jobs_on
 from labgate.store.flights import start_jobs
 from labgate.store.hosts import add_event, lost_hosts_on, unavailable_on
 from labgate.store.leases import SLOT
@@ -202,14 +204,15 @@ class Allocator:
             .exists()
         )
         query = (
-            select(t.flight.c.id, t.flight.c.branch, t.flight.c.blessing)
+            select(t.flight.c.id, t.flight.c.branch, t.flight.c.blessing, t.flight.c.owner)
             .join(t.pool_flight, t.pool_flight.c.flight_id == t.flight.c.id)
             .where(t.flight.c.state.in_(ACTIVE_FLIGHT_STATES), has_queued)
         )
         if only is not None:
             query = query.where(t.flight.c.id.in_(list(only)))
         flights = conn.execute(query).all()
-        ordered = self._order(flights)
+        live = self._live(conn, flights)
+        ordered = self._order(flights, live)
         candidates: list[int] = []
         for i in range(0, len(ordered), FLIGHTS_PER_QUERY):
             chunk = ordered[i : i + FLIGHTS_PER_QUERY]
@@ -218,15 +221,21 @@ class Allocator:
                     t.job.c.flight_id.in_(chunk), t.job.c.outcome == str(Outcome.QUEUED)
                 )
             ).all()
-            candidates += self._interleave(rows, flights)
+            candidates += self._interleave(rows, flights, live)
             if len(candidates) >= CANDIDATES * self.batch:
                 break
         locked: list[dict[str, Any]] = []
         slices = list(range(0, len(candidates), self.batch))
         # controllers claiming at once mostly start on different slices of the best candidates
-        # instead of all skipping the same locked rows
-        first = random.randrange(len(slices)) if slices else 0
-        for i in slices[first:] + slices[:first]:
+        # instead of all skipping the same locked rows; only among the slices that start with
+        # the best rank, so that work of a lower rank never goes first, and never for on-demand
+        # work, whose order is the users' fair share
+        best = self._group_of[candidates[0]][0] if candidates else 0
+        top = [i for i in slices if self._group_of[candidates[i]][0] == best]
+        if best == self._community:
+            top = top[:1]
+        first = random.randrange(len(top)) if top else 0
+        for i in top[first:] + top[:first] + slices[len(top) :]:
             rows = conn.execute(
                 self._lock(
                     select(
@@ -256,28 +265,54 @@ class Allocator:
         except ValueError:
             return len(self.priority)
 
-    def _order(self, flights: Sequence[Any]) -> list[int]:
-        """The flights by blessing, then round robin among branches, oldest first."""
+    @property
+    def _community(self) -> int:
+        """The rank of on-demand work: after every blessing of the lab's own."""
+        return len(self.priority) + 1
+
+    def _group(self, flight: Any) -> tuple[int, str]:
+        """A flight's turn group: its blessing's rank and its branch; a community user's
+        on-demand flight (it has an owner) comes after all of the lab's own work, one group per
+        user."""
+        if flight.owner is not None:
+            return (self._community, flight.owner)
+        return (self._rank(flight.blessing), flight.branch)
+
+    def _live(self, conn: Connection, flights: Sequence[Any]) -> dict[str, int]:
+        """Each owner's jobs on hosts now (any controller's), for the owners of these flights:
+        their fair share goes by what runs now, not by what ran (no user pays later for a time
+        the lab was idle)."""
+        owners = {f.owner for f in flights if f.owner is not None}
+        return live_jobs_on(conn, owners) if owners else {}
+
+    def _order(self, flights: Sequence[Any], live: Mapping[str, int]) -> list[int]:
+        """The flights by blessing, then round robin among branches, oldest first; on-demand
+        flights last, the user with the fewest jobs on hosts first, then the oldest."""
         groups: dict[tuple[int, str], list[int]] = {}
         for f in sorted(flights, key=lambda f: f.id):
-            groups.setdefault((self._rank(f.blessing), f.branch), []).append(f.id)
-        ordered: list[int] = []
-        for rank in sorted({r for r, _ in groups}):
-            lists = [ids for (r, _), ids in sorted(groups.items()) if r == rank]
-            for turn in range(max(len(ids) for ids in lists)):
-                ordered += [ids[turn] for ids in lists if turn < len(ids)]
-        return ordered
+            groups.setdefault(self._group(f), []).append(f.id)
+        keyed = []
+        for (rank, name), ids in groups.items():
+            first, tie = (live.get(name, 0), "") if rank == self._community else (0, name)
+            keyed += [(rank, first + turn, tie, fid) for turn, fid in enumerate(ids)]
+        return [fid for *_, fid in sorted(keyed)]
 
-    def _interleave(self, rows: Sequence[Any], flights: Sequence[Any]) -> list[int]:
+    def _interleave(
+        self, rows: Sequence[Any], flights: Sequence[Any], live: Mapping[str, int]
+    ) -> list[int]:
         """Queued jobs in order: by blessing, then round robin among branches (a branch this
         controller served less goes first; then the n-th job of every branch before the n+1-th
-        of any), oldest first."""
+        of any), oldest first. Among on-demand users, the one with the fewest jobs on hosts now
+        goes first, then the oldest job: a fair share of what the lab's work leaves."""
         flight = {f.id: f for f in flights}
         turns = Counter(self._served)
+        for f in flights:
+            if f.owner is not None:
+                turns[self._group(f)] = live.get(f.owner, 0)
         keyed = []
         for r in sorted(rows, key=lambda r: r.id):
             f = flight[r.flight_id]
-            group = (self._rank(f.blessing), f.branch)
+            group = self._group(f)
             self._group_of[r.id] = group
             keyed.append((group[0], turns[group], r.id))
             turns[group] += 1

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Select,
     and_,
     delete,
+    false,
     func,
     or_,
     select,
@@ -73,13 +74,17 @@ LAB_ADMIN = Viewer(user="lab admin", admin=True)
 
 def visible(viewer: Viewer, at: datetime | None = None) -> ColumnElement[bool]:
     """The SQL condition on ``flight`` rows the viewer may see: public flights, flights whose
-    embargo ended (``until`` passed, or lifted), and those of the viewer's groups."""
+    embargo ended (``until`` passed, or lifted), and those of the viewer's groups; and of the
+    on-demand flights their owner keeps to themselves, only the viewer's own."""
     if viewer.admin:
         return true()
     public = or_(t.flight.c.embargo_group.is_(None), t.flight.c.embargo_until <= (at or now()))
     if viewer.groups:
-        return or_(public, t.flight.c.embargo_group.in_(sorted(viewer.groups)))
-    return public
+        public = or_(public, t.flight.c.embargo_group.in_(sorted(viewer.groups)))
+    shared = t.flight.c.owner_only == false()
+    if viewer.user is not None:
+        shared = or_(shared, t.flight.c.owner == viewer.user)
+    return and_(public, shared)
 
 
 def seen_by(query: Select[Any], flight_id: Any, viewer: Viewer | None) -> Select[Any]:
@@ -179,20 +184,34 @@ class Users:
         admin_of: Sequence[str] = (),
     ) -> None:
         """A new user in these groups (and admin of ``admin_of``, which they join too)."""
+        with self.engine.begin() as conn:
+            self.insert_user(conn, name, email=email, groups=groups, admin_of=admin_of)
+
+    def insert_user(
+        self,
+        conn: Any,
+        name: str,
+        *,
+        email: str | None = None,
+        groups: Sequence[str] = (),
+        admin_of: Sequence[str] = (),
+    ) -> None:
+        """:meth:`add` in the caller's transaction."""
         check_name("user", name)
         for group in (*groups, *admin_of):
             check_name("group", group)
         if email is not None and "@" not in email:
             raise UserError(f"--email {email!r} is not a mail address (no @)")
         member = {g: False for g in groups} | {g: True for g in admin_of}
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(t.lab_user.insert().values(name=name, email=email, created=now()))
-                if member:
-                    conn.execute(
-                        t.user_group.insert(),
-                        [{"user": name, "group": g, "admin": a} for g, a in member.items()],
-                    )
+        if conn.execute(select(t.lab_user.c.name).where(t.lab_user.c.name == name)).first():
+            raise UserError(f"user {name!r} exists already")
+        try:  # a user added meanwhile: the caller's transaction ends with this error
+            conn.execute(t.lab_user.insert().values(name=name, email=email, created=now()))
+            if member:
+                conn.execute(
+                    t.user_group.insert(),
+                    [{"user": name, "group": g, "admin": a} for g, a in member.items()],
+                )
         except IntegrityError:
             raise UserError(f"user {name!r} exists already") from None
 
@@ -268,15 +287,21 @@ class Users:
         if conn.execute(select(t.lab_user.c.name).where(t.lab_user.c.name == name)).first() is None:
             raise UserError(f"no user {name!r} (labgate user add {name} makes one)")
 
-    def create_token(self, name: str) -> str:
-        """A new API token of the user; only its digest is stored, so this is the one time it is
-        seen."""
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    def create_token(self, name: str, *, expires: datetime | None = None) -> str:
+        """A new API token of the user (working until ``expires``, if given); only its digest
+        is stored, so this is the one time it is seen."""
         with self.engine.begin() as conn:
-            self._known(conn, name)
-            conn.execute(
-                t.api_token.insert().values(user=name, digest=digest(token), created=now())
+            return self.insert_token(conn, name, expires)
+
+    def insert_token(self, conn: Any, name: str, expires: datetime | None = None) -> str:
+        """:meth:`create_token` in the caller's transaction."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self._known(conn, name)
+        conn.execute(
+            t.api_token.insert().values(
+                user=name, digest=digest(token), created=now(), expires=expires
             )
+        )
         return token
 
     def revoke(self, name: str, token: str | None = None) -> int:
@@ -298,7 +323,11 @@ class Users:
         query = (
             select(t.api_token.c.user, t.user_group.c.group, t.user_group.c.admin)
             .outerjoin(t.user_group, t.user_group.c.user == t.api_token.c.user)
-            .where(t.api_token.c.digest == digest(token), t.api_token.c.revoked.is_(None))
+            .where(
+                t.api_token.c.digest == digest(token),
+                t.api_token.c.revoked.is_(None),
+                or_(t.api_token.c.expires.is_(None), t.api_token.c.expires > now()),
+            )
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()

@@ -35,6 +35,7 @@ from labgate.review.drivers import review_routes
 from labgate.store import FlightNotFound, Store, StoreError
 from labgate.store.users import Users
 from labgate.web import api, pages, perf
+from labgate.web.access import routes as access_routes
 from labgate.web.auth import Access
 
 HERE = Path(__file__).parent
@@ -253,6 +254,7 @@ def create_app(
         *api.routes(web),
         *review_routes(lab, store),
         *perf.routes(web),
+        *access_routes(web),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     handlers: dict[Any, Callable[..., Any]] = {

@@ -693,7 +693,7 @@ def robots(web: Web, request: Request) -> Response:
     return PlainTextResponse("User-agent: *\nDisallow: /\n")
 
 
-OPEN = frozenset({"home", "robots", "login_form", "login", "logout"})
+OPEN = frozenset({"home", "robots", "login_form", "login", "logout", "access_form", "access_apply"})
 """Endpoints anyone reaches, even under ``[web] anonymous = false`` (to log in)."""
 
 
@@ -703,7 +703,9 @@ def find_viewer(web: Web, request: Request, endpoint: Any) -> None:
     try:
         viewer = web.access.viewer(request)
     except BadToken:
-        raise HTTPException(403, "the bearer token is not valid (revoked, or never made)") from None
+        raise HTTPException(
+            403, "the bearer token is not valid (revoked, expired, or never made)"
+        ) from None
     if not web.open_to(viewer) and endpoint.__name__ not in OPEN:
         raise HTTPException(401, "log in first: this lab's dashboard is not open to anonymous")
     request.state.viewer = viewer

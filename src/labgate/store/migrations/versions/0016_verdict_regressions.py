@@ -2,7 +2,7 @@
 slowdowns), so the flight list says "regressed" without reading every verdict's JSON.
 
 Revision ID: 0016
-Revises: 0012
+Revises: 0013
 """
 
 import json
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,86 @@
+"""``[access]`` in lab.toml: which trees community members may have fetched, and their quotas.
+
+[access]
+group = "community"                # approved users join it unless the admin says otherwise
+allow_urls = ["https://github.com/*/xen.git"]
+max_fetch_mb = 200                 # a tree's new objects, at most
+fetch_timeout = 300                # seconds a fetch may take
+token_days = 90                    # an approval's token expires after this
+quota = { flights = 2, host_hours = 20 }               # each user
+users = { alice = { flights = 4 } }                    # a user's own (wins over quota)
+groups = { community = { flights = 20, host_hours = 200 } }  # all members together
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pydantic import Field
+
+from labgate.rawconfig import Name, Text, _Raw
+
+
+@dataclass(frozen=True)
+class Quota:
+    """How much on-demand work at once and in a week (None: no limit)."""
+
+    flights: int | None = None
+    """Flights queued or running at once."""
+    host_hours: float | None = None
+    """Hours of host time (jobs' run time) in the last 7 days."""
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    group: str = "community"
+    allow_urls: tuple[str, ...] = ()
+    max_fetch_mb: float = 200.0
+    fetch_timeout: float = 300.0
+    token_days: int = 90
+    quota: Quota = field(default_factory=lambda: Quota(flights=2, host_hours=20.0))
+    users: Mapping[str, Quota] = field(default_factory=dict)
+    groups: Mapping[str, Quota] = field(default_factory=dict)
+
+    def user_quota(self, user: str) -> Quota:
+        """The user's own quota: theirs in ``users``, else the lab's ``quota``."""
+        return self.users.get(user, self.quota)
+
+    def approved(self, groups: frozenset[str]) -> bool:
+        """Whether a user in these groups may submit on-demand work: a member of ``group`` or
+        of a group with a quota of its own."""
+        return self.group in groups or bool(groups & set(self.groups))
+
+
+class RawQuota(_Raw):
+    flights: int | None = Field(default=None, ge=0, le=10_000)
+    host_hours: float | None = Field(default=None, ge=0)
+
+    def to_quota(self) -> Quota:
+        return Quota(self.flights, self.host_hours)
+
+
+_DEFAULT = AccessSettings()
+
+
+class RawAccess(_Raw):
+    group: Name = _DEFAULT.group
+    allow_urls: list[Text] = Field(default_factory=list)
+    max_fetch_mb: float = Field(default=_DEFAULT.max_fetch_mb, gt=0)
+    fetch_timeout: float = Field(default=_DEFAULT.fetch_timeout, gt=0, le=86_400)
+    token_days: int = Field(default=_DEFAULT.token_days, ge=1, le=3650)
+    quota: RawQuota = RawQuota(flights=2, host_hours=20.0)
+    users: dict[Name, RawQuota] = Field(default_factory=dict)
+    groups: dict[Name, RawQuota] = Field(default_factory=dict)
+
+    def to_settings(self) -> AccessSettings:
+        return AccessSettings(
+            group=self.group,
+            allow_urls=tuple(self.allow_urls),
+            max_fetch_mb=self.max_fetch_mb,
+            fetch_timeout=self.fetch_timeout,
+            token_days=self.token_days,
+            quota=self.quota.to_quota(),
+            users={k: v.to_quota() for k, v in self.users.items()},
+            groups={k: v.to_quota() for k, v in self.groups.items()},
+        )

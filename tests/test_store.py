@@ -243,3 +243,48 @@ def test_a_pooled_connection_the_server_closed_is_replaced_after_idling(
         assert store.list_flights() == []
     finally:
         store.close()
+
+
+def test_upgrading_an_old_sqlite_store_keeps_every_row(tmp_path: Path) -> None:
+    """Each migration from the first on, with a flight, its job, step and verdict stored before:
+    a migration that copies a table must not cascade its drop to the rows that refer to it."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from labgate.store.core import make_engine
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    config = Config()
+    config.set_main_option("script_location", "labgate.store:migrations")
+    engine = make_engine(url)  # as the store connects: foreign keys enforced
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0010")
+        conn.execute(
+            text(
+                "INSERT INTO flight (id, branch, blessing, state, created) "
+                "VALUES (1, 'main', 'real', 'finished', '2026-01-01 00:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO job (id, flight_id, seq, name, outcome, requires, depends, "
+                "exclusive, attempt) VALUES (1, 1, 0, 'build', 'pass', '[]', '[]', 0, 1)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO step (id, job_id, seq, name, command, outcome) "
+                "VALUES (1, 1, 0, 'make', 'make', 'pass')"
+            )
+        )
+        conn.execute(text("INSERT INTO verdict VALUES (1, NULL, 0, '{}', '2026-01-01 00:00:00')"))
+    engine.dispose()
+    with Store.open(url) as store, store.engine.connect() as conn:
+        counts = [
+            conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+            for table in ("flight", "job", "step", "verdict")
+        ]
+        assert counts == [1, 1, 1, 1]
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1  # enforced again

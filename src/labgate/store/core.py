@@ -121,16 +121,33 @@ def migrate(engine: Engine) -> None:
 
     config = Config()
     config.set_main_option("script_location", "labgate.store:migrations")
+    sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as connection:
-        # one process migrates at a time; the others wait for it, then find the schema at head
-        # (three commands started at once on a fresh store used to create its tables together)
-        if engine.dialect.name == "sqlite":
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        elif engine.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-        connection.commit()
+        if sqlite:
+            # a migration that must copy a table (SQLite alters little in place) drops the old
+            # one: with foreign keys enforced, that would delete every row referring to it
+            # (ON DELETE CASCADE). The pragma only changes outside a transaction.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        try:
+            # one process migrates at a time; the others wait for it, then find the schema at
+            # head (three commands started at once on a fresh store made its tables together)
+            if sqlite:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            elif engine.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK}
+                )
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            if sqlite:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                if broken:
+                    raise StoreError(f"a migration broke {len(broken)} reference(s): {broken[:3]}")
+            connection.commit()
+        finally:
+            if sqlite:
+                connection.rollback()
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 class Store(FlightTables, BranchTables, BisectionTables, PoolTables, FindingTables, MetricTables):

@@ -15,14 +15,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("flight") as batch:
-        batch.add_column(sa.Column("owner", sa.String(200)))
-        batch.add_column(
-            sa.Column("owner_only", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
+    # plain ADD COLUMNs, which SQLite does in place: a batch operation would copy the table,
+    # and dropping the old flight table deletes every row that refers to it (ON DELETE CASCADE)
+    op.add_column("flight", sa.Column("owner", sa.String(200)))
+    op.add_column(
+        "flight", sa.Column("owner_only", sa.Boolean(), nullable=False, server_default=sa.false())
+    )
     op.create_index("ix_flight_owner", "flight", ["owner", "id"])
-    with op.batch_alter_table("api_token") as batch:
-        batch.add_column(sa.Column("expires", sa.DateTime(timezone=True)))
+    op.add_column("api_token", sa.Column("expires", sa.DateTime(timezone=True)))
     op.create_table(
         "access_request",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),

@@ -191,7 +191,7 @@ def test_the_admin_page_approves_with_its_csrf_value_and_shows_the_token_once(
     assert token not in acc.client.get("/access/requests").text  # shown that once
     viewer = Users(acc.store.engine).viewer_for_token(token)
     assert viewer is not None and viewer.groups == {"arm-testers"}
-    api = acc.client.get("/api/access/requests", headers=acc.as_("admin")).json()
+    api = acc.client.get("/api/access/requests", headers=acc.as_("admin")).json()["items"]
     assert api[0]["state"] == "approved" and api[0]["group"] == "arm-testers"
 
 
@@ -231,7 +231,7 @@ def test_an_approved_users_own_tree_runs_on_the_pool_seen_by_them_alone(acc: Acc
     assert acc.ondemand_refs().count(acc.fix) == 1  # the commit, in the lab's mirror
     for who, status in (("ada", 200), ("admin", 200), ("bob", 404), ("eve", 404), ("anon", 404)):
         assert acc.client.get(f"/api/flights/{fid}", headers=acc.as_(who)).status_code == status
-        listed = acc.client.get("/api/flights", headers=acc.as_(who)).json()["flights"]
+        listed = acc.client.get("/api/flights", headers=acc.as_(who)).json()["items"]
         assert (fid in [f["id"] for f in listed]) == (status == 200), who
 
     asyncio.run(Flights(acc.lab, acc.store, poll_s=0.05).serve(until_idle=True))
@@ -421,10 +421,10 @@ def test_the_queue_says_where_each_flight_stands_and_why(acc: Access) -> None:
     ada = acc.submit("ada", branch="main", jobs=["build"]).json()["id"]
     bob = acc.submit("bob", branch="main", jobs=["build"], public=True).json()["id"]
     lab = _flight(acc.store, None, 1, Blessing.REAL)
-    rows = acc.client.get("/api/ondemand/queue", headers=acc.as_("ada")).json()
+    rows = acc.client.get("/api/ondemand/queue", headers=acc.as_("ada")).json()["items"]
     assert [(r["flight"], r["place"]) for r in rows] == [(ada, 1), (bob, 2)]
     assert all(r["why"].startswith("priority: 1 queued job(s) of the lab's own") for r in rows)
-    seen_by_bob = acc.client.get("/api/ondemand/queue", headers=acc.as_("bob")).json()
+    seen_by_bob = acc.client.get("/api/ondemand/queue", headers=acc.as_("bob")).json()["items"]
     assert [r["flight"] for r in seen_by_bob] == [bob]  # ada's is hers alone
     anyone = acc.client.get("/ondemand/queue")
     assert anyone.status_code == 200 and f"/flights/{bob}" in anyone.text

@@ -26,6 +26,7 @@ from labgate.access.queue import standing
 from labgate.store import StoreError
 from labgate.store.access import PENDING, AccessRequests
 from labgate.web import pages
+from labgate.web.api import listing
 from labgate.web.auth import same_origin
 from labgate.web.pages import Web, _form, authorize, bind, viewer_of
 
@@ -112,7 +113,7 @@ async def access_decide(web: Web, request: Request) -> Response:
 
 def api_access_requests(web: Web, request: Request) -> Response:
     _admin(request)
-    return JSONResponse([r.to_json() for r in _requests(web).requests()])
+    return listing(request, _requests(web).requests())
 
 
 async def _json_body(request: Request) -> Any:
@@ -293,7 +294,7 @@ def queue_page(web: Web, request: Request) -> Response:
 
 
 def api_queue(web: Web, request: Request) -> Response:
-    return JSONResponse([p.to_json() for p in standing(web.lab, web.store, viewer_of(request))])
+    return listing(request, standing(web.lab, web.store, viewer_of(request)))
 
 
 def api_approved(web: Web, request: Request) -> Response:

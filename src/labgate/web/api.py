@@ -219,6 +219,7 @@ S: dict[str, Any] = {"type": "string"}
 NS: dict[str, Any] = {"type": ["string", "null"]}
 INT: dict[str, Any] = {"type": "integer"}
 F: dict[str, Any] = {"type": "number"}
+OBJECT: dict[str, Any] = {"type": "object"}
 NI: dict[str, Any] = {"type": ["integer", "null"]}
 NF: dict[str, Any] = {"type": ["number", "null"]}
 B: dict[str, Any] = {"type": "boolean"}
@@ -445,6 +446,13 @@ def _get(summary: str, schema: dict[str, Any], params: tuple[str, ...] = ()) -> 
     }
 
 
+def _text(summary: str, params: tuple[str, ...]) -> dict[str, Any]:
+    """A GET answered with plain text."""
+    get = _get(summary, S, params)
+    get["get"]["responses"]["200"]["content"] = {"text/plain": {"schema": S}}
+    return get
+
+
 def _post(summary: str, params: tuple[str, ...]) -> dict[str, Any]:
     return {
         "post": {
@@ -519,6 +527,32 @@ OPENAPI: dict[str, Any] = {
             "a metric's values per flight and host class, with its change points",
             ref("Trend"),
             ("branch", "job", "step", "metric"),
+        ),
+        "/api/access/requests": _get(
+            "access requests, newest first (the lab's admin only)", listed(OBJECT)
+        ),
+        "/api/access/requests/{request_id}/approve": _post(
+            "approve an access request: its user, group and a token", ("request_id",)
+        ),
+        "/api/access/requests/{request_id}/refuse": _post(
+            "refuse an access request, saying why (JSON body: why)", ("request_id",)
+        ),
+        "/api/ondemand": _get("who the token is, their quota and what they use", OBJECT),
+        "/api/ondemand/flights": _post("submit an on-demand flight (JSON body)", ()),
+        "/api/ondemand/flights/{flight_id}/public": _post(
+            "make one's on-demand flight public", ("flight_id",)
+        ),
+        "/api/ondemand/queue": _get(
+            "on-demand flights: each one's place and why it waits", listed(OBJECT)
+        ),
+        "/api/ondemand/hosts/{name}/reserve": _post(
+            "reserve a host for a window (JSON body: for)", ("name",)
+        ),
+        "/api/ondemand/hosts/{name}/console": _text(
+            "the console of a host one has reserved, while the reservation lasts", ("name",)
+        ),
+        "/api/ondemand/hosts/{name}/power-cycle": _post(
+            "power-cycle a host one has reserved", ("name",)
         ),
         "/api/embargo/{group}/audit": _get(
             "who saw the group's embargoed work (its admins only)",

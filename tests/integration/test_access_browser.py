@@ -8,41 +8,17 @@ Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import re
-import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from integration.test_web_browser import WAIT_S, browser, read_line  # noqa: F401
-from labs import labgate
+from integration.test_web_browser import WAIT_S, browser, serve  # noqa: F401
 from test_access import LAB_TOKEN, access_lab
 
 sync_api = pytest.importorskip("playwright.sync_api")
-
-
-@contextmanager
-def serve(lab_dir: Path) -> Iterator[str]:
-    """`labgate serve` of the lab on a free loopback port: its base URL while it runs (main has
-    this helper in test_web_browser.py since this branch was made: use that one on merging)."""
-    server = subprocess.Popen(
-        labgate(lab_dir, "serve", "--listen", "127.0.0.1:0", "--no-review"),
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        line = read_line(server, WAIT_S)
-        match = re.search(r"http://127\.0\.0\.1:\d+", line)
-        assert match, line
-        yield match.group(0)
-    finally:
-        server.terminate()
-        server.wait(WAIT_S)
 
 
 @pytest.fixture

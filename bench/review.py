@@ -49,6 +49,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 import argparse
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -62,9 +63,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from gitrepos import GitRepo
 from labs import labgate
-from reviewboard import TOKEN_ENV, ReviewBoard, diff_of, ours, reviewboard_lab, start_reviewboard
+from pg import free_port, start_cluster
+from reviewboard import (
+    TOKEN_ENV,
+    Postgres,
+    ReviewBoard,
+    diff_of,
+    ours,
+    reviewboard_lab,
+    start_reviewboard,
+)
 
 TARGET_P95_S = 5.0
+SECRET_ENV = "LABGATE_BENCH_RB_SECRET"
+POLL_S = 5.0
+"""The review's poll_interval: the webhook tells `serve` at once, the poll reconciles."""
 SWEEP_S = 0.2
 DONE_S = 900.0
 
@@ -84,6 +97,8 @@ class Bench:
     repository: str
     lab_dir: Path
     env: dict[str, str]
+    listen: str
+    """Where `serve` listens, the same after each restart (Review Board's webhook calls it)."""
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     serve: subprocess.Popen[bytes] | None = None
@@ -92,7 +107,7 @@ class Bench:
     def start_serve(self) -> None:
         log = open(self.lab_dir / "serve.log", "ab")  # noqa: SIM115 (the process keeps it)
         self.serve = subprocess.Popen(
-            [*labgate(self.lab_dir, "serve"), "--listen", "127.0.0.1:0"],
+            [*labgate(self.lab_dir, "serve"), "--listen", self.listen],
             env=self.env, stdout=subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
 
@@ -158,18 +173,31 @@ def main() -> None:
     load_before = os.getloadavg()
     print(f"load average at the start: {load_before[0]:.2f} {load_before[1]:.2f} "
           f"{load_before[2]:.2f} ({os.cpu_count()} cores, shared)", flush=True)  # fmt: skip
-    server = start_reviewboard()
+    cluster = start_cluster()
+    try:
+        server = start_reviewboard(Postgres("127.0.0.1", cluster.port, "postgres", "postgres"))
+    except BaseException:
+        cluster.stop()
+        raise
     work = Path(tempfile.mkdtemp(prefix="labgate-bench-review-"))
     try:
-        user = "labgate-bench"
-        env = {**os.environ, TOKEN_ENV: server.api_token(user, server.add_user(user))}
+        user, secret = "labgate-bench", secrets.token_hex(16)
+        env = {**os.environ, TOKEN_ENV: server.api_token(user, server.add_user(user)),
+               SECRET_ENV: secret}  # fmt: skip
         lab_dir, repo = reviewboard_lab(
-            work / "lab", server, "xen-bench", lab_keys="poll_interval = 0.5"
+            work / "lab",
+            server,
+            "xen-bench",
+            lab_keys="poll_interval = 0.5",
+            review_keys=f'poll_interval = {POLL_S}\nsecret_env = "{SECRET_ENV}"',
         )
-        bench = Bench(server, "xen-bench", lab_dir, env)
+        listen = f"127.0.0.1:{free_port()}"
+        server.person().add_webhook(f"http://{listen}/review/reviewboard/rb", secret, "xen-bench")
+        bench = Bench(server, "xen-bench", lab_dir, env, listen)
         run(bench, args, repo.rev("master"))
     finally:
         server.stop()
+        cluster.stop()
         print(f"work dir (lab, serve.log): {work}")
 
 

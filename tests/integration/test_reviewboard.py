@@ -1,7 +1,8 @@
 """The review loop against a real Review Board server (tests/reviewboard.py): a person posts
 review requests with diffs through its Web API, `labgate review run --once` tests each latest
 diff (applied onto its base commit) and posts one status update per run, with the full message
-in a review; a second diff, a recheck, a broken lab and a diff that does not apply."""
+in a review; a second diff, a recheck, a broken lab (an error, retried) and a diff that does not
+apply (the patch's failure, once)."""
 
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ def test_each_latest_diff_gets_one_status_update(
     assert [u["state"] for u in ours(person, passing)] == ["done-success", "done-success"]
 
 
-def test_a_broken_lab_is_an_error_and_retried(
+def test_a_broken_lab_is_an_error_and_retried_a_diff_not_applying_a_failure(
     tmp_path: Path, server: ReviewBoard, labgate_env: dict[str, str]
 ) -> None:
     repository = f"xen-{tmp_path.name}"
@@ -151,5 +152,12 @@ def test_a_broken_lab_is_an_error_and_retried(
     updates = ours(person, broken)
     assert [u["state"] for u in updates] == ["error", "error"]
     assert "will retry" in updates[0]["summary"] and "gave up" in updates[1]["summary"]
-    assert [u["state"] for u in ours(person, stale)] == ["error", "error"]
-    assert "does not apply" in by_change[str(stale)][0]["message"]
+    # the patch's failure, not the lab's: -1 once, naming the hunk, never retried
+    [not_applied] = by_change[str(stale)]
+    assert (not_applied["vote"], not_applied["retest"]) == (-1, False)
+    [update] = ours(person, stale)
+    assert update["state"] == "done-failure"
+    assert update["summary"] == (
+        f"Verified-1: the patch does not apply: README: the hunk at line 1 does not match "
+        f"(on {repo.rev('master')[:12]} of xen)"
+    )

@@ -1,7 +1,8 @@
 """`labgate serve` runs the review loop: a real Review Board (tests/reviewboard.py) sees
 `pending` while a flight runs and the result after; killed mid-flight (SIGKILL) and restarted,
 it resumes every queued patch set and updates the same status update; SIGTERM stops it cleanly
-and gives its run back to the queue."""
+and gives its run back to the queue. Review Board's signed webhooks reach `serve` (polling
+once an hour), and a request closed while its run is queued or running gets no vote."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from labs import labgate, toml_str
@@ -53,11 +55,19 @@ class Serve:
     """Every line of its stderr (printed after the test: pytest shows it when the test fails)."""
 
     def wait_serving(self) -> None:
+        self.wait_line("labgate: serving")
+
+    def wait_line(self, text: str) -> str:
+        """The first line (seen before or coming) that holds ``text``."""
         while True:
-            line = self.lines.get(timeout=120)
-            self.seen.append(line)
-            if "labgate: serving" in line:
-                return
+            for line in self.seen:
+                if text in line:
+                    return line
+            self.seen.append(self.lines.get(timeout=120))
+
+    @property
+    def url(self) -> str:
+        return self.wait_line("labgate: serving").rsplit(" on ", 1)[1].strip().rstrip("/")
 
 
 def start_serve(lab_dir: Path, env: dict[str, str]) -> Serve:
@@ -181,3 +191,65 @@ def test_serve_runs_the_review_loop_through_kills_and_sigterm(
     assert done["id"] == pending["id"]
     serves[2].process.send_signal(signal.SIGTERM)
     assert serves[2].process.wait(timeout=60) == 130
+
+
+SECRET_ENV = "LABGATE_TEST_RB_SECRET"
+
+
+def test_webhooks_reach_serve_and_a_closed_request_gets_no_vote(
+    tmp_path: Path, server: ReviewBoard, serves: list[Serve], release: Path
+) -> None:
+    repository = f"xen-{tmp_path.name}"
+    lab_dir, repo = reviewboard_lab(
+        tmp_path / "lab",
+        server,
+        repository,
+        lab_keys=f"env = {{ RELEASE = {toml_str(str(release))} }}\npoll_interval = 0.5",
+        review_keys=f'poll_interval = 3600\nsecret_env = "{SECRET_ENV}"',
+        slots=1,
+    )
+    repo.commit("waiting check", files={"check.sh": CHECK})
+    repo.branch("staging")
+    user = f"labgate-{tmp_path.name}"[:30]
+    secret = f"secret of {tmp_path.name}"
+    env = {**os.environ, TOKEN_ENV: server.api_token(user, server.add_user(user)),
+           SECRET_ENV: secret}  # fmt: skip
+    person = server.person()
+    base = repo.rev("master")
+
+    def post(result: str) -> int:
+        diff = diff_of(repo, {"result": f"{result}\n", f"notes/{result}": "a new file\n"})
+        return person.post_review_request(repository, diff, base, summary=result)
+
+    serves.append(start_serve(lab_dir, env))
+    hook = f"{serves[0].url}/review/reviewboard/rb"
+    unsigned = httpx.post(hook, json={"review_request": {"id": 1}},
+                          headers={"X-ReviewBoard-Event": "review_request_published"})  # fmt: skip
+    assert (unsigned.status_code, unsigned.json()) == (
+        401,
+        {"error": "no X-Hub-Signature header (is the webhook's secret set?)"},
+    )
+    person.add_webhook(hook, secret, repository)
+
+    held = post("wait-a")
+    wait_for("pending on the held request", lambda: state_of(server, held, "pending"))
+    step = wait_for("the held step", lambda: held_step(release / "wait-a"))
+    # posted long after the first poll, with the next an hour away: the webhook queued it
+    waiting = post("pass")
+    serves[0].wait_line(f"webhook review_request_published for review request {waiting}: queued")
+    wait_for("pending on the waiting request", lambda: state_of(server, waiting, "pending"))
+
+    person.close(waiting, "discarded")
+    serves[0].wait_line(f"(rb change {waiting}) dropped: the change was discarded")
+    person.close(held, "submitted")
+    serves[0].wait_line(f"(rb change {held}): the change was submitted: flight")
+    assert gone_within(step, 30), "the closed request's flight is cancelled"
+    serves[0].wait_line("the change was submitted: no vote")
+
+    after = post("fail")
+    wait_for("the next request's result", lambda: state_of(server, after, "done-failure"))
+    for closed in (held, waiting):
+        assert [u["state"] for u in ours(person, closed)] == ["pending"]
+        assert not [r for r in person.reviews(closed) if "labgate run" in r["body_top"]]
+    serves[0].process.send_signal(signal.SIGTERM)
+    assert serves[0].process.wait(timeout=60) == 130

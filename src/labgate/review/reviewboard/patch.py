@@ -6,11 +6,15 @@ the same diff again (a restart before the flight was planned) makes the same com
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from labgate.git import GitError, Mirrors, ensure_commit, git
+from labgate.git import Mirrors, ensure_commit, git, run_git
+from labgate.review.base import PatchFailed
+
+_HUNK = re.compile(r"^error: patch failed: (?P<file>.+):(?P<line>\d+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,8 @@ class Patch:
 
 def apply_patch(mirrors: Mirrors, tree: str, patch: Patch) -> str:
     """The sha of ``patch`` applied onto its base commit, in the tree's mirror. GitError when
-    the base commit cannot be had or the diff does not apply (git's message says where)."""
+    the base commit cannot be had; PatchFailed (see :func:`why_not_applied`) when the diff does
+    not apply."""
     ensure_commit(mirrors, tree, patch.base)
     git_dir = mirrors.path(tree)
     base = mirrors.resolve(tree, patch.base)
@@ -41,12 +46,11 @@ def apply_patch(mirrors: Mirrors, tree: str, patch: Patch) -> str:
         diff = Path(tmp) / "patch.diff"
         diff.write_bytes(patch.diff)
         git(["read-tree", base], git_dir=git_dir, env=index)
-        try:
-            git(["apply", "--cached", "--whitespace=nowarn", str(diff)], git_dir=git_dir, env=index)
-        except GitError as error:
-            raise GitError(
-                f"tree {tree!r}: the diff does not apply to {base[:12]}: {error}"
-            ) from None
+        applied = run_git(
+            ["apply", "--cached", "--whitespace=nowarn", str(diff)], git_dir=git_dir, env=index
+        )
+        if applied.returncode != 0:
+            raise PatchFailed(f"{why_not_applied(applied.stderr)} (on {base[:12]} of {tree})")
         files = git(["write-tree"], git_dir=git_dir, env=index)
     person = {
         "GIT_AUTHOR_NAME": patch.author,
@@ -60,3 +64,13 @@ def apply_patch(mirrors: Mirrors, tree: str, patch: Patch) -> str:
     sha = git(["commit-tree", files, "-p", base], git_dir=git_dir, env=person, input=message)
     git(["update-ref", patch.ref, sha], git_dir=git_dir)
     return sha
+
+
+def why_not_applied(stderr: str) -> str:
+    """git apply's complaint as one line naming the file and hunk: ``README: the hunk at line
+    1 does not match``, ``NOPE: does not exist in index``, or its first error."""
+    hunk = _HUNK.search(stderr)
+    if hunk is not None:
+        return f"{hunk['file']}: the hunk at line {hunk['line']} does not match"
+    errors = [line.removeprefix("error: ") for line in stderr.splitlines() if line.strip()]
+    return errors[0] if errors else "git apply failed without saying why"

@@ -30,7 +30,7 @@ from labgate.flight import FlightError, resolve_revisions
 from labgate.flights import Flights
 from labgate.git import GitError
 from labgate.heartbeat import renew_every
-from labgate.model import Blessing, FlightResult, FlightState, ReviewSpec
+from labgate.model import Blessing, FlightResult, FlightState, Outcome, ReviewSpec
 from labgate.review.base import (
     ChangeEvent,
     Closed,
@@ -276,6 +276,8 @@ class ReviewLoop:
         self.queue.set_flight(run.id, flight_id)
         run = self.queue.get(run.id)
         if self._closed(run):
+            # closed while it was planned (nothing to cancel then): never run, never left queued
+            self.store.set_flight_state(flight_id, FlightState.CANCELLED, Outcome.CANCELLED)
             return
         if Users(self.store.engine).embargo(flight_id) is not None:
             # an embargoed flight's results are its group's: nothing goes to a public review

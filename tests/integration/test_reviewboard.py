@@ -102,6 +102,12 @@ def test_each_latest_diff_gets_one_status_update(
     assert subprocess.run(show, capture_output=True, text=True, check=True).stdout.split(
         " ", 1
     ) == [base, "make it fail\n"]
+    # pushed to the tree's URL, where a worker's mirror on another machine fetches it from
+    ref = f"refs/labgate/reviewboard/rb/{failing}/1"
+    remote = ["git", "ls-remote", str(repo.path), ref]
+    assert subprocess.run(remote, capture_output=True, text=True, check=True).stdout == (
+        f"{commit}\t{ref}\n"
+    )
     listing = subprocess.run(
         [*labgate(lab_dir, "flight", "list"), "--json"], capture_output=True, text=True, check=True
     )

@@ -2,17 +2,22 @@
 ``git apply --cached`` on a throwaway index (the mirror is bare; nothing else of it changes).
 
 The commit's author, date and message come from the review request and the diff, so applying
-the same diff again (a restart before the flight was planned) makes the same commit."""
+the same diff again (a restart before the flight was planned) makes the same commit. It is kept
+at ``refs/labgate/reviewboard/<name>/<request>/<revision>`` in the mirror and pushed there in
+the tree's URL, where the pool's workers on other machines fetch it from."""
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from labgate.git import Mirrors, ensure_commit, git, run_git
+from labgate.git import Mirrors, ensure_commit, git, push_error, run_git
 from labgate.review.base import PatchFailed
+
+log = logging.getLogger("labgate.review.reviewboard")
 
 _HUNK = re.compile(r"^error: patch failed: (?P<file>.+):(?P<line>\d+)$", re.MULTILINE)
 
@@ -63,7 +68,21 @@ def apply_patch(mirrors: Mirrors, tree: str, patch: Patch) -> str:
     message = f"{patch.subject}\n\n{patch.trailer}\n"
     sha = git(["commit-tree", files, "-p", base], git_dir=git_dir, env=person, input=message)
     git(["update-ref", patch.ref, sha], git_dir=git_dir)
+    publish(mirrors, tree, sha, patch.ref)
     return sha
+
+
+def publish(mirrors: Mirrors, tree: str, sha: str, ref: str) -> None:
+    """Push the commit to ``ref`` of the tree's URL (the remote every controller's mirror
+    fetches ``refs/*`` from), so a pool worker on another machine can check it out; without
+    it only this machine's mirror has the commit. A push refused (no write access) is logged:
+    this machine's controllers still test it."""
+    pushed = run_git(["push", "--force", "--quiet", mirrors.urls[tree], f"{sha}:{ref}"],
+                     git_dir=mirrors.path(tree))  # fmt: skip
+    if pushed.returncode != 0:
+        reason, _ = push_error(pushed.stderr)
+        log.warning("tree %s: cannot push %s to %s of %s (workers on other machines cannot test "
+                    "it): %s", tree, sha[:12], ref, mirrors.urls[tree], reason)  # fmt: skip
 
 
 def why_not_applied(stderr: str) -> str:

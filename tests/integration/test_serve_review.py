@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gitrepos import GitRepo
 from labs import labgate, toml_str
 from procs import gone_within, pids_with, wait_for
 from reviewboard import (
@@ -136,27 +137,53 @@ def state_of(server: ReviewBoard, rr: int, want: str) -> dict[str, Any] | None:
     return updates[0] if updates and updates[0]["state"] == want else None
 
 
-def test_serve_runs_the_review_loop_through_kills_and_sigterm(
-    tmp_path: Path, server: ReviewBoard, serves: list[Serve], release: Path
-) -> None:
+@dataclass
+class HeldLab:
+    """A Review Board lab whose check.sh holds a step on `wait-X` (see CHECK), and the
+    environment of its `labgate serve` (a user's API token of its own)."""
+
+    lab_dir: Path
+    repository: str
+    server: ReviewBoard
+    env: dict[str, str]
+    repo: GitRepo
+
+    def post(self, result: str) -> int:
+        """A review request whose diff sets `result`, published; its id."""
+        diff = diff_of(self.repo, {"result": f"{result}\n", f"notes/{result}": "a new file\n"})
+        return self.server.person().post_review_request(
+            self.repository, diff, self.repo.rev("master"), summary=result
+        )
+
+
+def held_lab(
+    tmp_path: Path,
+    server: ReviewBoard,
+    release: Path,
+    env: dict[str, str] | None = None,
+    **options: Any,
+) -> HeldLab:
     repository = f"xen-{tmp_path.name}"
     lab_dir, repo = reviewboard_lab(
         tmp_path / "lab",
         server,
         repository,
         lab_keys=f"env = {{ RELEASE = {toml_str(str(release))} }}\npoll_interval = 0.5",
+        **options,
     )
     repo.commit("waiting check", files={"check.sh": CHECK})
     repo.branch("staging")
     user = f"labgate-{tmp_path.name}"[:30]
-    env = {**os.environ, TOKEN_ENV: server.api_token(user, server.add_user(user))}
-    person = server.person()
-    base = repo.rev("master")
+    token = server.api_token(user, server.add_user(user))
+    return HeldLab(lab_dir, repository, server, {**os.environ, TOKEN_ENV: token, **(env or {})},
+                   repo)  # fmt: skip
 
-    def post(result: str) -> int:
-        diff = diff_of(repo, {"result": f"{result}\n", f"notes/{result}": "a new file\n"})
-        return person.post_review_request(repository, diff, base, summary=result)
 
+def test_serve_runs_the_review_loop_through_kills_and_sigterm(
+    tmp_path: Path, server: ReviewBoard, serves: list[Serve], release: Path
+) -> None:
+    lab = held_lab(tmp_path, server, release)
+    lab_dir, env, post = lab.lab_dir, lab.env, lab.post
     serves.append(start_serve(lab_dir, env))
     held = post("wait-a")
     pending = wait_for("pending on the held request", lambda: state_of(server, held, "pending"))
@@ -199,29 +226,17 @@ SECRET_ENV = "LABGATE_TEST_RB_SECRET"
 def test_webhooks_reach_serve_and_a_closed_request_gets_no_vote(
     tmp_path: Path, server: ReviewBoard, serves: list[Serve], release: Path
 ) -> None:
-    repository = f"xen-{tmp_path.name}"
-    lab_dir, repo = reviewboard_lab(
-        tmp_path / "lab",
+    secret = f"secret of {tmp_path.name}"
+    lab = held_lab(
+        tmp_path,
         server,
-        repository,
-        lab_keys=f"env = {{ RELEASE = {toml_str(str(release))} }}\npoll_interval = 0.5",
+        release,
+        {SECRET_ENV: secret},
         review_keys=f'poll_interval = 3600\nsecret_env = "{SECRET_ENV}"',
         slots=1,
     )
-    repo.commit("waiting check", files={"check.sh": CHECK})
-    repo.branch("staging")
-    user = f"labgate-{tmp_path.name}"[:30]
-    secret = f"secret of {tmp_path.name}"
-    env = {**os.environ, TOKEN_ENV: server.api_token(user, server.add_user(user)),
-           SECRET_ENV: secret}  # fmt: skip
-    person = server.person()
-    base = repo.rev("master")
-
-    def post(result: str) -> int:
-        diff = diff_of(repo, {"result": f"{result}\n", f"notes/{result}": "a new file\n"})
-        return person.post_review_request(repository, diff, base, summary=result)
-
-    serves.append(start_serve(lab_dir, env))
+    post, person = lab.post, server.person()
+    serves.append(start_serve(lab.lab_dir, lab.env))
     hook = f"{serves[0].url}/review/reviewboard/rb"
     unsigned = httpx.post(hook, json={"review_request": {"id": 1}},
                           headers={"X-ReviewBoard-Event": "review_request_published"})  # fmt: skip
@@ -229,7 +244,7 @@ def test_webhooks_reach_serve_and_a_closed_request_gets_no_vote(
         401,
         {"error": "no X-Hub-Signature header (is the webhook's secret set?)"},
     )
-    person.add_webhook(hook, secret, repository)
+    person.add_webhook(hook, secret, lab.repository)
 
     held = post("wait-a")
     wait_for("pending on the held request", lambda: state_of(server, held, "pending"))

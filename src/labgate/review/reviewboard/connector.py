@@ -1,20 +1,24 @@
-"""The Review Board connector: review requests and recheck reviews in by polling, status updates
-out (see the package docstring).
+"""The Review Board connector: review requests and recheck reviews in by polling (and by the
+webhook receiver, :mod:`labgate.review.reviewboard.webhook`, which builds its events here),
+status updates out (see the package docstring).
 
-Polling: ``GET /api/review-requests/?repository=ID&status=pending&last-updated-from=CURSOR`` (a
-new diff revision, a publish or a review all move a request's ``last_updated``) and
+Polling: ``GET /api/review-requests/?repository=ID&status=all&last-updated-from=CURSOR`` (a
+new diff revision, a publish, a review or a close all move a request's ``last_updated``) and
 ``GET /api/reviews/?repository=NAME&public=1&last-updated-from=CURSOR``. The cursor is the
 newest timestamp seen less ``CURSOR_OVERLAP_S`` (the server's timestamps are whole seconds, and
 a request is stamped before its transaction commits); the first poll (and :meth:`reconcile`)
-reads every open request, and the queue drops what it already has. A recheck review is an event
-named ``review-<id>``: the queue takes it once, however often it is polled.
+reads every open request (``status=pending``), and the queue drops what it already has. A
+submitted or discarded request is a ``closed`` event; one closed before its run fetched the
+diff ends that run (:class:`~labgate.review.base.Closed`). A recheck review is an event named
+``review-<id>``: the queue takes it once, however often it is polled.
 
 Results: one status update per run, created when the run is queued (``pending``, linked to the
 change description that added the diff revision; its summary says when testing begins), then
-updated to ``done-success`` (+1), ``done-failure`` (-1, a regression) or ``error`` (0, the lab
-failed: retried). Its id is kept with the run, and it carries ``extra_data.labgate_run``, so a
-restart at any point updates the same one. A status update's description holds 255 characters:
-the full message (every job, the disabled tests, the flight's link) is a review attached to it.
+updated to ``done-success`` (+1), ``done-failure`` (-1, a regression, or a diff that does not
+apply) or ``error`` (0, the lab failed: retried). Its id is kept with the run, and it carries
+``extra_data.labgate_run``, so a restart at any point updates the same one. A status update's
+description holds 255 characters: the full message (every job, the disabled tests, the
+flight's link) is a review attached to it.
 """
 
 from __future__ import annotations

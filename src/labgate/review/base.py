@@ -199,9 +199,10 @@ class QueueAcknowledger(Protocol):
     """A connector that says at once that a run is queued (Review Board: its status update,
     ``pending`` from the start, as its own review bots do), before the run starts."""
 
-    async def queued(self, run: ReviewRun) -> str | None:
+    async def queued(self, run: ReviewRun, *, again: bool = False) -> str | None:
         """Say that the run is queued; what it returns is stored as the run's ``report_id``
-        (for :meth:`Connector.started` and :meth:`Connector.report` to update)."""
+        (for :meth:`Connector.started` and :meth:`Connector.report` to update). ``again``:
+        a controller may have said so before it was killed (look for what it posted)."""
         ...
 
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from labgate.config import Lab
 from labgate.evidence import branch_evidence, judge
@@ -149,9 +150,7 @@ class ReviewLoop:
         run = self.enqueue(event)
         connector = self.connectors.get(event.source)
         if run is not None and isinstance(connector, QueueAcknowledger):
-            ack = asyncio.create_task(self._acknowledge(connector, run))
-            self._acks[run.id] = ack
-            ack.add_done_callback(lambda _: self._acks.pop(run.id, None))
+            self._track(run, self._acknowledge(connector, run))
         return run
 
     async def _enqueue_and_acknowledge(self, connector: Connector, event: ChangeEvent) -> None:
@@ -161,9 +160,30 @@ class ReviewLoop:
         if ack is not None:
             await asyncio.shield(ack)
 
-    async def _acknowledge(self, connector: QueueAcknowledger, run: ReviewRun) -> None:
+    def acknowledge_queued(self) -> list[asyncio.Task[None]]:
+        """Say "queued", in the background, of every queued run nobody said it of (its
+        controller was killed in between, or a webhook queued it with no loop running), so
+        its ``pending`` does not wait for its start; returns the tasks saying it."""
+        tasks: list[asyncio.Task[None]] = []
+        for run in self.queue.runs(state=QUEUED):
+            connector = self.connectors.get(run.connector)
+            if run.report_id is not None or run.id in self._acks:
+                continue
+            if isinstance(connector, QueueAcknowledger):
+                tasks.append(self._track(run, self._acknowledge(connector, run, again=True)))
+        return tasks
+
+    def _track(self, run: ReviewRun, ack: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(ack)
+        self._acks[run.id] = task
+        task.add_done_callback(lambda _: self._acks.pop(run.id, None))
+        return task
+
+    async def _acknowledge(
+        self, connector: QueueAcknowledger, run: ReviewRun, *, again: bool = False
+    ) -> None:
         try:
-            report_id = await connector.queued(run)
+            report_id = await connector.queued(run, again=again)
         except Exception as error:  # a courtesy: the run still starts and reports
             log.warning("run %d: could not say it is queued: %s", run.id, error)
             return
@@ -219,6 +239,7 @@ class ReviewLoop:
     async def run_forever(self, poll_s: float = 30.0) -> None:
         """Listen to every connector and process the queue as runs arrive (``labgate serve``,
         ``labgate review run``)."""
+        self.acknowledge_queued()
         listeners = [asyncio.create_task(self.listen(c)) for c in self.connectors.values()]
         try:
             while True:

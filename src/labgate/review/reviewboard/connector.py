@@ -285,15 +285,15 @@ class ReviewBoardConnector:
         made = await self.api.call("POST", self._updates(run), data=create)
         return str(made["status_update"]["id"])
 
-    async def queued(self, run: ReviewRun) -> str | None:
-        # a run is queued (and told so) once: a process killed after posting this leaves the
-        # run queued, never queues it again, and the run's start finds the status update
+    async def queued(self, run: ReviewRun, *, again: bool = False) -> str | None:
+        # a new run cannot have a status update yet; one a killed controller queued may have
+        # (posted before its id was stored): then it is found by the run's id, not doubled
         fields = {
             "state": "pending",
             "summary": f"queued: attempt {run.attempt}",
             "description": f"diff revision {run.patchset}",
         }
-        return await self._status(run, fields, new=True)
+        return await self._status(run, fields, new=not again)
 
     async def started(self, run: ReviewRun, target_url: str | None) -> str | None:
         fields = {

@@ -57,8 +57,11 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from gitrepos import GitRepo
@@ -75,6 +78,7 @@ from reviewboard import (
 )
 
 TARGET_P95_S = 5.0
+OBSERVERS = 8
 SECRET_ENV = "LABGATE_BENCH_RB_SECRET"
 POLL_S = 5.0
 """The review's poll_interval: the webhook tells `serve` at once, the poll reconciles."""
@@ -103,6 +107,8 @@ class Bench:
     lock: threading.Lock = field(default_factory=threading.Lock)
     serve: subprocess.Popen[bytes] | None = None
     errors: list[str] = field(default_factory=list)
+    downtimes: list[tuple[float, float]] = field(default_factory=list)
+    down_from: float = 0.0
 
     def start_serve(self) -> None:
         log = open(self.lab_dir / "serve.log", "ab")  # noqa: SIM115 (the process keeps it)
@@ -115,6 +121,22 @@ class Bench:
         assert self.serve is not None
         self.serve.kill()
         self.serve.wait()
+        self.down_from = time.monotonic()
+
+    def wait_serving(self) -> None:
+        """Until the restarted `serve` answers HTTP: the end of a time it was down."""
+        while True:
+            try:
+                httpx.get(f"http://{self.listen}/", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        self.downtimes.append((self.down_from, time.monotonic()))
+
+    def was_down(self, request: Request) -> bool:
+        """Whether `serve` was down (killed, not yet answering) when the request was published:
+        its webhook was lost and only the restart's poll can find it."""
+        return any(start <= request.published <= end for start, end in self.downtimes)
 
 
 def post_requests(bench: Bench, client: int, count: int, base: str) -> None:
@@ -143,25 +165,33 @@ def post_requests(bench: Bench, client: int, count: int, base: str) -> None:
 
 def observe(bench: Bench, stop: threading.Event, done_too: threading.Event) -> None:
     """Ask for the labgate status update of each published request not yet seen pending (and,
-    once every request is posted, not yet seen done), a sweep every SWEEP_S: Review Board
-    serves one request at a time, so the observer's own load is kept small."""
-    person = bench.server.person()
-    while not stop.wait(SWEEP_S):
-        with bench.lock:
-            waiting = [r for r in bench.requests if r.pending is None]
-            if done_too.is_set():
-                waiting += [r for r in bench.requests if r.pending is not None and r.done is None]
-        for request in waiting:
-            try:
-                updates = ours(person, request.rr)
-            except AssertionError as error:
-                bench.errors.append(f"observer: {error}"[:300])
-                continue
-            now = time.monotonic()
-            if updates and request.pending is None:
-                request.pending = now
-            if updates and updates[-1]["state"] != "pending":
-                request.done = now
+    once every request is posted, not yet seen done), a sweep every SWEEP_S, OBSERVERS
+    requests at a time (one after another, a sweep of many would itself be the delay)."""
+    local = threading.local()
+
+    def look(request: Request) -> None:
+        if not hasattr(local, "person"):
+            local.person = bench.server.person()
+        try:
+            updates = ours(local.person, request.rr)
+        except AssertionError as error:
+            bench.errors.append(f"observer: {error}"[:300])
+            return
+        now = time.monotonic()
+        if updates and request.pending is None:
+            request.pending = now
+        if updates and updates[-1]["state"] != "pending":
+            request.done = now
+
+    with ThreadPoolExecutor(OBSERVERS) as pool:
+        while not stop.wait(SWEEP_S):
+            with bench.lock:
+                waiting = [r for r in bench.requests if r.pending is None]
+                if done_too.is_set():
+                    waiting += [
+                        r for r in bench.requests if r.pending is not None and r.done is None
+                    ]
+            list(pool.map(look, waiting))
 
 
 def main() -> None:
@@ -221,6 +251,7 @@ def run(bench: Bench, args: argparse.Namespace, base: str) -> None:
         if kills < args.kills and posted >= args.requests * (kills + 1) / (args.kills + 1):
             bench.kill_serve()
             bench.start_serve()
+            bench.wait_serving()
             kills += 1
             print(f"killed and restarted labgate serve after {posted} requests", flush=True)
         time.sleep(0.2)
@@ -238,6 +269,11 @@ def run(bench: Bench, args: argparse.Namespace, base: str) -> None:
     report(bench, args, kills, posted_s, total_s)
 
 
+def percentile(values: list[float], share: float) -> float:
+    """The nearest-rank percentile of sorted ``values`` (nan when there are none)."""
+    return values[max(0, int(len(values) * share + 0.5) - 1)] if values else float("nan")
+
+
 def report(
     bench: Bench, args: argparse.Namespace, kills: int, posted_s: float, total_s: float
 ) -> None:
@@ -250,7 +286,13 @@ def report(
         if len(updates) != 1 or updates[0]["state"] != request.want:
             wrong.append((request.rr, [u["state"] for u in updates], request.want))
     waits = sorted(r.pending - r.published for r in bench.requests if r.pending is not None)
-    p95 = waits[max(0, int(len(waits) * 0.95 + 0.5) - 1)] if waits else float("nan")
+    p95 = percentile(waits, 0.95)
+    up = sorted(
+        r.pending - r.published
+        for r in bench.requests
+        if r.pending is not None and not bench.was_down(r)
+    )
+    down = sum(1 for r in bench.requests if bench.was_down(r))
     load = os.getloadavg()
     rows = [
         ("review requests posted (clients)", f"{len(bench.requests)} ({args.clients})"),
@@ -261,6 +303,12 @@ def report(
         ("publish -> pending p50 / p95 / max (s)",
          f"{statistics.median(waits):.2f} / {p95:.2f} / {waits[-1]:.2f}" if waits else "-"),
         (f"p95 < {TARGET_P95_S:g} s", "met" if p95 < TARGET_P95_S else "NOT met"),
+        ("published while serve was down (killed, restarting): requests", str(down)),
+        ("serve's downtimes (s)", ", ".join(f"{end - start:.1f}" for start, end in
+                                            bench.downtimes)),
+        ("publish -> pending while serve was up: p50 / p95 / max (s)",
+         f"{statistics.median(up):.2f} / {percentile(up, 0.95):.2f} / {up[-1]:.2f}"
+         if up else "-"),
         ("all posted / all done (s)", f"{posted_s:.0f} / {total_s:.0f}"),
         ("load average at the end (1/5/15 min)", f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"),
     ]  # fmt: skip

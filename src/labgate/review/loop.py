@@ -138,9 +138,11 @@ class ReviewLoop:
         return run
 
     async def listen(self, connector: Connector) -> None:
-        """Queue every event the connector yields (it reconciles after each (re)connect)."""
+        """Queue every event the connector yields (it reconciles after each (re)connect); each
+        is said to be queued in the background, so a reconcile's many events are queued at
+        once, not one server call after another."""
         async for event in connector.events():
-            await self._enqueue_and_acknowledge(connector, event)
+            self.receive(event)
 
     def receive(self, event: ChangeEvent) -> ReviewRun | None:
         """Queue an event a webhook delivered, before the delivery is answered, and wake the
@@ -152,13 +154,6 @@ class ReviewLoop:
         if run is not None and isinstance(connector, QueueAcknowledger):
             self._track(run, self._acknowledge(connector, run))
         return run
-
-    async def _enqueue_and_acknowledge(self, connector: Connector, event: ChangeEvent) -> None:
-        """Queue the event and wait until its connector was told (see :meth:`receive`)."""
-        run = self.receive(event)
-        ack = self._acks.get(run.id) if run is not None else None
-        if ack is not None:
-            await asyncio.shield(ack)
 
     def acknowledge_queued(self) -> list[asyncio.Task[None]]:
         """Say "queued", in the background, of every queued run nobody said it of (its
@@ -227,8 +222,9 @@ class ReviewLoop:
             except Exception as error:
                 log.warning("[[review]] %s: cannot list its open changes: %s", name, error)
                 continue
-            for event in events:
-                await self._enqueue_and_acknowledge(connector, event)
+            runs = [run for run in map(self.receive, events) if run is not None]
+            acks = [self._acks[run.id] for run in runs if run.id in self._acks]
+            await asyncio.gather(*map(asyncio.shield, acks))
 
     async def once(self) -> list[ReviewRun]:
         """Catch up with every connector, then work on the queue until it is empty

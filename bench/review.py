@@ -155,7 +155,7 @@ def post_requests(bench: Bench, client: int, count: int, base: str) -> None:
             rr = person.post_review_request(
                 bench.repository, diff, base, summary=f"client {client} #{i}: {result}"
             )
-        except AssertionError as error:
+        except (AssertionError, httpx.HTTPError) as error:
             bench.errors.append(f"client {client}: {error}"[:300])
             continue
         want = "done-failure" if result == "fail" else "done-success"
@@ -174,6 +174,8 @@ def observe(bench: Bench, stop: threading.Event, done_too: threading.Event) -> N
             local.person = bench.server.person()
         try:
             updates = ours(local.person, request.rr)
+        except httpx.TransportError:
+            return  # a kept-alive connection gunicorn closed: asked again at the next sweep
         except AssertionError as error:
             bench.errors.append(f"observer: {error}"[:300])
             return

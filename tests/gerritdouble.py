@@ -3,8 +3,10 @@ run here). It follows Gerrit's own documentation, page by page:
 
 - ``Documentation/cmd-stream-events.txt``: ``ssh -p <port> <host> gerrit stream-events`` prints
   one JSON event per line; ``patchset-created`` (``change``, ``patchSet``, ``uploader``,
-  ``eventCreatedOn``) and ``comment-added`` (``change``, ``patchSet``, ``author``,
-  ``approvals``, ``comment``, ``eventCreatedOn``). Events are sent to the streams connected
+  ``eventCreatedOn``), ``comment-added`` (``change``, ``patchSet``, ``author``,
+  ``approvals``, ``comment``, ``eventCreatedOn``), ``change-merged`` (``change``, ``patchSet``,
+  ``submitter``, ``newRev``) and ``change-abandoned`` (``change``, ``patchSet``,
+  ``abandoner``, ``reason``). Events are sent to the streams connected
   when they happen: a client away at the time never sees them (as with Gerrit).
 - ``Documentation/json.txt``: the change, patchSet, account and approval attributes (approval
   ``value`` and ``oldValue`` as strings, times in seconds since the epoch).
@@ -341,9 +343,23 @@ class GerritDouble:
             event = self._review(self.changes[change], author, text, approvals or {}, None)
         self.stream(event)
 
-    def close(self, change: int, status: str = "MERGED") -> None:
+    def close(self, change: int, status: str = "MERGED", *, by: str = "maintainer") -> None:
+        """The change is merged (``change-merged`` is streamed, with ``submitter`` and
+        ``newRev``) or abandoned (``change-abandoned``, with ``abandoner`` and ``reason``)."""
         with self._lock:
-            self.changes[change].status = status
+            record = self.changes[change]
+            record.status = status
+            event: dict[str, Any] = {
+                "change": self._change_attribute(record),
+                "patchSet": self._patch_set_attribute(record.current),
+                "eventCreatedOn": int(time.time()),
+            }
+            if status == "MERGED":
+                event |= {"type": "change-merged", "submitter": account(by),
+                          "newRev": record.current.revision}  # fmt: skip
+            else:
+                event |= {"type": "change-abandoned", "abandoner": account(by), "reason": ""}
+        self.stream(event)
 
     def votes(self, change: int, label: str = "Verified") -> dict[str, int]:
         """The votes on ``label`` of the change's current patch set, by username."""

@@ -2,9 +2,9 @@
 
 Review Board (``reviewboard`` on PyPI, Django) is installed once per machine in a virtual
 environment of its own, ``~/.cache/labgate-tests/reviewboard-<VERSION>`` (or under
-``$LABGATE_TEST_CACHE``), made with the tests' Python; a session makes one site in a temp dir
-(``rb-site install``, SQLite) and serves it with ``rb-site manage SITE runserver`` on a free
-loopback port:
+``$LABGATE_TEST_CACHE``), made with the tests' Python (with psycopg2 and gunicorn, for a site on
+PostgreSQL); a session makes one site in a temp dir (``rb-site install``, SQLite) and serves it
+with ``rb-site manage SITE runserver`` on a free loopback port:
 
     server = session_server(request)           # started once per test session
     person = server.person()                   # the site's admin, as a browser user would be
@@ -18,6 +18,10 @@ loopback port:
 (what labgate's ``token_env`` names). ``reviewboard_lab(path, server, repository)`` makes a lab
 whose tree is a Review Board repository entry and whose ``[[review]]`` polls it;
 ``ours(person, rr)`` is labgate's status updates on a request.
+
+``start_reviewboard(postgres=...)`` makes a site as a real one runs (bench/review.py): its
+database on a PostgreSQL server (tests/pg.py) and served by gunicorn, worker processes with
+threads, as the ``conf/run-gunicorn.sh`` rb-site writes does.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from labs import job, local_host, step, toml_str, write_lab
 from reviewlab import CHECK
 
 VERSION = "8.1"
+REQUIREMENTS = (f"reviewboard[postgres]=={VERSION}", "gunicorn==27.0.1")
+"""What the virtual environment holds; one made with fewer is completed."""
 TOKEN_ENV = "LABGATE_TEST_RB_TOKEN"
 WEB_URL = "https://lab.example.org"
 ADMIN = "admin"
@@ -63,24 +69,25 @@ def reviewboard_venv() -> Path:
     sessions from making it together; a half-made one is made again)."""
     venv = cache_dir() / f"reviewboard-{VERSION}"
     done = venv / ".installed"
-    if done.exists():
+    wanted = "\n".join(REQUIREMENTS) + "\n"
+    if done.exists() and done.read_text() == wanted:
         return venv
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(venv.parent / f"reviewboard-{VERSION}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if done.exists():
+        if done.exists() and done.read_text() == wanted:
             return venv
-        shutil.rmtree(venv, ignore_errors=True)
-        for cmd in (
-            [sys.executable, "-m", "venv", str(venv)],
-            [str(venv / "bin" / "pip"), "install", "--quiet", f"reviewboard=={VERSION}"],
-        ):
+        commands = [[str(venv / "bin" / "pip"), "install", "--quiet", *REQUIREMENTS]]
+        if not done.exists():  # none, or half made: made anew; an older one is completed
+            shutil.rmtree(venv, ignore_errors=True)
+            commands.insert(0, [sys.executable, "-m", "venv", str(venv)])
+        for cmd in commands:
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 raise ReviewBoardUnavailable(
                     f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr[-2000:]}"
                 )
-        done.write_text(VERSION + "\n")
+        done.write_text(wanted)
     return venv
 
 
@@ -175,6 +182,29 @@ class Person:
     def reviews(self, rr: int) -> list[dict[str, Any]]:
         return list(self.call("GET", f"/api/review-requests/{rr}/reviews/")["reviews"])
 
+    def close(self, rr: int, status: str) -> None:
+        """Close the request: ``submitted`` or ``discarded``."""
+        self.call("PUT", f"/api/review-requests/{rr}/", data={"status": status})
+
+    def add_webhook(self, url: str, secret: str, repository: str) -> int:
+        """A WebHook (the admin's) of the events labgate takes, for one repository entry,
+        JSON and signed with ``secret``; its id."""
+        found = self.call("GET", "/api/repositories/", params={"name": repository})
+        made = self.call(
+            "POST",
+            "/api/webhooks/",
+            data={
+                "enabled": "1",
+                "url": url,
+                "encoding": "application/json",
+                "events": "review_request_published,review_published,review_request_closed",
+                "apply_to": "custom",
+                "repositories": str(found["repositories"][0]["id"]),
+                "secret": secret,
+            },
+        )
+        return int(made["webhook"]["id"])
+
 
 @dataclass
 class ReviewBoard:
@@ -215,18 +245,42 @@ class ReviewBoard:
         shutil.rmtree(self.site, ignore_errors=True)
 
 
-def start_reviewboard() -> ReviewBoard:
+@dataclass(frozen=True)
+class Postgres:
+    """A site's database on a PostgreSQL server: its database ``name`` (made, empty) on
+    ``host``:``port``, reached as ``user`` without a password (tests/pg.py's trust)."""
+
+    host: str
+    port: int
+    user: str
+    name: str
+
+
+GUNICORN_WORKERS = 2
+GUNICORN_THREADS = 8
+
+
+def start_reviewboard(postgres: Postgres | None = None) -> ReviewBoard:
     """Install a site in a new temp dir and serve it; ReviewBoardUnavailable when it cannot.
 
-    One request at a time (``--nothreading``): the site's SQLite fails a request that writes
-    while another thread's transaction holds the database ("database is locked"), and Django
-    4.2 cannot begin its transactions IMMEDIATE."""
+    On SQLite (no ``postgres``) one request at a time (``runserver --nothreading``): the site's
+    SQLite fails a request that writes while another thread's transaction holds the database
+    ("database is locked"), and Django 4.2 cannot begin its transactions IMMEDIATE. On
+    PostgreSQL, gunicorn serves it with GUNICORN_WORKERS processes of GUNICORN_THREADS
+    threads."""
     venv = reviewboard_venv()
     site = Path(tempfile.mkdtemp(prefix="labgate-reviewboard-"))
     password = secrets.token_hex(12)
+    if postgres is None:
+        database = ["--db-type=sqlite3", f"--db-name={site / 'site' / 'data' / 'rb.db'}"]
+    else:
+        database = [
+            "--db-type=postgresql", f"--db-name={postgres.name}",
+            f"--db-host={postgres.host}:{postgres.port}", f"--db-user={postgres.user}",
+        ]  # fmt: skip
     install = [
         str(venv / "bin" / "rb-site"), "install", "--noinput", "--domain-name=127.0.0.1",
-        "--site-root=/", "--db-type=sqlite3", f"--db-name={site / 'site' / 'data' / 'rb.db'}",
+        "--site-root=/", *database,
         "--cache-type=file", f"--cache-info={site / 'site' / 'cache'}", "--web-server-type=apache",
         f"--admin-user={ADMIN}", f"--admin-password={password}",
         "--admin-email=admin@example.org", "--opt-out-support-data",
@@ -236,23 +290,34 @@ def start_reviewboard() -> ReviewBoard:
     if proc.returncode != 0:
         shutil.rmtree(site, ignore_errors=True)
         raise ReviewBoardUnavailable(f"rb-site install failed: {proc.stdout[-2000:]}{proc.stderr}")
-    log = site / "runserver.log"
+    log = site / "server.log"
     for _ in range(START_ATTEMPTS):
         port = _free_port()
+        if postgres is None:
+            command = [
+                str(venv / "bin" / "rb-site"), "manage", str(site / "site"), "runserver",
+                f"127.0.0.1:{port}", "--noreload", "--nothreading",
+            ]  # fmt: skip
+        else:
+            command = [
+                str(venv / "bin" / "gunicorn"), f"--bind=127.0.0.1:{port}",
+                f"--workers={GUNICORN_WORKERS}", f"--threads={GUNICORN_THREADS}",
+                "--timeout=120", f"--env=REVIEWBOARD_SITEDIR={site / 'site'}",
+                "reviewboard.wsgi",
+            ]  # fmt: skip
         with open(log, "wb") as out:
             server = subprocess.Popen(
-                [str(venv / "bin" / "rb-site"), "manage", str(site / "site"), "runserver",
-                 f"127.0.0.1:{port}", "--noreload", "--nothreading"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "VIRTUAL_ENV": str(venv)},  # as its bin/activate sets
             )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         if _answers(url, server):
             return ReviewBoard(url, site, server, password, log)
         server.kill()
         server.wait()
-    why = log.read_text()[-2000:]
+    why = log.read_text()[-6000:]
     shutil.rmtree(site, ignore_errors=True)
-    raise ReviewBoardUnavailable(f"runserver did not answer: {why}")
+    raise ReviewBoardUnavailable(f"the server did not answer: {why}")
 
 
 def _answers(url: str, server: subprocess.Popen[bytes]) -> bool:
@@ -301,15 +366,23 @@ def diff_of(repo: GitRepo, files: Files) -> str:
 
 
 def reviewboard_lab(
-    path: Path, server: ReviewBoard, repository: str, *, retries: int = 2, lab_keys: str = ""
+    path: Path,
+    server: ReviewBoard,
+    repository: str,
+    *,
+    retries: int = 2,
+    lab_keys: str = "",
+    review_keys: str = "poll_interval = 0.2",
+    slots: int = 2,
 ) -> tuple[Path, GitRepo]:
     """A lab whose tree `xen` has check.sh (passes, fails or breaks by its `result` file) and
-    a Review Board [[review]] of the repository entry `repository` (added here)."""
+    a Review Board [[review]] `rb` of the repository entry `repository` (added here), with
+    `review_keys` (TOML lines) besides its usual keys."""
     lab = write_lab(
         path,
         trees={"xen": {"check.sh": CHECK, "result": "pass\n", "README": "xen\n"}},
         jobs=job("test", step("check", "sh xen/check.sh")) + job("doc", step("html", "true")),
-        hosts=local_host(slots=2),
+        hosts=local_host(slots=slots),
         lab_keys=lab_keys,
     )
     with lab.toml.open("a") as toml:
@@ -324,7 +397,7 @@ branch = "main"
 web_url = {toml_str(WEB_URL)}
 token_env = "{TOKEN_ENV}"
 retries = {retries}
-poll_interval = 0.2
+{review_keys}
 
 [[disable]]
 job = "doc"

@@ -130,6 +130,15 @@ def test_patchset_created() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("kind", "closed_as"), [("change-merged", "merged"), ("change-abandoned", "abandoned")]
+)
+def test_a_merged_or_abandoned_change_is_closed(kind: str, closed_as: str) -> None:
+    event = parse_event(SPEC, created(type=kind))
+    assert event is not None
+    assert (event.kind, event.change, event.closed_as) == ("closed", "1234", closed_as)
+
+
 def test_older_gerrit_sends_numbers_as_strings() -> None:
     line = created(change=change(number="1234"), patchSet=patch_set(number="2"))
     event = parse_event(SPEC, line)
@@ -141,7 +150,7 @@ def test_older_gerrit_sends_numbers_as_strings() -> None:
     [
         created(change=change(project="linux")),
         created(change=change(branch="stable-4.19")),
-        created(type="change-merged"),
+        created(type="change-merged", change=change(project="linux")),
         json.dumps({"type": "ref-updated", "refUpdate": {"refName": "refs/heads/master"}}),
         comment("Patch Set 2: Code-Review+1\n\nLooks good", ANN, []),
         comment("Patch Set 2:\n\nplease recheck this", ANN, []),

@@ -26,6 +26,7 @@ from labgate.store import Store, StoreError
 
 if TYPE_CHECKING:
     from labgate.flights import Flights
+    from labgate.review.loop import ReviewLoop
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -71,7 +72,7 @@ QUEUE_POLL_S = 2.0
 """How often the review loop looks at the queue for runs a webhook queued (at the longest)."""
 
 
-def review_loop(lab: Lab, store: Store, flights: Flights) -> asyncio.Task[None] | None:
+def review_loop(lab: Lab, store: Store, flights: Flights) -> ReviewLoop | None:
     """The review loop of the lab's usable ``[[review]]`` entries (each other one is logged
     with why), or None when there is none."""
     from labgate.review.connectors import connectors_for
@@ -84,8 +85,7 @@ def review_loop(lab: Lab, store: Store, flights: Flights) -> asyncio.Task[None] 
     if not connectors:
         return None
     slots = sum(host.slots for host in lab.hosts)
-    loop = ReviewLoop(lab, store, connectors, flights=flights, parallel=max(1, slots))
-    return asyncio.create_task(loop.run_forever(min(lab.poll_interval, QUEUE_POLL_S)))
+    return ReviewLoop(lab, store, connectors, flights=flights, parallel=max(1, slots))
 
 
 async def serve(
@@ -123,9 +123,10 @@ async def serve(
     gates += [asyncio.create_task(gate_loop(lab, store, b, flights)) for b in gate_branches]
     reviews = review_loop(lab, store, flights) if review else None
     if reviews is not None:
-        gates.append(reviews)
+        gates.append(asyncio.create_task(reviews.run_forever(min(lab.poll_interval, QUEUE_POLL_S))))
     try:
-        app = create_app(lab, store)
+        # a webhook's event goes to the loop at once (it says "pending" in the background)
+        app = create_app(lab, store, review_options={"deliver": reviews.receive} if reviews else {})
         settle()
         config = uvicorn.Config(
             app,

@@ -3,7 +3,8 @@ follows Gerrit's documentation; no Gerrit server can run here): `gerrit stream-e
 real SSH connection, the REST API over real HTTP, change refs fetched from a real git
 repository, review flights on the flights service, votes posted with the Verified label; a
 recheck; the stream cut, reconnected with backoff and reconciled through REST, the missed patch
-sets tested once and never twice; a closed change's 409 and a label out of range."""
+sets tested once and never twice; a closed change's 409 and a label out of range; a change
+abandoned while queued and one merged while its flight runs get no vote."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import logging
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from starlette.testclient import TestClient
 
 from gerritdouble import GerritDouble
 from labgate.config import load_lab
-from labgate.model import ReviewSpec
+from labgate.model import FlightState, ReviewSpec
 from labgate.review.base import Vote
 from labgate.review.gerrit.connector import GerritConnector, GerritError, ssh_target
 from labgate.review.gerrit.rest import TAG, Request, review_request
@@ -32,6 +33,7 @@ from labgate.review.loop import ReviewLoop
 from labgate.store import Store
 from labgate.web import create_app
 from labs import labgate
+from procs import wait_for
 from reviewlab import ReviewLab, make_review_lab
 
 PASSWORD_ENV = "LABGATE_TEST_GERRIT_PASSWORD"
@@ -262,6 +264,58 @@ def test_a_closed_change_ends_the_run_in_error(
 
     with Store.open(rl.lab.database_url) as store:
         asyncio.run(scenario(store))
+
+
+def test_a_change_closed_while_queued_or_running_gets_no_vote(
+    gerrit_lab: tuple[ReviewLab, GerritDouble], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rl, gerrit = gerrit_lab
+    caplog.set_level(logging.INFO, logger="labgate.review")
+    started, release = tmp_path / "started", tmp_path / "release"
+    hold = f"#!/bin/sh\ntouch {started}\nwhile [ ! -e {release} ]; do sleep 0.05; done\n"
+
+    def state(store: Store, change: int) -> str | None:
+        runs = [r for r in store.review.runs(NAME) if r.change == str(change)]
+        return runs[-1].state if runs else None
+
+    async def until(what: str, check: Callable[[], object]) -> None:
+        await asyncio.to_thread(wait_for, what, lambda: check() or None)
+
+    async def scenario(store: Store) -> None:
+        loop = ReviewLoop(rl.lab, store, {NAME: GerritConnector(spec_of(rl))})  # one at a time
+        serving = asyncio.create_task(loop.run_forever(poll_s=0.2))
+        try:
+            await asyncio.to_thread(gerrit.wait, streams=1)
+            held = gerrit.upload({"check.sh": hold})
+            await until("the held step", started.exists)
+            waiting = gerrit.upload({"result": "pass\n"})
+            await until("the waiting run", lambda: state(store, waiting) == "queued")
+
+            gerrit.close(waiting, "ABANDONED")
+            await until("the queued run dropped", lambda: state(store, waiting) == "superseded")
+            gerrit.close(held, "MERGED")
+            await until("the running run ended", lambda: state(store, held) == "superseded")
+            [run] = [r for r in store.review.runs(NAME) if r.change == str(held)]
+            assert run.flight_id is not None and run.reason == "the change was merged"
+            await until(
+                "its flight cancelled",
+                lambda: store.get_flight(run.flight_id).state is FlightState.CANCELLED,
+            )
+            after = gerrit.upload({"result": "fail\n"})
+            await until("the next change's vote", lambda: gerrit.votes(after))
+            assert gerrit.votes(held) == {} and gerrit.votes(waiting) == {}
+            assert gerrit.messages(held) == [] and gerrit.messages(waiting) == []
+        finally:
+            release.touch()
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+
+    with Store.open(rl.lab.database_url) as store:
+        asyncio.run(scenario(store))
+    said = [r.getMessage() for r in caplog.records if r.name == "labgate.review"]
+    assert any("dropped: the change was abandoned" in m for m in said), said
+    assert any("the change was merged: flight" in m and "cancelled" in m for m in said), said
+    assert any("the change was merged: no vote" in m for m in said), said
 
 
 def test_a_label_out_of_range_is_refused_by_name(

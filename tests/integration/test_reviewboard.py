@@ -1,10 +1,13 @@
 """The review loop against a real Review Board server (tests/reviewboard.py): a person posts
 review requests with diffs through its Web API, `labgate review run --once` tests each latest
 diff (applied onto its base commit) and posts one status update per run, with the full message
-in a review; a second diff, a recheck, a broken lab and a diff that does not apply."""
+in a review; a second diff, a recheck, a broken lab (an error, retried) and a diff that does not
+apply (the patch's failure, once); runs a killed controller queued get `pending` when the next
+one starts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,6 +16,10 @@ from typing import Any
 
 import pytest
 
+from labgate.config import load_lab
+from labgate.review.loop import ReviewLoop, queue_event
+from labgate.review.reviewboard.connector import ReviewBoardConnector
+from labgate.store import Store
 from labs import labgate
 from reviewboard import (
     TOKEN_ENV,
@@ -101,6 +108,12 @@ def test_each_latest_diff_gets_one_status_update(
     assert subprocess.run(show, capture_output=True, text=True, check=True).stdout.split(
         " ", 1
     ) == [base, "make it fail\n"]
+    # pushed to the tree's URL, where a worker's mirror on another machine fetches it from
+    ref = f"refs/labgate/reviewboard/rb/{failing}/1"
+    remote = ["git", "ls-remote", str(repo.path), ref]
+    assert subprocess.run(remote, capture_output=True, text=True, check=True).stdout == (
+        f"{commit}\t{ref}\n"
+    )
     listing = subprocess.run(
         [*labgate(lab_dir, "flight", "list"), "--json"], capture_output=True, text=True, check=True
     )
@@ -127,7 +140,7 @@ def test_each_latest_diff_gets_one_status_update(
     assert [u["state"] for u in ours(person, passing)] == ["done-success", "done-success"]
 
 
-def test_a_broken_lab_is_an_error_and_retried(
+def test_a_broken_lab_is_an_error_and_retried_a_diff_not_applying_a_failure(
     tmp_path: Path, server: ReviewBoard, labgate_env: dict[str, str]
 ) -> None:
     repository = f"xen-{tmp_path.name}"
@@ -151,5 +164,51 @@ def test_a_broken_lab_is_an_error_and_retried(
     updates = ours(person, broken)
     assert [u["state"] for u in updates] == ["error", "error"]
     assert "will retry" in updates[0]["summary"] and "gave up" in updates[1]["summary"]
-    assert [u["state"] for u in ours(person, stale)] == ["error", "error"]
-    assert "does not apply" in by_change[str(stale)][0]["message"]
+    # the patch's failure, not the lab's: -1 once, naming the hunk, never retried
+    [not_applied] = by_change[str(stale)]
+    assert (not_applied["vote"], not_applied["retest"]) == (-1, False)
+    [update] = ours(person, stale)
+    assert update["state"] == "done-failure"
+    assert update["summary"] == (
+        f"Verified-1: the patch does not apply: README: the hunk at line 1 does not match "
+        f"(on {repo.rev('master')[:12]} of xen)"
+    )
+
+
+def test_runs_queued_but_never_said_so_get_pending_at_the_start(
+    tmp_path: Path,
+    server: ReviewBoard,
+    labgate_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repository = f"xen-{tmp_path.name}"
+    lab_dir, repo = reviewboard_lab(tmp_path / "lab", server, repository)
+    monkeypatch.setenv(TOKEN_ENV, labgate_env[TOKEN_ENV])
+    person = server.person()
+    base = repo.rev("master")
+    silent, posted = (
+        person.post_review_request(
+            repository, diff_of(repo, {"README": f"{n}\n"}), base, summary=f"request {n}"
+        )
+        for n in (1, 2)
+    )
+    lab = load_lab(lab_dir)
+    with Store.open(lab.database_url) as store:
+
+        async def scenario() -> None:
+            connector = ReviewBoardConnector(lab.reviews[0])
+            # queued by a controller killed before it said so, and by one killed after it
+            # posted the status update but before it stored its id
+            for event in await connector.reconcile():
+                queue_event(store, event)
+            [_, second] = store.review.runs("rb")
+            await connector.queued(second)
+            loop = ReviewLoop(lab, store, {"rb": connector})
+            await asyncio.gather(*loop.acknowledge_queued())
+
+        asyncio.run(scenario())
+        runs = store.review.runs("rb")
+    for rr, run in zip((silent, posted), runs, strict=True):
+        [update] = ours(person, rr)  # one each: the second one found, not doubled
+        assert (update["state"], update["summary"]) == ("pending", "queued: attempt 1")
+        assert run.report_id == str(update["id"])

@@ -1,7 +1,8 @@
 """`labgate serve` runs the review loop: a real Review Board (tests/reviewboard.py) sees
 `pending` while a flight runs and the result after; killed mid-flight (SIGKILL) and restarted,
 it resumes every queued patch set and updates the same status update; SIGTERM stops it cleanly
-and gives its run back to the queue."""
+and gives its run back to the queue. Review Board's signed webhooks reach `serve` (polling
+once an hour), and a request closed while its run is queued or running gets no vote."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from gitrepos import GitRepo
 from labs import labgate, toml_str
 from procs import gone_within, pids_with, wait_for
 from reviewboard import (
@@ -53,11 +56,19 @@ class Serve:
     """Every line of its stderr (printed after the test: pytest shows it when the test fails)."""
 
     def wait_serving(self) -> None:
+        self.wait_line("labgate: serving")
+
+    def wait_line(self, text: str) -> str:
+        """The first line (seen before or coming) that holds ``text``."""
         while True:
-            line = self.lines.get(timeout=120)
-            self.seen.append(line)
-            if "labgate: serving" in line:
-                return
+            for line in self.seen:
+                if text in line:
+                    return line
+            self.seen.append(self.lines.get(timeout=120))
+
+    @property
+    def url(self) -> str:
+        return self.wait_line("labgate: serving").rsplit(" on ", 1)[1].strip().rstrip("/")
 
 
 def start_serve(lab_dir: Path, env: dict[str, str]) -> Serve:
@@ -126,27 +137,53 @@ def state_of(server: ReviewBoard, rr: int, want: str) -> dict[str, Any] | None:
     return updates[0] if updates and updates[0]["state"] == want else None
 
 
-def test_serve_runs_the_review_loop_through_kills_and_sigterm(
-    tmp_path: Path, server: ReviewBoard, serves: list[Serve], release: Path
-) -> None:
+@dataclass
+class HeldLab:
+    """A Review Board lab whose check.sh holds a step on `wait-X` (see CHECK), and the
+    environment of its `labgate serve` (a user's API token of its own)."""
+
+    lab_dir: Path
+    repository: str
+    server: ReviewBoard
+    env: dict[str, str]
+    repo: GitRepo
+
+    def post(self, result: str) -> int:
+        """A review request whose diff sets `result`, published; its id."""
+        diff = diff_of(self.repo, {"result": f"{result}\n", f"notes/{result}": "a new file\n"})
+        return self.server.person().post_review_request(
+            self.repository, diff, self.repo.rev("master"), summary=result
+        )
+
+
+def held_lab(
+    tmp_path: Path,
+    server: ReviewBoard,
+    release: Path,
+    env: dict[str, str] | None = None,
+    **options: Any,
+) -> HeldLab:
     repository = f"xen-{tmp_path.name}"
     lab_dir, repo = reviewboard_lab(
         tmp_path / "lab",
         server,
         repository,
         lab_keys=f"env = {{ RELEASE = {toml_str(str(release))} }}\npoll_interval = 0.5",
+        **options,
     )
     repo.commit("waiting check", files={"check.sh": CHECK})
     repo.branch("staging")
     user = f"labgate-{tmp_path.name}"[:30]
-    env = {**os.environ, TOKEN_ENV: server.api_token(user, server.add_user(user))}
-    person = server.person()
-    base = repo.rev("master")
+    token = server.api_token(user, server.add_user(user))
+    return HeldLab(lab_dir, repository, server, {**os.environ, TOKEN_ENV: token, **(env or {})},
+                   repo)  # fmt: skip
 
-    def post(result: str) -> int:
-        diff = diff_of(repo, {"result": f"{result}\n", f"notes/{result}": "a new file\n"})
-        return person.post_review_request(repository, diff, base, summary=result)
 
+def test_serve_runs_the_review_loop_through_kills_and_sigterm(
+    tmp_path: Path, server: ReviewBoard, serves: list[Serve], release: Path
+) -> None:
+    lab = held_lab(tmp_path, server, release)
+    lab_dir, env, post = lab.lab_dir, lab.env, lab.post
     serves.append(start_serve(lab_dir, env))
     held = post("wait-a")
     pending = wait_for("pending on the held request", lambda: state_of(server, held, "pending"))
@@ -181,3 +218,53 @@ def test_serve_runs_the_review_loop_through_kills_and_sigterm(
     assert done["id"] == pending["id"]
     serves[2].process.send_signal(signal.SIGTERM)
     assert serves[2].process.wait(timeout=60) == 130
+
+
+SECRET_ENV = "LABGATE_TEST_RB_SECRET"
+
+
+def test_webhooks_reach_serve_and_a_closed_request_gets_no_vote(
+    tmp_path: Path, server: ReviewBoard, serves: list[Serve], release: Path
+) -> None:
+    secret = f"secret of {tmp_path.name}"
+    lab = held_lab(
+        tmp_path,
+        server,
+        release,
+        {SECRET_ENV: secret},
+        review_keys=f'poll_interval = 3600\nsecret_env = "{SECRET_ENV}"',
+        slots=1,
+    )
+    post, person = lab.post, server.person()
+    serves.append(start_serve(lab.lab_dir, lab.env))
+    hook = f"{serves[0].url}/review/reviewboard/rb"
+    unsigned = httpx.post(hook, json={"review_request": {"id": 1}},
+                          headers={"X-ReviewBoard-Event": "review_request_published"})  # fmt: skip
+    assert (unsigned.status_code, unsigned.json()) == (
+        401,
+        {"error": "no X-Hub-Signature header (is the webhook's secret set?)"},
+    )
+    person.add_webhook(hook, secret, lab.repository)
+
+    held = post("wait-a")
+    wait_for("pending on the held request", lambda: state_of(server, held, "pending"))
+    step = wait_for("the held step", lambda: held_step(release / "wait-a"))
+    # posted long after the first poll, with the next an hour away: the webhook queued it
+    waiting = post("pass")
+    serves[0].wait_line(f"webhook review_request_published for review request {waiting}: queued")
+    wait_for("pending on the waiting request", lambda: state_of(server, waiting, "pending"))
+
+    person.close(waiting, "discarded")
+    serves[0].wait_line(f"(rb change {waiting}) dropped: the change was discarded")
+    person.close(held, "submitted")
+    serves[0].wait_line(f"(rb change {held}): the change was submitted: flight")
+    assert gone_within(step, 30), "the closed request's flight is cancelled"
+    serves[0].wait_line("the change was submitted: no vote")
+
+    after = post("fail")
+    wait_for("the next request's result", lambda: state_of(server, after, "done-failure"))
+    for closed in (held, waiting):
+        assert [u["state"] for u in ours(person, closed)] == ["pending"]
+        assert not [r for r in person.reviews(closed) if "labgate run" in r["body_top"]]
+    serves[0].process.send_signal(signal.SIGTERM)
+    assert serves[0].process.wait(timeout=60) == 130

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from labgate.git import Mirrors
     from labgate.model import ReviewSpec
 
-EventKind = Literal["patchset", "recheck"]
+EventKind = Literal["patchset", "recheck", "closed"]
 VoteValue = Literal[-1, 0, 1]
 
 
@@ -36,11 +36,13 @@ class OtherVote:
 @dataclass(frozen=True)
 class ChangeEvent:
     """A patch set to test. ``kind``: ``patchset`` (new, tested once) or ``recheck`` (a person
-    asked to test it again). ``source`` is the ``[[review]]`` name; ``change`` and ``patchset``
-    identify it in the review system (Gerrit: change and patch set numbers; GitHub: pull
-    request number and head sha); ``ref`` is fetched from the tree's URL and must point at
-    ``revision``; ``branch`` is the review system's target branch. ``votes`` are other CI
-    accounts' votes the event carried (Gerrit's comment-added approvals)."""
+    asked to test it again), or ``closed``: the change was closed (merged, abandoned, submitted,
+    discarded), so its runs are dropped or their flights cancelled, with no vote. ``source`` is
+    the ``[[review]]`` name; ``change`` and ``patchset`` identify it in the review system
+    (Gerrit: change and patch set numbers; GitHub: pull request number and head sha); ``ref``
+    is fetched from the tree's URL and must point at ``revision``; ``branch`` is the review
+    system's target branch. ``votes`` are other CI accounts' votes the event carried (Gerrit's
+    comment-added approvals)."""
 
     kind: EventKind
     source: str
@@ -58,11 +60,24 @@ class ChangeEvent:
     delivery: str | None = None
     """What the server calls the event, when it is a thing that can be seen again (a recheck
     review polled twice): an event whose delivery the queue has seen queues nothing."""
+    closed_as: str = ""
+    """How a ``closed`` event's change was closed (``merged``, ``abandoned``, ``submitted``,
+    ``discarded``)."""
 
 
 class Refused(Exception):
     """The review system will never take this run's report (its change is closed): the run
     ends in ``error`` with this reason instead of being posted again and again."""
+
+
+class Closed(Exception):
+    """The run's change was closed before it could be tested (a connector finds out when it
+    fetches the patch): the run ends ``superseded``, without a vote."""
+
+
+class PatchFailed(Exception):
+    """The patch does not apply to its base commit: the patch's failure (voted -1, never
+    retried). The message is one line naming the file or hunk that did not apply."""
 
 
 @dataclass(frozen=True)
@@ -184,9 +199,10 @@ class QueueAcknowledger(Protocol):
     """A connector that says at once that a run is queued (Review Board: its status update,
     ``pending`` from the start, as its own review bots do), before the run starts."""
 
-    async def queued(self, run: ReviewRun) -> str | None:
+    async def queued(self, run: ReviewRun, *, again: bool = False) -> str | None:
         """Say that the run is queued; what it returns is stored as the run's ``report_id``
-        (for :meth:`Connector.started` and :meth:`Connector.report` to update)."""
+        (for :meth:`Connector.started` and :meth:`Connector.report` to update). ``again``:
+        a controller may have said so before it was killed (look for what it posted)."""
         ...
 
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from labgate.config import Lab
 from labgate.evidence import branch_evidence, judge
@@ -30,19 +31,21 @@ from labgate.flight import FlightError, resolve_revisions
 from labgate.flights import Flights
 from labgate.git import GitError
 from labgate.heartbeat import renew_every
-from labgate.model import Blessing, FlightResult, FlightState, ReviewSpec
+from labgate.model import Blessing, FlightResult, FlightState, Outcome, ReviewSpec
 from labgate.review.base import (
     ChangeEvent,
+    Closed,
     Connector,
+    PatchFailed,
     PatchSource,
     QueueAcknowledger,
     Refused,
     ReviewRun,
     Vote,
 )
-from labgate.review.vote import error_vote, flight_url, summary_of, vote_for
+from labgate.review.vote import error_vote, flight_url, patch_vote, summary_of, vote_for
 from labgate.store import Store, owner_is_dead, process_owner
-from labgate.store.review import ERROR, INTENT, SUPERSEDED
+from labgate.store.review import ERROR, INTENT, QUEUED, SUPERSEDED
 from labgate.store.users import Users
 
 EMBARGOED = "embargoed"
@@ -60,6 +63,43 @@ class Superseded(Exception):
 
 class PatchUnavailable(Exception):
     """The connector could not give the patch now (its server is down): tried again later."""
+
+
+def close_change(store: Store, event: ChangeEvent) -> list[ReviewRun]:
+    """A ``closed`` event: the change's queued runs are dropped and the flights of its running
+    ones cancelled (their loop then ends them without a vote); each is logged. Returns them."""
+    reason = f"the change was {event.closed_as or 'closed'}"
+    ended = store.review.close_change(event.source, event.change, reason)
+    for run in ended:
+        if run.state == QUEUED or run.flight_id is None:
+            log.info("run %d (%s change %s) dropped: %s", run.id, run.connector, run.change,
+                     reason)  # fmt: skip
+        else:
+            log.info("run %d (%s change %s): %s: flight %d cancelled", run.id, run.connector,
+                     run.change, reason, run.flight_id)  # fmt: skip
+            store.request_cancel(run.flight_id, f"review: {reason}")
+    return ended
+
+
+def queue_event(store: Store, event: ChangeEvent) -> ReviewRun | None:
+    """Queue a run for the event (None: nothing new, see ``ReviewQueue.enqueue``); an event
+    with a ``delivery`` seen before queues nothing; a ``closed`` one ends the change's runs
+    (:func:`close_change`). What a webhook receiver does without a loop in its process."""
+    queue = store.review
+    if event.kind == "closed":
+        close_change(store, event)
+        return None
+    if event.delivery is not None:
+        if queue.delivery_seen(event.source, event.delivery):
+            return None
+        run = queue.enqueue(event)
+        queue.record_delivery(event.source, event.delivery, event.kind)
+    else:
+        run = queue.enqueue(event)
+    if run is not None:
+        log.info("queued run %d: %s change %s patch set %s", run.id, run.connector,
+                 run.change, run.patchset)  # fmt: skip
+    return run
 
 
 @dataclass
@@ -91,43 +131,54 @@ class ReviewLoop:
     # --- events in -----------------------------------------------------------------------
 
     def enqueue(self, event: ChangeEvent) -> ReviewRun | None:
-        """Queue a run for the event (None: nothing new, see ``ReviewQueue.enqueue``); an event
-        with a ``delivery`` seen before queues nothing."""
-        if event.delivery is not None:
-            if self.queue.delivery_seen(event.source, event.delivery):
-                return None
-            run = self.queue.enqueue(event)
-            self.queue.record_delivery(event.source, event.delivery, event.kind)
-        else:
-            run = self.queue.enqueue(event)
+        """Queue the event (see :func:`queue_event`) and wake the loop for a new run."""
+        run = queue_event(self.store, event)
         if run is not None:
-            log.info("queued run %d: %s change %s patch set %s", run.id, run.connector,
-                     run.change, run.patchset)  # fmt: skip
             self.wake.set()
         return run
 
     async def listen(self, connector: Connector) -> None:
-        """Queue every event the connector yields (it reconciles after each (re)connect)."""
+        """Queue every event the connector yields (it reconciles after each (re)connect); each
+        is said to be queued in the background, so a reconcile's many events are queued at
+        once, not one server call after another."""
         async for event in connector.events():
-            await self._enqueue_and_acknowledge(connector, event)
+            self.receive(event)
 
-    async def _enqueue_and_acknowledge(self, connector: Connector, event: ChangeEvent) -> None:
-        """Queue the event; a connector that says so at once (a :class:`QueueAcknowledger`) is
-        told, before the run can start (its start waits for that, so it updates the same
-        report rather than making a second)."""
+    def receive(self, event: ChangeEvent) -> ReviewRun | None:
+        """Queue an event a webhook delivered, before the delivery is answered, and wake the
+        loop; its connector, if a :class:`QueueAcknowledger`, is told in the background (the
+        server that sent the webhook may be waiting for the answer). The run's start waits
+        for that, so it updates the same report rather than making a second."""
         run = self.enqueue(event)
-        if run is None or not isinstance(connector, QueueAcknowledger):
-            return
-        ack = asyncio.create_task(self._acknowledge(connector, run))
-        self._acks[run.id] = ack
-        try:
-            await ack
-        finally:
-            self._acks.pop(run.id, None)
+        connector = self.connectors.get(event.source)
+        if run is not None and isinstance(connector, QueueAcknowledger):
+            self._track(run, self._acknowledge(connector, run))
+        return run
 
-    async def _acknowledge(self, connector: QueueAcknowledger, run: ReviewRun) -> None:
+    def acknowledge_queued(self) -> list[asyncio.Task[None]]:
+        """Say "queued", in the background, of every queued run nobody said it of (its
+        controller was killed in between, or a webhook queued it with no loop running), so
+        its ``pending`` does not wait for its start; returns the tasks saying it."""
+        tasks: list[asyncio.Task[None]] = []
+        for run in self.queue.runs(state=QUEUED):
+            connector = self.connectors.get(run.connector)
+            if run.report_id is not None or run.id in self._acks:
+                continue
+            if isinstance(connector, QueueAcknowledger):
+                tasks.append(self._track(run, self._acknowledge(connector, run, again=True)))
+        return tasks
+
+    def _track(self, run: ReviewRun, ack: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(ack)
+        self._acks[run.id] = task
+        task.add_done_callback(lambda _: self._acks.pop(run.id, None))
+        return task
+
+    async def _acknowledge(
+        self, connector: QueueAcknowledger, run: ReviewRun, *, again: bool = False
+    ) -> None:
         try:
-            report_id = await connector.queued(run)
+            report_id = await connector.queued(run, again=again)
         except Exception as error:  # a courtesy: the run still starts and reports
             log.warning("run %d: could not say it is queued: %s", run.id, error)
             return
@@ -171,8 +222,9 @@ class ReviewLoop:
             except Exception as error:
                 log.warning("[[review]] %s: cannot list its open changes: %s", name, error)
                 continue
-            for event in events:
-                await self._enqueue_and_acknowledge(connector, event)
+            runs = [run for run in map(self.receive, events) if run is not None]
+            acks = [self._acks[run.id] for run in runs if run.id in self._acks]
+            await asyncio.gather(*map(asyncio.shield, acks))
 
     async def once(self) -> list[ReviewRun]:
         """Catch up with every connector, then work on the queue until it is empty
@@ -183,6 +235,7 @@ class ReviewLoop:
     async def run_forever(self, poll_s: float = 30.0) -> None:
         """Listen to every connector and process the queue as runs arrive (``labgate serve``,
         ``labgate review run``)."""
+        self.acknowledge_queued()
         listeners = [asyncio.create_task(self.listen(c)) for c in self.connectors.values()]
         try:
             while True:
@@ -216,9 +269,13 @@ class ReviewLoop:
             return
         try:
             flight_id = run.flight_id or await self._plan(connector, run, spec)
-        except Superseded as why:
+        except (Superseded, Closed) as why:
             log.info("run %d superseded: %s", run.id, why)
             self.queue.finish(run.id, SUPERSEDED, str(why))
+            return
+        except PatchFailed as error:
+            await self._vote(connector, run, patch_vote(str(error), self.lab.disabled,
+                                                        spec.voting, run.marker))  # fmt: skip
             return
         except (FlightError, GitError) as error:
             vote = error_vote(
@@ -235,6 +292,10 @@ class ReviewLoop:
             return
         self.queue.set_flight(run.id, flight_id)
         run = self.queue.get(run.id)
+        if self._closed(run):
+            # closed while it was planned (nothing to cancel then): never run, never left queued
+            self.store.set_flight_state(flight_id, FlightState.CANCELLED, Outcome.CANCELLED)
+            return
         if Users(self.store.engine).embargo(flight_id) is not None:
             # an embargoed flight's results are its group's: nothing goes to a public review
             await self._run_flight(run, flight_id)
@@ -249,8 +310,18 @@ class ReviewLoop:
                 self.queue.set_report_id(run.id, report_id)
                 run = self.queue.get(run.id)
         flight = await self._run_flight(run, flight_id)
+        if self._closed(run):
+            return
         vote = self._decide(run, spec, flight)
         await self._vote(connector, run, vote)
+
+    def _closed(self, run: ReviewRun) -> bool:
+        """Whether the run's change was closed while it ran (:func:`close_change`): no vote."""
+        now = self.queue.get(run.id)
+        if now.state != SUPERSEDED:
+            return False
+        log.info("run %d: %s: no vote", run.id, now.reason)
+        return True
 
     async def _plan(self, connector: Connector, run: ReviewRun, spec: ReviewSpec) -> int:
         """Store the run's review flight: the patch as the tree under test, every other tree
@@ -268,8 +339,8 @@ class ReviewLoop:
                     sha = await connector.patch_commit(
                         run, mirrors, branch.tree, others[branch.tree]
                     )
-            except GitError:
-                raise  # the patch cannot be applied: reported, as any run that cannot be tested
+            except (GitError, PatchFailed, Closed):
+                raise  # the base cannot be had, the patch does not apply, the change is closed
             except Exception as error:
                 raise PatchUnavailable(f"cannot get the patch: {error}") from error
         else:

@@ -146,3 +146,12 @@ def error_vote(
     lines = [f"labgate: Verified 0: {headline}", "", *disabled_lines(disabled), "", marker]
     message = "\n".join(lines) + "\n"
     return Vote(0, message, voting, summary_of(message), retest=attempts_left)
+
+
+def patch_vote(reason: str, disabled: Sequence[DisabledTest], voting: bool, marker: str) -> Vote:
+    """A patch that does not apply to its base commit: the patch's failure, -1, never retried
+    (``reason``: one line naming the file or hunk)."""
+    headline = f"the patch does not apply: {data(reason)}"
+    lines = [f"labgate: Verified-1: {headline}", "", *disabled_lines(disabled), "", marker]
+    message = "\n".join(lines) + "\n"
+    return Vote(-1, message, voting, summary_of(message))

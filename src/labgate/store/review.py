@@ -210,6 +210,26 @@ class ReviewQueue:
         with self.engine.begin() as conn:
             self._supersede(conn, connector, change, reason)
 
+    def close_change(self, connector: str, change: str, reason: str) -> list[ReviewRun]:
+        """The change is closed: its queued runs and its running ones not yet voting end
+        ``superseded`` (no vote; a running one's loop sees it when its flight ends). Returns
+        them as they were (``state`` queued or running: a running one's flight is to be
+        cancelled)."""
+        with self.engine.begin() as conn:
+            live = and_(
+                t.review_run.c.connector == connector,
+                t.review_run.c.change == change,
+                t.review_run.c.state.in_(LIVE),
+                t.review_run.c.vote_state.is_(None),
+            )
+            ended = [_run(r) for r in conn.execute(select(t.review_run).where(live))]
+            conn.execute(
+                update(t.review_run)
+                .where(t.review_run.c.id.in_([r.id for r in ended]))
+                .values(state=SUPERSEDED, reason=reason, updated=now())
+            )
+        return ended
+
     def delivery_seen(self, connector: str, delivery: str) -> bool:
         """Whether a webhook delivery was handled before (a replay)."""
         with self.engine.connect() as conn:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -243,16 +243,22 @@ def _not_found(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    lab: Lab, store: Store, *, token: str | None = None, hosts: Sequence[str] = ()
+    lab: Lab,
+    store: Store,
+    *,
+    token: str | None = None,
+    hosts: Sequence[str] = (),
+    review_options: Mapping[str, Any] | None = None,
 ) -> Starlette:
     """The dashboard of ``lab`` over ``store``. ``token`` overrides lab.toml's ``[web] token``;
-    ``hosts`` are names it answers to besides those of :func:`host_names`."""
+    ``hosts`` are names it answers to besides those of :func:`host_names`; ``review_options``
+    go to the review drivers' webhook routes (``deliver``: the running review loop's)."""
     access = Access(token if token is not None else lab.web_token, Users(store.engine))
     web = pages.Web(lab, store, access, templates())
     routes: list[Any] = [
         *pages.routes(web),
         *api.routes(web),
-        *review_routes(lab, store),
+        *review_routes(lab, store, **(review_options or {})),
         *perf.routes(web),
         *access_routes(web),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),

@@ -2,7 +2,8 @@
 
 Checked against the shapes Gerrit documents (Documentation/cmd-stream-events.txt and json.txt),
 and against the protocol double of the tests (never a real Gerrit server): one JSON object per
-line with ``type``; ``change`` (``project``, ``branch``, ``id``, ``number``, ``url``,
+line with ``type`` (``patchset-created``, ``comment-added``, ``change-merged``,
+``change-abandoned``); ``change`` (``project``, ``branch``, ``id``, ``number``, ``url``,
 ``status``...), ``patchSet`` (``number``, ``revision``, ``ref``, ``uploader``...), and for
 ``comment-added`` the ``author``, the ``comment`` text and the ``approvals`` (``type``,
 ``value``, ``oldValue`` as strings). "Any field may be missing", says the documentation: a
@@ -23,6 +24,8 @@ from labgate.review.base import ChangeEvent, OtherVote
 from labgate.review.gerrit.settings import gerrit_settings
 
 VERIFIED = "Verified"
+CLOSING = {"change-merged": "merged", "change-abandoned": "abandoned"}
+"""The events of a change closed, and how."""
 
 
 class StreamError(ValueError):
@@ -130,7 +133,8 @@ def parse_event(spec: ReviewSpec, line: str) -> ChangeEvent | None:
     this ``[[review]]`` (another type, project or branch; a comment that is no recheck and
     carries no other CI's vote; labgate's own comments).
 
-    ``patchset-created`` → a ``patchset`` event. ``comment-added`` matching the recheck pattern →
+    ``patchset-created`` → a ``patchset`` event; ``change-merged`` and ``change-abandoned`` → a
+    ``closed`` one (its runs end without a vote). ``comment-added`` matching the recheck pattern →
     a ``recheck`` event; one carrying another CI account's Verified vote → a ``patchset`` event
     whose ``votes`` hold it (the queue records the vote; the patch set itself is queued only if
     it never was)."""
@@ -141,8 +145,20 @@ def parse_event(spec: ReviewSpec, line: str) -> ChangeEvent | None:
     if not isinstance(event, Mapping) or not isinstance(event.get("type"), str):
         raise StreamError("not an event object (no type)")
     kind = event["type"]
-    if kind not in ("patchset-created", "comment-added") or not _ours(spec, event):
+    if kind not in (*CLOSING, "patchset-created", "comment-added") or not _ours(spec, event):
         return None
+    if kind in CLOSING:
+        return ChangeEvent(
+            kind="closed",
+            source=spec.name,
+            project=str(_field(event, "change", "project")),
+            change=_int_text(_field(event, "change", "number"), "change.number"),
+            patchset="",
+            ref="",
+            revision="",
+            branch=str(_field(event, "change", "branch")),
+            closed_as=CLOSING[kind],
+        )
     if kind == "patchset-created":
         return _change_event(spec, event, "patchset")
     author = _account(event.get("author"))

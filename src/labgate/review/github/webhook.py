@@ -22,12 +22,10 @@ Every refusal is logged (``labgate.review.github``) with the delivery id and the
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -36,7 +34,7 @@ from starlette.routing import Route
 
 from labgate.config import Lab
 from labgate.model import ReviewSpec
-from labgate.review.base import ChangeEvent, OtherVote
+from labgate.review.base import ChangeEvent, OtherVote, ReviewRun
 from labgate.review.github.connector import GitHubConnector, GitHubError, webhook_secret
 from labgate.review.github.events import (
     CheckRunDelivery,
@@ -51,13 +49,18 @@ from labgate.review.github.events import (
     recheck_request,
     status_vote,
 )
+from labgate.review.loop import queue_event
+from labgate.review.webhook import (
+    MAX_BODY,
+    Refused,
+    check_json,
+    check_signature,
+    json_object,
+    read_body,
+)
 from labgate.store import Store
 
 log = logging.getLogger("labgate.review.github")
-
-MAX_BODY = 1024 * 1024
-"""GitHub caps payloads at 25 MB; the events labgate reads are a few kB."""
-
 
 HEADER_VALUE = re.compile(r"[A-Za-z0-9_-]{1,100}")
 Delivery = PullRequestDelivery | IssueCommentDelivery | StatusDelivery | CheckRunDelivery
@@ -67,51 +70,6 @@ SHAPES: dict[str, type[Delivery]] = {
     "status": StatusDelivery,
     "check_run": CheckRunDelivery,
 }
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def signature(secret: str, body: bytes) -> str:
-    """The ``X-Hub-Signature-256`` value GitHub sends for ``body`` under ``secret``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def check_signature(secret: str, body: bytes, header: str | None) -> None:
-    if not header:
-        raise Refused(401, "no X-Hub-Signature-256 header")
-    if not hmac.compare_digest(signature(secret, body).encode(), header.encode()):
-        raise Refused(401, "X-Hub-Signature-256 does not match the body")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing (413) more than ``limit`` bytes without reading them all."""
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise Refused(400, "bad Content-Length")
-        if int(length) > limit:
-            raise Refused(413, f"body of {length} bytes is over the limit of {limit}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise Refused(413, f"body is over the limit of {limit} bytes")
-    return bytes(body)
-
-
-def _json_object(body: bytes) -> Mapping[str, Any]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise Refused(400, f"body is not JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise Refused(400, "body is not a JSON object")
-    return payload
 
 
 class GitHubReceiver:
@@ -124,11 +82,13 @@ class GitHubReceiver:
         *,
         max_body: int = MAX_BODY,
         on_queued: Callable[[], None] | None = None,
+        deliver: Callable[[ChangeEvent], ReviewRun | None] | None = None,
     ) -> None:
         self.specs = {r.name: r for r in lab.reviews if r.driver == "github"}
         self.queue = store.review
         self.max_body = max_body
         self.on_queued = on_queued
+        self.deliver = deliver or partial(queue_event, store)
 
     async def endpoint(self, request: Request) -> JSONResponse:
         name = request.path_params["name"]
@@ -149,21 +109,20 @@ class GitHubReceiver:
 
     async def receive(self, spec: ReviewSpec, request: Request, delivery: str) -> tuple[int, str]:
         body = await read_body(request, self.max_body)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip()
-        if content_type != "application/json":
-            raise Refused(415, f"content type {content_type or '(none)'}: want application/json")
+        check_json(request)
         try:
             secret = webhook_secret(spec)
         except GitHubError as error:
             raise Refused(503, str(error)) from None
-        check_signature(secret, body, request.headers.get("x-hub-signature-256"))
+        header = "X-Hub-Signature-256"
+        check_signature(secret, body, header, request.headers.get(header), "sha256")
         event = request.headers.get("x-github-event")
         if not event or not delivery:
             raise Refused(400, "no X-GitHub-Event or X-GitHub-Delivery header")
         for header, value in (("X-GitHub-Event", event), ("X-GitHub-Delivery", delivery)):
             if not HEADER_VALUE.fullmatch(value):
                 raise Refused(400, f"{header} is not a name of at most 100 letters, digits, - _")
-        payload = _json_object(body)
+        payload = json_object(body)
         shape = SHAPES.get(event)
         try:
             if shape is not None:  # checked before the delivery counts as seen
@@ -201,7 +160,7 @@ class GitHubReceiver:
     def _enqueue(self, event: ChangeEvent | None) -> str:
         if event is None:
             return "ignored"
-        run = self.queue.enqueue(event)
+        run = self.deliver(event)
         if run is None:
             return "already queued"
         if self.on_queued is not None:
@@ -211,7 +170,11 @@ class GitHubReceiver:
     async def pull_request(self, spec: ReviewSpec, payload: Mapping[str, Any]) -> str:
         closed = closed_pull_request(spec, payload)
         if closed is not None:
-            self.queue.supersede_change(spec.name, closed, "the pull request was closed")
+            closing = ChangeEvent(
+                kind="closed", source=spec.name, project=spec.project, change=closed,
+                patchset="", ref="", revision="", branch="", closed_as="closed",
+            )  # fmt: skip
+            self.deliver(closing)
             return "closed"
         return self._enqueue(pull_request_event(spec, payload))
 
@@ -255,6 +218,7 @@ class GitHubReceiver:
 def github_routes(lab: Lab, store: Store, **options: Any) -> list[Route]:
     """The webhook receiver's routes, for ``labgate serve`` to mount: one per lab, serving every
     GitHub ``[[review]]`` at ``/review/github/{name}``. ``options`` go to
-    :class:`GitHubReceiver` (``max_body``, ``on_queued``)."""
+    :class:`GitHubReceiver` (``max_body``, ``on_queued``, ``deliver``: what queues an event; by
+    default straight into the store's queue)."""
     receiver = GitHubReceiver(lab, store, **options)
     return [Route("/review/github/{name}", receiver.endpoint, methods=["POST"])]

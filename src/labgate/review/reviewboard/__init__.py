@@ -1,4 +1,5 @@
-"""Review Board: review requests in by polling the Web API (a cursor on their ``last_updated``),
+"""Review Board: review requests in by polling the Web API (a cursor on their ``last_updated``)
+and, when ``secret_env`` is set, through its signed WebHooks (``labgate serve`` receives them),
 each published diff revision tested as a commit made by applying the raw diff onto its base
 commit in the tree's mirror, results out as *status updates* (service id ``context``, default
 ``labgate``) with the full message in a review attached to them.
@@ -8,11 +9,14 @@ Tested against a real Review Board server (``tests/reviewboard.py`` installs and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from labgate.review.drivers import ReviewDriver, register
 
 if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
     from labgate.model import ReviewSpec
     from labgate.review.reviewboard.connector import ReviewBoardConnector
 
@@ -24,4 +28,10 @@ def _connector(spec: ReviewSpec) -> ReviewBoardConnector:
     return ReviewBoardConnector(spec)
 
 
-register(ReviewDriver("reviewboard", connector=_connector))
+def _routes(*args: Any, **options: Any) -> Sequence[BaseRoute]:
+    from labgate.review.reviewboard.webhook import reviewboard_routes
+
+    return reviewboard_routes(*args, **options)
+
+
+register(ReviewDriver("reviewboard", connector=_connector, routes=_routes))

@@ -1,20 +1,24 @@
-"""The Review Board connector: review requests and recheck reviews in by polling, status updates
-out (see the package docstring).
+"""The Review Board connector: review requests and recheck reviews in by polling (and by the
+webhook receiver, :mod:`labgate.review.reviewboard.webhook`, which builds its events here),
+status updates out (see the package docstring).
 
-Polling: ``GET /api/review-requests/?repository=ID&status=pending&last-updated-from=CURSOR`` (a
-new diff revision, a publish or a review all move a request's ``last_updated``) and
+Polling: ``GET /api/review-requests/?repository=ID&status=all&last-updated-from=CURSOR`` (a
+new diff revision, a publish, a review or a close all move a request's ``last_updated``) and
 ``GET /api/reviews/?repository=NAME&public=1&last-updated-from=CURSOR``. The cursor is the
 newest timestamp seen less ``CURSOR_OVERLAP_S`` (the server's timestamps are whole seconds, and
 a request is stamped before its transaction commits); the first poll (and :meth:`reconcile`)
-reads every open request, and the queue drops what it already has. A recheck review is an event
-named ``review-<id>``: the queue takes it once, however often it is polled.
+reads every open request (``status=pending``), and the queue drops what it already has. A
+submitted or discarded request is a ``closed`` event; one closed before its run fetched the
+diff ends that run (:class:`~labgate.review.base.Closed`). A recheck review is an event named
+``review-<id>``: the queue takes it once, however often it is polled.
 
 Results: one status update per run, created when the run is queued (``pending``, linked to the
 change description that added the diff revision; its summary says when testing begins), then
-updated to ``done-success`` (+1), ``done-failure`` (-1, a regression) or ``error`` (0, the lab
-failed: retried). Its id is kept with the run, and it carries ``extra_data.labgate_run``, so a
-restart at any point updates the same one. A status update's description holds 255 characters:
-the full message (every job, the disabled tests, the flight's link) is a review attached to it.
+updated to ``done-success`` (+1), ``done-failure`` (-1, a regression, or a diff that does not
+apply) or ``error`` (0, the lab failed: retried). Its id is kept with the run, and it carries
+``extra_data.labgate_run``, so a restart at any point updates the same one. A status update's
+description holds 255 characters: the full message (every job, the disabled tests, the
+flight's link) is a review attached to it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 
 from labgate.git import Mirrors
 from labgate.model import ReviewSpec
-from labgate.review.base import ChangeEvent, ReviewRun, Vote
+from labgate.review.base import ChangeEvent, Closed, ReviewRun, Vote
 from labgate.review.reviewboard.api import ReviewBoardAPI, ReviewBoardError
 from labgate.review.reviewboard.patch import Patch, apply_patch
 from labgate.review.reviewboard.settings import reviewboard_settings
@@ -40,6 +44,7 @@ SUMMARY_MAX = 255
 DESCRIPTION_MAX = 255
 RUN_KEY = "labgate_run"
 CURSOR_OVERLAP_S = 10.0
+CLOSED = ("submitted", "discarded")
 _REVISION = re.compile(r"/diffs/(\d+)/?$")
 _REQUEST = re.compile(r"/review-requests/(\d+)/")
 
@@ -109,7 +114,7 @@ class ReviewBoardConnector:
         revision = latest_revision(request) or ""
         submitter = request.get("links", {}).get("submitter", {})
         return ChangeEvent(
-            kind="recheck" if kind == "recheck" else "patchset",
+            kind="recheck" if kind == "recheck" else "closed" if kind == "closed" else "patchset",
             source=self.spec.name,
             project=self.spec.project,
             change=str(request["id"]),
@@ -120,6 +125,7 @@ class ReviewBoardConnector:
             url=request.get("absolute_url"),
             author=submitter.get("title") if isinstance(submitter, dict) else None,
             delivery=delivery,
+            closed_as=str(request.get("status")) if kind == "closed" else "",
         )
 
     def _wanted(self, request: dict[str, Any]) -> bool:
@@ -129,30 +135,58 @@ class ReviewBoardConnector:
             return False  # published without a diff: nothing to test
         return self.spec.target is None or request.get("branch") == self.spec.target
 
+    def request_events(self, requests: list[dict[str, Any]]) -> list[ChangeEvent]:
+        """The events of review requests as the API shows them, oldest first: each open one's
+        latest diff revision, and each closed one (``submitted``, ``discarded``)."""
+        events = []
+        for request in sorted(requests, key=lambda r: int(r["id"])):
+            if request.get("status") in CLOSED:
+                events.append(self._event(request, "closed"))
+            elif self._wanted(request):
+                events.append(self._event(request, "patchset"))
+        return events
+
+    async def recheck_event(
+        self, review: dict[str, Any], request: dict[str, Any] | None = None
+    ) -> ChangeEvent | None:
+        """The recheck a published review asks for (named ``review-<id>``: the queue takes it
+        once, however often it is seen), if its text matches the recheck pattern. Its review
+        ``request`` is asked for unless given (a webhook's payload holds it)."""
+        pattern = re.compile(self.spec.recheck, re.MULTILINE)
+        if not pattern.search(str(review.get("body_top", "")).strip()):
+            return None
+        if request is None:
+            change = _REQUEST.search(_href(review, "self"))
+            if change is None:
+                return None
+            answer = await self.api.call("GET", f"/api/review-requests/{change.group(1)}/")
+            request = answer.get("review_request", {})
+        if not self._wanted(request):
+            return None
+        return self._event(request, "recheck", f"review-{review['id']}")
+
     async def poll(self) -> list[ChangeEvent]:
-        """The events since the cursor (every open request's latest diff the first time)."""
+        """The events since the cursor: requests updated since (closed ones too), rechecks.
+        The first time, every open request's latest diff (the closed ones of all time are not
+        asked for: a run whose request was closed meanwhile ends when it fetches its diff)."""
         since = {"last-updated-from": self.cursor.isoformat()} if self.cursor else {}
         requests = await self.api.items(
             "/api/review-requests/",
             "review_requests",
-            {"repository": str(await self.repository_id()), "status": "pending", **since},
+            {
+                "repository": str(await self.repository_id()),
+                "status": "all" if self.cursor else "pending",
+                **since,
+            },
         )
         reviews = await self.api.items(
             "/api/reviews/", "reviews", {"repository": self.spec.project, "public": "1", **since}
         )
-        oldest_first = sorted(requests, key=lambda r: int(r["id"]))
-        events = [self._event(r, "patchset") for r in oldest_first if self._wanted(r)]
-        pattern = re.compile(self.spec.recheck, re.MULTILINE)
+        events = self.request_events(requests)
         for review in reviews:
-            if not pattern.search(str(review.get("body_top", "")).strip()):
-                continue
-            change = _REQUEST.search(_href(review, "self"))
-            if change is None:
-                continue
-            request = await self.api.call("GET", f"/api/review-requests/{change.group(1)}/")
-            item = request.get("review_request", {})
-            if self._wanted(item):
-                events.append(self._event(item, "recheck", f"review-{review['id']}"))
+            recheck = await self.recheck_event(review)
+            if recheck is not None:
+                events.append(recheck)
         stamps = [_when(r.get("last_updated")) for r in requests]
         stamps += [_when(r.get("timestamp")) for r in reviews]
         newest = max((s for s in stamps if s is not None), default=None)
@@ -181,11 +215,15 @@ class ReviewBoardConnector:
     # --- the commit to test ----------------------------------------------------------------
 
     async def patch_commit(self, run: ReviewRun, mirrors: Mirrors, tree: str, head: str) -> str:
-        path = f"/api/review-requests/{run.change}/diffs/{run.patchset}/"
-        diff = (await self.api.call("GET", path)).get("diff", {})
+        """The commit of the run's diff (see :class:`~labgate.review.base.PatchSource`);
+        :class:`~labgate.review.base.Closed` when the request was closed meanwhile."""
         request = (await self.api.call("GET", f"/api/review-requests/{run.change}/")).get(
             "review_request", {}
         )
+        if request.get("status") in CLOSED:
+            raise Closed(f"review request {run.change} was {request['status']}")
+        path = f"/api/review-requests/{run.change}/diffs/{run.patchset}/"
+        diff = (await self.api.call("GET", path)).get("diff", {})
         submitter = str(request.get("links", {}).get("submitter", {}).get("title", "reviewboard"))
         patch = Patch(
             diff=await self.api.raw_diff(run.change, run.patchset),
@@ -247,15 +285,15 @@ class ReviewBoardConnector:
         made = await self.api.call("POST", self._updates(run), data=create)
         return str(made["status_update"]["id"])
 
-    async def queued(self, run: ReviewRun) -> str | None:
-        # a run is queued (and told so) once: a process killed after posting this leaves the
-        # run queued, never queues it again, and the run's start finds the status update
+    async def queued(self, run: ReviewRun, *, again: bool = False) -> str | None:
+        # a new run cannot have a status update yet; one a killed controller queued may have
+        # (posted before its id was stored): then it is found by the run's id, not doubled
         fields = {
             "state": "pending",
             "summary": f"queued: attempt {run.attempt}",
             "description": f"diff revision {run.patchset}",
         }
-        return await self._status(run, fields, new=True)
+        return await self._status(run, fields, new=not again)
 
     async def started(self, run: ReviewRun, target_url: str | None) -> str | None:
         fields = {

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from labgate.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 FAILED = 1
 USAGE_ERROR = 2
@@ -305,6 +306,19 @@ def open_lab(lab_dir: Path) -> Lab:
         return load_lab(lab_dir.resolve())
     except ConfigError as error:
         fail(str(error))
+
+
+def change_store(lab_dir: Path, change: Callable[[Lab, Store], T]) -> T:
+    """Apply ``change`` to the lab's store and return what it gives; a change the store refuses
+    (no such user, a request decided already...) ends the command with its reason."""
+    from labgate.store import StoreError
+
+    lab = open_lab(lab_dir)
+    with open_store(lab) as store:
+        try:
+            return change(lab, store)
+        except StoreError as error:
+            fail(str(error))
 
 
 @contextmanager

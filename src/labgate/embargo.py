@@ -18,6 +18,7 @@ from rich.table import Table
 
 from labgate.commandline import (
     LabgateGroup,
+    change_store,
     console,
     emit_json,
     fail,
@@ -27,7 +28,7 @@ from labgate.commandline import (
     open_lab,
     open_store,
 )
-from labgate.store import Store, StoreError
+from labgate.store import Store
 from labgate.store.users import Users
 from labgate.text import print_table
 
@@ -48,14 +49,8 @@ T = TypeVar("T")
 
 
 def _change(lab_dir: Path, change: Callable[[Users], T]) -> T:
-    """Apply ``change`` to the lab's users; a refused one (no such user...) ends the command
-    with its reason."""
-    lab = open_lab(lab_dir)
-    with open_store(lab) as store:
-        try:
-            return change(_users(store))
-        except StoreError as error:
-            fail(str(error))
+    """Apply ``change`` to the lab's users (see :func:`labgate.commandline.change_store`)."""
+    return change_store(lab_dir, lambda _lab, store: change(_users(store)))
 
 
 # --- labgate user --------------------------------------------------------------------------

@@ -11,16 +11,15 @@ from rich.table import Table
 from labgate.access.queue import standing
 from labgate.commandline import (
     LabgateGroup,
+    change_store,
     console,
     emit_json,
-    fail,
     json_on_stdout,
     json_option,
     lab_option,
     open_lab,
     open_store,
 )
-from labgate.store import StoreError
 from labgate.store.access import AccessRequests
 from labgate.text import print_table
 
@@ -63,19 +62,17 @@ def access_approve(
 ) -> None:
     """Approve request ID: the user and their API token, printed alone on stdout (stored hashed:
     this is the only time it is shown; give it to them)."""
-    lab = open_lab(lab_dir)
-    with open_store(lab) as store:
-        try:
-            name, token = AccessRequests(store.engine).approve(
-                request_id,
-                by=by,
-                group=group or lab.access.group,
-                user=user,
-                why=why,
-                token_days=lab.access.token_days,
-            )
-        except StoreError as error:
-            fail(str(error))
+    name, token = change_store(
+        lab_dir,
+        lambda lab, store: AccessRequests(store.engine).approve(
+            request_id,
+            by=by,
+            group=group or lab.access.group,
+            user=user,
+            why=why,
+            token_days=lab.access.token_days,
+        ),
+    )
     click.echo(f"request {request_id} approved: user {name}", err=True)
     click.echo(token)
 
@@ -87,12 +84,9 @@ def access_approve(
 @click.option("--by", default="lab admin", show_default=True, help="Who refuses, for the record.")
 def access_refuse(lab_dir: Path, request_id: int, why: str, by: str) -> None:
     """Refuse request ID, saying why."""
-    lab = open_lab(lab_dir)
-    with open_store(lab) as store:
-        try:
-            AccessRequests(store.engine).refuse(request_id, by=by, why=why)
-        except StoreError as error:
-            fail(str(error))
+    change_store(
+        lab_dir, lambda _lab, store: AccessRequests(store.engine).refuse(request_id, by=by, why=why)
+    )
     click.echo(f"request {request_id} refused", err=True)
 
 

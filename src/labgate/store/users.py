@@ -255,9 +255,8 @@ class Users:
                     t.api_token.c.user == name, t.api_token.c.revoked.is_(None)
                 )
             ).scalar_one()
-            # explicit: SQLite enforces ON DELETE CASCADE only with its foreign keys pragma on
-            conn.execute(delete(t.api_token).where(t.api_token.c.user == name))
-            conn.execute(delete(t.user_group).where(t.user_group.c.user == name))
+            # their groups and tokens go by ON DELETE CASCADE (the store's SQLite connections
+            # enforce foreign keys, as PostgreSQL does)
             conn.execute(delete(t.lab_user).where(t.lab_user.c.name == name))
         return int(live)
 

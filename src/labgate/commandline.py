@@ -308,15 +308,16 @@ def open_lab(lab_dir: Path) -> Lab:
         fail(str(error))
 
 
-def change_store(lab_dir: Path, change: Callable[[Lab, Store], T]) -> T:
-    """Apply ``change`` to the lab's store and return what it gives; a change the store refuses
-    (no such user, a request decided already...) ends the command with its reason."""
+def with_store(lab_dir: Path, use: Callable[[Lab, Store], T]) -> T:
+    """Open the lab and its store, call ``use`` (a read or a change) and return what it gives;
+    what the store refuses (no such user, a request decided already...) ends the command with
+    its reason."""
     from labgate.store import StoreError
 
     lab = open_lab(lab_dir)
     with open_store(lab) as store:
         try:
-            return change(lab, store)
+            return use(lab, store)
         except StoreError as error:
             fail(str(error))
 

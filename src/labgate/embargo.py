@@ -18,7 +18,6 @@ from rich.table import Table
 
 from labgate.commandline import (
     LabgateGroup,
-    change_store,
     console,
     emit_json,
     fail,
@@ -27,6 +26,7 @@ from labgate.commandline import (
     lab_option,
     open_lab,
     open_store,
+    with_store,
 )
 from labgate.store import Store
 from labgate.store.users import Users
@@ -48,9 +48,9 @@ def _users(store: Store) -> Users:
 T = TypeVar("T")
 
 
-def _change(lab_dir: Path, change: Callable[[Users], T]) -> T:
-    """Apply ``change`` to the lab's users (see :func:`labgate.commandline.change_store`)."""
-    return change_store(lab_dir, lambda _lab, store: change(_users(store)))
+def _with_users(lab_dir: Path, use: Callable[[Users], T]) -> T:
+    """Read or change the lab's users (see :func:`labgate.commandline.with_store`)."""
+    return with_store(lab_dir, lambda _lab, store: use(_users(store)))
 
 
 # --- labgate user --------------------------------------------------------------------------
@@ -73,7 +73,9 @@ def user_add(
     lab_dir: Path, name: str, email: str | None, groups: Sequence[str], admin_of: Sequence[str]
 ) -> None:
     """Add a user, in the groups given."""
-    _change(lab_dir, lambda users: users.add(name, email=email, groups=groups, admin_of=admin_of))
+    _with_users(
+        lab_dir, lambda users: users.add(name, email=email, groups=groups, admin_of=admin_of)
+    )
     click.echo(f"user {name} added", err=True)
 
 
@@ -84,7 +86,7 @@ def user_add(
 @click.option("--admin", is_flag=True, help="As one of the group's admins (reads its audit log).")
 def user_join(lab_dir: Path, name: str, group: str, admin: bool) -> None:
     """Put user NAME in GROUP: they see its embargoed work from their next request on."""
-    changed = _change(lab_dir, lambda users: users.join(name, group, admin=admin))
+    changed = _with_users(lab_dir, lambda users: users.join(name, group, admin=admin))
     role = "an admin" if admin else "a member"
     click.echo(f"{name} is {role} of {group}{'' if changed else ' already'}", err=True)
 
@@ -95,7 +97,7 @@ def user_join(lab_dir: Path, name: str, group: str, admin: bool) -> None:
 @click.argument("group")
 def user_leave(lab_dir: Path, name: str, group: str) -> None:
     """Take user NAME out of GROUP: its embargoed work is hidden from them at once."""
-    _change(lab_dir, lambda users: users.leave(name, group))
+    _with_users(lab_dir, lambda users: users.leave(name, group))
     click.echo(f"{name} left {group}", err=True)
 
 
@@ -105,7 +107,7 @@ def user_leave(lab_dir: Path, name: str, group: str) -> None:
 def user_remove(lab_dir: Path, name: str) -> None:
     """Remove user NAME, their groups and tokens (their sessions end); the audit log keeps
     their name."""
-    live = _change(lab_dir, lambda users: users.remove(name))
+    live = _with_users(lab_dir, lambda users: users.remove(name))
     click.echo(f"user {name} removed ({live} live token(s) revoked)", err=True)
 
 
@@ -114,9 +116,7 @@ def user_remove(lab_dir: Path, name: str) -> None:
 @json_option
 def user_list(lab_dir: Path, json_to: str | None) -> None:
     """Every user: mail address, groups, live tokens."""
-    lab = open_lab(lab_dir)
-    with open_store(lab) as store:
-        users = _users(store).records()
+    users = _with_users(lab_dir, Users.records)
     emit_json([u.to_json() for u in users], json_to)
     if json_on_stdout(json_to):
         return
@@ -142,7 +142,7 @@ def token_group() -> None:
 def token_create(lab_dir: Path, name: str) -> None:
     """Make a token for user NAME and print it alone on stdout (it is stored hashed: this is the
     only time it is shown)."""
-    click.echo(_change(lab_dir, lambda users: users.create_token(name)))
+    click.echo(_with_users(lab_dir, lambda users: users.create_token(name)))
 
 
 @token_group.command("revoke")
@@ -156,7 +156,7 @@ def token_create(lab_dir: Path, name: str) -> None:
 )
 def token_revoke(lab_dir: Path, name: str, token: str | None) -> None:
     """Revoke user NAME's tokens: they stop working at once, in live sessions too."""
-    count = _change(lab_dir, lambda users: users.revoke(name, token))
+    count = _with_users(lab_dir, lambda users: users.revoke(name, token))
     click.echo(f"{count} token(s) of {name} revoked", err=True)
     if token is not None and count == 0:
         fail(f"user {name} has no such live token", 1)
@@ -199,9 +199,7 @@ def embargo_lift(lab_dir: Path, group: str | None, flight_id: int | None) -> Non
 @json_option
 def embargo_audit(lab_dir: Path, group: str, limit: int, json_to: str | None) -> None:
     """Who saw GROUP's embargoed work, and when (newest first)."""
-    lab = open_lab(lab_dir)
-    with open_store(lab) as store:
-        entries = _users(store).audit(group, limit=limit)
+    entries = _with_users(lab_dir, lambda users: users.audit(group, limit=limit))
     emit_json([e.to_json() for e in entries], json_to)
     if json_on_stdout(json_to):
         return

@@ -11,14 +11,12 @@ from rich.table import Table
 from labgate.access.queue import standing
 from labgate.commandline import (
     LabgateGroup,
-    change_store,
     console,
     emit_json,
     json_on_stdout,
     json_option,
     lab_option,
-    open_lab,
-    open_store,
+    with_store,
 )
 from labgate.store.access import AccessRequests
 from labgate.text import print_table
@@ -37,9 +35,7 @@ def access_group() -> None:
 )
 def access_list(lab_dir: Path, json_to: str | None, state: str | None) -> None:
     """Every access request, newest first, with its decision (who, when, why)."""
-    lab = open_lab(lab_dir)
-    with open_store(lab) as store:
-        found = AccessRequests(store.engine).requests(state)
+    found = with_store(lab_dir, lambda _lab, store: AccessRequests(store.engine).requests(state))
     emit_json([r.to_json() for r in found], json_to)
     if json_on_stdout(json_to):
         return
@@ -62,7 +58,7 @@ def access_approve(
 ) -> None:
     """Approve request ID: the user and their API token, printed alone on stdout (stored hashed:
     this is the only time it is shown; give it to them)."""
-    name, token = change_store(
+    name, token = with_store(
         lab_dir,
         lambda lab, store: AccessRequests(store.engine).approve(
             request_id,
@@ -84,7 +80,7 @@ def access_approve(
 @click.option("--by", default="lab admin", show_default=True, help="Who refuses, for the record.")
 def access_refuse(lab_dir: Path, request_id: int, why: str, by: str) -> None:
     """Refuse request ID, saying why."""
-    change_store(
+    with_store(
         lab_dir, lambda _lab, store: AccessRequests(store.engine).refuse(request_id, by=by, why=why)
     )
     click.echo(f"request {request_id} refused", err=True)
@@ -95,9 +91,7 @@ def access_refuse(lab_dir: Path, request_id: int, why: str, by: str) -> None:
 @json_option
 def access_queue(lab_dir: Path, json_to: str | None) -> None:
     """The on-demand flights waiting for hosts: each one's place and why it waits."""
-    lab = open_lab(lab_dir)
-    with open_store(lab) as store:
-        rows = [p.to_json() for p in standing(lab, store)]
+    rows = [p.to_json() for p in with_store(lab_dir, standing)]
     emit_json(rows, json_to)
     if json_on_stdout(json_to):
         return

@@ -12,6 +12,9 @@ rounds alternating so that every figure sees the same machine:
   by one flight first (mirror cloned, schema made), as a lab's controller finds it. Beside it,
   the imports such a flight cannot do without (lab.toml's pydantic models, the SQLAlchemy
   store, the flight runner): the rest is the work itself.
+- the same three commands with this user's resident controller running (labgate.resident: the
+  command is forked from a process that imported labgate already), as every command after the
+  first finds it on a terminal. The others run with ``LABGATE_RESIDENT=0``: a process each.
 
     python bench/startup.py [--rounds 15]
 
@@ -59,16 +62,26 @@ def labgate_exe() -> str:
     return str(script) if script.exists() else shutil.which("labgate") or "labgate"
 
 
-def timed(argv: list[str]) -> Callable[[], float]:
+ALONE = {"LABGATE_RESIDENT": "0"}  # every command a process of its own
+RESIDENT = {"LABGATE_RESIDENT": ""}  # the default off a terminal: the resident when it answers
+
+
+def timed(argv: list[str], env: dict[str, str] = ALONE) -> Callable[[], float]:
     def once() -> float:
         started = time.perf_counter()
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, check=True)
+        subprocess.run(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            check=True,
+            env={**os.environ, **env},
+        )
         return (time.perf_counter() - started) * 1000
 
     return once
 
 
-def first_step(lab: Path, stamp: Path) -> Callable[[], float]:
+def first_step(lab: Path, stamp: Path, env: dict[str, str] = ALONE) -> Callable[[], float]:
     """Milliseconds from spawning ``labgate flight run`` to its first step's start."""
 
     def once() -> float:
@@ -79,6 +92,7 @@ def first_step(lab: Path, stamp: Path) -> Callable[[], float]:
             stdout=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
             check=True,
+            env={**os.environ, **env},
         )
         return (float(stamp.read_text()) - started) * 1000
 
@@ -107,29 +121,51 @@ def main() -> None:
             [labgate_exe(), "flight", "run", "main", "--lab", str(lab)],
             stdout=subprocess.DEVNULL,
             check=True,
+            env={**os.environ, **ALONE},
         )  # warm-up: mirror cloned, schema made
-        measures: dict[str, tuple[Callable[[], float], float | None]] = {
-            "labgate --version": (timed([labgate_exe(), "--version"]), HELP_TARGET_MS),
-            "labgate --help": (timed([labgate_exe(), "--help"]), HELP_TARGET_MS),
-            "python -c pass": (timed([python, "-c", "pass"]), None),
-            "import labgate.cli (now)": (timed([python, "-c", "import labgate.cli"]), None),
-            "eager imports (before)": (timed([python, "-c", EAGER]), None),
-            "imports a flight needs": (timed([python, "-c", FLIGHT_IMPORTS]), None),
-            "flight run to first step": (first_step(lab, stamp), FIRST_STEP_TARGET_MS),
-        }
-        samples: dict[str, list[float]] = {name: [] for name in measures}
-        for _ in range(args.rounds):
-            for name, (measure, _target) in measures.items():
-                samples[name].append(measure())
+        os.environ["LABGATE_RESIDENT_DIR"] = str(Path(tmp) / "resident")  # this bench's own
+        subprocess.run([labgate_exe(), "resident", "start"], stdout=subprocess.DEVNULL, check=True)
+        try:
+            samples = sample(lab, stamp, python, args.rounds)
+        finally:
+            subprocess.run([labgate_exe(), "resident", "stop"], stdout=subprocess.DEVNULL)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"labgate start-up, {args.rounds} rounds; load average {load} ({os.cpu_count()} cores)")
-    print(f"{'':<28} {'median ms':>10} {'fastest ms':>11} {'target ms':>10}")
-    for name, (_measure, target) in measures.items():
-        values = samples[name]
+    print(f"{'':<36} {'median ms':>10} {'fastest ms':>11} {'target ms':>10}")
+    for name, (values, target) in samples.items():
         verdict = "" if target is None else f"{target:>10.0f}"
         if target is not None:
             verdict += "  ok" if statistics.median(values) <= target else "  OVER"
-        print(f"{name:<28} {statistics.median(values):>10.1f} {min(values):>11.1f} {verdict}")
+        print(f"{name:<36} {statistics.median(values):>10.1f} {min(values):>11.1f} {verdict}")
+
+
+def sample(
+    lab: Path, stamp: Path, python: str, rounds: int
+) -> dict[str, tuple[list[float], float | None]]:
+    """Each measure's samples (and its target), rounds alternating between measures."""
+    measures: dict[str, tuple[Callable[[], float], float | None]] = {
+        "labgate --version": (timed([labgate_exe(), "--version"]), HELP_TARGET_MS),
+        "labgate --help": (timed([labgate_exe(), "--help"]), HELP_TARGET_MS),
+        "python -c pass": (timed([python, "-c", "pass"]), None),
+        "import labgate.cli (now)": (timed([python, "-c", "import labgate.cli"]), None),
+        "eager imports (before)": (timed([python, "-c", EAGER]), None),
+        "imports a flight needs": (timed([python, "-c", FLIGHT_IMPORTS]), None),
+        "flight run to first step": (first_step(lab, stamp), FIRST_STEP_TARGET_MS),
+        "labgate --version, resident": (
+            timed([labgate_exe(), "--version"], RESIDENT),
+            HELP_TARGET_MS,
+        ),
+        "labgate --help, resident": (timed([labgate_exe(), "--help"], RESIDENT), HELP_TARGET_MS),
+        "flight run to first step, resident": (
+            first_step(lab, stamp, RESIDENT),
+            FIRST_STEP_TARGET_MS,
+        ),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, (measure, _target) in measures.items():
+            samples[name].append(measure())
+    return {name: (samples[name], target) for name, (_m, target) in measures.items()}
 
 
 if __name__ == "__main__":

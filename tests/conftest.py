@@ -22,6 +22,10 @@ import sqlalchemy as sa
 from gitrepos import GitRepo
 from pg import PostgresUnavailable, scratch_database, start_cluster
 
+# hermetic: no test's `labgate` goes to a resident controller the machine's user may be running
+# (test_resident.py starts its own), and none is started by a test that uses a terminal
+os.environ["LABGATE_RESIDENT"] = "0"
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS_ROOT = REPO_ROOT / "test-artifacts"
 POSTGRES_ENV = "LABGATE_TEST_POSTGRES"

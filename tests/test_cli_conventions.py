@@ -48,6 +48,7 @@ SHOWS_RESULTS = {
     "findings trend",
     "access list",
     "access queue",
+    "resident status",
 }
 OWN_JSON = {"bisect run"}
 # commands that act or stream, and why they print no JSON document
@@ -72,6 +73,8 @@ NO_RESULT = {
     "findings untriage": "an action: one confirmation line",
     "access approve": "prints the new user's token alone on stdout, for a script to take",
     "access refuse": "an action: one confirmation line",
+    "resident start": "an action: one confirmation line",
+    "resident stop": "an action: one confirmation line",
 }
 
 
@@ -222,7 +225,10 @@ def _invocation(path: str, lab: dict[str, str]) -> list[str]:
         "findings trend": ["main"],
         "access list": [],
         "access queue": [],
+        "resident status": [],
     }[path]
+    if path.startswith("resident"):  # this user's, not a lab's: no --lab
+        return labgate(Path("."), *path.split(), *args)[:-2]
     where = lab["review"] if path.startswith("review") else lab["lab"]
     return labgate(Path(where), *path.split(), *args)
 

@@ -95,6 +95,10 @@ class TopGroup(LabgateGroup):
             "Static analysis findings: a flight's against its baseline (`labgate findings "
             "FLIGHT`), triage, trends.",
         ),
+        "resident": (
+            "labgate.resident.cli:resident_group",
+            "This user's resident controller: commands start without importing labgate again.",
+        ),
         "serve": (
             "labgate.serve:serve_command",
             "Serve the lab's dashboard and JSON API (one JSON line per request on stderr), "

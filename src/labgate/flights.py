@@ -22,7 +22,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from labgate.config import Lab
 from labgate.executor import Executor, LocalExecutor, reap_orphans
@@ -83,6 +83,9 @@ class Flights:
         self._needs: dict[int, dict[int, tuple[frozenset[str], tuple[str, ...]]]] = {}
         # per flight, its jobs that finished (an outcome a job keeps: read once)
         self._ended: dict[int, dict[int, JobState]] = {}
+        # each flight's jobs as they wait in the queue, in plan order: a job not read back as
+        # moved (see Store.job_states) is one of these
+        self._waiting: dict[int, list[JobState]] = {}
         self._next_cancel_check = 0.0
         self._away_hosts: dict[str, str] = {}
         self._away_until = 0.0
@@ -397,15 +400,20 @@ class Flights:
         for flight_id, jobs in states.items():
             self._needs[flight_id] = {j.id: (j.requires, j.depends) for j in jobs}
             self._ended[flight_id] = {j.id: j for j in jobs if j.outcome.finished}
+            self._waiting[flight_id] = [replace(j, outcome=Outcome.QUEUED, attempt=0) for j in jobs]
         known = [i for i in ids if i not in states]
         if not known:
             return states
         ended = [job_id for i in known for job_id in self._ended[i]]
-        for flight_id, jobs in self.store.job_states(known, needs=False, but=ended).items():
+        # only the jobs that have left the queue (or came back to it): the rest wait as planned
+        moved = self.store.job_states(known, needs=False, but=ended, moved_only=True)
+        for flight_id, jobs in moved.items():
             done = self._ended[flight_id]
             done.update((j.id, j) for j in jobs if j.outcome.finished)
-            live = [j for j in jobs if not j.outcome.finished]
-            states[flight_id] = sorted([*done.values(), *live], key=lambda j: j.id)
+            live = {j.id: j for j in jobs if not j.outcome.finished}
+            states[flight_id] = [
+                done.get(j.id) or live.get(j.id) or j for j in self._waiting[flight_id]
+            ]
         return states
 
     def _away(self) -> dict[str, str]:
@@ -429,6 +437,7 @@ class Flights:
     def _forget(self, flight_id: int) -> None:
         self._needs.pop(flight_id, None)
         self._ended.pop(flight_id, None)
+        self._waiting.pop(flight_id, None)
         self._flights.pop(flight_id, None)
         self._jobs.pop(flight_id, None)
         self._started.discard(flight_id)

@@ -306,21 +306,14 @@ class FlightTables(Tables):
         if conn is None:
             with self.engine.begin() as own:
                 return self.finish_job(job_id, outcome, reason, attempt=attempt, conn=own)
-        stamp = now()
-        where = [t.job.c.id == job_id]
-        if attempt is not None:
-            live = [str(Outcome.PREPARING), str(Outcome.RUNNING)]
-            where += [t.job.c.attempt == attempt, t.job.c.outcome.in_(live)]
-        done = conn.execute(
-            update(t.job).where(*where).values(outcome=str(outcome), reason=reason, finished=stamp)
-        )
+        values = {"f_job": job_id, "f_outcome": str(outcome), "f_reason": reason, "f_at": now()}
+        if attempt is None:
+            done = conn.execute(_FINISH_JOB, values)
+        else:
+            done = conn.execute(_FINISH_LIVE_JOB, {**values, "f_attempt": attempt})
         if done.rowcount == 0:
             return False
-        conn.execute(
-            update(t.allocation)
-            .where(t.allocation.c.job_id == job_id, t.allocation.c.released.is_(None))
-            .values(released=stamp)
-        )
+        conn.execute(_RELEASE_ALLOCATION, values)
         return True
 
     def block_job(self, job_id: int, reason: str) -> None:
@@ -589,6 +582,25 @@ _START_STEP = (
         duration_s=None,
         reason=None,
     )
+)
+# a job's end (see finish_job), built once: building these cost more than running them
+_FINISH_JOB = (
+    update(t.job)
+    .where(t.job.c.id == bindparam("f_job"))
+    .values(
+        outcome=bindparam("f_outcome"),
+        reason=bindparam("f_reason"),
+        finished=bindparam("f_at", type_=t.job.c.finished.type),
+    )
+)
+_FINISH_LIVE_JOB = _FINISH_JOB.where(
+    t.job.c.attempt == bindparam("f_attempt"),
+    t.job.c.outcome.in_([str(Outcome.PREPARING), str(Outcome.RUNNING)]),
+)
+_RELEASE_ALLOCATION = (
+    update(t.allocation)
+    .where(t.allocation.c.job_id == bindparam("f_job"), t.allocation.c.released.is_(None))
+    .values(released=bindparam("f_at", type_=t.allocation.c.released.type))
 )
 _JOB_RUNNING = (
     update(t.job).where(t.job.c.id == bindparam("job_id")).values(outcome=str(Outcome.RUNNING))

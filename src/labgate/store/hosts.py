@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from labgate.model import Outcome
@@ -138,17 +138,36 @@ def add_event(
 ) -> None:
     """Add a row to the host's history (in the caller's transaction)."""
     conn.execute(
-        insert(t.host_event).values(
-            host=host,
-            created=now(),
-            kind=kind,
-            job_id=job_id,
-            attempt=attempt,
-            outcome=str(outcome) if outcome is not None else None,
-            reason=reason,
-            data=json.dumps(data) if data is not None else None,
-        )
+        _ADD_EVENT,
+        {
+            "e_host": host,
+            "e_created": now(),
+            "e_kind": kind,
+            "e_job": job_id,
+            "e_attempt": attempt,
+            "e_outcome": str(outcome) if outcome is not None else None,
+            "e_reason": reason,
+            "e_data": json.dumps(data) if data is not None else None,
+        },
     )
+
+
+# built once (a job's end adds an event and ends its host's broken streak, every job)
+_ADD_EVENT = insert(t.host_event).values(
+    host=bindparam("e_host"),
+    created=bindparam("e_created", type_=t.host_event.c.created.type),
+    kind=bindparam("e_kind"),
+    job_id=bindparam("e_job"),
+    attempt=bindparam("e_attempt"),
+    outcome=bindparam("e_outcome"),
+    reason=bindparam("e_reason"),
+    data=bindparam("e_data"),
+)
+_STREAK_ENDS = (
+    update(t.host_status)
+    .where(t.host_status.c.name == bindparam("s_host"), t.host_status.c.broken_streak != 0)
+    .values(broken_streak=0, updated=bindparam("s_at", type_=t.host_status.c.updated.type))
+)
 
 
 class HostRegistry:
@@ -344,11 +363,7 @@ class HostRegistry:
         )
         if outcome is not Outcome.BROKEN:
             if outcome.finished and outcome is not Outcome.CANCELLED:
-                conn.execute(
-                    update(t.host_status)
-                    .where(t.host_status.c.name == host, t.host_status.c.broken_streak != 0)
-                    .values(broken_streak=0, updated=now())
-                )
+                conn.execute(_STREAK_ENDS, {"s_host": host, "s_at": now()})
             return None
         conn.execute(
             update(t.host_status)

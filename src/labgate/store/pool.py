@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from labgate.model import (
@@ -105,12 +105,19 @@ class PoolTables(Tables):
             return list(rows.scalars())
 
     def job_states(
-        self, flight_ids: Sequence[int], *, needs: bool = True, but: Sequence[int] = ()
+        self,
+        flight_ids: Sequence[int],
+        *,
+        needs: bool = True,
+        but: Sequence[int] = (),
+        moved_only: bool = False,
     ) -> dict[int, list[JobState]]:
         """Where each job of these flights stands (but the jobs ``but`` names), without steps:
         what moving a flight along needs (cheap enough to ask after every job). Without
         ``needs``, ``requires`` and ``depends`` are left empty (a caller that has them
-        already)."""
+        already). ``moved_only``: only the jobs that are not waiting for their first attempt
+        (any job left out is queued, attempt 0), so that a caller asking after every job reads
+        the few that run or ended, not the whole queue each time."""
         out: dict[int, list[JobState]] = {i: [] for i in flight_ids}
         if not flight_ids:
             return out
@@ -118,10 +125,14 @@ class PoolTables(Tables):
         if needs:
             columns += [t.job.c.requires, t.job.c.depends]
         with self.reader.connect() as conn:
+            where: list[ColumnElement[bool]] = [
+                t.job.c.flight_id.in_(list(flight_ids)),
+                t.job.c.id.not_in(list(but)),
+            ]
+            if moved_only:
+                where.append(or_(t.job.c.outcome != str(Outcome.QUEUED), t.job.c.attempt > 0))
             rows = conn.execute(
-                select(*columns)
-                .where(t.job.c.flight_id.in_(list(flight_ids)), t.job.c.id.not_in(list(but)))
-                .order_by(t.job.c.flight_id, t.job.c.seq)
+                select(*columns).where(*where).order_by(t.job.c.flight_id, t.job.c.seq)
             )
             for r in rows:
                 out[r.flight_id].append(

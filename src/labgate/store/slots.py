@@ -613,8 +613,18 @@ class Allocator:
 def release_slots(conn: Connection, job_id: int, *where: Any) -> None:
     """Give back the slots job ``job_id`` holds (those matching ``where``), in the caller's
     transaction."""
+    if not where:  # every job's end: the statement built once
+        conn.execute(_RELEASE_SLOTS, {"r_job": job_id})
+        return
     conn.execute(
         update(t.slot_lease)
         .where(t.slot_lease.c.job_id == job_id, *where)
         .values(job_id=None, **SLOT.cleared())
     )
+
+
+_RELEASE_SLOTS = (
+    update(t.slot_lease)
+    .where(t.slot_lease.c.job_id == bindparam("r_job"))
+    .values(job_id=None, **SLOT.cleared())
+)

@@ -338,6 +338,18 @@ def test_the_audit_log_names_who_saw_embargoed_work_for_the_groups_admins(leak: 
         f"/api/embargo/{GROUP}/audit", headers={"authorization": f"Bearer {LAB_TOKEN}"}
     )
     assert admin.status_code == 200 and len(admin.json()["items"]) == 1
+    # pages of the log, newest first: every sight exactly once, across pages
+    for step in range(1, 5):
+        leak.get("member", f"/flights/{leak.hidden}/jobs/build/steps/0/log?n={step}")
+    seen: list[int] = []
+    page: str | None = f"/api/embargo/{GROUP}/audit?limit=2"
+    while page is not None:
+        body = leak.get("member", page).json()
+        assert len(body["items"]) <= 2
+        seen += [e["id"] for e in body["items"]]
+        page = body["next"]
+    assert len(seen) == 5 and seen == sorted(set(seen), reverse=True)
+    assert seen[-1] == entries[0]["id"]  # the first sight, last
     leak.users.add("carol", groups=[GROUP])  # a member, not an admin of the group
     carol = {"authorization": "Bearer " + leak.users.create_token("carol")}
     assert leak.client.get(f"/api/embargo/{GROUP}/audit", headers=carol).status_code == 404

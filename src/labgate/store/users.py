@@ -156,9 +156,11 @@ class AuditEntry:
     group: str
     what: str
     created: str
+    id: int = 0  # the entry's place in the log (pages of it go ``before`` one)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "user": self.user,
             "flight": self.flight,
             "group": self.group,
@@ -414,16 +416,22 @@ class Users:
                 )
             )
 
-    def audit(self, group: str, *, limit: int = 1000) -> list[AuditEntry]:
-        """Who saw the group's embargoed work and when, newest first."""
+    def audit(
+        self, group: str, *, limit: int = 1000, before: int | None = None
+    ) -> list[AuditEntry]:
+        """Who saw the group's embargoed work and when, newest first (``before``: only the
+        entries older than that id, the next page)."""
         query = (
             select(t.embargo_audit)
             .where(t.embargo_audit.c.group == group)
             .order_by(t.embargo_audit.c.id.desc())
             .limit(limit)
         )
+        if before is not None:
+            query = query.where(t.embargo_audit.c.id < before)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [
-            AuditEntry(r.user, r.flight_id, r.group, r.what, iso(r.created) or "") for r in rows
+            AuditEntry(r.user, r.flight_id, r.group, r.what, iso(r.created) or "", r.id)
+            for r in rows
         ]

@@ -158,7 +158,10 @@ def audit(web: Web, request: Request) -> Response:
     viewer = pages.viewer_of(request)
     if not (viewer.admin or group in viewer.admin_of):
         raise HTTPException(404, f"no audit log of group {group!r} for you")
-    return listing(request, web.users.audit(group))
+    limit = limit_param(request)
+    found = web.users.audit(group, limit=limit + 1, before=pages.int_param(request, "before"))
+    shown, after = page_of(found, limit, lambda entry: entry.id)
+    return listing(request, shown, after)
 
 
 async def cancel(web: Web, request: Request) -> Response:
@@ -393,7 +396,7 @@ SCHEMAS: dict[str, Any] = {
         },
         optional=("graph",),
     ),
-    "Audit": obj({"user": S, "flight": INT, "group": S, "what": S, "created": S}),
+    "Audit": obj({"id": INT, "user": S, "flight": INT, "group": S, "what": S, "created": S}),
     "Endpoint": obj({"path": S, "methods": array(S), "summary": S}),
     "Metric": obj({"job": S, "step": S, "metric": S, "flights": INT, "newest": INT, "trend": S}),
     "Trend": obj(
@@ -554,10 +557,13 @@ OPENAPI: dict[str, Any] = {
         "/api/ondemand/hosts/{name}/power-cycle": _post(
             "power-cycle a host one has reserved", ("name",)
         ),
-        "/api/embargo/{group}/audit": _get(
-            "who saw the group's embargoed work (its admins only)",
-            listed(ref("Audit")),
-            ("group",),
+        "/api/embargo/{group}/audit": _query(
+            _get(
+                "who saw the group's embargoed work, newest first (its admins only)",
+                listed(ref("Audit")),
+                ("group",),
+            ),
+            PAGED,
         ),
     },
 }

@@ -339,8 +339,8 @@ def test_the_audit_log_names_who_saw_embargoed_work_for_the_groups_admins(leak: 
     )
     assert admin.status_code == 200 and len(admin.json()["items"]) == 1
     # pages of the log, newest first: every sight exactly once, across pages
-    for step in range(1, 5):
-        leak.get("member", f"/flights/{leak.hidden}/jobs/build/steps/0/log?n={step}")
+    for sight in range(1, 5):
+        leak.get("member", f"/flights/{leak.hidden}/jobs/build/steps/0/log?n={sight}")
     seen: list[int] = []
     page: str | None = f"/api/embargo/{GROUP}/audit?limit=2"
     while page is not None:

@@ -238,9 +238,12 @@ def _log(event: str, **fields: object) -> None:
 
 
 def fingerprint() -> tuple[str, int]:
-    """What makes forked commands the code a new process would run: the interpreter, and every
-    file of labgate's own as it is now (a change, an upgrade, a reinstall)."""
-    files = []
+    """What makes forked commands the code a new process would run: the interpreter, every
+    file of labgate's own as it is now (a change, an upgrade, a reinstall), and the directories
+    packages are installed in (installing or removing one changes its directory)."""
+    files = [
+        (folder, "", os.stat(folder).st_mtime_ns, 0) for folder in sys.path if os.path.isdir(folder)
+    ]
     for folder, _dirs, names in os.walk(Path(__file__).parent.parent):
         for name in names:
             if name.endswith((".py", ".toml", ".html", ".css", ".js", ".typed")):

@@ -211,3 +211,19 @@ def test_services_run_in_their_own_process() -> None:
     commands = [["flight", "run", "main"], ["host", "list"], ["--version"], ["gate-x"]]
     assert not any(resident._is_service(argv) for argv in commands)
     assert sys.executable  # the resident is started with this interpreter
+
+
+def test_the_directory_it_was_started_from_is_not_its_code(
+    tmp_path: Path, home: dict[str, str]
+) -> None:
+    """Started from a directory with a json.py in it, it imports the standard library's; a file
+    made there later does not make it stale (it did: sys.path's first entry changed)."""
+    where = tmp_path / "start"
+    where.mkdir()
+    (where / "json.py").write_text("raise SystemExit('the wrong json')\n")
+    started = cli(home, "resident", "start", cwd=where)
+    assert started.returncode == 0, started.stderr
+    (where / "out.txt").write_text("a file made after the start\n")
+    ran = cli(home, "--version", cwd=where)
+    assert ran.returncode == 0 and package.__version__ in ran.stdout, ran.stderr
+    assert status(home)["commands"] == 1

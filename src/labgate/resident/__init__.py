@@ -68,7 +68,7 @@ def runtime_dir() -> Path:
     """This user's directory of the resident's socket and log."""
     chosen = os.environ.get("LABGATE_RESIDENT_DIR")
     if chosen:
-        return Path(chosen)
+        return Path(chosen).absolute()
     run = os.environ.get("XDG_RUNTIME_DIR")
     return Path(run) / "labgate" if run else Path(f"/tmp/labgate-{os.getuid()}")
 
@@ -219,7 +219,9 @@ def start_detached(ready: int | None = None) -> None:
         env[READY_FD] = str(ready)
     with log:
         subprocess.Popen(
-            [sys.executable, "-m", "labgate.resident"],
+            # -P: not the caller's directory first on sys.path (a json.py there would be
+            # imported instead of the standard library's, for every command)
+            [sys.executable, "-P", "-m", "labgate.resident"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -501,5 +503,6 @@ def run_resident() -> None:
         _say_ready()
         return
     resident = Resident(socket_path())
+    os.chdir("/")  # hold no directory of the caller's; each command gets the caller's own
     resident.preload()
     resident.serve()

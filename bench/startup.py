@@ -18,7 +18,10 @@ rounds alternating so that every figure sees the same machine:
 
     python bench/startup.py [--rounds 15]
 
-The load average is printed with the figures: on a shared machine they move with it.
+labgate's own modules are compiled first (``compileall``), as pip does when it installs a
+wheel: with ``PYTHONDONTWRITEBYTECODE`` set (as on this project's machines) an editable install
+would otherwise compile them again at every start. The load average is printed with the figures:
+on a shared machine they move with it.
 """
 
 from __future__ import annotations
@@ -114,6 +117,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     python = sys.executable
+    # labgate's modules compiled, as pip compiles them installing a wheel: an editable install
+    # under PYTHONDONTWRITEBYTECODE (set on some machines) would compile them at every start
+    package = Path(__file__).resolve().parent.parent / "src" / "labgate"
+    subprocess.run([python, "-m", "compileall", "-q", str(package)], check=True)
     with tempfile.TemporaryDirectory(prefix="labgate-startup-") as tmp:
         stamp = Path(tmp) / "stamp"
         lab = make_lab(Path(tmp), stamp)

@@ -541,6 +541,8 @@ def report(records: Sequence[Record], timing: dict[str, float] | None) -> bool:
             f" {_mean(rs, 'runs'):>6.2f} {max(r.runs for r in rs):>4}"
             f" {_mean(rs, 'rounds'):>6.2f} {ratio}"
         )
+    for line in _random_test_bound(records):
+        print(line)
     real_lab = [r for r in records if r.tool == "labgate" and r.mode == "real"]
     if real_lab:
         right = sum(r.correct for r in real_lab)
@@ -566,6 +568,44 @@ def report(records: Sequence[Record], timing: dict[str, float] | None) -> bool:
     for ok, text in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
     return all(ok for ok, _ in checks)
+
+
+def random_test_bound(size: int, deterministic: Sequence[Record]) -> float:
+    """The least probability that a search names a culprit for a test failing at random half the
+    time, given its runs on a deterministic test (``deterministic``: searches of histories of
+    ``size`` commits with the culprit planted uniformly, as :func:`generate` plants it).
+
+    Why: the search is a function of the runs it has seen. A deterministic test with culprit c
+    gives one history of outcomes, on which it names c after T(c) runs; a 50%-random test
+    gives that same history with probability 2 ** -T(c), and then the search names c too. The
+    histories for different c are different, so a random test gets some culprit named with
+    probability at least the sum over c of 2 ** -T(c), estimated here as ``size - 1`` times the
+    mean of 2 ** -runs over the searches that named the right culprit (a search that names a
+    wrong one is counted as naming none, which only lowers the bound). It is at least
+    ``(size - 1) * 2 ** -mean(T)`` (convexity): 1,000 commits at 17.5 runs give 0.54%, so 0 in
+    100 searches needs about 17.7 runs even to be more likely than not."""
+    if not deterministic:
+        return 0.0
+    hits = [2.0**-r.runs if r.correct else 0.0 for r in deterministic]
+    return (size - 1) * statistics.fmean(hits)
+
+
+def _random_test_bound(records: Sequence[Record]) -> Iterator[str]:
+    """The bound of :func:`random_test_bound` beside the random-50% test's culprits named."""
+    for shape, size in sorted({(r.shape, r.size) for r in records}):
+        here = [r for r in records if (r.shape, r.size) == (shape, size) and r.tool == "labgate"]
+        det = [r for r in here if r.test == "model" and r.told == "auto" and r.k == 1]
+        det = [r for r in det if (r.p, r.q) == (0.0, 1.0)]
+        coins = [r for r in here if r.test == "random-50%"]
+        if det and coins:
+            bound = random_test_bound(size, det)
+            yield (
+                f"{shape} {size} random-50%: {sum(r.named for r in coins)} culprits named in"
+                f" {len(coins)} searches; any engine making the default mode's runs on a"
+                f" deterministic test names one with probability >= {bound:.4f}, so >="
+                f" {bound * len(coins):.2f} expected (chance of none about"
+                f" {math.exp(-bound * len(coins)):.2f})"
+            )
 
 
 def _mean(rs: Sequence[Record], attr: str) -> float:

@@ -6,11 +6,16 @@ hypothesis costs a deterministic test nothing.
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 
 from labgate.bisect.engine import Culprit, Decision, Observation, Search, TreeRange
+from test_bisect_cli import linear as repository
+from test_bisect_cli import runs as counted
+from test_bisect_cli import search as bisect_run
 
 
 def linear(n: int) -> TreeRange:
@@ -85,3 +90,29 @@ def test_an_intermittent_regression_is_not_taken_for_a_random_test() -> None:
         assert d.reason_code != "test-random", d.reason
         named += d.culprit == Culprit("", "c120")
     assert named == 5
+
+
+# Fails on about half of its runs, in an order fixed by how many runs came before it and by
+# nothing else: the commit plays no part, and every run of the test suite sees the same coins.
+COIN_SH = """n=$(wc -l < "$COUNTER"); echo . >> "$COUNTER"
+test $(( $(echo "coin $n" | cksum | cut -d' ' -f1) % 2 )) = 1 && exit 1; exit 0"""
+
+
+def test_labgate_bisect_run_says_the_test_fails_at_random(tmp_path: Path) -> None:
+    h = repository(tmp_path, n=30, culprit_at=12)
+    counter = tmp_path / "counter"
+    counter.touch()
+    ran = bisect_run(h, "sh", "-c", COIN_SH, options=["--json"], counter=counter)
+    assert ran.status == 1, ran.stderr
+    result = json.loads(ran.stdout)
+    assert result["culprit"] is None
+    assert result["reason"] == "test-random"
+    assert result["fails_at_random"] > 0.5
+    failed = sum(o["outcome"] == "bad" for o in result["observations"])
+    assert result["runs"] == len(counted(counter))
+    assert (
+        f"the test fails at random: {failed} of {result['runs']} runs failed" in (result["message"])
+    )
+    assert "the last failing run's output: " in result["message"]
+    line = [x for x in ran.stderr.splitlines() if x.startswith("no culprit after ")]
+    assert len(line) == 1 and "fails at random" in line[0]

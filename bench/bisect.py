@@ -4,6 +4,8 @@
     python bench/bisect.py                    # the full table: 100 trials a cell, 1,000 commits,
                                               # 2 processes (65 minutes on 2 shared cores)
     python bench/bisect.py --sizes 1000,5000  # also 5,000 commits (several times longer)
+    python bench/bisect.py --save A.jsonl     # keep each history's records as it is done;
+    python bench/bisect.py --report A.jsonl B.jsonl  # one table from saved runs (stopped too)
 
 For every trial a history is generated with ``git fast-import`` (linear, or merge-heavy: topic
 branches forked from and merged back into the mainline), a culprit is planted (a file ``bad`` exists
@@ -737,7 +739,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="5 trials of 1,000 commits, 1 real: a smoke run of a few minutes",
     )
-    parser.add_argument("--save", type=Path, help="write every record as JSON lines here")
+    parser.add_argument(
+        "--save",
+        type=Path,
+        help="write every record as JSON lines here, each history's as soon as it is done (a run"
+        " stopped early keeps what it measured)",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        metavar="SAVED",
+        help="only print the table of records saved by --save (several files: one table)",
+    )
     parser.add_argument(
         "--worktrees",
         type=int,
@@ -761,6 +775,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for label, seconds in per_run.items():
             print(f"{args.worktrees} files, seconds per run, {label:16}: {seconds:.3f}")
         return 0
+    if args.report:
+        saved = [Record(**json.loads(line)) for f in args.report for line in f.open()]
+        print(f"{len(saved)} saved records from {', '.join(map(str, args.report))}")
+        return 0 if report(saved, None) else 1
     started = time.monotonic()
     version = engine_version()  # before the run: the source may change while it goes
     with tempfile.TemporaryDirectory(prefix="labgate-bench-") as workdir:
@@ -771,9 +789,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for t in range(args.trials)
         ]
         records: list[Record] = []
+        if args.save:
+            args.save.write_text("")
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             for done, batch in enumerate(pool.map(run_trial, trials), 1):
                 records += batch
+                if args.save:
+                    with args.save.open("a") as out:
+                        out.writelines(json.dumps(asdict(r)) + "\n" for r in batch)
                 print(
                     f"\r{done}/{len(trials)} histories ({time.monotonic() - started:.0f} s)",
                     end="",
@@ -781,8 +804,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
         print(file=sys.stderr)
-    if args.save:
-        args.save.write_text("".join(json.dumps(asdict(r)) + "\n" for r in records))
     timing = None if args.no_timing else time_decisions(TIMING_SIZE, args.seed)
     print(
         f"{args.trials} trials per shape and size ({args.real_trials} with labgate's real runner),"

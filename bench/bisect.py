@@ -4,6 +4,8 @@
     python bench/bisect.py                    # the full table: 100 trials a cell, 1,000 commits,
                                               # 2 processes (65 minutes on 2 shared cores)
     python bench/bisect.py --sizes 1000,5000  # also 5,000 commits (several times longer)
+    python bench/bisect.py --save A.jsonl     # keep each history's records as it is done;
+    python bench/bisect.py --report A.jsonl B.jsonl  # one table from saved runs (stopped too)
 
 For every trial a history is generated with ``git fast-import`` (linear, or merge-heavy: topic
 branches forked from and merged back into the mainline), a culprit is planted (a file ``bad`` exists
@@ -541,6 +543,8 @@ def report(records: Sequence[Record], timing: dict[str, float] | None) -> bool:
             f" {_mean(rs, 'runs'):>6.2f} {max(r.runs for r in rs):>4}"
             f" {_mean(rs, 'rounds'):>6.2f} {ratio}"
         )
+    for line in _random_test_bound(records):
+        print(line)
     real_lab = [r for r in records if r.tool == "labgate" and r.mode == "real"]
     if real_lab:
         right = sum(r.correct for r in real_lab)
@@ -566,6 +570,44 @@ def report(records: Sequence[Record], timing: dict[str, float] | None) -> bool:
     for ok, text in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
     return all(ok for ok, _ in checks)
+
+
+def random_test_bound(size: int, deterministic: Sequence[Record]) -> float:
+    """The least probability that a search names a culprit for a test failing at random half the
+    time, given its runs on a deterministic test (``deterministic``: searches of histories of
+    ``size`` commits with the culprit planted uniformly, as :func:`generate` plants it).
+
+    Why: the search is a function of the runs it has seen. A deterministic test with culprit c
+    gives one history of outcomes, on which it names c after T(c) runs; a 50%-random test
+    gives that same history with probability 2 ** -T(c), and then the search names c too. The
+    histories for different c are different, so a random test gets some culprit named with
+    probability at least the sum over c of 2 ** -T(c), estimated here as ``size - 1`` times the
+    mean of 2 ** -runs over the searches that named the right culprit (a search that names a
+    wrong one is counted as naming none, which only lowers the bound). It is at least
+    ``(size - 1) * 2 ** -mean(T)`` (convexity): 1,000 commits at 17.5 runs give 0.54%, so 0 in
+    100 searches needs about 17.7 runs even to be more likely than not."""
+    if not deterministic:
+        return 0.0
+    hits = [2.0**-r.runs if r.correct else 0.0 for r in deterministic]
+    return (size - 1) * statistics.fmean(hits)
+
+
+def _random_test_bound(records: Sequence[Record]) -> Iterator[str]:
+    """The bound of :func:`random_test_bound` beside the random-50% test's culprits named."""
+    for shape, size in sorted({(r.shape, r.size) for r in records}):
+        here = [r for r in records if (r.shape, r.size) == (shape, size) and r.tool == "labgate"]
+        det = [r for r in here if r.test == "model" and r.told == "auto" and r.k == 1]
+        det = [r for r in det if (r.p, r.q) == (0.0, 1.0)]
+        coins = [r for r in here if r.test == "random-50%"]
+        if det and coins:
+            bound = random_test_bound(size, det)
+            yield (
+                f"{shape} {size} random-50%: {sum(r.named for r in coins)} culprits named in"
+                f" {len(coins)} searches; any engine making the default mode's runs on a"
+                f" deterministic test names one with probability >= {bound:.4f}, so >="
+                f" {bound * len(coins):.2f} expected (chance of none about"
+                f" {math.exp(-bound * len(coins)):.2f})"
+            )
 
 
 def _mean(rs: Sequence[Record], attr: str) -> float:
@@ -697,7 +739,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="5 trials of 1,000 commits, 1 real: a smoke run of a few minutes",
     )
-    parser.add_argument("--save", type=Path, help="write every record as JSON lines here")
+    parser.add_argument(
+        "--save",
+        type=Path,
+        help="write every record as JSON lines here, each history's as soon as it is done (a run"
+        " stopped early keeps what it measured)",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        metavar="SAVED",
+        help="only print the table of records saved by --save (several files: one table)",
+    )
     parser.add_argument(
         "--worktrees",
         type=int,
@@ -721,6 +775,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for label, seconds in per_run.items():
             print(f"{args.worktrees} files, seconds per run, {label:16}: {seconds:.3f}")
         return 0
+    if args.report:
+        saved = [Record(**json.loads(line)) for f in args.report for line in f.open()]
+        print(f"{len(saved)} saved records from {', '.join(map(str, args.report))}")
+        return 0 if report(saved, None) else 1
     started = time.monotonic()
     version = engine_version()  # before the run: the source may change while it goes
     with tempfile.TemporaryDirectory(prefix="labgate-bench-") as workdir:
@@ -731,9 +789,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for t in range(args.trials)
         ]
         records: list[Record] = []
+        if args.save:
+            args.save.write_text("")
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             for done, batch in enumerate(pool.map(run_trial, trials), 1):
                 records += batch
+                if args.save:
+                    with args.save.open("a") as out:
+                        out.writelines(json.dumps(asdict(r)) + "\n" for r in batch)
                 print(
                     f"\r{done}/{len(trials)} histories ({time.monotonic() - started:.0f} s)",
                     end="",
@@ -741,8 +804,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
         print(file=sys.stderr)
-    if args.save:
-        args.save.write_text("".join(json.dumps(asdict(r)) + "\n" for r in records))
     timing = None if args.no_timing else time_decisions(TIMING_SIZE, args.seed)
     print(
         f"{args.trials} trials per shape and size ({args.real_trials} with labgate's real runner),"

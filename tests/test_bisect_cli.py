@@ -203,6 +203,7 @@ def test_linear_history_names_the_culprit_and_writes_json(tmp_path: Path) -> Non
         "candidates",
         "good_end_fails",
         "bad_end_passes",
+        "fails_at_random",
         "flake_rate",
         "detection_rate",
         "observations",

@@ -41,7 +41,7 @@ EXIT_INTERRUPTED = 130
 TOP_CANDIDATES = 5
 FAILING_TAIL_LINES = 5  # lines of a failing run's output shown as it ends
 KNOWLEDGE = click.Choice(["no", "yes", "auto"])
-SUSPECT_ENDS = ("bad-end-passes", "good-end-fails")
+SUSPECT_ENDS = ("bad-end-passes", "good-end-fails", "test-random")
 
 
 @click.group("bisect")
@@ -414,6 +414,10 @@ def _message(result: Result, bad: str, good: Sequence[str]) -> str:
     decision = result.decision
     if decision.reason_code not in SUSPECT_ENDS:
         return decision.reason or "undecided"
+    if decision.reason_code == "test-random":
+        logs = [e.log for e in result.executions if e.outcome == "bad"]
+        log = f" (the last failing run's output: {logs[-1]})" if logs else ""
+        return f"{decision.reason}{log}"
     passing = decision.reason_code == "bad-end-passes"
     logs = [e.log for e in result.executions if e.outcome == ("good" if passing else "bad")]
     log = f" (the last such run's output: {logs[-1]})" if logs else ""
@@ -445,6 +449,7 @@ def _write_json(json_path: str, result: Result, message: str | None, reason: str
         ],
         "good_end_fails": decision.good_end_fails,
         "bad_end_passes": decision.bad_end_passes,
+        "fails_at_random": decision.fails_at_random,
         "flake_rate": decision.flake_rate,
         "detection_rate": decision.detection_rate,
         "observations": [

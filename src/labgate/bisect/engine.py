@@ -24,7 +24,10 @@ fails" compete with the commits under the same guard, and when one of them is th
 it (and its end was seen to pass, or to fail) the decision is "undecided" with ``reason_code``
 ``bad-end-passes`` or ``good-end-fails``: the test, not a commit, is what to look at. An end is
 run only when the answer depends on it: failures above a culprit inside the range already make
-"the bad end does not fail" unlikely.
+"the bad end does not fail" unlikely. So is "the test fails at random, whatever the commit"
+(``posterior.RANDOM_PRIOR``; only when the test may fail at a good commit): once it clears the
+guard and the good end was seen to fail and the bad end to pass, the decision is "undecided" with
+``reason_code`` ``test-random``.
 
 ``flaky`` and ``intermittent`` say what the caller knows of the test (``posterior.noise_prior``):
 told both ``no``, the search costs git bisect's runs, plus at most one at an end it must verify.
@@ -84,7 +87,12 @@ SETTLE = 0.9  # the mixture probability from which runs go to settling the leadi
 _TOP = 5  # candidates listed in a decision
 TestPoint = Mapping[str, str]
 ReasonCode = Literal[
-    "bad-end-passes", "good-end-fails", "skipped-commits", "max-runs", "nothing-to-test"
+    "bad-end-passes",
+    "good-end-fails",
+    "test-random",
+    "skipped-commits",
+    "max-runs",
+    "nothing-to-test",
 ]
 
 
@@ -113,7 +121,8 @@ class Decision:
     are the posterior means of p and q; ``executions`` counts the observations given (runs,
     skips included). ``good_end_fails`` and ``bad_end_passes`` are the probabilities of the end
     hypotheses. An "undecided" decision has a ``reason`` (a sentence) and a ``reason_code``:
-    ``bad-end-passes`` and ``good-end-fails`` (the test is suspect, see the module's docstring),
+    ``bad-end-passes``, ``good-end-fails`` and ``test-random`` (the test is suspect, see the
+    module's docstring; ``fails_at_random`` is the probability of the last),
     ``skipped-commits`` (untestable commits hide the culprit among ``candidates``), ``max-runs``
     (the budget is spent), ``nothing-to-test`` (no testable point tells the candidates apart).
     """
@@ -130,6 +139,7 @@ class Decision:
     reason_code: ReasonCode | None = None
     good_end_fails: float = 0.0
     bad_end_passes: float = 0.0
+    fails_at_random: float = 0.0
 
 
 class Search:
@@ -167,7 +177,9 @@ class Search:
         self.noise = noise_prior(flaky, intermittent) if noise is None else tuple(noise)
         if not self.noise or any(h.prior <= 0.0 for h in self.noise):
             raise BisectError("the noise prior needs at least one hypothesis, each of weight > 0")
-        self._partition = Partition(self.graph)
+        # a test that never fails at a good commit cannot fail at random either
+        self._random = any(h.p > 0.0 for h in self.noise)
+        self._partition = Partition(self.graph, random=self._random)
         # told (or given a prior that says) the test is deterministic: git bisect's choices, and
         # a culprit needs no run of its own or of its parents beyond what implies them
         self._deterministic = all(h.p == 0.0 and h.q == 1.0 for h in self.noise)
@@ -203,6 +215,8 @@ class Search:
         post = self._posterior(fails, passes)
         ranked = self._ranked(post, skipped)
         top, conf = ranked[0]
+        if top >= g.size:  # the test is at fault: the guard asks no more (posterior._answer)
+            conf = sum(_probability(post, i) for i in self._hypotheses | {g.good_end})
         conf = min(conf, post.guarded)
         base = Decision(
             "test",
@@ -213,6 +227,7 @@ class Search:
             executions=len(observations),
             good_end_fails=_probability(post, g.good_end),
             bad_end_passes=_probability(post, g.no_culprit),
+            fails_at_random=_probability(post, g.no_culprit + 1) if self._random else 0.0,
         )
         need = self._unconfirmed(top, fails, passes)
         if conf >= self.confidence and not need:
@@ -245,17 +260,34 @@ class Search:
         elif ranked[0][1] >= SETTLE and top not in skipped:
             picks = self._settle(post, top, fails, passes, k, skipped, busy)
         else:
-            picks = choose(g, post, k, exclude=skipped | set(busy) | {g.no_culprit}, seeds=busy)
+            picks = choose(g, post, k, exclude=skipped | set(busy) | self._hypotheses, seeds=busy)
         if not picks and not busy:
             reason = "no commit left to test can tell the candidates apart"
             return replace(base, kind="undecided", reason=reason, reason_code="nothing-to-test")
         return replace(base, tests=tuple(dict(g.points[x]) for x in picks))
 
+    @property
+    def _hypotheses(self) -> set[int]:
+        """The indices of the hypotheses that are no point to test: the bad end not failing and
+        the test failing at random."""
+        g = self.graph
+        return {g.no_culprit, g.no_culprit + 1}
+
     def _suspect_end(
         self, base: Decision, end: int, fails: Counter[int], passes: Counter[int]
     ) -> Decision:
-        """The decision when an end hypothesis clears the guard: the test is what to check."""
+        """The decision when an end hypothesis, or the random test, clears the guard: the test is
+        what to check."""
         g = self.graph
+        if end == g.no_culprit + 1:
+            good, bad = g.good_end, g.size - 1
+            failed, runs = sum(fails.values()), sum(fails.values()) + sum(passes.values())
+            reason = (
+                f"the test fails at random: {failed} of {runs} runs failed, the good end failed"
+                f" {fails[good]} of its {fails[good] + passes[good]} runs and the bad end passed"
+                f" {passes[bad]} of its {fails[bad] + passes[bad]}; check what makes it fail"
+            )
+            return replace(base, kind="undecided", reason=reason, reason_code="test-random")
         if end == g.no_culprit:
             at = g.size - 1
             reason = (
@@ -287,7 +319,7 @@ class Search:
         growing once that would settle the candidate."""
         g = self.graph
         checks = self._checks(top)
-        exclude = skipped | set(busy) | {g.no_culprit}
+        exclude = skipped | set(busy) | self._hypotheses
         others = choose(g, post, 2, exclude=exclude, seeds=busy)
         if post.limiting is not None:
             others += choose(g, post.limiting, 2, exclude=exclude, seeds=busy)
@@ -361,7 +393,7 @@ class Search:
         # points of another history (or of a settling lookahead) carry no runs here and change no
         # likelihood; they only cost time, so the classes start afresh once they pile up
         if len(self._partition.points) > 2 * len(points) + 16:
-            self._partition = Partition(self.graph)
+            self._partition = Partition(self.graph, random=self._random)
         self._partition.refine(sorted(points))
         return posterior(self._partition, fails, passes, self.noise)
 
@@ -381,8 +413,11 @@ class Search:
         return out
 
     def _checks(self, top: int) -> list[int]:
-        """The points that confirm a candidate: itself and its parents, or the end it accuses."""
+        """The points that confirm a candidate: itself and its parents, or the end it accuses
+        (both ends for the random test)."""
         g = self.graph
+        if top == g.no_culprit + 1:
+            return [g.good_end, g.size - 1]
         if top == g.no_culprit:
             return [g.size - 1]
         if top == g.good_end:
@@ -392,8 +427,10 @@ class Search:
     def _unconfirmed(self, top: int, fails: Counter[int], passes: Counter[int]) -> list[int]:
         """The points still to see directly: the top candidate failing and its parents passing
         (none for a deterministic test, whose runs elsewhere imply them); for an end hypothesis,
-        the bad end passing or the good end failing."""
+        the bad end passing or the good end failing; for the random test, both."""
         g = self.graph
+        if top == g.no_culprit + 1:
+            return [g.good_end] * (not fails[g.good_end]) + [g.size - 1] * (not passes[g.size - 1])
         if top == g.no_culprit:
             return [] if passes[g.size - 1] else [g.size - 1]
         if top == g.good_end:

@@ -2,10 +2,12 @@
 
 The model: the culprit is one commit of the ranges, a priori uniform, or one of the two end
 hypotheses (``END_PRIOR`` each): the good end already fails (every point bad) or the bad end does
-not fail (no point bad). A test point is *bad* iff the culprit is among its ancestors (itself
-included). A run at a good point fails with the flake rate
-``p``; at a bad point it fails with ``q + (1 - q) p``, ``q`` the detection rate of the regression.
-``p`` and ``q`` are unknown: they take values on a small grid with a spike-and-slab prior (most mass
+not fail (no point bad); or, when the test may fail at a good commit at all, the test fails at
+random (``RANDOM_PRIOR``): every run fails at one rate whatever the commit, a rate above the flake
+rates of the grid (see ``RANDOM_RATES``). A test point is *bad* iff the culprit is among its
+ancestors (itself included). A run at a good point fails with the flake rate ``p``; at a bad
+point it fails with ``q + (1 - q) p``, ``q`` the detection rate of the regression. ``p`` and
+``q`` are unknown: they take values on a small grid with a spike-and-slab prior (most mass
 on the deterministic test, ``p = 0`` and ``q = 1``, so that a history without contradictions is
 searched like ``git bisect`` does) and are integrated out.
 
@@ -25,6 +27,8 @@ from labgate.bisect.graph import Graph
 
 __all__ = [
     "END_PRIOR",
+    "RANDOM_PRIOR",
+    "RANDOM_RATES",
     "Knowledge",
     "Lookahead",
     "Noise",
@@ -43,6 +47,37 @@ END_PRIOR = 0.01
 """The prior of each end hypothesis (the good end fails; the bad end does not fail). Small, as a
 user's ends are usually right, but far above one commit's share on a long range, so that a range
 whose test never fails (or always fails) is found out within a few runs at that end."""
+
+
+RANDOM_PRIOR = 0.01
+"""The prior of the hypothesis that the test fails at random, independent of the commit (a test
+that is broken, not a regression). Like an end's: small, so that it costs a deterministic test no
+run, yet far above one commit's share, so that runs that contradict each other (the good end
+failing, the bad end passing, one commit both) soon make it the leading explanation."""
+
+RANDOM_RATES = (0.4, 0.5, 0.6, 0.7, 0.8)
+"""The failure rates of a test that fails at random, equally likely a priori. Below 0.4 a flaky
+test of the grid (p up to 0.3) with no culprit in the range explains the same runs."""
+
+
+def random_log_likelihood(fails: int, passes: int) -> float:
+    """log P(runs | the test fails at random): ``fails`` and ``passes`` in all, the rate
+    integrated over ``RANDOM_RATES``."""
+    terms = [_term(fails, math.log(r)) + _term(passes, math.log1p(-r)) for r in RANDOM_RATES]
+    peak = max(terms)
+    return peak + math.log(sum(math.exp(t - peak) for t in terms) / len(terms))
+
+
+def _random_rates(fails: int, passes: int) -> tuple[float, float]:
+    """For a test that fails at random, after these runs: the probability the next run fails, and
+    the entropy of a run's outcome averaged over the rate's posterior."""
+    logs = [_term(fails, math.log(r)) + _term(passes, math.log1p(-r)) for r in RANDOM_RATES]
+    peak = max(logs)
+    ws = [math.exp(v - peak) for v in logs]
+    z = sum(ws)
+    fail = sum(w * r for w, r in zip(ws, RANDOM_RATES, strict=True)) / z
+    noise = sum(w * _entropy(r) for w, r in zip(ws, RANDOM_RATES, strict=True)) / z
+    return fail, noise
 
 
 @dataclass(frozen=True)
@@ -131,11 +166,15 @@ def _kept(
 class Partition:
     """Classes of candidates: candidates that are ancestors of the same observed points.
 
-    Kept by the search between rounds and refined as new points get observed.
+    Kept by the search between rounds and refined as new points get observed. With ``random``,
+    the hypothesis "the test fails at random" is a class of its own, of index :attr:`random`
+    (after the graph's two end hypotheses; bad at no point, its runs weighed by
+    :func:`random_log_likelihood` instead of the noise hypotheses).
     """
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, *, random: bool = True) -> None:
         self.graph = graph
+        self.random = graph.no_culprit + 1 if random else None
         self.points: list[int] = []
         self.position: dict[int, int] = {}  # point -> its index in self.points
         # each class: (bitset of candidates, indices into self.points of the points it is bad at)
@@ -144,13 +183,23 @@ class Partition:
             (1 << graph.good_end, ()),
             (1 << graph.no_culprit, ()),
         ]
-        self._log_commit = math.log((1.0 - 2 * END_PRIOR) / graph.size)
+        commits = 1.0 - 2 * END_PRIOR
+        if self.random is not None:
+            self.classes.append((1 << self.random, ()))
+            commits -= RANDOM_PRIOR
+        self._log_commit = math.log(commits / graph.size)
         self._log_end = math.log(END_PRIOR)
 
+    def is_random(self, bits: int) -> bool:
+        """Whether a class is the hypothesis "the test fails at random"."""
+        return self.random is not None and bits == 1 << self.random
+
     def log_prior(self, bits: int, size: int) -> float:
-        """The log prior of a class: an end hypothesis's own, or its commits' share."""
-        g = self.graph
-        if bits >> g.good_end:  # the end hypotheses are classes of their own
+        """The log prior of a class: an end hypothesis's own, the random test's, or its commits'
+        share."""
+        if self.is_random(bits):
+            return math.log(RANDOM_PRIOR)
+        if bits >> self.graph.good_end:  # the end hypotheses are classes of their own
             return self._log_end
         return math.log(size) + self._log_commit
 
@@ -261,13 +310,30 @@ def _rows(
         pg = p_tot - pb
         size = bits.bit_count()
         ls = partition.log_prior(bits, size)
-        row = [
-            ls + lp + _term(fb, lfb) + _term(pb, lpb) + _term(fg, lfg) + _term(pg, lpg)
-            for lp, lfb, lpb, lfg, lpg in logs
-        ]
+        if partition.is_random(bits):
+            # the noise hypotheses keep their prior here: a random test says nothing of p and q
+            ls += random_log_likelihood(f_tot, p_tot)
+            row = [ls + lp for lp, *_ in logs]
+        else:
+            row = [
+                ls + lp + _term(fb, lfb) + _term(pb, lpb) + _term(fg, lfg) + _term(pg, lpg)
+                for lp, lfb, lpb, lfg, lpg in logs
+            ]
         best = max(best, *row)
         rows.append((bits, size, row))
     return rows, best
+
+
+def _answer(partition: Partition, rows: list[tuple[int, int, list[float]]], top: int) -> list[int]:
+    """The classes the answer of class ``top`` stands for: itself, or when it blames the test (an
+    end hypothesis or the random test), every such hypothesis. They predict the same runs under
+    different noise (the good end failing at rate 0.5 is a test failing at random at 0.5; the bad
+    end passing under a flaky test is a test failing at random at p), so the guard asks whether
+    the test is at fault, never which of them it is."""
+    g = partition.graph
+    if rows[top][0] >> g.good_end:
+        return [j for j, (bits, _, _) in enumerate(rows) if bits >> g.good_end]
+    return [top]
 
 
 def _risk(noise: tuple[Noise, ...], mass: list[float], top_mass: list[float]) -> list[float]:
@@ -305,9 +371,17 @@ class Lookahead:
         rows, best = _rows(partition, fails, passes, _logs(noise))
         self._weights = [[_exp(v - best) for v in row] for _, _, row in rows]
         self._sigs = [frozenset(sig) for _, sig in partition.classes]
-        self._top = next(j for j, (bits, _, _) in enumerate(rows) if bits >> top & 1)
-        self._top_size = rows[self._top][1]
+        self._tops = _answer(
+            partition, rows, next(j for j, (bits, _, _) in enumerate(rows) if bits >> top & 1)
+        )
+        self._sizes = [size for _, size, _ in rows]
         self._bad_cache: dict[int, list[float]] = {}
+        # the random test's class, and the runs it has seen (its failure rate is learnt from them)
+        self._random = next((j for j, r in enumerate(rows) if partition.is_random(r[0])), None)
+        self._runs = [sum(fails.values()), sum(passes.values())]
+
+    def _random_fail(self) -> float:
+        return _random_rates(*self._runs)[0] if self._random is not None else 0.0
 
     def _bad_mass(self, x: int) -> list[float]:
         """Per hypothesis: the weight of the classes that ``x`` makes bad."""
@@ -326,26 +400,42 @@ class Lookahead:
     def _after(self, x: int, fail: bool) -> tuple[list[float], list[float]]:
         """Per hypothesis: the total weight and the leading candidate's, after a run at ``x``."""
         bad, total = self._bad_mass(x), self._total()
-        top_bad = self.partition.position[x] in self._sigs[self._top]
+        pos = self.partition.position[x]
+        rnd = self._random_weights()
+        fr = self._random_fail() if fail else 1.0 - self._random_fail()
         mass, top = [], []
-        for h, b, t, w in zip(self.noise, bad, total, self._weights[self._top], strict=True):
+        for i, (h, b, t, r) in enumerate(zip(self.noise, bad, total, rnd, strict=True)):
             fb, fg = (h.fail_bad, h.p) if fail else (1.0 - h.fail_bad, 1.0 - h.p)
-            mass.append(b * fb + (t - b) * fg)
-            top.append(w * (fb if top_bad else fg) / self._top_size)
+            mass.append(b * fb + (t - b - r) * fg + r * fr)
+            weight = 0.0
+            for j in self._tops:
+                factor = fr if j == self._random else fb if pos in self._sigs[j] else fg
+                weight += self._weights[j][i] * factor / self._sizes[j]
+            top.append(weight)
         return mass, top
+
+    def _random_weights(self) -> list[float]:
+        if self._random is None:
+            return [0.0] * len(self.noise)
+        return self._weights[self._random]
 
     def settled(self) -> float:
         """What the search compares with the confidence: the smaller of the candidate's
         probability and 1 - the largest risk."""
         mass = self._total()
-        top = [w / self._top_size for w in self._weights[self._top]]
+        top = [
+            sum(self._weights[j][i] / self._sizes[j] for j in self._tops)
+            for i in range(len(self.noise))
+        ]
         return max(0.0, min(sum(top) / sum(mass), 1.0 - max(_risk(self.noise, mass, top))))
 
     def fail_probability(self, x: int) -> float:
         """The probability that a run at ``x`` (a point of the partition) fails."""
         bad, total = self._bad_mass(x), self._total()
+        fr = self._random_fail()
         fail = sum(
-            b * h.fail_bad + (t - b) * h.p for h, b, t in zip(self.noise, bad, total, strict=True)
+            b * h.fail_bad + (t - b - r) * h.p + r * fr
+            for h, b, t, r in zip(self.noise, bad, total, self._random_weights(), strict=True)
         )
         return fail / sum(total) if sum(total) > 0.0 else 0.0
 
@@ -366,10 +456,13 @@ class Lookahead:
             True: [h.fail_bad if fail else 1.0 - h.fail_bad for h in self.noise],
             False: [h.p if fail else 1.0 - h.p for h in self.noise],
         }
+        fr = self._random_fail() if fail else 1.0 - self._random_fail()
         self._weights = [
+            [w * fr for w in ws] if j == self._random else
             [w * f for w, f in zip(ws, factors[pos in sig], strict=True)]
-            for ws, sig in zip(self._weights, self._sigs, strict=True)
-        ]
+            for j, (ws, sig) in enumerate(zip(self._weights, self._sigs, strict=True))
+        ]  # fmt: skip
+        self._runs[0 if fail else 1] += 1
         peak = max(max(ws) for ws in self._weights)
         if peak > 0.0:
             self._weights = [[w / peak for w in ws] for ws in self._weights]
@@ -389,6 +482,7 @@ def posterior(
     noise_mass = [0.0] * len(noise)
     h_bad = [_entropy(f) for f in fail_bad]
     h_good = [_entropy(f) for f in fail_good]
+    random_fail, random_noise = _random_rates(sum(fails.values()), sum(passes.values()))
     found: list[Class] = []
     for bits, size, row in rows:
         total = f_in = f_out = e_in = e_out = 0.0
@@ -401,7 +495,9 @@ def posterior(
                 f_out += w * fail_good[i]
                 e_in += w * h_bad[i]
                 e_out += w * h_good[i]
-        if total > 0.0:
+        if total > 0.0 and partition.is_random(bits):
+            found.append((bits, size, total, random_fail, random_fail, random_noise, random_noise))
+        elif total > 0.0:
             t = total
             found.append((bits, size, total, f_in / t, f_out / t, e_in / t, e_out / t))
         else:
@@ -413,8 +509,10 @@ def posterior(
     )
     hs = tuple((h, w / z) for h, w in zip(noise, noise_mass, strict=True))
     top = max(range(len(found)), key=lambda j: found[j][2] / found[j][1])
-    top_row, top_size = rows[top][2], rows[top][1]
-    top_mass = [math.exp(v - best) / top_size for v in top_row]
+    answer = _answer(partition, rows, top)
+    top_mass = [
+        sum(math.exp(rows[j][2][i] - best) / rows[j][1] for j in answer) for i in range(len(noise))
+    ]
     risk = _risk(noise, noise_mass, top_mass)
     worst = max(range(len(noise)), key=lambda i: risk[i]) if any(noise_mass) else None
     return Posterior(

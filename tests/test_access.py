@@ -11,7 +11,9 @@ import asyncio
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +24,8 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from gitrepos import GitRepo
+from labgate.access.fetch import Refused
+from labgate.access.ondemand import OnDemand, submit
 from labgate.access.queue import standing
 from labgate.config import ConfigError, Lab, load_lab
 from labgate.flight import mirrors_for
@@ -31,7 +35,7 @@ from labgate.model import Blessing, FlightState, JobSpec, Outcome, Owner, StepSp
 from labgate.store import Store, now
 from labgate.store import schema as t
 from labgate.store.access import AccessRequests
-from labgate.store.users import Users
+from labgate.store.users import Users, Viewer
 from labgate.web import create_app
 from labs import job, labgate, local_host, step, toml_str, write_lab
 from procs import wait_for
@@ -328,6 +332,49 @@ def test_the_group_quota_and_host_hours_hold(tmp_path: Path, database_url: str) 
         hours = client.post("/api/ondemand/flights", json={"branch": "main"}, headers=ada)
         assert hours.status_code == 429 and "allows 1h a week" in hours.json()["error"]
         client.close()
+
+
+RACES = [
+    # (lab.toml's quotas, who submits, the rule each refusal names)
+    ("quota = { flights = 3 }\n", ["ada"] * 8, "[access] quota of ada allows 3 at once"),
+    (
+        "quota = { flights = 8 }\ngroups = { community = { flights = 3 } }\n",
+        ["ada", "bob"] * 4,
+        "[access.groups.community] allows 3 at once",
+    ),
+]
+
+
+@pytest.mark.parametrize("race", RACES, ids=["user", "group"])
+def test_submissions_at_the_same_instant_are_decided_one_after_the_other(
+    tmp_path: Path, database_url: str, race: tuple[str, list[str], str]
+) -> None:
+    quotas, who, rule = race
+    lab_dir, _ = access_lab(tmp_path, database_url, quotas)
+    lab = load_lab(lab_dir)
+    mirrors = mirrors_for(lab)
+    mirrors.update("xen")
+    with Store.open(lab.database_url) as store:
+        users = Users(store.engine)
+        for name in sorted(set(who)):
+            users.add(name, groups=["community"])
+        viewers = [users.viewer(name) for name in who]
+        start = threading.Barrier(len(who))
+
+        def one(viewer: Viewer) -> int | Refused:
+            start.wait()  # every submission checks the quota at the same instant
+            try:
+                return submit(lab, store, mirrors, viewer, OnDemand("main"))
+            except Refused as refused:
+                return refused
+
+        with ThreadPoolExecutor(len(who)) as pool:
+            answers = list(pool.map(one, viewers))
+        accepted = [a for a in answers if isinstance(a, int)]
+        refused = [a for a in answers if isinstance(a, Refused)]
+        assert len(accepted) == 3 and len(refused) == len(who) - 3, answers
+        assert all(r.rule == "quota" and rule in r.message for r in refused), refused
+        assert flight_ids(store) == sorted(accepted)  # a refusal left no flight
 
 
 def test_a_fetch_over_the_size_limit_or_the_time_limit_is_refused(

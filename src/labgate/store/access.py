@@ -8,13 +8,14 @@ user, puts them in their group and makes their API token, in the transaction tha
 from __future__ import annotations
 
 import json
+import zlib
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, select, text, update
 
 from labgate.model import Outcome
 from labgate.store import schema as t
@@ -187,39 +188,12 @@ class AccessRequests:
 
     def members(self, group: str) -> list[str]:
         with self.engine.connect() as conn:
-            query = select(t.user_group.c.user).where(t.user_group.c.group == group)
-            return sorted(conn.execute(query).scalars())
+            return members_on(conn, group)
 
     def usage(self, users: Sequence[str], at: datetime | None = None) -> dict[str, Usage]:
         """Each user's flights queued or running and host time since a week before ``at``."""
-        stamp = at or now()
-        since = stamp - WEEK
         with self.engine.connect() as conn:
-            active: dict[str, int] = dict(
-                conn.execute(
-                    select(t.flight.c.owner, func.count())
-                    .where(
-                        t.flight.c.owner.in_(users),
-                        t.flight.c.state.in_(ACTIVE_FLIGHT_STATES),
-                    )
-                    .group_by(t.flight.c.owner)
-                ).all()
-            )
-            runs = conn.execute(
-                select(t.flight.c.owner, t.job.c.started, t.job.c.finished)
-                .join(t.job, t.job.c.flight_id == t.flight.c.id)
-                .where(
-                    t.flight.c.owner.in_(users),
-                    t.job.c.started.is_not(None),
-                    (t.job.c.finished.is_(None)) | (t.job.c.finished >= since),
-                )
-            ).all()
-        seconds: dict[str, float] = defaultdict(float)
-        for owner, started, finished in runs:
-            begin = max(aware(started), since)
-            end = aware(finished) if finished is not None else stamp
-            seconds[owner] += max(0.0, (end - begin).total_seconds())
-        return {u: Usage(int(active.get(u, 0)), seconds[u]) for u in users}
+            return usage_on(conn, users, at)
 
     def waiting(self, viewer: Viewer | None = None) -> tuple[list[Waiting], int]:
         """The pool's on-demand flights with queued jobs, oldest first (those ``viewer`` may
@@ -332,3 +306,59 @@ def live_jobs_on(conn: Connection, owners: Collection[str] | None = None) -> dic
         .group_by(owner)
     ).all()
     return {name: int(n) for name, n in rows}
+
+
+def members_on(conn: Connection, group: str) -> list[str]:
+    """The group's members, in the caller's transaction."""
+    query = select(t.user_group.c.user).where(t.user_group.c.group == group)
+    return sorted(conn.execute(query).scalars())
+
+
+def usage_on(
+    conn: Connection, users: Sequence[str], at: datetime | None = None
+) -> dict[str, Usage]:
+    """Each user's flights queued or running and host time since a week before ``at``, in the
+    caller's transaction (an admission's, see :func:`admission`)."""
+    stamp = at or now()
+    since = stamp - WEEK
+    active: dict[str, int] = dict(
+        conn.execute(
+            select(t.flight.c.owner, func.count())
+            .where(t.flight.c.owner.in_(users), t.flight.c.state.in_(ACTIVE_FLIGHT_STATES))
+            .group_by(t.flight.c.owner)
+        ).all()
+    )
+    runs = conn.execute(
+        select(t.flight.c.owner, t.job.c.started, t.job.c.finished)
+        .join(t.job, t.job.c.flight_id == t.flight.c.id)
+        .where(
+            t.flight.c.owner.in_(users),
+            t.job.c.started.is_not(None),
+            (t.job.c.finished.is_(None)) | (t.job.c.finished >= since),
+        )
+    ).all()
+    seconds: dict[str, float] = defaultdict(float)
+    for owner, started, finished in runs:
+        begin = max(aware(started), since)
+        end = aware(finished) if finished is not None else stamp
+        seconds[owner] += max(0.0, (end - begin).total_seconds())
+    return {u: Usage(int(active.get(u, 0)), seconds[u]) for u in users}
+
+
+_ADMISSION_LOCK = 0x61636365  # "acce": the class of PostgreSQL's advisory locks of admissions
+
+
+def admission(conn: Connection, subjects: Collection[str]) -> None:
+    """Make the caller's transaction the only admission of on-demand work for each of
+    ``subjects`` (a user, a group: whose quota it decides) until it ends, so that the usage it
+    reads next stays true until the flight or reservation it lets in is stored with it. Must be
+    the transaction's first statement. PostgreSQL: an advisory lock per subject, taken in one
+    order (no deadlock); SQLite: ``BEGIN IMMEDIATE``, the one writer."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    for key in sorted({zlib.crc32(s.encode()) - 2**31 for s in subjects}):
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(CAST(:kind AS integer), CAST(:key AS integer))"),
+            {"kind": _ADMISSION_LOCK, "key": key},
+        )

@@ -526,6 +526,57 @@ def test_host_time_reserves_a_host_and_gives_its_console_and_power_for_the_windo
     assert done.outcome is Outcome.PASS and done.jobs[0].host == "arm-0"
 
 
+def test_reserved_host_hours_count_while_held_and_after(tmp_path: Path, database_url: str) -> None:
+    quotas = ("quota = { flights = 5, host_hours = 2 }\n"
+              "groups = { community = { host_hours = 3 } }\n")  # fmt: skip
+    lab_dir, _ = access_lab(tmp_path, database_url, quotas)
+    lab = load_lab(lab_dir)
+    with Store.open(lab.database_url) as store:
+        store.sync_hosts(lab.hosts)
+        users = Users(store.engine)
+        client = TestClient(create_app(lab, store), base_url="http://localhost")
+        who = {}
+        for name in ("ada", "bob"):
+            users.add(name, groups=["community"])
+            who[name] = {"authorization": "Bearer " + users.create_token(name)}
+
+        def reserve(name: str, host: str, length: str) -> Any:
+            url = f"/api/ondemand/hosts/{host}/reserve"
+            return client.post(url, json={"for": length}, headers=who[name])
+
+        def submit(name: str) -> Any:
+            return client.post("/api/ondemand/flights", json={"branch": "main"}, headers=who[name])
+
+        assert reserve("ada", "arm-0", "2h").status_code == 201
+        # held now: the whole window counts, so no flight can come on top of it
+        over = submit("ada")
+        assert over.status_code == 429 and over.json()["rule"] == "quota", over.text
+        assert "host time in the last 7 days is 2.00h" in over.json()["error"]
+        # and it counts for the group: bob's 2h would make 4h of the community's 3h
+        group = reserve("bob", "x86-0", "2h")
+        assert group.status_code == 429, group.text
+        assert "[access.groups.community]: 3h a week" in group.json()["error"]
+        assert store.hosts.statuses(["x86-0"])["x86-0"].reserved_by is None
+        assert reserve("bob", "x86-0", "1h").status_code == 201
+
+        # ended early (the admin released it): only the time held counts
+        store.hosts.release("arm-0", "admin")
+        assert submit("ada").status_code == 201
+        # a window that is over counts for the week after it
+        with store.engine.begin() as conn:
+            conn.execute(t.host_time.update().where(t.host_time.c.user == "ada")
+                         .values(start=now() - timedelta(hours=5),
+                                 until=now() - timedelta(hours=3)))  # fmt: skip
+        after = submit("ada")
+        assert after.status_code == 429 and "allows 2h a week" in after.json()["error"]
+        with store.engine.begin() as conn:
+            conn.execute(t.host_time.update().where(t.host_time.c.user == "ada")
+                         .values(start=now() - timedelta(days=8),
+                                 until=now() - timedelta(days=7, hours=1)))  # fmt: skip
+        assert submit("ada").status_code == 201  # more than a week ago
+        client.close()
+
+
 def test_host_time_refusals(acc: Access) -> None:
     reserve = "/api/ondemand/hosts/{}/reserve"
     cases = [

@@ -129,14 +129,15 @@ def quota_on(conn: Connection, lab: Lab, viewer: Viewer, user: str, hours: float
         _within(f"group {group}'s", lab.access.groups[group], total, where, hours)
 
 
-def admit(lab: Lab, viewer: Viewer, user: str) -> Callable[[Connection], None]:
-    """The decision on a flight of the user, made in the transaction that stores it: the quotas
-    it answers to are locked (:func:`labgate.store.access.admission`), then checked; two
-    submissions at once are decided one after the other, each seeing the other's flight."""
+def admit(lab: Lab, viewer: Viewer, user: str, hours: float = 0.0) -> Callable[[Connection], None]:
+    """The decision on a flight of the user (or on ``hours`` of host time), made in the
+    transaction that stores it: the quotas it answers to are locked
+    (:func:`labgate.store.access.admission`), then checked; two submissions at once are
+    decided one after the other, each seeing the other's work."""
 
     def decide(conn: Connection) -> None:
         admission(conn, [f"user:{user}", *(f"group:{g}" for g in quota_groups(lab, viewer))])
-        quota_on(conn, lab, viewer, user)
+        quota_on(conn, lab, viewer, user, hours)
 
     return decide
 

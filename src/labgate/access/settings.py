@@ -28,7 +28,8 @@ class Quota:
     flights: int | None = None
     """Flights queued or running at once."""
     host_hours: float | None = None
-    """Hours of host time (jobs' run time) in the last 7 days."""
+    """Hours of host time in the last 7 days: on-demand jobs' run time, and host-time
+    reservations (the window reserved, or as long as held when it ended early)."""
 
 
 @dataclass(frozen=True)

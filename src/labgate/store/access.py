@@ -342,7 +342,45 @@ def usage_on(
         begin = max(aware(started), since)
         end = aware(finished) if finished is not None else stamp
         seconds[owner] += max(0.0, (end - begin).total_seconds())
+    for user, start, until, ended in conn.execute(_host_time(users, since)).all():
+        # the whole window from its start, the future part too (it is the user's already),
+        # unless it ended early: the host was released or reserved again before its end
+        end = min(aware(until), aware(ended)) if ended is not None else aware(until)
+        seconds[user] += max(0.0, (end - max(aware(start), since)).total_seconds())
     return {u: Usage(int(active.get(u, 0)), seconds[u]) for u in users}
+
+
+def _host_time(users: Sequence[str], since: datetime) -> Any:
+    """The users' host-time reservations that reach into the week from ``since``: user,
+    start, until, and when the host's reservation next changed (NULL: not since)."""
+    event = t.host_event
+    ended = (
+        select(func.min(event.c.created))
+        .where(
+            event.c.host == t.host_time.c.host,
+            event.c.kind.in_(RESERVATION_ENDS),
+            event.c.created > t.host_time.c.start,
+        )
+        .scalar_subquery()
+    )
+    return select(t.host_time.c.user, t.host_time.c.start, t.host_time.c.until, ended).where(
+        t.host_time.c.user.in_(users), t.host_time.c.until > since
+    )
+
+
+RESERVATION_ENDS = ("release", "reserve")
+"""The host events that end a host's reservation before its window is over (host_event.kind,
+written by ``labgate.store.hosts``)."""
+
+
+def record_host_time(conn: Connection, user: str, host: str, length: timedelta) -> None:
+    """Count a reservation the user holds from now for ``length`` in their host time, in the
+    caller's transaction (its admission, see :func:`admission`): made after the host's
+    reservation, whose own event it must not take for its end."""
+    stamp = now()
+    conn.execute(
+        t.host_time.insert().values(user=user, host=host, start=stamp, until=stamp + length)
+    )
 
 
 _ADMISSION_LOCK = 0x61636365  # "acce": the class of PostgreSQL's advisory locks of admissions

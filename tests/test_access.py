@@ -464,6 +464,36 @@ def test_fair_share_goes_by_the_jobs_each_user_has_on_hosts(acc: Access) -> None
     assert [c.flight_id for c in other.claim()] == [bob]  # ada has a job on a host, bob none
 
 
+@pytest.mark.parametrize("waiting", [40, 64])
+def test_lab_jobs_that_cannot_start_do_not_hold_back_community_work(
+    acc: Access, waiting: int
+) -> None:
+    """``waiting`` lab jobs that cannot start: more than a claim's batch (32); with 64, two
+    whole batches of them come before the on-demand job whichever batch a claim starts on."""
+    store = acc.store
+    allocator = store.slots(acc.lab.hosts, "test-controller")  # x86-0 and arm-0, one slot each
+    allocator.sync()
+    steps = (StepSpec("s", "true"),)
+    build = JobSpec("build", steps, requires=("arch-arm64",))
+    tests = [JobSpec(f"test-{i}", steps, depends=("build",)) for i in range(waiting - 10)]
+    arm = [JobSpec(f"arm-{i}", steps, requires=("arch-arm64",)) for i in range(10)]
+    lab = store.create_flight("main", Blessing.REAL, {}, [build, *tests, *arm])
+    store.submit_flight(lab)
+    assert [(c.job, c.host) for c in allocator.claim()] == [("build", "arm-0")]
+    # the lab's jobs wait (for build, or for arm-0); none could use x86-0: community work can
+    ada = _flight(store, "ada")
+    assert [(c.flight_id, c.host) for c in allocator.claim()] == [(ada, "x86-0")]
+
+    # a lab job that can start still goes first
+    (held,) = store.flight_jobs(ada)
+    allocator.release(held.id)
+    store.finish_job(held.id, Outcome.PASS)
+    bob = _flight(store, "bob")
+    quick = _flight(store, None, 1, Blessing.REAL)
+    assert [(c.flight_id, c.host) for c in allocator.claim()] == [(quick, "x86-0")]
+    assert [j.outcome for j in store.flight_jobs(bob)] == [Outcome.QUEUED]
+
+
 def test_the_queue_says_where_each_flight_stands_and_why(acc: Access) -> None:
     ada = acc.submit("ada", branch="main", jobs=["build"]).json()["id"]
     bob = acc.submit("bob", branch="main", jobs=["build"], public=True).json()["id"]

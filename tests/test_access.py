@@ -27,6 +27,8 @@ from gitrepos import GitRepo
 from labgate.access.fetch import Refused
 from labgate.access.ondemand import OnDemand, submit
 from labgate.access.queue import standing
+from labgate.access.ratelimit import Limited, RateLimiter
+from labgate.access.settings import ApplyLimit
 from labgate.config import ConfigError, Lab, load_lab
 from labgate.flight import mirrors_for
 from labgate.flights import Flights
@@ -172,6 +174,49 @@ def test_apply_on_the_page_then_approve_and_refuse_from_the_command_line(acc: Ac
     me = acc.client.get("/api/ondemand", headers={"authorization": f"Bearer {token}"})
     assert me.status_code == 200 and me.json()["user"] == "ada.l@example.com"
     assert me.json()["quota"] == {"flights": 2, "host_hours": 20.0}
+
+
+def test_the_access_form_is_rate_limited_per_address_and_in_all(
+    tmp_path: Path, database_url: str
+) -> None:
+    limit = "apply_limit = { per_address = 2, total = 3, window = 60 }\n"
+    lab_dir, _ = access_lab(tmp_path, database_url, limit)
+    lab = load_lab(lab_dir)
+    with Store.open(lab.database_url) as store:
+        app = create_app(lab, store)
+        first = TestClient(app, base_url="http://localhost", client=("192.0.2.1", 4000))
+        other = TestClient(app, base_url="http://localhost", client=("192.0.2.2", 4000))
+        assert first.get("/access").status_code == 200
+        assert apply(first, "Ada", "ada@example.com").status_code == 200
+        over = apply(first, "Ada", "ada@example.com")
+        assert over.status_code == 429
+        assert 55 <= int(over.headers["retry-after"]) <= 60
+        assert "[access] apply_limit allows 2 from one address per 60 s" in over.text
+        assert apply(other, "Bob", "bob@example.com").status_code == 200  # its own count
+        everyone = other.get("/access")
+        assert everyone.status_code == 429 and "allows 3 in all per 60 s" in everyone.text
+        assert [r.name for r in AccessRequests(store.engine).requests()] == ["Bob", "Ada"]
+        first.close()
+        other.close()
+
+
+def test_the_rate_limit_forgets_requests_older_than_its_window() -> None:
+    clock = [1000.0]
+    limiter = RateLimiter(ApplyLimit(per_address=2, total=3, window=60), lambda: clock[0])
+    limiter.hit("a")
+    clock[0] += 30
+    limiter.hit("a")
+    with pytest.raises(Limited) as over:
+        limiter.hit("a")
+    assert (over.value.rule, over.value.retry_after) == ("per_address", 30)
+    limiter.hit("b")
+    with pytest.raises(Limited) as everyone:
+        limiter.hit("c")
+    assert (everyone.value.rule, everyone.value.retry_after) == ("total", 30)
+    clock[0] += 30  # the first request leaves the window: one more, from anyone
+    limiter.hit("a")
+    with pytest.raises(Limited):
+        limiter.hit("c")  # the refused ones were not counted, but the window is full again
 
 
 def test_the_admin_page_approves_with_its_csrf_value_and_shows_the_token_once(

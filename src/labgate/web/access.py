@@ -23,6 +23,7 @@ from labgate.access import hosttime
 from labgate.access.fetch import Refused
 from labgate.access.ondemand import OnDemand, check_approved, submit
 from labgate.access.queue import standing
+from labgate.access.ratelimit import Limited, RateLimiter
 from labgate.store import StoreError
 from labgate.store.access import PENDING, AccessRequests
 from labgate.web import pages
@@ -64,6 +65,26 @@ async def access_apply(web: Web, request: Request) -> Response:
         context = {"error": str(error), "form": fields, "done": None}
         return web.render(request, "access_apply.html", context, 400)
     return web.render(request, "access_apply.html", {"error": None, "form": {}, "done": done})
+
+
+def rate_limited(limiter: RateLimiter, endpoint: Any) -> Any:
+    """``endpoint`` answering only requests within the access form's limits; others get 429,
+    the limit they are over and ``Retry-After``."""
+
+    async def limited(web: Web, request: Request) -> Response:
+        try:
+            limiter.hit(request.client.host if request.client else "unknown")
+        except Limited as over:
+            error = f"{over.message}; try again in {over.retry_after} s"
+            context: dict[str, Any] = {"error": error, "form": {}, "done": None}
+            page = await asyncio.to_thread(web.render, request, "access_apply.html", context, 429)
+            page.headers["Retry-After"] = str(over.retry_after)
+            return page
+        if asyncio.iscoroutinefunction(endpoint):
+            return await endpoint(web, request)  # type: ignore[no-any-return]
+        return await asyncio.to_thread(endpoint, web, request)  # type: ignore[no-any-return]
+
+    return limited
 
 
 def _admin(request: Request) -> None:
@@ -319,9 +340,10 @@ def routes(web: Web) -> list[Route]:
     request = "/access/requests/{request_id:int}"
     public = "/ondemand/flights/{flight_id:int}/public"
     host = "/ondemand/hosts/{name}"
+    limiter = RateLimiter(web.lab.access.apply_limit)  # the page and its POST count together
     table = [
-        ("/access", access_form, ["GET"]),
-        ("/access", access_apply, ["POST"]),
+        ("/access", rate_limited(limiter, access_form), ["GET"]),
+        ("/access", rate_limited(limiter, access_apply), ["POST"]),
         ("/access/requests", access_requests, ["GET"]),
         (request + "/approve", access_decide, ["POST"]),
         (request + "/refuse", access_decide, ["POST"]),

@@ -27,7 +27,7 @@ from gitrepos import GitRepo
 from labgate.access.fetch import Refused
 from labgate.access.ondemand import OnDemand, submit
 from labgate.access.queue import standing
-from labgate.access.ratelimit import Limited, RateLimiter
+from labgate.access.ratelimit import Limited, apply_limiter
 from labgate.access.settings import ApplyLimit
 from labgate.config import ConfigError, Lab, load_lab
 from labgate.flight import mirrors_for
@@ -200,9 +200,38 @@ def test_the_access_form_is_rate_limited_per_address_and_in_all(
         other.close()
 
 
+def test_a_users_submissions_are_rate_limited(tmp_path: Path, database_url: str) -> None:
+    lab_dir, _ = access_lab(
+        tmp_path, database_url, "submit_limit = { per_user = 2, window = 60 }\n"
+    )
+    lab = load_lab(lab_dir)
+    with Store.open(lab.database_url) as store:
+        store.sync_hosts(lab.hosts)
+        users = Users(store.engine)
+        client = TestClient(create_app(lab, store), base_url="http://localhost")
+        who = {}
+        for name in ("ada", "bob"):
+            users.add(name, groups=["community"])
+            who[name] = {"authorization": "Bearer " + users.create_token(name)}
+        flights = "/api/ondemand/flights"
+        assert client.post(flights, json={"branch": "main"}, headers=who["ada"]).status_code == 201
+        refused = client.post(flights, json={"branch": "nope"}, headers=who["ada"])
+        assert refused.status_code == 404  # refused by a rule, and counted all the same
+        over = client.post(flights, json={"branch": "main"}, headers=who["ada"])
+        assert over.status_code == 429 and over.json()["rule"] == "submit_limit", over.text
+        assert "[access] submit_limit allows 2 from one user per 60 s" in over.json()["error"]
+        assert 55 <= int(over.headers["retry-after"]) <= 60
+        reserve = "/api/ondemand/hosts/arm-0/reserve"  # flights and reservations together
+        held = client.post(reserve, json={"for": "1h"}, headers=who["ada"])
+        assert held.status_code == 429 and held.json()["rule"] == "submit_limit"
+        assert client.post(reserve, json={"for": "1h"}, headers=who["bob"]).status_code == 201
+        assert len(flight_ids(store)) == 1
+        client.close()
+
+
 def test_the_rate_limit_forgets_requests_older_than_its_window() -> None:
     clock = [1000.0]
-    limiter = RateLimiter(ApplyLimit(per_address=2, total=3, window=60), lambda: clock[0])
+    limiter = apply_limiter(ApplyLimit(per_address=2, total=3, window=60), lambda: clock[0])
     limiter.hit("a")
     clock[0] += 30
     limiter.hit("a")

@@ -7,6 +7,7 @@ max_fetch_mb = 200                 # a tree's new objects, at most
 fetch_timeout = 300                # seconds a fetch may take
 token_days = 90                    # an approval's token expires after this
 apply_limit = { per_address = 10, total = 100, window = 3600 }  # requests to /access
+submit_limit = { per_user = 30, window = 3600 }   # a user's flights and reservations asked for
 quota = { flights = 2, host_hours = 20 }               # each user
 users = { alice = { flights = 4 } }                    # a user's own (wins over quota)
 groups = { community = { flights = 20, host_hours = 200 } }  # all members together
@@ -44,6 +45,15 @@ class ApplyLimit:
 
 
 @dataclass(frozen=True)
+class SubmitLimit:
+    """How many on-demand flights and host reservations one user may ask for in any
+    ``window`` seconds, accepted or not (see ``labgate.access.ratelimit``)."""
+
+    per_user: int = 30
+    window: float = 3600.0
+
+
+@dataclass(frozen=True)
 class AccessSettings:
     group: str = "community"
     allow_urls: tuple[str, ...] = ()
@@ -51,6 +61,7 @@ class AccessSettings:
     fetch_timeout: float = 300.0
     token_days: int = 90
     apply_limit: ApplyLimit = field(default_factory=ApplyLimit)
+    submit_limit: SubmitLimit = field(default_factory=SubmitLimit)
     quota: Quota = field(default_factory=lambda: Quota(flights=2, host_hours=20.0))
     users: Mapping[str, Quota] = field(default_factory=dict)
     groups: Mapping[str, Quota] = field(default_factory=dict)
@@ -82,6 +93,14 @@ class RawApplyLimit(_Raw):
         return ApplyLimit(self.per_address, self.total, self.window)
 
 
+class RawSubmitLimit(_Raw):
+    per_user: int = Field(default=SubmitLimit.per_user, ge=1, le=1_000_000)
+    window: float = Field(default=SubmitLimit.window, gt=0, le=7 * 86_400)
+
+    def to_limit(self) -> SubmitLimit:
+        return SubmitLimit(self.per_user, self.window)
+
+
 _DEFAULT = AccessSettings()
 
 
@@ -92,6 +111,7 @@ class RawAccess(_Raw):
     fetch_timeout: float = Field(default=_DEFAULT.fetch_timeout, gt=0, le=86_400)
     token_days: int = Field(default=_DEFAULT.token_days, ge=1, le=3650)
     apply_limit: RawApplyLimit = RawApplyLimit()
+    submit_limit: RawSubmitLimit = RawSubmitLimit()
     quota: RawQuota = RawQuota(flights=2, host_hours=20.0)
     users: dict[Name, RawQuota] = Field(default_factory=dict)
     groups: dict[Name, RawQuota] = Field(default_factory=dict)
@@ -104,6 +124,7 @@ class RawAccess(_Raw):
             fetch_timeout=self.fetch_timeout,
             token_days=self.token_days,
             apply_limit=self.apply_limit.to_limit(),
+            submit_limit=self.submit_limit.to_limit(),
             quota=self.quota.to_quota(),
             users={k: v.to_quota() for k, v in self.users.items()},
             groups={k: v.to_quota() for k, v in self.groups.items()},

@@ -8,6 +8,7 @@ share among users; the queue and why each flight waits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -61,6 +62,10 @@ class Access:
     def submit(self, who: str, **body: Any) -> Any:
         return self.client.post("/api/ondemand/flights", json=body, headers=self.as_(who))
 
+    def reserve(self, who: str, host: str, length: str) -> Any:
+        url = f"/api/ondemand/hosts/{host}/reserve"
+        return self.client.post(url, json={"for": length}, headers=self.as_(who))
+
     def flight_ids(self) -> list[int]:
         return flight_ids(self.store)
 
@@ -100,9 +105,10 @@ def access_lab(root: Path, database_url: str, access: str = "") -> tuple[Path, G
     return lab_dir.path, fork
 
 
-@pytest.fixture
-def acc(tmp_path: Path, database_url: str) -> Iterator[Access]:
-    lab_dir, fork = access_lab(tmp_path, database_url)
+@contextlib.contextmanager
+def access_of(tmp_path: Path, database_url: str, settings: str = "") -> Iterator[Access]:
+    """A lab with ``settings`` added to its ``[access]``: ada and bob approved, eve not."""
+    lab_dir, fork = access_lab(tmp_path, database_url, settings)
     lab = load_lab(lab_dir)
     mirrors_for(lab).update("xen")
     store = Store.open(lab.database_url)
@@ -119,6 +125,12 @@ def acc(tmp_path: Path, database_url: str) -> Iterator[Access]:
     finally:
         client.close()
         store.close()
+
+
+@pytest.fixture
+def acc(tmp_path: Path, database_url: str) -> Iterator[Access]:
+    with access_of(tmp_path, database_url) as access:
+        yield access
 
 
 # --- access requests ----------------------------------------------------------------------
@@ -201,32 +213,20 @@ def test_the_access_form_is_rate_limited_per_address_and_in_all(
 
 
 def test_a_users_submissions_are_rate_limited(tmp_path: Path, database_url: str) -> None:
-    lab_dir, _ = access_lab(
-        tmp_path, database_url, "submit_limit = { per_user = 2, window = 60 }\n"
-    )
-    lab = load_lab(lab_dir)
-    with Store.open(lab.database_url) as store:
-        store.sync_hosts(lab.hosts)
-        users = Users(store.engine)
-        client = TestClient(create_app(lab, store), base_url="http://localhost")
-        who = {}
-        for name in ("ada", "bob"):
-            users.add(name, groups=["community"])
-            who[name] = {"authorization": "Bearer " + users.create_token(name)}
-        flights = "/api/ondemand/flights"
-        assert client.post(flights, json={"branch": "main"}, headers=who["ada"]).status_code == 201
-        refused = client.post(flights, json={"branch": "nope"}, headers=who["ada"])
+    limit = "submit_limit = { per_user = 2, window = 60 }\n"
+    with access_of(tmp_path, database_url, limit) as acc:
+        assert acc.submit("ada", branch="main").status_code == 201
+        refused = acc.submit("ada", branch="nope")
         assert refused.status_code == 404  # refused by a rule, and counted all the same
-        over = client.post(flights, json={"branch": "main"}, headers=who["ada"])
+        over = acc.submit("ada", branch="main")
         assert over.status_code == 429 and over.json()["rule"] == "submit_limit", over.text
         assert "[access] submit_limit allows 2 from one user per 60 s" in over.json()["error"]
         assert 55 <= int(over.headers["retry-after"]) <= 60
-        reserve = "/api/ondemand/hosts/arm-0/reserve"  # flights and reservations together
-        held = client.post(reserve, json={"for": "1h"}, headers=who["ada"])
+        # flights and reservations together
+        held = acc.reserve("ada", "arm-0", "1h")
         assert held.status_code == 429 and held.json()["rule"] == "submit_limit"
-        assert client.post(reserve, json={"for": "1h"}, headers=who["bob"]).status_code == 201
-        assert len(flight_ids(store)) == 1
-        client.close()
+        assert acc.reserve("bob", "arm-0", "1h").status_code == 201
+        assert len(acc.flight_ids()) == 1
 
 
 def test_the_rate_limit_forgets_requests_older_than_its_window() -> None:
@@ -424,15 +424,9 @@ def test_submissions_at_the_same_instant_are_decided_one_after_the_other(
     tmp_path: Path, database_url: str, race: tuple[str, list[str], str]
 ) -> None:
     quotas, who, rule = race
-    lab_dir, _ = access_lab(tmp_path, database_url, quotas)
-    lab = load_lab(lab_dir)
-    mirrors = mirrors_for(lab)
-    mirrors.update("xen")
-    with Store.open(lab.database_url) as store:
-        users = Users(store.engine)
-        for name in sorted(set(who)):
-            users.add(name, groups=["community"])
-        viewers = [users.viewer(name) for name in who]
+    with access_of(tmp_path, database_url, quotas) as acc:
+        lab, store, mirrors = acc.lab, acc.store, mirrors_for(acc.lab)
+        viewers = [Users(store.engine).viewer(name) for name in who]
         start = threading.Barrier(len(who))
 
         def one(viewer: Viewer) -> int | Refused:
@@ -633,23 +627,11 @@ def test_host_time_reserves_a_host_and_gives_its_console_and_power_for_the_windo
 def test_reserved_host_hours_count_while_held_and_after(tmp_path: Path, database_url: str) -> None:
     quotas = ("quota = { flights = 5, host_hours = 2 }\n"
               "groups = { community = { host_hours = 3 } }\n")  # fmt: skip
-    lab_dir, _ = access_lab(tmp_path, database_url, quotas)
-    lab = load_lab(lab_dir)
-    with Store.open(lab.database_url) as store:
-        store.sync_hosts(lab.hosts)
-        users = Users(store.engine)
-        client = TestClient(create_app(lab, store), base_url="http://localhost")
-        who = {}
-        for name in ("ada", "bob"):
-            users.add(name, groups=["community"])
-            who[name] = {"authorization": "Bearer " + users.create_token(name)}
-
-        def reserve(name: str, host: str, length: str) -> Any:
-            url = f"/api/ondemand/hosts/{host}/reserve"
-            return client.post(url, json={"for": length}, headers=who[name])
+    with access_of(tmp_path, database_url, quotas) as acc:
+        store, reserve = acc.store, acc.reserve
 
         def submit(name: str) -> Any:
-            return client.post("/api/ondemand/flights", json={"branch": "main"}, headers=who[name])
+            return acc.submit(name, branch="main")
 
         assert reserve("ada", "arm-0", "2h").status_code == 201
         # held now: the whole window counts, so no flight can come on top of it
@@ -678,7 +660,6 @@ def test_reserved_host_hours_count_while_held_and_after(tmp_path: Path, database
                          .values(start=now() - timedelta(days=8),
                                  until=now() - timedelta(days=7, hours=1)))  # fmt: skip
         assert submit("ada").status_code == 201  # more than a week ago
-        client.close()
 
 
 def test_host_time_refusals(acc: Access) -> None:

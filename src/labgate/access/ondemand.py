@@ -4,8 +4,10 @@ is stored, then planned and handed to the pool (``labgate serve`` runs it).
 The rules, in the order they are checked (the first broken one is the refusal): an approved
 user; a branch they may see; job globs that match jobs; host flags some host has, with each
 job's own; the quotas (the user's and each of their groups'); the tree URL in ``[access]
-allow_urls``; a ref that exists there, fetched within ``fetch_timeout`` and ``max_fetch_mb``.
-A refusal stores nothing and leaves no ref in the mirror.
+allow_urls``; a ref that exists there, fetched within ``fetch_timeout`` and ``max_fetch_mb``;
+the quotas again, decided in the transaction that stores the flight (:func:`admit`: two
+submissions at once cannot both take the last place). A refusal stores nothing and leaves no
+ref in the mirror.
 """
 
 from __future__ import annotations
@@ -115,8 +117,9 @@ def quota_groups(lab: Lab, viewer: Viewer) -> list[str]:
 
 
 def quota_on(conn: Connection, lab: Lab, viewer: Viewer, user: str, hours: float = 0.0) -> None:
-    """Refused("quota") when the user, or a group of theirs, is at a limit of ``[access]``
-    (with ``hours`` more of host time: a reservation's), as ``conn``'s transaction sees it."""
+    """Refused("quota") when the user, or a group of theirs, has no room under ``[access]``
+    for a flight (or, with ``hours``, for a reservation that long), as ``conn``'s
+    transaction sees it."""
     mine = usage_on(conn, [user])[user]
     _within("your", lab.access.user_quota(user), mine, f"[access] quota of {user}", hours)
     for group in quota_groups(lab, viewer):
@@ -142,24 +145,28 @@ def admit(lab: Lab, viewer: Viewer, user: str, hours: float = 0.0) -> Callable[[
     return decide
 
 
-def _within(whose: str, quota: Quota, usage: Usage, where: str, more: float = 0.0) -> None:
-    if not more and quota.flights is not None and usage.flights >= quota.flights:
+def _within(whose: str, quota: Quota, usage: Usage, where: str, reserving: float = 0.0) -> None:
+    """Refused("quota") when ``usage`` leaves no room under ``quota``: a flight needs a flight
+    and some host time left; a reservation of ``reserving`` hours needs that many left."""
+    hours = usage.host_seconds / 3600
+    if reserving:
+        if quota.host_hours is not None and hours + reserving > quota.host_hours:
+            raise Refused(
+                "quota",
+                f"over quota: {reserving:g}h more is more than {whose} "
+                f"{max(quota.host_hours - hours, 0):.2f}h of host time left this week "
+                f"({where}: {quota.host_hours:g}h a week)",
+                429,
+            )
+        return
+    if quota.flights is not None and usage.flights >= quota.flights:
         raise Refused(
             "quota",
             f"over quota: {whose} {usage.flights} on-demand flight(s) queued or running; "
             f"{where} allows {quota.flights} at once",
             429,
         )
-    hours = usage.host_seconds / 3600
-    if quota.host_hours is not None and more and hours + more > quota.host_hours:
-        raise Refused(
-            "quota",
-            f"over quota: {more:g}h more is more than {whose} "
-            f"{max(quota.host_hours - hours, 0):.2f}h of host time left this week "
-            f"({where}: {quota.host_hours:g}h a week)",
-            429,
-        )
-    if quota.host_hours is not None and not more and hours >= quota.host_hours:
+    if quota.host_hours is not None and hours >= quota.host_hours:
         raise Refused(
             "quota",
             f"over quota: {whose} host time in the last 7 days is {hours:.2f}h; "

@@ -550,6 +550,8 @@ def test_lab_jobs_that_cannot_start_do_not_hold_back_community_work(
     assert [(c.job, c.host) for c in allocator.claim()] == [("build", "arm-0")]
     # the lab's jobs wait (for build, or for arm-0); none could use x86-0: community work can
     ada = _flight(store, "ada")
+    (place,) = standing(acc.lab, store)  # and the queue does not say they go first
+    assert place.why.startswith("next:"), place.why
     assert [(c.flight_id, c.host) for c in allocator.claim()] == [(ada, "x86-0")]
 
     # a lab job that can start still goes first
@@ -563,6 +565,7 @@ def test_lab_jobs_that_cannot_start_do_not_hold_back_community_work(
 
 
 def test_the_queue_says_where_each_flight_stands_and_why(acc: Access) -> None:
+    acc.store.slots(acc.lab.hosts, "test-controller").sync()  # the hosts' slots, free
     ada = acc.submit("ada", branch="main", jobs=["build"]).json()["id"]
     bob = acc.submit("bob", branch="main", jobs=["build"], public=True).json()["id"]
     lab = _flight(acc.store, None, 1, Blessing.REAL)

@@ -195,9 +195,10 @@ class AccessRequests:
         with self.engine.connect() as conn:
             return usage_on(conn, users, at)
 
-    def waiting(self, viewer: Viewer | None = None) -> tuple[list[Waiting], int]:
+    def waiting(self, viewer: Viewer | None = None) -> tuple[list[Waiting], list[frozenset[str]]]:
         """The pool's on-demand flights with queued jobs, oldest first (those ``viewer`` may
-        see, all for None), and how many queued jobs the lab's own flights have."""
+        see, all for None), and the host flags each queued job of the lab's own flights needs
+        whose dependencies passed (the jobs that go first where a host fits them)."""
         active = (
             select(t.flight.c.id)
             .join(t.pool_flight, t.pool_flight.c.flight_id == t.flight.c.id)
@@ -209,11 +210,13 @@ class AccessRequests:
                 t.flight.c.owner,
                 t.flight.c.branch,
                 t.flight.c.created,
+                t.job.c.name,
                 t.job.c.outcome,
                 t.job.c.requires,
+                t.job.c.depends,
             )
             .join(t.job, t.job.c.flight_id == t.flight.c.id)
-            .where(t.flight.c.id.in_(active), t.job.c.outcome.in_(WAITING_OR_LIVE))
+            .where(t.flight.c.id.in_(active), t.job.c.outcome.in_((*WAITING_OR_LIVE, *SUCCEEDED)))
             .order_by(t.flight.c.id, t.job.c.id)
         )
         with self.engine.connect() as conn:
@@ -227,12 +230,16 @@ class AccessRequests:
                 if viewer is not None
                 else (r.id for r in rows)
             )
-        lab_queued = 0
+        passed = {(r.id, r.name) for r in rows if r.outcome in SUCCEEDED}
+        lab_ready: list[frozenset[str]] = []
         flights: dict[int, dict[str, Any]] = {}
         for r in rows:
+            if r.outcome in SUCCEEDED:
+                continue
             queued = r.outcome == str(Outcome.QUEUED)
             if r.owner is None:
-                lab_queued += queued
+                if queued and all((r.id, d) in passed for d in json.loads(r.depends)):
+                    lab_ready.append(frozenset(json.loads(r.requires)))
                 continue
             f = flights.setdefault(
                 r.id,
@@ -248,7 +255,7 @@ class AccessRequests:
             for fid, f in flights.items()
             if f["queued"] and fid in seen
         ]  # fmt: skip
-        return out, lab_queued
+        return out, lab_ready
 
     def live_jobs(self) -> dict[str, int]:
         """Jobs of on-demand flights on a host now, per owner."""
@@ -292,6 +299,7 @@ class AccessRequests:
 
 LIVE = (str(Outcome.PREPARING), str(Outcome.RUNNING))
 WAITING_OR_LIVE = (str(Outcome.QUEUED), *LIVE)
+SUCCEEDED = (str(Outcome.PASS), str(Outcome.SKIP))  # a job that depends on it may start
 
 
 def live_jobs_on(conn: Connection, owners: Collection[str] | None = None) -> dict[str, int]:

@@ -75,7 +75,6 @@ NEEDS_CACHE = 100_000  # jobs whose needs a controller keeps in memory before it
 LIVE = (str(Outcome.PREPARING), str(Outcome.RUNNING))
 SUCCEEDED = (str(Outcome.PASS), str(Outcome.SKIP))
 QUEUED = str(Outcome.QUEUED)
-QUEUED_OR_SUCCEEDED = (QUEUED, *SUCCEEDED)
 
 
 @dataclass(frozen=True)
@@ -227,16 +226,11 @@ class Allocator:
         for i in range(0, len(ordered), FLIGHTS_PER_QUERY):
             chunk = ordered[i : i + FLIGHTS_PER_QUERY]
             rows = conn.execute(
-                select(
-                    t.job.c.id,
-                    t.job.c.flight_id,
-                    t.job.c.name,
-                    t.job.c.outcome,
-                    t.job.c.depends,
-                    t.job.c.requires,
-                ).where(t.job.c.flight_id.in_(chunk), t.job.c.outcome.in_(QUEUED_OR_SUCCEEDED))
+                select(t.job.c.id, t.job.c.flight_id, t.job.c.depends, t.job.c.requires).where(
+                    t.job.c.flight_id.in_(chunk), t.job.c.outcome == QUEUED
+                )
             ).all()
-            startable = self._startable(rows, open_hosts, fits)
+            startable = self._startable(conn, rows, open_hosts, fits)
             candidates += self._interleave(startable, flights, live)
             if len(candidates) >= CANDIDATES * self.batch:
                 break
@@ -276,29 +270,40 @@ class Allocator:
         return locked
 
     def _startable(
-        self, rows: Sequence[Any], open_hosts: Collection[str], fits: dict[frozenset[str], bool]
+        self,
+        conn: Connection,
+        rows: Sequence[Any],
+        open_hosts: Collection[str],
+        fits: dict[frozenset[str], bool],
     ) -> list[Any]:
-        """The queued jobs of ``rows`` (queued and succeeded jobs of some flights) that could
-        start now: their dependencies succeeded, and some host with their flags is open (has a
-        free slot, in service); ``fits`` remembers the answer per set of flags."""
-        passed = {(r.flight_id, r.name) for r in rows if r.outcome != QUEUED}
+        """The queued jobs of ``rows`` that could start now: some host with their flags is open
+        (has a free slot, in service; ``fits`` remembers the answer per set of flags) and their
+        dependencies succeeded (read only when some of them have any)."""
         out = []
         for r in rows:
-            if r.outcome != QUEUED:
-                continue
             wants = self._wants.get(r.id)
             if wants is None:
                 wants = (tuple(json.loads(r.depends)), frozenset(json.loads(r.requires)))
                 self._wants[r.id] = wants
-            depends, requires = wants
-            if not all((r.flight_id, d) in passed for d in depends):
-                continue
-            fit = fits.get(requires)
+            fit = fits.get(wants[1])
             if fit is None:
-                fit = fits[requires] = any(h in open_hosts for h in self._fitting(requires))
+                fit = fits[wants[1]] = any(h in open_hosts for h in self._fitting(wants[1]))
             if fit:
                 out.append(r)
-        return out
+        wanted = {d for r in out for d in self._wants[r.id][0]}
+        if not wanted:
+            return out
+        passed = {
+            (p.flight_id, p.name)
+            for p in conn.execute(
+                select(t.job.c.flight_id, t.job.c.name).where(
+                    t.job.c.flight_id.in_({r.flight_id for r in out}),
+                    t.job.c.name.in_(wanted),
+                    t.job.c.outcome.in_(SUCCEEDED),
+                )
+            )
+        }
+        return [r for r in out if all((r.flight_id, d) in passed for d in self._wants[r.id][0])]
 
     def _rank(self, blessing: str) -> int:
         try:

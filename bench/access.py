@@ -6,8 +6,9 @@
 A lab of ``--hosts`` one-slot hosts (lab.toml written and loaded as any lab's) and the real code
 on a simulated clock: flights are planned with :func:`labgate.flight.plan_flight` and handed to
 the pool, ``--users`` users submit ``--flights`` on-demand flights between them (equal demand:
-each user the same number, of the same two jobs) through the quota check of
-:mod:`labgate.access.ondemand`, whenever it lets them, in a random order each tick; the gate
+each user the same number, of the same two jobs) through the quota decision of
+:mod:`labgate.access.ondemand` (``admit``, in the transaction that stores the flight), whenever
+it lets them, in a random order each tick; the gate
 plans a ``real`` flight of 12 jobs every 7 ticks and a ``bisect`` flight of 2 jobs every 11
 (about a third of the hosts). One :class:`labgate.store.slots.Allocator` claims every tick;
 every job takes 4 ticks (the *job length*), then passes and gives its host back; a flight whose
@@ -42,13 +43,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from labgate.access.fetch import Refused
-from labgate.access.ondemand import check_quota
+from labgate.access.ondemand import admit
 from labgate.config import Lab, load_lab
 from labgate.flight import plan_flight
 from labgate.model import Blessing, FlightState, Outcome, Owner
 from labgate.store import Store
 from labgate.store.access import AccessRequests
-from labgate.store.users import Users
+from labgate.store.users import Users, Viewer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from labs import job, local_host, step, write_lab
@@ -97,12 +98,15 @@ class Planned:
 
 
 def plan(lab: Lab, store: Store, tick: int, globs: list[str], blessing: Blessing,
-         owner: str | None = None) -> tuple[int, Planned]:  # fmt: skip
+         owner: Viewer | None = None) -> tuple[int, Planned]:  # fmt: skip
+    """Plan a flight of the lab's own, or of ``owner`` (Refused when their quota says no)."""
+    user = owner.user if owner is not None else None
+    decide = admit(lab, owner, user) if owner is not None and user is not None else None
     fid = plan_flight(lab, store, "main", revisions={}, job_globs=globs, blessing=blessing,
-                      owner=Owner(owner) if owner else None)  # fmt: skip
+                      owner=Owner(user) if user else None, admit=decide)  # fmt: skip
     store.submit_flight(fid)
     seq = {j.id: i for i, j in enumerate(store.flight_jobs(fid))}
-    return fid, Planned(owner, str(blessing), tick, seq)
+    return fid, Planned(user, str(blessing), tick, seq)
 
 
 def simulate(lab: Lab, users: int, flights: int, gate_ticks: int, seed: int) -> Run:
@@ -144,16 +148,16 @@ def simulate(lab: Lab, users: int, flights: int, gate_ticks: int, seed: int) -> 
                     jobs_left[fid] = size
             for name in rng.sample(names, len(names)):
                 while left[name]:
+                    asked = wanted.get(name, tick)
                     try:
-                        check_quota(lab, store, viewers[name], name)
+                        fid, planned[fid] = plan(
+                            lab, store, asked, COMMUNITY_JOBS, Blessing.ADHOC, viewers[name]
+                        )
                     except Refused:
                         run.refused += 1
                         wanted.setdefault(name, tick)
                         break
-                    asked = wanted.pop(name, tick)
-                    fid, planned[fid] = plan(
-                        lab, store, asked, COMMUNITY_JOBS, Blessing.ADHOC, name
-                    )
+                    wanted.pop(name, None)
                     jobs_left[fid] = len(COMMUNITY_JOBS)
                     left[name] -= 1
             while claimed := allocator.claim():

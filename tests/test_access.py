@@ -8,10 +8,13 @@ share among users; the queue and why each flight waits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +25,11 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from gitrepos import GitRepo
+from labgate.access.fetch import Refused
+from labgate.access.ondemand import OnDemand, submit
 from labgate.access.queue import standing
+from labgate.access.ratelimit import Limited, apply_limiter
+from labgate.access.settings import ApplyLimit
 from labgate.config import ConfigError, Lab, load_lab
 from labgate.flight import mirrors_for
 from labgate.flights import Flights
@@ -31,7 +38,7 @@ from labgate.model import Blessing, FlightState, JobSpec, Outcome, Owner, StepSp
 from labgate.store import Store, now
 from labgate.store import schema as t
 from labgate.store.access import AccessRequests
-from labgate.store.users import Users
+from labgate.store.users import Users, Viewer
 from labgate.web import create_app
 from labs import job, labgate, local_host, step, toml_str, write_lab
 from procs import wait_for
@@ -54,6 +61,10 @@ class Access:
 
     def submit(self, who: str, **body: Any) -> Any:
         return self.client.post("/api/ondemand/flights", json=body, headers=self.as_(who))
+
+    def reserve(self, who: str, host: str, length: str) -> Any:
+        url = f"/api/ondemand/hosts/{host}/reserve"
+        return self.client.post(url, json={"for": length}, headers=self.as_(who))
 
     def flight_ids(self) -> list[int]:
         return flight_ids(self.store)
@@ -94,9 +105,10 @@ def access_lab(root: Path, database_url: str, access: str = "") -> tuple[Path, G
     return lab_dir.path, fork
 
 
-@pytest.fixture
-def acc(tmp_path: Path, database_url: str) -> Iterator[Access]:
-    lab_dir, fork = access_lab(tmp_path, database_url)
+@contextlib.contextmanager
+def access_of(tmp_path: Path, database_url: str, settings: str = "") -> Iterator[Access]:
+    """A lab with ``settings`` added to its ``[access]``: ada and bob approved, eve not."""
+    lab_dir, fork = access_lab(tmp_path, database_url, settings)
     lab = load_lab(lab_dir)
     mirrors_for(lab).update("xen")
     store = Store.open(lab.database_url)
@@ -113,6 +125,12 @@ def acc(tmp_path: Path, database_url: str) -> Iterator[Access]:
     finally:
         client.close()
         store.close()
+
+
+@pytest.fixture
+def acc(tmp_path: Path, database_url: str) -> Iterator[Access]:
+    with access_of(tmp_path, database_url) as access:
+        yield access
 
 
 # --- access requests ----------------------------------------------------------------------
@@ -168,6 +186,66 @@ def test_apply_on_the_page_then_approve_and_refuse_from_the_command_line(acc: Ac
     me = acc.client.get("/api/ondemand", headers={"authorization": f"Bearer {token}"})
     assert me.status_code == 200 and me.json()["user"] == "ada.l@example.com"
     assert me.json()["quota"] == {"flights": 2, "host_hours": 20.0}
+
+
+def test_the_access_form_is_rate_limited_per_address_and_in_all(
+    tmp_path: Path, database_url: str
+) -> None:
+    limit = "apply_limit = { per_address = 2, total = 3, window = 60 }\n"
+    lab_dir, _ = access_lab(tmp_path, database_url, limit)
+    lab = load_lab(lab_dir)
+    with Store.open(lab.database_url) as store:
+        app = create_app(lab, store)
+        first = TestClient(app, base_url="http://localhost", client=("192.0.2.1", 4000))
+        other = TestClient(app, base_url="http://localhost", client=("192.0.2.2", 4000))
+        assert first.get("/access").status_code == 200
+        assert apply(first, "Ada", "ada@example.com").status_code == 200
+        over = apply(first, "Ada", "ada@example.com")
+        assert over.status_code == 429
+        assert 55 <= int(over.headers["retry-after"]) <= 60
+        assert "[access] apply_limit allows 2 from one address per 60 s" in over.text
+        assert apply(other, "Bob", "bob@example.com").status_code == 200  # its own count
+        everyone = other.get("/access")
+        assert everyone.status_code == 429 and "allows 3 in all per 60 s" in everyone.text
+        assert [r.name for r in AccessRequests(store.engine).requests()] == ["Bob", "Ada"]
+        first.close()
+        other.close()
+
+
+def test_a_users_submissions_are_rate_limited(tmp_path: Path, database_url: str) -> None:
+    limit = "submit_limit = { per_user = 2, window = 60 }\n"
+    with access_of(tmp_path, database_url, limit) as acc:
+        assert acc.submit("ada", branch="main").status_code == 201
+        refused = acc.submit("ada", branch="nope")
+        assert refused.status_code == 404  # refused by a rule, and counted all the same
+        over = acc.submit("ada", branch="main")
+        assert over.status_code == 429 and over.json()["rule"] == "submit_limit", over.text
+        assert "[access] submit_limit allows 2 from one user per 60 s" in over.json()["error"]
+        assert 55 <= int(over.headers["retry-after"]) <= 60
+        # flights and reservations together
+        held = acc.reserve("ada", "arm-0", "1h")
+        assert held.status_code == 429 and held.json()["rule"] == "submit_limit"
+        assert acc.reserve("bob", "arm-0", "1h").status_code == 201
+        assert len(acc.flight_ids()) == 1
+
+
+def test_the_rate_limit_forgets_requests_older_than_its_window() -> None:
+    clock = [1000.0]
+    limiter = apply_limiter(ApplyLimit(per_address=2, total=3, window=60), lambda: clock[0])
+    limiter.hit("a")
+    clock[0] += 30
+    limiter.hit("a")
+    with pytest.raises(Limited) as over:
+        limiter.hit("a")
+    assert (over.value.rule, over.value.retry_after) == ("per_address", 30)
+    limiter.hit("b")
+    with pytest.raises(Limited) as everyone:
+        limiter.hit("c")
+    assert (everyone.value.rule, everyone.value.retry_after) == ("total", 30)
+    clock[0] += 30  # the first request leaves the window: one more, from anyone
+    limiter.hit("a")
+    with pytest.raises(Limited):
+        limiter.hit("c")  # the refused ones were not counted, but the window is full again
 
 
 def test_the_admin_page_approves_with_its_csrf_value_and_shows_the_token_once(
@@ -330,6 +408,43 @@ def test_the_group_quota_and_host_hours_hold(tmp_path: Path, database_url: str) 
         client.close()
 
 
+RACES = [
+    # (lab.toml's quotas, who submits, the rule each refusal names)
+    ("quota = { flights = 3 }\n", ["ada"] * 8, "[access] quota of ada allows 3 at once"),
+    (
+        "quota = { flights = 8 }\ngroups = { community = { flights = 3 } }\n",
+        ["ada", "bob"] * 4,
+        "[access.groups.community] allows 3 at once",
+    ),
+]
+
+
+@pytest.mark.parametrize("race", RACES, ids=["user", "group"])
+def test_submissions_at_the_same_instant_are_decided_one_after_the_other(
+    tmp_path: Path, database_url: str, race: tuple[str, list[str], str]
+) -> None:
+    quotas, who, rule = race
+    with access_of(tmp_path, database_url, quotas) as acc:
+        lab, store, mirrors = acc.lab, acc.store, mirrors_for(acc.lab)
+        viewers = [Users(store.engine).viewer(name) for name in who]
+        start = threading.Barrier(len(who))
+
+        def one(viewer: Viewer) -> int | Refused:
+            start.wait()  # every submission checks the quota at the same instant
+            try:
+                return submit(lab, store, mirrors, viewer, OnDemand("main"))
+            except Refused as refused:
+                return refused
+
+        with ThreadPoolExecutor(len(who)) as pool:
+            answers = list(pool.map(one, viewers))
+        accepted = [a for a in answers if isinstance(a, int)]
+        refused = [a for a in answers if isinstance(a, Refused)]
+        assert len(accepted) == 3 and len(refused) == len(who) - 3, answers
+        assert all(r.rule == "quota" and rule in r.message for r in refused), refused
+        assert flight_ids(store) == sorted(accepted)  # a refusal left no flight
+
+
 def test_a_fetch_over_the_size_limit_or_the_time_limit_is_refused(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -417,7 +532,40 @@ def test_fair_share_goes_by_the_jobs_each_user_has_on_hosts(acc: Access) -> None
     assert [c.flight_id for c in other.claim()] == [bob]  # ada has a job on a host, bob none
 
 
+@pytest.mark.parametrize("waiting", [40, 64])
+def test_lab_jobs_that_cannot_start_do_not_hold_back_community_work(
+    acc: Access, waiting: int
+) -> None:
+    """``waiting`` lab jobs that cannot start: more than a claim's batch (32); with 64, two
+    whole batches of them come before the on-demand job whichever batch a claim starts on."""
+    store = acc.store
+    allocator = store.slots(acc.lab.hosts, "test-controller")  # x86-0 and arm-0, one slot each
+    allocator.sync()
+    steps = (StepSpec("s", "true"),)
+    build = JobSpec("build", steps, requires=("arch-arm64",))
+    tests = [JobSpec(f"test-{i}", steps, depends=("build",)) for i in range(waiting - 10)]
+    arm = [JobSpec(f"arm-{i}", steps, requires=("arch-arm64",)) for i in range(10)]
+    lab = store.create_flight("main", Blessing.REAL, {}, [build, *tests, *arm])
+    store.submit_flight(lab)
+    assert [(c.job, c.host) for c in allocator.claim()] == [("build", "arm-0")]
+    # the lab's jobs wait (for build, or for arm-0); none could use x86-0: community work can
+    ada = _flight(store, "ada")
+    (place,) = standing(acc.lab, store)  # and the queue does not say they go first
+    assert place.why.startswith("next:"), place.why
+    assert [(c.flight_id, c.host) for c in allocator.claim()] == [(ada, "x86-0")]
+
+    # a lab job that can start still goes first
+    (held,) = store.flight_jobs(ada)
+    allocator.release(held.id)
+    store.finish_job(held.id, Outcome.PASS)
+    bob = _flight(store, "bob")
+    quick = _flight(store, None, 1, Blessing.REAL)
+    assert [(c.flight_id, c.host) for c in allocator.claim()] == [(quick, "x86-0")]
+    assert [j.outcome for j in store.flight_jobs(bob)] == [Outcome.QUEUED]
+
+
 def test_the_queue_says_where_each_flight_stands_and_why(acc: Access) -> None:
+    acc.store.slots(acc.lab.hosts, "test-controller").sync()  # the hosts' slots, free
     ada = acc.submit("ada", branch="main", jobs=["build"]).json()["id"]
     bob = acc.submit("bob", branch="main", jobs=["build"], public=True).json()["id"]
     lab = _flight(acc.store, None, 1, Blessing.REAL)
@@ -477,6 +625,44 @@ def test_host_time_reserves_a_host_and_gives_its_console_and_power_for_the_windo
     asyncio.run(Flights(acc.lab, acc.store, poll_s=0.05).serve(until_idle=True))
     done = acc.store.get_flight(fid)
     assert done.outcome is Outcome.PASS and done.jobs[0].host == "arm-0"
+
+
+def test_reserved_host_hours_count_while_held_and_after(tmp_path: Path, database_url: str) -> None:
+    quotas = ("quota = { flights = 5, host_hours = 2 }\n"
+              "groups = { community = { host_hours = 3 } }\n")  # fmt: skip
+    with access_of(tmp_path, database_url, quotas) as acc:
+        store, reserve = acc.store, acc.reserve
+
+        def submit(name: str) -> Any:
+            return acc.submit(name, branch="main")
+
+        assert reserve("ada", "arm-0", "2h").status_code == 201
+        # held now: the whole window counts, so no flight can come on top of it
+        over = submit("ada")
+        assert over.status_code == 429 and over.json()["rule"] == "quota", over.text
+        assert "host time in the last 7 days is 2.00h" in over.json()["error"]
+        # and it counts for the group: bob's 2h would make 4h of the community's 3h
+        group = reserve("bob", "x86-0", "2h")
+        assert group.status_code == 429, group.text
+        assert "[access.groups.community]: 3h a week" in group.json()["error"]
+        assert store.hosts.statuses(["x86-0"])["x86-0"].reserved_by is None
+        assert reserve("bob", "x86-0", "1h").status_code == 201
+
+        # ended early (the admin released it): only the time held counts
+        store.hosts.release("arm-0", "admin")
+        assert submit("ada").status_code == 201
+        # a window that is over counts for the week after it
+        with store.engine.begin() as conn:
+            conn.execute(t.host_time.update().where(t.host_time.c.user == "ada")
+                         .values(start=now() - timedelta(hours=5),
+                                 until=now() - timedelta(hours=3)))  # fmt: skip
+        after = submit("ada")
+        assert after.status_code == 429 and "allows 2h a week" in after.json()["error"]
+        with store.engine.begin() as conn:
+            conn.execute(t.host_time.update().where(t.host_time.c.user == "ada")
+                         .values(start=now() - timedelta(days=8),
+                                 until=now() - timedelta(days=7, hours=1)))  # fmt: skip
+        assert submit("ada").status_code == 201  # more than a week ago
 
 
 def test_host_time_refusals(acc: Access) -> None:

@@ -15,10 +15,12 @@ import fnmatch
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
+
+from sqlalchemy import Connection
 
 from labgate.config import Lab
 from labgate.executor import (
@@ -172,6 +174,7 @@ def plan_flight(
     embargo: Embargo | None = None,
     owner: Owner | None = None,
     requires: Sequence[str] = (),
+    admit: Callable[[Connection], None] | None = None,
 ) -> int:
     """Store a queued flight of the branch's jobs; returns its id.
 
@@ -180,7 +183,8 @@ def plan_flight(
     is under ``embargo``, or else the branch's (lab.toml): then every job requires the
     ``embargo-ok`` host flag, so only hosts set aside for embargoed work run it. Every job also
     requires the host flags of ``requires``; an ``owner``'s flight is on-demand work (see
-    ``labgate.access``).
+    ``labgate.access``). ``admit`` decides in the transaction that stores the flight (see
+    :meth:`labgate.store.Store.create_flight`).
     """
     jobs = select_jobs(without_disabled(lab.jobs_for(branch), lab.disabled), job_globs)
     if revisions is None:
@@ -197,7 +201,7 @@ def plan_flight(
     extra = (*requires, *([EMBARGO_HOST_FLAG] if embargo is not None else []))
     if extra:
         jobs = [replace(j, requires=(*j.requires, *extra)) for j in jobs]
-    return store.create_flight(branch, blessing, revisions, jobs, embargo, owner)
+    return store.create_flight(branch, blessing, revisions, jobs, embargo, owner, admit)
 
 
 # A job whose host is lost goes to another host, up to this many attempts in all.

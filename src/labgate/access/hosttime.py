@@ -14,13 +14,13 @@ from typing import Any
 import click
 
 from labgate.access.fetch import Refused
-from labgate.access.ondemand import check_approved
+from labgate.access.ondemand import admit, check_approved, quota_on
 from labgate.config import Lab
 from labgate.hosts.cli import parse_duration
 from labgate.hosts.lifecycle import console_output, run_lifecycle_command
 from labgate.model import HostSpec
 from labgate.store import Store
-from labgate.store.access import AccessRequests
+from labgate.store.access import record_host_time
 from labgate.store.hosts import HostStateError
 from labgate.store.users import Viewer
 
@@ -45,32 +45,28 @@ def _host(lab: Lab, name: str) -> HostSpec:
     raise Refused("host", f"no host {name!r} in the lab", 404)
 
 
-def window(lab: Lab, store: Store, user: str, wanted: str) -> timedelta:
-    """The reservation's length; Refused when it is not a duration or more than the user's
-    host time left this week."""
+def window(lab: Lab, store: Store, viewer: Viewer, user: str, wanted: str) -> timedelta:
+    """The reservation's length; Refused when it is not a duration or more than the host time
+    the user, or a group of theirs, has left this week (a first answer: :func:`reserve`
+    decides)."""
     try:
         length = parse_duration(wanted)
     except click.BadParameter as error:
         raise Refused("for", error.format_message(), 400) from None
-    quota = lab.access.user_quota(user)
-    if quota.host_hours is not None:
-        used = AccessRequests(store.engine).usage([user])[user].host_seconds / 3600
-        left = quota.host_hours - used
-        if length.total_seconds() / 3600 > left:
-            raise Refused(
-                "quota",
-                f"over quota: {wanted} is more than your {max(left, 0):.2f}h of host time left "
-                f"this week ([access] quota of {user}: {quota.host_hours:g}h a week)",
-                429,
-            )
+    with store.engine.connect() as conn:
+        quota_on(conn, lab, viewer, user, hours=length.total_seconds() / 3600)
     return length
 
 
 def reserve(lab: Lab, store: Store, viewer: Viewer, name: str, wanted: str) -> Reservation:
-    """Reserve the host for the user for ``wanted`` (e.g. ``2h``)."""
+    """Reserve the host for the user for ``wanted`` (e.g. ``2h``). Its hours count in the
+    user's (and their groups') host time from now, the whole window unless it ends early; the
+    quota is decided in the transaction that counts them, so two reservations (or a
+    reservation and a flight) at once cannot both pass; one refused there gives the host
+    back."""
     user = check_approved(lab, viewer)
     _host(lab, name)
-    length = window(lab, store, user, wanted)
+    length = window(lab, store, viewer, user, wanted)
     status = store.hosts.statuses([name])[name]
     if status.quarantined:
         raise Refused("host", f"host {name} is quarantined: {status.quarantined}", 409)
@@ -78,6 +74,13 @@ def reserve(lab: Lab, store: Store, viewer: Viewer, name: str, wanted: str) -> R
         store.hosts.reserve(name, user, REASON, length)
     except HostStateError as error:
         raise Refused("host", str(error), 409) from None
+    try:
+        with store.engine.begin() as conn:
+            admit(lab, viewer, user, hours=length.total_seconds() / 3600)(conn)
+            record_host_time(conn, user, name, length)
+    except Refused:
+        store.hosts.release(name, f"{user} (over quota)")
+        raise
     return held(lab, store, viewer, name)
 
 

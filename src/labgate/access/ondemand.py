@@ -4,16 +4,20 @@ is stored, then planned and handed to the pool (``labgate serve`` runs it).
 The rules, in the order they are checked (the first broken one is the refusal): an approved
 user; a branch they may see; job globs that match jobs; host flags some host has, with each
 job's own; the quotas (the user's and each of their groups'); the tree URL in ``[access]
-allow_urls``; a ref that exists there, fetched within ``fetch_timeout`` and ``max_fetch_mb``.
-A refusal stores nothing and leaves no ref in the mirror.
+allow_urls``; a ref that exists there, fetched within ``fetch_timeout`` and ``max_fetch_mb``;
+the quotas again, decided in the transaction that stores the flight (:func:`admit`: two
+submissions at once cannot both take the last place). A refusal stores nothing and leaves no
+ref in the mirror.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import Connection
 
 from labgate.access.fetch import Fetched, Refused, fetch_tree
 from labgate.access.settings import Quota
@@ -28,7 +32,7 @@ from labgate.flight import (
 from labgate.git import GitError, Mirrors
 from labgate.model import Blessing, HostSpec, Owner
 from labgate.store import Store
-from labgate.store.access import AccessRequests, Usage
+from labgate.store.access import Usage, admission, members_on, usage_on
 from labgate.store.users import Viewer
 
 MAX_GLOBS = 50
@@ -101,20 +105,60 @@ def check_approved(lab: Lab, viewer: Viewer) -> str:
 
 
 def check_quota(lab: Lab, store: Store, viewer: Viewer, user: str) -> None:
-    """Refused("quota") when the user, or a group of theirs, is at a limit of ``[access]``."""
-    requests = AccessRequests(store.engine)
-    mine = requests.usage([user])[user]
-    _within("your", lab.access.user_quota(user), mine, f"[access] quota of {user}")
-    for group in sorted(viewer.groups & set(lab.access.groups)):
-        members = requests.usage(requests.members(group))
+    """Refused("quota") when the user, or a group of theirs, is at a limit of ``[access]``
+    now (a first answer, before any work: :func:`admit` decides)."""
+    with store.engine.connect() as conn:
+        quota_on(conn, lab, viewer, user)
+
+
+def quota_groups(lab: Lab, viewer: Viewer) -> list[str]:
+    """The viewer's groups with a quota of their own."""
+    return sorted(viewer.groups & set(lab.access.groups))
+
+
+def quota_on(conn: Connection, lab: Lab, viewer: Viewer, user: str, hours: float = 0.0) -> None:
+    """Refused("quota") when the user, or a group of theirs, has no room under ``[access]``
+    for a flight (or, with ``hours``, for a reservation that long), as ``conn``'s
+    transaction sees it."""
+    mine = usage_on(conn, [user])[user]
+    _within("your", lab.access.user_quota(user), mine, f"[access] quota of {user}", hours)
+    for group in quota_groups(lab, viewer):
+        members = usage_on(conn, members_on(conn, group))
         total = Usage(
             sum(u.flights for u in members.values()),
             sum(u.host_seconds for u in members.values()),
         )
-        _within(f"group {group}'s", lab.access.groups[group], total, f"[access.groups.{group}]")
+        where = f"[access.groups.{group}]"
+        _within(f"group {group}'s", lab.access.groups[group], total, where, hours)
 
 
-def _within(whose: str, quota: Quota, usage: Usage, where: str) -> None:
+def admit(lab: Lab, viewer: Viewer, user: str, hours: float = 0.0) -> Callable[[Connection], None]:
+    """The decision on a flight of the user (or on ``hours`` of host time), made in the
+    transaction that stores it: the quotas it answers to are locked
+    (:func:`labgate.store.access.admission`), then checked; two submissions at once are
+    decided one after the other, each seeing the other's work."""
+
+    def decide(conn: Connection) -> None:
+        admission(conn, [f"user:{user}", *(f"group:{g}" for g in quota_groups(lab, viewer))])
+        quota_on(conn, lab, viewer, user, hours)
+
+    return decide
+
+
+def _within(whose: str, quota: Quota, usage: Usage, where: str, reserving: float = 0.0) -> None:
+    """Refused("quota") when ``usage`` leaves no room under ``quota``: a flight needs a flight
+    and some host time left; a reservation of ``reserving`` hours needs that many left."""
+    hours = usage.host_seconds / 3600
+    if reserving:
+        if quota.host_hours is not None and hours + reserving > quota.host_hours:
+            raise Refused(
+                "quota",
+                f"over quota: {reserving:g}h more is more than {whose} "
+                f"{max(quota.host_hours - hours, 0):.2f}h of host time left this week "
+                f"({where}: {quota.host_hours:g}h a week)",
+                429,
+            )
+        return
     if quota.flights is not None and usage.flights >= quota.flights:
         raise Refused(
             "quota",
@@ -122,7 +166,6 @@ def _within(whose: str, quota: Quota, usage: Usage, where: str) -> None:
             f"{where} allows {quota.flights} at once",
             429,
         )
-    hours = usage.host_seconds / 3600
     if quota.host_hours is not None and hours >= quota.host_hours:
         raise Refused(
             "quota",
@@ -184,6 +227,7 @@ def submit(lab: Lab, store: Store, mirrors: Mirrors, viewer: Viewer, asked: OnDe
             mirrors=mirrors,
             owner=Owner(user, only=not asked.public),
             requires=asked.flags,
+            admit=admit(lab, viewer, user),
         )
     except BaseException:
         if fetched is not None:

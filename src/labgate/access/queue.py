@@ -33,15 +33,19 @@ class Place:
 
 def places(
     waiting: Sequence[Waiting],
-    lab_queued: int,
+    lab_ready: Sequence[frozenset[str]],
     live: Mapping[str, int],
     hosts: Sequence[HostSpec],
     away: Mapping[str, str],
     free: Set[str],
 ) -> list[Place]:
-    """Each waiting flight's place (1: served next) and why it waits: ``live`` counts each
+    """Each waiting flight's place (1: served next) and why it waits: ``lab_ready`` the flags
+    of each queued job of the lab's own whose dependencies passed, ``live`` counts each
     owner's jobs on hosts, ``away`` the hosts quarantined or reserved, ``free`` the hosts with a
-    free slot."""
+    free slot. Only the lab's jobs that could start now (a free host in service fits them) go
+    first, as the allocator has it."""
+    open_hosts = [h for h in hosts if h.name in free and h.name not in away]
+    lab_queued = sum(1 for need in lab_ready if any(h.flags >= need for h in open_hosts))
     turn: Counter[str] = Counter(live)
     keyed = []
     for w in sorted(waiting, key=lambda w: w.flight):
@@ -73,7 +77,10 @@ def _why(
     if w.live:
         return f"running: {w.live} job(s) on hosts; the others wait for them or for a host"
     if lab_queued:
-        return f"priority: {lab_queued} queued job(s) of the lab's own flights go first"
+        return (
+            f"priority: {lab_queued} queued job(s) of the lab's own flights can start now "
+            "and go first"
+        )
     if place > 1:
         return f"fair share: {place - 1} flight(s) of users with less host time now go first"
     if not any(h.name in free and h.flags >= need for need in needs for h in hosts):
@@ -85,9 +92,9 @@ def standing(lab: Lab, store: Store, viewer: Viewer | None = None) -> list[Place
     """The on-demand flights waiting now, with their places (those ``viewer`` may see; all for
     None)."""
     requests = AccessRequests(store.engine)
-    waiting, lab_queued = requests.waiting()  # every one counts for the places
+    waiting, lab_ready = requests.waiting()  # every one counts for the places
     live, away, free = requests.live_jobs(), store.hosts.unavailable(), requests.free_hosts()
-    found = places(waiting, lab_queued, live, lab.hosts, away, free)
+    found = places(waiting, lab_ready, live, lab.hosts, away, free)
     if viewer is None:
         return found
     seen = {w.flight for w in requests.waiting(viewer)[0]}

@@ -8,13 +8,14 @@ user, puts them in their group and makes their API token, in the transaction tha
 from __future__ import annotations
 
 import json
+import zlib
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, select, text, update
 
 from labgate.model import Outcome
 from labgate.store import schema as t
@@ -187,43 +188,17 @@ class AccessRequests:
 
     def members(self, group: str) -> list[str]:
         with self.engine.connect() as conn:
-            query = select(t.user_group.c.user).where(t.user_group.c.group == group)
-            return sorted(conn.execute(query).scalars())
+            return members_on(conn, group)
 
     def usage(self, users: Sequence[str], at: datetime | None = None) -> dict[str, Usage]:
         """Each user's flights queued or running and host time since a week before ``at``."""
-        stamp = at or now()
-        since = stamp - WEEK
         with self.engine.connect() as conn:
-            active: dict[str, int] = dict(
-                conn.execute(
-                    select(t.flight.c.owner, func.count())
-                    .where(
-                        t.flight.c.owner.in_(users),
-                        t.flight.c.state.in_(ACTIVE_FLIGHT_STATES),
-                    )
-                    .group_by(t.flight.c.owner)
-                ).all()
-            )
-            runs = conn.execute(
-                select(t.flight.c.owner, t.job.c.started, t.job.c.finished)
-                .join(t.job, t.job.c.flight_id == t.flight.c.id)
-                .where(
-                    t.flight.c.owner.in_(users),
-                    t.job.c.started.is_not(None),
-                    (t.job.c.finished.is_(None)) | (t.job.c.finished >= since),
-                )
-            ).all()
-        seconds: dict[str, float] = defaultdict(float)
-        for owner, started, finished in runs:
-            begin = max(aware(started), since)
-            end = aware(finished) if finished is not None else stamp
-            seconds[owner] += max(0.0, (end - begin).total_seconds())
-        return {u: Usage(int(active.get(u, 0)), seconds[u]) for u in users}
+            return usage_on(conn, users, at)
 
-    def waiting(self, viewer: Viewer | None = None) -> tuple[list[Waiting], int]:
+    def waiting(self, viewer: Viewer | None = None) -> tuple[list[Waiting], list[frozenset[str]]]:
         """The pool's on-demand flights with queued jobs, oldest first (those ``viewer`` may
-        see, all for None), and how many queued jobs the lab's own flights have."""
+        see, all for None), and the host flags each queued job of the lab's own flights needs
+        whose dependencies passed (the jobs that go first where a host fits them)."""
         active = (
             select(t.flight.c.id)
             .join(t.pool_flight, t.pool_flight.c.flight_id == t.flight.c.id)
@@ -235,11 +210,13 @@ class AccessRequests:
                 t.flight.c.owner,
                 t.flight.c.branch,
                 t.flight.c.created,
+                t.job.c.name,
                 t.job.c.outcome,
                 t.job.c.requires,
+                t.job.c.depends,
             )
             .join(t.job, t.job.c.flight_id == t.flight.c.id)
-            .where(t.flight.c.id.in_(active), t.job.c.outcome.in_(WAITING_OR_LIVE))
+            .where(t.flight.c.id.in_(active), t.job.c.outcome.in_((*WAITING_OR_LIVE, *SUCCEEDED)))
             .order_by(t.flight.c.id, t.job.c.id)
         )
         with self.engine.connect() as conn:
@@ -253,12 +230,16 @@ class AccessRequests:
                 if viewer is not None
                 else (r.id for r in rows)
             )
-        lab_queued = 0
+        passed = {(r.id, r.name) for r in rows if r.outcome in SUCCEEDED}
+        lab_ready: list[frozenset[str]] = []
         flights: dict[int, dict[str, Any]] = {}
         for r in rows:
+            if r.outcome in SUCCEEDED:
+                continue
             queued = r.outcome == str(Outcome.QUEUED)
             if r.owner is None:
-                lab_queued += queued
+                if queued and all((r.id, d) in passed for d in json.loads(r.depends)):
+                    lab_ready.append(frozenset(json.loads(r.requires)))
                 continue
             f = flights.setdefault(
                 r.id,
@@ -274,7 +255,7 @@ class AccessRequests:
             for fid, f in flights.items()
             if f["queued"] and fid in seen
         ]  # fmt: skip
-        return out, lab_queued
+        return out, lab_ready
 
     def live_jobs(self) -> dict[str, int]:
         """Jobs of on-demand flights on a host now, per owner."""
@@ -318,6 +299,7 @@ class AccessRequests:
 
 LIVE = (str(Outcome.PREPARING), str(Outcome.RUNNING))
 WAITING_OR_LIVE = (str(Outcome.QUEUED), *LIVE)
+SUCCEEDED = (str(Outcome.PASS), str(Outcome.SKIP))  # a job that depends on it may start
 
 
 def live_jobs_on(conn: Connection, owners: Collection[str] | None = None) -> dict[str, int]:
@@ -332,3 +314,97 @@ def live_jobs_on(conn: Connection, owners: Collection[str] | None = None) -> dic
         .group_by(owner)
     ).all()
     return {name: int(n) for name, n in rows}
+
+
+def members_on(conn: Connection, group: str) -> list[str]:
+    """The group's members, in the caller's transaction."""
+    query = select(t.user_group.c.user).where(t.user_group.c.group == group)
+    return sorted(conn.execute(query).scalars())
+
+
+def usage_on(
+    conn: Connection, users: Sequence[str], at: datetime | None = None
+) -> dict[str, Usage]:
+    """Each user's flights queued or running and host time since a week before ``at``, in the
+    caller's transaction (an admission's, see :func:`admission`)."""
+    stamp = at or now()
+    since = stamp - WEEK
+    active: dict[str, int] = dict(
+        conn.execute(
+            select(t.flight.c.owner, func.count())
+            .where(t.flight.c.owner.in_(users), t.flight.c.state.in_(ACTIVE_FLIGHT_STATES))
+            .group_by(t.flight.c.owner)
+        ).all()
+    )
+    runs = conn.execute(
+        select(t.flight.c.owner, t.job.c.started, t.job.c.finished)
+        .join(t.job, t.job.c.flight_id == t.flight.c.id)
+        .where(
+            t.flight.c.owner.in_(users),
+            t.job.c.started.is_not(None),
+            (t.job.c.finished.is_(None)) | (t.job.c.finished >= since),
+        )
+    ).all()
+    seconds: dict[str, float] = defaultdict(float)
+    for owner, started, finished in runs:
+        begin = max(aware(started), since)
+        end = aware(finished) if finished is not None else stamp
+        seconds[owner] += max(0.0, (end - begin).total_seconds())
+    for user, start, until, ended in conn.execute(_host_time(users, since)).all():
+        # the whole window from its start, the future part too (it is the user's already),
+        # unless it ended early: the host was released or reserved again before its end
+        end = min(aware(until), aware(ended)) if ended is not None else aware(until)
+        seconds[user] += max(0.0, (end - max(aware(start), since)).total_seconds())
+    return {u: Usage(int(active.get(u, 0)), seconds[u]) for u in users}
+
+
+def _host_time(users: Sequence[str], since: datetime) -> Any:
+    """The users' host-time reservations that reach into the week from ``since``: user,
+    start, until, and when the host's reservation next changed (NULL: not since)."""
+    event = t.host_event
+    ended = (
+        select(func.min(event.c.created))
+        .where(
+            event.c.host == t.host_time.c.host,
+            event.c.kind.in_(RESERVATION_ENDS),
+            event.c.created > t.host_time.c.start,
+        )
+        .scalar_subquery()
+    )
+    return select(t.host_time.c.user, t.host_time.c.start, t.host_time.c.until, ended).where(
+        t.host_time.c.user.in_(users), t.host_time.c.until > since
+    )
+
+
+RESERVATION_ENDS = ("release", "reserve")
+"""The host events that end a host's reservation before its window is over (host_event.kind,
+written by ``labgate.store.hosts``)."""
+
+
+def record_host_time(conn: Connection, user: str, host: str, length: timedelta) -> None:
+    """Count a reservation the user holds from now for ``length`` in their host time, in the
+    caller's transaction (its admission, see :func:`admission`): made after the host's
+    reservation, whose own event it must not take for its end."""
+    stamp = now()
+    conn.execute(
+        t.host_time.insert().values(user=user, host=host, start=stamp, until=stamp + length)
+    )
+
+
+_ADMISSION_LOCK = 0x61636365  # "acce": the class of PostgreSQL's advisory locks of admissions
+
+
+def admission(conn: Connection, subjects: Collection[str]) -> None:
+    """Make the caller's transaction the only admission of on-demand work for each of
+    ``subjects`` (a user, a group: whose quota it decides) until it ends, so that the usage it
+    reads next stays true until the flight or reservation it lets in is stored with it. Must be
+    the transaction's first statement. PostgreSQL: an advisory lock per subject, taken in one
+    order (no deadlock); SQLite: ``BEGIN IMMEDIATE``, the one writer."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    for key in sorted({zlib.crc32(s.encode()) - 2**31 for s in subjects}):
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(CAST(:kind AS integer), CAST(:key AS integer))"),
+            {"kind": _ADMISSION_LOCK, "key": key},
+        )

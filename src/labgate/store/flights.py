@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,11 +56,16 @@ class FlightTables(Tables):
         jobs: Sequence[JobSpec],
         embargo: Embargo | None = None,
         owner: Owner | None = None,
+        admit: Callable[[Connection], None] | None = None,
     ) -> int:
         """Store a new queued flight with all its jobs and steps, in one transaction; under
         ``embargo``, only its group sees it until then, and an ``owner`` who keeps it to
-        themselves alone sees it (see ``labgate.store.users``)."""
+        themselves alone sees it (see ``labgate.store.users``). ``admit`` runs first in that
+        transaction and refuses by raising: a decision (a quota) and the flight it lets in
+        are one (see ``labgate.store.access.admission``)."""
         with self.engine.begin() as conn:
+            if admit is not None:
+                admit(conn)
             flight_id = conn.execute(
                 t.flight.insert().values(
                     branch=branch,

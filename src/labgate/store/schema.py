@@ -462,3 +462,19 @@ access_request = Table(
     Column("group", String(200)),
     Index("ix_access_request_state", "state", "id"),
 )
+
+
+# --- on-demand host time (migration 0018) -----------------------------------------------------
+
+host_time = Table(
+    "host_time",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user", String(200), nullable=False),
+    Column("host", String(200), nullable=False),
+    # the window reserved; a reservation ended early (released, or reserved again) ends at the
+    # host's next release or reserve event (host_event), which usage reads
+    Column("start", DateTime(timezone=True), nullable=False),
+    Column("until", DateTime(timezone=True), nullable=False),
+    Index("ix_host_time_user", "user", "until"),
+)

@@ -10,6 +10,9 @@ one short transaction:
    on hosts first), fair among branches (round robin: the n-th queued job of every branch
    before the n+1-th of any) — then locked with ``SELECT ... FOR UPDATE SKIP LOCKED``, so two
    controllers never hold the same job;
+   Only jobs that could start now are candidates: their dependencies passed and a host with
+   their flags has a free slot and is in service; a job of the lab's own that cannot start
+   does not hold back community work on a host it could not use;
 2. ready ones (dependencies passed), each with the hosts it avoids (lost under it before) and,
    for a bisect flight, a preference for the host where the regression was seen;
 3. free slots of in-service hosts (not quarantined, not reserved), read on a random sample of
@@ -71,6 +74,7 @@ PREFERENCE_TTL_S = 60.0
 NEEDS_CACHE = 100_000  # jobs whose needs a controller keeps in memory before it starts afresh
 LIVE = (str(Outcome.PREPARING), str(Outcome.RUNNING))
 SUCCEEDED = (str(Outcome.PASS), str(Outcome.SKIP))
+QUEUED = str(Outcome.QUEUED)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class Allocator:
         # what does not change while a job waits, read once per job and flight: what it
         # needs (depends, requires, exclusive) and the host it prefers; a flight's hosts to avoid
         self._needs: dict[int, tuple[tuple[str, ...], frozenset[str], bool, str | None]] = {}
+        self._wants: dict[int, tuple[tuple[str, ...], frozenset[str]]] = {}  # depends, requires
         self._avoids: dict[int, dict[str, str]] = {}
         self._flights: dict[int, tuple[str, bool]] = {}  # flight → (branch, is a bisection)
         # (branch, job name) → (read again after, host that ran it last, host it last failed on)
@@ -163,16 +168,18 @@ class Allocator:
         self._group_of.clear()
         if flights is not None and not flights:
             return []
-        if not self._any_free_slot():  # read without the write lock: the usual answer when
-            return []  # busy, asked each time a job ends (its slots given back at its end)
+        free_hosts = self._hosts_with_free_slots()  # read without the write lock: none is
+        if not free_hosts:  # the usual answer when busy, asked each time a job ends
+            return []
         with self._transaction() as conn:
-            jobs = self._lock_candidates(conn, flights)
+            away = unavailable_on(conn)
+            jobs = self._lock_candidates(conn, flights, free_hosts - away.keys())
             if not jobs:
                 return []
             ready = self._ready(conn, jobs)
             if not ready:
                 return []
-            free = self._free_slots(conn, ready)
+            free = self._free_slots(conn, ready, away)
             if not free:
                 return []
             hosts = [
@@ -188,16 +195,17 @@ class Allocator:
             self._served[self._group_of[c.job_id]] += 1
         return claims
 
-    def _any_free_slot(self) -> bool:
+    def _hosts_with_free_slots(self) -> set[str]:
         with self.reader.connect() as conn:
-            free = select(t.slot_lease.c.host).where(t.slot_lease.c.job_id.is_(None)).limit(1)
-            return conn.execute(free).first() is not None
+            free = select(t.slot_lease.c.host).where(t.slot_lease.c.job_id.is_(None)).distinct()
+            return set(conn.execute(free).scalars())
 
     def _lock_candidates(
-        self, conn: Connection, only: Collection[int] | None
+        self, conn: Connection, only: Collection[int] | None, open_hosts: Collection[str]
     ) -> list[dict[str, Any]]:
-        """Lock up to ``batch`` queued jobs, best first (see :meth:`_order`); jobs another
-        controller holds are skipped."""
+        """Lock up to ``batch`` queued jobs that could start on ``open_hosts`` (see
+        :meth:`_startable`), best first (see :meth:`_order`); jobs another controller holds are
+        skipped."""
         has_queued = (
             select(t.job.c.id)
             .where(t.job.c.flight_id == t.flight.c.id, t.job.c.outcome == str(Outcome.QUEUED))
@@ -211,17 +219,19 @@ class Allocator:
         if only is not None:
             query = query.where(t.flight.c.id.in_(list(only)))
         flights = conn.execute(query).all()
+        fits: dict[frozenset[str], bool] = {}
         live = self._live(conn, flights)
         ordered = self._order(flights, live)
         candidates: list[int] = []
         for i in range(0, len(ordered), FLIGHTS_PER_QUERY):
             chunk = ordered[i : i + FLIGHTS_PER_QUERY]
             rows = conn.execute(
-                select(t.job.c.id, t.job.c.flight_id).where(
-                    t.job.c.flight_id.in_(chunk), t.job.c.outcome == str(Outcome.QUEUED)
+                select(t.job.c.id, t.job.c.flight_id, t.job.c.depends, t.job.c.requires).where(
+                    t.job.c.flight_id.in_(chunk), t.job.c.outcome == QUEUED
                 )
             ).all()
-            candidates += self._interleave(rows, flights, live)
+            startable = self._startable(conn, rows, open_hosts, fits)
+            candidates += self._interleave(startable, flights, live)
             if len(candidates) >= CANDIDATES * self.batch:
                 break
         locked: list[dict[str, Any]] = []
@@ -258,6 +268,42 @@ class Allocator:
         position = {job_id: i for i, job_id in enumerate(candidates)}
         locked.sort(key=lambda r: position[r["id"]])
         return locked
+
+    def _startable(
+        self,
+        conn: Connection,
+        rows: Sequence[Any],
+        open_hosts: Collection[str],
+        fits: dict[frozenset[str], bool],
+    ) -> list[Any]:
+        """The queued jobs of ``rows`` that could start now: some host with their flags is open
+        (has a free slot, in service; ``fits`` remembers the answer per set of flags) and their
+        dependencies succeeded (read only when some of them have any)."""
+        out = []
+        for r in rows:
+            wants = self._wants.get(r.id)
+            if wants is None:
+                wants = (tuple(json.loads(r.depends)), frozenset(json.loads(r.requires)))
+                self._wants[r.id] = wants
+            fit = fits.get(wants[1])
+            if fit is None:
+                fit = fits[wants[1]] = any(h in open_hosts for h in self._fitting(wants[1]))
+            if fit:
+                out.append(r)
+        wanted = {d for r in out for d in self._wants[r.id][0]}
+        if not wanted:
+            return out
+        passed = {
+            (p.flight_id, p.name)
+            for p in conn.execute(
+                select(t.job.c.flight_id, t.job.c.name).where(
+                    t.job.c.flight_id.in_({r.flight_id for r in out}),
+                    t.job.c.name.in_(wanted),
+                    t.job.c.outcome.in_(SUCCEEDED),
+                )
+            )
+        }
+        return [r for r in out if all((r.flight_id, d) in passed for d in self._wants[r.id][0])]
 
     def _rank(self, blessing: str) -> int:
         try:
@@ -323,8 +369,9 @@ class Allocator:
     ) -> list[tuple[ReadyJob, str | None]]:
         """The jobs whose dependencies passed, each with the host it prefers (see
         :meth:`_preferred_hosts`) and the hosts it avoids (lost under it before)."""
-        if len(self._needs) > NEEDS_CACHE:
+        if len(self._needs) > NEEDS_CACHE or len(self._wants) > NEEDS_CACHE:
             self._needs.clear()
+            self._wants.clear()
             self._avoids.clear()
             self._flights.clear()
         new = [j for j in jobs if j["id"] not in self._needs]
@@ -440,12 +487,14 @@ class Allocator:
         return hosts
 
     def _free_slots(
-        self, conn: Connection, ready: Sequence[tuple[ReadyJob, str | None]]
+        self,
+        conn: Connection,
+        ready: Sequence[tuple[ReadyJob, str | None]],
+        away: Mapping[str, str],
     ) -> dict[str, list[int]]:
-        """Free slots of in-service hosts some ready job can use, as seen now (not locked): host
-        name → slot numbers. Hosts are sampled at random (all of them when few), so that
-        controllers claiming at once mostly choose different hosts."""
-        away = unavailable_on(conn)
+        """Free slots of in-service hosts (not ``away``) some ready job can use, as seen now
+        (not locked): host name → slot numbers. Hosts are sampled at random (all of them when
+        few), so that controllers claiming at once mostly choose different hosts."""
         fitting: set[str] = set()
         for requires in {r.requires for r, _ in ready}:
             fitting.update(self._fitting(requires))

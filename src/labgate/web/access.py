@@ -23,6 +23,7 @@ from labgate.access import hosttime
 from labgate.access.fetch import Refused
 from labgate.access.ondemand import OnDemand, check_approved, submit
 from labgate.access.queue import standing
+from labgate.access.ratelimit import Limited, RateLimiter, apply_limiter, submit_limiter
 from labgate.store import StoreError
 from labgate.store.access import PENDING, AccessRequests
 from labgate.web import pages
@@ -64,6 +65,53 @@ async def access_apply(web: Web, request: Request) -> Response:
         context = {"error": str(error), "form": fields, "done": None}
         return web.render(request, "access_apply.html", context, 400)
     return web.render(request, "access_apply.html", {"error": None, "form": {}, "done": done})
+
+
+def rate_limited(limiter: RateLimiter, endpoint: Any) -> Any:
+    """``endpoint`` answering only requests within the access form's limits (per client
+    address); others get 429, the limit they are over and ``Retry-After``."""
+
+    async def limited(web: Web, request: Request) -> Response:
+        try:
+            limiter.hit(request.client.host if request.client else "unknown")
+        except Limited as over:
+            error = f"{over.message}; try again in {over.retry_after} s"
+            context: dict[str, Any] = {"error": error, "form": {}, "done": None}
+            page = await asyncio.to_thread(web.render, request, "access_apply.html", context, 429)
+            page.headers["Retry-After"] = str(over.retry_after)
+            return page
+        if asyncio.iscoroutinefunction(endpoint):
+            return await endpoint(web, request)  # type: ignore[no-any-return]
+        return await asyncio.to_thread(endpoint, web, request)  # type: ignore[no-any-return]
+
+    return limited
+
+
+def user_limited(limiter: RateLimiter, endpoint: Any, api: bool = True) -> Any:
+    """``endpoint`` (async) answering a user's requests within their limit (the lab admin, and
+    those not logged in, are refused or served by the endpoint itself); others get 429, the
+    limit (rule ``submit_limit``) and ``Retry-After``, as JSON or on the on-demand page."""
+
+    async def limited(web: Web, request: Request) -> Response:
+        viewer = viewer_of(request)
+        try:
+            if viewer.user is not None and not viewer.admin:
+                limiter.hit(viewer.user)
+        except Limited as over:
+            refused = Refused(
+                "submit_limit", f"{over.message}; try again in {over.retry_after} s", 429
+            )
+            if api:
+                answer: Response = JSONResponse(refused.to_json(), status_code=429)
+            else:
+                answer = await asyncio.to_thread(
+                    _ondemand_page, web, request, refused.message, {}, 429
+                )
+            answer.headers["Retry-After"] = str(over.retry_after)
+            return answer
+        return await endpoint(web, request)  # type: ignore[no-any-return]
+
+    return limited
 
 
 def _admin(request: Request) -> None:
@@ -319,9 +367,11 @@ def routes(web: Web) -> list[Route]:
     request = "/access/requests/{request_id:int}"
     public = "/ondemand/flights/{flight_id:int}/public"
     host = "/ondemand/hosts/{name}"
+    limiter = apply_limiter(web.lab.access.apply_limit)  # the page and its POST together
+    submits = submit_limiter(web.lab.access.submit_limit)  # flights and reservations together
     table = [
-        ("/access", access_form, ["GET"]),
-        ("/access", access_apply, ["POST"]),
+        ("/access", rate_limited(limiter, access_form), ["GET"]),
+        ("/access", rate_limited(limiter, access_apply), ["POST"]),
         ("/access/requests", access_requests, ["GET"]),
         (request + "/approve", access_decide, ["POST"]),
         (request + "/refuse", access_decide, ["POST"]),
@@ -329,17 +379,17 @@ def routes(web: Web) -> list[Route]:
         ("/api" + request + "/approve", api_access_decide, ["POST"]),
         ("/api" + request + "/refuse", api_access_decide, ["POST"]),
         ("/ondemand", ondemand_form, ["GET"]),
-        ("/ondemand", ondemand_submit, ["POST"]),
+        ("/ondemand", user_limited(submits, ondemand_submit, api=False), ["POST"]),
         (public, ondemand_public, ["POST"]),
         ("/ondemand/queue", queue_page, ["GET"]),
-        ("/ondemand/hosts", hosts_reserve, ["POST"]),
+        ("/ondemand/hosts", user_limited(submits, hosts_reserve, api=False), ["POST"]),
         (host + "/console", host_console, ["GET"]),
         (host + "/power-cycle", host_power_cycle, ["POST"]),
-        ("/api" + host + "/reserve", api_host_reserve, ["POST"]),
+        ("/api" + host + "/reserve", user_limited(submits, api_host_reserve), ["POST"]),
         ("/api" + host + "/console", host_console, ["GET"]),
         ("/api" + host + "/power-cycle", api_host_power_cycle, ["POST"]),
         ("/api/ondemand", api_approved, ["GET"]),
-        ("/api/ondemand/flights", api_ondemand_submit, ["POST"]),
+        ("/api/ondemand/flights", user_limited(submits, api_ondemand_submit), ["POST"]),
         ("/api" + public, api_ondemand_public, ["POST"]),
         ("/api/ondemand/queue", api_queue, ["GET"]),
     ]

@@ -11,7 +11,7 @@ the commit to test itself (:class:`PatchSource`).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -203,6 +203,28 @@ class QueueAcknowledger(Protocol):
         """Say that the run is queued; what it returns is stored as the run's ``report_id``
         (for :meth:`Connector.started` and :meth:`Connector.report` to update). ``again``:
         a controller may have said so before it was killed (look for what it posted)."""
+        ...
+
+
+@runtime_checkable
+class Withdrawer(Protocol):
+    """A connector that said something of a run before its result (a Review Board status
+    update, a GitHub check run in progress) and so must say how the run ended when its change
+    was closed before the run finished: no vote, a final state saying so."""
+
+    async def withdrawn(self, run: ReviewRun, reason: str) -> None:
+        """Finalise what was said of the run (``reason``: why it ended, e.g. "the change was
+        discarded"). Raise on failure (it is tried again later)."""
+        ...
+
+
+@runtime_checkable
+class ChangeStates(Protocol):
+    """A connector that can say which changes are closed now (asked at start-up: a change
+    closed while no controller listened, with its run queued or in flight)."""
+
+    async def closed_changes(self, runs: Sequence[ReviewRun]) -> list[ChangeEvent]:
+        """A ``closed`` event for each of the runs' changes the server says is closed."""
         ...
 
 

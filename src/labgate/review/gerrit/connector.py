@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import asyncssh
@@ -26,6 +27,8 @@ from labgate.review.gerrit.events import StreamError, dropped_output, parse_even
 from labgate.review.gerrit.rest import (
     Request,
     RestError,
+    change_request,
+    closed_as,
     has_marker,
     messages_request,
     open_changes,
@@ -117,6 +120,19 @@ class GerritConnector:
             return [e for e in open_changes(self.spec, answer) if e.project == self.spec.project]
         except RestError as error:
             raise GerritError(f"the open changes of {self.spec.project}: {error}") from None
+
+    async def closed_changes(self, runs: Sequence[ReviewRun]) -> list[ChangeEvent]:
+        """The runs' changes merged or abandoned now (one ``GET /a/changes/{id}`` each)."""
+        events = []
+        for change in sorted({run.change for run in runs}, key=int):
+            run = next(r for r in runs if r.change == change)
+            try:
+                how = closed_as(await self._call(change_request(run)))
+            except RestError as error:
+                raise GerritError(f"change {change}: {error}") from None
+            if how is not None:
+                events.append(replace(run.event("closed"), closed_as=how))
+        return events
 
     async def started(self, run: ReviewRun, target_url: str | None) -> None:
         """Gerrit has no pending state; the vote's message is the only report."""

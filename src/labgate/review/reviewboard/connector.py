@@ -15,7 +15,9 @@ diff ends that run (:class:`~labgate.review.base.Closed`). A recheck review is a
 Results: one status update per run, created when the run is queued (``pending``, linked to the
 change description that added the diff revision; its summary says when testing begins), then
 updated to ``done-success`` (+1), ``done-failure`` (-1, a regression, or a diff that does not
-apply) or ``error`` (0, the lab failed: retried). Its id is kept with the run, and it carries
+apply) or ``error`` (0, the lab failed: retried), or ``cancelled`` when the request was
+submitted or discarded before the run finished (no result: "cancelled: the change was
+discarded before the run finished"). Its id is kept with the run, and it carries
 ``extra_data.labgate_run``, so a restart at any point updates the same one. A status update's
 description holds 255 characters: the full message (every job, the disabled tests, the
 flight's link) is a review attached to it.
@@ -26,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -200,6 +202,25 @@ class ReviewBoardConnector:
         self.cursor = None
         return await self.poll()
 
+    async def closed_changes(self, runs: Sequence[ReviewRun]) -> list[ChangeEvent]:
+        """The closed requests among the runs': the open ones are listed at once (one paged
+        call); each other one is asked for (it may be closed, or moved to another
+        repository)."""
+        wanted = {run.change for run in runs}
+        listed = await self.api.items(
+            "/api/review-requests/",
+            "review_requests",
+            {"repository": str(await self.repository_id()), "status": "pending"},
+        )
+        others = sorted(wanted - {str(r["id"]) for r in listed}, key=int)
+        events = []
+        for change in others:
+            answer = await self.api.call("GET", f"/api/review-requests/{change}/")
+            request = answer.get("review_request", {})
+            if request.get("status") in CLOSED:
+                events.append(self._event(request, "closed"))
+        return events
+
     async def events(self) -> AsyncIterator[ChangeEvent]:
         """Poll every ``poll_interval`` seconds; a failed poll is logged and tried again."""
         while True:
@@ -333,3 +354,15 @@ class ReviewBoardConnector:
 
     async def reported(self, run: ReviewRun) -> bool:
         return False  # updating the run's one status update again is harmless
+
+    async def withdrawn(self, run: ReviewRun, reason: str) -> None:
+        """The run's status update (if it has one) becomes ``cancelled``: no result."""
+        update_id = run.report_id or await self._find(run)
+        if update_id is None:
+            return  # never said it was queued: nothing to finalise
+        fields = {
+            "state": "cancelled",
+            "summary": _cut(f"cancelled: {reason} before the run finished", SUMMARY_MAX),
+            "description": f"diff revision {run.patchset}",
+        }
+        await self.api.call("PUT", f"{self._updates(run)}{update_id}/", data=fields)

@@ -60,6 +60,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 import argparse
 import os
+import re
 import secrets
 import signal
 import statistics
@@ -71,6 +72,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
@@ -106,6 +108,49 @@ class Request:
     done: float | None = None
 
 
+QUEUED_LINE = re.compile(r"queued run \d+: rb change (\d+) ")
+SAID_LINE = re.compile(r"run \d+: said queued \(rb change (\d+)\)")
+
+
+@dataclass
+class Restart:
+    """One `serve` process's start, as its stamped stderr tells it (monotonic seconds)."""
+
+    started: float
+    answering: float | None = None
+    """The first answer to an HTTP request (the bench asks every 50 ms)."""
+    serving: float | None = None
+    """Its `labgate: serving` line: the web app ready."""
+    checked: float | None = None
+    """Its `start-up check done` line: every live run's change asked about."""
+
+
+@dataclass
+class Timeline:
+    """What the serve processes' stderr said, stamped as each line arrived: when each request
+    (by id) was first queued and first said `pending` (the POST answered)."""
+
+    queued: dict[int, float] = field(default_factory=dict)
+    said: dict[int, float] = field(default_factory=dict)
+    restarts: list[Restart] = field(default_factory=list)
+
+    def read(self, process: subprocess.Popen[bytes], restart: Restart, log: BinaryIO) -> None:
+        assert process.stderr is not None
+        for raw in process.stderr:
+            now = time.monotonic()
+            log.write(b"%.3f " % now + raw)
+            line = raw.decode(errors="replace")
+            if (found := QUEUED_LINE.search(line)) is not None:
+                self.queued.setdefault(int(found.group(1)), now)
+            elif (found := SAID_LINE.search(line)) is not None:
+                self.said.setdefault(int(found.group(1)), now)
+            elif line.startswith("labgate: serving") and restart.serving is None:
+                restart.serving = now
+            elif "start-up check done" in line and restart.checked is None:
+                restart.checked = now
+        log.close()
+
+
 @dataclass
 class Bench:
     server: ReviewBoard
@@ -120,13 +165,20 @@ class Bench:
     errors: list[str] = field(default_factory=list)
     downtimes: list[tuple[float, float]] = field(default_factory=list)
     down_from: float = 0.0
+    timeline: Timeline = field(default_factory=Timeline)
 
     def start_serve(self) -> None:
-        log = open(self.lab_dir / "serve.log", "ab")  # noqa: SIM115 (the process keeps it)
+        """Start `serve`, its stderr stamped line by line into serve.log and the timeline."""
+        restart = Restart(time.monotonic())
+        self.timeline.restarts.append(restart)
         self.serve = subprocess.Popen(
             [*labgate(self.lab_dir, "serve"), "--listen", self.listen],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=log,
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
+        log = open(self.lab_dir / "serve.log", "ab")  # noqa: SIM115 (the reader closes it)
+        threading.Thread(
+            target=self.timeline.read, args=(self.serve, restart, log), daemon=True
+        ).start()
 
     def kill_serve(self) -> None:
         assert self.serve is not None
@@ -138,10 +190,11 @@ class Bench:
         """Until the restarted `serve` answers HTTP: the end of a time it was down."""
         while True:
             try:
-                httpx.get(f"http://{self.listen}/", timeout=5)
+                httpx.get(f"http://{self.listen}/", timeout=30)
                 break
             except httpx.TransportError:
                 time.sleep(0.05)
+        self.timeline.restarts[-1].answering = time.monotonic()
         self.downtimes.append((self.down_from, time.monotonic()))
 
     def was_down(self, request: Request) -> bool:
@@ -287,6 +340,60 @@ def percentile(values: list[float], share: float) -> float:
     return values[max(0, int(len(values) * share + 0.5) - 1)] if values else float("nan")
 
 
+def spread(values: list[float]) -> str:
+    """p50 / p95 / max of ``values`` (s), or - when there are none."""
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    return f"{statistics.median(ordered):.2f} / {percentile(ordered, 0.95):.2f} / {ordered[-1]:.2f}"
+
+
+def share_rows(bench: Bench) -> list[tuple[str, str]]:
+    """labgate's share, from the stamped stderr: each request's path publish -> run queued ->
+    `pending` posted -> seen by the observer, and each restart's path."""
+    line = bench.timeline
+    up = [r for r in bench.requests if not bench.was_down(r)]
+    down = [r for r in bench.requests if bench.was_down(r)]
+
+    def gaps(requests: list[Request], start: str, end: str) -> list[float]:
+        points = {
+            "published": lambda r: r.published,
+            "queued": lambda r: line.queued.get(r.rr),
+            "said": lambda r: line.said.get(r.rr),
+            "seen": lambda r: r.pending,
+        }
+        found = [(points[start](r), points[end](r)) for r in requests]
+        return [b - a for a, b in found if a is not None and b is not None]
+
+    rows = [
+        ("while up: publish call returned -> run queued (s; < 0: queued first, the webhook is "
+         "synchronous)", spread(gaps(up, "published", "queued"))),
+        ("while up: run queued -> `pending` POST answered (s)", spread(gaps(up, "queued", "said"))),
+        ("while up: POST answered -> seen by the observer (s)", spread(gaps(up, "said", "seen"))),
+        ("while down: publish -> run queued / -> `pending` answered (s)",
+         f"{spread(gaps(down, 'published', 'queued'))}; {spread(gaps(down, 'published', 'said'))}"),
+    ]  # fmt: skip
+    for number, restart in enumerate(line.restarts):
+        steps = [
+            ("HTTP answered", restart.answering),
+            ("serving line", restart.serving),
+            ("start-up check done", restart.checked),
+        ]
+        said = ", ".join(
+            f"{name} {when - restart.started:.2f}" for name, when in steps if when is not None
+        )
+        missed = []
+        if number > 0:  # the requests published while it was down (before it answered)
+            start, end = bench.downtimes[number - 1]
+            missed = [line.said[r.rr] - restart.started for r in bench.requests
+                      if start <= r.published <= end and r.rr in line.said]  # fmt: skip
+        if missed:
+            said += f"; missed requests' `pending` answered {spread(missed)}"
+        rows.append((f"{'start' if number == 0 else f'restart {number}'}: s after process start",
+                     said or "-"))  # fmt: skip
+    return rows
+
+
 def report(
     bench: Bench, args: argparse.Namespace, kills: int, posted_s: float, total_s: float
 ) -> None:
@@ -322,6 +429,7 @@ def report(
         ("publish -> pending while serve was up: p50 / p95 / max (s)",
          f"{statistics.median(up):.2f} / {percentile(up, 0.95):.2f} / {up[-1]:.2f}"
          if up else "-"),
+        *share_rows(bench),
         ("all posted / all done (s)", f"{posted_s:.0f} / {total_s:.0f}"),
         ("load average at the end (1/5/15 min)", f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"),
     ]  # fmt: skip

@@ -96,6 +96,33 @@ async def serve(
     *,
     review: bool = True,
 ) -> None:
+    # listening before the slow start-up (the store, the web stack): a review server's
+    # webhook delivered meanwhile waits in the backlog instead of being refused and lost
+    sock = _listen(host, port)
+    try:
+        await _serve(sock, lab_dir, host, gate_branches, review=review)
+    finally:
+        sock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # accepted connections inherit it: no Nagle delay between a response's head and body
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error}") from error
+    sock.listen(128)
+    return sock
+
+
+async def _serve(
+    sock: socket.socket, lab_dir: Path, host: str, gate_branches: Sequence[str], *, review: bool
+) -> None:
     # imported here: every other command starts without the web stack
     import uvicorn
 
@@ -131,7 +158,7 @@ async def serve(
         config = uvicorn.Config(
             app,
             host=host,
-            port=port,
+            port=sock.getsockname()[1],
             access_log=False,
             log_level="warning",
             lifespan="off",
@@ -143,19 +170,8 @@ async def serve(
         # one, so the tasks below are stopped (flights cancelled, review runs given back) and
         # the command exits 130, instead of the process dying at once
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
-        # bound before the address is printed: a client that read it can connect at once
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # accepted connections inherit it: no Nagle delay between a response's head and body
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as error:
-            raise click.ClickException(f"cannot listen on {host}:{port}: {error}") from error
-        sock.listen(128)
         bound = sock.getsockname()[1]
-        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
         click.echo(f"labgate: serving {lab.name} on http://{shown}:{bound}/", err=True)
         await server.serve(sockets=[sock])
     finally:

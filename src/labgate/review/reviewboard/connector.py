@@ -171,6 +171,12 @@ class ReviewBoardConnector:
         """The events since the cursor: requests updated since (closed ones too), rechecks.
         The first time, every open request's latest diff (the closed ones of all time are not
         asked for: a run whose request was closed meanwhile ends when it fetches its diff)."""
+        return [event async for part in self._poll() for event in part]
+
+    async def _poll(self) -> AsyncIterator[list[ChangeEvent]]:
+        """:meth:`poll` in two parts: the requests' events as soon as they are listed (a
+        restart's missed requests get their ``pending`` before the reviews are read: every
+        labgate result is one), then the rechecks; the cursor moves after both."""
         since = {"last-updated-from": self.cursor.isoformat()} if self.cursor else {}
         requests = await self.api.items(
             "/api/review-requests/",
@@ -181,21 +187,22 @@ class ReviewBoardConnector:
                 **since,
             },
         )
+        yield self.request_events(requests)
         reviews = await self.api.items(
             "/api/reviews/", "reviews", {"repository": self.spec.project, "public": "1", **since}
         )
-        events = self.request_events(requests)
+        rechecks = []
         for review in reviews:
             recheck = await self.recheck_event(review)
             if recheck is not None:
-                events.append(recheck)
+                rechecks.append(recheck)
         stamps = [_when(r.get("last_updated")) for r in requests]
         stamps += [_when(r.get("timestamp")) for r in reviews]
         newest = max((s for s in stamps if s is not None), default=None)
         if newest is not None:
             cursor = newest - timedelta(seconds=CURSOR_OVERLAP_S)
             self.cursor = cursor if self.cursor is None else max(self.cursor, cursor)
-        return events
+        yield rechecks
 
     async def reconcile(self) -> list[ChangeEvent]:
         """Every open request's latest diff revision (the queue ignores those it has)."""
@@ -225,12 +232,11 @@ class ReviewBoardConnector:
         """Poll every ``poll_interval`` seconds; a failed poll is logged and tried again."""
         while True:
             try:
-                events = await self.poll()
+                async for events in self._poll():
+                    for event in events:
+                        yield event
             except ReviewBoardError as error:
                 log.warning("[[review]] %s: polling failed: %s", self.name, error)
-                events = []
-            for event in events:
-                yield event
             await asyncio.sleep(self.settings.poll_interval)
 
     # --- the commit to test ----------------------------------------------------------------

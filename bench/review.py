@@ -139,6 +139,7 @@ class Timeline:
         for raw in process.stderr:
             now = time.monotonic()
             log.write(b"%.3f " % now + raw)
+            log.flush()
             line = raw.decode(errors="replace")
             if (found := QUEUED_LINE.search(line)) is not None:
                 self.queued.setdefault(int(found.group(1)), now)

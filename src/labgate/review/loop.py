@@ -63,9 +63,6 @@ ACK_LANE = 8
 """``pending`` posts at once (their own lane: they never wait behind diff fetches, results,
 polls; enough for a restart's backlog, few enough not to take every thread of the server)."""
 
-STATE_LOOKUPS = 8
-"""Changes asked about at once at start-up (:meth:`ReviewLoop.check_live`)."""
-
 
 class Superseded(Exception):
     """The run's patch set is no longer the one its ref points at."""

@@ -22,7 +22,7 @@ import asyncssh
 import httpx
 
 from labgate.model import ReviewSpec
-from labgate.review.base import ChangeEvent, Refused, ReviewRun, Vote, secret
+from labgate.review.base import ChangeEvent, Refused, ReviewRun, Vote, closed_of, secret
 from labgate.review.gerrit.events import StreamError, dropped_output, parse_event
 from labgate.review.gerrit.rest import (
     Request,
@@ -123,16 +123,15 @@ class GerritConnector:
 
     async def closed_changes(self, runs: Sequence[ReviewRun]) -> list[ChangeEvent]:
         """The runs' changes merged or abandoned now (one ``GET /a/changes/{id}`` each)."""
-        events = []
-        for change in sorted({run.change for run in runs}, key=int):
-            run = next(r for r in runs if r.change == change)
+
+        async def ask(run: ReviewRun) -> ChangeEvent | None:
             try:
                 how = closed_as(await self._call(change_request(run)))
             except RestError as error:
-                raise GerritError(f"change {change}: {error}") from None
-            if how is not None:
-                events.append(replace(run.event("closed"), closed_as=how))
-        return events
+                raise GerritError(f"change {run.change}: {error}") from None
+            return None if how is None else replace(run.event("closed"), closed_as=how)
+
+        return await closed_of(runs, ask)
 
     async def started(self, run: ReviewRun, target_url: str | None) -> None:
         """Gerrit has no pending state; the vote's message is the only report."""

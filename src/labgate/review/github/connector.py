@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from labgate.model import ReviewSpec
-from labgate.review.base import ChangeEvent, ReviewRun, Vote, secret
+from labgate.review.base import ChangeEvent, ReviewRun, Vote, closed_of, secret
 from labgate.review.github.events import PayloadError, event_from_pull_request
 from labgate.review.github.settings import github_settings
 
@@ -127,14 +127,16 @@ class GitHubConnector:
 
     async def closed_changes(self, runs: Sequence[ReviewRun]) -> list[ChangeEvent]:
         """The runs' pull requests that are closed now (one ``GET .../pulls/{number}`` each)."""
-        events = []
-        for change in sorted({run.change for run in runs}, key=int):
-            pr = await self._call("GET", f"{self._repo}/pulls/{change}")
-            if isinstance(pr, Mapping) and pr.get("state") == "closed":
-                merged = "merged" if pr.get("merged") else "closed"
-                run = next(r for r in runs if r.change == change)
-                events.append(replace(run.event("closed"), closed_as=merged))
-        return events
+
+        async def ask(run: ReviewRun) -> ChangeEvent | None:
+            pr = await self._call("GET", f"{self._repo}/pulls/{run.change}")
+            if not isinstance(pr, Mapping) or pr.get("state") != "closed":
+                return None
+            return replace(
+                run.event("closed"), closed_as="merged" if pr.get("merged") else "closed"
+            )
+
+        return await closed_of(runs, ask)
 
     async def events(self) -> AsyncIterator[ChangeEvent]:
         """What was missed while away, once: live events arrive through the webhook."""

@@ -34,7 +34,7 @@ from typing import Any
 
 from labgate.git import Mirrors
 from labgate.model import ReviewSpec
-from labgate.review.base import ChangeEvent, Closed, ReviewRun, Vote
+from labgate.review.base import ChangeEvent, Closed, ReviewRun, Vote, closed_of
 from labgate.review.reviewboard.api import ReviewBoardAPI, ReviewBoardError
 from labgate.review.reviewboard.patch import Patch, apply_patch
 from labgate.review.reviewboard.settings import reviewboard_settings
@@ -47,6 +47,13 @@ DESCRIPTION_MAX = 255
 RUN_KEY = "labgate_run"
 CURSOR_OVERLAP_S = 10.0
 CLOSED = ("submitted", "discarded")
+REQUEST_FIELDS = {
+    "only-fields": "id,status,public,branch,absolute_url,last_updated",
+    "only-links": "latest_diff,submitter",
+}
+"""What a listing of review requests asks for: the fields labgate reads (the server serializes
+nothing else: a restart's listing of every open request is several times cheaper)."""
+REVIEW_FIELDS = {"only-fields": "id,body_top,timestamp", "only-links": "self"}
 _REVISION = re.compile(r"/diffs/(\d+)/?$")
 _REQUEST = re.compile(r"/review-requests/(\d+)/")
 
@@ -185,11 +192,14 @@ class ReviewBoardConnector:
                 "repository": str(await self.repository_id()),
                 "status": "all" if self.cursor else "pending",
                 **since,
+                **REQUEST_FIELDS,
             },
         )
         yield self.request_events(requests)
         reviews = await self.api.items(
-            "/api/reviews/", "reviews", {"repository": self.spec.project, "public": "1", **since}
+            "/api/reviews/",
+            "reviews",
+            {"repository": self.spec.project, "public": "1", **since, **REVIEW_FIELDS},
         )
         rechecks = []
         for review in reviews:
@@ -213,20 +223,24 @@ class ReviewBoardConnector:
         """The closed requests among the runs': the open ones are listed at once (one paged
         call); each other one is asked for (it may be closed, or moved to another
         repository)."""
-        wanted = {run.change for run in runs}
         listed = await self.api.items(
             "/api/review-requests/",
             "review_requests",
-            {"repository": str(await self.repository_id()), "status": "pending"},
+            {
+                "repository": str(await self.repository_id()),
+                "status": "pending",
+                "only-fields": "id",
+                "only-links": "",
+            },
         )
-        others = sorted(wanted - {str(r["id"]) for r in listed}, key=int)
-        events = []
-        for change in others:
-            answer = await self.api.call("GET", f"/api/review-requests/{change}/")
+        open_ = {str(r["id"]) for r in listed}
+
+        async def ask(run: ReviewRun) -> ChangeEvent | None:
+            answer = await self.api.call("GET", f"/api/review-requests/{run.change}/")
             request = answer.get("review_request", {})
-            if request.get("status") in CLOSED:
-                events.append(self._event(request, "closed"))
-        return events
+            return self._event(request, "closed") if request.get("status") in CLOSED else None
+
+        return await closed_of([r for r in runs if r.change not in open_], ask)
 
     async def events(self) -> AsyncIterator[ChangeEvent]:
         """Poll every ``poll_interval`` seconds; a failed poll is logged and tried again."""

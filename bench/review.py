@@ -109,7 +109,8 @@ class Request:
 
 
 QUEUED_LINE = re.compile(r"queued run \d+: rb change (\d+) ")
-SAID_LINE = re.compile(r"run \d+: said queued \(rb change (\d+)\)")
+SAID_LINE = re.compile(r"run \d+: said queued \(rb change (\d+)\) in [\d.]+s, ([\d.]+)s of it")
+STALL_LINE = re.compile(r'"event": "loop-stalled", "seconds": ([\d.]+)')
 
 
 @dataclass
@@ -133,6 +134,10 @@ class Timeline:
     queued: dict[int, float] = field(default_factory=dict)
     said: dict[int, float] = field(default_factory=dict)
     restarts: list[Restart] = field(default_factory=list)
+    lane: list[float] = field(default_factory=list)
+    """How long each `pending` waited for the lane (s)."""
+    stalls: list[float] = field(default_factory=list)
+    """Each pause of serve's event loop of 0.5 s or more (s)."""
 
     def read(self, process: subprocess.Popen[bytes], restart: Restart, log: BinaryIO) -> None:
         assert process.stderr is not None
@@ -145,6 +150,9 @@ class Timeline:
                 self.queued.setdefault(int(found.group(1)), now)
             elif (found := SAID_LINE.search(line)) is not None:
                 self.said.setdefault(int(found.group(1)), now)
+                self.lane.append(float(found.group(2)))
+            elif (found := STALL_LINE.search(line)) is not None:
+                self.stalls.append(float(found.group(1)))
             elif line.startswith("labgate: serving") and restart.serving is None:
                 restart.serving = now
             elif "start-up check done" in line and restart.checked is None:
@@ -371,6 +379,9 @@ def share_rows(bench: Bench) -> list[tuple[str, str]]:
          "synchronous)", spread(gaps(up, "published", "queued"))),
         ("while up: run queued -> `pending` POST answered (s)", spread(gaps(up, "queued", "said"))),
         ("while up: POST answered -> seen by the observer (s)", spread(gaps(up, "said", "seen"))),
+        ("`pending` waiting for its lane (s)", spread(line.lane)),
+        ("serve's event loop stalled >= 0.5 s: times, total (s), max (s)",
+         f"{len(line.stalls)}, {sum(line.stalls):.1f}, {max(line.stalls, default=0):.2f}"),
         ("while down: publish -> run queued / -> `pending` answered (s)",
          f"{spread(gaps(down, 'published', 'queued'))}; {spread(gaps(down, 'published', 'said'))}"),
     ]  # fmt: skip

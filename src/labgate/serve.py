@@ -68,6 +68,23 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+STALL_S = 0.5
+"""A pause of the event loop this long is logged (nothing is answered or sent meanwhile)."""
+
+
+async def watch_stalls(every_s: float = 0.1) -> None:
+    """Log each time the event loop ran nothing else for ``STALL_S`` or more (work done on it
+    without awaiting: a slow store call, a big page), one structured line each."""
+    log = logging.getLogger("labgate.web")
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(every_s)
+        late = loop.time() - before - every_s
+        if late >= STALL_S:
+            log.info(json.dumps({"event": "loop-stalled", "seconds": round(late, 2)}))
+
+
 QUEUE_POLL_S = 2.0
 """How often the review loop looks at the queue for runs a webhook queued (at the longest)."""
 
@@ -146,7 +163,7 @@ async def _serve(
     # one flights service: the pool's worker (the web's retests, `labgate host queue`) and the
     # gates' flights share its controller and the hosts' leases
     flights = Flights(lab, store)
-    gates = [asyncio.create_task(flights.serve())]
+    gates = [asyncio.create_task(flights.serve()), asyncio.create_task(watch_stalls())]
     gates += [asyncio.create_task(gate_loop(lab, store, b, flights)) for b in gate_branches]
     reviews = review_loop(lab, store, flights) if review else None
     if reviews is not None:

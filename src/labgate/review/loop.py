@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,15 +189,20 @@ class ReviewLoop:
     async def _acknowledge(
         self, connector: QueueAcknowledger, run: ReviewRun, *, again: bool = False
     ) -> None:
+        asked = time.monotonic()
         try:
             async with self._ack_lane:
+                sent = time.monotonic()
                 report_id = await connector.queued(run, again=again)
         except Exception as error:  # a courtesy: the run still starts and reports
             log.warning("run %d: could not say it is queued: %s", run.id, error)
             return
         if report_id is not None:
             self.queue.set_report_id(run.id, report_id)
-        log.info("run %d: said queued (%s change %s)", run.id, run.connector, run.change)
+        # the server's share and the lane's, for bench/review.py
+        log.info("run %d: said queued (%s change %s) in %.2fs, %.2fs of it waiting for the lane",
+                 run.id, run.connector, run.change, time.monotonic() - asked,
+                 sent - asked)  # fmt: skip
 
     # --- closed changes ------------------------------------------------------------------
 

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 import click
 
 from labgate.commandline import LabgateCommand, lab_option, settle
-from labgate.config import ConfigError, Lab, load_lab
-from labgate.store import Store, StoreError
 
 if TYPE_CHECKING:
+    from labgate.config import Lab
     from labgate.flights import Flights
     from labgate.review.loop import ReviewLoop
+    from labgate.store import Store
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -140,9 +140,12 @@ def _listen(host: str, port: int) -> socket.socket:
 async def _serve(
     sock: socket.socket, lab_dir: Path, host: str, gate_branches: Sequence[str], *, review: bool
 ) -> None:
-    # imported here: every other command starts without the web stack
+    # imported here, after listening (about a second on a busy machine): the store, the
+    # configuration and the web stack
     import uvicorn
 
+    from labgate.config import ConfigError, load_lab
+    from labgate.store import Store, StoreError
     from labgate.web import create_app
 
     try:

@@ -46,6 +46,42 @@ reconcile queues what was missed at once, and says `pending` of runs a killed se
 never said so of. What keeps p95 over 5 s: a sixth of the requests were published while serve
 was down (a restart takes 5-16 s on these cores, and Review Board does not redeliver a webhook),
 and Review Board on two busy cores takes seconds to answer a status update's POST.
+
+Run C (this stop, issue 13's latency work): the same bench with serve listening before its
+start-up, Review Board's listings cut to the fields read, the start-up check of closed
+changes, and serve's stderr stamped line by line (so labgate's share is measured, not guessed).
+Load average 11.60 at the start, 16-19 during the posting (three other engineers' suites and
+this branch's own tests), 12.02 at the end; Review Board's observer asked with 8 users of its
+own (its site allows 10000 API calls an hour a user; an earlier run's report hit 429):
+
+| measure | C |
+| --- | --- |
+| status updates per request: requests | 1: 200 (none lost, none doubled) |
+| requests not in the right state | 23 (still `pending` when the 900 s wait ended) |
+| publish -> pending p50 / p95 / max (s) | 2.09 / 23.58 / 39.42 (NOT met) |
+| published while serve was down: requests; serve's downtimes (s) | 24; 13.1, 12.2 |
+| while up: p50 / p95 / max (s) | 1.95 / 22.43 / 39.42 |
+| while up: publish returned -> run queued (s) | -0.10 / -0.03 / 15.31 (webhook: synchronous) |
+| while up: run queued -> `pending` POST answered (s) | 1.87 / 5.98 / 18.67 |
+| while up: POST answered -> seen by the observer (s) | 0.13 / 16.55 / 25.70 |
+| `pending` waiting for its lane (s) | 0.00 / 0.32 / 1.78 |
+| serve's event loop stalled >= 0.5 s: times, total, max | 336, 255.2 s, 2.74 s |
+| restart 1: start -> serving line / HTTP answered / check done (s) | 10.64 / 13.07 / 19.67 |
+| restart 2: the same (s) | 9.67 / 12.22 / 19.01 |
+| restarts 1, 2: missed requests' `pending`, s after start (p50/max) | 23.16/24.81; 25.47/26.65 |
+| all posted / all done (s) | 202 / 1102 |
+
+What it says, at that load: labgate's own part of publish -> pending while up is the run queued
+-> `pending` POST answered, p50 1.87 s, p95 5.98 s, never waiting for the lane (p95 0.32 s);
+the observer's sweep (0.2 s apart, 8 at a time) adds a p95 of 16.55 s on top, which is the
+bench's, not labgate's. Its event loop stalled for 255 s in all, which at a load of 16-19 on 2
+cores is largely the process waiting for a core, but any store call made on the loop adds to
+it (the next lever: `PYTHONASYNCIODEBUG=1` names the slow callbacks on a quiet run). A restart
+on these cores took 10-11 s to its serving line (the interpreter and the imports: 2.6 s at load
+7), so about 8 of the requests published per kill found no socket and waited for the restart's
+first poll. Since run C, serve listens before it imports the store, the configuration and the
+web stack (labgate.serve imports no more than the CLI), which shortens that window by about a
+second at load 7; not yet measured by this bench.
 """
 
 from __future__ import annotations

@@ -328,8 +328,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="labgate-bench-review-"))
     try:
         user, secret = "labgate-bench", secrets.token_hex(16)
+        # serve's modules compiled once and kept, as an installed wheel's are (where
+        # PYTHONDONTWRITEBYTECODE is set, each restart would compile all of labgate again)
         env = {**os.environ, TOKEN_ENV: server.api_token(user, server.add_user(user)),
-               SECRET_ENV: secret}  # fmt: skip
+               SECRET_ENV: secret, "PYTHONPYCACHEPREFIX": str(work / "pycache")}  # fmt: skip
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         lab_dir, repo = reviewboard_lab(
             work / "lab",
             server,

@@ -232,8 +232,8 @@ class Bench:
         self.serve.wait()
         self.down_from = time.monotonic()
 
-    def wait_serving(self) -> None:
-        """Until the restarted `serve` answers HTTP: the end of a time it was down."""
+    def wait_serving(self, *, restarted: bool = True) -> None:
+        """Until `serve` answers HTTP: for a restarted one, the end of a time it was down."""
         while True:
             try:
                 httpx.get(f"http://{self.listen}/", timeout=30)
@@ -241,7 +241,8 @@ class Bench:
             except httpx.TransportError:
                 time.sleep(0.05)
         self.timeline.restarts[-1].answering = time.monotonic()
-        self.downtimes.append((self.down_from, time.monotonic()))
+        if restarted:
+            self.downtimes.append((self.down_from, time.monotonic()))
 
     def was_down(self, request: Request) -> bool:
         """Whether `serve` was down (killed, not yet answering) when the request was published:
@@ -352,6 +353,7 @@ def main() -> None:
 
 def run(bench: Bench, args: argparse.Namespace, base: str) -> None:
     bench.start_serve()
+    bench.wait_serving(restarted=False)  # the clients start once it answers
     stop, done_too = threading.Event(), threading.Event()
     observer = threading.Thread(target=observe, args=(bench, stop, done_too), daemon=True)
     observer.start()

@@ -81,7 +81,21 @@ on these cores took 10-11 s to its serving line (the interpreter and the imports
 7), so about 8 of the requests published per kill found no socket and waited for the restart's
 first poll. Since run C, serve listens before it imports the store, the configuration and the
 web stack (labgate.serve imports no more than the CLI), which shortens that window by about a
-second at load 7; not yet measured by this bench.
+second at load 7.
+
+Run D, after that and with serve's modules compiled once (as an installed wheel's are; this
+machine sets PYTHONDONTWRITEBYTECODE, so in run C each restart compiled all of labgate first),
+`--requests 60`, 2 kills, load average 6.93 at the start and 16.78 at the end (this branch's
+full test suite ran beside it): 60 of 60 requests with exactly one status update in the right
+state; restarts reached their serving line 5.02 and 5.52 s after the process started (10.64 and
+9.67 in C) and answered HTTP after 6.52 and 9.03 s; of the 13 requests published before a
+restarted serve answered, 8 were handled from the connection backlog (their webhook waited
+for the socket) and 5 waited for the first poll (in C: 8 of 12 per restart missed); the
+missed ones' `pending` was answered 8.61-17.39 s after the process start. Run queued ->
+`pending` answered: 2.74 / 13.22 / 15.18 s (p50 / p95 / max) at that load; the event loop
+stalled 87 times, 67.9 s in all. Its publish -> pending p95, 39.70 s, counts four requests
+published while the first serve was still starting (27.8 s to its first serving line, compiling
+into the new cache): the bench now starts its clients once serve answers.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ state; restarts reached their serving line 5.02 and 5.52 s after the process sta
 9.67 in C) and answered HTTP after 6.52 and 9.03 s; of the 13 requests published before a
 restarted serve answered, 8 were handled from the connection backlog (their webhook waited
 for the socket) and 5 waited for the first poll (in C: 8 of 12 per restart missed); the
-missed ones' `pending` was answered 8.61-17.39 s after the process start. Run queued ->
+missed ones' `pending` was answered p50 8.61 and 11.46 s, max 16.39 and 17.39 s after the
+process start. Run queued ->
 `pending` answered: 2.74 / 13.22 / 15.18 s (p50 / p95 / max) at that load; the event loop
 stalled 87 times, 67.9 s in all. Its publish -> pending p95, 39.70 s, counts four requests
 published while the first serve was still starting (27.8 s to its first serving line, compiling

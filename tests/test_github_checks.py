@@ -1,11 +1,15 @@
 """GitHub results as check runs (`report = ["check_run"]`, or with statuses): `labgate review run`
 against the fake of GitHub's REST API (tests/fakegithub.py, extended with the check runs
 endpoints as GitHub documents them): in_progress when testing starts, then completed with the
-conclusion and the whole message; a report repeated after a crash completes the same check run."""
+conclusion and the whole message; a report repeated after a crash completes the same check run;
+a pull request closed while its run was in flight (and the controller down) gets no vote, its
+check run completed `cancelled`."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
 import subprocess
@@ -13,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from fakegithub import FakeGitHub, ServerThread
+from fakegithub import FakeGitHub, ServerThread, pull_request
+from labgate.model import FlightState
 from labgate.review.base import Vote
 from labgate.review.github.connector import GitHubConnector
 from labgate.store import Store
@@ -107,3 +112,55 @@ def test_check_runs_alone_and_a_repeated_report_is_one_check_run(
         "failure",
         "regression",
     )
+
+
+@pytest.mark.timeout(120)
+def test_a_pull_request_closed_while_its_run_is_in_flight_gets_a_cancelled_check_run(
+    tmp_path: Path,
+) -> None:
+    started, hold = tmp_path / "started.fifo", tmp_path / "hold.fifo"
+    os.mkfifo(started)
+    os.mkfifo(hold)
+    wait = f"echo started > {started}; cat {hold}; exit 0"  # held until the end of the test
+    extra = (
+        'report = ["check_run"]\n'
+        f'[[job]]\nname = "slow"\n[[job.step]]\nname = "wait"\nrun = {json.dumps(wait)}\n'
+    )
+    github = FakeGitHub(TOKEN)
+    env = {**os.environ, TOKEN_ENV: TOKEN}
+    with ServerThread(github.app()) as api:
+        rl = make_review_lab(tmp_path, f"sqlite:///{tmp_path}/lab.db", server=api.url, extra=extra)
+        sha = rl.propose(1, "pass")
+        github.pulls[1] = pull_request(1, sha, repo=PROJECT)
+        with Store.open(rl.lab.database_url) as store:
+            ReviewQueue(store).enqueue(rl.event(1, sha))
+        controller = subprocess.Popen(
+            labgate(rl.path, "review", "run"),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            assert started.read_text() == "started\n"  # blocks until the step runs
+            [check] = github.check_runs
+            assert check["status"] == "in_progress"
+        finally:
+            controller.kill()
+            controller.wait(timeout=30)
+        github.pulls[1]["state"] = "closed"  # closed while no controller listens
+        try:
+            again = run_once(rl.path)
+        finally:
+            with contextlib.suppress(OSError):  # a step left running would wait for ever
+                os.close(os.open(hold, os.O_WRONLY | os.O_NONBLOCK))
+        with Store.open(rl.lab.database_url) as store:
+            [run] = ReviewQueue(store).runs()
+            assert run.flight_id is not None
+            flight = store.get_flight(run.flight_id)
+    assert "run 1: said cancelled: the change was closed" in again.stderr
+    assert (run.state, run.vote, run.vote_state) == ("superseded", None, "withdrawn")
+    assert flight.state is FlightState.CANCELLED
+    [check] = github.check_runs  # the same check run, completed without a vote
+    assert (check["status"], check["conclusion"]) == ("completed", "cancelled")
+    assert check["output"]["title"] == "cancelled: the change was closed before the run finished"
+    assert github.statuses == [] and github.comments == {}

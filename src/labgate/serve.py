@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 import click
 
 from labgate.commandline import LabgateCommand, lab_option, settle
-from labgate.config import ConfigError, Lab, load_lab
-from labgate.store import Store, StoreError
 
 if TYPE_CHECKING:
+    from labgate.config import Lab
     from labgate.flights import Flights
     from labgate.review.loop import ReviewLoop
+    from labgate.store import Store
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -68,6 +68,23 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+STALL_S = 0.5
+"""A pause of the event loop this long is logged (nothing is answered or sent meanwhile)."""
+
+
+async def watch_stalls(every_s: float = 0.1) -> None:
+    """Log each time the event loop ran nothing else for ``STALL_S`` or more (work done on it
+    without awaiting: a slow store call, a big page), one structured line each."""
+    log = logging.getLogger("labgate.web")
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(every_s)
+        late = loop.time() - before - every_s
+        if late >= STALL_S:
+            log.info(json.dumps({"event": "loop-stalled", "seconds": round(late, 2)}))
+
+
 QUEUE_POLL_S = 2.0
 """How often the review loop looks at the queue for runs a webhook queued (at the longest)."""
 
@@ -96,9 +113,39 @@ async def serve(
     *,
     review: bool = True,
 ) -> None:
-    # imported here: every other command starts without the web stack
+    # listening before the slow start-up (the store, the web stack): a review server's
+    # webhook delivered meanwhile waits in the backlog instead of being refused and lost
+    sock = _listen(host, port)
+    try:
+        await _serve(sock, lab_dir, host, gate_branches, review=review)
+    finally:
+        sock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # accepted connections inherit it: no Nagle delay between a response's head and body
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error}") from error
+    sock.listen(128)
+    return sock
+
+
+async def _serve(
+    sock: socket.socket, lab_dir: Path, host: str, gate_branches: Sequence[str], *, review: bool
+) -> None:
+    # imported here, after listening (about a second on a busy machine): the store, the
+    # configuration and the web stack
     import uvicorn
 
+    from labgate.config import ConfigError, load_lab
+    from labgate.store import Store, StoreError
     from labgate.web import create_app
 
     try:
@@ -119,7 +166,7 @@ async def serve(
     # one flights service: the pool's worker (the web's retests, `labgate host queue`) and the
     # gates' flights share its controller and the hosts' leases
     flights = Flights(lab, store)
-    gates = [asyncio.create_task(flights.serve())]
+    gates = [asyncio.create_task(flights.serve()), asyncio.create_task(watch_stalls())]
     gates += [asyncio.create_task(gate_loop(lab, store, b, flights)) for b in gate_branches]
     reviews = review_loop(lab, store, flights) if review else None
     if reviews is not None:
@@ -131,7 +178,7 @@ async def serve(
         config = uvicorn.Config(
             app,
             host=host,
-            port=port,
+            port=sock.getsockname()[1],
             access_log=False,
             log_level="warning",
             lifespan="off",
@@ -143,19 +190,8 @@ async def serve(
         # one, so the tasks below are stopped (flights cancelled, review runs given back) and
         # the command exits 130, instead of the process dying at once
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
-        # bound before the address is printed: a client that read it can connect at once
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # accepted connections inherit it: no Nagle delay between a response's head and body
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as error:
-            raise click.ClickException(f"cannot listen on {host}:{port}: {error}") from error
-        sock.listen(128)
         bound = sock.getsockname()[1]
-        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
         click.echo(f"labgate: serving {lab.name} on http://{shown}:{bound}/", err=True)
         await server.serve(sockets=[sock])
     finally:

@@ -466,3 +466,32 @@ def test_the_double_answers_as_gerrit_documents(
         check=True,
     )
     assert listed.stdout.split() == [gerrit.repo.rev(ref), ref]
+
+
+def test_a_change_closed_while_no_controller_listened_is_ended_at_the_start(
+    gerrit_lab: tuple[ReviewLab, GerritDouble],
+) -> None:
+    rl, gerrit = gerrit_lab
+    kept, abandoned = gerrit.upload({"result": "pass\n"}), gerrit.upload({"result": "pass\n"})
+
+    async def scenario(store: Store) -> None:
+        connector = GerritConnector(spec_of(rl))
+        loop = ReviewLoop(rl.lab, store, {NAME: connector})
+        for event in await connector.reconcile():
+            loop.enqueue(event)
+        gerrit.close(abandoned, "ABANDONED")  # the stream's event is missed: nobody listens
+        [ended] = await loop.check_live()
+        assert (ended.change, ended.state) == (str(abandoned), "queued")  # as it was
+        [run] = [r for r in store.review.runs(NAME) if r.change == str(abandoned)]
+        assert (run.state, run.reason, run.vote_state) == (
+            "superseded",
+            "the change was abandoned",
+            "withdrawn",  # Gerrit has no pending state to finalise
+        )
+        [voted] = await loop.process_once()
+        assert voted.change == str(kept)
+
+    with Store.open(rl.lab.database_url) as store:
+        asyncio.run(scenario(store))
+    assert gerrit.votes(abandoned) == {} and gerrit.messages(abandoned) == []
+    assert gerrit.votes(kept)

@@ -212,3 +212,42 @@ def test_runs_queued_but_never_said_so_get_pending_at_the_start(
         [update] = ours(person, rr)  # one each: the second one found, not doubled
         assert (update["state"], update["summary"]) == ("pending", "queued: attempt 1")
         assert run.report_id == str(update["id"])
+
+
+def test_listings_ask_for_a_few_fields_and_follow_every_page(
+    tmp_path: Path,
+    server: ReviewBoard,
+    labgate_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repository = f"xen-{tmp_path.name}"
+    lab_dir, repo = reviewboard_lab(tmp_path / "lab", server, repository)
+    person = server.person()
+    base = repo.rev("master")
+    diffs = [diff_of(repo, {f"notes/{n}": f"{n}\n"}) for n in range(3)]
+    posted = [person.post_review_request(repository, d, base, summary="a change") for d in diffs]
+    person.review(posted[0], "recheck")
+    person.close(posted[1], "discarded")
+    monkeypatch.setenv(TOKEN_ENV, labgate_env[TOKEN_ENV])
+    monkeypatch.setattr("labgate.review.reviewboard.api.PAGE", 1)  # a page per item
+    lab = load_lab(lab_dir)
+    [spec] = lab.reviews
+    connector = ReviewBoardConnector(spec)
+
+    async def listed() -> tuple[list[Any], list[Any]]:
+        events = await connector.reconcile()
+        with Store.open(lab.database_url) as store:
+            runs = [run for e in events if (run := store.review.enqueue(e)) is not None]
+            person.close(posted[2], "submitted")  # while its run is queued
+            return events, await connector.closed_changes(runs)
+
+    events, closed = asyncio.run(listed())
+    assert [(e.kind, e.change, e.patchset) for e in events] == [
+        ("patchset", str(posted[0]), "1"),
+        ("patchset", str(posted[2]), "1"),
+        ("recheck", str(posted[0]), "1"),
+    ]
+    assert events[0].url and events[0].author  # the fields and links asked for
+    assert [(e.kind, e.change, e.closed_as) for e in closed] == [
+        ("closed", str(posted[2]), "submitted")
+    ]

@@ -2,7 +2,8 @@
 `pending` while a flight runs and the result after; killed mid-flight (SIGKILL) and restarted,
 it resumes every queued patch set and updates the same status update; SIGTERM stops it cleanly
 and gives its run back to the queue. Review Board's signed webhooks reach `serve` (polling
-once an hour), and a request closed while its run is queued or running gets no vote."""
+once an hour), and a request closed while its run is queued or running gets no vote: its
+status update ends `cancelled`, also when it was closed while serve was down."""
 
 from __future__ import annotations
 
@@ -263,8 +264,44 @@ def test_webhooks_reach_serve_and_a_closed_request_gets_no_vote(
 
     after = post("fail")
     wait_for("the next request's result", lambda: state_of(server, after, "done-failure"))
-    for closed in (held, waiting):
-        assert [u["state"] for u in ours(person, closed)] == ["pending"]
+    for closed, how in ((held, "submitted"), (waiting, "discarded")):
+        update = wait_for("the closed request's status update finalised",
+                          lambda rr=closed: state_of(server, rr, "cancelled"))  # fmt: skip
+        assert update["summary"] == f"cancelled: the change was {how} before the run finished"
         assert not [r for r in person.reviews(closed) if "labgate run" in r["body_top"]]
     serves[0].process.send_signal(signal.SIGTERM)
     assert serves[0].process.wait(timeout=60) == 130
+
+
+def test_a_request_closed_while_serve_is_down_is_ended_at_the_restart(
+    tmp_path: Path, server: ReviewBoard, serves: list[Serve], release: Path
+) -> None:
+    # slots = 1: the second request stays queued behind the held one
+    lab = held_lab(tmp_path, server, release, slots=1)
+    person = server.person()
+    serves.append(start_serve(lab.lab_dir, lab.env))
+    held, waiting = lab.post("wait-a"), lab.post("pass")
+    pending = wait_for("pending on the held request", lambda: state_of(server, held, "pending"))
+    wait_for("pending on the waiting request", lambda: state_of(server, waiting, "pending"))
+    step = wait_for("the held step", lambda: held_step(release / "wait-a"))
+
+    # killed with one run in flight and one queued; both requests are closed while it is down,
+    # so the restart's first poll (open requests only) does not list them
+    serves[0].process.kill()
+    serves[0].process.wait()
+    person.close(held, "submitted")
+    person.close(waiting, "discarded")
+    serves.append(start_serve(lab.lab_dir, lab.env))
+    serves[1].wait_line("start-up check done: 2 run(s) of closed changes ended")
+    assert gone_within(step, 30), "the closed request's flight is not resumed"
+    for closed, how in ((held, "submitted"), (waiting, "discarded")):
+        update = wait_for("the status update finalised",
+                          lambda rr=closed: state_of(server, rr, "cancelled"))  # fmt: skip
+        assert update["summary"] == f"cancelled: the change was {how} before the run finished"
+        assert not [r for r in person.reviews(closed) if "labgate run" in r["body_top"]]
+    assert state_of(server, held, "cancelled")["id"] == pending["id"]  # the same, not a second
+
+    after = lab.post("fail")  # the loop goes on
+    wait_for("the next request's result", lambda: state_of(server, after, "done-failure"))
+    serves[1].process.send_signal(signal.SIGTERM)
+    assert serves[1].process.wait(timeout=60) == 130

@@ -10,8 +10,9 @@ the commit to test itself (:class:`PatchSource`).
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -204,6 +205,49 @@ class QueueAcknowledger(Protocol):
         (for :meth:`Connector.started` and :meth:`Connector.report` to update). ``again``:
         a controller may have said so before it was killed (look for what it posted)."""
         ...
+
+
+@runtime_checkable
+class Withdrawer(Protocol):
+    """A connector that said something of a run before its result (a Review Board status
+    update, a GitHub check run in progress) and so must say how the run ended when its change
+    was closed before the run finished: no vote, a final state saying so."""
+
+    async def withdrawn(self, run: ReviewRun, reason: str) -> None:
+        """Finalise what was said of the run (``reason``: why it ended, e.g. "the change was
+        discarded"). Raise on failure (it is tried again later)."""
+        ...
+
+
+@runtime_checkable
+class ChangeStates(Protocol):
+    """A connector that can say which changes are closed now (asked at start-up: a change
+    closed while no controller listened, with its run queued or in flight)."""
+
+    async def closed_changes(self, runs: Sequence[ReviewRun]) -> list[ChangeEvent]:
+        """A ``closed`` event for each of the runs' changes the server says is closed."""
+        ...
+
+
+LOOKUPS_AT_ONCE = 8
+"""Changes a :class:`ChangeStates` connector asks its server about at once."""
+
+
+async def closed_of(
+    runs: Sequence[ReviewRun], ask: Callable[[ReviewRun], Awaitable[ChangeEvent | None]]
+) -> list[ChangeEvent]:
+    """``ask`` (one call to the server) about one run of each of the runs' changes, at most
+    ``LOOKUPS_AT_ONCE`` at once: the ``closed`` events it answers, oldest change first."""
+    lane = asyncio.Semaphore(LOOKUPS_AT_ONCE)
+    firsts = {run.change: run for run in reversed(runs)}
+
+    async def one(run: ReviewRun) -> ChangeEvent | None:
+        async with lane:
+            return await ask(run)
+
+    changes = sorted(firsts, key=lambda c: (len(c), c))
+    found = await asyncio.gather(*(one(firsts[c]) for c in changes))
+    return [event for event in found if event is not None]
 
 
 def secret(spec: ReviewSpec, name: str, what: str, error: type[Exception]) -> str:

@@ -21,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from labgate.config import Lab
 from labgate.evidence import branch_evidence, judge
+from labgate.executor import reap_orphans
 from labgate.flight import FlightError, resolve_revisions
 from labgate.flights import Flights
 from labgate.git import GitError
@@ -34,6 +36,7 @@ from labgate.heartbeat import renew_every
 from labgate.model import Blessing, FlightResult, FlightState, Outcome, ReviewSpec
 from labgate.review.base import (
     ChangeEvent,
+    ChangeStates,
     Closed,
     Connector,
     PatchFailed,
@@ -42,10 +45,11 @@ from labgate.review.base import (
     Refused,
     ReviewRun,
     Vote,
+    Withdrawer,
 )
 from labgate.review.vote import error_vote, flight_url, patch_vote, summary_of, vote_for
 from labgate.store import Store, owner_is_dead, process_owner
-from labgate.store.review import ERROR, INTENT, QUEUED, SUPERSEDED
+from labgate.store.review import ERROR, INTENT, QUEUED, RUNNING, SUPERSEDED, WITHDRAW
 from labgate.store.users import Users
 
 EMBARGOED = "embargoed"
@@ -55,6 +59,10 @@ log = logging.getLogger("labgate.review")
 
 RETRY_POST_S = 60.0
 """How long a run whose vote could not be posted waits before it is tried again."""
+
+ACK_LANE = 8
+"""``pending`` posts at once (their own lane: they never wait behind diff fetches, results,
+polls; enough for a restart's backlog, few enough not to take every thread of the server)."""
 
 
 class Superseded(Exception):
@@ -126,7 +134,9 @@ class ReviewLoop:
         # the mirrors are git repositories: one fetch, clone or patch in them at a time
         self._mirrors_lock = asyncio.Lock()
         self._acks: dict[int, asyncio.Task[None]] = {}
+        self._ack_lane = asyncio.Semaphore(ACK_LANE)
         self._holders: dict[int, str] = {}
+        self._withdrawing: asyncio.Task[None] | None = None
 
     # --- events in -----------------------------------------------------------------------
 
@@ -153,6 +163,8 @@ class ReviewLoop:
         connector = self.connectors.get(event.source)
         if run is not None and isinstance(connector, QueueAcknowledger):
             self._track(run, self._acknowledge(connector, run))
+        if event.kind == "closed":
+            self.start_withdrawing()
         return run
 
     def acknowledge_queued(self) -> list[asyncio.Task[None]]:
@@ -177,13 +189,90 @@ class ReviewLoop:
     async def _acknowledge(
         self, connector: QueueAcknowledger, run: ReviewRun, *, again: bool = False
     ) -> None:
+        asked = time.monotonic()
         try:
-            report_id = await connector.queued(run, again=again)
+            async with self._ack_lane:
+                sent = time.monotonic()
+                report_id = await connector.queued(run, again=again)
         except Exception as error:  # a courtesy: the run still starts and reports
             log.warning("run %d: could not say it is queued: %s", run.id, error)
             return
         if report_id is not None:
             self.queue.set_report_id(run.id, report_id)
+        # the server's share and the lane's, for bench/review.py
+        log.info("run %d: said queued (%s change %s) in %.2fs, %.2fs of it waiting for the lane",
+                 run.id, run.connector, run.change, time.monotonic() - asked,
+                 sent - asked)  # fmt: skip
+
+    # --- closed changes ------------------------------------------------------------------
+
+    def start_withdrawing(self) -> None:
+        """Finalise, in the background, the reports of runs whose change was closed
+        (:meth:`withdraw_closed`), unless a pass is under way."""
+        if self._withdrawing is None or self._withdrawing.done():
+            self._withdrawing = asyncio.create_task(self.withdraw_closed())
+
+    async def withdraw_closed(self) -> None:
+        """Finalise the report of every run ended by a closed change (queued by this process,
+        by a webhook with no loop running, or before a restart): its connector says the run
+        was cancelled, without a vote. A run this process is working on is left to its
+        worker (it does so when its cancelled flight ends); a failure is logged and tried at
+        the next pass."""
+        for run in self.queue.to_withdraw():
+            connector = self.connectors.get(run.connector)
+            if connector is None or run.id in self._holders:
+                continue
+            ack = self._acks.get(run.id)
+            if ack is not None:  # its pending may be on its way: finalise that one
+                await asyncio.shield(ack)
+            await self._withdraw(connector, self.queue.get(run.id))
+
+    async def _withdraw(self, connector: Connector, run: ReviewRun) -> None:
+        reason = run.reason or "the change was closed"
+        if isinstance(connector, Withdrawer):
+            try:
+                await connector.withdrawn(run, reason)
+            except Exception as error:
+                log.warning("run %d: could not say it was cancelled: %s", run.id, error)
+                return
+            log.info("run %d: said cancelled: %s", run.id, reason)
+        self.queue.mark_withdrawn(run.id)
+
+    async def check_live(self) -> list[ReviewRun]:
+        """Ask the server about the change of every run queued or running (a change closed
+        while no controller listened is not in a poll's open list): the closed ones' runs
+        are ended as a ``closed`` event ends them (:func:`close_change`); returns those."""
+        ended: list[ReviewRun] = []
+        live = self.queue.runs(state=QUEUED) + self.queue.runs(state=RUNNING)
+        for name, connector in self.connectors.items():
+            runs = [r for r in live if r.connector == name]
+            if not runs or not isinstance(connector, ChangeStates):
+                continue
+            try:
+                events = await connector.closed_changes(runs)
+            except Exception as error:
+                log.warning("[[review]] %s: cannot ask which changes are closed: %s", name, error)
+                continue
+            for event in events:
+                ended += close_change(self.store, event)
+        for run in ended:
+            if run.flight_id is not None:
+                await asyncio.to_thread(self._end_orphaned, run.flight_id)
+        if ended:
+            await self.withdraw_closed()
+        return ended
+
+    def _end_orphaned(self, flight_id: int) -> None:
+        """A flight whose controller is gone (killed with the flight running) has nobody to
+        act on its cancel request: its steps left running are ended, its hosts released, and
+        it is marked cancelled here."""
+        assert self.flights is not None
+        if self.flights.runners_of(flight_id):
+            return  # a live controller runs it: it acts on the cancel request
+        reap_orphans(self.lab.work_dir / str(flight_id), flight_id)
+        self.store.reset_unfinished(flight_id)
+        self.store.clear_cancel_request(flight_id)
+        self.store.set_flight_state(flight_id, FlightState.CANCELLED, Outcome.CANCELLED)
 
     # --- the queue -----------------------------------------------------------------------
 
@@ -227,26 +316,36 @@ class ReviewLoop:
             await asyncio.gather(*map(asyncio.shield, acks))
 
     async def once(self) -> list[ReviewRun]:
-        """Catch up with every connector, then work on the queue until it is empty
-        (``labgate review run --once``)."""
+        """Catch up with every connector, end the runs of changes closed meanwhile
+        (:meth:`check_live`), then work on the queue until it is empty (``labgate review run
+        --once``)."""
         await self.catch_up()
+        await self.check_live()
+        await self.withdraw_closed()
         return await self.process_once()
 
     async def run_forever(self, poll_s: float = 30.0) -> None:
         """Listen to every connector and process the queue as runs arrive (``labgate serve``,
-        ``labgate review run``)."""
+        ``labgate review run``). First, at once: ``pending`` for the runs a killed controller
+        queued but never said so of, and each connector's reconcile (its first poll or
+        connect, whose new runs get theirs); then the runs of changes closed meanwhile are
+        ended (:meth:`check_live`) before any run is worked on."""
         self.acknowledge_queued()
         listeners = [asyncio.create_task(self.listen(c)) for c in self.connectors.values()]
         try:
+            ended = await self.check_live()
+            log.info("start-up check done: %d run(s) of closed changes ended", len(ended))
             while True:
+                self.start_withdrawing()
                 self.wake.clear()
                 await self.process_once()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), poll_s)
         finally:
-            for task in listeners:
+            tasks = [*listeners, *([self._withdrawing] if self._withdrawing else [])]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*listeners, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def handle(self, run: ReviewRun) -> None:
         """Test one claimed run and vote, or finish what a dead controller left of it."""
@@ -272,6 +371,8 @@ class ReviewLoop:
         except (Superseded, Closed) as why:
             log.info("run %d superseded: %s", run.id, why)
             self.queue.finish(run.id, SUPERSEDED, str(why))
+            if isinstance(why, Closed):
+                await self._withdraw(connector, self.queue.get(run.id))
             return
         except PatchFailed as error:
             await self._vote(connector, run, patch_vote(str(error), self.lab.disabled,
@@ -295,6 +396,7 @@ class ReviewLoop:
         if self._closed(run):
             # closed while it was planned (nothing to cancel then): never run, never left queued
             self.store.set_flight_state(flight_id, FlightState.CANCELLED, Outcome.CANCELLED)
+            await self._withdraw(connector, self.queue.get(run.id))
             return
         if Users(self.store.engine).embargo(flight_id) is not None:
             # an embargoed flight's results are its group's: nothing goes to a public review
@@ -311,6 +413,7 @@ class ReviewLoop:
                 run = self.queue.get(run.id)
         flight = await self._run_flight(run, flight_id)
         if self._closed(run):
+            await self._withdraw(connector, self.queue.get(run.id))
             return
         vote = self._decide(run, spec, flight)
         await self._vote(connector, run, vote)
@@ -417,8 +520,13 @@ class ReviewLoop:
 
     async def _vote(self, connector: Connector, run: ReviewRun, vote: Vote) -> None:
         if not self.queue.record_intent(run.id, vote):
+            now = self.queue.get(run.id)
+            if now.vote_state == WITHDRAW:  # its change was closed as its flight ended
+                log.info("run %d: %s: no vote", run.id, now.reason)
+                await self._withdraw(connector, now)
+                return
             # an intent was recorded before (by a run of this loop that died): it stands
-            await self._finish_intent(connector, self.queue.get(run.id))
+            await self._finish_intent(connector, now)
             return
         await self._post(connector, self.queue.get(run.id), vote)
 

@@ -28,6 +28,9 @@ from labgate.store.leases import REVIEW_RUN
 
 QUEUED, RUNNING, VOTED, SUPERSEDED, ERROR = "queued", "running", "voted", "superseded", "error"
 INTENT, DONE = "intent", "done"
+WITHDRAW, WITHDRAWN = "withdraw", "withdrawn"
+"""The ``vote_state`` of a run whose change was closed before it finished: what the connector
+said of it (a ``pending`` status update) is to be finalised, then was."""
 LIVE = (QUEUED, RUNNING)
 
 
@@ -212,7 +215,8 @@ class ReviewQueue:
 
     def close_change(self, connector: str, change: str, reason: str) -> list[ReviewRun]:
         """The change is closed: its queued runs and its running ones not yet voting end
-        ``superseded`` (no vote; a running one's loop sees it when its flight ends). Returns
+        ``superseded`` (no vote; a running one's loop sees it when its flight ends), their
+        report to be withdrawn (``vote_state`` ``withdraw``, see :meth:`to_withdraw`). Returns
         them as they were (``state`` queued or running: a running one's flight is to be
         cancelled)."""
         with self.engine.begin() as conn:
@@ -226,9 +230,24 @@ class ReviewQueue:
             conn.execute(
                 update(t.review_run)
                 .where(t.review_run.c.id.in_([r.id for r in ended]))
-                .values(state=SUPERSEDED, reason=reason, updated=now())
+                .values(state=SUPERSEDED, vote_state=WITHDRAW, reason=reason, updated=now())
             )
         return ended
+
+    def to_withdraw(self) -> list[ReviewRun]:
+        """The runs ended by a closed change whose report is not finalised yet, oldest first."""
+        query = select(t.review_run).where(t.review_run.c.vote_state == WITHDRAW)
+        with self.engine.connect() as conn:
+            return [_run(r) for r in conn.execute(query.order_by(t.review_run.c.id))]
+
+    def mark_withdrawn(self, run_id: int) -> None:
+        """The run's report is finalised (or it had none to finalise)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.review_run)
+                .where(t.review_run.c.id == run_id, t.review_run.c.vote_state == WITHDRAW)
+                .values(vote_state=WITHDRAWN, updated=now())
+            )
 
     def delivery_seen(self, connector: str, delivery: str) -> bool:
         """Whether a webhook delivery was handled before (a replay)."""

@@ -14,18 +14,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import asyncssh
 import httpx
 
 from labgate.model import ReviewSpec
-from labgate.review.base import ChangeEvent, Refused, ReviewRun, Vote, secret
+from labgate.review.base import ChangeEvent, Refused, ReviewRun, Vote, closed_of, secret
 from labgate.review.gerrit.events import StreamError, dropped_output, parse_event
 from labgate.review.gerrit.rest import (
     Request,
     RestError,
+    change_request,
+    closed_as,
     has_marker,
     messages_request,
     open_changes,
@@ -117,6 +120,18 @@ class GerritConnector:
             return [e for e in open_changes(self.spec, answer) if e.project == self.spec.project]
         except RestError as error:
             raise GerritError(f"the open changes of {self.spec.project}: {error}") from None
+
+    async def closed_changes(self, runs: Sequence[ReviewRun]) -> list[ChangeEvent]:
+        """The runs' changes merged or abandoned now (one ``GET /a/changes/{id}`` each)."""
+
+        async def ask(run: ReviewRun) -> ChangeEvent | None:
+            try:
+                how = closed_as(await self._call(change_request(run)))
+            except RestError as error:
+                raise GerritError(f"change {run.change}: {error}") from None
+            return None if how is None else replace(run.event("closed"), closed_as=how)
+
+        return await closed_of(runs, ask)
 
     async def started(self, run: ReviewRun, target_url: str | None) -> None:
         """Gerrit has no pending state; the vote's message is the only report."""

@@ -76,6 +76,19 @@ def review_request(run: ReviewRun, vote: Vote) -> Request:
     )
 
 
+def change_request(run: ReviewRun) -> Request:
+    """``GET /a/changes/{id}``: the change's ``status`` (``NEW``, ``MERGED``, ``ABANDONED``)."""
+    return Request("GET", f"/a/changes/{change_id(run)}")
+
+
+def closed_as(change: Any) -> str | None:
+    """How a ChangeInfo's change was closed (``merged``, ``abandoned``), None while open."""
+    if not isinstance(change, Mapping):
+        raise RestError("the change is not an object")
+    status = change.get("status")
+    return str(status).lower() if status in ("MERGED", "ABANDONED") else None
+
+
 def messages_request(run: ReviewRun) -> Request:
     """``GET /a/changes/{id}/messages``: to find a run's marker after a crash."""
     return Request("GET", f"/a/changes/{change_id(run)}/messages")

@@ -14,21 +14,24 @@ Results are commit statuses, check runs or both (``report = ["status", "check_ru
   (``GET /repos/{owner}/{repo}/commits/{sha}/check-runs``), so a report repeated after a crash
   completes the same check run. Only a GitHub App's installation token may write check runs.
 
-So a report repeated after a crash is no second vote. With ``voting = false`` the result is a
+So a report repeated after a crash is no second vote. A run whose pull request was closed before
+it finished gets no vote: its check run, if testing began, is completed ``cancelled`` (its
+commit status, a vote, is left ``pending``). With ``voting = false`` the result is a
 pull request comment instead (``POST /repos/{owner}/{repo}/issues/{number}/comments``), looked
 up by the run's marker before it is posted again.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from labgate.model import ReviewSpec
-from labgate.review.base import ChangeEvent, ReviewRun, Vote, secret
+from labgate.review.base import ChangeEvent, ReviewRun, Vote, closed_of, secret
 from labgate.review.github.events import PayloadError, event_from_pull_request
 from labgate.review.github.settings import github_settings
 
@@ -122,6 +125,19 @@ class GitHubConnector:
                 events.append(event)
         return events
 
+    async def closed_changes(self, runs: Sequence[ReviewRun]) -> list[ChangeEvent]:
+        """The runs' pull requests that are closed now (one ``GET .../pulls/{number}`` each)."""
+
+        async def ask(run: ReviewRun) -> ChangeEvent | None:
+            pr = await self._call("GET", f"{self._repo}/pulls/{run.change}")
+            if not isinstance(pr, Mapping) or pr.get("state") != "closed":
+                return None
+            return replace(
+                run.event("closed"), closed_as="merged" if pr.get("merged") else "closed"
+            )
+
+        return await closed_of(runs, ask)
+
     async def events(self) -> AsyncIterator[ChangeEvent]:
         """What was missed while away, once: live events arrive through the webhook."""
         for event in await self.reconcile():
@@ -196,6 +212,23 @@ class GitHubConnector:
             await self._call(
                 "POST", f"{self._repo}/issues/{run.change}/comments", json={"body": vote.message}
             )
+
+    async def withdrawn(self, run: ReviewRun, reason: str) -> None:
+        """A run whose testing began: its check run is completed ``cancelled``."""
+        if run.flight_id is None or "check_run" not in self.settings.report:
+            return
+        if not self.spec.voting:
+            return
+        text = f"cancelled: {reason} before the run finished"
+        await self.check_run(
+            run,
+            {
+                "status": "completed",
+                "conclusion": "cancelled",
+                "completed_at": _now(),
+                "output": {"title": text, "summary": f"{text} {run.marker}"},
+            },
+        )
 
     async def reported(self, run: ReviewRun) -> bool:
         if run.voting:

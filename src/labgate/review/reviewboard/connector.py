@@ -15,7 +15,9 @@ diff ends that run (:class:`~labgate.review.base.Closed`). A recheck review is a
 Results: one status update per run, created when the run is queued (``pending``, linked to the
 change description that added the diff revision; its summary says when testing begins), then
 updated to ``done-success`` (+1), ``done-failure`` (-1, a regression, or a diff that does not
-apply) or ``error`` (0, the lab failed: retried). Its id is kept with the run, and it carries
+apply) or ``error`` (0, the lab failed: retried), or ``cancelled`` when the request was
+submitted or discarded before the run finished (no result: "cancelled: the change was
+discarded before the run finished"). Its id is kept with the run, and it carries
 ``extra_data.labgate_run``, so a restart at any point updates the same one. A status update's
 description holds 255 characters: the full message (every job, the disabled tests, the
 flight's link) is a review attached to it.
@@ -26,13 +28,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from labgate.git import Mirrors
 from labgate.model import ReviewSpec
-from labgate.review.base import ChangeEvent, Closed, ReviewRun, Vote
+from labgate.review.base import ChangeEvent, Closed, ReviewRun, Vote, closed_of
 from labgate.review.reviewboard.api import ReviewBoardAPI, ReviewBoardError
 from labgate.review.reviewboard.patch import Patch, apply_patch
 from labgate.review.reviewboard.settings import reviewboard_settings
@@ -45,6 +47,13 @@ DESCRIPTION_MAX = 255
 RUN_KEY = "labgate_run"
 CURSOR_OVERLAP_S = 10.0
 CLOSED = ("submitted", "discarded")
+REQUEST_FIELDS = {
+    "only-fields": "id,status,public,branch,absolute_url,last_updated",
+    "only-links": "latest_diff,submitter",
+}
+"""What a listing of review requests asks for: the fields labgate reads (the server serializes
+nothing else: a restart's listing of every open request is several times cheaper)."""
+REVIEW_FIELDS = {"only-fields": "id,body_top,timestamp", "only-links": "self"}
 _REVISION = re.compile(r"/diffs/(\d+)/?$")
 _REQUEST = re.compile(r"/review-requests/(\d+)/")
 
@@ -169,6 +178,12 @@ class ReviewBoardConnector:
         """The events since the cursor: requests updated since (closed ones too), rechecks.
         The first time, every open request's latest diff (the closed ones of all time are not
         asked for: a run whose request was closed meanwhile ends when it fetches its diff)."""
+        return [event async for part in self._poll() for event in part]
+
+    async def _poll(self) -> AsyncIterator[list[ChangeEvent]]:
+        """:meth:`poll` in two parts: the requests' events as soon as they are listed (a
+        restart's missed requests get their ``pending`` before the reviews are read: every
+        labgate result is one), then the rechecks; the cursor moves after both."""
         since = {"last-updated-from": self.cursor.isoformat()} if self.cursor else {}
         requests = await self.api.items(
             "/api/review-requests/",
@@ -177,39 +192,65 @@ class ReviewBoardConnector:
                 "repository": str(await self.repository_id()),
                 "status": "all" if self.cursor else "pending",
                 **since,
+                **REQUEST_FIELDS,
             },
         )
+        yield self.request_events(requests)
         reviews = await self.api.items(
-            "/api/reviews/", "reviews", {"repository": self.spec.project, "public": "1", **since}
+            "/api/reviews/",
+            "reviews",
+            {"repository": self.spec.project, "public": "1", **since, **REVIEW_FIELDS},
         )
-        events = self.request_events(requests)
+        rechecks = []
         for review in reviews:
             recheck = await self.recheck_event(review)
             if recheck is not None:
-                events.append(recheck)
+                rechecks.append(recheck)
         stamps = [_when(r.get("last_updated")) for r in requests]
         stamps += [_when(r.get("timestamp")) for r in reviews]
         newest = max((s for s in stamps if s is not None), default=None)
         if newest is not None:
             cursor = newest - timedelta(seconds=CURSOR_OVERLAP_S)
             self.cursor = cursor if self.cursor is None else max(self.cursor, cursor)
-        return events
+        yield rechecks
 
     async def reconcile(self) -> list[ChangeEvent]:
         """Every open request's latest diff revision (the queue ignores those it has)."""
         self.cursor = None
         return await self.poll()
 
+    async def closed_changes(self, runs: Sequence[ReviewRun]) -> list[ChangeEvent]:
+        """The closed requests among the runs': the open ones are listed at once (one paged
+        call); each other one is asked for (it may be closed, or moved to another
+        repository)."""
+        listed = await self.api.items(
+            "/api/review-requests/",
+            "review_requests",
+            {
+                "repository": str(await self.repository_id()),
+                "status": "pending",
+                "only-fields": "id",
+                "only-links": "",
+            },
+        )
+        open_ = {str(r["id"]) for r in listed}
+
+        async def ask(run: ReviewRun) -> ChangeEvent | None:
+            answer = await self.api.call("GET", f"/api/review-requests/{run.change}/")
+            request = answer.get("review_request", {})
+            return self._event(request, "closed") if request.get("status") in CLOSED else None
+
+        return await closed_of([r for r in runs if r.change not in open_], ask)
+
     async def events(self) -> AsyncIterator[ChangeEvent]:
         """Poll every ``poll_interval`` seconds; a failed poll is logged and tried again."""
         while True:
             try:
-                events = await self.poll()
+                async for events in self._poll():
+                    for event in events:
+                        yield event
             except ReviewBoardError as error:
                 log.warning("[[review]] %s: polling failed: %s", self.name, error)
-                events = []
-            for event in events:
-                yield event
             await asyncio.sleep(self.settings.poll_interval)
 
     # --- the commit to test ----------------------------------------------------------------
@@ -333,3 +374,15 @@ class ReviewBoardConnector:
 
     async def reported(self, run: ReviewRun) -> bool:
         return False  # updating the run's one status update again is harmless
+
+    async def withdrawn(self, run: ReviewRun, reason: str) -> None:
+        """The run's status update (if it has one) becomes ``cancelled``: no result."""
+        update_id = run.report_id or await self._find(run)
+        if update_id is None:
+            return  # never said it was queued: nothing to finalise
+        fields = {
+            "state": "cancelled",
+            "summary": _cut(f"cancelled: {reason} before the run finished", SUMMARY_MAX),
+            "description": f"diff revision {run.patchset}",
+        }
+        await self.api.call("PUT", f"{self._updates(run)}{update_id}/", data=fields)

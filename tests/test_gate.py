@@ -345,7 +345,7 @@ def test_cli_gate_once_json_and_exit_status(tmp_path: Path) -> None:
     assert data["regressions"] == [{"job": "test", "step": "guest-start", "testcase": None}]
     (b,) = data["bisections"]
     assert b["culprit"] == {"tree": "xen", "commit": shas[2], "author": BOB[0],
-                            "email": BOB[1], "subject": "change 2"}  # fmt: skip
+                            "email": BOB[1], "subject": "change 2"}, (b, proc.stderr)  # fmt: skip
     assert set(b) >= {"job", "step", "culprit", "confidence", "executions", "flights"}
     hist = subprocess.run(
         labgate(lab_dir, "history", "xen-unstable", "test"), capture_output=True, text=True

@@ -167,10 +167,8 @@ def _through_resident(argv: list[str]) -> int | None:
         if first is None or "pid" not in first:
             return None  # stale, or it went away: run here
         child = int(first["pid"])
-        forwarded: list[int] = []
 
         def forward(signum: int, _frame: object) -> None:
-            forwarded.append(signum)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
 
@@ -184,17 +182,14 @@ def _through_resident(argv: list[str]) -> int | None:
 
 
 def _reply(replies: Any) -> dict[str, Any] | None:
-    while True:
-        try:
-            line = replies.readline()
-        except InterruptedError:
-            continue
-        except OSError:
-            return None
-        if not line:
-            return None
-        reply: dict[str, Any] = json.loads(line)
-        return reply
+    """The resident's next message, or None when it closed the connection (a read interrupted
+    by a forwarded signal is retried by Python itself, PEP 475)."""
+    try:
+        line = replies.readline()
+    except OSError:
+        return None
+    reply: dict[str, Any] | None = json.loads(line) if line else None
+    return reply
 
 
 def _umask() -> int:

@@ -33,7 +33,6 @@ import cProfile
 import io
 import os
 import pstats
-import shutil
 import statistics
 import subprocess
 import sys
@@ -47,16 +46,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from labs import local_host, write_lab
+from labs import labgate_exe, local_host, write_lab
 from pg import scratch_database
 
 TARGET_MS = 5.0
-
-
-def labgate_exe() -> str:
-    """This Python's console script (a PATH shim such as pyenv's adds its own start-up)."""
-    script = Path(sys.executable).parent / "labgate"
-    return str(script) if script.exists() else shutil.which("labgate") or "labgate"
 
 
 def make_lab(path: Path, database: str, jobs: int, steps: int, slots: int) -> Path:

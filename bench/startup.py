@@ -36,7 +36,6 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import tempfile
@@ -44,7 +43,7 @@ import time
 from collections.abc import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from labs import job, local_host, step, write_lab
+from labs import job, labgate_exe, local_host, step, write_lab
 
 HELP_TARGET_MS = 150.0
 FIRST_STEP_TARGET_MS = 300.0
@@ -57,12 +56,6 @@ EAGER = (
 
 # the floor under a flight's first step: its configuration (pydantic) and store (SQLAlchemy)
 FLIGHT_IMPORTS = "import labgate.config, labgate.store, labgate.flight"
-
-
-def labgate_exe() -> str:
-    """This Python's console script (a PATH shim such as pyenv's adds its own start-up)."""
-    script = Path(sys.executable).parent / "labgate"
-    return str(script) if script.exists() else shutil.which("labgate") or "labgate"
 
 
 ALONE = {"LABGATE_RESIDENT": "0"}  # every command a process of its own

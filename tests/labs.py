@@ -107,9 +107,13 @@ def write_lab(
     return LabDir(path, repos, branch)
 
 
-def labgate(lab_dir: Path, *args: str) -> list[str]:
-    """The command line of `labgate --lab LAB_DIR ...`-style calls: the console script of this
-    Python (not a PATH shim, which adds its own start-up), with `--lab` after the subcommand."""
+def labgate_exe() -> str:
+    """The console script of this Python (not a PATH shim, which adds its own start-up)."""
     script = Path(sys.executable).parent / "labgate"
-    exe = str(script) if script.exists() else shutil.which("labgate") or "labgate"
-    return [exe, *args, "--lab", str(lab_dir)]
+    return str(script) if script.exists() else shutil.which("labgate") or "labgate"
+
+
+def labgate(lab_dir: Path, *args: str) -> list[str]:
+    """The command line of `labgate --lab LAB_DIR ...`-style calls (see :func:`labgate_exe`),
+    with `--lab` after the subcommand."""
+    return [labgate_exe(), *args, "--lab", str(lab_dir)]

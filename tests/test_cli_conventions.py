@@ -21,7 +21,7 @@ import pytest
 
 from labgate.cli import TopGroup, main
 from labgate.commandline import JsonOption, json_args
-from labs import job, labgate, local_host, step, write_lab
+from labs import job, labgate, labgate_exe, local_host, step, write_lab
 from reviewlab import SECRET_ENV, TOKEN_ENV, make_review_lab
 
 # every command that shows results; `bisect run` takes --json PATH|- of its own (its tests check
@@ -228,7 +228,7 @@ def _invocation(path: str, lab: dict[str, str]) -> list[str]:
         "resident status": [],
     }[path]
     if path.startswith("resident"):  # this user's, not a lab's: no --lab
-        return labgate(Path("."), *path.split(), *args)[:-2]
+        return [labgate_exe(), *path.split(), *args]
     where = lab["review"] if path.startswith("review") else lab["lab"]
     return labgate(Path(where), *path.split(), *args)
 

@@ -8,7 +8,6 @@ import os
 import pty
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 import labgate as package
 from labgate import resident
 from labgate.store import Store
-from labs import job, labgate, local_host, step, write_lab
+from labs import job, labgate, labgate_exe, local_host, step, write_lab
 from procs import gone_within, wait_for
 
 
@@ -28,17 +27,14 @@ def home(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {**os.environ, "LABGATE_RESIDENT_DIR": str(tmp_path / "run")}
     env.pop("LABGATE_RESIDENT", None)  # the default: use one that answers, start none
     yield env
-    subprocess.run(
-        [labgate(tmp_path, "resident", "stop")[0], "resident", "stop"], env=env, check=False
-    )
+    subprocess.run([labgate_exe(), "resident", "stop"], env=env, check=False)
 
 
 def cli(env: dict[str, str], *args: str, **options: object) -> subprocess.CompletedProcess[str]:
-    exe = labgate(Path("."), *args)[0]
     if "input" not in options:
         options["stdin"] = subprocess.DEVNULL
     return subprocess.run(
-        [exe, *args],
+        [labgate_exe(), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -158,7 +154,7 @@ def test_on_a_terminal_the_first_command_starts_it_and_the_next_runs_in_it(
     def at_terminal(*args: str) -> tuple[int, str]:
         controller, terminal = pty.openpty()
         process = subprocess.Popen(
-            [labgate(tmp_path, *args)[0], *args],
+            [labgate_exe(), *args],
             env={**home, "TERM": "xterm", "COLUMNS": "120"},
             stdin=terminal,
             stdout=terminal,
@@ -210,7 +206,6 @@ def test_services_run_in_their_own_process() -> None:
     assert all(resident._is_service(argv) for argv in services)
     commands = [["flight", "run", "main"], ["host", "list"], ["--version"], ["gate-x"]]
     assert not any(resident._is_service(argv) for argv in commands)
-    assert sys.executable  # the resident is started with this interpreter
 
 
 def test_the_directory_it_was_started_from_is_not_its_code(

@@ -342,21 +342,15 @@ class Resident:
             request = json.loads(message)
         except (OSError, ValueError) as error:
             _log("bad-request", error=str(error))
-            for fd in fds:
-                os.close(fd)
-            conn.close()
+            _hang_up(conn, fds)
             return "ok"
         if uid != os.getuid():
             _log("refused", uid=uid)
-            for fd in fds:
-                os.close(fd)
-            conn.close()
+            _hang_up(conn, fds)
             return "ok"
         if request.get("stop"):
             _send(conn, {"stopping": True})
-            conn.close()
-            for fd in fds:
-                os.close(fd)
+            _hang_up(conn, fds)
             _log("stop-requested")
             raise SystemExit(0)
         if request.get("status"):
@@ -364,19 +358,15 @@ class Resident:
                 conn,
                 {"resident": os.getpid(), "served": self.served, "running": len(self.children)},
             )
-            conn.close()
+            _hang_up(conn, fds)
             return "ok"
         if len(fds) != 3:
             _log("refused", fds=len(fds))
-            for fd in fds:
-                os.close(fd)
-            conn.close()
+            _hang_up(conn, fds)
             return "ok"
         if request.get("python") != sys.executable or fingerprint() != self.code:
             _send(conn, {"stale": True})
-            conn.close()
-            for fd in fds:
-                os.close(fd)
+            _hang_up(conn, fds)
             _log("stale")
             return "stale"
         pid = os.fork()
@@ -404,6 +394,14 @@ class Resident:
         code = os.waitstatus_to_exitcode(status)
         _send(conn, {"exit": code if code >= 0 else 128 - code})
         conn.close()
+
+
+def _hang_up(conn: socket.socket, fds: list[int]) -> None:
+    """End a connection the resident runs no command for: the caller's descriptors it was passed
+    are closed with it."""
+    for fd in fds:
+        os.close(fd)
+    conn.close()
 
 
 def _say_ready() -> None:

@@ -3,7 +3,8 @@
 A lab of JOBS jobs x STEPS steps of `true` on one local host of SLOTS slots; each round times
 `labgate flight run` as a whole command (wall clock: start-up, mirror fetch, planning, checkouts,
 store writes, scheduling, the steps) and then the same JOBS*STEPS `/bin/sh -c true` processes
-spawned bare, SLOTS at a time (asyncio, own session each, as the local executor starts them).
+spawned bare, SLOTS at a time (asyncio, own session each, as the local executor starts and
+watches them).
 Rounds alternate so that both see the same machine. The overhead per step is
 (labgate - bare) / (JOBS*STEPS); the target is at most 5 ms.
 
@@ -103,6 +104,11 @@ async def _spawn_bare(count: int, parallel: int) -> None:
 
 
 def time_bare(count: int, parallel: int) -> float:
+    # the children are watched as the local executor watches its steps (by pidfd where the
+    # kernel has it, not a thread a child): the bare side pays no cost labgate does not
+    from labgate import children
+
+    children.install()
     started = time.perf_counter()
     asyncio.run(_spawn_bare(count, parallel))
     return time.perf_counter() - started

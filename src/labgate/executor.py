@@ -25,7 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from labgate import children
 from labgate.model import HostSpec, Outcome, step_outcome
+
+# every step is a child process: asyncio learns of its end by pidfd, not by a thread a child
+children.install()
 
 KILL_GRACE_S = 5.0
 

@@ -135,3 +135,48 @@ def test_an_expired_lease_puts_the_job_back_in_the_queue(store: Store) -> None:
     assert dead.heartbeat() == set()
     [event] = [e for e in HostRegistry(store.engine).history("h0") if e.kind == "lease-expired"]
     assert event.reason == "controller dead stopped renewing its lease on h0"
+
+
+def test_each_end_of_a_job_records_it_gives_its_slot_back_and_ends_the_broken_streak(
+    store: Store,
+) -> None:
+    """Store.end_job's one-statement path (PostgreSQL, a host already seen) does what the
+    transaction of several statements does: a job's end is recorded only while its attempt is
+    live, and only then are its slots given back; every end is in the host's history."""
+    pool = allocator(store, [host("h0")])
+    flight_id = flight(store, "a", Blessing.REAL, ["j0", "j1", "j2"])
+
+    def end(job_id: int, outcome: Outcome, reason: str | None = None) -> None:
+        store.end_job(job_id, outcome, reason, host="h0", attempt=1, quarantine_after=9)
+
+    def streak() -> int:
+        return store.hosts.statuses(["h0"])["h0"].broken_streak
+
+    [first] = pool.claim()
+    end(first.job_id, Outcome.BROKEN, "disk full")
+    assert streak() == 1
+    [second] = pool.claim()  # the broken job gave its slot back
+    end(second.job_id, Outcome.PASS)
+    assert streak() == 0
+    [third] = pool.claim()
+    end(first.job_id, Outcome.PASS, "a late end")  # no longer live: nothing changes but history
+    assert pool.claim() == []  # the third job still holds the one slot
+    end(third.job_id, Outcome.FAIL, "exit status 1")
+    jobs = {j.spec.name: j.outcome for j in store.flight_jobs(flight_id)}
+    assert jobs == {"j0": Outcome.BROKEN, "j1": Outcome.PASS, "j2": Outcome.FAIL}
+    history = [
+        (e.job_id, e.outcome, e.reason) for e in store.hosts.history("h0") if e.kind == "job"
+    ]
+    assert sorted(history, key=str) == sorted(
+        [
+            (first.job_id, "broken", "disk full"),
+            (second.job_id, "pass", None),
+            (first.job_id, "pass", "a late end"),
+            (third.job_id, "fail", "exit status 1"),
+        ],
+        key=str,
+    )
+    assert streak() == 0
+    follow = flight(store, "a", Blessing.REAL, ["j3"])
+    [fourth] = pool.claim()  # the third job's end gave the slot back
+    assert fourth.flight_id == follow

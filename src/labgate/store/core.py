@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.sql import Executable
 
 from labgate.model import HostSpec, Outcome
 from labgate.store.bisections import BisectionTables
@@ -28,7 +29,7 @@ from labgate.store.findings import FindingTables
 from labgate.store.flights import FlightTables, set_job_and_steps
 from labgate.store.metrics import MetricTables
 from labgate.store.pool import PoolTables
-from labgate.store.values import StoreError, autocommit
+from labgate.store.values import StoreError, autocommit, now
 
 if TYPE_CHECKING:
     from labgate.store.hosts import HostRegistry
@@ -207,8 +208,35 @@ class Store(FlightTables, BranchTables, BisectionTables, PoolTables, FindingTabl
         (``in_history``) the job in the host's history (see ``HostRegistry.record_job``). With
         ``queue_again`` (why), a job whose host was lost is queued again for another host at
         once: nobody sees its lost attempt's outcome as the job's."""
+        from labgate.store.hosts import event_values
         from labgate.store.slots import release_slots
 
+        if (
+            self.engine.dialect.name == "postgresql"
+            and in_history
+            and queue_again is None
+            and outcome is not Outcome.BROKEN
+            and self.hosts.known(host)
+        ):
+            # the commonest end, in one round trip instead of seven (BEGIN, five statements,
+            # COMMIT): one statement is atomic without a transaction of its own
+            stamp = now()
+            data = dict(data) if data else None
+            with self.reader.connect() as conn:
+                conn.execute(
+                    _job_end_in_one(outcome.finished and outcome is not Outcome.CANCELLED),
+                    {
+                        "f_job": job_id,
+                        "f_outcome": str(outcome),
+                        "f_reason": reason,
+                        "f_at": stamp,
+                        "f_attempt": attempt,
+                        **event_values(host, "job", job_id, attempt, outcome, reason, data),
+                        "s_host": host,
+                        "s_at": stamp,
+                    },
+                )
+            return
         with self.engine.begin() as conn:
             if self.finish_job(job_id, outcome, reason, attempt=attempt, conn=conn):
                 release_slots(conn, job_id)
@@ -232,3 +260,35 @@ class Store(FlightTables, BranchTables, BisectionTables, PoolTables, FindingTabl
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+@functools.cache
+def _job_end_in_one(streak_ends: bool) -> Executable:
+    """``Store.end_job``'s usual path as one PostgreSQL statement (data-modifying CTEs, which
+    SQLite does not have): the attempt's outcome while it is the live one, its allocation and
+    slots given back only then, its event in the host's history, and (``streak_ends``) the
+    host's broken streak ended. Built once: a flight ends a job every few steps."""
+    from sqlalchemy import bindparam, select, update
+
+    from labgate.store import schema as t
+    from labgate.store.flights import FINISH_LIVE_JOB
+    from labgate.store.hosts import ADD_EVENT, STREAK_ENDS
+    from labgate.store.leases import SLOT
+
+    done = FINISH_LIVE_JOB.returning(t.job.c.id).cte("done")
+    ended = select(done.c.id).scalar_subquery()
+    released = (
+        update(t.allocation)
+        .where(t.allocation.c.job_id == ended, t.allocation.c.released.is_(None))
+        .values(released=bindparam("f_at", type_=t.allocation.c.released.type))
+        .cte("released")
+    )
+    freed = (
+        update(t.slot_lease)
+        .where(t.slot_lease.c.job_id == ended)
+        .values(job_id=None, **SLOT.cleared())
+        .cte("freed")
+    )
+    if streak_ends:
+        return STREAK_ENDS.add_cte(done, released, freed, ADD_EVENT.cte("event"))
+    return ADD_EVENT.add_cte(done, released, freed)

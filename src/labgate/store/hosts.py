@@ -137,23 +137,33 @@ def add_event(
     data: Any = None,
 ) -> None:
     """Add a row to the host's history (in the caller's transaction)."""
-    conn.execute(
-        _ADD_EVENT,
-        {
-            "e_host": host,
-            "e_created": now(),
-            "e_kind": kind,
-            "e_job": job_id,
-            "e_attempt": attempt,
-            "e_outcome": str(outcome) if outcome is not None else None,
-            "e_reason": reason,
-            "e_data": json.dumps(data) if data is not None else None,
-        },
-    )
+    conn.execute(ADD_EVENT, event_values(host, kind, job_id, attempt, outcome, reason, data))
+
+
+def event_values(
+    host: str,
+    kind: str,
+    job_id: int | None,
+    attempt: int | None,
+    outcome: Outcome | None,
+    reason: str | None,
+    data: Any,
+) -> dict[str, Any]:
+    """The parameters of :data:`ADD_EVENT` for one row of the host's history."""
+    return {
+        "e_host": host,
+        "e_created": now(),
+        "e_kind": kind,
+        "e_job": job_id,
+        "e_attempt": attempt,
+        "e_outcome": str(outcome) if outcome is not None else None,
+        "e_reason": reason,
+        "e_data": json.dumps(data) if data is not None else None,
+    }
 
 
 # built once (a job's end adds an event and ends its host's broken streak, every job)
-_ADD_EVENT = insert(t.host_event).values(
+ADD_EVENT = insert(t.host_event).values(
     host=bindparam("e_host"),
     created=bindparam("e_created", type_=t.host_event.c.created.type),
     kind=bindparam("e_kind"),
@@ -163,7 +173,7 @@ _ADD_EVENT = insert(t.host_event).values(
     reason=bindparam("e_reason"),
     data=bindparam("e_data"),
 )
-_STREAK_ENDS = (
+STREAK_ENDS = (
     update(t.host_status)
     .where(t.host_status.c.name == bindparam("s_host"), t.host_status.c.broken_streak != 0)
     .values(broken_streak=0, updated=bindparam("s_at", type_=t.host_status.c.updated.type))
@@ -176,6 +186,10 @@ class HostRegistry:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._known: set[str] = set()
+
+    def known(self, name: str) -> bool:
+        """Whether this registry has seen the host's row (rows are never deleted)."""
+        return name in self._known
 
     def _ensure(self, conn: Connection, name: str) -> None:
         if name in self._known:  # host rows are never deleted: seen once, known for good
@@ -363,7 +377,7 @@ class HostRegistry:
         )
         if outcome is not Outcome.BROKEN:
             if outcome.finished and outcome is not Outcome.CANCELLED:
-                conn.execute(_STREAK_ENDS, {"s_host": host, "s_at": now()})
+                conn.execute(STREAK_ENDS, {"s_host": host, "s_at": now()})
             return None
         conn.execute(
             update(t.host_status)

@@ -76,6 +76,8 @@ class Flights:
         self._idle = asyncio.Event()
         self._flights: dict[int, FlightResult] = {}  # flights with jobs run here, as planned
         self._jobs: dict[int, dict[int, StoredJob]] = {}
+        # a flight being read for the jobs that start first (several at once: read once)
+        self._reading: dict[int, asyncio.Future[tuple[FlightResult, dict[int, StoredJob]]]] = {}
         self._started: set[int] = set()  # flights known to be marked running
         self._running: dict[asyncio.Task[Outcome], Claim] = {}
         self._settling: set[asyncio.Task[None]] = set()
@@ -320,15 +322,29 @@ class Flights:
     async def _run(self, claim: Claim) -> Outcome:
         flight = self._flights.get(claim.flight_id)
         if flight is None:
-            flight = await asyncio.to_thread(self.store.get_flight, claim.flight_id)
-            self._flights[claim.flight_id] = flight
-            self._jobs[claim.flight_id] = {j.id: j for j in self.store.flight_jobs(flight.id)}
-            if claim.flight_id not in self._awaited:  # a pool flight: fetch it here too
-                await asyncio.to_thread(self.runner.fetch, flight)
+            reading = self._reading.get(claim.flight_id)
+            if reading is None:  # the first of its jobs to start here: read it, in a thread
+                reading = asyncio.ensure_future(
+                    asyncio.to_thread(
+                        self._read, claim.flight_id, fetch=claim.flight_id not in self._awaited
+                    )
+                )
+                self._reading[claim.flight_id] = reading
+                reading.add_done_callback(lambda _: self._reading.pop(claim.flight_id, None))
+            read, self._jobs[claim.flight_id] = await asyncio.shield(reading)
+            flight = self._flights[claim.flight_id] = read
         awaited = self._awaited.get(claim.flight_id)
         progress = awaited.progress if awaited else None
         job = self._jobs[claim.flight_id][claim.job_id]
         return await self.runner.run_job(flight, job, claim.host, claim.attempt, progress)
+
+    def _read(self, flight_id: int, *, fetch: bool) -> tuple[FlightResult, dict[int, StoredJob]]:
+        """A flight as planned and its jobs by id; ``fetch``: a pool flight nobody here awaits,
+        its revisions fetched into the mirrors here too."""
+        flight = self.store.get_flight(flight_id)
+        if fetch:
+            self.runner.fetch(flight)
+        return flight, {j.id: j for j in self.store.flight_jobs(flight_id)}
 
     # --- moving flights along -----------------------------------------------------------------
 

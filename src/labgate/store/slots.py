@@ -197,8 +197,7 @@ class Allocator:
 
     def _hosts_with_free_slots(self) -> set[str]:
         with self.reader.connect() as conn:
-            free = select(t.slot_lease.c.host).where(t.slot_lease.c.job_id.is_(None)).distinct()
-            return set(conn.execute(free).scalars())
+            return set(conn.execute(_HOSTS_WITH_FREE_SLOTS).scalars())
 
     def _lock_candidates(
         self, conn: Connection, only: Collection[int] | None, open_hosts: Collection[str]
@@ -206,30 +205,17 @@ class Allocator:
         """Lock up to ``batch`` queued jobs that could start on ``open_hosts`` (see
         :meth:`_startable`), best first (see :meth:`_order`); jobs another controller holds are
         skipped."""
-        has_queued = (
-            select(t.job.c.id)
-            .where(t.job.c.flight_id == t.flight.c.id, t.job.c.outcome == str(Outcome.QUEUED))
-            .exists()
-        )
-        query = (
-            select(t.flight.c.id, t.flight.c.branch, t.flight.c.blessing, t.flight.c.owner)
-            .join(t.pool_flight, t.pool_flight.c.flight_id == t.flight.c.id)
-            .where(t.flight.c.state.in_(ACTIVE_FLIGHT_STATES), has_queued)
-        )
-        if only is not None:
-            query = query.where(t.flight.c.id.in_(list(only)))
-        flights = conn.execute(query).all()
+        if only is None:
+            flights = conn.execute(_POOL_FLIGHTS).all()
+        else:
+            flights = conn.execute(_POOL_FLIGHTS_OF, {"only": list(only)}).all()
         fits: dict[frozenset[str], bool] = {}
         live = self._live(conn, flights)
         ordered = self._order(flights, live)
         candidates: list[int] = []
         for i in range(0, len(ordered), FLIGHTS_PER_QUERY):
             chunk = ordered[i : i + FLIGHTS_PER_QUERY]
-            rows = conn.execute(
-                select(t.job.c.id, t.job.c.flight_id, t.job.c.depends, t.job.c.requires).where(
-                    t.job.c.flight_id.in_(chunk), t.job.c.outcome == QUEUED
-                )
-            ).all()
+            rows = conn.execute(_QUEUED_JOBS_OF, {"flights": chunk}).all()
             startable = self._startable(conn, rows, open_hosts, fits)
             candidates += self._interleave(startable, flights, live)
             if len(candidates) >= CANDIDATES * self.batch:
@@ -246,23 +232,10 @@ class Allocator:
             top = top[:1]
         first = random.randrange(len(top)) if top else 0
         for i in top[first:] + top[:first] + slices[len(top) :]:
-            rows = conn.execute(
-                self._lock(
-                    select(
-                        t.job.c.id,
-                        t.job.c.flight_id,
-                        t.job.c.name,
-                        t.job.c.requires,
-                        t.job.c.depends,
-                        t.job.c.exclusive,
-                        t.job.c.attempt,
-                    ).where(
-                        t.job.c.id.in_(candidates[i : i + self.batch]),
-                        t.job.c.outcome == str(Outcome.QUEUED),
-                    )
-                )
-            ).all()
-            locked += [dict(r._mapping) for r in rows]
+            batch = {"jobs": candidates[i : i + self.batch]}
+            locked += [
+                dict(r._mapping) for r in conn.execute(_LOCK_QUEUED_JOBS[self.sqlite], batch)
+            ]
             if len(locked) >= self.batch:
                 break
         position = {job_id: i for i, job_id in enumerate(candidates)}
@@ -505,11 +478,7 @@ class Allocator:
             usable = list(preferred | set(random.sample(usable, size)))
         if not usable:
             return {}
-        rows = conn.execute(
-            select(t.slot_lease.c.host, t.slot_lease.c.slot).where(
-                t.slot_lease.c.host.in_(usable), t.slot_lease.c.job_id.is_(None)
-            )
-        )
+        rows = conn.execute(_FREE_SLOTS_ON, {"hosts": usable})
         free: dict[str, list[int]] = {}
         for r in rows:
             free.setdefault(r.host, []).append(r.slot)
@@ -672,6 +641,39 @@ def release_slots(conn: Connection, job_id: int, *where: Any) -> None:
     )
 
 
+# The claim's statements, built once (a controller claims each time one of its jobs ends).
+_HOSTS_WITH_FREE_SLOTS = (
+    select(t.slot_lease.c.host).where(t.slot_lease.c.job_id.is_(None)).distinct()
+)
+_POOL_FLIGHTS = (
+    select(t.flight.c.id, t.flight.c.branch, t.flight.c.blessing, t.flight.c.owner)
+    .join(t.pool_flight, t.pool_flight.c.flight_id == t.flight.c.id)
+    .where(
+        t.flight.c.state.in_(ACTIVE_FLIGHT_STATES),
+        select(t.job.c.id)
+        .where(t.job.c.flight_id == t.flight.c.id, t.job.c.outcome == QUEUED)
+        .exists(),
+    )
+)
+_POOL_FLIGHTS_OF = _POOL_FLIGHTS.where(t.flight.c.id.in_(bindparam("only", expanding=True)))
+_QUEUED_JOBS_OF = select(t.job.c.id, t.job.c.flight_id, t.job.c.depends, t.job.c.requires).where(
+    t.job.c.flight_id.in_(bindparam("flights", expanding=True)), t.job.c.outcome == QUEUED
+)
+_QUEUED_JOBS = select(
+    t.job.c.id,
+    t.job.c.flight_id,
+    t.job.c.name,
+    t.job.c.requires,
+    t.job.c.depends,
+    t.job.c.exclusive,
+    t.job.c.attempt,
+).where(t.job.c.id.in_(bindparam("jobs", expanding=True)), t.job.c.outcome == QUEUED)
+# by ``Allocator.sqlite``: SQLite's BEGIN IMMEDIATE already locks; PostgreSQL skips the rows
+# another controller is claiming
+_LOCK_QUEUED_JOBS = {True: _QUEUED_JOBS, False: _QUEUED_JOBS.with_for_update(skip_locked=True)}
+_FREE_SLOTS_ON = select(t.slot_lease.c.host, t.slot_lease.c.slot).where(
+    t.slot_lease.c.host.in_(bindparam("hosts", expanding=True)), t.slot_lease.c.job_id.is_(None)
+)
 _RELEASE_SLOTS = (
     update(t.slot_lease)
     .where(t.slot_lease.c.job_id == bindparam("r_job"))

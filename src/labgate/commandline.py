@@ -18,11 +18,9 @@ SQLAlchemy or rich.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -64,20 +62,12 @@ def settle() -> None:
       and step ends;
     - on Python 3.11 the event loop learns that a step's process ended from a pidfd it polls
       with everything else, as Python 3.12 does by itself, not from a thread started for each
-      process (started and waited for on the event loop, for every step).
+      process (see ``labgate.children``).
     """
-    import asyncio  # here: the commands that start no loop start without it
+    from labgate import children  # here: the commands that start no loop start without asyncio
 
     gc.freeze()
-    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
-        try:
-            os.close(os.pidfd_open(os.getpid()))
-        except OSError:  # a kernel before 5.3, or a sandbox without the call
-            return
-        watcher = asyncio.PidfdChildWatcher()
-        asyncio.get_event_loop_policy().set_child_watcher(watcher)  # each new loop attaches it
-        with contextlib.suppress(RuntimeError):  # called from a running loop: attach it now
-            watcher.attach_loop(asyncio.get_running_loop())
+    children.install()
 
 
 def fail(message: str, status: int = USAGE_ERROR) -> NoReturn:

@@ -15,6 +15,7 @@ import fnmatch
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -223,6 +224,7 @@ class JobRunner:
     def __post_init__(self) -> None:
         self.mirrors = self.mirrors or mirrors_for(self.lab)
         self.registry = self.store.hosts
+        self._deleting: set[asyncio.Future[None]] = set()
 
     def fetch(self, flight: FlightResult) -> None:
         """Every commit of the revision tuple in the mirrors; one that cannot be had is left for
@@ -285,8 +287,25 @@ class JobRunner:
                 await asyncio.shield(session.close())
             if outcome is not Outcome.QUEUED:
                 progress.job_finished(name, outcome, host)
-            # in a thread: deleting a checkout on the event loop would stall every running job
+            await self._discard(workdir)
+
+    async def _discard(self, workdir: Path) -> None:
+        """Delete a job's checkout without making the job wait: it is moved aside at once (an
+        attempt of the same job may start in its place) and deleted in a thread (a build tree
+        can take seconds, and the controller claims the next job when this one returns).
+        ``asyncio.run`` waits for the thread before the process ends. Always in a thread:
+        deleting on the event loop would stall every running job."""
+        gone = workdir.with_name(f".{workdir.name}.gone-{uuid.uuid4().hex[:12]}")
+        try:
+            workdir.rename(gone)
+        except FileNotFoundError:  # the work dir could not be made
+            return
+        except OSError:  # it cannot be moved aside: delete it before anything starts there
             await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
+            return
+        deleting = asyncio.ensure_future(asyncio.to_thread(shutil.rmtree, gone, ignore_errors=True))
+        self._deleting.add(deleting)
+        deleting.add_done_callback(self._deleting.discard)
 
     async def _session(
         self, host: HostSpec, flight: FlightResult, name: str, workdir: Path, artifacts: Path

@@ -274,7 +274,7 @@ def profile(lab_dir: Path, top: int) -> None:
         "cancel_requests",
     ):
         timers.wrap(Store, name, f"store.{name}")
-    timers.wrap(Mirrors, "checkout", "git checkout (clone --shared + checkout), in threads")
+    timers.wrap(Mirrors, "checkout", "checkout (copy of the kept one), in threads")
     timers.wrap(Mirrors, "update", "git mirror fetch")
     timers.wrap(LocalExecutor, "run_step", "executor.run_step (the step itself included)")
 

@@ -7,10 +7,13 @@ delete with the work dir, even after a crash.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
+import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +106,29 @@ class Commit:
     subject: str
 
 
+# Each mirror keeps the checkouts of its newest revisions, copied into every job's work dir (see
+# Mirrors.checkout), in this directory of the bare repository (git ignores it).
+KEPT_CHECKOUTS = "labgate-checkouts"
+CHECKOUTS_KEPT = 8
+# A kept checkout still being made after this long was left by a controller that died.
+_MAKING_S = 3600.0
+
+
+def _evict(kept: Path, keep: int) -> None:
+    """Delete all but the ``keep`` kept checkouts used last, and those a dead controller left
+    half made."""
+    entries = []
+    for entry in kept.iterdir():
+        with contextlib.suppress(OSError):
+            entries.append((entry.stat().st_mtime, entry))
+    made = sorted((e for e in entries if not e[1].name.startswith(".")), reverse=True)
+    stale = [e for t, e in entries if e.name.startswith(".") and t < time.time() - _MAKING_S]
+    for _, path in made[keep:]:
+        shutil.rmtree(path, ignore_errors=True)
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class Mirrors:
     """Bare mirrors of the lab's trees, one per tree, under ``root``."""
 
@@ -158,11 +184,58 @@ class Mirrors:
     def checkout(self, tree: str, sha: str, dest: Path) -> None:
         """Make ``dest`` a git work tree at ``sha`` (detached HEAD) borrowing the mirror's objects.
 
-        The repository is laid out here (HEAD, config, the mirror's objects as an alternate, its
-        tags) and one ``git read-tree`` fills the work tree: one process per tree and job instead
-        of a clone and a checkout, and nothing to undo but deleting ``dest``."""
-        mirror = self.path(tree)
+        A copy of the mirror's kept checkout of ``sha`` (see :meth:`_kept`): a flight's jobs all
+        check out the same revisions, and copying files costs far less than a git process that
+        inflates every object again (4 ms against 0.7 ms a job for a small tree). The copy's
+        index has other file stamps than its files, so git's first command there compares
+        contents once and finds the tree clean. Where no kept checkout can be had or copied (a
+        controller elsewhere evicted it meanwhile), one is made in place as :meth:`_read_tree`
+        does."""
         dest = dest.resolve()
+        kept = self._kept(tree, sha)
+        if kept is not None:
+            try:
+                shutil.copytree(kept, dest, symlinks=True)
+                # the tags as the mirror has them now (it may have fetched since)
+                (dest / ".git" / "packed-refs").write_text(self._tag_text(tree))
+                return
+            except (OSError, shutil.Error):
+                shutil.rmtree(dest, ignore_errors=True)
+        self._read_tree(tree, sha, dest)
+
+    def _kept(self, tree: str, sha: str) -> Path | None:
+        """The mirror's kept checkout of ``sha`` (inside the mirror: a private tree's stays as
+        private as its mirror), made now if there is none; the newest ``CHECKOUTS_KEPT`` per
+        tree are kept. None when it cannot be made (no room, say): the caller checks out in
+        place. Made under a name of its own and renamed into place, so that controllers making
+        it at once each see a whole one."""
+        kept = self.path(tree) / KEPT_CHECKOUTS
+        path = kept / sha
+        if path.is_dir():
+            with contextlib.suppress(OSError):
+                os.utime(path)  # the newest used is the last evicted
+            return path
+        making = kept / f".{sha}.{uuid.uuid4().hex[:12]}"
+        try:
+            kept.mkdir(exist_ok=True)
+            self._read_tree(tree, sha, making)
+            making.rename(path)
+        except (OSError, GitError):
+            # another made it first (the rename finds it there), no room, or git cannot check
+            # it out (the checkout in place says why, naming the job's work dir)
+            shutil.rmtree(making, ignore_errors=True)
+            return path if path.is_dir() else None
+        except BaseException:
+            shutil.rmtree(making, ignore_errors=True)
+            raise
+        _evict(kept, CHECKOUTS_KEPT)
+        return path
+
+    def _read_tree(self, tree: str, sha: str, dest: Path) -> None:
+        """Lay the repository out in ``dest`` (HEAD, config, the mirror's objects as an
+        alternate, its tags) and fill the work tree with one ``git read-tree``: one process,
+        and nothing to undo but deleting ``dest``."""
+        mirror = self.path(tree)
         repo = dest / ".git"
         (repo / "objects" / "info").mkdir(parents=True)
         (repo / "refs" / "heads").mkdir(parents=True)
@@ -172,14 +245,17 @@ class Mirrors:
         (repo / "config").write_text(
             "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
         )
-        if tree not in self._tags:
-            self._tags[tree] = "".join(_tag_lines(mirror))
-        (repo / "packed-refs").write_text(self._tags[tree])
+        (repo / "packed-refs").write_text(self._tag_text(tree))
         git(
             ["read-tree", "-u", "--reset", sha],
             cwd=dest,
             env={"GIT_DIR": str(repo), "GIT_WORK_TREE": str(dest)},
         )
+
+    def _tag_text(self, tree: str) -> str:
+        if tree not in self._tags:
+            self._tags[tree] = "".join(_tag_lines(self.path(tree)))
+        return self._tags[tree]
 
     def commit(self, tree: str, sha: str) -> Commit:
         out = git(

@@ -109,7 +109,7 @@ class Commit:
 # Each mirror keeps the checkouts of its newest revisions, copied into every job's work dir (see
 # Mirrors.checkout), in this directory of the bare repository (git ignores it).
 KEPT_CHECKOUTS = "labgate-checkouts"
-CHECKOUTS_KEPT = 8
+CHECKOUTS_KEPT = 4  # enough for the flights running at once; each costs a tree of disk
 # A kept checkout still being made after this long was left by a controller that died.
 _MAKING_S = 3600.0
 

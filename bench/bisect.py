@@ -6,6 +6,8 @@
     python bench/bisect.py --sizes 1000,5000  # also 5,000 commits (several times longer)
     python bench/bisect.py --save A.jsonl     # keep each history's records as it is done;
     python bench/bisect.py --report A.jsonl B.jsonl  # one table from saved runs (stopped too)
+    python bench/bisect.py --trials 20 --real-trials 0 --no-timing --shapes linear \
+        --cells default,told --noise 0:1,0:0.5    # a few cells only, to try a change quickly
 
 For every trial a history is generated with ``git fast-import`` (linear, or merge-heavy: topic
 branches forked from and merged back into the mainline), a culprit is planted (a file ``bad`` exists
@@ -74,6 +76,8 @@ TOLD = (
     ("deterministic", "no", "no", 0.0, 1.0),
 )
 BROKEN = ("always-pass", "always-fail", "random-50%")
+# the groups of cells: side by side with git bisect (the default mode), told, broken tests
+CELLS = ("default", "told", "broken")
 # the information limit for q = 0.5 on 1,000 commits, by p (the bisection issue's figures)
 INFORMATION_LIMIT = {0.0: 31, 0.05: 48, 0.2: 136}
 DETECTION_RATES = (1.0, 0.5)
@@ -330,6 +334,12 @@ class Trial:
     real: bool
     workdir: Path
     seed: int
+    cells: tuple[str, ...] = CELLS  # which groups of cells to run (see CELLS)
+    # the (p, q) of the side-by-side cells to run; git bisect always runs at p = 0, q = 1 too,
+    # the base of the ratios
+    noise: tuple[tuple[float, float], ...] = tuple(
+        (p, q) for p in FLAKE_RATES for q in DETECTION_RATES
+    )
 
 
 def run_trial(trial: Trial) -> list[Record]:
@@ -347,6 +357,9 @@ def run_trial(trial: Trial) -> list[Record]:
         records = []
         for p in FLAKE_RATES:
             for q in DETECTION_RATES:
+                side_by_side = "default" in trial.cells and (p, q) in trial.noise
+                if not side_by_side and (p, q) != (0.0, 1.0):
+                    continue
                 cell = (trial.shape, trial.size, trial.trial, p, q)
                 started = time.monotonic()
                 named, runs = run_git_bisect(repo, shas, script, counter, p, q)
@@ -365,7 +378,7 @@ def run_trial(trial: Trial) -> list[Record]:
                             floor,
                         )
                     )
-                for k in JOBS:
+                for k in JOBS if side_by_side else ():
                     started = time.monotonic()
                     if trial.real:
                         named, runs, rounds = run_labgate_real(repo, shas, script, counter, p, q, k)
@@ -392,7 +405,7 @@ def _told_and_broken(
 ) -> list[Record]:
     """The simulator's cells where the user says what they know, and the broken tests."""
     out = []
-    for label, flaky, intermittent, p, q in TOLD:
+    for label, flaky, intermittent, p, q in TOLD if "told" in trial.cells else ():
         for k in JOBS if label == "deterministic" else (1,):
             started = time.monotonic()
             named, runs, rounds, _ = run_labgate_sim(
@@ -406,7 +419,7 @@ def _told_and_broken(
                     time.monotonic() - started, floor, told=label, named=named is not None,
                 )
             )  # fmt: skip
-    for test in BROKEN:
+    for test in BROKEN if "broken" in trial.cells else ():
         started = time.monotonic()
         named, runs, rounds, _ = run_labgate_sim(history, tree, 0.0, 1.0, 1, rng, test=test)
         cell = (trial.shape, trial.size, trial.trial, 0.0, 1.0, 1)
@@ -516,7 +529,9 @@ def report(records: Sequence[Record], timing: dict[str, float] | None) -> bool:
     )
     for key in sorted({key[:5] for key in default}):
         shape, size, p, q, k = key
-        git, lab = default[(*key, "git bisect")], default[(*key, "labgate")]
+        git, lab = default[(*key, "git bisect")], default.get((*key, "labgate"))
+        if not lab:  # --cells without default: git bisect's runs only, the base of the ratios
+            continue
         base = default.get((shape, size, 0.0, 1.0, k, "git bisect"))
         ratio = f"{_mean(lab, 'runs') / _mean(base, 'runs'):>9.2f}" if base else f"{'':>9}"
         floor = f"{_mean(lab, 'floor'):>6.2f}" if (p, q) == (0.0, 1.0) else f"{'':>6}"
@@ -631,7 +646,7 @@ def _targets(
             f" {right / len(noisy):.4f}, 95% Wilson interval [{low:.4f}, {high:.4f}]"
             f" (target >= 0.99); worst cell {worst:.3f} at {where} (target >= 0.97)",
         )
-    for shape, size in sorted({key[:2] for key in lab}):
+    for shape, size in sorted({(r.shape, r.size) for r in records}):
         git0 = git.get((shape, size, 0.0, 1.0, 1))
         det = lab.get((shape, size, 0.0, 1.0, 1))
         if git0 and det:
@@ -733,6 +748,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers", type=int, default=2, help="trials run at once (processes; 2 at most)"
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--cells",
+        default=",".join(CELLS),
+        help="which cells to run, for a quicker look at a few: default (side by side with git"
+        " bisect), told, broken; comma-separated (git bisect still runs at p=0, q=1)",
+    )
+    parser.add_argument(
+        "--noise",
+        metavar="P:Q,...",
+        help="only these (p, q) of the side-by-side cells, e.g. 0:1,0.05:0.5 (all by default)",
+    )
     parser.add_argument("--no-timing", action="store_true", help="skip the 10,000-commit timing")
     parser.add_argument(
         "--quick",
@@ -766,6 +792,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--workers {args.workers}: 1 or 2 (the machine's cores are shared)")
     sizes = [int(s) for s in args.sizes.split(",")]
     shapes = args.shapes.split(",")
+    cells = tuple(args.cells.split(","))
+    if not set(cells) <= set(CELLS):
+        parser.error(f"--cells {args.cells}: among {', '.join(CELLS)}")
+    grid = {(p, q) for p in FLAKE_RATES for q in DETECTION_RATES}
+    noise = tuple(grid)
+    if args.noise:
+        pairs = [pq.split(":") for pq in args.noise.split(",")]
+        noise = tuple((float(p), float(q)) for p, q in pairs)
+        if not set(noise) <= grid:
+            parser.error(f"--noise {args.noise}: (p, q) among {sorted(grid)}")
     if shutil.which("git") is None:
         print("bench/bisect.py: git is not installed", file=sys.stderr)
         return 2
@@ -783,7 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     version = engine_version()  # before the run: the source may change while it goes
     with tempfile.TemporaryDirectory(prefix="labgate-bench-") as workdir:
         trials = [
-            Trial(shape, size, t, t < args.real_trials, Path(workdir), args.seed)
+            Trial(shape, size, t, t < args.real_trials, Path(workdir), args.seed, cells, noise)
             for size in sizes
             for shape in shapes
             for t in range(args.trials)

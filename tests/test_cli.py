@@ -102,6 +102,25 @@ def test_a_table_that_fits_stays_a_table() -> None:
                       "┃", "started", "┃", "finished", "┃"]  # fmt: skip
 
 
+def test_the_quick_bound_on_a_tables_width_is_never_below_its_measured_width() -> None:
+    from rich.measure import Measurement
+    from rich.table import Table
+    from rich.text import Text
+
+    from labgate.text import _width_at_most
+
+    console = Console(file=io.StringIO(), width=10**6, color_system=None)
+    table = Table(title="a title longer than every column put together, by far")
+    for header in ("job", "outcome", "名前", "reason"):
+        table.add_column(header)
+    table.add_row("build-amd64", "[green]pass[/]", "ビルド", "")
+    table.add_row("x", Text("broken", style="red"), "", "host lost: 漢字 " * 3)
+    measured = Measurement.get(console, console.options.update(max_width=10**6), table).maximum
+    assert measured <= _width_at_most(table) <= measured + len("[green][/]")
+    table.add_row("y", "z", Table(), "")  # a cell that is not text: measured, not bounded
+    assert _width_at_most(table) > 10**6
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

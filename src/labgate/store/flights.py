@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
     Connection,
     Select,
     Update,
     bindparam,
     case,
+    insert,
     literal,
     null,
     select,
@@ -523,12 +525,14 @@ def set_job_and_steps(
     conn.execute(update(t.step).where(t.step.c.job_id == job_id).values(outcome=str(outcome)))
 
 
-def start_jobs(conn: Connection, hosts: Mapping[int, str]) -> dict[int, int]:
+def start_jobs(conn: Connection, hosts: Mapping[int, str], *also: CTE) -> dict[int, int]:
     """Mark jobs preparing, each on its host (job id → host), with an open allocation each, in
-    the caller's transaction; returns each job's attempt number (1 for its first run)."""
+    the caller's transaction; returns each job's attempt number (1 for its first run). On
+    PostgreSQL one statement does it all, with the data-modifying CTEs ``also`` (the claim's
+    slots), where SQLite runs each apart (``also`` is then ignored: the caller runs them)."""
     stamp = now()
     ids = list(hosts)
-    rows = conn.execute(
+    started = (
         update(t.job)
         .where(t.job.c.id.in_(ids))
         .values(
@@ -539,8 +543,22 @@ def start_jobs(conn: Connection, hosts: Mapping[int, str]) -> dict[int, int]:
             finished=None,
             reason=None,
         )
-        .returning(t.job.c.id, t.job.c.attempt)
-    ).all()
+        .returning(t.job.c.id, t.job.c.attempt, t.job.c.host)
+    )
+    if conn.dialect.name == "postgresql":
+        done = started.cte("started")
+        allocated = insert(t.allocation).from_select(
+            ["job_id", "host", "slots", "started"],
+            select(
+                done.c.id,
+                done.c.host,
+                literal(1),
+                bindparam("stamp", stamp, type_=t.allocation.c.started.type),
+            ),
+        )
+        one = select(done.c.id, done.c.attempt).add_cte(allocated.cte("allocated"), *also)
+        return {r.id: int(r.attempt) for r in conn.execute(one)}
+    rows = conn.execute(started).all()
     conn.execute(
         t.allocation.insert(),
         [

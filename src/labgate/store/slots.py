@@ -539,18 +539,19 @@ class Allocator:
                 .values(job_id=bindparam("j"), owner=self.owner, lease_until=until),
                 slot_rows,
             )
-        else:  # one statement (UPDATE ... FROM VALUES), not one round trip per row
+            attempts = start_jobs(conn, {c.job_id: c.host for c in claims})
+        else:  # one statement (UPDATE ... FROM VALUES) with the jobs' start: one round trip
             given = values(
                 column("h", String), column("s", Integer), column("j", Integer), name="given"
             ).data([(r["h"], r["s"], r["j"]) for r in slot_rows])
-            conn.execute(
+            taken = (
                 update(t.slot_lease)
                 .where(
                     t.slot_lease.c.host == given.c.h, t.slot_lease.c.slot == given.c.s, *free_row
                 )
                 .values(job_id=given.c.j, owner=self.owner, lease_until=until)
             )
-        attempts = start_jobs(conn, {c.job_id: c.host for c in claims})
+            attempts = start_jobs(conn, {c.job_id: c.host for c in claims}, taken.cte("taken"))
         return [replace(c, attempt=attempts[c.job_id]) for c in claims]
 
     # --- leases -----------------------------------------------------------------------------

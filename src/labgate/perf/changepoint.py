@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from labgate.perf.modes import two_modes, unmixed
 from labgate.perf.ranks import median, midranks, rank_sum_tail
 
 DEFAULT_MIN_SEGMENT = 5
@@ -59,6 +60,9 @@ _PASSES = 4
 _NODES = 16
 # The longest interval whose splits also get exact p-values (their cost grows as its cube).
 _EXACT_SIZE = 40
+_MODE_PASSES = 3
+_MODE_ALPHA = 0.25
+_MODE_REACH = 7
 
 
 @dataclass(frozen=True)
@@ -105,10 +109,44 @@ def change_points(
     for index, value in enumerate(series):
         if not math.isfinite(value):
             raise ValueError(f"value {index} is {value}, not a finite number")
+    points = _search(series, series, min_segment, alpha, min_change, _deviation)
+    if len(series) < 2 * min_segment or min(series) <= 0:
+        return points
+    logs = [math.log(value) for value in series]
+    splits = [point.index for point in points]
+    two = two_modes(series, splits, _MODE_REACH)
+    if two is None:
+        return points
+    for _ in range(_MODE_PASSES):
+        moved = [math.exp(value) for value in unmixed(logs, splits, two, _MODE_REACH)]
+        points = _search(
+            moved,
+            series,
+            min_segment,
+            alpha * _MODE_ALPHA,
+            min_change,
+            lambda segment: two.misfit([math.log(value) for value in segment]),
+        )
+        if [point.index for point in points] == splits:
+            break
+        splits = [point.index for point in points]
+    return points
+
+
+def _search(
+    series: Sequence[float],
+    given: Sequence[float],
+    min_segment: int,
+    alpha: float,
+    min_change: float,
+    misfit: Callable[[Sequence[float]], float],
+) -> tuple[ChangePoint, ...]:
+    """The change points of ``series``, their medians those of ``given``; ``misfit`` of a
+    segment of ``given`` is what placing a change point again minimises."""
     searched = _despiked(series)
     found: list[int] = []
     _narrowest_significant(searched, 0, len(series), min_segment, alpha, {}, found)
-    return _confirmed(searched, series, sorted(found), min_segment, alpha, min_change)
+    return _confirmed(searched, given, sorted(found), min_segment, alpha, min_change, misfit)
 
 
 def _despiked(series: Sequence[float]) -> list[float]:
@@ -261,12 +299,13 @@ def _confirmed(
     min_segment: int,
     alpha: float,
     min_change: float,
+    misfit: Callable[[Sequence[float]], float],
 ) -> tuple[ChangePoint, ...]:
     """Place each split again between its neighbours, test it there, drop the weakest failing
     one and repeat until every split stands. ``series`` is searched; the medians are those of
     ``given``."""
     while True:
-        splits = _relocated(series, splits, min_segment)
+        splits = _relocated(series if misfit is _deviation else given, splits, min_segment, misfit)
         points = [_between(series, given, splits, k, min_segment) for k in range(len(splits))]
         failing = [
             k
@@ -284,7 +323,12 @@ def _neighbours(splits: Sequence[int], k: int, length: int) -> tuple[int, int]:
     return (splits[k - 1] if k else 0), (splits[k + 1] if k + 1 < len(splits) else length)
 
 
-def _relocated(series: Sequence[float], splits: list[int], min_segment: int) -> list[int]:
+def _relocated(
+    series: Sequence[float],
+    splits: list[int],
+    min_segment: int,
+    misfit: Callable[[Sequence[float]], float],
+) -> list[int]:
     """Each split walked, ``_REACH`` flights at most a pass, to where the two sides between its
     neighbours deviate least from their medians. Ranks find a change but place a large one
     poorly when it sits near an end of the interval that found it; absolute deviations place it
@@ -299,9 +343,7 @@ def _relocated(series: Sequence[float], splits: list[int], min_segment: int) -> 
                 max(start + min_segment, moved[k] - _REACH),
                 min(end - min_segment, moved[k] + _REACH) + 1,
             )
-            moved[k] = min(
-                near, key=lambda t: (_deviation(series[start:t]) + _deviation(series[t:end]), t)
-            )
+            moved[k] = min(near, key=lambda t: (misfit(series[start:t]) + misfit(series[t:end]), t))
         if moved == before:
             break
     return moved

@@ -60,7 +60,6 @@ _PASSES = 4
 _NODES = 16
 # The longest interval whose splits also get exact p-values (their cost grows as its cube).
 _EXACT_SIZE = 40
-_MODE_PASSES = 3
 _MODE_ALPHA = 0.25
 _MODE_REACH = 7
 
@@ -117,20 +116,15 @@ def change_points(
     two = two_modes(series, splits, _MODE_REACH)
     if two is None:
         return points
-    for _ in range(_MODE_PASSES):
-        moved = [math.exp(value) for value in unmixed(logs, splits, two, _MODE_REACH)]
-        points = _search(
-            moved,
-            series,
-            min_segment,
-            alpha * _MODE_ALPHA,
-            min_change,
-            lambda segment: two.misfit([math.log(value) for value in segment]),
-        )
-        if [point.index for point in points] == splits:
-            break
-        splits = [point.index for point in points]
-    return points
+    moved = [math.exp(value) for value in unmixed(logs, splits, two, _MODE_REACH)]
+    return _search(
+        moved,
+        series,
+        min_segment,
+        alpha * _MODE_ALPHA,
+        min_change,
+        lambda segment: two.misfit([math.log(value) for value in segment]),
+    )
 
 
 def _search(

@@ -30,7 +30,10 @@ _BIC_MARGIN = 10.0
 # ... and the values switching mode along the series at least this share as often as they
 # would if each flight chose its mode alone (a level shift the search missed switches once).
 _SWITCHING = 0.5
-_EM_ROUNDS = 100
+# Expectation-maximisation stops after this many rounds or once a round adds less than this
+# to the log-likelihood.
+_EM_ROUNDS = 30
+_EM_TOLERANCE = 1e-6
 # At least this share of the values distinct: two normals say nothing of values that take a
 # few distinct values (a counter, a time in whole seconds), which they would fit as spikes.
 _DISTINCT = 0.5
@@ -38,7 +41,7 @@ _DISTINCT = 0.5
 _OUTLYING = 3.5
 _OUTLIERS = 0.1
 # Rounds of fitting a segment's level under the two modes.
-_LEVEL_ROUNDS = 2
+_LEVEL_ROUNDS = 1
 
 
 @dataclass(frozen=True)
@@ -226,36 +229,40 @@ def _fit(residuals: Sequence[float]) -> tuple[Modes, float] | None:
     log_likelihood = -math.inf
     for _ in range(_EM_ROUNDS):
         spread = max(spread, floor)
+        if not 0 < weight < 1:
+            return None
+        # each value's log density under each mode, added in logs so that a value far from
+        # both (a spike) does not underflow to a density of 0
+        low_log, high_log = math.log(1 - weight), math.log(weight)
+        norm = math.log(spread * math.sqrt(2 * math.pi))
         chances = []
         new_likelihood = 0.0
         for value in ordered:
-            a = (1 - weight) * math.exp(-(((value - centres[0]) / spread) ** 2) / 2)
-            b = weight * math.exp(-(((value - centres[1]) / spread) ** 2) / 2)
-            density = (a + b) / (spread * math.sqrt(2 * math.pi))
-            if density <= 0 or a + b <= 0:
-                return None
-            new_likelihood += math.log(density)
-            chances.append(b / (a + b))
-        high_weight = math.fsum(chances)
-        if high_weight <= 0 or high_weight >= size:
+            a = low_log - ((value - centres[0]) / spread) ** 2 / 2
+            b = high_log - ((value - centres[1]) / spread) ** 2 / 2
+            top = max(a, b)
+            both = top + math.log(math.exp(a - top) + math.exp(b - top))
+            new_likelihood += both - norm
+            chances.append(math.exp(b - both))
+        high_weight = sum(chances)
+        if not 0 < high_weight < size:
             return None
         centres = [
-            math.fsum((1 - c) * v for c, v in zip(chances, ordered, strict=True))
-            / (size - high_weight),
-            math.fsum(c * v for c, v in zip(chances, ordered, strict=True)) / high_weight,
+            sum((1 - c) * v for c, v in zip(chances, ordered, strict=True)) / (size - high_weight),
+            sum(c * v for c, v in zip(chances, ordered, strict=True)) / high_weight,
         ]
         weight = high_weight / size
         spread = math.sqrt(
-            math.fsum(
+            sum(
                 (1 - c) * (v - centres[0]) ** 2 + c * (v - centres[1]) ** 2
                 for c, v in zip(chances, ordered, strict=True)
             )
             / size
         )
-        if new_likelihood - log_likelihood < 1e-9:
-            log_likelihood = max(log_likelihood, new_likelihood)
+        converged = new_likelihood - log_likelihood < _EM_TOLERANCE
+        log_likelihood = max(log_likelihood, new_likelihood)
+        if converged:
             break
-        log_likelihood = new_likelihood
     if spread <= floor:
         return None
     if weight <= 0.5:

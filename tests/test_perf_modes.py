@@ -10,7 +10,7 @@ import statistics
 
 import pytest
 
-from labgate.perf.changepoint import change_points
+from labgate.perf.changepoint import change_points, noise_modes
 from labgate.perf.modes import Modes, find_modes, residuals, two_modes, unmixed
 
 REACH = 7
@@ -126,3 +126,13 @@ def test_five_percent_steps_under_bimodal_noise_are_found() -> None:
 def test_bimodal_noise_alone_has_no_change_points() -> None:
     alarms = sum(len(change_points(bimodal([(100, 100.0)], 200 + seed))) for seed in range(20))
     assert alarms <= 1
+
+
+def test_the_detector_takes_a_stepped_bimodal_series_for_two_modes_and_a_normal_one_not() -> None:
+    stepped = bimodal([(40, 100.0), (30, 110.0), (30, 95.0)], 9)
+    modes = noise_modes(stepped)
+    assert modes is not None and modes.minor > modes.major
+    rng = random.Random(9)
+    normal = [(100.0 if k < 50 else 110.0) * (1 + rng.gauss(0, 0.025)) for k in range(100)]
+    assert noise_modes(normal) is None
+    assert noise_modes([-1.0, 1.0] * 50) is None  # not all positive: no factor between modes

@@ -37,7 +37,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from labgate.perf.modes import two_modes, unmixed
+from labgate.perf.modes import Modes, two_modes, unmixed
 from labgate.perf.ranks import median, midranks, rank_sum_tail
 
 DEFAULT_MIN_SEGMENT = 5
@@ -109,13 +109,11 @@ def change_points(
         if not math.isfinite(value):
             raise ValueError(f"value {index} is {value}, not a finite number")
     points = _search(series, series, min_segment, alpha, min_change, _deviation)
-    if len(series) < 2 * min_segment or min(series) <= 0:
+    two = _two_modes(series, points, min_segment)
+    if two is None:
         return points
     logs = [math.log(value) for value in series]
     splits = [point.index for point in points]
-    two = two_modes(series, splits, _MODE_REACH)
-    if two is None:
-        return points
     moved = [math.exp(value) for value in unmixed(logs, splits, two, _MODE_REACH)]
     return _search(
         moved,
@@ -125,6 +123,26 @@ def change_points(
         min_change,
         lambda segment: two.misfit([math.log(value) for value in segment]),
     )
+
+
+def noise_modes(
+    values: Sequence[float], *, min_segment: int = DEFAULT_MIN_SEGMENT, alpha: float = DEFAULT_ALPHA
+) -> Modes | None:
+    """The two modes that `change_points` finds in the noise of ``values`` (and then searches
+    the values moved back to the major mode), or None when it takes the noise for one mode."""
+    series = [float(value) for value in values]
+    points = _search(series, series, min_segment, alpha, 0.0, _deviation)
+    return _two_modes(series, points, min_segment)
+
+
+def _two_modes(
+    series: Sequence[float], points: Sequence[ChangePoint], min_segment: int
+) -> Modes | None:
+    """The two modes of the noise around the levels between ``points``; only positive values
+    (a slowdown is a factor) of a series long enough to hold two segments."""
+    if len(series) < 2 * min_segment or min(series) <= 0:
+        return None
+    return two_modes(series, [point.index for point in points], _MODE_REACH)
 
 
 def _search(

@@ -32,12 +32,13 @@ dropped until all stand. Why this shape:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from labgate.perf.modes import Modes, two_modes, unmixed
+from labgate.perf.modes import Modes, find_modes, residuals, two_modes, unmixed
 from labgate.perf.ranks import median, midranks, rank_sum_tail
 
 DEFAULT_MIN_SEGMENT = 5
@@ -113,16 +114,28 @@ def change_points(
     if two is None:
         return points
     logs = [math.log(value) for value in series]
-    splits = [point.index for point in points]
-    moved = [math.exp(value) for value in unmixed(logs, splits, two, _MODE_REACH)]
-    return _search(
-        moved,
-        series,
-        min_segment,
-        alpha * _MODE_ALPHA,
-        min_change,
-        lambda segment: two.misfit([math.log(value) for value in segment]),
-    )
+
+    def unmixed_search(modes: Modes, around: Sequence[ChangePoint]) -> tuple[ChangePoint, ...]:
+        splits = [point.index for point in around]
+        moved = [math.exp(value) for value in unmixed(logs, splits, modes, _MODE_REACH)]
+        return _search(
+            moved,
+            series,
+            min_segment,
+            alpha * _MODE_ALPHA,
+            min_change,
+            functools.partial(_misfit, modes),
+        )
+
+    points = unmixed_search(two, points)
+    # fitted again around the medians of the segments found: a step found now no longer widens
+    # the modes, whose spread weighs each value's chance of being in either
+    again = find_modes(residuals(logs, [point.index for point in points]))
+    return points if again is None else unmixed_search(again, points)
+
+
+def _misfit(modes: Modes, segment: Sequence[float]) -> float:
+    return modes.misfit([math.log(value) for value in segment])
 
 
 def noise_modes(
@@ -347,6 +360,13 @@ def _relocated(
     to the flight and, unlike squares, let a spike pull it only as far as any other value. The
     walk is short so that a split does not jump to another change its neighbours do not bound."""
     moved = list(splits)
+    costs: dict[tuple[int, int], float] = {}
+
+    def cost(first: int, last: int) -> float:
+        if (first, last) not in costs:
+            costs[first, last] = misfit(series[first:last])
+        return costs[first, last]
+
     for _ in range(_PASSES):
         before = list(moved)
         for k in range(len(moved)):
@@ -355,7 +375,7 @@ def _relocated(
                 max(start + min_segment, moved[k] - _REACH),
                 min(end - min_segment, moved[k] + _REACH) + 1,
             )
-            moved[k] = min(near, key=lambda t: (misfit(series[start:t]) + misfit(series[t:end]), t))
+            moved[k] = min(near, key=lambda t: (cost(start, t) + cost(t, end), t))
         if moved == before:
             break
     return moved

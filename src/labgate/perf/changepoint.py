@@ -38,8 +38,8 @@ this shape:
   noise around one mode, where the same step is over three times its spread. Only series whose
   noise passes every test of two modes take this path (in logs and in the values' own scale,
   well apart, each common enough, switching along the series as independent flights do): on
-  the bench's normal, heavy-tailed and spiky series, none. The smaller alpha pays for the
-  second search; the moved values' own errors (a value between the modes moved half-way) are
+  the bench's normal, heavy-tailed and spiky series, none. The smaller alpha pays for
+  searching again; the moved values' own errors (a value between the modes moved half-way) are
   bounded by the ranks like any other.
 - Short intervals at every position: a change reverted a few flights later is seen by an interval
   that covers only one of its two edges, where a split of the whole series sees a wash; the

@@ -6,7 +6,8 @@ the gap between the modes moves the values of one mode among those of the other,
 sees little of it. When the noise is known to have two modes, each value can be moved back by
 its chance of being in the rarer one, and what is left is the narrow noise around one mode.
 
-Pure: log values in (a slowdown is a factor, so both modes move by the same amount in logs).
+Pure: plain numbers in, looked at in logs (a slowdown is a factor, so a change of level moves
+both modes by the same amount in logs).
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ _LEVEL_ROUNDS = 1
 @dataclass(frozen=True)
 class Modes:
     """Two modes of log values around their level: ``major`` and ``minor`` are the modes' centres
-    as offsets from a segment's median, ``spread`` the standard deviation around each, ``share``
-    the minor mode's share of the values."""
+    as offsets from the level the values are judged against, ``spread`` the standard deviation
+    around each, ``share`` the minor mode's share of the values."""
 
     major: float
     minor: float
@@ -56,7 +57,7 @@ class Modes:
     share: float
 
     def minor_chance(self, residual: float) -> float:
-        """The chance that a value ``residual`` off its segment's median is in the minor mode."""
+        """The chance that a value ``residual`` off its level is in the minor mode."""
         near = (residual - self.major) / self.spread
         far = (residual - self.minor) / self.spread
         # the ratio of the two densities, in logs so that far values do not underflow
@@ -155,8 +156,9 @@ def levels(logs: Sequence[float], splits: Sequence[int], modes: Modes, reach: in
 
 
 def find_modes(residuals: Sequence[float]) -> Modes | None:
-    """The two modes of ``residuals`` (log values off their level, in the order of the flights),
-    or None when one mode explains them as well (see the constants above for each test)."""
+    """The two modes of ``residuals`` (values off their level, in logs or relative, in the order
+    of the flights), or None when one mode explains them as well (see the constants above for
+    each test)."""
     size = len(residuals)
     if size < _FEWEST:
         return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection
 
@@ -205,6 +206,27 @@ def plan_flight(
     return store.create_flight(branch, blessing, revisions, jobs, embargo, owner, admit)
 
 
+T = TypeVar("T")
+
+
+async def off_loop(store: Store, call: Callable[[], T]) -> T:
+    """Make a store call on a job's path (a step's end, the job's end, the pool's claim): on a
+    store that is a server (PostgreSQL) in a thread, so that the event loop runs the other jobs
+    while the server answers (each such call is a round trip, several a step); on SQLite at
+    once (in process: a thread would cost more than the statement). A cancelled caller still
+    waits until the call is done, so that what it wrote is settled before its own cancellation
+    is recorded."""
+    if not store.remote:
+        return call()
+    running = asyncio.ensure_future(asyncio.to_thread(call))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await running
+        raise
+
+
 # A job whose host is lost goes to another host, up to this many attempts in all.
 MAX_HOST_ATTEMPTS = 3
 
@@ -273,7 +295,10 @@ class JobRunner:
                     flight, job, host, attempt, session, workdir, progress
                 )
             await session.fetch_artifacts()
-            self._end_job(host_spec, job.id, attempt, outcome, reason)
+            await off_loop(
+                self.store,
+                functools.partial(self._end_job, host_spec, job.id, attempt, outcome, reason),
+            )
             return outcome
         except HostLost as error:
             outcome, reason = self._host_lost(job, host_spec, attempt, error)
@@ -376,7 +401,12 @@ class JobRunner:
         for rel_log in logs:
             (self.lab.log_dir / rel_log).unlink(missing_ok=True)
         if job.step_ids:  # the job runs from its first step on (one transaction for both)
-            self.store.start_step(job.step_ids[0], logs[0], job_running=job.id)
+            await off_loop(
+                self.store,
+                functools.partial(
+                    self.store.start_step, job.step_ids[0], logs[0], job_running=job.id
+                ),
+            )
         for index, (step, step_id) in enumerate(zip(job.spec.steps, job.step_ids, strict=True)):
             log = self.lab.log_dir / logs[index]
             progress.step_started(job.spec.name, step.name)
@@ -410,7 +440,8 @@ class JobRunner:
             # a later attempt replaces what an earlier one (on a lost host) recorded
             metrics = runs.metrics if runs.metrics or attempt > 1 else None
             following = index + 1 < len(job.step_ids) and result.outcome is Outcome.PASS
-            self.store.finish_step(
+            ended = functools.partial(
+                self.store.finish_step,
                 step_id,
                 result.outcome,
                 exit_status=result.exit_status,
@@ -420,6 +451,7 @@ class JobRunner:
                 metrics=StepMetrics(host, equiv, metrics) if metrics is not None else None,
                 then_start=(job.step_ids[index + 1], logs[index + 1]) if following else None,
             )
+            await off_loop(self.store, ended)
             if result.outcome is not Outcome.PASS:
                 rest = Outcome.SKIP if result.outcome is Outcome.SKIP else Outcome.BLOCKED
                 self.store.set_steps(job.step_ids[index + 1 :], rest)

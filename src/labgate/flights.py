@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from labgate.config import Lab
 from labgate.executor import Executor, LocalExecutor, reap_orphans
-from labgate.flight import FlightError, FlightWatcher, JobRunner, NoWatcher, plan_flight
+from labgate.flight import FlightError, FlightWatcher, JobRunner, NoWatcher, off_loop, plan_flight
 from labgate.git import Mirrors
 from labgate.model import Blessing, FlightResult, FlightState, HostSpec, Outcome, flight_outcome
 from labgate.schedule import blocked_reason
@@ -246,7 +247,7 @@ class Flights:
                 if scope is not None and not scope and not running:
                     self._loop = None  # at once: a run() from now on starts a new loop
                     return
-                for claim in allocator.claim(scope):
+                for claim in await off_loop(self.store, functools.partial(allocator.claim, scope)):
                     self._mark_running(claim.flight_id)  # from its first job given a host
                     running[asyncio.create_task(self._run(claim))] = claim
                 if not active and not running:

@@ -96,7 +96,12 @@ class FlightProgress:
         self.running.pop(job, None)
         if self.bar is not None:
             self.bar.advance(self.task)
-        style = STYLE.get(outcome, "white")
         where = f" on {host}" if host else ""
         flight = f"flight {self.flight_id}: " if self.flight_id is not None else ""
+        if not self.live_mode and self.console.color_system is None:
+            # a log line, written as is: rich's markup and rendering of it cost more than a
+            # step's own record in the store
+            self.console.file.write(f"{flight}{outcome} {job}{where}\n")
+            return
+        style = STYLE.get(outcome, "white")
         self.console.print(f"{flight}[{style}]{outcome}[/] {job}{where}", highlight=False)

@@ -175,6 +175,12 @@ class Store(FlightTables, BranchTables, BisectionTables, PoolTables, FindingTabl
     def close(self) -> None:
         self.engine.dispose()
 
+    @property
+    def remote(self) -> bool:
+        """Whether each statement is a round trip to a server (PostgreSQL), not a call into
+        this process (SQLite)."""
+        return self.engine.dialect.name != "sqlite"
+
     @functools.cached_property
     def hosts(self) -> HostRegistry:
         """Host state and history (quarantine, reservations, events)."""

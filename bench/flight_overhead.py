@@ -13,6 +13,8 @@ Rounds alternate so that both see the same machine. The overhead per step is
     LABGATE_TEST_POSTGRES=postgresql+psycopg://postgres@host/postgres python bench/...
                                                           # also a scratch database made there
     python bench/flight_overhead.py --profile             # and where the time goes, in process
+    python bench/flight_overhead.py --resident            # each flight run through a resident
+                                                          # controller, as typed on a terminal
 
 The lab is made once per store and warmed up by one untimed flight (mirror cloned, schema made),
 as a lab's controller finds it in production.
@@ -67,6 +69,11 @@ def make_lab(path: Path, database: str, jobs: int, steps: int, slots: int) -> Pa
     return lab.path
 
 
+# a process of its own, start-up included; with --resident, this bench's own resident controller
+# (labgate.resident: the default on a terminal) forks each command from its imported self
+RESIDENT = {"LABGATE_RESIDENT": "0"}
+
+
 def time_labgate(lab: Path) -> float:
     started = time.perf_counter()
     proc = subprocess.run(
@@ -75,7 +82,7 @@ def time_labgate(lab: Path) -> float:
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "LABGATE_RESIDENT": "0"},  # a process of its own: start-up included
+        env={**os.environ, **RESIDENT},
     )
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
@@ -351,6 +358,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="0: only --profile")
     parser.add_argument("--database", help="also measure on this (PostgreSQL) database URL")
     parser.add_argument("--profile", action="store_true", help="then show where the time goes")
+    parser.add_argument(
+        "--resident",
+        action="store_true",
+        help="run each flight through a resident controller (started by the bench, stopped at the"
+        " end), as a command typed on a terminal does, instead of a process of its own",
+    )
     parser.add_argument("--top", type=int, default=25, help="functions shown by --profile")
     parser.add_argument(
         "--slope",
@@ -366,19 +379,17 @@ def main() -> None:
     slopes: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="labgate-bench-") as tmp:
         root = Path(tmp)
-        for name, url_context in stores(args, root):
-            with url_context() as url:
-                lab = make_lab(root / f"{name}-lab", url, args.jobs, args.steps, args.slots)
-                results.append(measure(name, lab, args))
-                if args.slope:
-                    small = make_lab(
-                        root / f"{name}-small", url.replace("labgate.db", "small.db"),
-                        args.slope, args.steps, args.slots,
-                    )  # fmt: skip
-                    slopes[name] = measure_slope(name, small, lab, args)
-                if args.profile:
-                    print(f"\n=== profile on {name} ===")
-                    profile(lab, args.top)
+        if args.resident:
+            os.environ["LABGATE_RESIDENT_DIR"] = str(root / "resident")  # this bench's own
+            RESIDENT["LABGATE_RESIDENT"] = "1"
+            subprocess.run(
+                [labgate_exe(), "resident", "start"], stdout=subprocess.DEVNULL, check=True
+            )
+        try:
+            run_all(args, root, results, slopes)
+        finally:
+            if args.resident:
+                subprocess.run([labgate_exe(), "resident", "stop"], stdout=subprocess.DEVNULL)
     print_table(results, args)
     for name, values in slopes.items():
         print(
@@ -386,6 +397,28 @@ def main() -> None:
             f"{statistics.median(values):.2f} ms/step "
             f"(median; {min(values):.2f}..{max(values):.2f})"
         )
+
+
+def run_all(
+    args: argparse.Namespace,
+    root: Path,
+    results: list[Figures],
+    slopes: dict[str, list[float]],
+) -> None:
+    """Measure each store (and its slope, and its profile, as asked)."""
+    for name, url_context in stores(args, root):
+        with url_context() as url:
+            lab = make_lab(root / f"{name}-lab", url, args.jobs, args.steps, args.slots)
+            results.append(measure(name, lab, args))
+            if args.slope:
+                small = make_lab(
+                    root / f"{name}-small", url.replace("labgate.db", "small.db"),
+                    args.slope, args.steps, args.slots,
+                )  # fmt: skip
+                slopes[name] = measure_slope(name, small, lab, args)
+            if args.profile:
+                print(f"\n=== profile on {name} ===")
+                profile(lab, args.top)
 
 
 if __name__ == "__main__":

@@ -210,42 +210,22 @@ T = TypeVar("T")
 
 
 async def off_loop(store: Store, call: Callable[[], T]) -> T:
-    """Make a store call on a job's path (the job's end, the pool's claim): on a store that is
-    a server (PostgreSQL) in a thread, so that the event loop runs the other jobs while the
-    server answers (each such call is a round trip, several a step); on SQLite at once (in
-    process: a thread would cost more than the statement). A cancelled caller still waits until
-    the call is done, so that what it wrote is settled before its own cancellation is
-    recorded."""
-    return await settled(write_soon(store, call))
-
-
-def write_soon(store: Store, call: Callable[[], T]) -> asyncio.Future[T]:
-    """Start a store call as :func:`off_loop` makes it, without waiting for it: on SQLite it is
-    done when this returns."""
-    if store.remote:
-        return asyncio.ensure_future(asyncio.to_thread(call))
-    done = asyncio.get_running_loop().create_future()
-    done.set_result(call())
-    return done
-
-
-async def settled(write: asyncio.Future[T]) -> T:
-    """Wait for a store call :func:`write_soon` started; cancelled meanwhile, still wait for it
-    (then cancelled)."""
+    """Make a store call on a job's path (a step's record, the job's start and end, the pool's
+    claim): on a store that is a server (PostgreSQL) in a thread, so that the event loop runs
+    the other jobs while the server answers (each such call is a round trip, several a step);
+    on SQLite at once (in process: a thread would cost more than the statement). The caller
+    waits for it either way: what the store says runs is what runs. A cancelled caller still
+    waits until the call is done, so that what it wrote is settled before its own cancellation
+    is recorded."""
+    if not store.remote:
+        return call()
+    running = asyncio.ensure_future(asyncio.to_thread(call))
     try:
-        return await asyncio.shield(write)
+        return await asyncio.shield(running)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
-            await write
+            await running
         raise
-
-
-async def _settled_quietly(write: asyncio.Future[None] | None) -> None:
-    """Wait for the previous write of a job that is ending badly; its own error, if any, is not
-    the one to report."""
-    if write is not None:
-        with contextlib.suppress(Exception):
-            await settled(write)
 
 
 # A job whose host is lost goes to another host, up to this many attempts in all.
@@ -421,12 +401,8 @@ class JobRunner:
         ]
         for rel_log in logs:
             (self.lab.log_dir / rel_log).unlink(missing_ok=True)
-        # Each step's record is written while the next step starts (on a server store, in a
-        # thread): every write waits for the one before it, and the job's last before it ends.
-        # A controller killed meanwhile leaves the job unfinished either way, run again whole.
-        written: asyncio.Future[None] | None = None
         if job.step_ids:  # the job runs from its first step on (one transaction for both)
-            written = write_soon(
+            await off_loop(
                 self.store,
                 functools.partial(
                     self.store.start_step, job.step_ids[0], logs[0], job_running=job.id
@@ -446,7 +422,6 @@ class JobRunner:
                 if step.results and result.outcome is not Outcome.BROKEN:
                     await session.fetch_results(step.results.partition(":")[2])
             except HostLost as error:
-                await _settled_quietly(written)
                 self.store.finish_step(
                     step_id, Outcome.BROKEN, exit_status=None, duration_s=None,
                     reason=f"host lost: {error}",
@@ -454,7 +429,6 @@ class JobRunner:
                 self.store.set_steps(job.step_ids[index + 1 :], Outcome.BLOCKED)
                 raise
             except asyncio.CancelledError:
-                await _settled_quietly(written)
                 self.store.finish_step(
                     step_id, Outcome.CANCELLED, exit_status=None, duration_s=None,
                     reason="cancelled",
@@ -479,22 +453,14 @@ class JobRunner:
                 then_start=(job.step_ids[index + 1], logs[index + 1]) if following else None,
             )
             try:
-                if written is not None:
-                    await settled(written)
-            except asyncio.CancelledError:  # the step ended: its record first, then the rest
-                ended()
+                await off_loop(self.store, ended)
+            except asyncio.CancelledError:  # recorded meanwhile: the steps after it will not run
                 self.store.set_steps(job.step_ids[index + 1 :], Outcome.CANCELLED)
                 raise
-            written = write_soon(self.store, ended)
             if result.outcome is not Outcome.PASS:
                 rest = Outcome.SKIP if result.outcome is Outcome.SKIP else Outcome.BLOCKED
-                try:
-                    await settled(written)
-                finally:
-                    self.store.set_steps(job.step_ids[index + 1 :], rest)
+                self.store.set_steps(job.step_ids[index + 1 :], rest)
                 return result.outcome, f"step {step.name}: {result.reason or result.outcome}"
-        if written is not None:
-            await settled(written)
         return Outcome.PASS, None
 
     def _end_job(

@@ -299,12 +299,13 @@ class FlightTables(Tables):
         if job_running is not None and self.engine.dialect.name == "postgresql":
             # one round trip instead of four (BEGIN, two statements, COMMIT), every job
             with self.reader.connect() as conn:
-                conn.execute(_START_IN_RUNNING_JOB, _start_values(step_id, log, job_running))
+                values = {**_start_values(step_id, log), "running_job": job_running}
+                conn.execute(_START_IN_RUNNING_JOB, values)
             return
         with self.engine.begin() as conn:
             _start_step(conn, step_id, log)
             if job_running is not None:
-                conn.execute(_JOB_RUNNING, {"job_id": job_running})
+                conn.execute(_JOB_RUNNING, {"running_job": job_running})
 
     def finish_step(
         self,
@@ -644,17 +645,13 @@ _RELEASE_ALLOCATION = (
     .where(t.allocation.c.job_id == bindparam("f_job"), t.allocation.c.released.is_(None))
     .values(released=bindparam("f_at", type_=t.allocation.c.released.type))
 )
+# (not ``job_id``: a bound name SQLAlchemy keeps for the column in an UPDATE's SET)
 _JOB_RUNNING = (
-    update(t.job).where(t.job.c.id == bindparam("job_id")).values(outcome=str(Outcome.RUNNING))
+    update(t.job).where(t.job.c.id == bindparam("running_job")).values(outcome=str(Outcome.RUNNING))
 )
 # a job's first step and the job itself marked running in one PostgreSQL statement (a
 # data-modifying CTE, which SQLite does not have)
-_START_IN_RUNNING_JOB = _START_STEP.add_cte(
-    update(t.job)
-    .where(t.job.c.id == bindparam("running_job"))
-    .values(outcome=str(Outcome.RUNNING))
-    .cte("job_running")
-)
+_START_IN_RUNNING_JOB = _START_STEP.add_cte(_JOB_RUNNING.cte("job_running"))
 
 
 def _step_transition(
@@ -686,13 +683,11 @@ def _start_step(conn: Connection, step_id: int, log: str) -> None:
     conn.execute(_START_STEP, _start_values(step_id, log))
 
 
-def _start_values(step_id: int, log: str, job_running: int | None = None) -> dict[str, Any]:
+def _start_values(step_id: int, log: str) -> dict[str, Any]:
     return {
         "started_id": step_id,
-        "s_outcome": str(Outcome.RUNNING),
         "s_log": log,
         "s_started": now(),
-        "running_job": job_running,
     }
 
 

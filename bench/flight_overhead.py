@@ -43,13 +43,13 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from labs import labgate_exe, local_host, write_lab
+from labs import labgate_exe, local_host, resident_controller, write_lab
 from pg import scratch_database
 
 TARGET_MS = 5.0
@@ -380,16 +380,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="labgate-bench-") as tmp:
         root = Path(tmp)
         if args.resident:
-            os.environ["LABGATE_RESIDENT_DIR"] = str(root / "resident")  # this bench's own
             RESIDENT["LABGATE_RESIDENT"] = "1"
-            subprocess.run(
-                [labgate_exe(), "resident", "start"], stdout=subprocess.DEVNULL, check=True
-            )
-        try:
+        with resident_controller(root / "resident") if args.resident else nullcontext():
             run_all(args, root, results, slopes)
-        finally:
-            if args.resident:
-                subprocess.run([labgate_exe(), "resident", "stop"], stdout=subprocess.DEVNULL)
     print_table(results, args)
     for name, values in slopes.items():
         print(

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from labs import job, labgate_exe, local_host, step, write_lab
+from labs import job, labgate_exe, local_host, resident_controller, step, write_lab
 
 HELP_TARGET_MS = 150.0
 FIRST_STEP_TARGET_MS = 300.0
@@ -123,12 +123,8 @@ def main() -> None:
             check=True,
             env={**os.environ, **ALONE},
         )  # warm-up: mirror cloned, schema made
-        os.environ["LABGATE_RESIDENT_DIR"] = str(Path(tmp) / "resident")  # this bench's own
-        subprocess.run([labgate_exe(), "resident", "start"], stdout=subprocess.DEVNULL, check=True)
-        try:
+        with resident_controller(Path(tmp) / "resident"):
             samples = sample(lab, stamp, python, args.rounds)
-        finally:
-            subprocess.run([labgate_exe(), "resident", "stop"], stdout=subprocess.DEVNULL)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"labgate start-up, {args.rounds} rounds; load average {load} ({os.cpu_count()} cores)")
     print(f"{'':<36} {'median ms':>10} {'fastest ms':>11} {'target ms':>10}")

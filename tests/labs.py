@@ -16,9 +16,12 @@ pushes to `master`; both point at the tree's one commit. Other trees are taken a
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +114,18 @@ def labgate_exe() -> str:
     """The console script of this Python (not a PATH shim, which adds its own start-up)."""
     script = Path(sys.executable).parent / "labgate"
     return str(script) if script.exists() else shutil.which("labgate") or "labgate"
+
+
+@contextmanager
+def resident_controller(directory: Path) -> Iterator[None]:
+    """A resident controller of this process's own (its socket in ``directory``, which
+    ``LABGATE_RESIDENT_DIR`` names from now on), started here and stopped on leaving."""
+    os.environ["LABGATE_RESIDENT_DIR"] = str(directory)
+    subprocess.run([labgate_exe(), "resident", "start"], stdout=subprocess.DEVNULL, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([labgate_exe(), "resident", "stop"], stdout=subprocess.DEVNULL)
 
 
 def labgate(lab_dir: Path, *args: str) -> list[str]:

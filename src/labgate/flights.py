@@ -152,6 +152,9 @@ class Flights:
             return await asyncio.shield(self._awaited[flight_id].result)
         if not self.runners_of(flight_id):
             await asyncio.to_thread(self._resume, flight)
+        # as planned (what its jobs need of it does not change): the first of them to start
+        # here reads only the jobs
+        self._flights.setdefault(flight_id, flight)
         self.submit(flight_id, avoid=avoid)
         awaited = _Awaited(asyncio.get_running_loop().create_future(), progress or NoWatcher())
         self._awaited[flight_id] = awaited
@@ -322,12 +325,15 @@ class Flights:
 
     async def _run(self, claim: Claim) -> Outcome:
         flight = self._flights.get(claim.flight_id)
-        if flight is None:
+        if flight is None or claim.flight_id not in self._jobs:
             reading = self._reading.get(claim.flight_id)
             if reading is None:  # the first of its jobs to start here: read it, in a thread
                 reading = asyncio.ensure_future(
                     asyncio.to_thread(
-                        self._read, claim.flight_id, fetch=claim.flight_id not in self._awaited
+                        self._read,
+                        claim.flight_id,
+                        flight,
+                        fetch=claim.flight_id not in self._awaited,
                     )
                 )
                 self._reading[claim.flight_id] = reading
@@ -339,10 +345,12 @@ class Flights:
         job = self._jobs[claim.flight_id][claim.job_id]
         return await self.runner.run_job(flight, job, claim.host, claim.attempt, progress)
 
-    def _read(self, flight_id: int, *, fetch: bool) -> tuple[FlightResult, dict[int, StoredJob]]:
-        """A flight as planned and its jobs by id; ``fetch``: a pool flight nobody here awaits,
-        its revisions fetched into the mirrors here too."""
-        flight = self.store.get_flight(flight_id)
+    def _read(
+        self, flight_id: int, flight: FlightResult | None, *, fetch: bool
+    ) -> tuple[FlightResult, dict[int, StoredJob]]:
+        """A flight as planned (read unless ``flight`` is it) and its jobs by id; ``fetch``: a
+        pool flight nobody here awaits, its revisions fetched into the mirrors here too."""
+        flight = flight or self.store.get_flight(flight_id)
         if fetch:
             self.runner.fetch(flight)
         return flight, {j.id: j for j in self.store.flight_jobs(flight_id)}

@@ -4,14 +4,17 @@ answers to typos, output that scripts and terminals get whole, and where the dem
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
+from rich.table import Table
 
 from gitrepos import GitRepo
 from labgate.model import Blessing, FlightResult, FlightState, Outcome
@@ -119,6 +122,77 @@ def test_the_quick_bound_on_a_tables_width_is_never_below_its_measured_width() -
     assert measured <= _width_at_most(table) <= measured + len("[green][/]")
     table.add_row("y", "z", Table(), "")  # a cell that is not text: measured, not bounded
     assert _width_at_most(table) > 10**6
+
+
+def _console(out: io.StringIO, *, width: int, terminal: bool, soft_wrap: bool) -> Console:
+    return Console(
+        file=out, force_terminal=terminal, width=width, color_system=None, soft_wrap=soft_wrap
+    )
+
+
+def _rich_rendering(table: Table, **kind: Any) -> str:
+    out = io.StringIO()
+    _console(out, **kind).print(table)
+    return out.getvalue()
+
+
+def _printed(table: Table, **kind: Any) -> str:
+    out = io.StringIO()
+    print_table(_console(out, **kind), table)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_table_printed_without_rich_has_richs_own_characters(seed: int) -> None:
+    """print_table's plain rendering (no colour) against rich's, on tables of random shapes:
+    empty cells and columns, wide characters, markup, a title shorter or longer than the
+    table, no rows."""
+    import random
+
+    from rich.text import Text
+
+    from labgate.text import _plain_rendering
+
+    rng = random.Random(seed)
+    words = ["", "x", "pass", "[green]pass[/]", "[red]broken[/]", "ビルド", "名前 漢字", "a b  c",
+             "s0:pass(0.05s) s1:fail(1.20s)", "gone: x", "[bold]b[/bold] c", "~/x [y]"]  # fmt: skip
+    title = rng.choice([None, "t", "flight 7  branch main  blessing real  finished: pass",
+                        "a title " * 12])  # fmt: skip
+    table = Table(title=title, title_justify="left")
+    for i in range(rng.randint(1, 6)):
+        table.add_column(rng.choice(words[1:]) + str(i))
+    for _ in range(rng.randint(0, 8)):
+        cells = [rng.choice(words) for _ in table.columns]
+        if rng.random() < 0.2:
+            table.add_row(*cells[:-1], Text(cells[-1], style="red"))
+        else:
+            table.add_row(*cells)
+    for terminal, soft_wrap in itertools.product((False, True), (False, True)):
+        kind = {"width": 500, "terminal": terminal, "soft_wrap": soft_wrap}
+        console = _console(io.StringIO(), **kind)
+        plain = _plain_rendering(console, table)
+        rich = _rich_rendering(table, **kind)
+        table_width = len(rich.splitlines()[-1])  # its bottom rule
+        if title is None or len(title) <= table_width:
+            assert plain is not None
+            assert plain + "\n" == rich
+        else:  # rich wraps the title to the table's width
+            assert plain is None
+        assert _printed(table, **kind) == rich
+
+
+def test_a_table_with_colour_or_a_cell_of_several_lines_is_left_to_rich() -> None:
+    from labgate.text import _plain_rendering
+
+    table = Table()
+    table.add_column("job")
+    table.add_row("build")
+    coloured = Console(file=io.StringIO(), force_terminal=True, color_system="standard")
+    assert _plain_rendering(coloured, table) is None
+    plain = Console(file=io.StringIO(), width=200, color_system=None)
+    assert _plain_rendering(plain, table) is not None
+    table.add_row("two\nlines")
+    assert _plain_rendering(plain, table) is None
 
 
 @pytest.mark.parametrize(

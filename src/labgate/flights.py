@@ -243,10 +243,11 @@ class Flights:
             self._sync(allocator)
             allocator.reap()
             beat = asyncio.create_task(self._heartbeats(allocator, running))
+            quiet = False  # only jobs of ours passed since the last look at the flights
             while True:
                 self._wake.clear()
                 scope = self._scope()
-                active = self._advance(scope)
+                active = True if quiet else self._advance(scope)
                 if scope is not None and not scope and not running:
                     self._loop = None  # at once: a run() from now on starts a new loop
                     return
@@ -256,15 +257,25 @@ class Flights:
                 if not active and not running:
                     self._idle.set()
                 await self._next_event(running)
-                for task in [t for t in running if t.done()]:
+                done = [t for t in running if t.done()]
+                quiet = (
+                    bool(done)  # not a poll: that looks for what other processes did
+                    and not self._wake.is_set()
+                    and time.monotonic() < self._next_cancel_check
+                )
+                for task in done:
                     claim = running.pop(task)
                     self.jobs_run += 1
                     if task.cancelled() or task.exception() is not None:
+                        quiet = False
                         allocator.release(claim.job_id)  # its end may not have given them back
                         if not task.cancelled():
                             task.result()  # a bug in the job runner ends the loop
-                    elif task.result() in (Outcome.BROKEN, Outcome.QUEUED):
+                        continue
+                    outcome = task.result()
+                    if outcome in (Outcome.BROKEN, Outcome.QUEUED):
                         self._away_until = 0.0  # the job may have quarantined its host
+                    quiet = quiet and self._passed(claim, outcome)
         except BaseException as error:
             if self._loop is asyncio.current_task():
                 self._loop = None
@@ -414,6 +425,20 @@ class Flights:
             if any(o is not Outcome.QUEUED for o in outcome.values()):
                 self._mark_running(flight_id)
         return still
+
+    def _passed(self, claim: Claim, outcome: Outcome) -> bool:
+        """Note a job of ours that ended; whether the flights need no look because of it: it
+        passed (nothing to block) and its flight has jobs left that no look has seen end (so it
+        is not the flight's end). A look comes anyway with the next wake, the next cancel check
+        (every ``CANCEL_POLL_S``), or another end; what other controllers did is seen then."""
+        ended = self._ended.get(claim.flight_id)
+        if outcome is not Outcome.PASS or ended is None:
+            return False
+        waiting = next((j for j in self._waiting[claim.flight_id] if j.id == claim.job_id), None)
+        if waiting is None:
+            return False
+        ended[claim.job_id] = replace(waiting, outcome=outcome, attempt=claim.attempt)
+        return len(ended) < len(self._waiting[claim.flight_id])
 
     def _job_states(self, ids: Sequence[int]) -> dict[int, list[JobState]]:
         """Where the jobs of these flights stand, in plan order. What each needs (the host

@@ -104,11 +104,20 @@ def unavailable_on(conn: Connection) -> dict[str, str]:
     ).all()
     out: dict[str, str] = {}
     for r in rows:
-        if r.quarantined is not None:
-            out[r.name] = f"quarantined: {r.quarantined}"
-        elif _reserved(r, stamp):
-            out[r.name] = f"reserved by {r.reserved_by}: {r.reserved_reason}"
+        why = unavailable_because(r, stamp)
+        if why is not None:
+            out[r.name] = why
     return out
+
+
+def unavailable_because(row: Any, stamp: datetime) -> str | None:
+    """Why a host whose ``host_status`` row (its ``quarantined``, ``reserved_by``,
+    ``reserved_reason`` and ``reserved_until``) this is cannot take jobs now, or None."""
+    if row.quarantined is not None:
+        return f"quarantined: {row.quarantined}"
+    if _reserved(row, stamp):
+        return f"reserved by {row.reserved_by}: {row.reserved_reason}"
+    return None
 
 
 def lost_hosts_on(conn: Connection, job_ids: Sequence[int]) -> dict[int, set[str]]:

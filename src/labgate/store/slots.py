@@ -62,7 +62,7 @@ from labgate.store import ACTIVE_FLIGHT_STATES, now
 from labgate.store import schema as t
 from labgate.store.access import live_jobs_on
 from labgate.store.flights import start_jobs
-from labgate.store.hosts import add_event, lost_hosts_on, unavailable_on
+from labgate.store.hosts import add_event, lost_hosts_on, unavailable_because, unavailable_on
 from labgate.store.leases import SLOT
 from labgate.store.values import autocommit
 
@@ -168,18 +168,24 @@ class Allocator:
         self._group_of.clear()
         if flights is not None and not flights:
             return []
-        free_hosts = self._hosts_with_free_slots()  # read without the write lock: none is
-        if not free_hosts:  # the usual answer when busy, asked each time a job ends
+        # read without the write lock: none free is the usual answer when busy, asked each
+        # time a job ends; on PostgreSQL with the free slots and why hosts are away, in one
+        # round trip (the slots chosen are locked and checked free again before they are taken)
+        free_hosts, seen_away = self._free_and_away()
+        if not free_hosts:
             return []
         with self._transaction() as conn:
-            away = unavailable_on(conn)
-            jobs = self._lock_candidates(conn, flights, free_hosts - away.keys())
+            known: dict[str, list[int]] | None = free_hosts
+            if seen_away is None:
+                known, seen_away = None, unavailable_on(conn)
+            away = seen_away
+            jobs = self._lock_candidates(conn, flights, free_hosts.keys() - away.keys())
             if not jobs:
                 return []
             ready = self._ready(conn, jobs)
             if not ready:
                 return []
-            free = self._free_slots(conn, ready, away)
+            free = self._free_slots(conn, ready, away, known)
             if not free:
                 return []
             hosts = [
@@ -195,9 +201,22 @@ class Allocator:
             self._served[self._group_of[c.job_id]] += 1
         return claims
 
-    def _hosts_with_free_slots(self) -> set[str]:
+    def _free_and_away(self) -> tuple[dict[str, list[int]], dict[str, str] | None]:
+        """The hosts with a free slot, and on PostgreSQL their free slots and the unavailable
+        ones among them with why (None on SQLite: read under its write lock instead, since
+        ``BEGIN IMMEDIATE`` takes the slots read there without checking them again)."""
         with self.reader.connect() as conn:
-            return set(conn.execute(_HOSTS_WITH_FREE_SLOTS).scalars())
+            if self.sqlite:
+                return {h: [] for h in conn.execute(_HOSTS_WITH_FREE_SLOTS).scalars()}, None
+            stamp = now()
+            free: dict[str, list[int]] = {}
+            away: dict[str, str] = {}
+            for r in conn.execute(_FREE_SLOTS_AND_STATUS):
+                free[r.host] = sorted(r.slots)
+                why = unavailable_because(r, stamp)
+                if why is not None:
+                    away[r.host] = why
+            return free, away
 
     def _lock_candidates(
         self, conn: Connection, only: Collection[int] | None, open_hosts: Collection[str]
@@ -464,10 +483,12 @@ class Allocator:
         conn: Connection,
         ready: Sequence[tuple[ReadyJob, str | None]],
         away: Mapping[str, str],
+        known: Mapping[str, list[int]] | None,
     ) -> dict[str, list[int]]:
         """Free slots of in-service hosts (not ``away``) some ready job can use, as seen now
-        (not locked): host name → slot numbers. Hosts are sampled at random (all of them when
-        few), so that controllers claiming at once mostly choose different hosts."""
+        (not locked), or as ``known`` from a moment ago: host name → slot numbers. Hosts are
+        sampled at random (all of them when few), so that controllers claiming at once mostly
+        choose different hosts."""
         fitting: set[str] = set()
         for requires in {r.requires for r, _ in ready}:
             fitting.update(self._fitting(requires))
@@ -478,6 +499,8 @@ class Allocator:
             usable = list(preferred | set(random.sample(usable, size)))
         if not usable:
             return {}
+        if known is not None:
+            return {h: known[h] for h in usable if h in known}
         rows = conn.execute(_FREE_SLOTS_ON, {"hosts": usable})
         free: dict[str, list[int]] = {}
         for r in rows:
@@ -672,6 +695,21 @@ _QUEUED_JOBS = select(
 # by ``Allocator.sqlite``: SQLite's BEGIN IMMEDIATE already locks; PostgreSQL skips the rows
 # another controller is claiming
 _LOCK_QUEUED_JOBS = {True: _QUEUED_JOBS, False: _QUEUED_JOBS.with_for_update(skip_locked=True)}
+# PostgreSQL: each host with a free slot, its free slots and its status (a host_status row's
+# columns may be chosen when grouped by its key)
+_FREE_SLOTS_AND_STATUS = (
+    select(
+        t.slot_lease.c.host,
+        func.array_agg(t.slot_lease.c.slot).label("slots"),
+        t.host_status.c.quarantined,
+        t.host_status.c.reserved_by,
+        t.host_status.c.reserved_reason,
+        t.host_status.c.reserved_until,
+    )
+    .select_from(t.slot_lease.outerjoin(t.host_status, t.host_status.c.name == t.slot_lease.c.host))
+    .where(t.slot_lease.c.job_id.is_(None))
+    .group_by(t.slot_lease.c.host, t.host_status.c.name)
+)
 _FREE_SLOTS_ON = select(t.slot_lease.c.host, t.slot_lease.c.slot).where(
     t.slot_lease.c.host.in_(bindparam("hosts", expanding=True)), t.slot_lease.c.job_id.is_(None)
 )

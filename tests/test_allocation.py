@@ -137,6 +137,38 @@ def test_an_expired_lease_puts_the_job_back_in_the_queue(store: Store) -> None:
     assert event.reason == "controller dead stopped renewing its lease on h0"
 
 
+def test_a_jobs_last_step_ends_with_the_job_in_one_write(store: Store) -> None:
+    """Store.end_job with ``last_step`` records the step's end as finish_step would, on both of
+    end_job's paths (a transaction; on PostgreSQL one statement for a usual end on a host seen
+    before), and gives the slot back."""
+    from labgate.store.flights import StepEnd
+
+    pool = allocator(store, [host("h0")])
+    flight_id = flight(store, "a", Blessing.REAL, ["j0", "j1", "j2"])
+    expected = {}
+    # the first two ends make the host known; the third takes the one-statement path
+    ends = ((Outcome.BROKEN, 2, "disk full"), (Outcome.PASS, 0, None), (Outcome.FAIL, 3, "x"))
+    for outcome, status, reason in ends:
+        [claim] = pool.claim()  # the slot the job before gave back
+        [step_id] = next(j for j in store.flight_jobs(flight_id) if j.id == claim.job_id).step_ids
+        store.start_step(step_id, f"{claim.job}.log", job_running=claim.job_id)
+        store.end_job(
+            claim.job_id, outcome, reason, host="h0", attempt=claim.attempt, quarantine_after=9,
+            last_step=StepEnd(step_id, outcome, status, 0.25, reason),
+        )  # fmt: skip
+        expected[claim.job] = (outcome, (outcome, status, 0.25, reason))
+    ended = store.get_flight(flight_id)
+    got = {
+        j.name: (j.outcome, (j.steps[0].outcome, j.steps[0].exit_status, j.steps[0].duration_s,
+                             j.steps[0].reason))
+        for j in ended.jobs
+    }  # fmt: skip
+    assert got == expected
+    assert all(j.steps[0].finished for j in ended.jobs)
+    assert pool.claim() == []  # nothing queued; the slot is free again:
+    assert flight(store, "a", Blessing.REAL, ["j3"]) and len(pool.claim()) == 1
+
+
 def test_each_end_of_a_job_records_it_gives_its_slot_back_and_ends_the_broken_streak(
     store: Store,
 ) -> None:

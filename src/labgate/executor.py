@@ -448,6 +448,11 @@ class JobSession(Protocol):
     async def fetch_artifacts(self) -> None:
         """Bring the job's artifacts back into the local artifacts dir."""
 
+    @property
+    def artifacts_are_here(self) -> bool:
+        """Whether the artifacts already are in the local artifacts dir (``fetch_artifacts``
+        does nothing): a job's last step then ends with the job, in one write."""
+
     async def close(self) -> None: ...
 
 
@@ -482,6 +487,10 @@ class LocalSession:
 
     async def fetch_artifacts(self) -> None:
         pass
+
+    @property
+    def artifacts_are_here(self) -> bool:
+        return True
 
     async def close(self) -> None:
         pass

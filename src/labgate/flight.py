@@ -51,6 +51,7 @@ from labgate.model import (
 from labgate.perf.metrics import host_class
 from labgate.perf.runs import run_step
 from labgate.store import Store, StoredJob
+from labgate.store.flights import StepEnd
 from labgate.store.metrics import StepMetrics
 
 
@@ -278,6 +279,7 @@ class JobRunner:
         artifacts = self.lab.artifacts_dir / str(flight.id) / safe_name(name)
         outcome, reason = Outcome.BROKEN, None
         session: JobSession | None = None
+        last_step: StepEnd | None = None  # ended, written with the job's end
         try:
             try:
                 await _before_job(host_spec, job.spec, self.lab.dir)
@@ -291,22 +293,29 @@ class JobRunner:
                 self.store.set_steps(job.step_ids, Outcome.BLOCKED)
                 self._end_job(host_spec, job.id, attempt, outcome, reason)
                 return outcome
+            # nothing runs between the last step and the job's end (no artifacts to bring
+            # back, no console to stop): the step's end is written with the job's
+            with_job = session.artifacts_are_here and not host_spec.lifecycle.console
             async with _console(host_spec, self.lab, flight.id, name, attempt):
-                outcome, reason = await self._run_steps(
-                    flight, job, host, attempt, session, workdir, progress
+                outcome, reason, last_step = await self._run_steps(
+                    flight, job, host, attempt, session, workdir, progress, with_job=with_job
                 )
             await session.fetch_artifacts()
-            await off_loop(
-                self.store,
-                functools.partial(self._end_job, host_spec, job.id, attempt, outcome, reason),
+            end = functools.partial(
+                self._end_job, host_spec, job.id, attempt, outcome, reason, last_step=last_step
             )
+            await off_loop(self.store, end)
+            last_step = None
             return outcome
         except HostLost as error:
             outcome, reason = self._host_lost(job, host_spec, attempt, error)
             return outcome
         except asyncio.CancelledError:
             outcome = Outcome.CANCELLED
-            self._end_job(host_spec, job.id, attempt, outcome, "cancelled", in_history=False)
+            self._end_job(
+                host_spec, job.id, attempt, outcome, "cancelled", in_history=False,
+                last_step=last_step,
+            )  # fmt: skip
             raise
         finally:
             if session is not None:
@@ -391,7 +400,12 @@ class JobRunner:
         session: JobSession,
         workdir: Path,
         progress: FlightWatcher,
-    ) -> tuple[Outcome, str | None]:
+        *,
+        with_job: bool,
+    ) -> tuple[Outcome, str | None, StepEnd | None]:
+        """Run the job's steps; the outcome, why, and (``with_job``) the end of its last step
+        when that is to be written with the job's end (a plain end: no test cases or
+        metrics)."""
         env = self._env(flight, job.spec, host, attempt, Path(session.artifacts))
         equiv = host_class(self.lab.host(host))  # metrics are compared within the host's class
         suffix = "" if attempt <= 1 else f".{attempt}"
@@ -441,6 +455,13 @@ class JobRunner:
             # a later attempt replaces what an earlier one (on a lost host) recorded
             metrics = runs.metrics if runs.metrics or attempt > 1 else None
             following = index + 1 < len(job.step_ids) and result.outcome is Outcome.PASS
+            last = index + 1 == len(job.step_ids)
+            if last and with_job and metrics is None and not step.results:
+                end = StepEnd(
+                    step_id, result.outcome, result.exit_status, round(result.duration_s, 4),
+                    result.reason,
+                )  # fmt: skip
+                return result.outcome, _why(step.name, result), end
             ended = functools.partial(
                 self.store.finish_step,
                 step_id,
@@ -460,8 +481,8 @@ class JobRunner:
             if result.outcome is not Outcome.PASS:
                 rest = Outcome.SKIP if result.outcome is Outcome.SKIP else Outcome.BLOCKED
                 self.store.set_steps(job.step_ids[index + 1 :], rest)
-                return result.outcome, f"step {step.name}: {result.reason or result.outcome}"
-        return Outcome.PASS, None
+                return result.outcome, _why(step.name, result), None
+        return Outcome.PASS, None, None
 
     def _end_job(
         self,
@@ -474,6 +495,7 @@ class JobRunner:
         in_history: bool = True,
         data: Mapping[str, object] | None = None,
         queue_again: str | None = None,
+        last_step: StepEnd | None = None,
     ) -> None:
         """The attempt's end, its slots given back and (``in_history``) the job in its host's
         history, in one transaction (see ``Store.end_job``); N broken jobs in a row quarantine
@@ -481,7 +503,7 @@ class JobRunner:
         self.store.end_job(
             job_id, outcome, reason, host=host.name, attempt=attempt,
             quarantine_after=host.lifecycle.quarantine_after, in_history=in_history, data=data,
-            queue_again=queue_again,
+            queue_again=queue_again, last_step=last_step,
         )  # fmt: skip
 
     def _env(
@@ -523,6 +545,13 @@ class JobRunner:
         if findings is not None:
             self.store.record_findings(step_id, findings)
         return result
+
+
+def _why(step: str, result: StepRun) -> str | None:
+    """Why a job ended with this step (None: it passed)."""
+    if result.outcome is Outcome.PASS:
+        return None
+    return f"step {step}: {result.reason or result.outcome}"
 
 
 def _with_results(

@@ -291,6 +291,10 @@ class SshSession:
             upload=False,
         )
 
+    @property
+    def artifacts_are_here(self) -> bool:
+        return False
+
     async def fetch_artifacts(self) -> None:
         self.local_artifacts.mkdir(parents=True, exist_ok=True)
         await self._pipe(

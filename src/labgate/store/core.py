@@ -26,7 +26,7 @@ from labgate.model import HostSpec, Outcome
 from labgate.store.bisections import BisectionTables
 from labgate.store.branches import BranchTables
 from labgate.store.findings import FindingTables
-from labgate.store.flights import FlightTables, set_job_and_steps
+from labgate.store.flights import FlightTables, StepEnd, set_job_and_steps
 from labgate.store.metrics import MetricTables
 from labgate.store.pool import PoolTables
 from labgate.store.values import StoreError, autocommit, now
@@ -207,16 +207,20 @@ class Store(FlightTables, BranchTables, BisectionTables, PoolTables, FindingTabl
         in_history: bool = True,
         data: Mapping[str, Any] | None = None,
         queue_again: str | None = None,
+        last_step: StepEnd | None = None,
     ) -> None:
         """Attempt ``attempt`` of a job the pool gave ``host`` ended, in one transaction: its
-        outcome (only while that attempt is still the job's live one, see
-        :meth:`finish_job`), then the slots it held given back, and
-        (``in_history``) the job in the host's history (see ``HostRegistry.record_job``). With
-        ``queue_again`` (why), a job whose host was lost is queued again for another host at
-        once: nobody sees its lost attempt's outcome as the job's."""
+        ``last_step``'s end when given (nothing ran between them), its outcome (only while
+        that attempt is still the job's live one, see :meth:`finish_job`), then the slots it
+        held given back, and (``in_history``) the job in the host's history (see
+        ``HostRegistry.record_job``). With ``queue_again`` (why), a job whose host was lost is
+        queued again for another host at once: nobody sees its lost attempt's outcome as the
+        job's."""
+        from labgate.store.flights import END_STEP
         from labgate.store.hosts import event_values
         from labgate.store.slots import release_slots
 
+        step_values = last_step.values() if last_step is not None else {}
         if (
             self.engine.dialect.name == "postgresql"
             and in_history
@@ -228,10 +232,12 @@ class Store(FlightTables, BranchTables, BisectionTables, PoolTables, FindingTabl
             # COMMIT): one statement is atomic without a transaction of its own
             stamp = now()
             data = dict(data) if data else None
+            streak_ends = outcome.finished and outcome is not Outcome.CANCELLED
             with self.reader.connect() as conn:
                 conn.execute(
-                    _job_end_in_one(outcome.finished and outcome is not Outcome.CANCELLED),
+                    _job_end_in_one(streak_ends, last_step is not None),
                     {
+                        **step_values,
                         "f_job": job_id,
                         "f_outcome": str(outcome),
                         "f_reason": reason,
@@ -244,6 +250,8 @@ class Store(FlightTables, BranchTables, BisectionTables, PoolTables, FindingTabl
                 )
             return
         with self.engine.begin() as conn:
+            if last_step is not None:
+                conn.execute(END_STEP, step_values)
             if self.finish_job(job_id, outcome, reason, attempt=attempt, conn=conn):
                 release_slots(conn, job_id)
                 if queue_again is not None:
@@ -269,15 +277,16 @@ class Store(FlightTables, BranchTables, BisectionTables, PoolTables, FindingTabl
 
 
 @functools.cache
-def _job_end_in_one(streak_ends: bool) -> Executable:
+def _job_end_in_one(streak_ends: bool, with_step: bool) -> Executable:
     """``Store.end_job``'s usual path as one PostgreSQL statement (data-modifying CTEs, which
-    SQLite does not have): the attempt's outcome while it is the live one, its allocation and
-    slots given back only then, its event in the host's history, and (``streak_ends``) the
-    host's broken streak ended. Built once: a flight ends a job every few steps."""
+    SQLite does not have): (``with_step``) its last step's end, the attempt's outcome while it
+    is the live one, its allocation and slots given back only then, its event in the host's
+    history, and (``streak_ends``) the host's broken streak ended. Built once: a flight ends a
+    job every few steps."""
     from sqlalchemy import bindparam, select, update
 
     from labgate.store import schema as t
-    from labgate.store.flights import FINISH_LIVE_JOB
+    from labgate.store.flights import END_STEP, FINISH_LIVE_JOB
     from labgate.store.hosts import ADD_EVENT, STREAK_ENDS
     from labgate.store.leases import SLOT
 
@@ -295,6 +304,7 @@ def _job_end_in_one(streak_ends: bool) -> Executable:
         .values(job_id=None, **SLOT.cleared())
         .cte("freed")
     )
+    ctes = [done, released, freed] + ([END_STEP.cte("step_ended")] if with_step else [])
     if streak_ends:
-        return STREAK_ENDS.add_cte(done, released, freed, ADD_EVENT.cte("event"))
-    return ADD_EVENT.add_cte(done, released, freed)
+        return STREAK_ENDS.add_cte(*ctes, ADD_EVENT.cte("event"))
+    return ADD_EVENT.add_cte(*ctes)

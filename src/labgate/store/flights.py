@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -594,7 +595,7 @@ _ENDED = {
     "reason": bindparam("e_reason", type_=t.step.c.reason.type),
     "finished": bindparam("e_finished", type_=t.step.c.finished.type),
 }
-_END_STEP = update(t.step).where(t.step.c.id == bindparam("ended_id")).values(**_ENDED)
+END_STEP = update(t.step).where(t.step.c.id == bindparam("ended_id")).values(**_ENDED)
 _IS_ENDED = t.step.c.id == bindparam("ended_id")
 # one UPDATE that ends a step and starts the next as _START_STEP does
 _END_AND_START = (
@@ -654,6 +655,23 @@ _JOB_RUNNING = (
 _START_IN_RUNNING_JOB = _START_STEP.add_cte(_JOB_RUNNING.cte("job_running"))
 
 
+@dataclass(frozen=True)
+class StepEnd:
+    """How a job's last step ended, recorded with the job's end (see ``Store.end_job``)."""
+
+    step_id: int
+    outcome: Outcome
+    exit_status: int | None
+    duration_s: float | None
+    reason: str | None
+
+    def values(self) -> dict[str, Any]:
+        """The bound values of :data:`END_STEP` for this end."""
+        return _step_transition(
+            self.step_id, self.outcome, self.exit_status, self.duration_s, self.reason, None
+        )[1]
+
+
 def _step_transition(
     step_id: int,
     outcome: Outcome,
@@ -674,7 +692,7 @@ def _step_transition(
         "e_finished": stamp,
     }
     if then_start is None:
-        return _END_STEP, values
+        return END_STEP, values
     next_id, log = then_start
     return _END_AND_START, values | {"next_id": next_id, "s_started": stamp, "s_log": log}
 

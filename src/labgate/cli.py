@@ -196,8 +196,11 @@ def flight() -> None:
     """Run and inspect flights."""
 
 
-def run_to_end(lab: Lab, store: Store, flight_id: int, out: Console) -> FlightResult:
-    """Run a stored flight with live progress; Ctrl-C (or SIGTERM) cancels it cleanly."""
+def run_to_end(
+    lab: Lab, store: Store, flight_id: int, out: Console, planned: FlightResult | None = None
+) -> FlightResult:
+    """Run a stored flight with live progress; Ctrl-C (or SIGTERM) cancels it cleanly.
+    ``planned``: the flight just planned (see ``Flights.run``)."""
     import asyncio
     import signal
 
@@ -210,7 +213,7 @@ def run_to_end(lab: Lab, store: Store, flight_id: int, out: Console) -> FlightRe
         assert task is not None
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
         with FlightProgress(out) as progress:
-            return await Flights(lab, store).run(flight_id, progress=progress)
+            return await Flights(lab, store).run(flight_id, progress=progress, planned=planned)
 
     settle()
     try:
@@ -281,7 +284,7 @@ def flight_run(
         )
         for line in testing_lines(planned, refs):
             out.print(line, markup=False)
-        result = run_to_end(lab, store, flight_id, out)
+        result = run_to_end(lab, store, flight_id, out, planned)
         finish(result, out, json_to)
 
 

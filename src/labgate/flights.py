@@ -140,17 +140,21 @@ class Flights:
         *,
         progress: FlightWatcher | None = None,
         avoid: Mapping[str, str] | None = None,
+        planned: FlightResult | None = None,
     ) -> FlightResult:
         """Submit the flight and await its end, this process's controller running its jobs
         (with any other controller of the pool). A flight left unfinished by a controller that is
         gone (killed, crashed) or cancelled is resumed: its finished jobs keep their results.
-        Cancelling the caller cancels the flight."""
-        flight = await asyncio.to_thread(self.store.get_flight, flight_id)
+        Cancelling the caller cancels the flight. ``planned``: the flight as its caller has just
+        planned it (stored, nothing of it run): neither read again nor resumed."""
+        fresh = planned is not None and planned.id == flight_id
+        flight = planned if fresh else await asyncio.to_thread(self.store.get_flight, flight_id)
+        assert flight is not None
         if flight.state is FlightState.FINISHED:
             return flight
         if flight_id in self._awaited:  # already awaited here: await the same result
             return await asyncio.shield(self._awaited[flight_id].result)
-        if not self.runners_of(flight_id):
+        if not fresh and not self.runners_of(flight_id):
             await asyncio.to_thread(self._resume, flight)
         # as planned (what its jobs need of it does not change): the first of them to start
         # here reads only the jobs
@@ -158,10 +162,13 @@ class Flights:
         self.submit(flight_id, avoid=avoid)
         awaited = _Awaited(asyncio.get_running_loop().create_future(), progress or NoWatcher())
         self._awaited[flight_id] = awaited
-        jobs = self.store.job_states([flight_id])[flight_id]
-        awaited.progress.flight_started(
-            flight_id, len(jobs), sum(1 for j in jobs if j.outcome.finished)
-        )
+        if fresh:
+            awaited.progress.flight_started(flight_id, len(flight.jobs), 0)
+        else:
+            jobs = self.store.job_states([flight_id])[flight_id]
+            awaited.progress.flight_started(
+                flight_id, len(jobs), sum(1 for j in jobs if j.outcome.finished)
+            )
         self._start()
         try:
             return await asyncio.shield(awaited.result)

@@ -30,7 +30,11 @@ class MailConfig(BaseModel):
     ``helo`` is the name given in EHLO (default: this machine's FQDN)."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True
+        extra="forbid",
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        defer_build=True,  # see labgate.rawconfig._Raw
     )
 
     host: str = "localhost"

@@ -23,7 +23,9 @@ Name = Annotated[str, StringConstraints(min_length=1, pattern=f"^(?:{NAME.patter
 
 
 class _Raw(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # a model's validator is built when it first validates, not when its module is imported:
+    # a lab without [[review]], [access] or [mail] never builds theirs (start-up time)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 class _Invalid(ValueError):

@@ -20,7 +20,7 @@ from labgate.findings.model import Level
 
 
 class RawFindings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # see rawconfig
 
     block: list[Level] = Field(default_factory=lambda: [Level.ERROR])
     rules: dict[str, Action] = Field(default_factory=dict)

@@ -179,7 +179,11 @@ class Allocator:
             if seen_away is None:
                 known, seen_away = None, unavailable_on(conn)
             away = seen_away
-            jobs = self._lock_candidates(conn, flights, free_hosts.keys() - away.keys())
+            # as many jobs locked as the free slots could take, and some to spare (a job may
+            # need a host another cannot use); the batch when the count is not known (SQLite)
+            slots = sum(len(free_hosts[h]) for h in free_hosts.keys() - away.keys())
+            want = self.batch if known is None else min(self.batch, max(4, 2 * slots))
+            jobs = self._lock_candidates(conn, flights, free_hosts.keys() - away.keys(), want)
             if not jobs:
                 return []
             ready = self._ready(conn, jobs)
@@ -219,9 +223,13 @@ class Allocator:
             return free, away
 
     def _lock_candidates(
-        self, conn: Connection, only: Collection[int] | None, open_hosts: Collection[str]
+        self,
+        conn: Connection,
+        only: Collection[int] | None,
+        open_hosts: Collection[str],
+        want: int,
     ) -> list[dict[str, Any]]:
-        """Lock up to ``batch`` queued jobs that could start on ``open_hosts`` (see
+        """Lock up to ``want`` queued jobs that could start on ``open_hosts`` (see
         :meth:`_startable`), best first (see :meth:`_order`); jobs another controller holds are
         skipped."""
         if only is None:
@@ -251,11 +259,11 @@ class Allocator:
             top = top[:1]
         first = random.randrange(len(top)) if top else 0
         for i in top[first:] + top[:first] + slices[len(top) :]:
-            batch = {"jobs": candidates[i : i + self.batch]}
+            batch = {"jobs": candidates[i : i + min(want, self.batch)]}  # a slice's best
             locked += [
                 dict(r._mapping) for r in conn.execute(_LOCK_QUEUED_JOBS[self.sqlite], batch)
             ]
-            if len(locked) >= self.batch:
+            if len(locked) >= want:
                 break
         position = {job_id: i for i, job_id in enumerate(candidates)}
         locked.sort(key=lambda r: position[r["id"]])

@@ -65,11 +65,11 @@ DEFAULT_MIN_SEGMENT = 5
 # of recall on 5% steps (bench/perf.py, 200 series a cell).
 DEFAULT_ALPHA = 0.002
 # A spike: a value off the medians of this many values on either side of it (so up to two
-# spikes in a row are seen as such) by this many times the typical flight-to-flight difference;
-# that difference taken again without the spikes found up to this many times.
+# spikes in a row are seen as such) by this many times the typical flight-to-flight difference,
+# or this many times the noise (_noise_scale) if that is less.
 _SPIKE_REACH = 5
 _SPIKE_FACTOR = 2.5
-_SPIKE_ROUNDS = 3
+_SPIKE_SCALE = 6.0
 # One mode: change points are placed by the Huber loss bent at this many times the noise
 # (_noise_scale; the usual bend, where the Huber centre of normal values is 95% as efficient
 # as their mean), its centre found in this many rounds from the median; and a change of the
@@ -289,30 +289,23 @@ def _huber(bend: float, values: Sequence[float]) -> float:
 def _despiked(series: Sequence[float]) -> list[float]:
     """``series`` with each spike replaced by the median of its neighbours: a value beyond the
     medians of the ``_SPIKE_REACH`` values on either side of it, on the same side of both, by
-    more than ``_SPIKE_FACTOR`` times the 90th percentile of the flight-to-flight differences.
-    A value at a step agrees with the side it belongs to, so only spikes move; the percentile is
-    high so that the other mode of bimodal noise (a large share of the differences) stays.
-    Each spike makes two large differences: three spikes and a few steps can fill the top tenth
-    of them, so that the percentile is a spike's and no spike is left out. So the percentile is
-    taken again on the values without the spikes found, and the spikes sought again, until it
-    no longer falls. Spikes are only left out of the search: the change points' medians are
-    those of the values as given."""
-    threshold = _spike_threshold(series)
-    out = _without_spikes(series, threshold)
-    for _ in range(_SPIKE_ROUNDS - 1):
-        lower = _spike_threshold(out)
-        if lower >= threshold:
-            break
-        threshold = lower
-        out = _without_spikes(series, threshold)
-    return out
-
-
-def _spike_threshold(series: Sequence[float]) -> float:
+    more than ``_SPIKE_FACTOR`` times the 90th percentile of the flight-to-flight differences or
+    ``_SPIKE_SCALE`` times the noise (see `_noise_scale`), whichever is less. A value at a step
+    agrees with the side it belongs to, so only spikes move; the percentile is high so that the
+    other mode of bimodal noise (a large share of the differences) stays. The noise's scale is
+    there because each spike makes two large differences: a few spikes and steps fill the top
+    tenth of them, and then the percentile is a spike's and no spike is left out; a spike moves
+    a median of the differences by one place. Spikes are only left out of the search: the change
+    points' medians are those of the values as given."""
     steps = sorted(abs(b - a) for a, b in itertools.pairwise(series))
     if not steps:
-        return math.inf
-    return _SPIKE_FACTOR * steps[min(len(steps) - 1, math.floor(0.9 * len(steps)))]
+        return list(series)
+    threshold = _SPIKE_FACTOR * steps[min(len(steps) - 1, math.floor(0.9 * len(steps)))]
+    scale = _noise_scale(series)
+    # no scale when most differences are alike (a few distinct values, a pattern that repeats)
+    if scale > 0:
+        threshold = min(threshold, _SPIKE_SCALE * scale)
+    return _without_spikes(series, threshold)
 
 
 def _without_spikes(series: Sequence[float], threshold: float) -> list[float]:

@@ -532,16 +532,19 @@ def report_placement(data: dict[tuple[str, int], list[Series]]) -> None:
     levels on both sides of it and the places of its neighbours (the changes before and after
     it, or the ends); only the place of the change itself is hidden, uniform over where the
     generator could have put it (``MIN_GAP`` from the neighbours and the ends). The posterior
-    of the place given the values is then exact, and the place that maximises its mass within
-    ±``TOLERANCE`` flights is the Bayes decision: the chance that any rule, given the values
-    and less than the oracle knows, places this change within the tolerance is at most that
-    mass (a rule that knows less chooses a place from the same values, and no place has more
-    mass). Summed over the changes: H, the most changes any detector can be expected to place
-    right. A change placed wrong is a miss and a false alarm, so a detector that reports each
-    change once has F1 at most H/N (N changes of 5% and more) on average; one that also knew
-    which of its places were wrong and left those out, at most 2H/(H+N). The gap between those
-    and a detector's F1 is what finding the changes (and false alarms far from any change)
-    costs; the placement cost itself is the same for every detector."""
+    of the place given the values is then exact but for one thing the generator does and the
+    prior leaves out (a reverted change is within 20 flights of the one it reverts), and the
+    place that maximises its mass within ±``TOLERANCE`` flights is the Bayes decision: a rule
+    that knows less than the oracle chooses a place from the same values, and no place has
+    more mass, so its chance of placing this change within the tolerance is at most that mass
+    (up to what the revert's nearness would add). Summed over the changes: H, about the most
+    changes any detector can be expected to place right. A change placed wrong is a miss and a
+    false alarm, so a detector that reports each change once has F1 at most about H/N (N
+    changes of 5% and more) on average; one that also knew which of its places were wrong and
+    left those out, at most about 2H/(H+N). The gap between those and a detector's F1 is what
+    finding the changes, estimating their levels and false alarms far from any change cost it.
+    When the ceiling is over 0.95, the noise and the false-alarm limit alone do not rule the
+    target out."""
     print(
         "\nplacement ceiling (normal noise, r=1): F1 on changes >= 5% of an oracle told every"
         " change, its levels and its neighbours but not its place (each change reported once /"

@@ -123,6 +123,7 @@ class Series:
     values: list[float]
     changes: dict[int, float]  # index of the first value after the change -> its size
     unspiked: list[float]  # the values before the spiky model's spikes (the same elsewhere)
+    levels: list[float]  # each flight's level, before the noise
 
 
 @dataclass
@@ -202,12 +203,14 @@ def generate(model: str, repeats: int, rng: random.Random) -> Series:
     level = 100.0
     values = []
     unspiked = []
+    levels = []
     for flight in range(FLIGHTS):
         level *= 1 + steps.get(flight, 0.0)
+        levels.append(level)
         value = level * (1 + statistics.median(noise(model, rng) for _ in range(repeats)))
         values.append(value * 1.3 if flight in spikes else value)
         unspiked.append(value)
-    return Series(values, sizes, unspiked)
+    return Series(values, sizes, unspiked, levels)
 
 
 def cells(per_cell: int, seed: int) -> dict[tuple[str, int], list[Series]]:
@@ -520,6 +523,94 @@ def report_oracle(data: dict[tuple[str, int], list[Series]]) -> None:
         print(f"  {model:<8} r={repeats}: {hits / max(1, total):.2f} of {total}")
 
 
+def report_placement(data: dict[tuple[str, int], list[Series]]) -> None:
+    """The F1 on changes >= 5% that no detector reporting each change once can beat on average
+    in normal noise with one value a flight (the normal cell, and the spiky one without its
+    spikes): what placing the changes costs, however well they are found.
+
+    An oracle is told the noise (normal, 2.5% of the level), every change's existence, the
+    levels on both sides of it and the places of its neighbours (the changes before and after
+    it, or the ends); only the place of the change itself is hidden, uniform over where the
+    generator could have put it (``MIN_GAP`` from the neighbours and the ends). The posterior
+    of the place given the values is then exact but for one thing the generator does and the
+    prior leaves out (a reverted change is within 20 flights of the one it reverts), and the
+    place that maximises its mass within ±``TOLERANCE`` flights is the Bayes decision: a rule
+    that knows less than the oracle chooses a place from the same values, and no place has
+    more mass, so its chance of placing this change within the tolerance is at most that mass
+    (up to what the revert's nearness would add). Summed over the changes: H, about the most
+    changes any detector can be expected to place right. A change placed wrong is a miss and a
+    false alarm, so a detector that reports each change once has F1 at most about H/N (N
+    changes of 5% and more) on average; one that also knew which of its places were wrong and
+    left those out, at most about 2H/(H+N). The gap between those and a detector's F1 is what
+    finding the changes, estimating their levels and false alarms far from any change cost it.
+    When the ceiling is over 0.95, the noise and the false-alarm limit alone do not rule the
+    target out."""
+    print(
+        "\nplacement ceiling (normal noise, r=1): F1 on changes >= 5% of an oracle told every"
+        " change, its levels and its neighbours but not its place (each change reported once /"
+        f" wrong places left out); 5% steps it places within ±{TOLERANCE}"
+    )
+    for model in ("normal", "spiky"):
+        series = data.get((model, 1), [])
+        if not series:
+            continue
+        hits = count = hits5 = count5 = 0.0
+        for one in series:
+            for index, size in one.changes.items():
+                if size < 0.05:
+                    continue
+                mass = placement_mass(one, index)
+                hits += mass
+                count += 1
+                if size == 0.05:
+                    hits5 += mass
+                    count5 += 1
+        if not count:
+            continue
+        best = 2 * hits / (hits + count)
+        print(
+            f"  {model:<8} r=1{' (without its spikes)' if model == 'spiky' else ''}:"
+            f" F1 {hits / count:.3f} / {best:.3f}; 5% steps {hits5 / max(1, count5):.3f}"
+            f" of {count5:.0f}"
+        )
+
+
+def placement_mass(one: Series, index: int) -> float:
+    """The largest posterior mass of the place of the change at ``index`` within ±TOLERANCE of
+    one place, given its neighbours, the levels and normal noise of SIGMA times the level."""
+    changes = sorted(one.changes)
+    k = changes.index(index)
+    left = changes[k - 1] if k else 0
+    right = changes[k + 1] if k + 1 < len(changes) else FLIGHTS
+    first = max(left + MIN_GAP, MIN_GAP)
+    last = min(right - MIN_GAP, FLIGHTS - MIN_GAP)
+    before, after = one.levels[index - 1], one.levels[index]
+    values = one.unspiked
+
+    def log_density(value: float, level: float) -> float:
+        off = (value - level) / (SIGMA * level)
+        return -off * off / 2 - math.log(level)
+
+    # log-likelihood of the change at t, up to a constant: flights in [first, t) at the level
+    # before, those in [t, last) at the level after; the rest are the same for every t
+    logs: dict[int, float] = {}
+    running = sum(log_density(values[i], after) for i in range(first, last))
+    for t in range(first, last + 1):
+        logs[t] = running
+        if t < last:
+            running += log_density(values[t], before) - log_density(values[t], after)
+    top = max(logs.values())
+    weights = {t: math.exp(v - top) for t, v in logs.items()}
+    total = sum(weights.values())
+    return (
+        max(
+            sum(weights.get(s, 0.0) for s in range(t - TOLERANCE, t + TOLERANCE + 1))
+            for t in weights
+        )
+        / total
+    )
+
+
 def rank_sum_z(before: Sequence[float], after: Sequence[float]) -> float:
     ranks, ties = midranks([*before, *after])
     size, left = len(ranks), len(before)
@@ -647,6 +738,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scores = report_cells(methods, data)
         met = report_targets(scores["labgate"]) if "labgate" in scores else True
         report_oracle(data)
+        report_placement(data)
         if "labgate" in methods:
             report_modes(data)
             report_unspiked(data)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labgate.perf.changepoint import ChangePoint, change_points
+from labgate.perf.changepoint import ChangePoint, _despiked, change_points
 from labgate.perf.ranks import rank_sum_tail
 
 
@@ -204,3 +204,28 @@ def test_exact_rank_sum_tails() -> None:
     assert rank_sum_tail(1, 3, 0.5) == pytest.approx(1.0)
     assert rank_sum_tail(3, 1, 1.5) == pytest.approx(0.5)
     assert rank_sum_tail(4, 6, 0) == 1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_five_spikes_beside_two_steps_are_all_left_out(seed: int) -> None:
+    # ten differences of spikes and two of steps fill the top tenth of the 99 differences: a
+    # threshold from their 90th percentile alone is a spike's, and leaves every spike in
+    values = flights([(30, 100.0), (40, 110.0), (30, 100.0)], 0.01, seed)
+    spikes = (10, 20, 45, 55, 85)
+    for at in spikes:
+        values[at] *= 1.3
+    searched = _despiked(values)
+    assert [at for at in spikes if searched[at] == values[at]] == []
+    assert all(searched[at] < 1.1 * values[at - 1] for at in spikes)
+    assert sum(searched[k] != values[k] for k in range(100)) <= len(spikes) + 2
+    assert indices(values) == [30, 70]
+
+
+def test_a_step_smaller_than_the_noise_is_not_reported_however_long_its_segments() -> None:
+    # 2% in normal noise of 2.5%: 150 flights a side make it significant, but a change that
+    # small is often placed more than 2 flights off (bench/perf.py's 2% steps: a quarter)
+    small = [indices(flights([(150, 100.0), (150, 102.0)], 0.025, seed)) for seed in range(10)]
+    assert sum(bool(found) for found in small) <= 3
+    # 4%, 1.6 times the noise: reported, where it is
+    large = [indices(flights([(150, 100.0), (150, 104.0)], 0.025, seed)) for seed in range(10)]
+    assert all(len(found) == 1 and abs(found[0] - 150) <= 3 for found in large)

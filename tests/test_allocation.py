@@ -137,6 +137,23 @@ def test_an_expired_lease_puts_the_job_back_in_the_queue(store: Store) -> None:
     assert event.reason == "controller dead stopped renewing its lease on h0"
 
 
+@pytest.mark.parametrize("batch", [1, 32])
+def test_a_claim_finds_a_startable_job_behind_many_that_wait(store: Store, batch: int) -> None:
+    """A claim reads each flight's oldest queued jobs, enough to fill its candidates; when those
+    wait for a dependency, it reads the rest of the queue: the job at the end that waits for
+    nothing still gets the slot left free."""
+    pool = Allocator(store.engine, [host("h0", slots=2)], "c0", lease_s=60, batch=batch)
+    pool.sync()
+    step = (StepSpec("s", "true"),)
+    jobs = [JobSpec("build", step)]
+    jobs += [JobSpec(f"test-{i}", step, depends=("build",)) for i in range(300)]
+    jobs.append(JobSpec("lone", step))
+    flight_id = store.create_flight("a", Blessing.REAL, {"xen": "0" * 40}, jobs)
+    store.submit_flight(flight_id)
+    claimed = sorted(c.job for c in pool.claim() + pool.claim())
+    assert claimed == ["build", "lone"]
+
+
 def test_a_jobs_last_step_ends_with_the_job_in_one_write(store: Store) -> None:
     """Store.end_job with ``last_step`` records the step's end as finish_step would, on both of
     end_job's paths (a transaction; on PostgreSQL one statement for a usual end on a host seen

@@ -180,10 +180,15 @@ class Allocator:
                 known, seen_away = None, unavailable_on(conn)
             away = seen_away
             # as many jobs locked as the free slots could take, and some to spare (a job may
-            # need a host another cannot use); the batch when the count is not known (SQLite)
-            slots = sum(len(free_hosts[h]) for h in free_hosts.keys() - away.keys())
-            want = self.batch if known is None else min(self.batch, max(4, 2 * slots))
-            jobs = self._lock_candidates(conn, flights, free_hosts.keys() - away.keys(), want)
+            # need a host another cannot use); on SQLite, where only the hosts with a free slot
+            # are known here, as many as all their slots could take
+            open_hosts = free_hosts.keys() - away.keys()
+            if known is None:
+                slots = sum(self.hosts[h].slots for h in open_hosts if h in self.hosts)
+            else:
+                slots = sum(len(free_hosts[h]) for h in open_hosts)
+            want = min(self.batch, max(4, 2 * slots))
+            jobs = self._lock_candidates(conn, flights, open_hosts, want)
             if not jobs:
                 return []
             ready = self._ready(conn, jobs)
@@ -240,10 +245,19 @@ class Allocator:
         live = self._live(conn, flights)
         ordered = self._order(flights, live)
         candidates: list[int] = []
+        # each flight's oldest queued jobs, enough to fill the candidates (the order below
+        # takes a flight's jobs oldest first); all of them when those could not (their
+        # dependencies have not passed): a claim reads what it may take, not the whole queue
+        per_flight = CANDIDATES * want
         for i in range(0, len(ordered), FLIGHTS_PER_QUERY):
             chunk = ordered[i : i + FLIGHTS_PER_QUERY]
-            rows = conn.execute(_QUEUED_JOBS_OF, {"flights": chunk}).all()
+            oldest = {"flights": chunk, "per": per_flight}
+            rows = conn.execute(_OLDEST_QUEUED_JOBS_OF, oldest).all()
             startable = self._startable(conn, rows, open_hosts, fits)
+            cut = Counter(r.flight_id for r in rows)
+            if len(startable) < per_flight and per_flight in cut.values():
+                rows = conn.execute(_QUEUED_JOBS_OF, {"flights": chunk}).all()
+                startable = self._startable(conn, rows, open_hosts, fits)
             candidates += self._interleave(startable, flights, live)
             if len(candidates) >= CANDIDATES * self.batch:
                 break
@@ -691,6 +705,14 @@ _POOL_FLIGHTS_OF = _POOL_FLIGHTS.where(t.flight.c.id.in_(bindparam("only", expan
 _QUEUED_JOBS_OF = select(t.job.c.id, t.job.c.flight_id, t.job.c.depends, t.job.c.requires).where(
     t.job.c.flight_id.in_(bindparam("flights", expanding=True)), t.job.c.outcome == QUEUED
 )
+_RANKED_QUEUED = select(
+    *_QUEUED_JOBS_OF.selected_columns,
+    func.row_number().over(partition_by=t.job.c.flight_id, order_by=t.job.c.id).label("oldest"),
+).where(t.job.c.flight_id.in_(bindparam("flights", expanding=True)), t.job.c.outcome == QUEUED)
+_OLDEST = _RANKED_QUEUED.subquery("ranked")
+_OLDEST_QUEUED_JOBS_OF = select(
+    _OLDEST.c.id, _OLDEST.c.flight_id, _OLDEST.c.depends, _OLDEST.c.requires
+).where(_OLDEST.c.oldest <= bindparam("per"))
 _QUEUED_JOBS = select(
     t.job.c.id,
     t.job.c.flight_id,

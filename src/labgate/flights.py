@@ -89,6 +89,8 @@ class Flights:
         # each flight's jobs as they wait in the queue, in plan order: a job not read back as
         # moved (see Store.job_states) is one of these
         self._waiting: dict[int, list[JobState]] = {}
+        # per flight, its jobs the last look left unfinished, less those of ours ended since
+        self._open: dict[int, int] = {}
         self._next_cancel_check = 0.0
         self._away_hosts: dict[str, str] = {}
         self._away_until = 0.0
@@ -414,6 +416,7 @@ class Flights:
                         self.store.finish_job(j.id, Outcome.BROKEN, reason)
                         outcome[j.name] = Outcome.BROKEN
                         self._progress(flight_id).job_finished(j.name, Outcome.BROKEN, None)
+            self._open[flight_id] = sum(1 for o in outcome.values() if not o.finished)
             if any(c.flight_id == flight_id for c in self._running.values()):
                 still = True  # a job of it is still cleaning up here (its result is stored)
                 self._mark_running(flight_id)
@@ -435,17 +438,20 @@ class Flights:
 
     def _passed(self, claim: Claim, outcome: Outcome) -> bool:
         """Note a job of ours that ended; whether the flights need no look because of it: it
-        passed (nothing to block) and its flight has jobs left that no look has seen end (so it
-        is not the flight's end). A look comes anyway with the next wake, the next cancel check
-        (every ``CANCEL_POLL_S``), or another end; what other controllers did is seen then."""
+        passed (nothing to block) and its flight still has jobs the last look left unfinished
+        besides those of ours that ended since (so it is not the flight's end). A look comes
+        anyway with the next wake, the next cancel check (every ``CANCEL_POLL_S``), or another
+        end; what other controllers did is seen then."""
+        left = self._open.get(claim.flight_id, 0) - 1
+        self._open[claim.flight_id] = left
         ended = self._ended.get(claim.flight_id)
-        if outcome is not Outcome.PASS or ended is None:
+        if outcome is not Outcome.PASS or ended is None or left <= 0:
             return False
         waiting = next((j for j in self._waiting[claim.flight_id] if j.id == claim.job_id), None)
         if waiting is None:
             return False
         ended[claim.job_id] = replace(waiting, outcome=outcome, attempt=claim.attempt)
-        return len(ended) < len(self._waiting[claim.flight_id])
+        return True
 
     def _job_states(self, ids: Sequence[int]) -> dict[int, list[JobState]]:
         """Where the jobs of these flights stand, in plan order. What each needs (the host
@@ -495,6 +501,7 @@ class Flights:
         self._needs.pop(flight_id, None)
         self._ended.pop(flight_id, None)
         self._waiting.pop(flight_id, None)
+        self._open.pop(flight_id, None)
         self._flights.pop(flight_id, None)
         self._jobs.pop(flight_id, None)
         self._started.discard(flight_id)

@@ -437,21 +437,15 @@ class Flights:
         return still
 
     def _passed(self, claim: Claim, outcome: Outcome) -> bool:
-        """Note a job of ours that ended; whether the flights need no look because of it: it
+        """Count a job of ours that ended; whether the flights need no look because of it: it
         passed (nothing to block) and its flight still has jobs the last look left unfinished
-        besides those of ours that ended since (so it is not the flight's end). A look comes
-        anyway with the next wake, the next cancel check (every ``CANCEL_POLL_S``), or another
-        end; what other controllers did is seen then."""
+        besides those of ours that ended since (so it is not the flight's end). The next look
+        reads the job's end with the others'; it comes anyway with the next wake, the next
+        cancel check (every ``CANCEL_POLL_S``), or another end, and sees then what other
+        controllers did."""
         left = self._open.get(claim.flight_id, 0) - 1
         self._open[claim.flight_id] = left
-        ended = self._ended.get(claim.flight_id)
-        if outcome is not Outcome.PASS or ended is None or left <= 0:
-            return False
-        waiting = next((j for j in self._waiting[claim.flight_id] if j.id == claim.job_id), None)
-        if waiting is None:
-            return False
-        ended[claim.job_id] = replace(waiting, outcome=outcome, attempt=claim.attempt)
-        return True
+        return outcome is Outcome.PASS and left > 0
 
     def _job_states(self, ids: Sequence[int]) -> dict[int, list[JobState]]:
         """Where the jobs of these flights stand, in plan order. What each needs (the host

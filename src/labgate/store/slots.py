@@ -171,22 +171,20 @@ class Allocator:
         # read without the write lock: none free is the usual answer when busy, asked each
         # time a job ends; on PostgreSQL with the free slots and why hosts are away, in one
         # round trip (the slots chosen are locked and checked free again before they are taken)
-        free_hosts, seen_away = self._free_and_away()
+        free_hosts, away = self._free_and_away()
         if not free_hosts:
             return []
         with self._transaction() as conn:
-            known: dict[str, list[int]] | None = free_hosts
-            if seen_away is None:
-                known, seen_away = None, unavailable_on(conn)
-            away = seen_away
+            # on SQLite the hosts are known here, not their free slots (None), nor who is away
+            known = None if self.sqlite else free_hosts
+            away = unavailable_on(conn) if self.sqlite else away
             # as many jobs locked as the free slots could take, and some to spare (a job may
-            # need a host another cannot use); on SQLite, where only the hosts with a free slot
-            # are known here, as many as all their slots could take
+            # need a host another cannot use); on SQLite, as many as all their slots could take
             open_hosts = free_hosts.keys() - away.keys()
             if known is None:
                 slots = sum(self.hosts[h].slots for h in open_hosts if h in self.hosts)
             else:
-                slots = sum(len(free_hosts[h]) for h in open_hosts)
+                slots = sum(len(known[h]) for h in open_hosts)
             want = min(self.batch, max(4, 2 * slots))
             jobs = self._lock_candidates(conn, flights, open_hosts, want)
             if not jobs:
@@ -210,13 +208,14 @@ class Allocator:
             self._served[self._group_of[c.job_id]] += 1
         return claims
 
-    def _free_and_away(self) -> tuple[dict[str, list[int]], dict[str, str] | None]:
+    def _free_and_away(self) -> tuple[dict[str, list[int]], dict[str, str]]:
         """The hosts with a free slot, and on PostgreSQL their free slots and the unavailable
-        ones among them with why (None on SQLite: read under its write lock instead, since
-        ``BEGIN IMMEDIATE`` takes the slots read there without checking them again)."""
+        ones among them with why (on SQLite no slots and nobody away: both are read under its
+        write lock instead, since ``BEGIN IMMEDIATE`` takes the slots read there without
+        checking them again)."""
         with self.reader.connect() as conn:
             if self.sqlite:
-                return {h: [] for h in conn.execute(_HOSTS_WITH_FREE_SLOTS).scalars()}, None
+                return {h: [] for h in conn.execute(_HOSTS_WITH_FREE_SLOTS).scalars()}, {}
             stamp = now()
             free: dict[str, list[int]] = {}
             away: dict[str, str] = {}
@@ -273,7 +272,7 @@ class Allocator:
             top = top[:1]
         first = random.randrange(len(top)) if top else 0
         for i in top[first:] + top[:first] + slices[len(top) :]:
-            batch = {"jobs": candidates[i : i + min(want, self.batch)]}  # a slice's best
+            batch = {"jobs": candidates[i : i + want]}  # a slice's best
             locked += [
                 dict(r._mapping) for r in conn.execute(_LOCK_QUEUED_JOBS[self.sqlite], batch)
             ]
